@@ -71,6 +71,24 @@ export const FKO_MAX_RIJNDAEL_KEY_LENGTH = 32;
 export const FKO_RANDOM_DIGITS = 16;
 export const FKO_MIN_MESSAGE_TYPE = 0;
 export const FKO_MAX_MESSAGE_TYPE = 6;
+/** libfko caps the HMAC key at 128 bytes (`fwknop --key-gen` gives 64). */
+export const FKO_MAX_HMAC_KEY_LENGTH = 128;
+/** [FKO-9] the plaintext splits on ':' into 7..10 fields: 6 mandatory + digest, then NAT, server_auth, timeout. */
+export const FKO_MIN_FIELDS = 7;
+export const FKO_MAX_FIELDS = 10;
+/** Largest base64 username field fwknopd parses (MAX_SPA_USERNAME_SIZE): a username of at most 48 bytes. */
+export const FKO_MAX_USERNAME_B64_LENGTH = 64;
+export const FKO_MAX_USERNAME_LENGTH = 48;
+/** Largest timestamp field (MAX_SPA_TIMESTAMP_SIZE) and value (libfko keeps it in an unsigned int). */
+export const FKO_MAX_TIMESTAMP_DIGITS = 12;
+export const FKO_MAX_TIMESTAMP = 0xffff_ffff;
+/** Largest base64 message, NAT access or server_auth field (MAX_SPA_MESSAGE_SIZE). */
+export const FKO_MAX_FIELD_B64_LENGTH = 256;
+/** Largest decoded server_auth (MAX_SPA_SERVER_AUTH_SIZE, NUL excluded). */
+export const FKO_MAX_SERVER_AUTH_LENGTH = 63;
+/** Client timeout range on the wire (types 3, 4, 6); fwknopd also takes 65536, blackcloud a u16. */
+export const FKO_MIN_CLIENT_TIMEOUT = 1;
+export const FKO_MAX_CLIENT_TIMEOUT = 65_535;
 
 // ---------------------------------------------------------------------------------------------
 // Policy defaults shared by receiver and client.

@@ -52,6 +52,13 @@ export type NonceRecordResult = 'fresh' | 'replay';
  */
 export interface NonceStore {
   record(replayId: string, expiresAt: number): Promise<NonceRecordResult>;
+  /**
+   * Start-time guard (ms since the epoch), for stores whose memory begins at some instant (the in-memory store:
+   * the process start; the file store: the file's creation). The receiver refuses packets stamped before it,
+   * reason 'before-start', because the store cannot tell whether they were already used. Undefined = no horizon
+   * (a shared durable store such as DynamoDB).
+   */
+  readonly notBefore?: number;
   close?(): Promise<void>;
 }
 
@@ -135,6 +142,8 @@ export type AuditEvent =
       readonly reason: string;
       readonly format?: PacketFormat;
       readonly deviceId?: string;
+      /** The codec's finer reason when `reason` is 'malformed' (e.g. 'bad-port'); never key material. */
+      readonly detail?: string;
     }
   | {
       readonly type: 'grant.opened' | 'grant.extended' | 'grant.revoked';

@@ -1,0 +1,50 @@
+/**
+ * Bench dispatcher. `tsx bench/run.ts NAME` imports bench/NAME.ts and awaits its exported `main()`;
+ * with no NAME (or an unknown one) it lists the available benches. Benches print figures; they assert nothing
+ * about speed (tests never do: speed belongs here).
+ */
+import { readdirSync } from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
+const SELF = 'run';
+
+function availableBenches(): string[] {
+  return readdirSync(BENCH_DIR)
+    .filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts'))
+    .map((file) => file.slice(0, -'.ts'.length))
+    .filter((name) => name !== SELF)
+    .sort();
+}
+
+function usage(benches: readonly string[]): string {
+  return [
+    'usage: tsx bench/run.ts NAME',
+    '',
+    'available benches:',
+    ...benches.map((name) => `  ${name}`),
+  ].join('\n');
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const benches = availableBenches();
+  const name = argv[0];
+  if (name === undefined || name === '--help' || name === '-h') {
+    console.log(usage(benches));
+    return 0;
+  }
+  // Only names listed from the directory are imported: no paths, no traversal.
+  if (!benches.includes(name)) {
+    console.error(`unknown bench ${JSON.stringify(name)}\n\n${usage(benches)}`);
+    return 2;
+  }
+  const module: { main?: unknown } = await import(pathToFileURL(`${BENCH_DIR}${name}.ts`).href);
+  if (typeof module.main !== 'function') {
+    console.error(`bench/${name}.ts does not export a main() function`);
+    return 2;
+  }
+  await module.main(argv.slice(1));
+  return 0;
+}
+
+process.exitCode = await run(process.argv.slice(2));

@@ -1,0 +1,288 @@
+/**
+ * The embedded MQTT broker of `blackcloud up`: aedes 1.2 behind a mutual-TLS listener.
+ *
+ * Contract:
+ * - TLS 1.2+ with `requestCert` and `rejectUnauthorized`: a client without a certificate signed by `tls.ca` never
+ *   completes the handshake, so it never reaches MQTT. Node verifies client certificates for the TLS client
+ *   purpose, so a certificate whose extendedKeyUsage lacks clientAuth (a server certificate) is refused too.
+ * - The identity of a connection is its certificate's single subject CN (topic-policy.ts says which CNs are
+ *   valid). A certificate with no CN, several CNs, or a CN outside that alphabet is dropped after the handshake.
+ * - CONNECT: the `username`/`password` fields are ignored (the username is overwritten with the identity). The
+ *   client id is namespaced by the identity: an id equal to `<identity>` or starting with `<identity>/` is kept,
+ *   any other id becomes `<identity>/<id>`, so no client can take over another identity's session. An empty id
+ *   keeps aedes' random `aedes_<uuid>`. A will message outside the identity's topics is refused with CONNACK 5.
+ * - Topics: topic-policy.ts (`blackcloud/devices/<CN>/#` for devices, everything but `$SYS/` publishes for
+ *   `blackcloud-controller`). A refused SUBSCRIBE entry is answered with SUBACK 0x80 [MQTT-3.9.3-2]; a refused
+ *   PUBLISH closes the connection without delivering it [MQTT-3.3.5-2]; deliveries are filtered again on the way
+ *   out. Optional hooks can only narrow these rules, never widen them.
+ * - `close()` disconnects every client and stops listening; it resolves when the port is released.
+ */
+import type { AddressInfo, Socket } from 'node:net';
+import { createSecureContext, createServer, type TLSSocket } from 'node:tls';
+import {
+  Aedes,
+  type AedesPublishPacket,
+  type AuthenticateError,
+  type Client,
+  type ConnectPacket,
+  type PublishPacket,
+  type Subscription,
+} from 'aedes';
+import { BrokerListenError, BrokerTlsError } from './broker-error.ts';
+import { isValidIdentity, mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
+
+export { BrokerListenError, BrokerTlsError } from './broker-error.ts';
+export { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, deviceTopic } from './topic-policy.ts';
+
+/** The subset of a pino logger the broker uses. */
+export interface BrokerLogger {
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+}
+
+export interface TopicRequest {
+  /** The client certificate's CN. */
+  readonly identity: string;
+  /** The (namespaced) MQTT client id. */
+  readonly clientId: string;
+  readonly topic: string;
+}
+
+export interface EmbeddedBrokerOptions {
+  host: string;
+  /** 0 = any free port; read it back with `address()`. */
+  port: number;
+  tls: { key: string | Buffer; cert: string | Buffer; ca: string | Buffer };
+  /** Extra check after the certificate: e.g. refuse a disabled device (CONNACK 5). */
+  authenticate?: (req: { identity: string; clientId: string }) => boolean | Promise<boolean>;
+  /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
+  authorizePublish?: (req: TopicRequest & { payload: Buffer }) => boolean | Promise<boolean>;
+  /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
+  authorizeSubscribe?: (req: TopicRequest) => boolean | Promise<boolean>;
+  logger?: BrokerLogger;
+  /** Milliseconds allowed for the TLS handshake. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Milliseconds allowed between the handshake and CONNECT. @default 10000 */
+  connectTimeoutMs?: number;
+}
+
+export interface EmbeddedBroker {
+  address(): { host: string; port: number };
+  aedes: Aedes;
+  /** The certificate identity behind an aedes client, or undefined. */
+  identityOf(client: Client): string | undefined;
+  /** Drops every connection of this identity (e.g. a device was disabled). Returns how many were dropped. */
+  disconnect(identity: string): number;
+  close(): Promise<void>;
+}
+
+const NOT_AUTHORIZED = 5;
+const silentLogger: BrokerLogger = { info: () => undefined, warn: () => undefined };
+
+export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const logger = opts.logger ?? silentLogger;
+  validateTls(opts.tls);
+  /** Identity of each TLS connection, set once the handshake succeeded. */
+  const identities = new WeakMap<object, string>();
+  /** Connections refused at CONNECT time, with the reason (answered by `authenticate` with CONNACK 5). */
+  const refusals = new WeakMap<Client, string>();
+  const tlsSockets = new Set<TLSSocket>();
+  const rawSockets = new Set<Socket>();
+
+  const identityOf = (client: Client | null): string | undefined =>
+    client === null ? undefined : identities.get(client.conn);
+
+  const aedes = await Aedes.createBroker({
+    connectTimeout: opts.connectTimeoutMs ?? 10_000,
+    preConnect(client: Client, packet: ConnectPacket, callback: (error: Error | null, ok: boolean) => void) {
+      const identity = identityOf(client);
+      if (identity === undefined)
+        return callback(new Error('connection without a certificate identity'), false);
+      packet.clientId = namespacedClientId(identity, packet.clientId);
+      packet.username = identity;
+      packet.password = undefined;
+      if (packet.will && !mayPublish(identity, packet.will.topic)) {
+        refusals.set(client, `will topic ${JSON.stringify(packet.will.topic)} outside the identity's topics`);
+      }
+      callback(null, true);
+    },
+    authenticate(client, _username, _password, done) {
+      const identity = identityOf(client);
+      const refusal = identity === undefined ? 'no certificate identity' : refusals.get(client);
+      const deny = (reason: string) => {
+        logger.warn({ identity, clientId: client.id, reason }, 'mqtt connect refused');
+        const error = new Error(reason) as AuthenticateError;
+        error.returnCode = NOT_AUTHORIZED;
+        done(error, false);
+      };
+      if (identity === undefined || refusal !== undefined) return deny(refusal ?? 'no certificate identity');
+      if (opts.authenticate === undefined) return done(null, true);
+      decide(() => opts.authenticate?.({ identity, clientId: client.id }) ?? true).then((allowed) =>
+        allowed ? done(null, true) : deny('refused by the authenticate hook'),
+      );
+    },
+    authorizePublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void) {
+      const identity = identityOf(client);
+      const deny = (reason: string) => {
+        logger.warn({ identity, clientId: client?.id, topic: packet.topic, reason }, 'mqtt publish refused');
+        callback(new Error(`publish to ${JSON.stringify(packet.topic)} refused: ${reason}`));
+      };
+      if (identity === undefined || client === null) return deny('no certificate identity');
+      if (!mayPublish(identity, packet.topic)) return deny('outside the identity topics');
+      const hook = opts.authorizePublish;
+      if (hook === undefined) return callback(null);
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      decide(() => hook({ identity, clientId: client.id, topic: packet.topic, payload })).then((allowed) =>
+        allowed ? callback(null) : deny('refused by the authorizePublish hook'),
+      );
+    },
+    authorizeSubscribe(
+      client: Client,
+      sub: Subscription,
+      callback: (error: Error | null, subscription?: Subscription | null) => void,
+    ) {
+      const identity = identityOf(client);
+      const deny = (reason: string) => {
+        logger.warn({ identity, clientId: client.id, topic: sub.topic, reason }, 'mqtt subscribe refused');
+        callback(null, null); // [MQTT-3.9.3-2] SUBACK return code 0x80 for this entry
+      };
+      if (identity === undefined) return deny('no certificate identity');
+      if (!maySubscribe(identity, sub.topic)) return deny('outside the identity topics');
+      const hook = opts.authorizeSubscribe;
+      if (hook === undefined) return callback(null, sub);
+      decide(() => hook({ identity, clientId: client.id, topic: sub.topic })).then((allowed) =>
+        allowed ? callback(null, sub) : deny('refused by the authorizeSubscribe hook'),
+      );
+    },
+    authorizeForward(client: Client, packet: AedesPublishPacket) {
+      const identity = identityOf(client);
+      return identity !== undefined && mayReceive(identity, packet.topic) ? packet : null;
+    },
+  });
+  aedes.on('clientError', (client: Client, error: Error) => {
+    logger.info(
+      { identity: identityOf(client), clientId: client.id, error: error.message },
+      'mqtt client error',
+    );
+  });
+
+  const server = createServer(
+    {
+      key: opts.tls.key,
+      cert: opts.tls.cert,
+      ca: opts.tls.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
+    },
+    (socket: TLSSocket) => {
+      const identity = certificateIdentity(socket);
+      if (!identity.ok) {
+        logger.warn({ remote: socket.remoteAddress, reason: identity.reason }, 'tls client refused');
+        socket.destroy();
+        return;
+      }
+      identities.set(socket, identity.value);
+      tlsSockets.add(socket);
+      socket.once('close', () => tlsSockets.delete(socket));
+      aedes.handle(socket);
+    },
+  );
+  server.on('connection', (socket: Socket) => {
+    rawSockets.add(socket);
+    socket.once('close', () => rawSockets.delete(socket));
+  });
+  server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
+    logger.info({ remote: socket.remoteAddress, error: error.message }, 'tls handshake failed');
+  });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (cause) {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    throw new BrokerListenError(opts.host, opts.port, (cause as NodeJS.ErrnoException).code, { cause });
+  }
+  server.on('error', (error: Error) => logger.warn({ error: error.message }, 'broker listener error'));
+
+  let closing: Promise<void> | undefined;
+  return {
+    address() {
+      const info = server.address() as AddressInfo;
+      return { host: info.address, port: info.port };
+    },
+    aedes,
+    identityOf: (client) => identityOf(client),
+    disconnect(identity) {
+      let dropped = 0;
+      for (const socket of tlsSockets) {
+        if (identities.get(socket) === identity) {
+          socket.destroy();
+          dropped += 1;
+        }
+      }
+      return dropped;
+    },
+    close() {
+      closing ??= (async () => {
+        const released = new Promise<void>((resolve) => server.close(() => resolve()));
+        await new Promise<void>((resolve) => aedes.close(() => resolve()));
+        for (const socket of rawSockets) socket.destroy();
+        await released;
+      })();
+      return closing;
+    },
+  };
+}
+
+type IdentityResult = { ok: true; value: string } | { ok: false; reason: string };
+
+/** The single subject CN of a verified peer certificate. */
+function certificateIdentity(socket: TLSSocket): IdentityResult {
+  if (!socket.authorized)
+    return { ok: false, reason: `unverified certificate (${socket.authorizationError})` };
+  const cn: unknown = socket.getPeerCertificate()?.subject?.CN;
+  if (Array.isArray(cn)) return { ok: false, reason: 'several subject CNs' };
+  if (!isValidIdentity(cn)) return { ok: false, reason: `unusable subject CN ${JSON.stringify(cn)}` };
+  return { ok: true, value: cn };
+}
+
+function namespacedClientId(identity: string, clientId: string): string {
+  if (clientId === '' || clientId === identity || clientId.startsWith(`${identity}/`)) return clientId;
+  return `${identity}/${clientId}`;
+}
+
+/** Runs a hook; false when it throws or rejects (fail closed). */
+async function decide(hook: () => boolean | Promise<boolean>): Promise<boolean> {
+  try {
+    return (await hook()) === true;
+  } catch {
+    return false;
+  }
+}
+
+function validateTls(tls: EmbeddedBrokerOptions['tls'] | undefined): void {
+  for (const field of ['key', 'cert', 'ca'] as const) {
+    const value = tls?.[field];
+    if (value === undefined || value.length === 0) {
+      throw new BrokerTlsError(
+        `tls.${field} is missing: pass the PEM ${field === 'ca' ? 'CA certificate that signs client certificates' : `broker ${field}`} (ensureLocalPki creates them)`,
+      );
+    }
+  }
+  try {
+    createSecureContext({ key: tls?.key, cert: tls?.cert, ca: tls?.ca });
+  } catch (cause) {
+    throw new BrokerTlsError(
+      `tls.key/tls.cert/tls.ca are not a usable PEM key, certificate and CA (${(cause as Error).message}): ` +
+        'pass the files ensureLocalPki created',
+      { cause },
+    );
+  }
+}

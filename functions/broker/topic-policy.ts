@@ -1,0 +1,55 @@
+/**
+ * Who may publish and subscribe where on the embedded broker. Pure: no sockets, no aedes.
+ *
+ * The identity is the CN of the client certificate (see embedded-broker.ts).
+ * - A device identity `D` may publish to, subscribe to and receive only `blackcloud/devices/D` and topics below
+ *   it (`blackcloud/devices/D/#`). Wildcards are allowed only after that literal prefix, so they cannot reach
+ *   another device's topics.
+ * - The controller identity (`blackcloud-controller`) may subscribe to anything and publish anywhere except the
+ *   broker's reserved `$SYS/` tree.
+ * - Identities are 1..64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit: never `/`, `+`, `#`,
+ *   `$` or NUL, so an identity can never widen its own topic prefix.
+ */
+
+export const CONTROLLER_IDENTITY = 'blackcloud-controller';
+export const DEVICE_TOPIC_ROOT = 'blackcloud/devices';
+const SYS_PREFIX = '$SYS/';
+const IDENTITY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** The topic under which a device publishes and receives: `blackcloud/devices/<identity>`. */
+export function deviceTopic(identity: string, ...levels: string[]): string {
+  return [DEVICE_TOPIC_ROOT, identity, ...levels].join('/');
+}
+
+export function isValidIdentity(identity: unknown): identity is string {
+  return typeof identity === 'string' && IDENTITY_PATTERN.test(identity);
+}
+
+function withinDeviceTree(identity: string, topic: string): boolean {
+  const own = deviceTopic(identity);
+  return topic === own || topic.startsWith(`${own}/`);
+}
+
+/** A PUBLISH topic name carries no wildcards and no NUL ([MQTT-3.3.2-2], [MQTT-1.5.3-2]). */
+function isTopicName(topic: string): boolean {
+  return topic.length > 0 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+}
+
+export function mayPublish(identity: string, topic: string): boolean {
+  if (!isValidIdentity(identity) || !isTopicName(topic)) return false;
+  if (identity === CONTROLLER_IDENTITY) return !topic.startsWith(SYS_PREFIX);
+  return withinDeviceTree(identity, topic);
+}
+
+export function maySubscribe(identity: string, filter: string): boolean {
+  if (!isValidIdentity(identity) || filter.length === 0 || filter.includes('\u0000')) return false;
+  if (identity === CONTROLLER_IDENTITY) return true;
+  return withinDeviceTree(identity, filter);
+}
+
+/** Whether a message on `topic` may be delivered to `identity` (defence in depth behind `maySubscribe`). */
+export function mayReceive(identity: string, topic: string): boolean {
+  if (!isValidIdentity(identity)) return false;
+  if (identity === CONTROLLER_IDENTITY) return true;
+  return withinDeviceTree(identity, topic);
+}

@@ -1,0 +1,319 @@
+/**
+ * The local black cloud in one process (`blackcloud up`, DESIGN.md §6): the same receiver code as on AWS, with
+ * local adapters.
+ *
+ *   device ──UDP knock──▶ receiver (host:spaPort) ──grant──▶ firewall ──▶ broker
+ *   firewall = gate:     userspace TCP gate on host:mqttPort → embedded broker on 127.0.0.1:<random> (or --broker)
+ *   firewall = nftables: kernel table guarding tcp/mqttPort → embedded broker on host:mqttPort (or --broker's port)
+ *
+ * Contract:
+ * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), the PKI (a broker
+ *   certificate valid for the advertised host), and on first run (no devices file yet) the demo device; then
+ *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and points
+ *   every device file in the data directory at them.
+ * - A failure at any step stops what was already started and throws a typed error (a busy port is
+ *   `PortInUseError` naming the flag to change).
+ * - `close()` stops the receiver, revokes every grant, closes the firewall (removes the nftables table), the
+ *   broker, the nonce store and the audit file, in that order; each step runs even when an earlier one fails.
+ *   Idempotent.
+ * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
+ *   the broker refuses new sessions of identities that are not enabled devices.
+ * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
+ */
+import { mkdir, stat } from 'node:fs/promises';
+import { formatAccessSpec } from '../../device-client/access-spec.ts';
+import { createAuditSink } from '../adapters/local/audit.ts';
+import { writeDeviceFile } from '../adapters/local/device-file.ts';
+import { FileNonceStore } from '../adapters/local/file-nonce-store.ts';
+import { type GateEvent, GateListenError, startGateFirewall } from '../adapters/local/gate-firewall.ts';
+import { startNftablesFirewall } from '../adapters/local/nftables-firewall.ts';
+import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
+import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
+import { UdpPortInUseError } from '../receiver/errors.ts';
+import type { Outcome } from '../receiver/handle-datagram.ts';
+import { type RunningReceiver, startReceiver } from '../receiver/main.ts';
+import type {
+  AuditEvent,
+  AuditSink,
+  Clock,
+  Firewall,
+  RandomSource,
+  RemoteEndpoint,
+} from '../receiver/ports.ts';
+import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
+import { systemClock, systemRandom } from '../receiver/system.ts';
+import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
+import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
+import { DataDirError, PortInUseError } from './local-errors.ts';
+import { type ProvisionedDevice, provisionDevice } from './provision-device.ts';
+import type { UpConfig } from './up-config.ts';
+import { WatchedDeviceDirectory } from './watched-directory.ts';
+
+export interface LocalCloudHooks {
+  /** Every audit event (also written to audit.jsonl). */
+  readonly onAudit?: (event: AuditEvent) => void;
+  /** Every datagram's outcome. */
+  readonly onOutcome?: (outcome: Outcome, remote: RemoteEndpoint) => void;
+  readonly onGateEvent?: (event: GateEvent) => void;
+  /** Operational notes (directory reloaded, a device file skipped, ...). */
+  readonly onNote?: (line: string) => void;
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default systemRandom */
+  readonly random?: RandomSource;
+}
+
+export interface LocalCloud {
+  readonly layout: DataDirLayout;
+  readonly config: UpConfig;
+  readonly spa: { readonly host: string; readonly port: number };
+  /** The public MQTT endpoint devices dial (gate, or the guarded broker port). */
+  readonly mqtt: { readonly host: string; readonly port: number; readonly url: string };
+  /** Where the broker itself listens (private behind the gate). */
+  readonly broker: { readonly host: string; readonly port: number; readonly embedded: boolean };
+  readonly endpoints: Endpoints;
+  /** The demo device created on this run (first run only). */
+  readonly demoDevice?: ProvisionedDevice;
+  readonly directory: WatchedDeviceDirectory;
+  readonly deps: WiredReceiverDeps;
+  counters(): Record<string, number>;
+  close(): Promise<void>;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function prepareDataDir(layout: DataDirLayout): Promise<void> {
+  try {
+    await mkdir(layout.root, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new DataDirError(
+      layout.root,
+      `cannot be created (${(error as NodeJS.ErrnoException).code ?? String(error)}); fix: pass a writable --data-dir`,
+      { cause: error },
+    );
+  }
+  const info = await stat(layout.root);
+  if (!info.isDirectory()) {
+    throw new DataDirError(layout.root, 'is not a directory; fix: pass a directory path with --data-dir');
+  }
+}
+
+function tee(file: AuditSink, onAudit: ((event: AuditEvent) => void) | undefined): AuditSink {
+  return {
+    write(event) {
+      file.write(event);
+      try {
+        onAudit?.(event);
+      } catch {
+        // A console problem must not affect the receiver.
+      }
+    },
+  };
+}
+
+/** Runs every cleanup step, even when one fails; the first error is rethrown after all ran. */
+async function runAll(steps: readonly (() => Promise<unknown> | unknown)[]): Promise<void> {
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      first ??= error;
+    }
+  }
+  if (first !== undefined) throw first;
+}
+
+export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks = {}): Promise<LocalCloud> {
+  const clock = hooks.clock ?? systemClock;
+  const random = hooks.random ?? systemRandom;
+  const note = hooks.onNote ?? (() => undefined);
+  const layout = dataDirLayout(config.dataDir);
+  const cleanup: (() => Promise<unknown> | unknown)[] = [];
+  const stopStarted = () => runAll([...cleanup].reverse()).catch(() => undefined);
+  /** Set once the directory is loaded; the broker refuses identities that are not enabled devices. */
+  const directoryRef: { current?: WatchedDeviceDirectory } = {};
+
+  try {
+    await prepareDataDir(layout);
+    const pki = await ensureLocalPki(layout.pkiDir, { extraIpAddresses: [config.advertisedHost] });
+    const tls = await loadPem(pki.brokerCert, pki.brokerKey);
+    const ca = await loadPem(pki.caCert, pki.caKey);
+    const firstRun = !(await exists(layout.devicesFile));
+
+    // Broker: embedded (private behind the gate, public behind nftables) or external.
+    let broker: EmbeddedBroker | undefined;
+    let brokerAddress: { host: string; port: number };
+    if (config.broker !== undefined) {
+      brokerAddress = { host: config.broker.host, port: config.broker.port };
+    } else {
+      const behindGate = config.firewall === 'gate';
+      const listen = behindGate
+        ? { host: '127.0.0.1', port: 0 }
+        : { host: config.host, port: config.mqttPort };
+      try {
+        broker = await startEmbeddedBroker({
+          ...listen,
+          tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
+          authenticate: ({ identity }) => directoryRef.current?.byId(identity)?.enabled === true,
+        });
+      } catch (error) {
+        if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
+          throw new PortInUseError('tcp', listen.host, listen.port, '--mqtt-port', { cause: error });
+        }
+        throw error;
+      }
+      const started = broker;
+      cleanup.push(() => started.close());
+      brokerAddress = started.address();
+    }
+
+    // Firewall in front of it.
+    let firewall: Firewall & { close(): Promise<void> };
+    let publicPort: number;
+    if (config.firewall === 'gate') {
+      try {
+        const gate = await startGateFirewall({
+          listen: { host: config.host, port: config.mqttPort },
+          upstream: brokerAddress,
+          clock,
+          ...(hooks.onGateEvent === undefined ? {} : { onEvent: hooks.onGateEvent }),
+        });
+        firewall = gate;
+        publicPort = gate.address().port;
+      } catch (error) {
+        if (error instanceof GateListenError && error.code === 'EADDRINUSE') {
+          throw new PortInUseError('tcp', config.host, config.mqttPort, '--mqtt-port', { cause: error });
+        }
+        throw error;
+      }
+    } else {
+      publicPort = config.broker?.port ?? brokerAddress.port;
+      firewall = await startNftablesFirewall({
+        table: config.nftTable,
+        ports: [{ protocol: 'tcp', port: publicPort }],
+        clock,
+      });
+    }
+    const startedFirewall = firewall;
+    cleanup.push(() => startedFirewall.close());
+
+    // Devices: the demo device on first run (after the public port is known: its access names it).
+    let demoDevice: ProvisionedDevice | undefined;
+    const provisional: Endpoints = {
+      host: config.advertisedHost,
+      spaPort: config.spaPort,
+      mqttPort: publicPort,
+    };
+    if (firstRun) {
+      if (config.demoDevice) {
+        demoDevice = await provisionDevice({
+          layout,
+          deviceId: DEMO_DEVICE_ID,
+          format: 'native',
+          access: [{ protocol: 'tcp', port: publicPort }],
+          endpoints: provisional,
+          ca,
+          caFile: pki.caCert,
+          random,
+        });
+      } else {
+        await writeDeviceFile(layout.devicesFile, []);
+      }
+    }
+    const directory = await WatchedDeviceDirectory.open(layout.devicesFile, {
+      onReload: (devices) => {
+        note(`device directory reloaded: ${devices.length} device(s)`);
+        // A disabled device loses its broker sessions too: closing the firewall does not cut them (DESIGN §4).
+        for (const device of devices) {
+          if (!device.enabled && broker !== undefined && broker.disconnect(device.id) > 0) {
+            note(`device ${device.id} is disabled: its broker sessions were closed`);
+          }
+        }
+      },
+      onReloadError: (error) =>
+        note(`device directory not reloaded (previous devices stay in force): ${error.message}`),
+    });
+    directoryRef.current = directory;
+    cleanup.push(() => directory.close());
+    for (const device of directory.devices()) {
+      if (!device.allowedAccess.some((entry) => entry.protocol === 'tcp' && entry.port === publicPort)) {
+        note(
+          `device ${device.id} may open ${device.allowedAccess.map(formatAccessSpec).join(',')} but the broker ` +
+            `port is tcp/${publicPort}: its knocks will not open the broker (edit allowedAccess in ${layout.devicesFile})`,
+        );
+      }
+    }
+
+    // Receiver.
+    const nonces = await FileNonceStore.open({ path: layout.nonceFile, clock });
+    cleanup.push(() => nonces.close());
+    const auditFile = createAuditSink({ destination: { file: layout.auditFile } });
+    cleanup.push(() => auditFile.close());
+    const deps = createReceiverDeps({
+      directory,
+      nonces,
+      firewall,
+      audit: tee(auditFile, hooks.onAudit),
+      clock,
+      config: { clockWindowMs: config.clockWindowMs, defaultGrantSeconds: config.grantSeconds },
+    });
+    cleanup.push(() => deps.grants.close());
+    let receiver: RunningReceiver;
+    try {
+      receiver = await startReceiver({
+        host: config.host,
+        port: config.spaPort,
+        deps,
+        ...(hooks.onOutcome === undefined ? {} : { onOutcome: hooks.onOutcome }),
+      });
+    } catch (error) {
+      if (error instanceof UdpPortInUseError) {
+        throw new PortInUseError('udp', config.host, config.spaPort, '--spa-port', { cause: error });
+      }
+      throw error;
+    }
+    const startedReceiver = receiver;
+    cleanup.push(() => startedReceiver.close());
+
+    // Tell devices where everything is.
+    const endpoints: Endpoints = {
+      host: config.advertisedHost,
+      spaPort: receiver.address.port,
+      mqttPort: publicPort,
+    };
+    await writeEndpoints(layout, endpoints);
+    for (const skipped of await refreshDeviceEndpoints(layout, endpoints)) {
+      note(`device file ${skipped} is not valid JSON: its endpoints were not updated`);
+    }
+
+    let closing: Promise<void> | undefined;
+    return Object.freeze({
+      layout,
+      config,
+      spa: { host: receiver.address.address, port: receiver.address.port },
+      mqtt: { host: config.host, port: publicPort, url: mqttUrl(config.advertisedHost, publicPort) },
+      broker: { ...brokerAddress, embedded: broker !== undefined },
+      endpoints,
+      ...(demoDevice === undefined ? {} : { demoDevice }),
+      directory,
+      deps,
+      counters: () => receiver.counters(),
+      close() {
+        // Receiver first (no new grants), then revoke grants, then the firewall, broker and stores.
+        closing ??= runAll([...cleanup].reverse());
+        return closing;
+      },
+    });
+  } catch (error) {
+    await stopStarted();
+    throw error;
+  }
+}

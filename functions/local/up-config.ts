@@ -1,0 +1,242 @@
+/**
+ * The configuration of `blackcloud up`: command-line flags over an optional config file (`--config FILE`, YAML
+ * or JSON) over defaults. Validated once, here, into a frozen `UpConfig`.
+ *
+ * Config file keys (all optional): host, spaPort, mqttPort, firewall (gate | nftables), broker (mqtts://host:port),
+ * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false).
+ *
+ * Contract: `resolveUpConfig` returns the merged config or throws `LocalConfigError` naming the flag or config
+ * field, the value received and the fix (one line). `loadUpConfigFile` reads and parses the file with the same
+ * error type. Flags win over the file; the file wins over defaults.
+ */
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { describeIssue } from '../../device-client/zod-issue.ts';
+import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
+import { DEFAULT_DATA_DIR } from './data-dir.ts';
+
+export const DEFAULT_MQTT_PORT = 8883;
+export const DEFAULT_HOST = '127.0.0.1';
+
+export class LocalConfigError extends Error {
+  override readonly name = 'LocalConfigError';
+  /** The flag (`--spa-port`) or config field (`config file x.yaml: spaPort`) at fault. */
+  readonly field: string;
+
+  constructor(field: string, message: string, options?: { cause?: unknown }) {
+    super(`${field}: ${message}`, options);
+    this.field = field;
+  }
+}
+
+export type FirewallKind = 'gate' | 'nftables';
+
+export interface ExternalBroker {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+}
+
+export interface UpConfig {
+  readonly dataDir: string;
+  /** Address the receiver and the public MQTT port bind to. */
+  readonly host: string;
+  /** Host written into device files: `host`, or 127.0.0.1 when `host` is a wildcard. */
+  readonly advertisedHost: string;
+  /** 0 = any free port. */
+  readonly spaPort: number;
+  /** 0 = any free port. With an external broker and nftables, the broker's own port. */
+  readonly mqttPort: number;
+  readonly firewall: FirewallKind;
+  readonly broker?: ExternalBroker;
+  readonly grantSeconds: number;
+  readonly clockWindowMs: number;
+  /** nftables table name. @default `blackcloud` */
+  readonly nftTable: string;
+  /** Provision `demo-device` on first run. @default true */
+  readonly demoDevice: boolean;
+}
+
+/** What the command line gave, as strings or absent (commander hands over strings). */
+export interface UpFlags {
+  readonly dataDir?: string;
+  readonly host?: string;
+  readonly spaPort?: string;
+  readonly mqttPort?: string;
+  readonly firewall?: string;
+  readonly broker?: string;
+  readonly grantSeconds?: string;
+  readonly nftTable?: string;
+}
+
+const port = (what: string) =>
+  z
+    .int({ error: `must be an integer ${what} port 0..65535 (0 = any free port)` })
+    .min(0, { error: `must be an integer ${what} port 0..65535 (0 = any free port)` })
+    .max(65_535, { error: `must be an integer ${what} port 0..65535 (0 = any free port)` });
+
+const BROKER_URL = /^mqtts:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):([0-9]{1,5})\/?$/;
+
+const fileSchema = z.strictObject({
+  host: z
+    .string({ error: 'must be an IP address of this machine, e.g. 127.0.0.1' })
+    .refine((s) => isIP(s) !== 0, { error: 'must be an IP address of this machine, e.g. 127.0.0.1' })
+    .optional(),
+  spaPort: port('UDP').optional(),
+  mqttPort: port('TCP').optional(),
+  firewall: z.enum(['gate', 'nftables'], { error: 'must be "gate" or "nftables"' }).optional(),
+  broker: z
+    .string({ error: 'must be mqtts://host:port' })
+    .regex(BROKER_URL, { error: 'must be mqtts://host:port (an external TLS broker)' })
+    .optional(),
+  dataDir: z
+    .string({ error: 'must be a directory path' })
+    .min(1, { error: 'must be a directory path' })
+    .optional(),
+  grantSeconds: z
+    .int({ error: 'must be an integer number of seconds 1..86400' })
+    .min(1, { error: 'must be an integer number of seconds 1..86400' })
+    .max(86_400, { error: 'must be an integer number of seconds 1..86400' })
+    .optional(),
+  clockWindowSeconds: z
+    .int({ error: 'must be an integer number of seconds 1..3600' })
+    .min(1, { error: 'must be an integer number of seconds 1..3600' })
+    .max(3600, { error: 'must be an integer number of seconds 1..3600' })
+    .optional(),
+  nftTable: z
+    .string({ error: 'must be an nftables table name' })
+    .regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, {
+      error: 'must be 1..32 characters of A-Z a-z 0-9 _ starting with a letter',
+    })
+    .optional(),
+  demoDevice: z.boolean({ error: 'must be true or false' }).optional(),
+});
+
+export type UpConfigFile = z.output<typeof fileSchema> & { readonly source: string };
+
+/** Reads a YAML or JSON config file and validates it; relative `dataDir` is resolved against the file. */
+export async function loadUpConfigFile(path: string): Promise<UpConfigFile> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new LocalConfigError(
+      '--config',
+      `cannot read ${path} (${code}); fix: pass an existing YAML or JSON file`,
+      {
+        cause: error,
+      },
+    );
+  }
+  let input: unknown;
+  try {
+    input = parseYaml(text); // YAML is a superset of JSON: one parser for both.
+  } catch (error) {
+    throw new LocalConfigError(
+      `config file ${path}`,
+      `is not valid YAML/JSON (${(error as Error).message.split('\n')[0]}); fix the syntax`,
+      { cause: error },
+    );
+  }
+  const parsed = fileSchema.safeParse(input ?? {});
+  if (!parsed.success) {
+    const line = describeIssue(parsed.error.issues[0]!, input);
+    throw new LocalConfigError(`config file ${path}: field "${line.field}"`, line.message, {
+      cause: parsed.error,
+    });
+  }
+  const value = parsed.data;
+  return {
+    ...value,
+    ...(value.dataDir === undefined ? {} : { dataDir: resolve(dirname(path), value.dataDir) }),
+    source: path,
+  };
+}
+
+function flagPort(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[0-9]{1,5}$/.test(text) || Number(text) > 65_535) {
+    throw new LocalConfigError(
+      flag,
+      `must be a port number 0..65535 (0 = any free port); received ${JSON.stringify(text)}`,
+    );
+  }
+  return Number(text);
+}
+
+export function parseBrokerUrl(flag: string, url: string): ExternalBroker {
+  const match = BROKER_URL.exec(url);
+  const port = match === null ? 0 : Number(match[2]);
+  if (match === null || port < 1 || port > 65_535) {
+    throw new LocalConfigError(
+      flag,
+      `must be mqtts://host:port, e.g. mqtts://127.0.0.1:8884 (an external broker with TLS); received ${JSON.stringify(url)}`,
+    );
+  }
+  const host = match[1]!.replace(/^\[|\]$/g, '');
+  return Object.freeze({ host, port, url });
+}
+
+export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
+  const host = flags.host ?? file?.host ?? DEFAULT_HOST;
+  if (isIP(host) === 0) {
+    throw new LocalConfigError(
+      '--host',
+      `must be an IP address of this machine (e.g. 127.0.0.1, 0.0.0.0, ::1); received ${JSON.stringify(host)}`,
+    );
+  }
+  const firewallText = flags.firewall ?? file?.firewall ?? 'gate';
+  if (firewallText !== 'gate' && firewallText !== 'nftables') {
+    throw new LocalConfigError(
+      '--firewall',
+      `must be "gate" (userspace, works anywhere) or "nftables" (Linux, root); received ${JSON.stringify(firewallText)}`,
+    );
+  }
+  const brokerText = flags.broker ?? file?.broker;
+  const broker = brokerText === undefined ? undefined : parseBrokerUrl('--broker', brokerText);
+  let grantSeconds = file?.grantSeconds ?? DEFAULT_GRANT_SECONDS;
+  if (flags.grantSeconds !== undefined) {
+    if (
+      !/^[0-9]{1,5}$/.test(flags.grantSeconds) ||
+      Number(flags.grantSeconds) < 1 ||
+      Number(flags.grantSeconds) > 86_400
+    ) {
+      throw new LocalConfigError(
+        '--grant-seconds',
+        `must be an integer 1..86400; received ${JSON.stringify(flags.grantSeconds)}`,
+      );
+    }
+    grantSeconds = Number(flags.grantSeconds);
+  }
+  const nftTable = flags.nftTable ?? file?.nftTable ?? 'blackcloud';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(nftTable)) {
+    throw new LocalConfigError(
+      '--nft-table',
+      `must be 1..32 characters of A-Z a-z 0-9 _ starting with a letter; received ${JSON.stringify(nftTable)}`,
+    );
+  }
+  const wildcard = host === '0.0.0.0' || host === '::';
+  return Object.freeze({
+    dataDir: resolve(flags.dataDir ?? file?.dataDir ?? DEFAULT_DATA_DIR),
+    host,
+    advertisedHost: wildcard ? (host === '::' ? '::1' : '127.0.0.1') : host,
+    spaPort: flagPort('--spa-port', flags.spaPort) ?? file?.spaPort ?? DEFAULT_SPA_PORT,
+    mqttPort: flagPort('--mqtt-port', flags.mqttPort) ?? file?.mqttPort ?? DEFAULT_MQTT_PORT,
+    firewall: firewallText,
+    ...(broker === undefined ? {} : { broker }),
+    grantSeconds,
+    clockWindowMs:
+      file?.clockWindowSeconds === undefined ? DEFAULT_CLOCK_WINDOW_MS : file.clockWindowSeconds * 1000,
+    nftTable,
+    demoDevice: file?.demoDevice ?? true,
+  });
+}
+
+/** The config as `up --print-config` shows it (nothing secret lives here, but keep the shape explicit). */
+export function printableUpConfig(config: UpConfig): Record<string, unknown> {
+  return { ...config, broker: config.broker?.url };
+}

@@ -1,0 +1,107 @@
+/**
+ * The AWS receiver's configuration, from the environment (the systemd unit's Environment= lines), validated once
+ * at start into a frozen object. Errors name the variable, the value received, what is expected and the fix.
+ * The infra stack sets exactly these names:
+ *
+ *   BLACKCLOUD_SPA_PORT                   UDP port the receiver listens on            default 62201
+ *   BLACKCLOUD_BROKER_PORT                TCP port grants open on the broker           default 8883
+ *   BLACKCLOUD_NONCE_TABLE                DynamoDB nonce table                         required
+ *   BLACKCLOUD_DEVICES_TABLE              DynamoDB devices/keys table                  required
+ *   BLACKCLOUD_GRANTS_TABLE               DynamoDB grants table                        required
+ *   BLACKCLOUD_BROKER_SECURITY_GROUP_IDS  broker security groups, comma-separated      required
+ *   BLACKCLOUD_REVOKE_QUEUE_URL           SQS delay queue consumed by the revoker      required
+ *   BLACKCLOUD_FLEET_THING_GROUP          AWS IoT thing group of the devices           required
+ *   BLACKCLOUD_GRANT_SECONDS              grant length when a knock asks for 0 s       default 30
+ *   BLACKCLOUD_CLOCK_WINDOW_SECONDS       accepted |now - packet timestamp|            default 60
+ *   AWS_REGION                            Region of all the above                      required
+ *   BLACKCLOUD_AWS_ENDPOINT               one endpoint for every service (moto/tests)  optional
+ * Nothing here is secret (keys live in the devices table), so `formatAwsReceiverConfig` prints everything.
+ */
+import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
+import {
+  commonAwsVars,
+  type Env,
+  type EnvConfig,
+  portSchema,
+  readEnv,
+  secondsSchema,
+  tableNameSchema,
+  thingGroupSchema,
+  urlSchema,
+} from '../adapters/aws/env-config.ts';
+
+export const DEFAULT_BROKER_PORT = 8883;
+
+const table = (name: string, what: string) => ({
+  name,
+  schema: tableNameSchema,
+  expected: 'a DynamoDB table name (3..255 of a-z A-Z 0-9 _ . -)',
+  fix: `set it to the ${what} table's name (stack output)`,
+});
+
+export const awsReceiverVars = {
+  spaPort: {
+    name: 'BLACKCLOUD_SPA_PORT',
+    schema: portSchema,
+    expected: 'a UDP port 1..65535',
+    fix: 'set the port devices knock on, or unset it for the default',
+    default: DEFAULT_SPA_PORT,
+  },
+  brokerPort: {
+    name: 'BLACKCLOUD_BROKER_PORT',
+    schema: portSchema,
+    expected: 'a TCP port 1..65535',
+    fix: "set the broker's MQTT over TLS port, or unset it for the default",
+    default: DEFAULT_BROKER_PORT,
+  },
+  nonceTable: table('BLACKCLOUD_NONCE_TABLE', 'nonce'),
+  devicesTable: table('BLACKCLOUD_DEVICES_TABLE', 'devices/keys'),
+  grantsTable: commonAwsVars.grantsTable,
+  brokerSecurityGroupIds: commonAwsVars.brokerSecurityGroupIds,
+  revokeQueueUrl: {
+    name: 'BLACKCLOUD_REVOKE_QUEUE_URL',
+    schema: urlSchema,
+    expected: 'an SQS queue URL such as "https://sqs.eu-west-1.amazonaws.com/123456789012/blackcloud-revoke"',
+    fix: "set it to the revoke delay queue's URL (stack output)",
+  },
+  fleetThingGroup: {
+    name: 'BLACKCLOUD_FLEET_THING_GROUP',
+    schema: thingGroupSchema,
+    expected: 'an AWS IoT thing group name (1..128 of a-z A-Z 0-9 : _ -)',
+    fix: "set it to the fleet thing group's name (stack output)",
+  },
+  grantSeconds: {
+    name: 'BLACKCLOUD_GRANT_SECONDS',
+    schema: secondsSchema(1, 900),
+    expected: 'an integer number of seconds 1..900',
+    fix: 'set how long a grant lasts when the knock asks for 0 seconds, or unset it for the default',
+    default: DEFAULT_GRANT_SECONDS,
+  },
+  clockWindowSeconds: {
+    name: 'BLACKCLOUD_CLOCK_WINDOW_SECONDS',
+    schema: secondsSchema(1, 3600),
+    expected: 'an integer number of seconds 1..3600',
+    fix: 'set the accepted clock difference between devices and the receiver, or unset it for the default',
+    default: DEFAULT_CLOCK_WINDOW_MS / 1000,
+  },
+  region: commonAwsVars.region,
+  endpoint: commonAwsVars.endpoint,
+} as const;
+
+export type AwsReceiverConfig = EnvConfig<typeof awsReceiverVars>;
+
+/** Read and validate; throws AwsConfigError listing every problem. */
+export function loadAwsReceiverConfig(env: Env = process.env): AwsReceiverConfig {
+  return readEnv(env, awsReceiverVars, 'blackcloud AWS receiver');
+}
+
+/** One `NAME=value` line per variable as understood (defaults filled in), for `--print-config`. No secrets exist. */
+export function formatAwsReceiverConfig(config: AwsReceiverConfig): string {
+  return Object.entries(awsReceiverVars)
+    .map(([key, v]) => {
+      const value = config[key as keyof AwsReceiverConfig];
+      const text = Array.isArray(value) ? value.join(',') : value === undefined ? '(unset)' : String(value);
+      return `${v.name}=${text}`;
+    })
+    .join('\n');
+}

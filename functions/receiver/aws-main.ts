@@ -1,0 +1,174 @@
+/**
+ * The receiver on AWS (systemd unit on the receiver instance): reads its configuration from the environment
+ * (aws-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
+ * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT (revoking every grant it opened).
+ *
+ *   node --import tsx functions/receiver/aws-main.ts               run
+ *   node --import tsx functions/receiver/aws-main.ts --print-config  print the configuration as understood, exit
+ * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
+ * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
+ * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
+ */
+import { pathToFileURL } from 'node:url';
+import type { AccessEntry } from '../../spa/types.ts';
+import { type AwsClients, awsClients, destroyAwsClients } from '../adapters/aws/clients.ts';
+import { CloudWatchAuditSink } from '../adapters/aws/cloudwatch-audit-sink.ts';
+import { DynamoGrantStore } from '../adapters/aws/dynamo-grant-store.ts';
+import { DynamoNonceStore } from '../adapters/aws/dynamo-nonce-store.ts';
+import { AwsConfigError, describeError } from '../adapters/aws/errors.ts';
+import { IotDeviceDirectory } from '../adapters/aws/iot-device-directory.ts';
+import { EmfMetrics, type LineWriter } from '../adapters/aws/metrics.ts';
+import { defaultRetryPolicy, type RetryPolicy } from '../adapters/aws/retry.ts';
+import { SecurityGroupFirewall } from '../adapters/aws/security-group-firewall.ts';
+import { SqsExpiryScheduler } from '../adapters/aws/sqs-expiry-scheduler.ts';
+import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './aws-config.ts';
+import type { Outcome } from './handle-datagram.ts';
+import { type RunningReceiver, startReceiver } from './main.ts';
+import type { Clock, RemoteEndpoint, Timers } from './ports.ts';
+import { createReceiverDeps } from './receiver-deps.ts';
+import { systemClock, systemTimers } from './system.ts';
+
+export const DEFAULT_AWS_RECEIVER_HOST = '0.0.0.0';
+
+export interface StartAwsReceiverOptions {
+  /** @default '0.0.0.0' */
+  readonly host?: string;
+  /** Overrides config.spaPort (tests bind 0). */
+  readonly port?: number;
+  /** @default the process-wide clients for config.region / config.endpoint */
+  readonly clients?: AwsClients;
+  /** @default process.stdout */
+  readonly out?: LineWriter;
+  readonly clock?: Clock;
+  readonly timers?: Timers;
+  readonly retry?: RetryPolicy;
+  readonly onOutcome?: (outcome: Outcome, remote: RemoteEndpoint) => void;
+}
+
+export interface AwsReceiver {
+  readonly receiver: RunningReceiver;
+  readonly firewall: SecurityGroupFirewall;
+  /** Stop receiving, revoke every grant this process opened, flush the firewall. Idempotent. */
+  close(): Promise<void>;
+}
+
+export async function startAwsReceiver(
+  config: AwsReceiverConfig,
+  options: StartAwsReceiverOptions = {},
+): Promise<AwsReceiver> {
+  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const out = options.out ?? process.stdout;
+  const clients = options.clients ?? awsClients({ region: config.region, endpoint: config.endpoint });
+  const log = (level: 'info' | 'warn', message: string) =>
+    out.write(`${JSON.stringify({ kind: 'receiver', level, time: clock.now(), message })}\n`);
+
+  const metrics = new EmfMetrics({ out, clock });
+  const audit = new CloudWatchAuditSink({ out, metrics });
+  const grantStore = new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: config.grantsTable });
+  const brokerAccess: AccessEntry[] = [{ protocol: 'tcp', port: config.brokerPort }];
+  const firewall = new SecurityGroupFirewall({
+    ec2: clients.ec2,
+    securityGroupIds: config.brokerSecurityGroupIds,
+    brokerAccess,
+    clock,
+    timers,
+    retry: options.retry ?? defaultRetryPolicy(),
+    metrics,
+    grantStore,
+    onGrantStoreError: (error) =>
+      log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
+  });
+  const directory = new IotDeviceDirectory({
+    iot: clients.iot,
+    dynamodb: clients.dynamodb,
+    devicesTable: config.devicesTable,
+    fleetThingGroup: config.fleetThingGroup,
+    clock,
+    defaultMaxOpenSeconds: config.grantSeconds,
+    onDeviceError: (deviceId, error) => log('warn', `device ${deviceId} skipped: ${describeError(error)}`),
+  });
+  const deps = createReceiverDeps({
+    directory,
+    nonces: new DynamoNonceStore({ dynamodb: clients.dynamodb, tableName: config.nonceTable }),
+    firewall,
+    audit,
+    expiry: new SqsExpiryScheduler({ sqs: clients.sqs, queueUrl: config.revokeQueueUrl, clock }),
+    clock,
+    timers,
+    config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
+  });
+
+  try {
+    const previous = await grantStore.listActive(clock.now());
+    if (previous.length > 0) {
+      log(
+        'info',
+        `${previous.length} grant(s) open from a previous run: their revoke messages and the sweeper close them`,
+      );
+    }
+  } catch (error) {
+    log('warn', `could not read the grants table at start: ${describeError(error)}`);
+  }
+
+  const receiver = await startReceiver({
+    host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
+    port: options.port ?? config.spaPort,
+    deps,
+    logger: { info: (m) => log('info', m), warn: (m) => log('warn', m) },
+    ...(options.onOutcome === undefined ? {} : { onOutcome: options.onOutcome }),
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    receiver,
+    firewall,
+    close() {
+      closing ??= (async () => {
+        await receiver.close();
+        await deps.grants.close();
+        await firewall.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The process entry point. */
+export async function main(
+  argv: readonly string[] = process.argv.slice(2),
+  env = process.env,
+): Promise<number> {
+  let config: AwsReceiverConfig;
+  try {
+    config = loadAwsReceiverConfig(env);
+  } catch (error) {
+    if (error instanceof AwsConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return 78;
+    }
+    throw error;
+  }
+  if (argv.includes('--print-config')) {
+    process.stdout.write(`${formatAwsReceiverConfig(config)}\n`);
+    return 0;
+  }
+  const running = await startAwsReceiver(config);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await running.close();
+  destroyAwsClients();
+  return 0;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`blackcloud receiver failed: ${describeError(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

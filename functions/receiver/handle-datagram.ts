@@ -1,0 +1,435 @@
+/**
+ * The receive pipeline: one datagram in, one `Outcome` out (PROTOCOL.md §1 rules 1..9, docs/protocol.md).
+ *
+ * Contract:
+ * - Steps run in cost order and stop at the first failure: frame (length, magic / format) → per-source rate
+ *   limit → key lookup (BC1: by key id; fwknop: trial HMAC over the directory's candidates) → AEAD / HMAC and
+ *   decrypt → parse → clock window and the nonce store's start-time guard → policy → replay record → grant.
+ *   Nothing is parsed before it is authenticated; the nonce store is written only for authentic, fresh,
+ *   allowed packets (so unauthenticated junk never fills it).
+ * - Every rejection is a value `{ ok: false, reason }` with a `RejectReason`, counted (`rejected`,
+ *   `rejected.<reason>`) and audited as 'packet.rejected' (unless the optional `rejectAuditLimiter` is exhausted:
+ *   then counted as `audit.suppressed`). Every acceptance is counted and audited as 'packet.accepted' with a
+ *   hash of the replay id. Audit events never carry key material.
+ * - A NonceStore or DeviceDirectory that throws fails closed ('nonce-store-unavailable', 'directory-unavailable'):
+ *   no grant.
+ * - `handleDatagram` never throws and never answers: anything unexpected becomes 'internal-error'.
+ * - I/O only through `deps` (clock, directory, nonces, grants, audit, counters, rate limiter).
+ */
+import { createHash } from 'node:crypto';
+import { type Bc1Header, bc1ReplayId, decodeBc1, readBc1Header } from '../../spa/bc1.ts';
+import { decodeFwknop, fwknopReplayId, looksLikeFwknop, verifyFwknopHmac } from '../../spa/fwknop.ts';
+import {
+  BC1_MAGIC,
+  FKO_GPG_MIN_LENGTH,
+  FKO_MIN_WIRE_LENGTH,
+  FKO_SALTED_PREFIX_B64,
+} from '../../spa/limits.ts';
+import { ok, type Result, reject } from '../../spa/result.ts';
+import type { AccessEntry, IpAddress } from '../../spa/types.ts';
+import { type Counters, counterName } from './counters.ts';
+import type { GrantOpener, GrantOpenStatus } from './grant-manager.ts';
+import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
+import type {
+  AuditSink,
+  Clock,
+  Device,
+  DeviceDirectory,
+  Grant,
+  NonceStore,
+  PacketFormat,
+  RemoteEndpoint,
+} from './ports.ts';
+import type { RateLimiter } from './rate-limiter.ts';
+import type { RejectReason } from './reject-reason.ts';
+import { canonicalSource, rateLimitKey, sameAddress } from './source-address.ts';
+
+export type { RejectReason } from './reject-reason.ts';
+
+export interface ReceiverConfig {
+  /** [BC1-6] |now - timestamp| must not exceed this, ms. @default 60000 (spa/limits.ts) */
+  readonly clockWindowMs: number;
+  /** Grant length when the packet asks for 0 seconds (still capped by the device's maxOpenSeconds). @default 30 */
+  readonly defaultGrantSeconds: number;
+}
+
+export interface ReceiverDeps {
+  readonly directory: DeviceDirectory;
+  readonly nonces: NonceStore;
+  readonly grants: GrantOpener;
+  readonly audit: AuditSink;
+  readonly clock: Clock;
+  readonly rateLimiter: RateLimiter;
+  readonly counters: Counters;
+  readonly config: ReceiverConfig;
+  /** Optional cap on 'packet.rejected' audit lines (key 'rejected'): a junk flood is counted, not logged line by line. */
+  readonly rejectAuditLimiter?: RateLimiter;
+}
+
+export interface Accepted {
+  readonly format: PacketFormat;
+  readonly deviceId: string;
+  /** The observed source address (canonical form). */
+  readonly source: string;
+  readonly status: GrantOpenStatus;
+  readonly grant: Grant;
+  /** The grant length this packet earned, seconds. */
+  readonly grantSeconds: number;
+  readonly replayIdHash: string;
+}
+
+export type Outcome = Result<Accepted, RejectReason>;
+
+/** What every step returns: the value for the next step, or why the packet stops here. */
+type Step<T> = Result<T, RejectReason>;
+
+/** What the pipeline learned so far, for the rejection's audit record. */
+interface Trace {
+  format?: PacketFormat;
+  deviceId?: string;
+  detail?: string;
+}
+
+/** An authenticated, parsed request, common to both formats, ready for the clock, policy and replay steps. */
+interface Request {
+  readonly format: PacketFormat;
+  readonly device: Device;
+  readonly timestampMs: number;
+  readonly requestedSeconds: number;
+  /** Empty for fwknop messages that are not access requests (refused by the policy step). */
+  readonly access: readonly AccessEntry[];
+  readonly replayId: string;
+  /** BC1: the address the packet claims to come from, if any. */
+  readonly claimedSource?: IpAddress;
+  /** fwknop: the fields the policy step checks. */
+  readonly fwknop?: {
+    readonly username: string;
+    readonly messageType: number;
+    readonly allowIp: string | undefined;
+  };
+}
+
+const REPLAY_ID_HASH_HEX_LENGTH = 16;
+const AUDIT_KEY_REJECTED = 'rejected';
+
+/** SHA-256 of the replay id, hex, truncated to 64 bits: names a packet in logs without revealing it. */
+export function replayIdHash(replayId: string): string {
+  return createHash('sha256').update(replayId).digest('hex').slice(0, REPLAY_ID_HASH_HEX_LENGTH);
+}
+
+export async function handleDatagram(
+  bytes: Uint8Array,
+  remote: RemoteEndpoint,
+  deps: ReceiverDeps,
+): Promise<Outcome> {
+  const trace: Trace = {};
+  let source = remote;
+  try {
+    deps.counters.increment(counterName.received);
+    source = canonicalSource(remote);
+    const outcome = await runPipeline(bytes, source, deps, trace);
+    if (outcome.ok) return accepted(outcome.value, deps);
+    return rejected(outcome.reason, source, trace, deps);
+  } catch {
+    return rejected('internal-error', source, trace, deps);
+  }
+}
+
+async function runPipeline(
+  bytes: Uint8Array,
+  source: RemoteEndpoint,
+  deps: ReceiverDeps,
+  trace: Trace,
+): Promise<Step<Accepted>> {
+  const frame = frameStep(bytes); // [BC1-1]
+  if (!frame.ok) return frame;
+  trace.format = frame.value.format;
+  const limited = rateLimitStep(source, deps); // [BC1-2]
+  if (!limited.ok) return limited;
+  const request =
+    frame.value.format === 'bc1'
+      ? await authenticateBc1(bytes, frame.value.header, deps, trace) // [BC1-3..5]
+      : await authenticateFwknop(bytes, source, deps, trace); // [BC1-3..5]
+  if (!request.ok) return request;
+  const fresh = clockStep(request.value.timestampMs, deps); // [BC1-6]
+  if (!fresh.ok) return fresh;
+  const allowed = policyStep(request.value, source); // [BC1-7]
+  if (!allowed.ok) return allowed;
+  const recorded = await replayStep(request.value, deps); // [BC1-8]
+  if (!recorded.ok) return recorded;
+  return grantStep(request.value, source, deps); // [BC1-9]
+}
+
+// ------------------------------------------------------------------------------------------------
+// [BC1-1] Frame: length, then magic (BC1) or the fwknop text shape. No crypto, no allocation but a nonce copy.
+// ------------------------------------------------------------------------------------------------
+
+type Frame = { readonly format: 'bc1'; readonly header: Bc1Header } | { readonly format: 'fwknop' };
+
+function isBase64Char(byte: number): boolean {
+  return (
+    (byte >= 0x41 && byte <= 0x5a) || // A-Z
+    (byte >= 0x61 && byte <= 0x7a) || // a-z
+    (byte >= 0x30 && byte <= 0x39) || // 0-9
+    byte === 0x2b || // +
+    byte === 0x2f // /
+  );
+}
+
+function frameStep(bytes: Uint8Array): Step<Frame> {
+  const first = bytes[0];
+  if (first === undefined) return reject('too-short');
+  if (first === BC1_MAGIC) {
+    const header = readBc1Header(bytes);
+    return header.ok ? ok({ format: 'bc1', header: header.value }) : header;
+  }
+  if (!looksLikeFwknop(bytes)) return reject('bad-magic');
+  // [FKO-1] 140..399 characters: fewer is not a packet, 400+ is GnuPG (not accepted), more than 1500 never.
+  if (bytes.length < FKO_MIN_WIRE_LENGTH) return reject('too-short');
+  if (bytes.length >= FKO_GPG_MIN_LENGTH) return reject('too-long');
+  // [FKO-2] [FKO-3] base64 text only, and never the blob's 'U2FsdGVkX1' prefix (the wire strips it).
+  for (let i = 0; i < bytes.length; i++) if (!isBase64Char(bytes[i]!)) return reject('bad-magic');
+  if (startsWithSaltedPrefix(bytes)) return reject('bad-magic');
+  return ok({ format: 'fwknop' });
+}
+
+function startsWithSaltedPrefix(bytes: Uint8Array): boolean {
+  for (let i = 0; i < FKO_SALTED_PREFIX_B64.length; i++) {
+    if (bytes[i] !== FKO_SALTED_PREFIX_B64.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+// [BC1-2] One token per datagram that passed the frame check, per source address (IPv6: per /64).
+function rateLimitStep(source: RemoteEndpoint, deps: ReceiverDeps): Step<true> {
+  return deps.rateLimiter.take(rateLimitKey(source)) ? ok(true) : reject('rate-limited');
+}
+
+// ------------------------------------------------------------------------------------------------
+// BC1: [BC1-3] key lookup by key id → [BC1-4] AEAD open → [BC1-5] strict parse.
+// ------------------------------------------------------------------------------------------------
+
+async function authenticateBc1(
+  bytes: Uint8Array,
+  header: Bc1Header,
+  deps: ReceiverDeps,
+  trace: Trace,
+): Promise<Step<Request>> {
+  // [BC1-3] key id known and the key active: one lookup, at most one AEAD open, never a trial over keys.
+  let found: Awaited<ReturnType<DeviceDirectory['byKeyId']>>;
+  try {
+    found = await deps.directory.byKeyId(header.keyId);
+  } catch {
+    return reject('directory-unavailable'); // fail closed
+  }
+  if (found === undefined) return reject('unknown-key');
+  const { device, key } = found;
+  trace.deviceId = device.id;
+  if (!device.enabled) return reject('device-disabled');
+  if (!isKeyActive(key, deps.clock.now())) return reject('key-inactive');
+  // [BC1-4] AEAD opens before anything is parsed; [BC1-5] then the payload is parsed strictly.
+  const packet = decodeBc1(bytes, key.key);
+  if (!packet.ok) {
+    if (packet.reason === 'auth-failed') return reject('auth-failed');
+    trace.detail = packet.reason;
+    return reject('malformed');
+  }
+  const { payload } = packet.value;
+  return ok({
+    format: 'bc1',
+    device,
+    timestampMs: payload.timestampMs,
+    requestedSeconds: payload.durationSeconds,
+    access: payload.access,
+    replayId: bc1ReplayId(packet.value.keyId, packet.value.nonce),
+    ...(payload.claimedSource === undefined ? {} : { claimedSource: payload.claimedSource }),
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// fwknop: [BC1-3] candidates → [BC1-4] HMAC trial per candidate → [BC1-5] decrypt + parse.
+// ------------------------------------------------------------------------------------------------
+
+/** fwknop message types the receiver grants: 1 access, 3 access with client timeout. Command and NAT are refused. */
+const FWKNOP_ACCESS = 1;
+const FWKNOP_ACCESS_WITH_TIMEOUT = 3;
+const FWKNOP_ANY_SOURCE = '0.0.0.0';
+
+async function authenticateFwknop(
+  wire: Uint8Array,
+  source: RemoteEndpoint,
+  deps: ReceiverDeps,
+  trace: Trace,
+): Promise<Step<Request>> {
+  // [BC1-3] fwknop carries no key id: the directory names a few candidates and each one's HMAC is tried.
+  let candidates: readonly Device[];
+  try {
+    candidates = await deps.directory.fwknopCandidates(source);
+  } catch {
+    return reject('directory-unavailable'); // fail closed
+  }
+  const withKeys = candidates.filter((device) => device.fwknop !== undefined);
+  if (withKeys.length === 0) return reject('unknown-key');
+  // [BC1-4] encrypt-then-MAC: the HMAC is checked (constant time) before anything is decrypted.
+  const device = withKeys.find((candidate) =>
+    verifyFwknopHmac(wire, candidate.fwknop!.hmacKey, candidate.fwknop!.hmacType),
+  );
+  if (device === undefined) return reject('auth-failed');
+  const settings = device.fwknop!;
+  trace.deviceId = device.id;
+  if (!device.enabled) return reject('device-disabled');
+  // [BC1-5] decrypt (strict padding) and parse the fields.
+  const decoded = decodeFwknop(wire, {
+    encryptionKey: settings.encryptionKey,
+    hmacKey: settings.hmacKey,
+    hmacType: settings.hmacType,
+  });
+  if (!decoded.ok) {
+    if (decoded.reason === 'auth-failed') return reject('auth-failed');
+    trace.detail = decoded.reason;
+    return reject('malformed');
+  }
+  const message = decoded.value;
+  return ok({
+    format: 'fwknop',
+    device,
+    timestampMs: message.timestamp * 1000, // fwknop timestamps are Unix seconds
+    requestedSeconds:
+      message.messageType === FWKNOP_ACCESS_WITH_TIMEOUT ? Math.max(0, message.clientTimeout ?? 0) : 0,
+    access: message.access?.entries ?? [],
+    replayId: fwknopReplayId(wire),
+    fwknop: {
+      username: message.username,
+      messageType: message.messageType,
+      allowIp: message.access?.allowIp,
+    },
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Common tail: [BC1-6] clock → [BC1-7] policy → [BC1-8] replay → [BC1-9] grant.
+// ------------------------------------------------------------------------------------------------
+
+function clockStep(timestampMs: number, deps: ReceiverDeps): Step<true> {
+  if (!withinClockWindow(timestampMs, deps.clock.now(), deps.config.clockWindowMs)) return reject('stale');
+  // The nonce store cannot vouch for packets stamped before its memory began (e.g. before a restart).
+  const notBefore = deps.nonces.notBefore;
+  if (notBefore !== undefined && timestampMs < notBefore) return reject('before-start');
+  return ok(true);
+}
+
+/**
+ * [BC1-7] fwknop: the username is the matched device's, only access requests (types 1, 3) are granted and the
+ * allow IP is 0.0.0.0 or the observed source. BC1: a claimed source, if present, equals the observed one.
+ * Both: every requested port is allowed for the device.
+ */
+function policyStep(request: Request, source: RemoteEndpoint): Step<true> {
+  const fwknop = request.fwknop;
+  if (fwknop !== undefined) {
+    if (fwknop.username !== request.device.fwknop?.username) return reject('username-mismatch');
+    if (fwknop.messageType !== FWKNOP_ACCESS && fwknop.messageType !== FWKNOP_ACCESS_WITH_TIMEOUT) {
+      return reject('unsupported-message');
+    }
+    if (fwknop.allowIp === undefined || request.access.length === 0) return reject('malformed');
+    if (
+      fwknop.allowIp !== FWKNOP_ANY_SOURCE &&
+      !sameAddress({ family: 4, address: fwknop.allowIp }, source)
+    ) {
+      return reject('source-mismatch');
+    }
+  }
+  if (request.claimedSource !== undefined && !sameAddress(request.claimedSource, source)) {
+    return reject('source-mismatch');
+  }
+  return accessAllowed(request.access, request.device.allowedAccess) ? ok(true) : reject('port-not-allowed');
+}
+
+async function replayStep(request: Request, deps: ReceiverDeps): Promise<Step<true>> {
+  let result: Awaited<ReturnType<NonceStore['record']>>;
+  try {
+    // Remembered until the packet could no longer pass the clock step anyway.
+    result = await deps.nonces.record(request.replayId, request.timestampMs + deps.config.clockWindowMs);
+  } catch {
+    return reject('nonce-store-unavailable'); // fail closed
+  }
+  return result === 'fresh' ? ok(true) : reject('replay');
+}
+
+async function grantStep(
+  request: Request,
+  source: RemoteEndpoint,
+  deps: ReceiverDeps,
+): Promise<Step<Accepted>> {
+  const seconds = grantSeconds(
+    request.requestedSeconds,
+    request.device.maxOpenSeconds,
+    deps.config.defaultGrantSeconds,
+  );
+  const opened = await deps.grants.open(
+    request.device.id,
+    { address: source.address, family: source.family },
+    request.access,
+    seconds,
+  );
+  if (!opened.ok) return reject('grant-failed');
+  return ok({
+    format: request.format,
+    deviceId: request.device.id,
+    source: source.address,
+    status: opened.value.status,
+    grant: opened.value.grant,
+    grantSeconds: seconds,
+    replayIdHash: replayIdHash(request.replayId),
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Accounting: counters and audit. Neither may throw out of handleDatagram.
+// ------------------------------------------------------------------------------------------------
+
+function accepted(value: Accepted, deps: ReceiverDeps): Outcome {
+  deps.counters.increment(counterName.accepted);
+  deps.counters.increment(counterName.acceptedFormat(value.format));
+  safeAudit(deps.audit, {
+    type: 'packet.accepted',
+    time: deps.clock.now(),
+    deviceId: value.deviceId,
+    source: value.source,
+    format: value.format,
+    access: value.grant.access,
+    grantSeconds: value.grantSeconds,
+    replayIdHash: value.replayIdHash,
+  });
+  return ok(value);
+}
+
+function rejected(reason: RejectReason, source: RemoteEndpoint, trace: Trace, deps: ReceiverDeps): Outcome {
+  try {
+    deps.counters.increment(counterName.rejected);
+    deps.counters.increment(counterName.rejectedReason(reason));
+    if (deps.rejectAuditLimiter !== undefined && !deps.rejectAuditLimiter.take(AUDIT_KEY_REJECTED)) {
+      deps.counters.increment(counterName.auditSuppressed);
+      return reject(reason);
+    }
+    safeAudit(deps.audit, {
+      type: 'packet.rejected',
+      time: deps.clock.now(),
+      source: source.address,
+      reason,
+      ...(trace.format === undefined ? {} : { format: trace.format }),
+      ...(trace.deviceId === undefined ? {} : { deviceId: trace.deviceId }),
+      ...(trace.detail === undefined ? {} : { detail: trace.detail }),
+    });
+  } catch {
+    // Counters or clock failing: the packet is dropped all the same.
+  }
+  return reject(reason);
+}
+
+function safeAudit(audit: AuditSink, event: Parameters<AuditSink['write']>[0]): void {
+  try {
+    audit.write(event);
+  } catch {
+    // The audit sink failing must not turn into an answer or a crash.
+  }
+}
