@@ -1,7 +1,7 @@
 /**
  * Every cdk-nag AwsSolutions finding this stack accepts, in one reviewable place, each on the narrowest construct
  * and with its reason (cdk-nag 3: `Validations.of(scope).acknowledge`). Anything not listed here fails synth.
- * test/infra/nag.test.ts pins this list: a new finding, or an acknowledgement that no longer matches, fails it.
+ * test/infra/compliance.test.ts pins this list: a new finding, or an acknowledgement that no longer matches, fails it.
  */
 import { Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
