@@ -12,7 +12,8 @@
  *   Edits of devices.yaml are serialized within this process; do not run two enrolments on one data directory
  *   at the same time.
  */
-import { open, readFile, rm, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Pair, YAMLMap } from 'yaml';
 import { isMap, isSeq, parseDocument, parse as parseYaml } from 'yaml';
 import {
@@ -138,12 +139,7 @@ export class LocalFleet implements Fleet {
   async state(deviceId: string): Promise<DeviceState> {
     checkDeviceName(deviceId);
     if ((await this.#entries()).some((entry) => entry.id === deviceId)) return 'present';
-    const leftovers = [
-      this.layout.deviceDir(deviceId),
-      ...KEY_SUFFIXES.map((suffix) => `${this.layout.root}/${this.layout.keyFileRef(deviceId, suffix)}`),
-    ];
-    for (const path of leftovers) if (await exists(path)) return 'partial';
-    return 'absent';
+    return (await this.#leftovers(deviceId)).length > 0 ? 'partial' : 'absent';
   }
 
   enrol(request: EnrolRequest): Promise<EnrolledDevice> {
@@ -374,12 +370,26 @@ export class LocalFleet implements Fleet {
     return controlRequest(controlSocketPath(this.layout.root), request);
   }
 
-  async #removeFiles(deviceId: string): Promise<void> {
+  /**
+   * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
+   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.tmp-<pid>-<random>`).
+   */
+  async #leftovers(deviceId: string): Promise<string[]> {
     checkDeviceName(deviceId); // never build a path from an unchecked name
-    await rm(this.layout.deviceDir(deviceId), { recursive: true, force: true });
-    for (const suffix of KEY_SUFFIXES) {
-      await rm(`${this.layout.root}/${this.layout.keyFileRef(deviceId, suffix)}`, { force: true });
+    const found: string[] = [];
+    if (await exists(this.layout.deviceDir(deviceId))) found.push(this.layout.deviceDir(deviceId));
+    const names = await readdir(this.layout.keysDir).catch(() => [] as string[]);
+    for (const name of names) {
+      for (const suffix of KEY_SUFFIXES) {
+        const base = `${deviceId}.${suffix}`;
+        if (name === base || name.startsWith(`${base}.tmp-`)) found.push(join(this.layout.keysDir, name));
+      }
     }
+    return found;
+  }
+
+  async #removeFiles(deviceId: string): Promise<void> {
+    for (const path of await this.#leftovers(deviceId)) await rm(path, { recursive: true, force: true });
   }
 
   async #appendAudit(
