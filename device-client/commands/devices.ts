@@ -49,7 +49,6 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option('--max-open-seconds <n>', "upper bound of this device's grants (default 300)")
       .option('--concurrency <n>', 'AWS: devices enrolled at the same time (default 8)')
       .option('--ca <dir>', 'AWS: your CA directory with ca.crt and ca.key (default ~/.blackcloud/ca)')
-      .option('--out <dir>', 'AWS: where device bundles are written (default ./blackcloud-devices)')
       .option(
         '--json',
         'print one JSON object per created device (includes the fwknop keys for --format fwknop)',

@@ -37,7 +37,8 @@ export function withFleetFlags(command: Command): Command {
     .option('--data-dir <dir>', 'local: data directory of "blackcloud up" (default .blackcloud)')
     .option('--aws', 'work on the deployed stack on AWS (standard credential chain and region)')
     .option('--stack <name>', 'AWS: CloudFormation stack name (default Blackcloud; implies --aws)')
-    .option('--region <region>', 'AWS: region (default: AWS_REGION or your AWS config; implies --aws)');
+    .option('--region <region>', 'AWS: region (default: AWS_REGION or your AWS config; implies --aws)')
+    .option('--out <dir>', 'AWS: the directory of device bundles (default ./blackcloud-devices)');
 }
 
 export function parsePorts(text: string): AccessEntry[] {

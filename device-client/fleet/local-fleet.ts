@@ -32,6 +32,7 @@ import type { Clock, Grant, RandomSource } from '../../functions/receiver/ports.
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { formatAccessSpec } from '../access-spec.ts';
 import { UsageError } from '../errors.ts';
+import { abortableSleep, isAborted } from './abortable-sleep.ts';
 import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import { type ControlAnswer, type ControlRequest, controlRequest } from './control-client.ts';
 import {
@@ -92,26 +93,6 @@ export function fleetGrant(grant: Grant): FleetGrant {
     access: grant.access.map(formatAccessSpec),
     openedAt: grant.openedAt,
     expiresAt: grant.expiresAt,
-  });
-}
-
-function isAborted(signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true;
-}
-
-function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
   });
 }
 
