@@ -292,7 +292,11 @@ export function registerDeviceFleetCommands(devices: Command, io: CliIo): void {
     devices
       .command('remove')
       .summary('remove a device: keys deleted, grants and sessions closed, certificate no longer accepted')
-      .argument('<id>', 'device id'),
+      .argument('<id>', 'device id')
+      .option(
+        '--ca <dir>',
+        'AWS: your CA directory, whose crl.pem gets the certificate (default ~/.blackcloud/ca)',
+      ),
   ).action(async (id: string, options: FleetFlags) => {
     const fleet = await openFleet(options);
     printCutOff(io, 'removed', id, await fleet.remove(id));

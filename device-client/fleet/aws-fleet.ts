@@ -73,6 +73,7 @@ import { type DeviceConfigFile, serializeDeviceConfig } from '../device-config.t
 import { abortableSleep, isAborted } from './abortable-sleep.ts';
 import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import { createOperatorClients, explainAwsError, type OperatorClients } from './aws-clients.ts';
+import { revokeSerial } from './ca-revocations.ts';
 import {
   type AuditQuery,
   type AuditRecord,
@@ -93,6 +94,7 @@ import { DEFAULT_STACK_NAME, describeFleetStack, type FleetStack } from './stack
 export const DEFAULT_CA_DIR = join(homedir(), '.blackcloud', 'ca');
 export const DEFAULT_BUNDLE_DIR = 'blackcloud-devices';
 const ENROLMENT_ATTRIBUTE = 'enrolment';
+const CERT_SERIAL_ATTRIBUTE = 'certSerial';
 const NATIVE_KEY_BYTES = 32;
 const FWKNOP_KEY_BYTES = 32;
 const FWKNOP_HMAC_KEY_BYTES = 64;
@@ -298,18 +300,55 @@ export class AwsFleet implements Fleet {
         if (!notFound(error)) throw error;
       });
     const revoked = await this.revokeGrants({ deviceId });
+    const serial = await this.#certificateSerial(deviceId);
     await this.#cleanUp(deviceId);
     await this.#audit('device.removed', deviceId, { revokedGrants: revoked.length });
     return {
       changed: true,
       revoked,
       disconnected: undefined,
-      notes: [
-        this.#sessionNote(deviceId),
-        `its certificate (CN ${deviceId}) is still signed by your CA: to refuse it at the broker, publish a CRL ` +
-          'in the broker TLS secret (docs/deploy.md, "Operating") and reboot the broker',
-      ],
+      notes: [this.#sessionNote(deviceId), await this.#revokeCertificate(deviceId, serial)],
     };
+  }
+
+  /** The device's certificate serial: from its devices-table item, else from the bundle on this machine. */
+  async #certificateSerial(deviceId: string): Promise<string | undefined> {
+    const stored = (await this.#deviceItem(deviceId))?.[CERT_SERIAL_ATTRIBUTE]?.S;
+    if (stored !== undefined) return stored;
+    try {
+      const pem = await readFile(join(this.#bundlePath(deviceId), 'client.crt'), 'utf8');
+      return new X509Certificate(pem).serialNumber.toLowerCase();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Adds the certificate to the CA's CRL; returns the note telling the operator what to publish. */
+  async #revokeCertificate(deviceId: string, serial: string | undefined): Promise<string> {
+    if (serial === undefined) {
+      return (
+        `no certificate serial of ${deviceId} is known (no devices-table serial, no bundle here): revoke its ` +
+        'certificate with your CA tools and publish the CRL in the broker TLS secret'
+      );
+    }
+    try {
+      const ca = await this.#loadCa();
+      const { crlFile, count } = await revokeSerial(
+        this.#o.caDir,
+        ca,
+        { serial, deviceId, revokedAt: this.#clock.now() },
+        this.#clock.now(),
+      );
+      return (
+        `certificate ${serial} (CN ${deviceId}) revoked in ${crlFile} (${count} revoked); publish it: put the ` +
+        'PEM as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")'
+      );
+    } catch (error) {
+      return (
+        `the CRL was not updated (${error instanceof Error ? error.message : String(error)}): the certificate ` +
+        `${serial} (CN ${deviceId}) stays valid for the broker until you revoke it; fix: run remove again with --ca DIR`
+      );
+    }
   }
 
   // ----- grants ------------------------------------------------------------------------------
@@ -567,13 +606,16 @@ export class AwsFleet implements Fleet {
       throw error;
     }
 
-    // 5. Commit.
+    // 5. Commit (with the certificate's serial, so `remove` can revoke it without the bundle).
     await dynamodb.send(
       new UpdateItemCommand({
         TableName: this.stack.devicesTable,
         Key: { pk: { S: deviceItemKey(deviceId) } },
-        UpdateExpression: `REMOVE ${ENROLMENT_ATTRIBUTE}`,
+        UpdateExpression: `REMOVE ${ENROLMENT_ATTRIBUTE} SET ${CERT_SERIAL_ATTRIBUTE} = :serial`,
         ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: {
+          ':serial': { S: new X509Certificate(client.cert).serialNumber.toLowerCase() },
+        },
       }),
     );
     await this.#audit('device.added', deviceId, {});

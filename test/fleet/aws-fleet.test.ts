@@ -5,6 +5,7 @@
  * creates every device exactly once; disable/remove revoke the security-group rules and grants items; the audit
  * comes from CloudWatch Logs. Plus the CLI's messages when the stack, credentials or region are missing.
  */
+import { spawnSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -362,9 +363,24 @@ describe('disable, enable, remove and grants on AWS', () => {
     );
 
     await openGrant('cam-2', '203.0.113.20');
+    const serial = new X509Certificate(await readFile(join(work, 'bundles/cam-2/client.crt'))).serialNumber;
     const removed = await ops.remove('cam-2');
     expect(removed.revoked.map((grant) => grant.address)).toEqual(['203.0.113.20']);
-    expect(removed.notes[1]).toMatch(/publish a CRL in the broker TLS secret/);
+    expect(removed.notes[1]).toBe(
+      `certificate ${serial.toLowerCase()} (CN cam-2) revoked in ${join(caDir, 'crl.pem')} (1 revoked); publish it: ` +
+        'put the PEM as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")',
+    );
+    // The CRL is signed by the CA and lists the certificate (checked by OpenSSL itself).
+    const crl = spawnSync(
+      'openssl',
+      ['crl', '-in', join(caDir, 'crl.pem'), '-CAfile', join(caDir, 'ca.crt'), '-noout', '-text'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(crl.stderr).toContain('verify OK');
+    expect(crl.stdout).toContain(`Serial Number: ${serial}`);
+    expect((await stat(join(caDir, 'crl.pem'))).mode & 0o777).toBe(0o600);
     expect(await fleetThings()).toEqual(['cam-1']);
     expect((await scanDevicesTable()).map((item) => (item.deviceId as { S: string }).S).sort()).toEqual([
       'cam-1',
