@@ -429,14 +429,14 @@ export class AwsFleet implements Fleet {
           }),
         );
         for (const event of page.events ?? []) {
-          const id = event.eventId ?? `${event.logStreamName}/${event.timestamp}/${event.message}`;
-          if (seen.has(id)) continue;
+          const id = `${event.logStreamName}/${event.eventId ?? `${event.timestamp}/${event.message}`}`;
           const at = event.timestamp ?? 0;
           if (at > newest) {
             newest = at;
             atNewest.clear();
           }
           if (at === newest) atNewest.add(id);
+          if (seen.has(id)) continue;
           const record = parseAuditLine(event.message ?? '');
           if (record !== undefined && matchesQuery(record, query)) yield record;
         }

@@ -439,6 +439,42 @@ describe('audit from CloudWatch Logs', () => {
   });
 });
 
+describe('audit --follow on AWS', () => {
+  it('prints each new log event once, until aborted', async () => {
+    await clients.logs.send(
+      new CreateLogStreamCommand({ logGroupName: 'bc9-audit', logStreamName: 'i-2/receiver' }),
+    );
+    const put = (type: string, time: number) =>
+      clients.logs.send(
+        new PutLogEventsCommand({
+          logGroupName: 'bc9-audit',
+          logStreamName: 'i-2/receiver',
+          logEvents: [
+            { timestamp: time, message: JSON.stringify({ kind: 'audit', type, time, deviceId: 'bus-1' }) },
+          ],
+        }),
+      );
+    await put('packet.accepted', now - 1000);
+    const ops = new AwsFleet({
+      clients,
+      stack: (await fleet()).stack,
+      caDir,
+      bundleDir: join(work, 'bundles'),
+      operator: 'ops@laptop',
+      followPollMs: 20,
+    });
+    const controller = new AbortController();
+    const seen: string[] = [];
+    for await (const record of ops.audit({ since: now - 60_000, follow: true, signal: controller.signal })) {
+      seen.push(record.type);
+      if (seen.length === 1) await put('grant.opened', now - 1000); // same instant as the first: not a duplicate
+      if (seen.length === 2) await put('grant.revoked', now + 1000);
+      if (seen.length === 3) controller.abort();
+    }
+    expect(seen).toEqual(['packet.accepted', 'grant.opened', 'grant.revoked']);
+  });
+});
+
 describe('blackcloud --aws from the command line', () => {
   const noAws = {
     AWS_ACCESS_KEY_ID: '',
