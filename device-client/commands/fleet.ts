@@ -265,7 +265,7 @@ export function registerDeviceFleetCommands(devices: Command, io: CliIo): void {
     io.out(`formats       ${device.formats.join(', ')}`);
     io.out(`key ids       ${device.keyIds.join(', ')}`);
     if (device.bundleDir !== undefined) io.out(`bundle        ${displayPath(device.bundleDir)}`);
-    io.out(`open grants   ${grants.length === 0 ? 'none' : ''}`);
+    io.out(`open grants   ${grants.length === 0 ? 'none' : String(grants.length)}`);
     if (grants.length > 0)
       for (const line of table([GRANT_HEADER, ...grantRows(grants, Date.now())])) io.out(`  ${line}`);
   });

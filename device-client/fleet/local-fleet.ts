@@ -343,8 +343,15 @@ export class LocalFleet implements Fleet {
       };
     }
     const revoked = 'revoked' in answer ? answer.revoked.map(fleetGrant) : [];
-    const disconnected = 'disconnected' in answer ? (answer.disconnected ?? 0) : 0;
-    return { revoked, disconnected, notes: [] };
+    const disconnected = 'disconnected' in answer ? answer.disconnected : undefined;
+    return {
+      revoked,
+      disconnected,
+      notes:
+        disconnected === undefined
+          ? ['blackcloud up fronts an external broker: close the MQTT sessions of this device at that broker']
+          : [],
+    };
   }
 
   #control(request: ControlRequest): Promise<ControlAnswer | undefined> {

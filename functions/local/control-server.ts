@@ -9,7 +9,8 @@
  *   {"op":"revoke","address":"10.0.0.7"}     → {"ok":true,"revoked":[Grant, ...]}   (or "deviceId":"sensor-1")
  *   {"op":"cut-off","deviceIds":["s-1"]}     → reloads the devices file first; each listed device that is not an
  *                                              enabled device any more loses its grants and its broker sessions
- *                                              → {"ok":true,"revoked":[...],"disconnected":N}
+ *                                              → {"ok":true,"revoked":[...],"disconnected":N} ("disconnected"
+ *                                              absent when `up` fronts an external broker)
  * A bad request gets {"ok":false,"error":"<what was wrong and the fix>"}. `handleControlRequest` never throws and
  * the server never crashes `up` (a broken client connection is dropped).
  */
@@ -38,6 +39,8 @@ export interface ControlDeps {
   reloadDevices(): Promise<void>;
   /** True when the id is a device of the directory and enabled. */
   isEnabled(deviceId: string): boolean;
+  /** False when `up` fronts an external broker: its sessions cannot be closed from here. */
+  readonly brokerEmbedded: boolean;
   /** Cuts devices off (cut-off.ts) and reports everything done to them since the last report. */
   readonly cutOffs: {
     cutOff(ids: Iterable<string>): Promise<void>;
@@ -79,7 +82,7 @@ export async function handleControlRequest(request: unknown, deps: ControlDeps):
         const ids = r.deviceIds.filter((id) => !deps.isEnabled(id));
         await deps.cutOffs.cutOff(ids);
         const { revoked, disconnected } = await deps.cutOffs.take(ids);
-        return { ok: true, revoked, disconnected };
+        return { ok: true, revoked, ...(deps.brokerEmbedded ? { disconnected } : {}) };
       }
       default:
         return {

@@ -305,6 +305,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         grants: deps.grants,
         reloadDevices: () => directory.reload(),
         isEnabled: (id) => directory.byId(id)?.enabled === true,
+        brokerEmbedded: broker !== undefined,
         cutOffs: cutOffsRef.current,
       },
       note,

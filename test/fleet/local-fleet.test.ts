@@ -248,8 +248,18 @@ describe('control socket requests', () => {
     grants: { active: () => [], revokeWhere: async () => [] },
     reloadDevices: async () => undefined,
     isEnabled: () => false,
-    cutOffs: { cutOff: async () => undefined, take: async () => ({ revoked: [], disconnected: 0 }) },
+    brokerEmbedded: true,
+    cutOffs: { cutOff: async () => undefined, take: async () => ({ revoked: [], disconnected: 2 }) },
   };
+
+  it('cut-off reports closed sessions with the embedded broker, and none with an external one', async () => {
+    const request = { op: 'cut-off', deviceIds: ['a'] };
+    expect(await handleControlRequest(request, deps)).toEqual({ ok: true, revoked: [], disconnected: 2 });
+    expect(await handleControlRequest(request, { ...deps, brokerEmbedded: false })).toEqual({
+      ok: true,
+      revoked: [],
+    });
+  });
 
   it.each([
     [null, /unknown op undefined/],
