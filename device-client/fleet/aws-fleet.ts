@@ -21,16 +21,10 @@
  * inside the black cloud). `setEnabled(id, false)` therefore reports `disconnected: undefined` and a note; the
  * receiver refuses the device's knocks once its directory cache (30 s) expires.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
-import {
-  CreateLogStreamCommand,
-  FilterLogEventsCommand,
-  type FilterLogEventsCommandOutput,
-  PutLogEventsCommand,
-} from '@aws-sdk/client-cloudwatch-logs';
 import {
   type AttributeValue,
   BatchGetItemCommand,
@@ -62,18 +56,15 @@ import { type ActiveGrant, DynamoGrantStore } from '../../functions/adapters/aws
 import { awsErrorCode } from '../../functions/adapters/aws/errors.ts';
 import { addressOfRule, revokeExpiredRules } from '../../functions/adapters/aws/expired-rules.ts';
 import { defaultRetryPolicy, type RetryPolicy } from '../../functions/adapters/aws/retry.ts';
-import { fwknopCommandLine, fwknoprcStanza } from '../../functions/local/fwknop-hints.ts';
 import { checkDeviceName } from '../../functions/local/provision-device.ts';
 import { issueCertificate, type Pem } from '../../functions/pki/certificate-authority.ts';
 import type { Clock, FwknopSettings, RandomSource } from '../../functions/receiver/ports.ts';
 import { systemClock, systemRandom } from '../../functions/receiver/system.ts';
 import type { AccessEntry } from '../../spa/types.ts';
 import { formatAccessSpec } from '../access-spec.ts';
-import { type DeviceConfigFile, serializeDeviceConfig } from '../device-config.ts';
-import { abortableSleep, isAborted } from './abortable-sleep.ts';
-import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import { createOperatorClients, explainAwsError, type OperatorClients } from './aws-clients.ts';
-import { revokeSerial } from './ca-revocations.ts';
+import { OperatorAuditLog, readAuditLog } from './cloudwatch-audit.ts';
+import { bundleFiles, writeBundle } from './device-bundle.ts';
 import {
   type AuditQuery,
   type AuditRecord,
@@ -89,6 +80,7 @@ import {
 } from './fleet.ts';
 import { type FleetFlags, operatorName } from './open-fleet.ts';
 import { type OperatorAction, operatorAuditRecord } from './operator-audit.ts';
+import { loadOperatorCa, revokeSerial } from './operator-ca.ts';
 import { DEFAULT_STACK_NAME, describeFleetStack, type FleetStack } from './stack-outputs.ts';
 
 export const DEFAULT_CA_DIR = join(homedir(), '.blackcloud', 'ca');
@@ -131,50 +123,6 @@ function u32(random: RandomSource): number {
   return Buffer.from(random.randomBytes(4)).readUInt32BE(0);
 }
 
-function base64(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('base64');
-}
-
-/** Log stream names may not contain ':' or '*'. */
-function streamName(operator: string): string {
-  return `operator-${operator.replace(/[^A-Za-z0-9._@-]/g, '_')}`.slice(0, 512);
-}
-
-/** Loads the operator's CA (SEC1 or PKCS#8 EC key) as PKCS#8 PEM for issueCertificate. */
-export async function loadOperatorCa(caDir: string): Promise<Pem> {
-  const certFile = join(caDir, 'ca.crt');
-  const keyFile = join(caDir, 'ca.key');
-  let cert: string;
-  let keyText: string;
-  try {
-    [cert, keyText] = await Promise.all([readFile(certFile, 'utf8'), readFile(keyFile, 'utf8')]);
-  } catch (error) {
-    throw new FleetError(
-      `--ca ${caDir}: ${certFile} and ${keyFile} are needed to sign device certificates ` +
-        `(${(error as NodeJS.ErrnoException).code ?? String(error)}); fix: pass --ca DIR of your CA, or create ` +
-        'one with "infra/tls/blackcloud-tls.sh ca DIR" (docs/deploy.md, step 2)',
-      { cause: error },
-    );
-  }
-  const mode = (await stat(keyFile)).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    throw new FleetError(
-      `--ca ${caDir}: ${keyFile} has mode ${mode.toString(8).padStart(4, '0')}; fix: chmod 600 ${keyFile}`,
-    );
-  }
-  try {
-    new X509Certificate(cert);
-    const key = createPrivateKey(keyText).export({ type: 'pkcs8', format: 'pem' }).toString();
-    return { cert, key };
-  } catch (error) {
-    throw new FleetError(
-      `--ca ${caDir}: ca.crt / ca.key are not a PEM certificate and private key; fix: pass the CA directory ` +
-        'made by "infra/tls/blackcloud-tls.sh ca DIR"',
-      { cause: error },
-    );
-  }
-}
-
 export class AwsFleet implements Fleet {
   readonly backend = 'aws' as const;
   readonly stack: FleetStack;
@@ -182,14 +130,19 @@ export class AwsFleet implements Fleet {
   readonly #clock: Clock;
   readonly #random: RandomSource;
   readonly #grants: DynamoGrantStore;
+  readonly #auditLog: OperatorAuditLog;
   #ca: Promise<Pem> | undefined;
-  #streamReady: Promise<void> | undefined;
 
   constructor(options: AwsFleetOptions) {
     this.#o = options;
     this.stack = options.stack;
     this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? systemRandom;
+    this.#auditLog = new OperatorAuditLog(
+      options.clients.logs,
+      options.stack.auditLogGroup,
+      options.operator,
+    );
     this.#grants = new DynamoGrantStore({
       dynamodb: options.clients.dynamodb,
       tableName: options.stack.grantsTable,
@@ -413,43 +366,8 @@ export class AwsFleet implements Fleet {
 
   // ----- audit -------------------------------------------------------------------------------
 
-  async *audit(query: AuditQuery): AsyncIterable<AuditRecord> {
-    let startTime = query.since ?? 0;
-    const seen = new Set<string>();
-    for (;;) {
-      let nextToken: string | undefined;
-      let newest = startTime;
-      const atNewest = new Set<string>();
-      do {
-        const page: FilterLogEventsCommandOutput = await this.#o.clients.logs.send(
-          new FilterLogEventsCommand({
-            logGroupName: this.stack.auditLogGroup,
-            startTime,
-            ...(nextToken === undefined ? {} : { nextToken }),
-          }),
-        );
-        for (const event of page.events ?? []) {
-          const id = `${event.logStreamName}/${event.eventId ?? `${event.timestamp}/${event.message}`}`;
-          const at = event.timestamp ?? 0;
-          if (at > newest) {
-            newest = at;
-            atNewest.clear();
-          }
-          if (at === newest) atNewest.add(id);
-          if (seen.has(id)) continue;
-          const record = parseAuditLine(event.message ?? '');
-          if (record !== undefined && matchesQuery(record, query)) yield record;
-        }
-        nextToken = page.nextToken;
-      } while (nextToken !== undefined && nextToken !== '');
-      if (query.follow !== true || isAborted(query.signal)) return;
-      // Next round: from the newest timestamp seen, skipping the events already printed at that instant.
-      startTime = newest;
-      seen.clear();
-      for (const id of atNewest) seen.add(id);
-      await abortableSleep(this.#o.followPollMs ?? 2000, query.signal);
-      if (isAborted(query.signal)) return;
-    }
+  audit(query: AuditQuery): AsyncIterable<AuditRecord> {
+    return readAuditLog(this.#o.clients.logs, this.stack.auditLogGroup, query, this.#o.followPollMs);
   }
 
   // ----- internals ---------------------------------------------------------------------------
@@ -536,75 +454,24 @@ export class AwsFleet implements Fleet {
     // 4. Certificate and bundle.
     const client = await issueCertificate(ca, { commonName: deviceId, kind: 'client' });
     const bundleDir = this.#bundlePath(deviceId);
-    const temporary = `${bundleDir}.tmp-${process.pid}-${base64(this.#random.randomBytes(6)).replace(/[^A-Za-z0-9]/g, '')}`;
-    const config: DeviceConfigFile = {
-      version: 1,
+    const bundle = bundleFiles({
       deviceId,
-      spa: {
-        host: this.stack.receiverAddress,
-        port: this.stack.spaPort,
-        format: request.format,
-        durationSeconds: 0,
-        native: { keyId, key: base64(nativeKey) },
-        ...(fwknop === undefined
-          ? {}
-          : {
-              fwknop: {
-                username: fwknop.username,
-                encryptionKey: base64(fwknop.encryptionKey),
-                hmacKey: base64(fwknop.hmacKey),
-                hmacType: fwknop.hmacType,
-              },
-            }),
-      },
-      access: access.map(formatAccessSpec),
-      mqtt: {
-        url: `mqtts://${this.stack.brokerAddress}:${this.stack.brokerPort}`,
+      format: request.format,
+      access,
+      keyId,
+      nativeKey,
+      fwknop,
+      receiver: { host: this.stack.receiverAddress, port: this.stack.spaPort },
+      broker: {
+        host: this.stack.brokerAddress,
+        port: this.stack.brokerPort,
         servername: this.stack.brokerTlsServerName,
-        ca: 'ca.crt',
-        cert: 'client.crt',
-        key: 'client.key',
       },
-    };
-    let hints: EnrolledDevice['fwknop'];
-    try {
-      await mkdir(temporary, { recursive: true, mode: 0o700 });
-      const files: [string, string][] = [
-        ['device.json', serializeDeviceConfig(config)],
-        ['client.crt', client.cert],
-        ['client.key', client.key],
-        ['ca.crt', ca.cert],
-      ];
-      if (fwknop !== undefined) {
-        const hint = {
-          stanza: `blackcloud-${deviceId}`,
-          username: fwknop.username,
-          server: this.stack.receiverAddress,
-          spaPort: this.stack.spaPort,
-          access,
-          keyBase64: base64(fwknop.encryptionKey),
-          hmacKeyBase64: base64(fwknop.hmacKey),
-          hmacType: fwknop.hmacType,
-        };
-        const stanza = fwknoprcStanza(hint);
-        files.push(['fwknoprc', `${stanza}\n`]);
-        hints = {
-          username: fwknop.username,
-          keyBase64: hint.keyBase64,
-          hmacKeyBase64: hint.hmacKeyBase64,
-          hmacType: fwknop.hmacType,
-          commandLine: fwknopCommandLine(hint),
-          stanza,
-          rcFile: join(bundleDir, 'fwknoprc'),
-        };
-      }
-      for (const [name, text] of files) await writeFile(join(temporary, name), text, { mode: 0o600 });
-      await rm(bundleDir, { recursive: true, force: true });
-      await rename(temporary, bundleDir);
-    } catch (error) {
-      await rm(temporary, { recursive: true, force: true });
-      throw error;
-    }
+      client,
+      caCert: ca.cert,
+    });
+    const tag = `${process.pid}-${Buffer.from(this.#random.randomBytes(6)).toString('hex')}`;
+    await writeBundle(bundleDir, bundle.files, tag);
 
     // 5. Commit (with the certificate's serial, so `remove` can revoke it without the bundle).
     await dynamodb.send(
@@ -626,7 +493,9 @@ export class AwsFleet implements Fleet {
       deviceFile: join(bundleDir, 'device.json'),
       keyId,
       access,
-      ...(hints === undefined ? {} : { fwknop: hints }),
+      ...(bundle.fwknop === undefined
+        ? {}
+        : { fwknop: { ...bundle.fwknop, rcFile: join(bundleDir, 'fwknoprc') } }),
     });
   }
 
@@ -789,39 +658,8 @@ export class AwsFleet implements Fleet {
     deviceId: string,
     extra: { revokedGrants?: number; disconnected?: number },
   ): Promise<void> {
-    const { logs } = this.#o.clients;
-    const logStreamName = streamName(this.#o.operator);
-    this.#streamReady ??= logs
-      .send(new CreateLogStreamCommand({ logGroupName: this.stack.auditLogGroup, logStreamName }))
-      .then(
-        () => undefined,
-        (error: unknown) => {
-          if (awsErrorCode(error) !== 'ResourceAlreadyExistsException') throw error;
-        },
-      );
-    await this.#streamReady;
-    const record = operatorAuditRecord({
-      type,
-      time: this.#clock.now(),
-      deviceId,
-      operator: this.#o.operator,
-      ...extra,
-    });
-    await logs.send(
-      new PutLogEventsCommand({
-        logGroupName: this.stack.auditLogGroup,
-        logStreamName,
-        logEvents: [
-          {
-            timestamp: record.time,
-            message: JSON.stringify({
-              kind: 'audit',
-              ...record,
-              isoTime: new Date(record.time).toISOString(),
-            }),
-          },
-        ],
-      }),
+    await this.#auditLog.write(
+      operatorAuditRecord({ type, time: this.#clock.now(), deviceId, operator: this.#o.operator, ...extra }),
     );
   }
 }
