@@ -43,7 +43,6 @@ import {
   RemoveThingFromThingGroupCommand,
   UpdateThingCommand,
 } from '@aws-sdk/client-iot';
-import { hostAddress } from '../../functions/adapters/aws/address.ts';
 import {
   deviceItem,
   deviceItemKey,
@@ -52,17 +51,16 @@ import {
   keyItemKey,
   parseDeviceItem,
 } from '../../functions/adapters/aws/device-record.ts';
-import { type ActiveGrant, DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
+import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
 import { awsErrorCode } from '../../functions/adapters/aws/errors.ts';
-import { addressOfRule, revokeExpiredRules } from '../../functions/adapters/aws/expired-rules.ts';
 import { defaultRetryPolicy, type RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { checkDeviceName } from '../../functions/local/provision-device.ts';
 import { issueCertificate, type Pem } from '../../functions/pki/certificate-authority.ts';
 import type { Clock, FwknopSettings, RandomSource } from '../../functions/receiver/ports.ts';
 import { systemClock, systemRandom } from '../../functions/receiver/system.ts';
 import type { AccessEntry } from '../../spa/types.ts';
-import { formatAccessSpec } from '../access-spec.ts';
 import { createOperatorClients, explainAwsError, type OperatorClients } from './aws-clients.ts';
+import { type AwsGrantDeps, listAwsGrants, revokeAwsGrants } from './aws-grants.ts';
 import { OperatorAuditLog, readAuditLog } from './cloudwatch-audit.ts';
 import { bundleFiles, writeBundle } from './device-bundle.ts';
 import {
@@ -307,61 +305,21 @@ export class AwsFleet implements Fleet {
   // ----- grants ------------------------------------------------------------------------------
 
   async grants(): Promise<FleetGrant[]> {
-    const active = await this.#grants.listActive(this.#clock.now());
-    return active.map((grant) => this.#fleetGrant(grant)).sort((a, b) => a.address.localeCompare(b.address));
+    return listAwsGrants(this.#grantDeps());
   }
 
-  async revokeGrants(selector: GrantSelector): Promise<FleetGrant[]> {
-    let address: string | undefined;
-    if ('address' in selector) {
-      try {
-        address = hostAddress(selector.address).address;
-      } catch (error) {
-        throw new FleetError(
-          `${JSON.stringify(selector.address)} is not an IPv4 or IPv6 address; fix: pass the address shown by ` +
-            '"blackcloud grants list", or a device id',
-          { cause: error },
-        );
-      }
-    }
-    const deviceId = 'deviceId' in selector ? selector.deviceId : undefined;
-    // Items that are still stored (active or not yet swept) say where the rules are.
-    const stored = [
-      ...(await this.#grants.listActive(this.#clock.now())),
-      ...(await this.#grants.listExpired(this.#clock.now())),
-    ].filter((grant) =>
-      address !== undefined ? hostAddress(grant.address).address === address : grant.deviceId === deviceId,
-    );
-    const sweeps = await revokeExpiredRules({
-      ctx: { ec2: this.#o.clients.ec2, retry: this.#o.retry ?? defaultRetryPolicy() },
-      groupIds: this.stack.brokerSecurityGroupIds,
-      dueAtSeconds: Number.MAX_SAFE_INTEGER,
-      filter: (rule) =>
-        address !== undefined ? addressOfRule(rule) === address : rule.blackcloud?.deviceId === deviceId,
-    });
-    const failed = sweeps.find((sweep) => sweep.error !== undefined);
-    if (failed !== undefined) throw explainAwsError(failed.error);
-    for (const grant of stored) await this.#grants.delete(hostAddress(grant.address).address);
-    const revoked = new Map<string, FleetGrant>();
-    for (const grant of stored) revoked.set(hostAddress(grant.address).address, this.#fleetGrant(grant));
-    // Rules without a grants item (a crashed receiver): reported from their descriptions.
-    for (const rule of sweeps.flatMap((sweep) => sweep.revoked)) {
-      const ruleAddress = addressOfRule(rule);
-      const known = revoked.get(ruleAddress);
-      const entry = `${rule.protocol}/${rule.port}`;
-      if (known === undefined) {
-        revoked.set(ruleAddress, {
-          deviceId: rule.blackcloud?.deviceId ?? '?',
-          address: ruleAddress,
-          access: [entry],
-          openedAt: 0,
-          expiresAt: (rule.blackcloud?.expiresAtSeconds ?? 0) * 1000,
-        });
-      } else if (!known.access.includes(entry) && known.openedAt === 0) {
-        revoked.set(ruleAddress, { ...known, access: [...known.access, entry] });
-      }
-    }
-    return [...revoked.values()];
+  revokeGrants(selector: GrantSelector): Promise<FleetGrant[]> {
+    return revokeAwsGrants(this.#grantDeps(), selector);
+  }
+
+  #grantDeps(): AwsGrantDeps {
+    return {
+      store: this.#grants,
+      ec2: this.#o.clients.ec2,
+      retry: this.#o.retry ?? defaultRetryPolicy(),
+      securityGroupIds: this.stack.brokerSecurityGroupIds,
+      now: this.#clock.now(),
+    };
   }
 
   // ----- audit -------------------------------------------------------------------------------
@@ -626,16 +584,6 @@ export class AwsFleet implements Fleet {
       maxOpenSeconds: Number.isInteger(maxOpen) && maxOpen > 0 ? maxOpen : 0,
       keyIds,
       bundleDir: this.#bundlePath(deviceId),
-    });
-  }
-
-  #fleetGrant(grant: ActiveGrant): FleetGrant {
-    return Object.freeze({
-      deviceId: grant.deviceId,
-      address: hostAddress(grant.address).address,
-      access: grant.access.map(formatAccessSpec),
-      openedAt: grant.openedAt,
-      expiresAt: grant.expiresAt,
     });
   }
 

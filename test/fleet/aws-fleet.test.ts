@@ -362,6 +362,33 @@ describe('disable, enable, remove and grants on AWS', () => {
       /is not an IPv4 or IPv6 address/,
     );
 
+    // A rule left by a crashed receiver (no grants item) is revoked and reported from its description.
+    await clients.ec2.send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: groupId,
+        IpPermissions: [
+          {
+            IpProtocol: 'tcp',
+            FromPort: 8883,
+            ToPort: 8883,
+            IpRanges: [
+              { CidrIp: '203.0.113.30/32', Description: formatRuleDescription('cam-1', now / 1000 + 30) },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(await ops.revokeGrants({ deviceId: 'cam-1' })).toEqual([
+      {
+        deviceId: 'cam-1',
+        address: '203.0.113.30',
+        access: ['tcp/8883'],
+        openedAt: 0,
+        expiresAt: Math.ceil(now / 1000 + 30) * 1000,
+      },
+    ]);
+    expect(await rules()).toEqual([]);
+
     await openGrant('cam-2', '203.0.113.20');
     const serial = new X509Certificate(await readFile(join(work, 'bundles/cam-2/client.crt'))).serialNumber;
     const removed = await ops.remove('cam-2');
