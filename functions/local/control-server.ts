@@ -12,16 +12,19 @@
  *                                              → {"ok":true,"revoked":[...],"disconnected":N} ("disconnected"
  *                                              absent when `up` fronts an external broker)
  * A bad request gets {"ok":false,"error":"<what was wrong and the fix>"}. `handleControlRequest` never throws and
- * the server never crashes `up` (a broken client connection is dropped).
+ * the server never crashes `up` (a broken client connection is dropped; an idle one after 10 s; `close()` drops
+ * every connection, so a stuck client cannot hold up the shutdown).
  */
 import { chmod, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Grant } from '../receiver/ports.ts';
 
 export const CONTROL_SOCKET_NAME = 'control.sock';
 /** Longest request line accepted (bytes); a longer one is answered with an error. */
 export const MAX_CONTROL_REQUEST_BYTES = 64 * 1024;
+/** A connection idle this long (no complete request) is closed. */
+const IDLE_TIMEOUT_MS = 10_000;
 /** Unix socket paths are limited to 107 bytes on Linux. */
 const MAX_SOCKET_PATH = 107;
 
@@ -116,10 +119,15 @@ export async function startControlServer(
     );
     return undefined;
   }
+  const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     let buffered = '';
     let answered = false;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
     socket.setEncoding('utf8');
+    // A client that connects and says nothing is dropped: it must not hold `up` (or its shutdown) open.
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     socket.on('error', () => socket.destroy());
     const answer = (response: ControlResponse) => {
       answered = true;
@@ -170,6 +178,7 @@ export async function startControlServer(
     path,
     close: () =>
       new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
         server.close(() => {
           void rm(path, { force: true }).finally(resolve);
         });

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { cp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectToBroker } from '../../device-client/broker-connection.ts';
@@ -15,7 +16,11 @@ import { LocalFleet } from '../../device-client/fleet/local-fleet.ts';
 import { buildKnock } from '../../device-client/knock.ts';
 import { sendDatagram } from '../../device-client/send-datagram.ts';
 import { DeviceFileError } from '../../functions/adapters/local/device-file.ts';
-import { handleControlRequest } from '../../functions/local/control-server.ts';
+import {
+  controlSocketPath,
+  handleControlRequest,
+  startControlServer,
+} from '../../functions/local/control-server.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
 import { resolveUpConfig } from '../../functions/local/up-config.ts';
 import type { AuditEvent } from '../../functions/receiver/ports.ts';
@@ -259,6 +264,34 @@ describe('control socket requests', () => {
       ok: true,
       revoked: [],
     });
+  });
+
+  it('the socket answers junk with an error, drops silent clients at close, and refuses an over-long path', async () => {
+    const path = controlSocketPath(dataDir);
+    const server = await startControlServer(path, deps);
+    expect(server).toBeDefined();
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    const answer = await new Promise<string>((done) => {
+      const socket = createConnection(path, () => socket.write('not json\n'));
+      let text = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        text += chunk;
+      });
+      socket.on('close', () => done(text));
+    });
+    expect(JSON.parse(answer)).toEqual({ ok: false, error: 'the request is not one JSON line' });
+    const silent = createConnection(path);
+    await new Promise((done) => silent.once('connect', done));
+    const silentClosed = new Promise((done) => silent.once('close', done));
+    await server!.close();
+    await silentClosed;
+    await expect(stat(path)).rejects.toThrow(/ENOENT/);
+
+    const notes: string[] = [];
+    expect(
+      await startControlServer(`/tmp/${'x'.repeat(120)}/control.sock`, deps, (n) => notes.push(n)),
+    ).toBeUndefined();
+    expect(notes[0]).toMatch(/is longer than 107 bytes: .* \(use a shorter --data-dir\)/);
   });
 
   it.each([
