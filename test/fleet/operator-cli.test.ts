@@ -85,7 +85,7 @@ describe('the README operator walkthrough against the local black cloud', () => 
     const show = await cli(['devices', 'show', 'sensor-042', '--json'], { cwd });
     expect(JSON.parse(show.stdout)).toMatchObject({ id: 'sensor-042', enabled: true, grants: [] });
     expect(await up.stop()).toBe(0);
-  });
+  }, 120_000); // ~15 CLI processes and 100 enrolments: generous on a busy 2-core CI machine
 });
 
 describe('blackcloud audit', () => {
