@@ -222,7 +222,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     disconnect(identity) {
       let dropped = 0;
       for (const socket of tlsSockets) {
-        if (identities.get(socket) === identity) {
+        if (identities.get(socket) === identity && !socket.destroyed) {
           socket.destroy();
           dropped += 1;
         }

@@ -18,6 +18,8 @@
  *   Idempotent.
  * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
  *   the broker refuses new sessions of identities that are not enabled devices.
+ * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
+ *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
  */
 import { mkdir, stat } from 'node:fs/promises';
@@ -42,6 +44,8 @@ import type {
 } from '../receiver/ports.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { systemClock, systemRandom } from '../receiver/system.ts';
+import { controlSocketPath, startControlServer } from './control-server.ts';
+import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
 import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
 import { DataDirError, PortInUseError } from './local-errors.ts';
@@ -140,6 +144,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
   const stopStarted = () => runAll([...cleanup].reverse()).catch(() => undefined);
   /** Set once the directory is loaded; the broker refuses identities that are not enabled devices. */
   const directoryRef: { current?: WatchedDeviceDirectory } = {};
+  /** Set once the receiver is wired: a reload that disables a device also revokes its grants. */
+  const cutOffsRef: { current?: CutOffTracker } = {};
 
   try {
     await prepareDataDir(layout);
@@ -231,12 +237,14 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     const directory = await WatchedDeviceDirectory.open(layout.devicesFile, {
       onReload: (devices) => {
         note(`device directory reloaded: ${devices.length} device(s)`);
-        // A disabled device loses its broker sessions too: closing the firewall does not cut them (DESIGN §4).
-        for (const device of devices) {
-          if (!device.enabled && broker !== undefined && broker.disconnect(device.id) > 0) {
-            note(`device ${device.id} is disabled: its broker sessions were closed`);
-          }
+        // A disabled device loses its broker sessions and its grants: closing the firewall does not cut an
+        // established session (DESIGN §4).
+        const enabled = new Set(devices.filter((device) => device.enabled).map((device) => device.id));
+        const cutOff = new Set(devices.filter((device) => !device.enabled).map((device) => device.id));
+        for (const grant of cutOffsRef.current === undefined ? [] : deps.grants.active()) {
+          if (!enabled.has(grant.deviceId)) cutOff.add(grant.deviceId);
         }
+        void cutOffsRef.current?.cutOff(cutOff);
       },
       onReloadError: (error) =>
         note(`device directory not reloaded (previous devices stay in force): ${error.message}`),
@@ -266,6 +274,15 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       config: { clockWindowMs: config.clockWindowMs, defaultGrantSeconds: config.grantSeconds },
     });
     cleanup.push(() => deps.grants.close());
+    cutOffsRef.current = new CutOffTracker({
+      grants: deps.grants,
+      disconnect: (id) => {
+        const closed = broker?.disconnect(id) ?? 0;
+        if (closed > 0)
+          note(`device ${id} is not an enabled device any more: its broker sessions were closed`);
+        return closed;
+      },
+    });
     let receiver: RunningReceiver;
     try {
       receiver = await startReceiver({
@@ -282,6 +299,18 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     }
     const startedReceiver = receiver;
     cleanup.push(() => startedReceiver.close());
+    const control = await startControlServer(
+      controlSocketPath(layout.root),
+      {
+        grants: deps.grants,
+        reloadDevices: () => directory.reload(),
+        isEnabled: (id) => directory.byId(id)?.enabled === true,
+        brokerEmbedded: broker !== undefined,
+        cutOffs: cutOffsRef.current,
+      },
+      note,
+    );
+    if (control !== undefined) cleanup.push(() => control.close());
 
     // Tell devices where everything is.
     const endpoints: Endpoints = {

@@ -210,7 +210,7 @@ function parseCertificate(pem: string, field: string): x509.X509Certificate {
   }
 }
 
-async function importSigningKey(pem: string, field: string): Promise<CryptoKey> {
+export async function importSigningKey(pem: string, field: string): Promise<CryptoKey> {
   try {
     const der = x509.PemConverter.decodeFirst(pem);
     return await webcrypto.subtle.importKey('pkcs8', der, KEY_ALGORITHM, false, ['sign']);

@@ -15,6 +15,9 @@
  *   a failing ExpiryScheduler is audited as 'grant.failed' but the grant stays open (the local timer still
  *   revokes it). `open` never throws.
  * - Operations on one (address, access set) run one at a time, in call order.
+ * - `revokeWhere(match)` revokes at once the open grants `match` selects (an operator's revoke, a disabled device),
+ *   each in its grant's operation order; it resolves with the grants it closed (a failed revoke is audited and
+ *   the grant stays open under its timer).
  * - `revokeAll()` revokes everything currently open (one coalesced `Firewall.revoke`, per grant on failure);
  *   `close()` stops accepting opens ('grant-failed'), waits for operations in flight, then revokes everything.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' | 'grant.failed'; events carry no key material.
@@ -116,6 +119,34 @@ export class GrantManager implements GrantOpener {
     const canonical = canonicalAccess(access);
     const key = grantKey(source.address, canonical);
     return this.#serialize(key, () => this.#openNow(key, deviceId, source, canonical, seconds));
+  }
+
+  async revokeWhere(match: (grant: Grant) => boolean): Promise<Grant[]> {
+    const keys = [...this.#entries].filter(([, entry]) => match(entry.grant)).map(([key]) => key);
+    const revoked: Grant[] = [];
+    await Promise.all(
+      keys.map((key) =>
+        this.#serialize(key, async () => {
+          const entry = this.#entries.get(key);
+          if (entry === undefined || !match(entry.grant)) return;
+          try {
+            await this.#firewall.revoke([entry.grant]);
+          } catch (error) {
+            this.#auditFailure(
+              entry.grant.deviceId,
+              entry.grant.address,
+              `revoke failed: ${errorText(error)}`,
+            );
+            return;
+          }
+          this.#timers.clearTimeout(entry.timer);
+          this.#entries.delete(key);
+          this.#auditGrant('grant.revoked', entry.grant);
+          revoked.push(entry.grant);
+        }),
+      ),
+    );
+    return revoked;
   }
 
   async revokeAll(): Promise<void> {

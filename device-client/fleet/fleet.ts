@@ -1,0 +1,112 @@
+/**
+ * The fleet, backend-neutral: what the operator commands (`blackcloud devices|grants|audit`) need, implemented
+ * once for the local data directory (local-fleet.ts) and once for a deployed stack on AWS (aws-fleet.ts), so each
+ * command is thin: parse flags, call one method, print.
+ *
+ * Contract every implementation keeps:
+ * - `enrol` is all or nothing: on failure it removes what it created for that device, then rethrows; a device
+ *   left `partial` by a killed run is cleaned up and created afresh by the next `enrol`.
+ * - `state` says whether a device is fully there ('present'), not there ('absent') or left half-created
+ *   ('partial'); the bulk enrolment skips 'present' devices, which makes a re-run resume.
+ * - `setEnabled(id, false)` refuses the device's new knocks, revokes its open grants and (where the backend can
+ *   reach the broker) closes its broker sessions; it is audited. Unknown ids throw `FleetError`.
+ * - Key material never appears in results other than `EnrolledDevice.fwknop` (what the operator asked to see).
+ */
+import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
+
+export type DeviceFormat = 'native' | 'fwknop';
+export type DeviceState = 'absent' | 'present' | 'partial';
+
+/** Misuse, or a device / grant that does not exist. Messages name the value and the fix. */
+export class FleetError extends Error {
+  override readonly name = 'FleetError';
+}
+
+export interface EnrolRequest {
+  readonly deviceId: string;
+  readonly format: DeviceFormat;
+  /** @default the broker port of the black cloud */
+  readonly access?: readonly AccessEntry[];
+  readonly maxOpenSeconds?: number;
+}
+
+export interface EnrolledDevice {
+  readonly deviceId: string;
+  readonly format: DeviceFormat;
+  /** The device bundle: a directory with device.json, client.crt, client.key, ca.crt (and fwknoprc). */
+  readonly bundleDir: string;
+  readonly deviceFile: string;
+  readonly keyId: number;
+  readonly access: readonly AccessEntry[];
+  readonly fwknop?: {
+    readonly username: string;
+    readonly keyBase64: string;
+    readonly hmacKeyBase64: string;
+    readonly hmacType: FwknopHashType;
+    readonly commandLine: string;
+    readonly stanza: string;
+    readonly rcFile: string;
+  };
+}
+
+export interface DeviceSummary {
+  readonly id: string;
+  readonly enabled: boolean;
+  readonly allowedAccess: readonly string[];
+  readonly formats: readonly DeviceFormat[];
+  readonly maxOpenSeconds: number;
+  readonly keyIds: readonly number[];
+  /** Where its bundle is, when this machine has it. */
+  readonly bundleDir?: string;
+}
+
+export interface FleetGrant {
+  readonly deviceId: string;
+  readonly address: string;
+  readonly access: readonly string[];
+  readonly openedAt: number;
+  readonly expiresAt: number;
+}
+
+export interface CutOffResult {
+  /** False when the device already was in the asked state. */
+  readonly changed: boolean;
+  readonly revoked: readonly FleetGrant[];
+  /** Broker sessions closed; undefined when this backend cannot reach the broker. */
+  readonly disconnected: number | undefined;
+  /** What the operator should know (e.g. "up is not running: nothing was open"). */
+  readonly notes: readonly string[];
+}
+
+export type GrantSelector = { readonly address: string } | { readonly deviceId: string };
+
+/** One audit line: a receiver event (packet.*, grant.*) or an operator event (device.*). Times in epoch ms. */
+export type AuditRecord = Readonly<Record<string, unknown>> & {
+  readonly type: string;
+  readonly time: number;
+};
+
+export interface AuditQuery {
+  /** Only records at or after this instant (epoch ms). */
+  readonly since?: number;
+  readonly deviceId?: string;
+  /** Keep reading new records until `signal` aborts. */
+  readonly follow?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export interface Fleet {
+  readonly backend: 'local' | 'aws';
+  /** Where this fleet lives, for messages ("data directory .blackcloud", "stack Blackcloud in eu-west-1"). */
+  readonly description: string;
+  state(deviceId: string): Promise<DeviceState>;
+  enrol(request: EnrolRequest): Promise<EnrolledDevice>;
+  list(): Promise<DeviceSummary[]>;
+  show(deviceId: string): Promise<DeviceSummary | undefined>;
+  setEnabled(deviceId: string, enabled: boolean): Promise<CutOffResult>;
+  /** Deletes keys and bundle, revokes grants and sessions, removes the device (and its certificate's use). */
+  remove(deviceId: string): Promise<CutOffResult>;
+  grants(): Promise<FleetGrant[]>;
+  revokeGrants(selector: GrantSelector): Promise<FleetGrant[]>;
+  audit(query: AuditQuery): AsyncIterable<AuditRecord>;
+}
