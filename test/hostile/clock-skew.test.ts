@@ -50,7 +50,7 @@ describe('fwknop timestamps (seconds) at the window edges', () => {
     ['future edge, clock at -1 ms', 60, -1, 'stale'],
   ])('%s: %s', async (_name, offsetSeconds, clockOffsetMs, expected) => {
     const h = harness();
-    await h.time.advance(clockOffsetMs > 0 ? clockOffsetMs : 0);
+    await h.time.advance(Math.max(clockOffsetMs, 0));
     if (clockOffsetMs < 0) h.time.set(T0 + clockOffsetMs);
     expect(await verdict(fwknopPacket({ timestampSeconds: seconds + offsetSeconds }), h)).toBe(expected);
   });
