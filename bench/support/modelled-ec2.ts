@@ -171,6 +171,21 @@ export class ModelledEc2 {
     return groups.flatMap((g) => [...g.keys()]);
   }
 
+  /** Adds `count` rules out of band (another writer, e.g. an operator), without a call or a token. */
+  fill(groupId: string, count: number, port = 8883): void {
+    const group = this.#group(groupId);
+    for (let i = 0; i < count; i++) {
+      const r: Range = {
+        protocol: 'tcp',
+        port,
+        family: 4,
+        cidr: `172.16.${i >> 8}.${i & 0xff}/32`,
+        description: 'operator',
+      };
+      group.set(keyOf(r), r);
+    }
+  }
+
   /** Total calls made (every API). */
   get totalCalls(): number {
     return Object.values(this.stats.calls).reduce((a, b) => a + b, 0);
