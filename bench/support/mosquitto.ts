@@ -62,6 +62,7 @@ export async function startMosquitto(listeners = 1): Promise<Mosquitto> {
       'log_dest stderr',
       'log_type error',
       'max_queued_messages 100000',
+      'set_tcp_nodelay true',
       ...ports.flatMap((port) => [
         `listener ${port} 127.0.0.1`,
         `cafile ${pki.caCert}`,
