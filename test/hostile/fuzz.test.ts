@@ -9,18 +9,21 @@
  * `FUZZ_SEED=S` replays a run.
  */
 import { createSocket } from 'node:dgram';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { MemoryNonceStore } from '../../functions/adapters/local/memory-nonce-store.ts';
-import { handleDatagram } from '../../functions/receiver/handle-datagram.ts';
+import { handleDatagram, screenDatagram } from '../../functions/receiver/handle-datagram.ts';
 import { startReceiver } from '../../functions/receiver/main.ts';
 import type { RemoteEndpoint } from '../../functions/receiver/ports.ts';
+import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
 import { BC1_KEY_ID, bc1Packet, fwknopPacket, harness, T0 } from '../receiver/helpers.ts';
 import { PacketFuzzer, sameBytes, Xorshift } from './fuzz-support.ts';
 
 const PACKETS = Number(process.env.FUZZ_PACKETS ?? 1_000_000);
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
 const CONCURRENCY = 64;
-const HEAP_GROWTH_LIMIT = 96 * 1024 * 1024;
+const HEAP_GROWTH_LIMIT = 32 * 1024 * 1024;
 
 /** Source addresses as a socket could report them, including forms canonicalSource must normalise. */
 const SOURCES: RemoteEndpoint[] = [
@@ -48,8 +51,12 @@ function validPackets(): Uint8Array[] {
   ];
 }
 
+// A real collection before each heap reading, so the figures are live memory, not garbage not yet collected.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
+
 function heapUsed(): number {
-  (globalThis as { gc?: () => void }).gc?.();
+  collectGarbage();
   return process.memoryUsage().heapUsed;
 }
 
@@ -62,7 +69,22 @@ afterAll(() => {
 describe('fuzzing handleDatagram', () => {
   it(`${PACKETS.toLocaleString('en-US')} hostile datagrams: nothing escapes, nothing forged is accepted, memory bounded`, async () => {
     // The rate limiter is wide open here so that the fuzz reaches the deep steps (it is tested in rate-limit.test.ts).
-    const h = harness({ rateLimit: { burst: 1_000_000_000, ratePerSecond: 1_000_000_000 } });
+    // Every event is audited, into a sink that counts them (keeping a million events would measure the test).
+    const base = harness();
+    const auditCounts = new Map<string, number>();
+    const h = {
+      ...base,
+      deps: createReceiverDeps({
+        directory: base.directory,
+        nonces: base.nonces,
+        firewall: base.firewall,
+        audit: { write: (event) => auditCounts.set(event.type, (auditCounts.get(event.type) ?? 0) + 1) },
+        clock: base.time,
+        timers: base.time,
+        rejectAudit: false,
+        rateLimit: { burst: 1_000_000_000, ratePerSecond: 1_000_000_000 },
+      }),
+    };
     const nonces = h.nonces;
     expect(nonces).toBeInstanceOf(MemoryNonceStore);
     const valid = validPackets();
@@ -112,6 +134,7 @@ describe('fuzzing handleDatagram', () => {
         Object.fromEntries(Object.entries(counters).filter(([name]) => name.startsWith('rejected.'))),
       )}`,
     );
+    expect(auditCounts.get('packet.rejected')).toBe(counters.rejected);
     expect(escaped).toBe(0);
     expect(forged).toBe(0);
     expect(counters.received).toBe(PACKETS);
@@ -127,6 +150,33 @@ describe('fuzzing handleDatagram', () => {
     expect(heapAfter - heapBefore).toBeLessThan(HEAP_GROWTH_LIMIT);
     await h.deps.grants.close();
   }, 240_000);
+});
+
+describe('the synchronous screen (what the socket loop runs first)', () => {
+  it('rejects exactly what handleDatagram rejects at the frame and rate-limit steps, without a promise', async () => {
+    const a = harness();
+    const b = harness();
+    const fuzzer = new PacketFuzzer(SEED, validPackets(), BC1_KEY_ID);
+    let screenedOut = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const { bytes } = fuzzer.next();
+      const source = SOURCES[i % 3]!; // few sources: the rate limit engages
+      const screened = screenDatagram(bytes, source, a.deps);
+      const full = await handleDatagram(bytes, source, b.deps);
+      if (!screened.pass) {
+        screenedOut++;
+        expect(screened.outcome).not.toBeInstanceOf(Promise);
+        expect(screened.outcome).toEqual(full);
+      } else {
+        expect(['too-short', 'too-long', 'bad-magic', 'rate-limited']).not.toContain(
+          full.ok ? '' : full.reason,
+        );
+      }
+    }
+    expect(screenedOut).toBeGreaterThan(10_000);
+    await a.deps.grants.close();
+    await b.deps.grants.close();
+  });
 });
 
 describe('fuzzing the receiver over real UDP', () => {
