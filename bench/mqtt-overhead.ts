@@ -74,7 +74,7 @@ async function latency(client: MqttClient, topic: string, pings: number): Promis
 }
 
 export async function main(args: readonly string[] = []): Promise<void> {
-  const rounds = numberOption(args, 'rounds', 3, 1, 50);
+  const rounds = numberOption(args, 'rounds', 5, 1, 50);
   const messages = numberOption(args, 'messages', 10_000, 100, 1_000_000);
   const pings = numberOption(args, 'pings', 1000, 10, 100_000);
   const mosquitto = await startMosquitto(2);
