@@ -1,5 +1,7 @@
 /**
- * The receiver daemon's socket: binds one UDP socket and hands every datagram to `handleDatagram`.
+ * The receiver daemon's socket: binds one UDP socket and hands every datagram to the pipeline of
+ * handle-datagram.ts (`screenDatagram`, synchronous, then `continueDatagram` for what passes: `handleDatagram`
+ * in two parts, so junk and rate-limited sources cost no promise and no in-flight slot).
  *
  * Contract:
  * - Binds udp6 when `host` is an IPv6 literal, else udp4. A busy port rejects with `UdpPortInUseError`
