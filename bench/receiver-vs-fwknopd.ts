@@ -18,12 +18,14 @@
  * that only counts. For rows 1 and 3 blackcloud's per-source rate limit is raised (one sender address stands for
  * many devices; fwknopd has none); for row 2 it runs with its defaults (20 burst, 5/s per source).
  * Senders and servers share this machine's cores with each other (and with whatever else runs).
- * Run: `npm run bench -- receiver-vs-fwknopd [--rate N] [--bc1-rate N] [--stream-seconds S] [--seconds S]`.
+ * Run: `npm run bench -- receiver-vs-fwknopd [--rate N] [--bc1-rate N] [--stream-seconds S] [--seconds S]
+ * [--profile DIR]`; `--profile` writes the receivers' V8 CPU profiles (DIR/valid, DIR/flood; open them as flame
+ * graphs in Chrome DevTools or speedscope).
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { chmod, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { randomDigits } from '../device-client/knock.ts';
 import { StaticDeviceDirectory } from '../functions/adapters/local/file-device-directory.ts';
 import { MemoryNonceStore } from '../functions/adapters/local/memory-nonce-store.ts';
@@ -280,6 +282,8 @@ export async function main(args: readonly string[] = []): Promise<void> {
   const bc1Rate = numberOption(args, 'bc1-rate', 60_000, 100, 1_000_000);
   const streamSeconds = numberOption(args, 'stream-seconds', 2, 0.5, 60);
   const floodSeconds = numberOption(args, 'seconds', 3, 1, 60);
+  const profileAt = args.indexOf('--profile');
+  const profileDir = profileAt < 0 ? undefined : resolvePath(args[profileAt + 1] ?? 'bench-profiles');
   const validCount = Math.round(rate * streamSeconds);
   const { fwknopd, ip } = (await requireTools('fwknopd', 'ip')) as { fwknopd: string; ip: string };
   const keys: Keys = {
@@ -314,7 +318,12 @@ export async function main(args: readonly string[] = []): Promise<void> {
     const streamFile = join(dir, 'valid.bin');
     const sender = addresses('40', 1);
     await writePacketFile(streamFile, fwknopPackets(keys, validCount));
-    const openReceiver = await startReceiverPeer(ns, keyFile, 'open');
+    const openReceiver = await startReceiverPeer(
+      ns,
+      keyFile,
+      'open',
+      profileDir && join(profileDir, 'valid'),
+    );
     peers.push(openReceiver);
     await warmUp(ns, openReceiver, dir, keys, sender);
     rows.push(await measureStream(ns, openReceiver, streamFile, sender, 'valid fwknop stream', rate));
@@ -327,7 +336,12 @@ export async function main(args: readonly string[] = []): Promise<void> {
     rows.push(await measureStream(ns, fwknopdPeer, streamFile, sender, 'valid fwknop stream', rate));
 
     // 2. the junk flood with valid knocks from 300 other addresses (fresh packets for each server).
-    const defaultReceiver = await startReceiverPeer(ns, keyFile, 'default');
+    const defaultReceiver = await startReceiverPeer(
+      ns,
+      keyFile,
+      'default',
+      profileDir && join(profileDir, 'flood'),
+    );
     peers.push(defaultReceiver);
     await warmUp(ns, defaultReceiver, dir, keys, addresses('50', 200));
     const floodValid = join(dir, 'flood-valid.bin');

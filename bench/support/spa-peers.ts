@@ -138,6 +138,8 @@ export async function startReceiverPeer(
   ns: NetworkNamespace,
   keyFile: string,
   rateLimit: 'default' | 'open',
+  /** Write a V8 CPU profile (`.cpuprofile`: Chrome DevTools or speedscope show it as a flame graph) here. */
+  profileDir?: string,
 ): Promise<Peer> {
   const child = spawn(
     ns.ip,
@@ -146,6 +148,7 @@ export async function startReceiverPeer(
       'exec',
       ns.name,
       process.execPath,
+      ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
       '--import',
       'tsx',
       join(ROOT, 'bench/support/receiver-child.ts'),
@@ -188,7 +191,12 @@ export async function startReceiverPeer(
     accepted: async () => (await stats()).accepted ?? 0,
     detail: stats,
     stop: async () => {
+      // Closing stdin makes the child exit by itself (and write its CPU profile, if asked); SIGTERM after 5 s.
+      const exited = new Promise<void>((done) => child.once('exit', () => done()));
       child.stdin.end();
+      if (child.exitCode === null && child.signalCode === null) {
+        await Promise.race([exited, new Promise((done) => setTimeout(done, 5000).unref())]);
+      }
       await stopChild(child);
     },
   };
