@@ -92,12 +92,22 @@ export function decodeBase64(text: string): Uint8Array | undefined {
 
 /** The string whose char codes are `bytes` (Latin-1); callers check the bytes are ASCII where it matters. */
 export function bytesToAscii(bytes: Uint8Array): string {
+  // The receiver runs this several times per fwknop datagram. Bytes below 0x80 (what callers pass): one native
+  // decode, for which WHATWG 'latin1' (windows-1252) is the identity (~0.1 µs for 230 bytes, against ~7 µs for
+  // a spread into String.fromCharCode). Any other byte takes the exact Latin-1 path.
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return latin1Exact(bytes);
+  return ASCII_DECODER.decode(bytes);
+}
+
+function latin1Exact(bytes: Uint8Array): string {
   let out = '';
   for (let i = 0; i < bytes.length; i += 4096) {
-    out += String.fromCharCode(...bytes.subarray(i, i + 4096));
+    out += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096) as unknown as number[]);
   }
   return out;
 }
+
+const ASCII_DECODER = new TextDecoder('latin1');
 
 /** The bytes of an ASCII `text` (each char code must be below 128; callers guarantee it). */
 export function asciiToBytes(text: string): Uint8Array {

@@ -13,7 +13,9 @@
  *   hash of the replay id. Audit events never carry key material.
  * - A NonceStore or DeviceDirectory that throws fails closed ('nonce-store-unavailable', 'directory-unavailable'):
  *   no grant.
- * - `handleDatagram` never throws and never answers: anything unexpected becomes 'internal-error'.
+ * - `handleDatagram` never throws and never answers: anything unexpected becomes 'internal-error'. Its first,
+ *   synchronous steps (frame, rate limit) are also exported as `screenDatagram`, so the socket loop rejects junk
+ *   without a promise; `continueDatagram` runs the rest.
  * - I/O only through `deps` (clock, directory, nonces, grants, audit, counters, rate limiter).
  */
 import { createHash } from 'node:crypto';
@@ -117,17 +119,48 @@ export function replayIdHash(replayId: string): string {
   return createHash('sha256').update(replayId).digest('hex').slice(0, REPLAY_ID_HASH_HEX_LENGTH);
 }
 
-export async function handleDatagram(
-  bytes: Uint8Array,
-  remote: RemoteEndpoint,
-  deps: ReceiverDeps,
-): Promise<Outcome> {
+/** A datagram that passed `screenDatagram`: framed, within its source's rate, ready for `continueDatagram`. */
+export interface ScreenedDatagram {
+  readonly pass: true;
+  readonly source: RemoteEndpoint;
+  readonly frame: Frame;
+  readonly trace: Trace;
+}
+
+/** What `screenDatagram` decided: go on, or already rejected (counted and audited). */
+export type Screened = ScreenedDatagram | { readonly pass: false; readonly outcome: Outcome };
+
+/**
+ * The synchronous first steps [BC1-1] [BC1-2]: count, canonical source, frame, per-source rate limit. A datagram
+ * failing them is rejected here (counted, audited, never answered) without allocating a promise, so a flood of
+ * junk costs less than a knock. Never throws. `handleDatagram` = `screenDatagram` then `continueDatagram`.
+ */
+export function screenDatagram(bytes: Uint8Array, remote: RemoteEndpoint, deps: ReceiverDeps): Screened {
   const trace: Trace = {};
   let source = remote;
   try {
     deps.counters.increment(counterName.received);
     source = canonicalSource(remote);
-    const outcome = await runPipeline(bytes, source, deps, trace);
+    const frame = frameStep(bytes); // [BC1-1]
+    if (!frame.ok) return { pass: false, outcome: rejected(frame.reason, source, trace, deps) };
+    trace.format = frame.value.format;
+    const limited = rateLimitStep(source, deps); // [BC1-2]
+    if (!limited.ok) return { pass: false, outcome: rejected(limited.reason, source, trace, deps) };
+    return { pass: true, source, frame: frame.value, trace };
+  } catch {
+    return { pass: false, outcome: rejected('internal-error', source, trace, deps) };
+  }
+}
+
+/** The rest of the pipeline for a screened datagram ([BC1-3] onwards). Never throws. */
+export async function continueDatagram(
+  bytes: Uint8Array,
+  screened: ScreenedDatagram,
+  deps: ReceiverDeps,
+): Promise<Outcome> {
+  const { source, trace } = screened;
+  try {
+    const outcome = await runPipeline(bytes, source, screened.frame, deps, trace);
     if (outcome.ok) return accepted(outcome.value, deps);
     return rejected(outcome.reason, source, trace, deps);
   } catch {
@@ -135,20 +168,26 @@ export async function handleDatagram(
   }
 }
 
+export async function handleDatagram(
+  bytes: Uint8Array,
+  remote: RemoteEndpoint,
+  deps: ReceiverDeps,
+): Promise<Outcome> {
+  const screened = screenDatagram(bytes, remote, deps);
+  return screened.pass ? continueDatagram(bytes, screened, deps) : screened.outcome;
+}
+
+/** [BC1-3] .. [BC1-9], after the frame and rate-limit steps passed. */
 async function runPipeline(
   bytes: Uint8Array,
   source: RemoteEndpoint,
+  frame: Frame,
   deps: ReceiverDeps,
   trace: Trace,
 ): Promise<Step<Accepted>> {
-  const frame = frameStep(bytes); // [BC1-1]
-  if (!frame.ok) return frame;
-  trace.format = frame.value.format;
-  const limited = rateLimitStep(source, deps); // [BC1-2]
-  if (!limited.ok) return limited;
   const request =
-    frame.value.format === 'bc1'
-      ? await authenticateBc1(bytes, frame.value.header, deps, trace) // [BC1-3..5]
+    frame.format === 'bc1'
+      ? await authenticateBc1(bytes, frame.header, deps, trace) // [BC1-3..5]
       : await authenticateFwknop(bytes, source, deps, trace); // [BC1-3..5]
   if (!request.ok) return request;
   const fresh = clockStep(request.value.timestampMs, deps); // [BC1-6]

@@ -1,5 +1,7 @@
 /**
- * The receiver daemon's socket: binds one UDP socket and hands every datagram to `handleDatagram`.
+ * The receiver daemon's socket: binds one UDP socket and hands every datagram to the pipeline of
+ * handle-datagram.ts (`screenDatagram`, synchronous, then `continueDatagram` for what passes: `handleDatagram`
+ * in two parts, so junk and rate-limited sources cost no promise and no in-flight slot).
  *
  * Contract:
  * - Binds udp6 when `host` is an IPv6 literal, else udp4. A busy port rejects with `UdpPortInUseError`
@@ -16,7 +18,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { counterName } from './counters.ts';
 import { UdpBindError, UdpPortInUseError } from './errors.ts';
-import { handleDatagram, type Outcome, type ReceiverDeps } from './handle-datagram.ts';
+import { continueDatagram, type Outcome, type ReceiverDeps, screenDatagram } from './handle-datagram.ts';
 import type { RemoteEndpoint } from './ports.ts';
 
 export interface ReceiverLogger {
@@ -91,7 +93,17 @@ export async function startReceiver(options: StartReceiverOptions): Promise<Runn
     }
     const remote = remoteOf(info);
     const bytes = new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
-    const handled = handleDatagram(bytes, remote, deps)
+    // Junk and rate-limited sources are rejected synchronously: no promise, no in-flight slot.
+    const screened = screenDatagram(bytes, remote, deps);
+    if (!screened.pass) {
+      try {
+        options.onOutcome?.(screened.outcome, remote);
+      } catch {
+        // onOutcome must not throw; if it does, the datagram is still dropped and the receiver lives on.
+      }
+      return;
+    }
+    const handled = continueDatagram(bytes, screened, deps)
       .then((outcome) => options.onOutcome?.(outcome, remote))
       .catch(() => undefined)
       .finally(() => inFlight.delete(handled));
