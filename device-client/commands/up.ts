@@ -50,6 +50,8 @@ export function describeAuditEvent(event: AuditEvent): string {
       return `${at} ${event.type.replace('.', ' ')}: ${event.source} → ${access(event.access)} (${event.deviceId})${event.type === 'grant.revoked' ? '' : ` until ${clockTime(event.expiresAt)}`}`;
     case 'grant.failed':
       return `${at} grant failed for ${event.deviceId} from ${event.source}: ${event.error}`;
+    default:
+      return `${at} ${event.type} (${event.deviceId})`; // key rotation events
   }
 }
 
