@@ -88,7 +88,10 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
     return (await this.#entries()).map((entry) => ({
       deviceId: entry.id,
       enabled: entry.enabled ?? true,
-      keys: (entry.nativeKeys ?? []).map(generationOf),
+      keys: (entry.nativeKeys ?? []).map((native) => {
+        const { entry: _file, ...generation } = generationOf(native);
+        return generation;
+      }),
     }));
   }
 

@@ -106,10 +106,13 @@ export class KeyRotationController {
   readonly #acks: NonceStore;
   /** When each pending offer was last published by this process (ms). Lost on restart: `start()` re-sends. */
   readonly #lastSent = new Map<string, number>();
+  /** Keys of unknown age (from before rotation) count their age from the controller's start. */
+  readonly #startedAt: number;
   #timer: unknown;
 
   constructor(deps: KeyRotationDeps) {
     this.#deps = deps;
+    this.#startedAt = deps.clock.now();
     this.config = keyRotationConfig(deps.config);
     this.#acks = deps.acks ?? new MemoryNonceStore({ clock: deps.clock });
   }
@@ -188,7 +191,7 @@ export class KeyRotationController {
         }
         const lastSent = this.#lastSent.get(device.deviceId);
         const resendDue = lastSent === undefined || now - lastSent >= this.config.resendMs;
-        const decision = planRotation(device, now, this.config, false);
+        const decision = planRotation(device, now, this.config, false, this.#startedAt);
         if (decision.action === 'resend' && !resendDue) continue;
         if (decision.action === 'skip') continue;
         outcomes.push(await this.#rotateDevice(device, false, now));
@@ -201,7 +204,7 @@ export class KeyRotationController {
 
   async #rotateDevice(device: DeviceKeys, force: boolean, now: number): Promise<RotateOutcome> {
     const { store, session, random } = this.#deps;
-    const decision = planRotation(device, now, this.config, force);
+    const decision = planRotation(device, now, this.config, force, this.#startedAt);
     if (decision.action === 'skip')
       return { deviceId: device.deviceId, status: 'skipped', reason: decision.reason };
     const oldKeyNotAfter = now + this.config.graceMs;

@@ -60,14 +60,15 @@ export function planRotation(
   now: number,
   timers: RotationTimers,
   force: boolean,
+  /** Age origin of a key whose creation time is unknown (keys from before rotation): e.g. the controller start. */
+  unknownAgeSince: number = now,
 ): RotationDecision {
   if (!device.enabled) return { action: 'skip', reason: 'disabled' };
   const pending = pendingKey(device);
   if (pending !== undefined) return { action: 'resend', keyId: pending.keyId };
   const current = newestCurrent(device);
   if (current === undefined) return { action: 'skip', reason: 'no-native-key' };
-  // A key of unknown age is due: it predates rotation.
-  const due = current.createdAt === undefined || now - current.createdAt >= timers.periodMs;
+  const due = now - (current.createdAt ?? unknownAgeSince) >= timers.periodMs;
   return force || due
     ? { action: 'offer', generation: nextGeneration(device) }
     : { action: 'skip', reason: 'not-due' };

@@ -68,10 +68,10 @@ describe('planRotation', () => {
       { action: 'offer', generation: 2 },
     ],
     [
-      'key of unknown age (before rotation)',
+      'key of unknown age, controller started now',
       device([current(1, 0)]),
       false,
-      { action: 'offer', generation: 1 },
+      { action: 'skip', reason: 'not-due' },
     ],
     [
       'pending key: same offer again',
@@ -87,6 +87,15 @@ describe('planRotation', () => {
     ],
   ])('%s', (_name, input, force, expected) => {
     expect(planRotation(input, T, timers, force)).toEqual(expected);
+  });
+
+  it('rotates a key of unknown age one period after the controller started', () => {
+    const legacy = device([current(1, 0)]);
+    expect(planRotation(legacy, T, timers, false, T - 24 * HOUR)).toEqual({ action: 'offer', generation: 1 });
+    expect(planRotation(legacy, T, timers, false, T - 23 * HOUR)).toEqual({
+      action: 'skip',
+      reason: 'not-due',
+    });
   });
 });
 
