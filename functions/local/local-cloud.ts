@@ -19,6 +19,10 @@
  * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
  *   the broker refuses new sessions of identities that are not enabled devices.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
+ * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
+ *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
+ *   that session cannot be opened (e.g. an external broker with another CA), `up` runs without rotation and
+ *   says so through `onNote`.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { formatAccessSpec } from '../../device-client/access-spec.ts';
@@ -28,6 +32,14 @@ import { FileNonceStore } from '../adapters/local/file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from '../adapters/local/gate-firewall.ts';
 import { startNftablesFirewall } from '../adapters/local/nftables-firewall.ts';
 import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
+import { CONTROLLER_IDENTITY } from '../broker/topic-policy.ts';
+import type { KeyRotationConfig } from '../controller/key-rotation-controller.ts';
+import {
+  ensureControllerTls,
+  type RunningKeyRotation,
+  startKeyRotation,
+  writeControllerEndpoint,
+} from '../controller/local-controller.ts';
 import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
 import { UdpPortInUseError } from '../receiver/errors.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
@@ -41,7 +53,7 @@ import type {
   RemoteEndpoint,
 } from '../receiver/ports.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
-import { systemClock, systemRandom } from '../receiver/system.ts';
+import { systemClock, systemRandom, systemTimers } from '../receiver/system.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
 import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
 import { DataDirError, PortInUseError } from './local-errors.ts';
@@ -61,6 +73,8 @@ export interface LocalCloudHooks {
   readonly clock?: Clock;
   /** @default systemRandom */
   readonly random?: RandomSource;
+  /** Key rotation timers (docs/key-lifecycle.md); `false` = no controller. @default every 24 h, 1 h grace */
+  readonly keyRotation?: Partial<KeyRotationConfig> | false;
 }
 
 export interface LocalCloud {
@@ -76,6 +90,8 @@ export interface LocalCloud {
   readonly demoDevice?: ProvisionedDevice;
   readonly directory: WatchedDeviceDirectory;
   readonly deps: WiredReceiverDeps;
+  /** The key-rotation controller, when its broker session could be opened. */
+  readonly keyRotation?: RunningKeyRotation;
   counters(): Record<string, number>;
   close(): Promise<void>;
 }
@@ -162,7 +178,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         broker = await startEmbeddedBroker({
           ...listen,
           tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
-          authenticate: ({ identity }) => directoryRef.current?.byId(identity)?.enabled === true,
+          authenticate: ({ identity }) =>
+            identity === CONTROLLER_IDENTITY || directoryRef.current?.byId(identity)?.enabled === true,
         });
       } catch (error) {
         if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
@@ -267,12 +284,18 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     });
     cleanup.push(() => deps.grants.close());
     let receiver: RunningReceiver;
+    let keyRotation: RunningKeyRotation | undefined;
     try {
       receiver = await startReceiver({
         host: config.host,
         port: config.spaPort,
         deps,
-        ...(hooks.onOutcome === undefined ? {} : { onOutcome: hooks.onOutcome }),
+        onOutcome: (outcome, remote) => {
+          if (outcome.ok && outcome.value.keyId !== undefined) {
+            void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
+          }
+          hooks.onOutcome?.(outcome, remote);
+        },
       });
     } catch (error) {
       if (error instanceof UdpPortInUseError) {
@@ -282,6 +305,33 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     }
     const startedReceiver = receiver;
     cleanup.push(() => startedReceiver.close());
+
+    // The receiver as key-rotation controller: a direct session to the broker (never through the gate).
+    if (hooks.keyRotation !== false) {
+      const wildcard = brokerAddress.host === '0.0.0.0' || brokerAddress.host === '::';
+      const controllerUrl = mqttUrl(wildcard ? '127.0.0.1' : brokerAddress.host, brokerAddress.port);
+      try {
+        keyRotation = await startKeyRotation({
+          url: controllerUrl,
+          caCert: ca.cert,
+          tls: await ensureControllerTls(layout.pkiDir, ca),
+          devicesFile: layout.devicesFile,
+          audit: deps.audit,
+          clock,
+          random,
+          timers: systemTimers,
+          onChange: () => directory.reload(),
+          ...(hooks.keyRotation === undefined ? {} : { config: hooks.keyRotation }),
+        });
+        const started = keyRotation;
+        cleanup.push(() => started.close());
+        await writeControllerEndpoint(layout.root, controllerUrl);
+      } catch (error) {
+        note(
+          `key rotation is off: the controller could not reach ${controllerUrl} (${(error as Error).message})`,
+        );
+      }
+    }
 
     // Tell devices where everything is.
     const endpoints: Endpoints = {
@@ -305,6 +355,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       ...(demoDevice === undefined ? {} : { demoDevice }),
       directory,
       deps,
+      ...(keyRotation === undefined ? {} : { keyRotation }),
       counters: () => receiver.counters(),
       close() {
         // Receiver first (no new grants), then revoke grants, then the firewall, broker and stores.
