@@ -87,6 +87,10 @@ export interface StartKeyRotationOptions {
   readonly onChange?: () => Promise<void> | void;
   /** Start the schedule (rotation every period, re-sends, grace expiry). @default true */
   readonly schedule?: boolean;
+  /** MQTT client id. @default 'blackcloud-controller' */
+  readonly clientId?: string;
+  /** Confirm keys from acks here. @default true (false when another controller, e.g. `up`, confirms them) */
+  readonly handleAcks?: boolean;
 }
 
 export interface RunningKeyRotation {
@@ -105,6 +109,8 @@ export async function startKeyRotation(options: StartKeyRotationOptions): Promis
     key: options.tls.key,
     ...(options.servername === undefined ? {} : { servername: options.servername }),
     onMessage: (topic, payload) => controller?.handleMessage(topic, payload),
+    ...(options.clientId === undefined ? {} : { clientId: options.clientId }),
+    ...(options.handleAcks === undefined ? {} : { handleAcks: options.handleAcks }),
   });
   const store = new DeviceFileKeyStore(options.devicesFile, {
     ...(options.onChange === undefined ? {} : { onChange: options.onChange }),

@@ -1,0 +1,150 @@
+/**
+ * Key rotation in `blackcloud up` (the receiver as controller, embedded aedes broker behind the gate) driven by
+ * `blackcloud keys rotate` in process: progress lines, bounded concurrency, a confirmed device, an offline device
+ * that keeps its old key, and the flags' errors. Devices use the device-client library over real sockets.
+ */
+import { randomBytes } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectToBroker } from '../../device-client/broker-connection.ts';
+import { rotateKeys } from '../../device-client/commands/keys.ts';
+import { type DeviceConfig, loadDeviceConfig } from '../../device-client/device-config.ts';
+import { UsageError } from '../../device-client/errors.ts';
+import { listenForKeys } from '../../device-client/key-listener.ts';
+import { buildKnock } from '../../device-client/knock.ts';
+import { createProgram } from '../../device-client/program.ts';
+import { sendDatagram } from '../../device-client/send-datagram.ts';
+import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
+import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
+import { provisionDevice } from '../../functions/local/provision-device.ts';
+import { resolveUpConfig } from '../../functions/local/up-config.ts';
+import { loadPem } from '../../functions/pki/local-ca.ts';
+import type { AuditEvent } from '../../functions/receiver/ports.ts';
+import { systemRandom } from '../../functions/receiver/system.ts';
+import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
+
+const random = (n: number) => new Uint8Array(randomBytes(n));
+let dataDir: string | undefined;
+let cloud: LocalCloud | undefined;
+const events: AuditEvent[] = [];
+const clients: MqttClient[] = [];
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { out: (line: string) => out.push(line), err: (line: string) => err.push(line) }, out, err };
+}
+
+async function knockAndWait(config: DeviceConfig): Promise<AuditEvent> {
+  const before = events.length;
+  await sendDatagram(
+    config.spa.host,
+    config.spa.port,
+    buildKnock(config, { now: Date.now, randomBytes: random }).bytes,
+  );
+  return waitFor(
+    () => events.slice(before).find((e) => e.type === 'packet.accepted' || e.type === 'packet.rejected'),
+    'the knock to be handled',
+  );
+}
+
+beforeAll(async () => {
+  dataDir = await tempDir('bc7-keys-cli');
+  cloud = await startLocalCloud(resolveUpConfig({ dataDir, spaPort: '0', mqttPort: '0' }), {
+    onAudit: (event) => events.push(event),
+  });
+  const layout = cloud.layout;
+  await provisionDevice({
+    layout,
+    deviceId: 'offline-device',
+    format: 'native',
+    access: [{ protocol: 'tcp', port: cloud.mqtt.port }],
+    endpoints: cloud.endpoints,
+    ca: await loadPem(`${layout.pkiDir}/ca.crt`, `${layout.pkiDir}/ca.key`),
+    caFile: `${layout.pkiDir}/ca.crt`,
+    random: systemRandom,
+  });
+});
+
+afterAll(async () => {
+  for (const client of clients.splice(0)) client.end(true);
+  await cloud?.close();
+  await removeDir(dataDir);
+});
+
+describe('blackcloud keys rotate with blackcloud up as controller', () => {
+  it('rotates the connected demo device: progress lines, confirmed by up, the next knock uses the new key', async () => {
+    expect(cloud!.keyRotation).toBeDefined();
+    const file = cloud!.layout.deviceFile(DEMO_DEVICE_ID);
+    const old = await loadDeviceConfig(file);
+    expect(await knockAndWait(old)).toMatchObject({ type: 'packet.accepted' });
+    const client = await connectToBroker(old, { deadlineMs: 5000 });
+    clients.push(client);
+    await listenForKeys(client, old, { randomBytes: random });
+
+    const { io, out, err } = capture();
+    const [result] = await rotateKeys({ device: DEMO_DEVICE_ID, dataDir: dataDir!, wait: '20' }, io);
+    expect(result).toMatchObject({ deviceId: DEMO_DEVICE_ID, status: 'confirmed' });
+    const keyId = (result as { keyId: number }).keyId;
+    expect(err[0]).toMatch(/^rotating 1 device\(s\), 8 at a time, via mqtts:\/\/127\.0\.0\.1:\d+$/);
+    expect(err).toContain(
+      `[1/1] ${DEMO_DEVICE_ID}: key ${keyId} offered, awaiting ack (the old key still works)`,
+    );
+    expect(err).toContain(`[1/1 acks] ${DEMO_DEVICE_ID}: new key ${keyId} confirmed by the device`);
+    expect(out).toEqual([`${DEMO_DEVICE_ID}: new key ${keyId} confirmed by the device`]);
+    // `up`'s controller confirmed it (the CLI only offered): one confirmation, by ack.
+    expect(events.filter((e) => e.type === 'key.confirmed')).toEqual([
+      expect.objectContaining({ deviceId: DEMO_DEVICE_ID, keyId, by: 'ack' }),
+    ]);
+
+    const renewed = await loadDeviceConfig(file);
+    expect(renewed.spa.native?.keyId).toBe(keyId);
+    expect(await knockAndWait(renewed)).toMatchObject({ type: 'packet.accepted', deviceId: DEMO_DEVICE_ID });
+    await waitFor(
+      () => events.find((e) => e.type === 'key.retired'),
+      'the old key to be retired at first use',
+    );
+    expect(await knockAndWait(old)).toMatchObject({ type: 'packet.rejected', reason: 'unknown-key' });
+  });
+
+  it('--all: the offline device keeps its old key and is reported as awaiting ack; --json lines', async () => {
+    const offline = await loadDeviceConfig(cloud!.layout.deviceFile('offline-device'));
+    const { io, out, err } = capture();
+    const results = await rotateKeys(
+      { all: true, dataDir: dataDir!, wait: '1', concurrency: '1', json: true },
+      io,
+    );
+    expect(results.map((r) => [r.deviceId, r.status])).toEqual([
+      [DEMO_DEVICE_ID, 'confirmed'],
+      ['offline-device', 'offered'],
+    ]);
+    expect(out.map((line) => JSON.parse(line).status)).toEqual(['confirmed', 'offered']);
+    expect(err.at(-1)).toBe('1 confirmed, 1 awaiting ack, 0 skipped, 0 failed');
+    expect(await knockAndWait(offline)).toMatchObject({
+      type: 'packet.accepted',
+      deviceId: 'offline-device',
+    });
+  });
+
+  it.each([
+    [{}, '--device / --all'],
+    [{ device: 'x', all: true }, '--device / --all'],
+    [{ all: true, concurrency: '0' }, '--concurrency'],
+    [{ all: true, wait: 'soon' }, '--wait'],
+    [{ device: 'nobody' }, '--device'],
+  ])('refuses %j naming %s', async (flags, flag) => {
+    const { io } = capture();
+    const failure = rotateKeys({ ...flags, dataDir: dataDir! }, io);
+    await expect(failure).rejects.toBeInstanceOf(UsageError);
+    await expect(failure).rejects.toMatchObject({ flag });
+  });
+
+  it('is registered as "blackcloud keys rotate"', async () => {
+    const { io, out } = capture();
+    await expect(
+      createProgram(io).parseAsync(['keys', 'rotate', '--help'], { from: 'user' }),
+    ).rejects.toThrow();
+    expect(out.join('\n')).toContain('--device <id>');
+    expect(out.join('\n')).toContain('blackcloud keys rotate --all --concurrency 16 --wait 60');
+  });
+});
