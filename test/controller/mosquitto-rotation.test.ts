@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectToBroker } from '../../device-client/broker-connection.ts';
 import { type DeviceConfig, loadDeviceConfig } from '../../device-client/device-config.ts';
 import { type KeyListenerEvent, listenForKeys } from '../../device-client/key-listener.ts';
+import { storeNativeKey } from '../../device-client/key-store.ts';
 import { buildKnock } from '../../device-client/knock.ts';
 import { sendDatagram } from '../../device-client/send-datagram.ts';
 import { MemoryAuditSink } from '../../functions/adapters/local/audit.ts';
@@ -229,6 +230,9 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
       expect.objectContaining({ keyIds: [oldKeyId], reason: 'new-key-used' }),
     ]);
     expect(await knock(old)).toEqual({ ok: false, reason: 'unknown-key' });
+    // The new key's file is 0600; the retired key's file is gone.
+    expect(statSync(`${layout.keysDir}/dev-a.${keyId}.bc1`).mode & 0o777).toBe(0o600);
+    expect(() => statSync(`${layout.keysDir}/dev-a.bc1`)).toThrow(/ENOENT/);
     // Key material never reaches the audit trail.
     const lines = audit.lines().join('\n');
     expect(lines).not.toContain(Buffer.from(renewed.spa.native!.key).toString('base64'));
@@ -271,6 +275,26 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
     expect(await controller!.tick()).toContainEqual({ deviceId: 'dev-c', status: 'resent', keyId });
     await waitForAudit('key.confirmed', 'dev-c');
     expect(await knock(await device('dev-c'))).toMatchObject({ ok: true, value: { keyId } });
+  });
+
+  it('confirms a key whose ack was lost at its first use, and retires the old key at once', async () => {
+    const old = await device('dev-c');
+    const client = await connectDevice(old);
+    const offers: Buffer[] = [];
+    client.on('message', (topic, payload) => topic === keyTopic('dev-c') && offers.push(payload));
+    await client.subscribeAsync(keyTopic('dev-c'), { qos: 1 });
+    const rotated = await controller!.rotate('dev-c');
+    const keyId = (rotated as { keyId: number }).keyId;
+    const offer = parseKeyOffer(await waitFor(() => offers[0], 'the key offer'));
+    // The device stores the key, but its ack never arrives.
+    await storeNativeKey(layout.deviceFile('dev-c'), keyId, offer.ok ? offer.value.key : new Uint8Array());
+    expect((await knock(await device('dev-c'))).ok).toBe(true);
+    expect(auditOf('key.confirmed', 'dev-c').at(-1)).toMatchObject({ keyId, by: 'first-use' });
+    expect(auditOf('key.retired', 'dev-c').at(-1)).toMatchObject({ reason: 'new-key-used' });
+    expect((await store.get('dev-c'))?.keys.map((key) => [key.keyId, key.state])).toEqual([
+      [keyId, 'current'],
+    ]);
+    expect(await knock(old)).toEqual({ ok: false, reason: 'unknown-key' });
   });
 
   it("keeps a device out of another device's key topic, and its forged acks away from the controller", async () => {
