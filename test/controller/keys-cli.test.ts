@@ -126,6 +126,27 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     });
   });
 
+  it('blackcloud sub receives, stores and acknowledges a new key while connected, and never prints it', async () => {
+    const file = cloud!.layout.deviceFile(DEMO_DEVICE_ID);
+    const { io, out, err } = capture();
+    const running = createProgram(io).parseAsync(['sub', '--device', file, '-t', 'news', '--count', '1'], {
+      from: 'user',
+    });
+    await waitFor(() => err.find((line) => line.startsWith('subscribed to')), 'sub to be ready');
+    const cli = capture();
+    const [result] = await rotateKeys({ device: DEMO_DEVICE_ID, dataDir: dataDir! }, cli.io);
+    expect(result?.status).toBe('confirmed');
+    const keyId = (result as { keyId: number }).keyId;
+    expect(err).toContain(`new SPA key ${keyId} stored in ${file}`);
+    expect(err).toContain(`new SPA key ${keyId} acknowledged; the next knock uses it`);
+    // End sub with one message on its topic (published by the controller's session).
+    await cloud!.keyRotation!.session.publish(`blackcloud/devices/${DEMO_DEVICE_ID}/news`, 'done');
+    await running;
+    expect(out).toEqual([`blackcloud/devices/${DEMO_DEVICE_ID}/news done`]);
+    const key = Buffer.from((await loadDeviceConfig(file)).spa.native!.key).toString('base64');
+    expect([...out, ...err].join('\n')).not.toContain(key);
+  });
+
   it.each([
     [{}, '--device / --all'],
     [{ device: 'x', all: true }, '--device / --all'],
