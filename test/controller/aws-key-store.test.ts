@@ -7,9 +7,11 @@ import { AddThingToThingGroupCommand, CreateThingCommand } from '@aws-sdk/client
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AwsClients } from '../../functions/adapters/aws/clients.ts';
 import { deviceItem, keyItem } from '../../functions/adapters/aws/device-record.ts';
+import { AwsConfigError } from '../../functions/adapters/aws/errors.ts';
 import { IotDeviceDirectory } from '../../functions/adapters/aws/iot-device-directory.ts';
 import { MemoryAuditSink } from '../../functions/adapters/local/audit.ts';
 import { keyAckTopic, keyTopic } from '../../functions/broker/topic-policy.ts';
+import { loadAwsControllerConfig } from '../../functions/controller/aws-controller.ts';
 import { DynamoKeyStore } from '../../functions/controller/dynamo-key-store.ts';
 import { encodeKeyAck, makeKeyAck, parseKeyOffer } from '../../functions/controller/key-messages.ts';
 import { KeyRotationController } from '../../functions/controller/key-rotation-controller.ts';
@@ -155,5 +157,53 @@ describe('key rotation on the AWS device directory (moto)', () => {
       expect.objectContaining({ deviceId: 'dev-1', keyId }),
     ]);
     expect((await second.directory.byKeyId(before.keyId))?.key.notAfter).toBeUndefined();
+  });
+});
+
+describe('the AWS receiver key-rotation configuration (environment)', () => {
+  const files = {
+    BLACKCLOUD_CONTROLLER_CA_FILE: '/etc/blackcloud/controller/ca.crt',
+    BLACKCLOUD_CONTROLLER_CERT_FILE: '/etc/blackcloud/controller/controller.crt',
+    BLACKCLOUD_CONTROLLER_KEY_FILE: '/etc/blackcloud/controller/controller.key',
+  };
+
+  it('is off without a broker host, with the 24 h default period', () => {
+    expect(loadAwsControllerConfig({})).toEqual({ enabled: false, periodMs: 86_400_000 });
+  });
+
+  it('is on with the broker host and the three TLS files', () => {
+    expect(
+      loadAwsControllerConfig({
+        ...files,
+        BLACKCLOUD_BROKER_HOST: '10.0.1.5',
+        BLACKCLOUD_KEY_ROTATION_SECONDS: '3600',
+      }),
+    ).toEqual({
+      enabled: true,
+      periodMs: 3_600_000,
+      brokerHost: '10.0.1.5',
+      caFile: files.BLACKCLOUD_CONTROLLER_CA_FILE,
+      certFile: files.BLACKCLOUD_CONTROLLER_CERT_FILE,
+      keyFile: files.BLACKCLOUD_CONTROLLER_KEY_FILE,
+    });
+  });
+
+  it.each([
+    [
+      { BLACKCLOUD_KEY_ROTATION_SECONDS: '10' },
+      /BLACKCLOUD_KEY_ROTATION_SECONDS="10" is invalid: expected .*60\.\.31622400/,
+    ],
+    [
+      { BLACKCLOUD_BROKER_HOST: '10.0.1.5' },
+      /BLACKCLOUD_BROKER_HOST is set but BLACKCLOUD_CONTROLLER_CA_FILE, .*KEY_FILE not/,
+    ],
+    [{ ...files, BLACKCLOUD_BROKER_HOST: 'a b' }, /BLACKCLOUD_BROKER_HOST="a b" is invalid/],
+    [
+      { ...files, BLACKCLOUD_BROKER_HOST: 'broker', BLACKCLOUD_CONTROLLER_KEY_FILE: 'relative.key' },
+      /CONTROLLER_KEY_FILE="relative.key" is invalid: expected an absolute path/,
+    ],
+  ])('refuses %j, naming the variable and the fix', (env, message) => {
+    expect(() => loadAwsControllerConfig(env)).toThrow(AwsConfigError);
+    expect(() => loadAwsControllerConfig(env)).toThrow(message);
   });
 });
