@@ -13,7 +13,9 @@
  *   does the key become current and the old keys end after `graceMs`. Anything else changes nothing and is
  *   audited as 'key.ack-rejected' with a reason.
  * - `noteKeyUsed(id, keyId)` (after each accepted knock) confirms a pending key at first use and retires the
- *   older keys at once; `tick()` removes keys whose grace has ended.
+ *   older keys at once; it touches the store only for devices this controller knows to hold several keys
+ *   (learned from its own offers, acks and every `tick()`). `tick()` removes keys whose grace has ended.
+ * - Operations on one device run one at a time (offers, acks, knocks, schedule), never interleaved.
  * - Every rotation, outcome and failure is audited; key material never leaves through the audit or errors.
  *   No method throws on a device's failure: it is returned as an outcome and audited.
  */
@@ -106,6 +108,10 @@ export class KeyRotationController {
   readonly #acks: NonceStore;
   /** When each pending offer was last published by this process (ms). Lost on restart: `start()` re-sends. */
   readonly #lastSent = new Map<string, number>();
+  /** Devices holding more than one key (pending or retiring): the only ones a knock can change. */
+  readonly #inRotation = new Set<string>();
+  /** One operation at a time per device (acks, knocks, rotations), so two events never race on one record. */
+  readonly #series = new Map<string, Promise<unknown>>();
   /** Keys of unknown age (from before rotation) count their age from the controller's start. */
   readonly #startedAt: number;
   #timer: unknown;
@@ -138,18 +144,36 @@ export class KeyRotationController {
     }, this.config.tickMs);
   }
 
+  #inSeries<T>(deviceId: string, run: () => Promise<T>): Promise<T> {
+    const previous = this.#series.get(deviceId) ?? Promise.resolve();
+    const next = previous.then(run);
+    const settled = next.catch(() => undefined);
+    this.#series.set(deviceId, settled);
+    void settled.then(() => {
+      if (this.#series.get(deviceId) === settled) this.#series.delete(deviceId);
+    });
+    return next;
+  }
+
+  #track(deviceId: string, keyCount: number): void {
+    if (keyCount > 1) this.#inRotation.add(deviceId);
+    else this.#inRotation.delete(deviceId);
+  }
+
   /** On demand: rotate one device now (a pending rotation is re-sent instead). */
-  async rotate(deviceId: string, force = true): Promise<RotateOutcome> {
+  rotate(deviceId: string, force = true): Promise<RotateOutcome> {
     const { store, clock } = this.#deps;
-    try {
-      const device = await store.get(deviceId);
-      if (device === undefined) {
-        return { deviceId, status: 'failed', error: `device "${deviceId}" is not in the directory` };
+    return this.#inSeries(deviceId, async () => {
+      try {
+        const device = await store.get(deviceId);
+        if (device === undefined) {
+          return { deviceId, status: 'failed', error: `device "${deviceId}" is not in the directory` };
+        }
+        return await this.#rotateDevice(device, force, clock.now());
+      } catch (error) {
+        return this.#failed(deviceId, error);
       }
-      return await this.#rotateDevice(device, force, clock.now());
-    } catch (error) {
-      return this.#failed(deviceId, error);
-    }
+    });
   }
 
   /** Rotates many devices with bounded concurrency; outcomes in input order. */
@@ -173,87 +197,70 @@ export class KeyRotationController {
 
   /** The schedule: removes keys past their grace, rotates due devices, re-sends stale pending offers. */
   async tick(): Promise<RotateOutcome[]> {
-    const { store, clock } = this.#deps;
     const outcomes: RotateOutcome[] = [];
-    for (const device of await store.list()) {
-      const now = clock.now();
-      try {
-        const expiry = planExpiry(device, now);
-        if (expiry !== undefined && expiry.type === 'remove') {
-          await store.apply(device.deviceId, expiry);
-          this.#audit({
-            type: 'key.retired',
-            time: now,
-            deviceId: device.deviceId,
-            keyIds: expiry.keyIds,
-            reason: 'grace-ended',
-          });
-        }
-        const lastSent = this.#lastSent.get(device.deviceId);
-        const resendDue = lastSent === undefined || now - lastSent >= this.config.resendMs;
-        const decision = planRotation(device, now, this.config, false, this.#startedAt);
-        if (decision.action === 'resend' && !resendDue) continue;
-        if (decision.action === 'skip') continue;
-        outcomes.push(await this.#rotateDevice(device, false, now));
-      } catch (error) {
-        outcomes.push(this.#failed(device.deviceId, error));
-      }
+    for (const listed of await this.#deps.store.list()) {
+      const outcome = await this.#inSeries(listed.deviceId, () => this.#tickDevice(listed.deviceId));
+      if (outcome !== undefined) outcomes.push(outcome);
     }
     return outcomes;
   }
 
+  async #tickDevice(deviceId: string): Promise<RotateOutcome | undefined> {
+    const { store, clock } = this.#deps;
+    const now = clock.now();
+    try {
+      // Read inside the series: an ack or a knock may have changed the record since the list.
+      const device = await store.get(deviceId);
+      if (device === undefined) return undefined;
+      const expiry = planExpiry(device, now);
+      const removed = expiry?.type === 'remove' ? expiry.keyIds : [];
+      this.#track(deviceId, device.keys.length - removed.length);
+      if (expiry !== undefined) {
+        await store.apply(deviceId, expiry);
+        this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: removed, reason: 'grace-ended' });
+      }
+      const lastSent = this.#lastSent.get(deviceId);
+      const resendDue = lastSent === undefined || now - lastSent >= this.config.resendMs;
+      const decision = planRotation(device, now, this.config, false, this.#startedAt);
+      if (decision.action === 'skip' || (decision.action === 'resend' && !resendDue)) return undefined;
+      return await this.#rotateDevice(device, false, now);
+    } catch (error) {
+      return this.#failed(deviceId, error);
+    }
+  }
+
   async #rotateDevice(device: DeviceKeys, force: boolean, now: number): Promise<RotateOutcome> {
     const { store, session, random } = this.#deps;
+    const { deviceId } = device;
     const decision = planRotation(device, now, this.config, force, this.#startedAt);
-    if (decision.action === 'skip')
-      return { deviceId: device.deviceId, status: 'skipped', reason: decision.reason };
+    if (decision.action === 'skip') return { deviceId, status: 'skipped', reason: decision.reason };
     const oldKeyNotAfter = now + this.config.graceMs;
     if (decision.action === 'resend') {
-      const key = await store.keyMaterial(device.deviceId, decision.keyId);
-      if (key === undefined) throw new Error(`pending key ${decision.keyId} has no key material`);
-      const generation = device.keys.find((k) => k.keyId === decision.keyId)?.generation ?? 0;
-      await session.publish(
-        keyTopic(device.deviceId),
-        encodeKeyOffer({ keyId: decision.keyId, key, oldKeyNotAfter }),
-      );
-      this.#lastSent.set(device.deviceId, now);
-      this.#audit({
-        type: 'key.resent',
-        time: now,
-        deviceId: device.deviceId,
-        keyId: decision.keyId,
-        generation,
-        oldKeyNotAfter,
-      });
-      return { deviceId: device.deviceId, status: 'resent', keyId: decision.keyId };
+      const { keyId } = decision;
+      const key = await store.keyMaterial(deviceId, keyId);
+      if (key === undefined) throw new Error(`pending key ${keyId} has no key material`);
+      const generation = device.keys.find((k) => k.keyId === keyId)?.generation ?? 0;
+      await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+      this.#lastSent.set(deviceId, now);
+      this.#inRotation.add(deviceId);
+      this.#audit({ type: 'key.resent', time: now, deviceId, keyId, generation, oldKeyNotAfter });
+      return { deviceId, status: 'resent', keyId };
     }
     const keyId = await this.#freshKeyId();
     const key = random.randomBytes(KEY_BYTES);
+    const { generation } = decision;
     // Durable first: a crash after this line resumes by re-sending; the old key is untouched until confirmation.
-    await store.apply(device.deviceId, {
-      type: 'add-pending',
-      keyId,
-      key,
-      generation: decision.generation,
-      createdAt: now,
-    });
-    this.#audit({
-      type: 'key.offered',
-      time: now,
-      deviceId: device.deviceId,
-      keyId,
-      generation: decision.generation,
-      oldKeyNotAfter,
-    });
-    await session.publish(keyTopic(device.deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
-    this.#lastSent.set(device.deviceId, now);
-    return { deviceId: device.deviceId, status: 'offered', keyId };
+    await store.apply(deviceId, { type: 'add-pending', keyId, key, generation, createdAt: now });
+    this.#inRotation.add(deviceId);
+    this.#audit({ type: 'key.offered', time: now, deviceId, keyId, generation, oldKeyNotAfter });
+    await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+    this.#lastSent.set(deviceId, now);
+    return { deviceId, status: 'offered', keyId };
   }
 
   async #freshKeyId(): Promise<number> {
-    const taken = new Set(
-      (await this.#deps.store.list()).flatMap((device) => device.keys.map((key) => key.keyId)),
-    );
+    const devices = await this.#deps.store.list();
+    const taken = new Set(devices.flatMap((device) => device.keys.map((key) => key.keyId)));
     for (;;) {
       const keyId = Buffer.from(this.#deps.random.randomBytes(KEY_ID_BYTES)).readUInt32BE(0);
       if (!taken.has(keyId)) return keyId;
@@ -264,6 +271,10 @@ export class KeyRotationController {
   async handleMessage(topic: string, payload: Uint8Array): Promise<AckOutcome> {
     const deviceId = identityOfKeyAckTopic(topic);
     if (deviceId === undefined) return { ok: false, reason: 'not-an-ack-topic' };
+    return this.#inSeries(deviceId, () => this.#handleAck(deviceId, payload));
+  }
+
+  async #handleAck(deviceId: string, payload: Uint8Array): Promise<AckOutcome> {
     const { store, clock } = this.#deps;
     const refuse = (reason: string, keyId?: number): AckOutcome => {
       this.#audit({
@@ -287,19 +298,15 @@ export class KeyRotationController {
       if (key === undefined || !verifyAckProof(key, ack.value)) return refuse('bad-proof', keyId);
       const now = clock.now();
       const replayId = `ack:${deviceId}:${keyId}:${Buffer.from(ack.value.nonce).toString('hex')}`;
-      if ((await this.#acks.record(replayId, now + this.config.graceMs)) === 'replay')
+      if ((await this.#acks.record(replayId, now + this.config.graceMs)) === 'replay') {
         return refuse('replay', keyId);
+      }
       const change = planAck(keyId, now, this.config);
       await store.apply(deviceId, change);
       this.#lastSent.delete(deviceId);
-      this.#audit({
-        type: 'key.confirmed',
-        time: now,
-        deviceId,
-        keyId,
-        by: 'ack',
-        oldKeysNotAfter: change.type === 'confirm' ? change.othersNotAfter : now,
-      });
+      this.#track(deviceId, device.keys.length);
+      const oldKeysNotAfter = change.type === 'confirm' ? change.othersNotAfter : now;
+      this.#audit({ type: 'key.confirmed', time: now, deviceId, keyId, by: 'ack', oldKeysNotAfter });
       return { ok: true, deviceId, keyId };
     } catch (error) {
       this.#failed(deviceId, error);
@@ -307,8 +314,16 @@ export class KeyRotationController {
     }
   }
 
-  /** After an accepted knock: first use of a new key confirms it and retires the older keys. Never throws. */
-  async noteKeyUsed(deviceId: string, keyId: number): Promise<KeyChange | undefined> {
+  /**
+   * After an accepted knock: first use of a new key confirms it and retires the older keys. Cheap for devices
+   * not in rotation (no store access). Never throws.
+   */
+  noteKeyUsed(deviceId: string, keyId: number): Promise<KeyChange | undefined> {
+    if (!this.#inRotation.has(deviceId)) return Promise.resolve(undefined);
+    return this.#inSeries(deviceId, () => this.#keyUsed(deviceId, keyId));
+  }
+
+  async #keyUsed(deviceId: string, keyId: number): Promise<KeyChange | undefined> {
     const { store, clock } = this.#deps;
     try {
       const device = await store.get(deviceId);
@@ -328,7 +343,11 @@ export class KeyRotationController {
           oldKeysNotAfter: now,
         });
         const retired = device.keys.filter((key) => key.keyId !== keyId).map((key) => key.keyId);
-        if (retired.length > 0) await this.#retireNow(deviceId, retired, now);
+        if (retired.length > 0) {
+          await store.apply(deviceId, { type: 'remove', keyIds: retired });
+          this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: retired, reason: 'new-key-used' });
+        }
+        this.#track(deviceId, 1);
       } else if (change.type === 'remove') {
         this.#audit({
           type: 'key.retired',
@@ -337,17 +356,13 @@ export class KeyRotationController {
           keyIds: change.keyIds,
           reason: 'new-key-used',
         });
+        this.#track(deviceId, device.keys.length - change.keyIds.length);
       }
       return change;
     } catch (error) {
       this.#failed(deviceId, error);
       return undefined;
     }
-  }
-
-  async #retireNow(deviceId: string, keyIds: readonly number[], now: number): Promise<void> {
-    await this.#deps.store.apply(deviceId, { type: 'remove', keyIds });
-    this.#audit({ type: 'key.retired', time: now, deviceId, keyIds, reason: 'new-key-used' });
   }
 
   #failed(deviceId: string, error: unknown): RotateOutcome {
