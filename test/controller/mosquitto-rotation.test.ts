@@ -39,7 +39,7 @@ import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts';
 
 const HOUR = 3_600_000;
 const RESEND_MS = 10 * 60_000;
-const DEVICES = ['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e'] as const;
+const DEVICES = ['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e', 'dev-f'] as const;
 
 const offset = { ms: 0 };
 const clock = { now: () => Date.now() + offset.ms };
@@ -278,20 +278,20 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
   });
 
   it('confirms a key whose ack was lost at its first use, and retires the old key at once', async () => {
-    const old = await device('dev-c');
+    const old = await device('dev-f');
     const client = await connectDevice(old);
     const offers: Buffer[] = [];
-    client.on('message', (topic, payload) => topic === keyTopic('dev-c') && offers.push(payload));
-    await client.subscribeAsync(keyTopic('dev-c'), { qos: 1 });
-    const rotated = await controller!.rotate('dev-c');
+    client.on('message', (topic, payload) => topic === keyTopic('dev-f') && offers.push(payload));
+    await client.subscribeAsync(keyTopic('dev-f'), { qos: 1 });
+    const rotated = await controller!.rotate('dev-f');
     const keyId = (rotated as { keyId: number }).keyId;
     const offer = parseKeyOffer(await waitFor(() => offers[0], 'the key offer'));
     // The device stores the key, but its ack never arrives.
-    await storeNativeKey(layout.deviceFile('dev-c'), keyId, offer.ok ? offer.value.key : new Uint8Array());
-    expect((await knock(await device('dev-c'))).ok).toBe(true);
-    expect(auditOf('key.confirmed', 'dev-c').at(-1)).toMatchObject({ keyId, by: 'first-use' });
-    expect(auditOf('key.retired', 'dev-c').at(-1)).toMatchObject({ reason: 'new-key-used' });
-    expect((await store.get('dev-c'))?.keys.map((key) => [key.keyId, key.state])).toEqual([
+    await storeNativeKey(layout.deviceFile('dev-f'), keyId, offer.ok ? offer.value.key : new Uint8Array());
+    expect((await knock(await device('dev-f'))).ok).toBe(true);
+    expect(auditOf('key.confirmed', 'dev-f').at(-1)).toMatchObject({ keyId, by: 'first-use' });
+    expect(auditOf('key.retired', 'dev-f').at(-1)).toMatchObject({ reason: 'new-key-used' });
+    expect((await store.get('dev-f'))?.keys.map((key) => [key.keyId, key.state])).toEqual([
       [keyId, 'current'],
     ]);
     expect(await knock(old)).toEqual({ ok: false, reason: 'unknown-key' });
