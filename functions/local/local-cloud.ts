@@ -309,8 +309,24 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     // The receiver as key-rotation controller: a direct session to the broker (never through the gate).
     if (hooks.keyRotation !== false) {
       const wildcard = brokerAddress.host === '0.0.0.0' || brokerAddress.host === '::';
-      const controllerUrl = mqttUrl(wildcard ? '127.0.0.1' : brokerAddress.host, brokerAddress.port);
+      const controllerHost = wildcard ? '127.0.0.1' : brokerAddress.host;
+      const controllerUrl = mqttUrl(controllerHost, brokerAddress.port);
       try {
+        if (config.firewall === 'nftables') {
+          // The kernel guards the broker port for local processes too: a short grant lets the controller connect;
+          // its established session then outlives the grant, like a device's.
+          const now = clock.now();
+          await firewall.allow([
+            {
+              deviceId: CONTROLLER_IDENTITY,
+              address: controllerHost,
+              family: controllerHost.includes(':') ? 6 : 4,
+              access: [{ protocol: 'tcp', port: brokerAddress.port }],
+              openedAt: now,
+              expiresAt: now + 60_000,
+            },
+          ]);
+        }
         keyRotation = await startKeyRotation({
           url: controllerUrl,
           caCert: ca.cert,

@@ -160,6 +160,24 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     await expect(failure).rejects.toMatchObject({ flag });
   });
 
+  it('with --firewall nftables, up grants its own controller session and rotation is on', async () => {
+    const dir = await tempDir('bc7-nft');
+    const notes: string[] = [];
+    const table = `bc7_${randomBytes(4).toString('hex')}`;
+    const nft = await startLocalCloud(
+      resolveUpConfig({ dataDir: dir, spaPort: '0', mqttPort: '0', firewall: 'nftables', nftTable: table }),
+      { onNote: (line) => notes.push(line) },
+    );
+    try {
+      expect(notes.filter((line) => line.startsWith('key rotation is off'))).toEqual([]);
+      expect(nft.keyRotation?.session.client.connected).toBe(true);
+      expect(await nft.keyRotation!.controller.rotate(DEMO_DEVICE_ID)).toMatchObject({ status: 'offered' });
+    } finally {
+      await nft.close();
+      await removeDir(dir);
+    }
+  });
+
   it('is registered as "blackcloud keys rotate"', async () => {
     const { io, out } = capture();
     await expect(
