@@ -34,7 +34,12 @@ afterEach(async () => {
 });
 
 describe('DeviceFileKeyStore', () => {
-  const store = () => new DeviceFileKeyStore(devicesFile, { onChange: () => void (changes += 1) });
+  const store = () =>
+    new DeviceFileKeyStore(devicesFile, {
+      onChange: () => {
+        changes += 1;
+      },
+    });
 
   it('records a pending generation, confirms it, retires the old key and deletes its file', async () => {
     const keys = store();
