@@ -104,6 +104,13 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
     schedule: false,
     clientId: `${CONTROLLER_IDENTITY}/keys-cli-${randomBytes(4).toString('hex')}`,
     handleAcks: flags.broker !== undefined || recorded === undefined,
+  }).catch(async (error: unknown) => {
+    await audit.close();
+    throw new Error(
+      `cannot open the controller session to ${url} (${(error as Error).message}); fix: check that ` +
+        `"blackcloud up" is running with this data directory, or pass --broker mqtts://host:port`,
+      { cause: error },
+    );
   });
   try {
     const known = (await rotation.store.list()).map((device) => device.deviceId);

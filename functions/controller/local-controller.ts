@@ -13,7 +13,7 @@
  *   (`controller.json`: { "url": "mqtts://..." }), so `blackcloud keys rotate` can reach the same broker.
  */
 import { X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/local/device-file.ts';
 import { CONTROLLER_IDENTITY } from '../broker/topic-policy.ts';
@@ -31,6 +31,11 @@ export function controllerEndpointFile(root: string): string {
 
 export async function writeControllerEndpoint(root: string, url: string): Promise<void> {
   await writeFileAtomic(controllerEndpointFile(root), `${JSON.stringify({ url })}\n`);
+}
+
+/** Removes the record when `up` stops (a stale one would send `keys rotate` to a broker that is gone). */
+export async function removeControllerEndpoint(root: string): Promise<void> {
+  await rm(controllerEndpointFile(root), { force: true });
 }
 
 /** The broker URL a running `up` recorded, or undefined. */
@@ -103,6 +108,7 @@ export interface RunningKeyRotation {
 export async function startKeyRotation(options: StartKeyRotationOptions): Promise<RunningKeyRotation> {
   let controller: KeyRotationController | undefined;
   const session = await connectControllerSession({
+    connectTimeoutMs: 5000,
     url: options.url,
     ca: options.caCert,
     cert: options.tls.cert,

@@ -37,6 +37,7 @@ import type { KeyRotationConfig } from '../controller/key-rotation-controller.ts
 import {
   ensureControllerTls,
   type RunningKeyRotation,
+  removeControllerEndpoint,
   startKeyRotation,
   writeControllerEndpoint,
 } from '../controller/local-controller.ts';
@@ -342,6 +343,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         const started = keyRotation;
         cleanup.push(() => started.close());
         await writeControllerEndpoint(layout.root, controllerUrl);
+        cleanup.push(() => removeControllerEndpoint(layout.root));
       } catch (error) {
         note(
           `key rotation is off: the controller could not reach ${controllerUrl} (${(error as Error).message})`,

@@ -4,6 +4,7 @@
  * that keeps its old key, and the flags' errors. Devices use the device-client library over real sockets.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectToBroker } from '../../device-client/broker-connection.ts';
@@ -14,6 +15,7 @@ import { listenForKeys } from '../../device-client/key-listener.ts';
 import { buildKnock } from '../../device-client/knock.ts';
 import { createProgram } from '../../device-client/program.ts';
 import { sendDatagram } from '../../device-client/send-datagram.ts';
+import { controllerEndpointFile } from '../../functions/controller/local-controller.ts';
 import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
 import { provisionDevice } from '../../functions/local/provision-device.ts';
@@ -21,7 +23,7 @@ import { resolveUpConfig } from '../../functions/local/up-config.ts';
 import { loadPem } from '../../functions/pki/local-ca.ts';
 import type { AuditEvent } from '../../functions/receiver/ports.ts';
 import { systemRandom } from '../../functions/receiver/system.ts';
-import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
+import { freePort, removeDir, tempDir, waitFor } from '../local/helpers.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
 let dataDir: string | undefined;
@@ -172,10 +174,25 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
       expect(notes.filter((line) => line.startsWith('key rotation is off'))).toEqual([]);
       expect(nft.keyRotation?.session.client.connected).toBe(true);
       expect(await nft.keyRotation!.controller.rotate(DEMO_DEVICE_ID)).toMatchObject({ status: 'offered' });
+      expect(JSON.parse(await readFile(controllerEndpointFile(dir), 'utf8'))).toEqual({
+        url: `mqtts://127.0.0.1:${nft.broker.port}`,
+      });
     } finally {
       await nft.close();
-      await removeDir(dir);
     }
+    // A stopped `up` leaves no broker record behind for `keys rotate` to follow.
+    await expect(readFile(controllerEndpointFile(dir), 'utf8')).rejects.toMatchObject({ code: 'ENOENT' });
+    await removeDir(dir);
+  });
+
+  it('names the broker and the fix when the controller session cannot be opened', async () => {
+    const port = await freePort();
+    const { io } = capture();
+    await expect(
+      rotateKeys({ device: DEMO_DEVICE_ID, dataDir: dataDir!, broker: `mqtts://127.0.0.1:${port}` }, io),
+    ).rejects.toThrow(
+      new RegExp(`^cannot open the controller session to mqtts://127\\.0\\.0\\.1:${port} \\(.*\\); fix: `),
+    );
   });
 
   it('is registered as "blackcloud keys rotate"', async () => {
