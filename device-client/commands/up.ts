@@ -3,8 +3,10 @@
  * to connect the demo device, then run until SIGINT/SIGTERM and shut down cleanly (revoke grants, remove the
  * nftables table). With --json, every line on stdout is JSON: one `ready` record, then the audit events.
  */
+
 import type { Command } from 'commander';
 import { formatAuditEvent } from '../../functions/adapters/local/audit.ts';
+import { describeKeyEvent } from '../../functions/controller/describe-key-event.ts';
 import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
@@ -51,7 +53,7 @@ export function describeAuditEvent(event: AuditEvent): string {
     case 'grant.failed':
       return `${at} grant failed for ${event.deviceId} from ${event.source}: ${event.error}`;
     default:
-      return `${at} ${event.type} (${event.deviceId})`; // key rotation events
+      return `${at} ${describeKeyEvent(event)}`;
   }
 }
 

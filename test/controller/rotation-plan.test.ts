@@ -1,5 +1,6 @@
 /** The pure key-rotation state machine and the ack proof, as case tables under fixed times. */
 import { describe, expect, it } from 'vitest';
+import { describeKeyEvent } from '../../functions/controller/describe-key-event.ts';
 import {
   ackProof,
   encodeKeyAck,
@@ -251,5 +252,36 @@ describe('key messages', () => {
     ],
   ])('parseKeyOffer refuses a %s', (_name, payload) => {
     expect(parseKeyOffer(payload)).toEqual({ ok: false, reason: 'bad-shape' });
+  });
+});
+
+describe('console lines for key events', () => {
+  it.each([
+    [
+      { type: 'key.offered', time: T, deviceId: 'd', keyId: 7, generation: 2, oldKeyNotAfter: T },
+      'new SPA key 7 (generation 2) offered to d',
+    ],
+    [
+      { type: 'key.resent', time: T, deviceId: 'd', keyId: 7, generation: 2, oldKeyNotAfter: T },
+      'SPA key 7 offered again to d (not acknowledged yet)',
+    ],
+    [
+      { type: 'key.confirmed', time: T, deviceId: 'd', keyId: 7, by: 'ack', oldKeysNotAfter: T },
+      'SPA key 7 of d confirmed (acknowledged); older keys end 2026-11-30T12:00:00.000Z',
+    ],
+    [
+      { type: 'key.retired', time: T, deviceId: 'd', keyIds: [1, 2], reason: 'grace-ended' },
+      'SPA key(s) 1, 2 of d retired (grace-ended)',
+    ],
+    [
+      { type: 'key.ack-rejected', time: T, deviceId: 'd', keyId: 7, reason: 'bad-proof' },
+      'key acknowledgement from d refused: bad-proof (key 7)',
+    ],
+    [
+      { type: 'key.rotation-failed', time: T, deviceId: 'd', error: 'EACCES' },
+      'key rotation of d failed: EACCES',
+    ],
+  ] as const)('%j', (event, line) => {
+    expect(describeKeyEvent(event)).toBe(line);
   });
 });
