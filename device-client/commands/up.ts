@@ -134,6 +134,7 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
     .option('--nft-table <name>', 'nftables table name (default blackcloud)')
+    .option('--key-rotation-hours <n>', "rotate each device's SPA key this often (default 24)")
     .option('--print-config', 'print the resolved configuration and exit')
     .option('--json', 'JSON lines on stdout: a "ready" record, then every audit event')
     .addHelpText(

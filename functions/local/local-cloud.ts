@@ -74,7 +74,7 @@ export interface LocalCloudHooks {
   readonly clock?: Clock;
   /** @default systemRandom */
   readonly random?: RandomSource;
-  /** Key rotation timers (docs/key-lifecycle.md); `false` = no controller. @default every 24 h, 1 h grace */
+  /** Key rotation timers (docs/key-lifecycle.md), over `config.keyRotationHours`; `false` = no controller. */
   readonly keyRotation?: Partial<KeyRotationConfig> | false;
 }
 
@@ -338,7 +338,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           random,
           timers: systemTimers,
           onChange: () => directory.reload(),
-          ...(hooks.keyRotation === undefined ? {} : { config: hooks.keyRotation }),
+          config: { periodMs: config.keyRotationHours * 3_600_000, ...hooks.keyRotation },
         });
         const started = keyRotation;
         cleanup.push(() => started.close());

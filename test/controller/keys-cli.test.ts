@@ -19,7 +19,7 @@ import { controllerEndpointFile } from '../../functions/controller/local-control
 import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
 import { provisionDevice } from '../../functions/local/provision-device.ts';
-import { resolveUpConfig } from '../../functions/local/up-config.ts';
+import { LocalConfigError, resolveUpConfig } from '../../functions/local/up-config.ts';
 import { loadPem } from '../../functions/pki/local-ca.ts';
 import type { AuditEvent } from '../../functions/receiver/ports.ts';
 import { systemRandom } from '../../functions/receiver/system.ts';
@@ -202,5 +202,28 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     ).rejects.toThrow();
     expect(out.join('\n')).toContain('--device <id>');
     expect(out.join('\n')).toContain('blackcloud keys rotate --all --concurrency 16 --wait 60');
+  });
+});
+
+describe('up --key-rotation-hours', () => {
+  it('defaults to 24 h; the flag wins over the config file', () => {
+    expect(resolveUpConfig({}).keyRotationHours).toBe(24);
+    expect(resolveUpConfig({}, { source: 'x.yaml', keyRotationHours: 6 }).keyRotationHours).toBe(6);
+    expect(
+      resolveUpConfig({ keyRotationHours: '2' }, { source: 'x.yaml', keyRotationHours: 6 }).keyRotationHours,
+    ).toBe(2);
+  });
+
+  it.each(['0', '8785', '1.5', 'daily'])('refuses %j naming the flag', (hours) => {
+    expect(() => resolveUpConfig({ keyRotationHours: hours })).toThrow(
+      new LocalConfigError(
+        '--key-rotation-hours',
+        `must be an integer number of hours 1..8784; received "${hours}"`,
+      ),
+    );
+  });
+
+  it('sets the controller period of blackcloud up', () => {
+    expect(cloud!.keyRotation?.controller.config.periodMs).toBe(24 * 3_600_000);
   });
 });
