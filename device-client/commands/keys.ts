@@ -4,9 +4,10 @@
  *
  * Contract:
  * - Exactly one of `--device` / `--all`; otherwise a UsageError naming the flags.
- * - The broker: `--broker`, else the one a running `blackcloud up` recorded in `<data-dir>/controller.json`.
- *   With `up` running, its controller confirms the acks (this command only offers the keys and watches the
- *   devices file); with `--broker` this command confirms them itself.
+ * - With `--broker`, this command is the controller: it opens its own mutual-TLS session, publishes the offers
+ *   and confirms the acks. Without it, a running `blackcloud up` (its `<data-dir>/controller.json`) is asked to:
+ *   this command records the new keys as pending in the devices file, and `up`'s controller (which watches that
+ *   file) publishes the offers and confirms the acks; this command only watches the devices file for the outcome.
  * - Waits up to `--wait` seconds for each offered key to be confirmed. A device that has not acknowledged by
  *   then keeps its old key (nothing is lost: the offer is re-sent on the controller's schedule); it is reported
  *   as "awaiting ack". A failed rotation makes the command exit non-zero after the summary.
@@ -14,16 +15,21 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { createAuditSink } from '../../functions/adapters/local/audit.ts';
+import { type ClosableAuditSink, createAuditSink } from '../../functions/adapters/local/audit.ts';
 import { CONTROLLER_IDENTITY } from '../../functions/broker/topic-policy.ts';
-import type { RotateOutcome } from '../../functions/controller/key-rotation-controller.ts';
+import { DeviceFileKeyStore } from '../../functions/controller/device-file-key-store.ts';
+import {
+  KeyRotationController,
+  type RotateOutcome,
+} from '../../functions/controller/key-rotation-controller.ts';
 import {
   ensureControllerTls,
   readControllerEndpoint,
   startKeyRotation,
 } from '../../functions/controller/local-controller.ts';
-import { DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
+import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
 import { loadPem } from '../../functions/pki/local-ca.ts';
+import type { AuditSink } from '../../functions/receiver/ports.ts';
 import { systemClock, systemRandom, systemTimers } from '../../functions/receiver/system.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../errors.ts';
@@ -90,28 +96,11 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
         '"blackcloud up" or pass --broker mqtts://host:port',
     );
   }
-  const ca = await loadPem(`${layout.pkiDir}/ca.crt`, `${layout.pkiDir}/ca.key`);
   const audit = createAuditSink({ destination: { file: layout.auditFile } });
-  const rotation = await startKeyRotation({
-    url,
-    caCert: ca.cert,
-    tls: await ensureControllerTls(layout.pkiDir, ca),
-    devicesFile: layout.devicesFile,
-    audit,
-    clock: systemClock,
-    random: systemRandom,
-    timers: systemTimers,
-    schedule: false,
-    clientId: `${CONTROLLER_IDENTITY}/keys-cli-${randomBytes(4).toString('hex')}`,
-    handleAcks: flags.broker !== undefined || recorded === undefined,
-  }).catch(async (error: unknown) => {
-    await audit.close();
-    throw new Error(
-      `cannot open the controller session to ${url} (${(error as Error).message}); fix: check that ` +
-        `"blackcloud up" is running with this data directory, or pass --broker mqtts://host:port`,
-      { cause: error },
-    );
-  });
+  const rotation =
+    flags.broker === undefined
+      ? deferToUp(layout.devicesFile, audit)
+      : await ownSession(flags.broker, layout, audit);
   try {
     const known = (await rotation.store.list()).map((device) => device.deviceId);
     const ids = flags.all ? known : [flags.device!];
@@ -121,7 +110,11 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
         `${JSON.stringify(flags.device)} is not in ${layout.devicesFile}; fix: check the id`,
       );
     }
-    io.err(`rotating ${ids.length} device(s), ${concurrency} at a time, via ${url}`);
+    io.err(
+      flags.broker === undefined
+        ? `rotating ${ids.length} device(s), ${concurrency} at a time; blackcloud up (${url}) sends the keys`
+        : `rotating ${ids.length} device(s), ${concurrency} at a time, via ${url}`,
+    );
     const offered = await rotation.controller.rotateMany(ids, {
       concurrency,
       onProgress: (done, total, outcome) => io.err(`[${done}/${total}] ${describe(outcome)}`),
@@ -166,6 +159,60 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
     await rotation.close();
     await audit.close();
   }
+}
+
+/** This command as the controller: its own mutual-TLS session to `url` (certificate from the local CA). */
+async function ownSession(
+  url: string,
+  layout: DataDirLayout,
+  audit: ClosableAuditSink,
+): Promise<RotationHandle> {
+  try {
+    const ca = await loadPem(`${layout.pkiDir}/ca.crt`, `${layout.pkiDir}/ca.key`);
+    return await startKeyRotation({
+      url,
+      caCert: ca.cert,
+      tls: await ensureControllerTls(layout.pkiDir, ca),
+      devicesFile: layout.devicesFile,
+      audit,
+      clock: systemClock,
+      random: systemRandom,
+      timers: systemTimers,
+      schedule: false,
+      clientId: `${CONTROLLER_IDENTITY}/keys-cli-${randomBytes(4).toString('hex')}`,
+    });
+  } catch (error) {
+    await audit.close();
+    throw new Error(
+      `cannot open the controller session to ${url} (${(error as Error).message}); fix: check the broker ` +
+        'address and that its CA is the one in the data directory',
+      { cause: error },
+    );
+  }
+}
+
+/** What `rotateKeys` needs of a controller: the one it runs itself, or one that leaves publishing to `up`. */
+interface RotationHandle {
+  readonly controller: Pick<KeyRotationController, 'rotateMany'>;
+  readonly store: DeviceFileKeyStore;
+  close(): Promise<void>;
+}
+
+/**
+ * A controller without a broker session: it records each new key as pending in the devices file (durably, as
+ * always) and publishes nothing; `up`'s controller sees the file change and sends the offer.
+ */
+function deferToUp(devicesFile: string, audit: AuditSink): RotationHandle {
+  const store = new DeviceFileKeyStore(devicesFile);
+  const controller = new KeyRotationController({
+    store,
+    session: { publish: async () => undefined },
+    audit,
+    clock: systemClock,
+    random: systemRandom,
+    timers: systemTimers,
+  });
+  return { controller, store, close: async () => undefined };
 }
 
 export function registerKeys(program: Command, io: CliIo): void {

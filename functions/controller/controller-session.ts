@@ -3,8 +3,7 @@
  * key offers and hands every acknowledgement to a handler.
  *
  * Contract:
- * - `connectControllerSession` resolves once connected and (unless `handleAcks: false`) subscribed to
- *   `blackcloud/keys/+/ack` (QoS 1); it
+ * - `connectControllerSession` resolves once connected and subscribed to `blackcloud/keys/+/ack` (QoS 1); it
  *   rejects with the connection error (TLS refused, broker unreachable) after `connectTimeoutMs`.
  * - The server certificate is verified against the CA (never `rejectUnauthorized: false`).
  * - `publish` is QoS 1, never retained (keys never rest in the broker's retained store); it rejects when the
@@ -26,8 +25,6 @@ export interface ControllerSessionOptions {
   readonly connectTimeoutMs?: number;
   /** @default 'blackcloud-controller' (a second session, e.g. the CLI next to `up`, needs its own id) */
   readonly clientId?: string;
-  /** Subscribe to the acknowledgements. @default true (false: publish only, another controller confirms) */
-  readonly handleAcks?: boolean;
   readonly onMessage: (topic: string, payload: Uint8Array) => unknown;
 }
 
@@ -65,7 +62,7 @@ export async function connectControllerSession(
       // never let a handler break the session
     }
   });
-  if (options.handleAcks !== false) await client.subscribeAsync(ACK_FILTER, { qos: 1 });
+  await client.subscribeAsync(ACK_FILTER, { qos: 1 });
   return {
     client,
     async publish(topic, payload) {

@@ -115,6 +115,7 @@ export class KeyRotationController {
   /** Keys of unknown age (from before rotation) count their age from the controller's start. */
   readonly #startedAt: number;
   #timer: unknown;
+  #soon: unknown;
 
   constructor(deps: KeyRotationDeps) {
     this.#deps = deps;
@@ -131,7 +132,21 @@ export class KeyRotationController {
 
   stop(): void {
     if (this.#timer !== undefined) this.#deps.timers.clearTimeout(this.#timer);
+    if (this.#soon !== undefined) this.#deps.timers.clearTimeout(this.#soon);
     this.#timer = undefined;
+    this.#soon = undefined;
+  }
+
+  /**
+   * Runs `tick()` once, soon (coalesced), e.g. when the directory changed under us: pending keys recorded by
+   * another process are then offered at once. Only while started.
+   */
+  tickSoon(): void {
+    if (this.#timer === undefined || this.#soon !== undefined) return;
+    this.#soon = this.#deps.timers.setTimeout(() => {
+      this.#soon = undefined;
+      void this.tick().catch(() => undefined);
+    }, 0);
   }
 
   #schedule(): void {

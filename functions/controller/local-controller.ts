@@ -94,8 +94,6 @@ export interface StartKeyRotationOptions {
   readonly schedule?: boolean;
   /** MQTT client id. @default 'blackcloud-controller' */
   readonly clientId?: string;
-  /** Confirm keys from acks here. @default true (false when another controller, e.g. `up`, confirms them) */
-  readonly handleAcks?: boolean;
 }
 
 export interface RunningKeyRotation {
@@ -116,7 +114,6 @@ export async function startKeyRotation(options: StartKeyRotationOptions): Promis
     ...(options.servername === undefined ? {} : { servername: options.servername }),
     onMessage: (topic, payload) => controller?.handleMessage(topic, payload),
     ...(options.clientId === undefined ? {} : { clientId: options.clientId }),
-    ...(options.handleAcks === undefined ? {} : { handleAcks: options.handleAcks }),
   });
   const store = new DeviceFileKeyStore(options.devicesFile, {
     ...(options.onChange === undefined ? {} : { onChange: options.onChange }),

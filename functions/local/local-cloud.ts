@@ -246,9 +246,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         await writeDeviceFile(layout.devicesFile, []);
       }
     }
+    const rotationRef: { current?: RunningKeyRotation } = {};
     const directory = await WatchedDeviceDirectory.open(layout.devicesFile, {
       onReload: (devices) => {
         note(`device directory reloaded: ${devices.length} device(s)`);
+        // Keys another process (blackcloud keys rotate) recorded as pending are offered now, not at the next tick.
+        rotationRef.current?.controller.tickSoon();
         // A disabled device loses its broker sessions too: closing the firewall does not cut them (DESIGN §4).
         for (const device of devices) {
           if (!device.enabled && broker !== undefined && broker.disconnect(device.id) > 0) {
@@ -341,6 +344,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           config: { periodMs: config.keyRotationHours * 3_600_000, ...hooks.keyRotation },
         });
         const started = keyRotation;
+        rotationRef.current = started;
         cleanup.push(() => started.close());
         await writeControllerEndpoint(layout.root, controllerUrl);
         cleanup.push(() => removeControllerEndpoint(layout.root));

@@ -88,7 +88,9 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     const [result] = await rotateKeys({ device: DEMO_DEVICE_ID, dataDir: dataDir!, wait: '20' }, io);
     expect(result).toMatchObject({ deviceId: DEMO_DEVICE_ID, status: 'confirmed' });
     const keyId = (result as { keyId: number }).keyId;
-    expect(err[0]).toMatch(/^rotating 1 device\(s\), 8 at a time, via mqtts:\/\/127\.0\.0\.1:\d+$/);
+    expect(err[0]).toMatch(
+      /^rotating 1 device\(s\), 8 at a time; blackcloud up \(mqtts:\/\/127\.0\.0\.1:\d+\) sends the keys$/,
+    );
     expect(err).toContain(
       `[1/1] ${DEMO_DEVICE_ID}: key ${keyId} offered, awaiting ack (the old key still works)`,
     );
@@ -162,18 +164,25 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     await expect(failure).rejects.toMatchObject({ flag });
   });
 
-  it('with --firewall nftables, up grants its own controller session and rotation is on', async () => {
+  it('with --firewall nftables, up grants its own controller session; keys rotate goes through up', async () => {
     const dir = await tempDir('bc7-nft');
     const notes: string[] = [];
+    const audits: AuditEvent[] = [];
     const table = `bc7_${randomBytes(4).toString('hex')}`;
     const nft = await startLocalCloud(
       resolveUpConfig({ dataDir: dir, spaPort: '0', mqttPort: '0', firewall: 'nftables', nftTable: table }),
-      { onNote: (line) => notes.push(line) },
+      { onNote: (line) => notes.push(line), onAudit: (event) => audits.push(event) },
     );
     try {
       expect(notes.filter((line) => line.startsWith('key rotation is off'))).toEqual([]);
       expect(nft.keyRotation?.session.client.connected).toBe(true);
-      expect(await nft.keyRotation!.controller.rotate(DEMO_DEVICE_ID)).toMatchObject({ status: 'offered' });
+      // keys rotate needs no broker session of its own: it records the key, up's controller sends it.
+      const [result] = await rotateKeys({ device: DEMO_DEVICE_ID, dataDir: dir, wait: '0' }, capture().io);
+      expect(result).toMatchObject({ status: 'offered' });
+      await waitFor(
+        () => audits.find((e) => e.type === 'key.resent' && e.keyId === (result as { keyId: number }).keyId),
+        "up's controller to send the recorded key",
+      );
       expect(JSON.parse(await readFile(controllerEndpointFile(dir), 'utf8'))).toEqual({
         url: `mqtts://127.0.0.1:${nft.broker.port}`,
       });
