@@ -3,7 +3,10 @@
  * records each native key's generation, state and creation time next to its key file reference.
  *
  * Contract:
- * - `apply` is serialised (one change at a time in this process) and atomic on disk: a new key is first written
+ * - `apply` is serialised: one change at a time in this process, and across processes (`blackcloud up` and
+ *   `blackcloud keys rotate`) by a lock file `<devices file>.lock` created exclusively (a lock older than
+ *   `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
+ *   never lose each other's changes. A second pending key for one device is refused. It is atomic on disk: a new key is first written
  *   to its own key file `keys/<device>.<keyId>.bc1` (0600, temp file + rename), then the devices file is replaced
  *   atomically (0600). A crash between the two leaves an unreferenced key file, never a reference to nothing.
  * - Removing keys deletes their key files when no remaining entry references them.
@@ -11,7 +14,7 @@
  *   `apply` resolves. Errors (bad file, unknown device) are thrown as `DeviceFileError` / `KeyStoreError`.
  * - Key material is read through `loadDeviceFile` (mode checks included) and never logged.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import {
@@ -60,11 +63,53 @@ function toEntry(key: KeyGeneration & { entry: NativeKeyEntry }): NativeKeyEntry
   };
 }
 
+const LOCK_RETRY_MS = 10;
+
+/** Runs `fn` holding `lockFile` (created exclusively); waits up to `timeoutMs`; takes over a stale lock. */
+async function withLockFile<T>(
+  lockFile: string,
+  staleMs: number,
+  timeoutMs: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    try {
+      const handle = await open(lockFile, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const info = await stat(lockFile).catch(() => undefined);
+      if (info !== undefined && Date.now() - info.mtimeMs > staleMs) {
+        await rm(lockFile, { force: true }); // its holder died mid-change
+        continue;
+      }
+      if (Date.now() - started > timeoutMs) {
+        throw new KeyStoreError(
+          `${lockFile} is held by another process for over ${timeoutMs} ms: if no blackcloud process is running, delete it`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lockFile, { force: true });
+  }
+}
+
 export interface DeviceFileKeyStoreOptions {
   /** Called after each applied change (e.g. reload the receiver's directory). */
   readonly onChange?: () => Promise<void> | void;
   /** Passed to `loadDeviceFile` when key material is read. @default true */
   readonly checkKeyFileMode?: boolean;
+  /** A lock file older than this is taken over. @default 10000 */
+  readonly staleLockMs?: number;
+  /** Give up waiting for the lock after this long. @default 15000 */
+  readonly lockTimeoutMs?: number;
 }
 
 export class DeviceFileKeyStore implements KeyGenerationStore {
@@ -110,7 +155,14 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
   }
 
   apply(deviceId: string, change: KeyChange): Promise<void> {
-    const run = this.#queue.then(() => this.#apply(deviceId, change));
+    const run = this.#queue.then(() =>
+      withLockFile(
+        `${this.path}.lock`,
+        this.#options.staleLockMs ?? 10_000,
+        this.#options.lockTimeoutMs ?? 15_000,
+        () => this.#apply(deviceId, change),
+      ),
+    );
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -129,6 +181,12 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
     if (change.type === 'add-pending') {
       if (before.some((key) => key.keyId === change.keyId)) {
         throw new KeyStoreError(`key id ${change.keyId} is already used by device "${deviceId}"`);
+      }
+      const pending = before.find((key) => key.state === 'pending');
+      if (pending !== undefined) {
+        throw new KeyStoreError(
+          `device "${deviceId}" already has a pending key (${pending.keyId}): it is offered again until acknowledged`,
+        );
       }
       const file = `keys/${deviceId}.${change.keyId}.bc1`;
       await writeFileAtomic(

@@ -98,6 +98,60 @@ describe('DeviceFileKeyStore', () => {
   });
 });
 
+describe('DeviceFileKeyStore across processes', () => {
+  it("two stores on one file (up and keys rotate) never lose each other's changes", async () => {
+    await writeFile(join(dir!, 'keys/d2.bc1'), `${Buffer.alloc(32, 5).toString('base64')}\n`, {
+      mode: 0o600,
+    });
+    await writeDeviceFile(devicesFile, [
+      { id: 'd1', allowedAccess: ['tcp/8883'], nativeKeys: [{ keyId: 10, key: { file: 'keys/d1.bc1' } }] },
+      { id: 'd2', allowedAccess: ['tcp/8883'], nativeKeys: [{ keyId: 20, key: { file: 'keys/d2.bc1' } }] },
+    ]);
+    const up = new DeviceFileKeyStore(devicesFile);
+    const cli = new DeviceFileKeyStore(devicesFile);
+    const add = (store: DeviceFileKeyStore, deviceId: string, keyId: number) =>
+      store.apply(deviceId, {
+        type: 'add-pending',
+        keyId,
+        key: new Uint8Array(32).fill(keyId),
+        generation: 1,
+        createdAt: T,
+      });
+    await Promise.all([
+      add(up, 'd1', 11),
+      add(cli, 'd2', 21),
+      up.apply('d2', { type: 'confirm', keyId: 20, othersNotAfter: T }),
+    ]);
+    const after = await up.list();
+    expect(after.map((device) => device.keys.map((key) => key.keyId))).toEqual([
+      [10, 11],
+      [20, 21],
+    ]);
+    await expect(stat(`${devicesFile}.lock`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses a second pending key for one device, and takes over a stale lock', async () => {
+    await writeFile(`${devicesFile}.lock`, '99999\n');
+    const store = new DeviceFileKeyStore(devicesFile, { staleLockMs: 0 });
+    await store.apply('d1', {
+      type: 'add-pending',
+      keyId: 11,
+      key: new Uint8Array(32),
+      generation: 1,
+      createdAt: T,
+    });
+    await expect(
+      store.apply('d1', {
+        type: 'add-pending',
+        keyId: 12,
+        key: new Uint8Array(32),
+        generation: 2,
+        createdAt: T,
+      }),
+    ).rejects.toThrow('device "d1" already has a pending key (11): it is offered again until acknowledged');
+  });
+});
+
 describe('storeNativeKey (device side)', () => {
   const deviceJson = (native: unknown) =>
     JSON.stringify({
