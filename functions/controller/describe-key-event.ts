@@ -9,7 +9,7 @@ export function describeKeyEvent(event: KeyAuditEvent): string {
     case 'key.offered':
       return `new SPA key ${event.keyId} (generation ${event.generation}) offered to ${event.deviceId}`;
     case 'key.resent':
-      return `SPA key ${event.keyId} offered again to ${event.deviceId} (not acknowledged yet)`;
+      return `pending SPA key ${event.keyId} sent to ${event.deviceId} (again until acknowledged)`;
     case 'key.confirmed':
       return `SPA key ${event.keyId} of ${event.deviceId} confirmed (${event.by === 'ack' ? 'acknowledged' : 'first used'}); older keys end ${new Date(event.oldKeysNotAfter).toISOString()}`;
     case 'key.retired':

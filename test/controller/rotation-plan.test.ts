@@ -263,7 +263,7 @@ describe('console lines for key events', () => {
     ],
     [
       { type: 'key.resent', time: T, deviceId: 'd', keyId: 7, generation: 2, oldKeyNotAfter: T },
-      'SPA key 7 offered again to d (not acknowledged yet)',
+      'pending SPA key 7 sent to d (again until acknowledged)',
     ],
     [
       { type: 'key.confirmed', time: T, deviceId: 'd', keyId: 7, by: 'ack', oldKeysNotAfter: T },
