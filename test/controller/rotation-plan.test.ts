@@ -10,6 +10,10 @@ import {
   parseKeyOffer,
   verifyAckProof,
 } from '../../functions/controller/key-messages.ts';
+import {
+  KeyRotationConfigError,
+  keyRotationConfig,
+} from '../../functions/controller/key-rotation-controller.ts';
 import type { DeviceKeys, KeyGeneration } from '../../functions/controller/ports.ts';
 import {
   applyToGenerations,
@@ -283,5 +287,27 @@ describe('console lines for key events', () => {
     ],
   ] as const)('%j', (event, line) => {
     expect(describeKeyEvent(event)).toBe(line);
+  });
+});
+
+describe('controller timers', () => {
+  it('defaults to a 24 h period, 1 h grace, 5 min re-send, 60 s tick', () => {
+    expect(keyRotationConfig()).toEqual({
+      periodMs: 86_400_000,
+      graceMs: 3_600_000,
+      resendMs: 300_000,
+      tickMs: 60_000,
+    });
+  });
+
+  it.each([
+    [{ graceMs: 0 }, 'graceMs'],
+    [{ periodMs: 1.5 }, 'periodMs'],
+    [{ tickMs: 400 * 86_400_000 }, 'tickMs'],
+  ])('refuses %j naming the field, the value and the range', (partial, field) => {
+    expect(() => keyRotationConfig(partial)).toThrow(KeyRotationConfigError);
+    expect(() => keyRotationConfig(partial)).toThrow(
+      new RegExp(`^key rotation ${field}: received [0-9.]+; expected an integer`),
+    );
   });
 });
