@@ -10,8 +10,9 @@
  *   BLACKCLOUD_CONTROLLER_KEY_FILE     its private key (never logged)
  *
  * Contract: `loadAwsControllerConfig` validates once and throws `AwsConfigError` naming the variable, the value
- * and the fix; `enabled` is false when no broker host is set. `startAwsKeyRotation` reads the TLS files, connects
- * (mutual TLS, server certificate verified), and starts the schedule (which re-sends pending offers first).
+ * and the fix; `enabled` is false when no broker host is set. `startAwsKeyRotation` reads the TLS files, starts a
+ * lazy session (mutual TLS, server certificate verified; it keeps connecting in the background, since the broker
+ * may boot after the receiver) and the schedule (which re-sends pending offers once the session is up).
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
@@ -140,6 +141,7 @@ export async function startAwsKeyRotation(options: StartAwsKeyRotationOptions): 
     key,
     ...(config.servername === undefined ? {} : { servername: config.servername }),
     onMessage: (topic, payload) => controller?.handleMessage(topic, payload),
+    lazy: true, // the broker may boot after the receiver: keep trying, re-send offers once connected
   });
   const store = new DynamoKeyStore({
     iot: options.clients.iot,

@@ -1,6 +1,6 @@
 /**
  * Test support: a real Mosquitto 2 started with the configuration and ACL blackcloud generates
- * (functions/broker/mosquitto-config.ts), on a port the OS picked, bound to 127.0.0.1. `stop()` ends it (SIGTERM)
+ * (functions/broker/mosquitto-config.ts), on a port the OS picked (or `options.port`), bound to 127.0.0.1. `stop()` ends it (SIGTERM)
  * and waits for its exit. A missing `mosquitto` binary rejects naming the Debian package (never a skip).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -29,11 +29,15 @@ function listening(port: number): Promise<boolean> {
 }
 
 /** `tlsDir` holds ca.crt, broker.crt and broker.key (e.g. the local PKI directory); files go into `workDir`. */
-export async function startMosquitto(tlsDir: string, workDir: string): Promise<RunningMosquitto> {
+export async function startMosquitto(
+  tlsDir: string,
+  workDir: string,
+  options: { readonly port?: number } = {},
+): Promise<RunningMosquitto> {
   if (spawnSync('mosquitto', ['-h']).error !== undefined) {
     throw new Error("required tool 'mosquitto' is not installed: apt-get install mosquitto");
   }
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const aclFile = join(workDir, 'mosquitto.acl');
   const confFile = join(workDir, 'mosquitto.conf');
   await writeFile(aclFile, mosquittoAcl(), { mode: 0o600 });
