@@ -160,6 +160,8 @@ export async function startAwsKeyRotation(options: StartAwsKeyRotationOptions): 
     config: { periodMs: config.periodMs },
   });
   const started = controller;
+  // Once (re)connected, offer what is pending at once rather than at the next tick.
+  session.client.on('connect', () => started.tickSoon());
   try {
     await started.start();
   } catch (error) {
