@@ -58,6 +58,8 @@ export interface StartAwsReceiverOptions {
 export interface AwsReceiver {
   readonly receiver: RunningReceiver;
   readonly firewall: SecurityGroupFirewall;
+  /** The key-rotation controller, once its session is set up (undefined when rotation is off). */
+  readonly keyRotation: AwsKeyRotation | undefined;
   /** Stop receiving, revoke every grant this process opened, flush the firewall. Idempotent. */
   close(): Promise<void>;
 }
@@ -161,6 +163,9 @@ export async function startAwsReceiver(
   return {
     receiver,
     firewall,
+    get keyRotation() {
+      return keyRotation;
+    },
     close() {
       closing ??= (async () => {
         await keyRotation?.close();
