@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import type { CliIo } from './cli-io.ts';
 import { registerDevices } from './commands/devices.ts';
 import { registerAudit, registerGrants } from './commands/fleet.ts';
+import { registerKeys } from './commands/keys.ts';
 import { registerKnock } from './commands/knock.ts';
 import { registerPub } from './commands/pub.ts';
 import { registerSub } from './commands/sub.ts';
@@ -36,6 +37,7 @@ export function createProgram(io: CliIo): Command {
   registerPub(program, io);
   registerSub(program, io);
   registerDevices(program, io);
+  registerKeys(program, io);
   registerGrants(program, io);
   registerAudit(program, io);
   for (const command of program.commands) {

@@ -1,10 +1,14 @@
 /**
  * `blackcloud sub`: knock, connect over mutual TLS, subscribe and print messages (all of them, or `--count N`).
- * The session outlives the grant: once connected, closing the firewall does not cut it.
+ * The session outlives the grant: once connected, closing the firewall does not cut it. While connected it also
+ * receives the device's new SPA keys (key-listener.ts): stored in the device file, acknowledged, never printed.
  */
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
+import { keyTopic } from '../../functions/broker/topic-policy.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../errors.ts';
+import { type KeyListenerEvent, listenForKeys } from '../key-listener.ts';
 import { closeSession, openSession, type SessionFlags } from './session.ts';
 
 interface SubFlags extends SessionFlags {
@@ -18,6 +22,19 @@ function countOf(text: string | undefined): number | undefined {
     throw new UsageError('--count', `must be a positive integer; received ${JSON.stringify(text)}`);
   }
   return Number(text);
+}
+
+function describeKeyEvent(event: KeyListenerEvent, file: string): string {
+  switch (event.type) {
+    case 'stored':
+      return `new SPA key ${event.keyId} stored in ${file}`;
+    case 'acknowledged':
+      return `new SPA key ${event.keyId} acknowledged; the next knock uses it`;
+    case 'ignored':
+      return `a key message was ignored (${event.reason})`;
+    case 'failed':
+      return `new SPA key ${event.keyId} NOT stored (${event.error}); the old key keeps working`;
+  }
 }
 
 function qosOf(text: string | undefined): 0 | 1 {
@@ -58,6 +75,11 @@ export function registerSub(program: Command, io: CliIo): void {
       const qos = qosOf(flags.qos);
       const session = await openSession(flags, io, true);
       const { client, topic } = session;
+      const ownKeyTopic = keyTopic(session.config.deviceId);
+      await listenForKeys(client, session.config, {
+        randomBytes: (length) => new Uint8Array(randomBytes(length)),
+        onEvent: (event) => io.err(describeKeyEvent(event, session.config.file)),
+      });
       let received = 0;
       await new Promise<void>((resolve, reject) => {
         const stop = (): void => {
@@ -68,6 +90,7 @@ export function registerSub(program: Command, io: CliIo): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
         client.on('message', (messageTopic, payload) => {
+          if (messageTopic === ownKeyTopic) return; // key messages are the key listener's, never printed
           if (count !== undefined && received >= count) return;
           received += 1;
           const text = payload.toString('utf8');

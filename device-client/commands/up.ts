@@ -3,8 +3,10 @@
  * to connect the demo device, then run until SIGINT/SIGTERM and shut down cleanly (revoke grants, remove the
  * nftables table). With --json, every line on stdout is JSON: one `ready` record, then the audit events.
  */
+
 import type { Command } from 'commander';
 import { formatAuditEvent } from '../../functions/adapters/local/audit.ts';
+import { describeKeyEvent } from '../../functions/controller/describe-key-event.ts';
 import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
@@ -50,6 +52,8 @@ export function describeAuditEvent(event: AuditEvent): string {
       return `${at} ${event.type.replace('.', ' ')}: ${event.source} → ${access(event.access)} (${event.deviceId})${event.type === 'grant.revoked' ? '' : ` until ${clockTime(event.expiresAt)}`}`;
     case 'grant.failed':
       return `${at} grant failed for ${event.deviceId} from ${event.source}: ${event.error}`;
+    default:
+      return `${at} ${describeKeyEvent(event)}`;
   }
 }
 
@@ -130,6 +134,7 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
     .option('--nft-table <name>', 'nftables table name (default blackcloud)')
+    .option('--key-rotation-hours <n>', "rotate each device's SPA key this often (default 24)")
     .option('--print-config', 'print the resolved configuration and exit')
     .option('--json', 'JSON lines on stdout: a "ready" record, then every audit event')
     .addHelpText(

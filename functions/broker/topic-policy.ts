@@ -3,8 +3,11 @@
  *
  * The identity is the CN of the client certificate (see embedded-broker.ts).
  * - A device identity `D` may publish to, subscribe to and receive only `blackcloud/devices/D` and topics below
- *   it (`blackcloud/devices/D/#`). Wildcards are allowed only after that literal prefix, so they cannot reach
- *   another device's topics.
+ *   it (`blackcloud/devices/D/#`, its data). Wildcards are allowed only after that literal prefix, so they cannot
+ *   reach another device's topics.
+ * - Key rotation (docs/key-lifecycle.md) lives in a separate tree that devices cannot write into: device `D` may
+ *   subscribe to and receive exactly its key topic `blackcloud/keys/D` (no wildcard filter), and publish exactly
+ *   its acknowledgement topic `blackcloud/keys/D/ack`. The same rules as the Mosquitto ACL (mosquitto-config.ts).
  * - The controller identity (`blackcloud-controller`) may subscribe to anything and publish anywhere except the
  *   broker's reserved `$SYS/` tree.
  * - Identities are 1..64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit: never `/`, `+`, `#`,
@@ -13,12 +16,34 @@
 
 export const CONTROLLER_IDENTITY = 'blackcloud-controller';
 export const DEVICE_TOPIC_ROOT = 'blackcloud/devices';
+/** Root of the key-rotation topics: `blackcloud/keys/<id>` (controller → device), `.../ack` (device → controller). */
+export const KEY_TOPIC_ROOT = 'blackcloud/keys';
+export const KEY_ACK_LEVEL = 'ack';
 const SYS_PREFIX = '$SYS/';
 const IDENTITY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** The topic under which a device publishes and receives: `blackcloud/devices/<identity>`. */
 export function deviceTopic(identity: string, ...levels: string[]): string {
   return [DEVICE_TOPIC_ROOT, identity, ...levels].join('/');
+}
+
+/** Where the controller publishes a device's new SPA key; only that device may read it. */
+export function keyTopic(identity: string): string {
+  return `${KEY_TOPIC_ROOT}/${identity}`;
+}
+
+/** Where a device acknowledges a new key; only that device may publish there, only the controller reads it. */
+export function keyAckTopic(identity: string): string {
+  return `${KEY_TOPIC_ROOT}/${identity}/${KEY_ACK_LEVEL}`;
+}
+
+/** The device identity a key acknowledgement topic belongs to, or undefined for any other topic. */
+export function identityOfKeyAckTopic(topic: string): string | undefined {
+  const levels = topic.split('/');
+  if (levels.length !== 4 || `${levels[0]}/${levels[1]}` !== KEY_TOPIC_ROOT || levels[3] !== KEY_ACK_LEVEL) {
+    return undefined;
+  }
+  return isValidIdentity(levels[2]) ? levels[2] : undefined;
 }
 
 export function isValidIdentity(identity: unknown): identity is string {
@@ -38,18 +63,18 @@ function isTopicName(topic: string): boolean {
 export function mayPublish(identity: string, topic: string): boolean {
   if (!isValidIdentity(identity) || !isTopicName(topic)) return false;
   if (identity === CONTROLLER_IDENTITY) return !topic.startsWith(SYS_PREFIX);
-  return withinDeviceTree(identity, topic);
+  return withinDeviceTree(identity, topic) || topic === keyAckTopic(identity);
 }
 
 export function maySubscribe(identity: string, filter: string): boolean {
   if (!isValidIdentity(identity) || filter.length === 0 || filter.includes('\u0000')) return false;
   if (identity === CONTROLLER_IDENTITY) return true;
-  return withinDeviceTree(identity, filter);
+  return withinDeviceTree(identity, filter) || filter === keyTopic(identity);
 }
 
 /** Whether a message on `topic` may be delivered to `identity` (defence in depth behind `maySubscribe`). */
 export function mayReceive(identity: string, topic: string): boolean {
   if (!isValidIdentity(identity)) return false;
   if (identity === CONTROLLER_IDENTITY) return true;
-  return withinDeviceTree(identity, topic);
+  return withinDeviceTree(identity, topic) || topic === keyTopic(identity);
 }

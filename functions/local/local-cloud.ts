@@ -21,6 +21,10 @@
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
  *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
+ * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
+ *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
+ *   that session cannot be opened (e.g. an external broker with another CA), `up` runs without rotation and
+ *   says so through `onNote`.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { formatAccessSpec } from '../../device-client/access-spec.ts';
@@ -30,6 +34,15 @@ import { FileNonceStore } from '../adapters/local/file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from '../adapters/local/gate-firewall.ts';
 import { startNftablesFirewall } from '../adapters/local/nftables-firewall.ts';
 import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
+import { CONTROLLER_IDENTITY } from '../broker/topic-policy.ts';
+import type { KeyRotationConfig } from '../controller/key-rotation-controller.ts';
+import {
+  ensureControllerTls,
+  type RunningKeyRotation,
+  removeControllerEndpoint,
+  startKeyRotation,
+  writeControllerEndpoint,
+} from '../controller/local-controller.ts';
 import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
 import { UdpPortInUseError } from '../receiver/errors.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
@@ -43,7 +56,7 @@ import type {
   RemoteEndpoint,
 } from '../receiver/ports.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
-import { systemClock, systemRandom } from '../receiver/system.ts';
+import { systemClock, systemRandom, systemTimers } from '../receiver/system.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
@@ -65,6 +78,8 @@ export interface LocalCloudHooks {
   readonly clock?: Clock;
   /** @default systemRandom */
   readonly random?: RandomSource;
+  /** Key rotation timers (docs/key-lifecycle.md), over `config.keyRotationHours`; `false` = no controller. */
+  readonly keyRotation?: Partial<KeyRotationConfig> | false;
 }
 
 export interface LocalCloud {
@@ -80,6 +95,8 @@ export interface LocalCloud {
   readonly demoDevice?: ProvisionedDevice;
   readonly directory: WatchedDeviceDirectory;
   readonly deps: WiredReceiverDeps;
+  /** The key-rotation controller, when its broker session could be opened. */
+  readonly keyRotation?: RunningKeyRotation;
   counters(): Record<string, number>;
   close(): Promise<void>;
 }
@@ -168,7 +185,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         broker = await startEmbeddedBroker({
           ...listen,
           tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
-          authenticate: ({ identity }) => directoryRef.current?.byId(identity)?.enabled === true,
+          authenticate: ({ identity }) =>
+            identity === CONTROLLER_IDENTITY || directoryRef.current?.byId(identity)?.enabled === true,
         });
       } catch (error) {
         if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
@@ -234,9 +252,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         await writeDeviceFile(layout.devicesFile, []);
       }
     }
+    const rotationRef: { current?: RunningKeyRotation } = {};
     const directory = await WatchedDeviceDirectory.open(layout.devicesFile, {
       onReload: (devices) => {
         note(`device directory reloaded: ${devices.length} device(s)`);
+        // Keys another process (blackcloud keys rotate) recorded as pending are offered now, not at the next tick.
+        rotationRef.current?.controller.tickSoon();
         // A disabled device loses its broker sessions and its grants: closing the firewall does not cut an
         // established session (DESIGN §4).
         const enabled = new Set(devices.filter((device) => device.enabled).map((device) => device.id));
@@ -284,12 +305,18 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       },
     });
     let receiver: RunningReceiver;
+    let keyRotation: RunningKeyRotation | undefined;
     try {
       receiver = await startReceiver({
         host: config.host,
         port: config.spaPort,
         deps,
-        ...(hooks.onOutcome === undefined ? {} : { onOutcome: hooks.onOutcome }),
+        onOutcome: (outcome, remote) => {
+          if (outcome.ok && outcome.value.keyId !== undefined) {
+            void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
+          }
+          hooks.onOutcome?.(outcome, remote);
+        },
       });
     } catch (error) {
       if (error instanceof UdpPortInUseError) {
@@ -311,6 +338,51 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       note,
     );
     if (control !== undefined) cleanup.push(() => control.close());
+
+    // The receiver as key-rotation controller: a direct session to the broker (never through the gate).
+    if (hooks.keyRotation !== false) {
+      const wildcard = brokerAddress.host === '0.0.0.0' || brokerAddress.host === '::';
+      const controllerHost = wildcard ? '127.0.0.1' : brokerAddress.host;
+      const controllerUrl = mqttUrl(controllerHost, brokerAddress.port);
+      try {
+        if (config.firewall === 'nftables') {
+          // The kernel guards the broker port for local processes too: a short grant lets the controller connect;
+          // its established session then outlives the grant, like a device's.
+          const now = clock.now();
+          await firewall.allow([
+            {
+              deviceId: CONTROLLER_IDENTITY,
+              address: controllerHost,
+              family: controllerHost.includes(':') ? 6 : 4,
+              access: [{ protocol: 'tcp', port: brokerAddress.port }],
+              openedAt: now,
+              expiresAt: now + 60_000,
+            },
+          ]);
+        }
+        keyRotation = await startKeyRotation({
+          url: controllerUrl,
+          caCert: ca.cert,
+          tls: await ensureControllerTls(layout.pkiDir, ca),
+          devicesFile: layout.devicesFile,
+          audit: deps.audit,
+          clock,
+          random,
+          timers: systemTimers,
+          onChange: () => directory.reload(),
+          config: { periodMs: config.keyRotationHours * 3_600_000, ...hooks.keyRotation },
+        });
+        const started = keyRotation;
+        rotationRef.current = started;
+        cleanup.push(() => started.close());
+        await writeControllerEndpoint(layout.root, controllerUrl);
+        cleanup.push(() => removeControllerEndpoint(layout.root));
+      } catch (error) {
+        note(
+          `key rotation is off: the controller could not reach ${controllerUrl} (${(error as Error).message})`,
+        );
+      }
+    }
 
     // Tell devices where everything is.
     const endpoints: Endpoints = {
@@ -334,6 +406,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       ...(demoDevice === undefined ? {} : { demoDevice }),
       directory,
       deps,
+      ...(keyRotation === undefined ? {} : { keyRotation }),
       counters: () => receiver.counters(),
       close() {
         // Receiver first (no new grants), then revoke grants, then the firewall, broker and stores.

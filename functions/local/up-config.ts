@@ -20,6 +20,7 @@ import { DEFAULT_DATA_DIR } from './data-dir.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;
 export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_KEY_ROTATION_HOURS = 24;
 
 export class LocalConfigError extends Error {
   override readonly name = 'LocalConfigError';
@@ -58,6 +59,8 @@ export interface UpConfig {
   readonly nftTable: string;
   /** Provision `demo-device` on first run. @default true */
   readonly demoDevice: boolean;
+  /** How often the controller rotates each device's SPA key (docs/key-lifecycle.md). @default 24 */
+  readonly keyRotationHours: number;
 }
 
 /** What the command line gave, as strings or absent (commander hands over strings). */
@@ -70,6 +73,7 @@ export interface UpFlags {
   readonly broker?: string;
   readonly grantSeconds?: string;
   readonly nftTable?: string;
+  readonly keyRotationHours?: string;
 }
 
 const port = (what: string) =>
@@ -113,6 +117,11 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   demoDevice: z.boolean({ error: 'must be true or false' }).optional(),
+  keyRotationHours: z
+    .int({ error: 'must be an integer number of hours 1..8784' })
+    .min(1, { error: 'must be an integer number of hours 1..8784' })
+    .max(8784, { error: 'must be an integer number of hours 1..8784' })
+    .optional(),
 });
 
 export type UpConfigFile = z.output<typeof fileSchema> & { readonly source: string };
@@ -219,6 +228,17 @@ export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
       `must be 1..32 characters of A-Z a-z 0-9 _ starting with a letter; received ${JSON.stringify(nftTable)}`,
     );
   }
+  let keyRotationHours = file?.keyRotationHours ?? DEFAULT_KEY_ROTATION_HOURS;
+  if (flags.keyRotationHours !== undefined) {
+    const hours = Number(flags.keyRotationHours);
+    if (!/^[0-9]{1,4}$/.test(flags.keyRotationHours) || hours < 1 || hours > 8784) {
+      throw new LocalConfigError(
+        '--key-rotation-hours',
+        `must be an integer number of hours 1..8784; received ${JSON.stringify(flags.keyRotationHours)}`,
+      );
+    }
+    keyRotationHours = hours;
+  }
   const wildcard = host === '0.0.0.0' || host === '::';
   return Object.freeze({
     dataDir: resolve(flags.dataDir ?? file?.dataDir ?? DEFAULT_DATA_DIR),
@@ -233,6 +253,7 @@ export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
       file?.clockWindowSeconds === undefined ? DEFAULT_CLOCK_WINDOW_MS : file.clockWindowSeconds * 1000,
     nftTable,
     demoDevice: file?.demoDevice ?? true,
+    keyRotationHours,
   });
 }
 

@@ -8,6 +8,8 @@
  * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
  * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
  * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
+ * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also runs the key-rotation controller
+ * (functions/controller/aws-controller.ts); if its broker session cannot be opened it logs a warning and runs on.
  */
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
@@ -21,12 +23,18 @@ import { EmfMetrics, type LineWriter } from '../adapters/aws/metrics.ts';
 import { defaultRetryPolicy, type RetryPolicy } from '../adapters/aws/retry.ts';
 import { SecurityGroupFirewall } from '../adapters/aws/security-group-firewall.ts';
 import { SqsExpiryScheduler } from '../adapters/aws/sqs-expiry-scheduler.ts';
+import {
+  type AwsControllerConfig,
+  type AwsKeyRotation,
+  loadAwsControllerConfig,
+  startAwsKeyRotation,
+} from '../controller/aws-controller.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './aws-config.ts';
 import type { Outcome } from './handle-datagram.ts';
 import { type RunningReceiver, startReceiver } from './main.ts';
 import type { Clock, RemoteEndpoint, Timers } from './ports.ts';
 import { createReceiverDeps } from './receiver-deps.ts';
-import { systemClock, systemTimers } from './system.ts';
+import { systemClock, systemRandom, systemTimers } from './system.ts';
 
 export const DEFAULT_AWS_RECEIVER_HOST = '0.0.0.0';
 
@@ -43,11 +51,15 @@ export interface StartAwsReceiverOptions {
   readonly timers?: Timers;
   readonly retry?: RetryPolicy;
   readonly onOutcome?: (outcome: Outcome, remote: RemoteEndpoint) => void;
+  /** Key rotation (the receiver as controller). @default off */
+  readonly keyRotation?: AwsControllerConfig;
 }
 
 export interface AwsReceiver {
   readonly receiver: RunningReceiver;
   readonly firewall: SecurityGroupFirewall;
+  /** The key-rotation controller, once its session is set up (undefined when rotation is off). */
+  readonly keyRotation: AwsKeyRotation | undefined;
   /** Stop receiving, revoke every grant this process opened, flush the firewall. Idempotent. */
   close(): Promise<void>;
 }
@@ -111,20 +123,52 @@ export async function startAwsReceiver(
     log('warn', `could not read the grants table at start: ${describeError(error)}`);
   }
 
+  let keyRotation: AwsKeyRotation | undefined;
   const receiver = await startReceiver({
     host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
     port: options.port ?? config.spaPort,
     deps,
     logger: { info: (m) => log('info', m), warn: (m) => log('warn', m) },
-    ...(options.onOutcome === undefined ? {} : { onOutcome: options.onOutcome }),
+    onOutcome: (outcome, remote) => {
+      if (outcome.ok && outcome.value.keyId !== undefined) {
+        void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
+      }
+      options.onOutcome?.(outcome, remote);
+    },
   });
+  if (options.keyRotation?.enabled === true) {
+    try {
+      keyRotation = await startAwsKeyRotation({
+        config: options.keyRotation,
+        brokerPort: config.brokerPort,
+        clients,
+        devicesTable: config.devicesTable,
+        fleetThingGroup: config.fleetThingGroup,
+        directory,
+        audit,
+        clock,
+        timers,
+        random: systemRandom,
+      });
+      log(
+        'info',
+        `key rotation on: controller session to ${options.keyRotation.brokerHost}:${config.brokerPort}`,
+      );
+    } catch (error) {
+      log('warn', `key rotation is off: the controller session failed (${describeError(error)})`);
+    }
+  }
 
   let closing: Promise<void> | undefined;
   return {
     receiver,
     firewall,
+    get keyRotation() {
+      return keyRotation;
+    },
     close() {
       closing ??= (async () => {
+        await keyRotation?.close();
         await receiver.close();
         await deps.grants.close();
         await firewall.close();
@@ -140,8 +184,10 @@ export async function main(
   env = process.env,
 ): Promise<number> {
   let config: AwsReceiverConfig;
+  let keyRotation: AwsControllerConfig;
   try {
     config = loadAwsReceiverConfig(env);
+    keyRotation = loadAwsControllerConfig(env);
   } catch (error) {
     if (error instanceof AwsConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -153,7 +199,7 @@ export async function main(
     process.stdout.write(`${formatAwsReceiverConfig(config)}\n`);
     return 0;
   }
-  const running = await startAwsReceiver(config);
+  const running = await startAwsReceiver(config, { keyRotation });
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);

@@ -78,6 +78,8 @@ export interface Accepted {
   /** The grant length this packet earned, seconds. */
   readonly grantSeconds: number;
   readonly replayIdHash: string;
+  /** BC1: the native key id the packet was sealed with (key rotation notes its first use). */
+  readonly keyId?: number;
 }
 
 export type Outcome = Result<Accepted, RejectReason>;
@@ -101,6 +103,8 @@ interface Request {
   /** Empty for fwknop messages that are not access requests (refused by the policy step). */
   readonly access: readonly AccessEntry[];
   readonly replayId: string;
+  /** BC1: the native key id that opened the packet. */
+  readonly keyId?: number;
   /** BC1: the address the packet claims to come from, if any. */
   readonly claimedSource?: IpAddress;
   /** fwknop: the fields the policy step checks. */
@@ -281,6 +285,7 @@ async function authenticateBc1(
     requestedSeconds: payload.durationSeconds,
     access: payload.access,
     replayId: bc1ReplayId(packet.value.keyId, packet.value.nonce),
+    keyId: packet.value.keyId,
     ...(payload.claimedSource === undefined ? {} : { claimedSource: payload.claimedSource }),
   });
 }
@@ -419,6 +424,7 @@ async function grantStep(
     grant: opened.value.grant,
     grantSeconds: seconds,
     replayIdHash: replayIdHash(request.replayId),
+    ...(request.keyId === undefined ? {} : { keyId: request.keyId }),
   });
 }
 

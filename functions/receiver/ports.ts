@@ -159,6 +159,49 @@ export type AuditEvent =
       readonly deviceId: string;
       readonly source: string;
       readonly error: string;
+    }
+  | KeyAuditEvent;
+
+/** Key rotation (functions/controller/, docs/key-lifecycle.md). Key ids only, never key material. */
+export type KeyAuditEvent =
+  | {
+      /** A new key was generated and published ('key.offered') or a pending offer published again. */
+      readonly type: 'key.offered' | 'key.resent';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly keyId: number;
+      readonly generation: number;
+      readonly oldKeyNotAfter: number;
+    }
+  | {
+      readonly type: 'key.confirmed';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly keyId: number;
+      /** 'ack' = proof of possession on the ack topic; 'first-use' = an accepted knock with the new key. */
+      readonly by: 'ack' | 'first-use';
+      /** When the older keys stop working. */
+      readonly oldKeysNotAfter: number;
+    }
+  | {
+      readonly type: 'key.retired';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly keyIds: readonly number[];
+      readonly reason: 'new-key-used' | 'grace-ended';
+    }
+  | {
+      readonly type: 'key.ack-rejected';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly keyId?: number;
+      readonly reason: string;
+    }
+  | {
+      readonly type: 'key.rotation-failed';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly error: string;
     };
 
 /** The audit trail: one event per validated packet, rejection and grant change. Never carries key material. */

@@ -34,8 +34,8 @@ export interface GrantStoreProps {
 const NONCE_RECORDING = ['dynamodb:PutItem'];
 /** The receiver reads device and key items (GetItem, BatchGetItem of a device's keys). */
 const DEVICE_LOOKUP = ['dynamodb:GetItem', 'dynamodb:BatchGetItem'];
-/** The controller writes new key generations (key rotation). */
-const KEY_ROTATION = ['dynamodb:PutItem', 'dynamodb:UpdateItem'];
+/** The controller writes new key generations and deletes retired keys (key rotation, DynamoKeyStore). */
+const KEY_ROTATION = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'];
 /** The receiver records, reads, lists and deletes active grants. */
 const GRANT_BOOKKEEPING = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Scan'];
 /** The revoker and the sweeper read and list grants and delete the ones they revoked. */

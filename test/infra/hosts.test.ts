@@ -22,6 +22,7 @@ import {
   brokerBootCommands,
   brokerTlsFetchScript,
   DEVICE_TOPIC_ROOT,
+  KEY_TOPIC_ROOT,
   mosquittoAcl,
   mosquittoConf,
 } from '../../infra/host/broker-host.ts';
@@ -232,15 +233,15 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
     const deviceA = await connect('dev-a');
     const received: string[] = [];
     deviceA.on('message', (topic) => received.push(topic));
-    await deviceA.subscribeAsync(`${DEVICE_TOPIC_ROOT}/#`, { qos: 1 });
-    await controller.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-b/spa-key`, 'for b', { qos: 1 });
+    await deviceA.subscribeAsync(`${KEY_TOPIC_ROOT}/#`, { qos: 1 });
+    await controller.publishAsync(`${KEY_TOPIC_ROOT}/dev-b`, 'for b', { qos: 1 });
     const own = new Promise<void>((resolve) =>
-      deviceA.on('message', (topic) => topic.endsWith('/dev-a/spa-key') && resolve()),
+      deviceA.on('message', (topic) => topic === `${KEY_TOPIC_ROOT}/dev-a` && resolve()),
     );
-    await controller.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-a/spa-key`, 'for a', { qos: 1 });
+    await controller.publishAsync(`${KEY_TOPIC_ROOT}/dev-a`, 'for a', { qos: 1 });
     await own;
     // Messages from one publisher arrive in order: dev-b's key, sent first, would have arrived before.
-    expect(received).toEqual([`${DEVICE_TOPIC_ROOT}/dev-a/spa-key`]);
+    expect(received).toEqual([`${KEY_TOPIC_ROOT}/dev-a`]);
   });
 
   it("GIVEN the ACL WHEN a device acks on another device's topic THEN the controller never sees it", async () => {
@@ -248,14 +249,14 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
     const deviceA = await connect('dev-a');
     const received: string[] = [];
     controller.on('message', (topic) => received.push(topic));
-    await controller.subscribeAsync(`${DEVICE_TOPIC_ROOT}/+/spa-key/ack`, { qos: 1 });
-    await deviceA.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-b/spa-key/ack`, 'forged', { qos: 1 });
+    await controller.subscribeAsync(`${KEY_TOPIC_ROOT}/+/ack`, { qos: 1 });
+    await deviceA.publishAsync(`${KEY_TOPIC_ROOT}/dev-b/ack`, 'forged', { qos: 1 });
     const own = new Promise<void>((resolve) =>
       controller.on('message', (topic) => topic.includes('/dev-a/') && resolve()),
     );
-    await deviceA.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-a/spa-key/ack`, 'real', { qos: 1 });
+    await deviceA.publishAsync(`${KEY_TOPIC_ROOT}/dev-a/ack`, 'real', { qos: 1 });
     await own;
-    expect(received).toEqual([`${DEVICE_TOPIC_ROOT}/dev-a/spa-key/ack`]);
+    expect(received).toEqual([`${KEY_TOPIC_ROOT}/dev-a/ack`]);
   });
 
   it('GIVEN the ACL WHEN a device publishes in its own tree THEN the controller receives it', async () => {
@@ -277,9 +278,9 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
     await deviceA.publishAsync('elsewhere/topic', 'stray', { qos: 1 });
     await deviceA.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-b/telemetry`, 'forged', { qos: 1 });
     const own = new Promise<void>((resolve) => deviceB.on('message', () => resolve()));
-    await controller.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-b/spa-key`, 'key', { qos: 1 });
+    await controller.publishAsync(`${DEVICE_TOPIC_ROOT}/dev-b/cmd`, 'command', { qos: 1 });
     await own;
-    expect(received).toEqual([`${DEVICE_TOPIC_ROOT}/dev-b/spa-key`]);
+    expect(received).toEqual([`${DEVICE_TOPIC_ROOT}/dev-b/cmd`]);
   });
 });
 

@@ -53,6 +53,12 @@ describe('topic policy', () => {
     [C, 'anything/else', true],
     [C, '$SYS/x', false],
     ['bad/id', 'blackcloud/devices/bad/id', false],
+    // key rotation: a device acknowledges only its own keys and never writes a key topic
+    ['dev-1', 'blackcloud/keys/dev-1/ack', true],
+    ['dev-1', 'blackcloud/keys/dev-2/ack', false],
+    ['dev-1', 'blackcloud/keys/dev-1', false],
+    ['dev-1', 'blackcloud/keys/dev-1/other', false],
+    [C, 'blackcloud/keys/dev-1', true],
   ])('%s publishing to %j: %s', (identity, topic, allowed) => {
     expect(mayPublish(identity, topic)).toBe(allowed);
   });
@@ -72,6 +78,13 @@ describe('topic policy', () => {
     ['dev-1', 'blackcloud/devices/dev-1x/#', false],
     [C, '#', true],
     [C, 'blackcloud/devices/+/keys/ack', true],
+    // key rotation: a device reads exactly its own key topic, no wildcard over the key tree
+    ['dev-1', 'blackcloud/keys/dev-1', true],
+    ['dev-1', 'blackcloud/keys/dev-2', false],
+    ['dev-1', 'blackcloud/keys/+', false],
+    ['dev-1', 'blackcloud/keys/#', false],
+    ['dev-1', 'blackcloud/keys/dev-1/ack', false],
+    [C, 'blackcloud/keys/+/ack', true],
   ])('%s subscribing to %j: %s', (identity, filter, allowed) => {
     expect(maySubscribe(identity, filter)).toBe(allowed);
   });
@@ -80,6 +93,9 @@ describe('topic policy', () => {
     ['dev-1', 'blackcloud/devices/dev-1/cmd', true],
     ['dev-1', 'blackcloud/devices/dev-2/cmd', false],
     [C, 'blackcloud/devices/dev-2/telemetry', true],
+    ['dev-1', 'blackcloud/keys/dev-1', true],
+    ['dev-1', 'blackcloud/keys/dev-2', false],
+    ['dev-1', 'blackcloud/keys/dev-1/ack', false],
   ])('%s receiving %j: %s', (identity, topic, allowed) => {
     expect(mayReceive(identity, topic)).toBe(allowed);
   });

@@ -42,6 +42,8 @@ export class CloudWatchAuditSink implements AuditSink {
         return;
       case 'grant.failed':
         return;
+      default:
+        return; // key.* events (key rotation): logged above, no metric
     }
   }
 }

@@ -12,6 +12,9 @@
  *       - keyId: 305419896           # u32
  *         key: { file: keys/demo-device.bc1 }   # or { base64: "..." }; files relative to this file; 32 bytes
  *         notAfter: 2026-12-01T00:00:00Z        # optional
+ *         generation: 3                  # optional, key rotation: 0 = before rotation
+ *         state: current                 # optional, key rotation: pending (offered, not yet acked) | current
+ *         createdAt: 2026-11-30T00:00:00Z          # optional, key rotation
  *     fwknop:                        # optional
  *       username: demo
  *       encryptionKey: { file: keys/demo-device.fwknop-key }   # or { base64: ... }; 1..32 bytes
@@ -86,6 +89,10 @@ export const nativeKeySchema = z.strictObject({
     .max(U32_MAX, { error: 'expected an integer 0..4294967295 (u32)' }),
   key: keyRefSchema,
   notAfter: notAfterSchema.optional(),
+  // Key rotation (functions/controller/): the generation, whether it awaits the device's ack, when it was made.
+  generation: z.number({ error: 'expected an integer >= 0' }).int().min(0).optional(),
+  state: z.enum(['pending', 'current'], { error: 'expected "pending" or "current"' }).optional(),
+  createdAt: notAfterSchema.optional(),
 });
 
 export const fwknopSettingsSchema = z.strictObject({

@@ -1,0 +1,36 @@
+/**
+ * The device's durable native key: the `spa.native` field of its device file (device.json).
+ *
+ * Contract of `storeNativeKey(file, keyId, key)`:
+ * - Reads the device file, replaces `spa.native` with { keyId, key } (every other field kept as written), checks
+ *   the result with the device-file schema, then replaces the file atomically (0600 temp file, fsync, rename):
+ *   after it resolves the key is on disk, and a crash leaves either the old file or the new one, never a mix.
+ * - Throws `DeviceConfigError` (naming the field, never the key) when the file cannot be read or the result
+ *   would not validate; the file is then unchanged.
+ * - The next `loadDeviceConfig` (hence the next knock) uses the new key.
+ */
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../functions/adapters/local/device-file.ts';
+import { type DeviceConfig, parseDeviceConfig } from './device-config.ts';
+import { DeviceConfigError } from './errors.ts';
+
+export async function storeNativeKey(file: string, keyId: number, key: Uint8Array): Promise<DeviceConfig> {
+  let json: { spa?: Record<string, unknown> } & Record<string, unknown>;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (error) {
+    throw new DeviceConfigError(
+      file,
+      '',
+      `cannot be read as JSON to store the new SPA key (${(error as Error).message}); fix: restore the device file`,
+      { cause: error },
+    );
+  }
+  const updated = {
+    ...json,
+    spa: { ...(json.spa ?? {}), native: { keyId, key: Buffer.from(key).toString('base64') } },
+  };
+  const config = parseDeviceConfig(updated, file); // throws DeviceConfigError, file unchanged
+  await writeFileAtomic(file, `${JSON.stringify(updated, null, 2)}\n`);
+  return config;
+}
