@@ -21,6 +21,7 @@ import {
   validateDeviceDocument,
   writeFileAtomic,
 } from '../../functions/adapters/local/device-file.ts';
+import { withDevicesFileLock } from '../../functions/adapters/local/devices-file-lock.ts';
 import { controlSocketPath } from '../../functions/local/control-server.ts';
 import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
 import { type Endpoints, readEndpoints } from '../../functions/local/endpoints.ts';
@@ -308,7 +309,8 @@ export class LocalFleet implements Fleet {
   }
 
   /**
-   * Edits the entry of `deviceId` in devices.yaml (comments kept), validates, and replaces the file atomically.
+   * Edits the entry of `deviceId` in devices.yaml (comments kept), validates, and replaces the file atomically,
+   * holding the devices-file lock (the key-rotation controller writes the same file).
    * `edit` returns false when nothing changed (the file is then left alone). Unknown id → FleetError.
    */
   async #editEntry(
@@ -316,20 +318,22 @@ export class LocalFleet implements Fleet {
     edit: (document: ReturnType<typeof parseDocument>, item: YAMLMap, index: number) => boolean,
   ): Promise<boolean> {
     const file = this.layout.devicesFile;
-    const document = parseDocument(await readFile(file, 'utf8'));
-    validateDeviceDocument(file, document.toJS());
-    const list = document.get('devices', true);
-    const items = isSeq(list) ? (list.items as unknown[]) : [];
-    const index = items.findIndex((item) => isMap(item) && item.get('id') === deviceId);
-    if (index < 0) {
-      throw new FleetError(
-        `device ${JSON.stringify(deviceId)} is not in ${displayPath(file)}; fix: check the id with "blackcloud devices list"`,
-      );
-    }
-    if (!edit(document, items[index] as YAMLMap<unknown, unknown> & { items: Pair[] }, index)) return false;
-    validateDeviceDocument(file, document.toJS());
-    await writeFileAtomic(file, document.toString());
-    return true;
+    return withDevicesFileLock(file, async () => {
+      const document = parseDocument(await readFile(file, 'utf8'));
+      validateDeviceDocument(file, document.toJS());
+      const list = document.get('devices', true);
+      const items = isSeq(list) ? (list.items as unknown[]) : [];
+      const index = items.findIndex((item) => isMap(item) && item.get('id') === deviceId);
+      if (index < 0) {
+        throw new FleetError(
+          `device ${JSON.stringify(deviceId)} is not in ${displayPath(file)}; fix: check the id with "blackcloud devices list"`,
+        );
+      }
+      if (!edit(document, items[index] as YAMLMap<unknown, unknown> & { items: Pair[] }, index)) return false;
+      validateDeviceDocument(file, document.toJS());
+      await writeFileAtomic(file, document.toString());
+      return true;
+    });
   }
 
   /** Asks a running `up` to apply the file now and close the device's grants and sessions. */

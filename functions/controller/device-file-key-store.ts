@@ -4,8 +4,8 @@
  *
  * Contract:
  * - `apply` is serialised: one change at a time in this process, and across processes (`blackcloud up` and
- *   `blackcloud keys rotate`) by a lock file `<devices file>.lock` created exclusively (a lock older than
- *   `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
+ *   `blackcloud keys rotate`, the fleet commands) by the devices-file lock (devices-file-lock.ts; a lock older
+ *   than `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
  *   never lose each other's changes. A second pending key for one device is refused. It is atomic on disk: a new key is first written
  *   to its own key file `keys/<device>.<keyId>.bc1` (0600, temp file + rename), then the devices file is replaced
  *   atomically (0600). A crash between the two leaves an unreferenced key file, never a reference to nothing.
@@ -14,7 +14,7 @@
  *   `apply` resolves. Errors (bad file, unknown device) are thrown as `DeviceFileError` / `KeyStoreError`.
  * - Key material is read through `loadDeviceFile` (mode checks included) and never logged.
  */
-import { open, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
 import {
@@ -24,6 +24,7 @@ import {
   writeDeviceFile,
   writeFileAtomic,
 } from '../adapters/local/device-file.ts';
+import { withDevicesFileLock } from '../adapters/local/devices-file-lock.ts';
 import type { DeviceKeys, KeyChange, KeyGeneration, KeyGenerationStore, KeyState } from './ports.ts';
 import { applyToGenerations } from './rotation-plan.ts';
 
@@ -61,44 +62,6 @@ function toEntry(key: KeyGeneration & { entry: NativeKeyEntry }): NativeKeyEntry
     state: key.state,
     ...(entry.createdAt === undefined ? {} : { createdAt: entry.createdAt }),
   };
-}
-
-const LOCK_RETRY_MS = 10;
-
-/** Runs `fn` holding `lockFile` (created exclusively); waits up to `timeoutMs`; takes over a stale lock. */
-async function withLockFile<T>(
-  lockFile: string,
-  staleMs: number,
-  timeoutMs: number,
-  fn: () => Promise<T>,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    try {
-      const handle = await open(lockFile, 'wx', 0o600);
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.close();
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const info = await stat(lockFile).catch(() => undefined);
-      if (info !== undefined && Date.now() - info.mtimeMs > staleMs) {
-        await rm(lockFile, { force: true }); // its holder died mid-change
-        continue;
-      }
-      if (Date.now() - started > timeoutMs) {
-        throw new KeyStoreError(
-          `${lockFile} is held by another process for over ${timeoutMs} ms: if no blackcloud process is running, delete it`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lockFile, { force: true });
-  }
 }
 
 export interface DeviceFileKeyStoreOptions {
@@ -156,12 +119,10 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
 
   apply(deviceId: string, change: KeyChange): Promise<void> {
     const run = this.#queue.then(() =>
-      withLockFile(
-        `${this.path}.lock`,
-        this.#options.staleLockMs ?? 10_000,
-        this.#options.lockTimeoutMs ?? 15_000,
-        () => this.#apply(deviceId, change),
-      ),
+      withDevicesFileLock(this.path, () => this.#apply(deviceId, change), {
+        ...(this.#options.staleLockMs === undefined ? {} : { staleMs: this.#options.staleLockMs }),
+        ...(this.#options.lockTimeoutMs === undefined ? {} : { timeoutMs: this.#options.lockTimeoutMs }),
+      }),
     );
     this.#queue = run.catch(() => undefined);
     return run;

@@ -304,6 +304,16 @@ describe('device file', () => {
     await addDeviceEntry(fresh, { id: 'first', allowedAccess: ['udp/5683'] });
     expect((await loadDeviceFile(fresh)).map((device) => device.id)).toEqual(['first']);
   });
+
+  it('addDeviceEntry holds the devices-file lock: 20 concurrent adds all land, and the lock is gone after', async () => {
+    await writeFile(file, DEMO_YAML, { mode: 0o600 });
+    const ids = Array.from({ length: 20 }, (_, i) => `concurrent-${i}`);
+    await Promise.all(ids.map((id) => addDeviceEntry(file, { id, allowedAccess: ['tcp/8883'] })));
+    const loaded = (await loadDeviceFile(file)).map((device) => device.id);
+    expect(loaded.slice(0, 2)).toEqual(['demo-device', 'sensor.7']);
+    expect(new Set(loaded.slice(2))).toEqual(new Set(ids));
+    await expect(stat(`${file}.lock`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 });
 
 describe('FileDeviceDirectory / StaticDeviceDirectory', () => {

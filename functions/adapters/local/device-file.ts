@@ -40,6 +40,7 @@ import { isSeq, parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import type { AccessEntry, FwknopHashType, Protocol } from '../../../spa/types.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../../receiver/ports.ts';
+import { withDevicesFileLock } from './devices-file-lock.ts';
 
 // ------------------------------------------------------------------------------------------------
 // Schema (the file form). Messages say what is expected and how to fix it.
@@ -528,6 +529,10 @@ export async function writeDeviceFile(path: string, entries: readonly DeviceFile
  */
 export async function addDeviceEntry(path: string, entry: DeviceFileEntry): Promise<void> {
   const file = resolvePath(path);
+  await withDevicesFileLock(file, () => appendDeviceEntry(file, entry));
+}
+
+async function appendDeviceEntry(file: string, entry: DeviceFileEntry): Promise<void> {
   let existing: string | undefined;
   try {
     existing = await readFile(file, 'utf8');
