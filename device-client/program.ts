@@ -12,6 +12,20 @@ import { registerPub } from './commands/pub.ts';
 import { registerSub } from './commands/sub.ts';
 import { registerUp } from './commands/up.ts';
 
+/**
+ * Descriptions are written as source-width lines; commander wraps them again to the terminal, so a hard line
+ * break inside a sentence shows as a ragged short line. Join such breaks into spaces and keep the intended ones:
+ * after a sentence or a colon, and before an indented or listed line.
+ */
+export function reflowDescription(text: string): string {
+  return text.replace(/([^.:!?\n])\n(?=[^\s-])/g, '$1 ');
+}
+
+function reflowTree(command: Command): void {
+  command.description(reflowDescription(command.description()));
+  for (const sub of command.commands) reflowTree(sub);
+}
+
 export function createProgram(io: CliIo): Command {
   const program = new Command('blackcloud')
     .description(
@@ -47,5 +61,6 @@ export function createProgram(io: CliIo): Command {
     });
     for (const sub of command.commands) sub.exitOverride();
   }
+  reflowTree(program);
   return program;
 }

@@ -221,9 +221,9 @@ export function registerKeys(program: Command, io: CliIo): void {
     .command('rotate')
     .summary('rotate native SPA keys now (one device or all)')
     .description(
-      "Generate a new native SPA key per device, publish it on the device's own key topic over the controller's\n" +
-        'mutual-TLS broker session, and wait for the device to acknowledge it. The old key keeps working until\n' +
-        'the grace period after the ack ends, or the new key is first used; a device that is offline keeps its\n' +
+      "Generate a new native SPA key per device, publish it on the device's own key topic over the controller's " +
+        'mutual-TLS broker session, and wait for the device to acknowledge it. The old key keeps working until ' +
+        'the grace period after the ack ends, or the new key is first used; a device that is offline keeps its ' +
         'old key and gets the offer again later. See docs/key-lifecycle.md.',
     )
     .option('--device <id>', 'rotate this device')
