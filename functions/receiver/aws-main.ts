@@ -1,7 +1,11 @@
 /**
  * The receiver on AWS (systemd unit on the receiver instance): reads its configuration from the environment
  * (aws-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
- * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT (revoking every grant it opened).
+ * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT: by default revoking every grant it
+ * opened; with BLACKCLOUD_SHUTDOWN=handover (receivers behind a load balancer) leaving them open for their delayed
+ * SQS messages and the sweeper, so replacing a receiver never closes a grant a device is about to use. With
+ * BLACKCLOUD_HEALTH_PORT it also answers the load balancer's TCP health check (health-listener.ts), opened after
+ * the SPA socket and closed before it.
  *
  *   node --import tsx functions/receiver/aws-main.ts               run
  *   node --import tsx functions/receiver/aws-main.ts --print-config  print the configuration as understood, exit
@@ -23,6 +27,7 @@ import { SecurityGroupFirewall } from '../adapters/aws/security-group-firewall.t
 import { SqsExpiryScheduler } from '../adapters/aws/sqs-expiry-scheduler.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './aws-config.ts';
 import type { Outcome } from './handle-datagram.ts';
+import { type HealthListener, startHealthListener } from './health-listener.ts';
 import { type RunningReceiver, startReceiver } from './main.ts';
 import type { Clock, RemoteEndpoint, Timers } from './ports.ts';
 import { createReceiverDeps } from './receiver-deps.ts';
@@ -35,6 +40,8 @@ export interface StartAwsReceiverOptions {
   readonly host?: string;
   /** Overrides config.spaPort (tests bind 0). */
   readonly port?: number;
+  /** Overrides config.healthPort (tests bind 0). */
+  readonly healthPort?: number;
   /** @default the process-wide clients for config.region / config.endpoint */
   readonly clients?: AwsClients;
   /** @default process.stdout */
@@ -48,7 +55,12 @@ export interface StartAwsReceiverOptions {
 export interface AwsReceiver {
   readonly receiver: RunningReceiver;
   readonly firewall: SecurityGroupFirewall;
-  /** Stop receiving, revoke every grant this process opened, flush the firewall. Idempotent. */
+  /** The health port, when configured. */
+  readonly health: HealthListener | undefined;
+  /**
+   * Close the health port, stop receiving, then revoke every grant this process opened (shutdown 'revoke') or
+   * hand them to the revoke queue and sweeper ('handover'), and flush the firewall. Idempotent.
+   */
   close(): Promise<void>;
 }
 
@@ -76,6 +88,7 @@ export async function startAwsReceiver(
     retry: options.retry ?? defaultRetryPolicy(),
     metrics,
     grantStore,
+    rulesPerGroup: config.rulesPerGroup,
     onGrantStoreError: (error) =>
       log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
   });
@@ -119,14 +132,35 @@ export async function startAwsReceiver(
     ...(options.onOutcome === undefined ? {} : { onOutcome: options.onOutcome }),
   });
 
+  const healthPort = options.healthPort ?? config.healthPort;
+  let health: HealthListener | undefined;
+  if (healthPort !== undefined) {
+    try {
+      health = await startHealthListener({
+        host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
+        port: healthPort,
+      });
+    } catch (error) {
+      await receiver.close();
+      throw error;
+    }
+  }
+
   let closing: Promise<void> | undefined;
   return {
     receiver,
     firewall,
+    health,
     close() {
       closing ??= (async () => {
+        await health?.close();
         await receiver.close();
-        await deps.grants.close();
+        if (config.shutdown === 'handover') {
+          const handed = await deps.grants.release();
+          log('info', `${handed.length} open grant(s) handed to the revoke queue and the sweeper`);
+        } else {
+          await deps.grants.close();
+        }
         await firewall.close();
       })();
       return closing;
