@@ -14,6 +14,8 @@
  *   BLACKCLOUD_GRANT_SECONDS              grant length when a knock asks for 0 s       default 30
  *   BLACKCLOUD_CLOCK_WINDOW_SECONDS       accepted |now - packet timestamp|            default 60
  *   BLACKCLOUD_RULES_PER_GROUP            inbound rules per broker group and family    default 60
+ *   BLACKCLOUD_COALESCE_MS                rule changes gathered into one EC2 call, ms  default 20
+ *   BLACKCLOUD_EC2_ATTEMPTS               attempts per EC2 call when throttled         default 8
  *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
  *   BLACKCLOUD_SHUTDOWN                   revoke | handover (grants at shutdown)       default revoke
  *   AWS_REGION                            Region of all the above                      required
@@ -95,6 +97,20 @@ export const awsReceiverVars = {
     expected: 'an integer 1..1000 (the "Inbound or outbound rules per security group" quota)',
     fix: "set it to the account's raised quota, or unset it for EC2's default",
     default: 60,
+  },
+  coalesceMs: {
+    name: 'BLACKCLOUD_COALESCE_MS',
+    schema: secondsSchema(1, 10_000),
+    expected: 'an integer number of milliseconds 1..10000',
+    fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
+    default: 20,
+  },
+  ec2Attempts: {
+    name: 'BLACKCLOUD_EC2_ATTEMPTS',
+    schema: secondsSchema(1, 50),
+    expected: 'an integer 1..50 (attempts per EC2 call, with exponential backoff and jitter)',
+    fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
+    default: 8,
   },
   healthPort: {
     name: 'BLACKCLOUD_HEALTH_PORT',

@@ -85,10 +85,11 @@ export async function startAwsReceiver(
     brokerAccess,
     clock,
     timers,
-    retry: options.retry ?? defaultRetryPolicy(),
+    retry: options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts },
     metrics,
     grantStore,
     rulesPerGroup: config.rulesPerGroup,
+    coalesceWindowMs: config.coalesceMs,
     onGrantStoreError: (error) =>
       log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
   });

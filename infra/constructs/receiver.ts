@@ -67,7 +67,16 @@ export interface ReceiverProps {
 export const SCALED_RECEIVER_ENV = Object.freeze({
   healthPort: 'BLACKCLOUD_HEALTH_PORT',
   shutdown: 'BLACKCLOUD_SHUTDOWN',
+  coalesceMs: 'BLACKCLOUD_COALESCE_MS',
+  ec2Attempts: 'BLACKCLOUD_EC2_ATTEMPTS',
 });
+
+/**
+ * Several receivers share the account's EC2 API budget (5 Authorize and 5 Revoke calls per second): each gathers
+ * rule changes for a second and retries throttled calls patiently (bench/fleet-sim.ts, docs/scaling.md).
+ */
+export const SCALED_COALESCE_MS = 1000;
+export const SCALED_EC2_ATTEMPTS = 20;
 
 /** Waits (at most 3 minutes) until the receiver's health port answers locally; fails the boot otherwise. */
 export function waitForHealthCommands(port: number): string[] {
@@ -152,6 +161,8 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
               ...props.environment,
               [SCALED_RECEIVER_ENV.healthPort]: String(healthCheckPort),
               [SCALED_RECEIVER_ENV.shutdown]: 'handover',
+              [SCALED_RECEIVER_ENV.coalesceMs]: String(SCALED_COALESCE_MS),
+              [SCALED_RECEIVER_ENV.ec2Attempts]: String(SCALED_EC2_ATTEMPTS),
             }
           : props.environment,
         controllerTlsSecretName: props.controllerTlsSecretName,

@@ -193,6 +193,8 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('(exec 3<>/dev/tcp/127.0.0.1/4001)');
     expect(userData).toContain('BLACKCLOUD_HEALTH_PORT=4001\n');
     expect(userData).toContain('BLACKCLOUD_SHUTDOWN=handover\n');
+    expect(userData).toContain('BLACKCLOUD_COALESCE_MS=1000\n');
+    expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
   });
 
   it('THEN no receiver instance of its own: the only EC2 instance is the broker', () => {
