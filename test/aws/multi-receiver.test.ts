@@ -160,14 +160,32 @@ describe('two receivers granting the same address at once', () => {
     },
   );
 
-  it('GIVEN three receivers and twelve knocks from one address at once THEN still one rule, the latest expiry', async () => {
+  it('GIVEN three receivers and twelve knocks from one address at once THEN one rule, kept open until the latest expiry', async () => {
     const receivers = [receiverFirewall(), receiverFirewall(), receiverFirewall()];
     await Promise.all(
       Array.from({ length: 12 }, (_, i) => receivers[i % 3]!.allow([grant(30 + i, `dev-${i}`)])),
     );
     const rules = await brokerRules();
-    expect(rules.map((r) => [r.cidr, r.expiresAtSeconds])).toEqual([[`${ADDRESS}/32`, (T0 + 41_000) / 1000]]);
+    expect(rules.map((r) => r.cidr)).toEqual([`${ADDRESS}/32`]);
+    const store = new DynamoGrantStore({ dynamodb: inspect.dynamodb, tableName: 'grants' });
+    expect((await store.get(ADDRESS))?.expiresAt).toBe(T0 + 41_000);
     await expectTableMatchesRules();
+    // Racing extensions may leave an earlier expiry in the description; the table's later one still rules:
+    // neither the sweeper nor a receiver closes the rule before it.
+    const deps = {
+      ec2: moto.clients().ec2,
+      grants: store,
+      securityGroupIds: groupIds,
+      clock: { now: () => now },
+      retry,
+    };
+    now = T0 + 40_999;
+    expect((await sweepExpiredGrants(deps)).revoked).toEqual([]);
+    await receivers[0]!.revoke([grant(33, 'dev-3')]);
+    expect(await brokerRules()).toHaveLength(1);
+    now = T0 + 41_000;
+    expect((await sweepExpiredGrants(deps)).revoked.map((r) => r.address)).toEqual([ADDRESS]);
+    expect(await brokerRules()).toEqual([]);
   });
 
   it('GIVEN B extended what A opened WHEN A revokes its own (earlier) grant THEN the rule stays open', async () => {
@@ -357,7 +375,7 @@ describe('receivers end to end: the shared nonce table, the health port, shutdow
     await receivers[1]!.close();
     // Neither receiver revoked the grant: the rule and its grants item are still there for the revoker/sweeper.
     expect((await brokerRules()).map((r) => r.cidr)).toEqual(['127.0.0.1/32']);
-    now = Date.now();
-    await expectTableMatchesRules();
+    const store = new DynamoGrantStore({ dynamodb: inspect.dynamodb, tableName: 'grants' });
+    expect((await store.get('127.0.0.1'))?.deviceId).toBe('dev-1');
   });
 });
