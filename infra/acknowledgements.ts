@@ -43,7 +43,10 @@ export function nagAcknowledgements(stack: BlackcloudStack): NagAcknowledgement[
         'spaSourceCidrs); the receiver never answers on it, so a scan sees nothing. It is the only ingress rule.',
     },
   ];
-  for (const instance of [stack.receiver.instance, stack.broker.instance]) {
+  const instances = stack.receiver.scaled
+    ? [stack.broker.instance]
+    : [stack.receiver.instance, stack.broker.instance];
+  for (const instance of instances) {
     list.push(
       { scope: instance, id: 'AwsSolutions::AwsSolutions-EC28', reason: NO_DETAILED_MONITORING },
       { scope: instance, id: 'AwsSolutions::AwsSolutions-EC29', reason: NO_TERMINATION_PROTECTION },
@@ -67,6 +70,15 @@ export function nagAcknowledgements(stack: BlackcloudStack): NagAcknowledgement[
   });
   for (const fn of [stack.revocation.revoker, stack.revocation.sweeper]) {
     list.push({ scope: fn, id: 'AwsSolutions::AwsSolutions-L1', reason: NODE_22 });
+  }
+  if (stack.receiver.loadBalancer !== undefined) {
+    list.push({
+      scope: stack.receiver.loadBalancer,
+      id: 'AwsSolutions::AwsSolutions-ELB2',
+      reason:
+        'Network Load Balancer access logs exist only for TLS listeners; this balancer has a single UDP listener ' +
+        '(SPA knocks), and every knock is audited by the receiver that handled it, client address included.',
+    });
   }
   if (stack.config.sessionManager) {
     list.push({

@@ -1,5 +1,6 @@
 /**
- * Builds the CDK app: one BlackcloudStack plus cdk-nag's AwsSolutions pack as a policy-validation plugin, so an
+ * Builds the CDK app: one BlackcloudStack (settings from the `blackcloud` context key, plus the `receivers` key:
+ * `-c receivers=3`) plus cdk-nag's AwsSolutions pack as a policy-validation plugin, so an
  * unacknowledged finding fails `app.synth()`. Used by infra/app.ts (the `cdk` entry) and by the tests, so both
  * synthesize the same thing. `cdkJsonContext()` gives tests the feature flags the CLI passes from cdk.json.
  */
@@ -10,7 +11,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { BlackcloudStack, DEFAULT_STACK_NAME } from './blackcloud-stack.ts';
 import { REPO_ROOT } from './bundle.ts';
 import type { BlackcloudProps } from './config.ts';
-import { settingsFromContext, stackNameFromContext } from './context.ts';
+import { settingsFromContext, stackNameFromContext, withReceiversFromContext } from './context.ts';
 
 export interface BlackcloudAppOptions {
   /** Settings of the stack. @default - the `blackcloud` context key (cdk.json or -c), else all defaults */
@@ -36,7 +37,12 @@ export function createBlackcloudApp(options: BlackcloudAppOptions = {}): {
   const stackName =
     options.stackName ??
     stackNameFromContext(app.node.tryGetContext('blackcloud:stackName'), DEFAULT_STACK_NAME);
-  const props = options.props ?? settingsFromContext(app.node.tryGetContext('blackcloud'));
+  const props =
+    options.props ??
+    withReceiversFromContext(
+      settingsFromContext(app.node.tryGetContext('blackcloud')),
+      app.node.tryGetContext('receivers'),
+    );
   const stack = new BlackcloudStack(app, stackName, props);
   if (options.nag ?? true) Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, stack };

@@ -11,7 +11,12 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import { EC2_UNIQUE_IMDSV2_LAUNCH_TEMPLATE_NAME } from 'aws-cdk-lib/cx-api';
 import type { Construct } from 'constructs';
 import { acknowledgeNagFindings } from './acknowledgements.ts';
-import { type BlackcloudConfig, type BlackcloudProps, resolveConfig } from './config.ts';
+import {
+  type BlackcloudConfig,
+  type BlackcloudProps,
+  DEFAULT_RULES_PER_SECURITY_GROUP,
+  resolveConfig,
+} from './config.ts';
 import { Audit } from './constructs/audit.ts';
 import { Broker } from './constructs/broker.ts';
 import { Fleet } from './constructs/fleet.ts';
@@ -19,7 +24,7 @@ import { GrantStore } from './constructs/grant-store.ts';
 import { Network } from './constructs/network.ts';
 import { Receiver } from './constructs/receiver.ts';
 import { Revocation } from './constructs/revocation.ts';
-import { ENV } from './environment.ts';
+import { ENV, OPTIONAL_ENV } from './environment.ts';
 import { CONTROLLER_SECRET_FILES, CONTROLLER_TLS_DIR } from './host/receiver-host.ts';
 import { STACK_OUTPUTS } from './outputs.ts';
 
@@ -98,7 +103,14 @@ export class BlackcloudStack extends Stack {
       controllerTlsSecretName: config.controllerTlsSecretName,
       ipv6: config.ipv6,
       sessionManager: config.sessionManager,
+      count: config.receivers,
+      healthCheckPort: config.receiverHealthPort,
+      notificationTopic: this.audit.alarmTopic,
       environment: {
+        // Only when the quota was raised: the default stack's receiver configuration stays as it is.
+        ...(config.rulesPerSecurityGroup === DEFAULT_RULES_PER_SECURITY_GROUP
+          ? {}
+          : { [OPTIONAL_ENV.rulesPerGroup]: String(config.rulesPerSecurityGroup) }),
         [ENV.spaPort]: String(config.spaPort),
         [ENV.brokerPort]: String(config.brokerPort),
         [ENV.nonceTable]: this.grantStore.nonces.tableName,
@@ -151,11 +163,21 @@ export class BlackcloudStack extends Stack {
       this.broker.instance,
       'The broker instance fails its status checks.',
     );
-    this.audit.alarmOnInstanceStatus(
-      'ReceiverStatus',
-      this.receiver.instance,
-      'The receiver instance fails its status checks.',
-    );
+    if (this.receiver.targetGroup !== undefined && this.receiver.loadBalancer !== undefined) {
+      this.audit.alarmOnHealthyTargets(
+        'ReceiverTargets',
+        this.receiver.targetGroup,
+        this.receiver.loadBalancer,
+        config.receivers,
+        `Fewer than ${config.receivers} receivers pass the load balancer's health check.`,
+      );
+    } else {
+      this.audit.alarmOnInstanceStatus(
+        'ReceiverStatus',
+        this.receiver.instance,
+        'The receiver instance fails its status checks.',
+      );
+    }
     this.audit.showAlarmStatus();
 
     this.addOutputs(config, brokerSecurityGroupIds);
@@ -167,6 +189,11 @@ export class BlackcloudStack extends Stack {
       [STACK_OUTPUTS.receiverAddress]: {
         value: this.receiver.publicAddress,
         description: 'Elastic IP of the receiver: devices knock here (UDP)',
+      },
+      [STACK_OUTPUTS.receiverAddresses]: {
+        value: Fn.join(',', [...this.receiver.publicAddresses]),
+        description:
+          'Every address devices may knock on (comma-separated; one per load-balancer subnet when scaled)',
       },
       [STACK_OUTPUTS.spaPort]: { value: String(config.spaPort), description: 'UDP port of the SPA knocks' },
       [STACK_OUTPUTS.brokerAddress]: {

@@ -37,19 +37,36 @@ export interface BlackcloudProps {
   /** Instance type of the broker; must be Graviton (arm64). @default 't4g.micro' */
   readonly brokerInstanceType?: string;
   /**
-   * Number of receivers. Placeholder: only 1 is supported until receivers sit behind a UDP Network Load
-   * Balancer. @default 1
+   * Number of receivers. 1: one instance with its own Elastic IP. Above 1: an Auto Scaling group of that many
+   * receivers behind a UDP Network Load Balancer (client address preserved, cross-zone, one Elastic IP per
+   * subnet as the SPA address), health-checked over TCP from inside the VPC only, replaced one at a time with
+   * the rest in service (docs/scaling.md). At most 20. @default 1
    */
-  readonly receiverCount?: number;
+  readonly receivers?: number;
+  /**
+   * TCP port of the receivers' health check (only with `receivers` > 1): answered to the VPC's own range only,
+   * never to the internet. Must differ from `spaPort`. @default 62202
+   */
+  readonly receiverHealthPort?: number;
   /** How often the receiver (as controller) rotates each device's SPA key, in hours. @default 24 */
   readonly keyRotationHours?: number;
   /** Retention of the audit log group, in days (one of CloudWatch Logs' allowed values). @default 365 */
   readonly logRetentionDays?: number;
   /**
-   * How many security groups on the broker carry knock rules (each holds at most 60 inbound rules per IP
-   * family by default; the broker's interface takes at most 5 groups by default). @default 1
+   * How many security groups on the broker carry knock rules (each holds at most `rulesPerSecurityGroup` inbound
+   * rules per IP family). At most `securityGroupsPerInterface`. @default 1
    */
   readonly grantSecurityGroupCount?: number;
+  /**
+   * The account's "Security groups per network interface" quota (AWS default 5, at most 16): the bound of
+   * `grantSecurityGroupCount`. Raise it here only after raising the quota. @default 5
+   */
+  readonly securityGroupsPerInterface?: number;
+  /**
+   * The account's "Inbound or outbound rules per security group" quota (AWS default 60, per IP family). The
+   * receiver fills each grant group up to it. Rules × groups per interface may not exceed 1000. @default 60
+   */
+  readonly rulesPerSecurityGroup?: number;
   /** Replays per 5 minutes that raise the replay-spike alarm. @default 10 */
   readonly replayAlarmThreshold?: number;
   /**
@@ -96,10 +113,13 @@ export interface BlackcloudConfig {
   readonly spaSourceCidrs: readonly string[];
   readonly receiverInstanceType: string;
   readonly brokerInstanceType: string;
-  readonly receiverCount: 1;
+  readonly receivers: number;
+  readonly receiverHealthPort: number;
   readonly keyRotationHours: number;
   readonly logRetentionDays: number;
   readonly grantSecurityGroupCount: number;
+  readonly securityGroupsPerInterface: number;
+  readonly rulesPerSecurityGroup: number;
   readonly replayAlarmThreshold: number;
   readonly brokerTlsSecretName: string;
   readonly controllerTlsSecretName: string;
@@ -135,6 +155,15 @@ export const DEFAULT_CODE: Required<CodeEntries> = Object.freeze({
 export const MAX_GRANT_SECONDS = 900;
 /** Security groups per network interface, AWS default quota. */
 export const MAX_SECURITY_GROUPS_PER_INTERFACE = 5;
+/** Security groups per network interface, the highest value the quota can be raised to. */
+export const SECURITY_GROUPS_PER_INTERFACE_LIMIT = 16;
+/** Inbound rules per security group (per IP family), AWS default quota. */
+export const DEFAULT_RULES_PER_SECURITY_GROUP = 60;
+/** EC2: rules per group × groups per interface may not exceed this. */
+export const MAX_RULES_PER_INTERFACE = 1000;
+/** Receivers behind the load balancer, at most (an Auto Scaling group; more is a second stack). */
+export const MAX_RECEIVERS = 20;
+export const DEFAULT_RECEIVER_HEALTH_PORT = 62_202;
 /** The values CloudWatch Logs accepts for RetentionInDays. */
 export const LOG_RETENTION_DAYS: readonly number[] = Object.freeze([
   1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
@@ -298,7 +327,52 @@ function entryPath(prop: string, value: string | undefined, fallback: string): s
 export function resolveConfig(props: BlackcloudProps, stackName: string): BlackcloudConfig {
   const spaPort = integerIn('spaPort', props.spaPort, DEFAULT_SPA_PORT, 1, 65_535);
   const brokerPort = integerIn('brokerPort', props.brokerPort, DEFAULT_BROKER_PORT, 1, 65_535);
-  const receiverCount = integerIn('receiverCount', props.receiverCount, 1, 1, 1);
+  const receivers = integerIn('receivers', props.receivers, 1, 1, MAX_RECEIVERS);
+  const receiverHealthPort = integerIn(
+    'receiverHealthPort',
+    props.receiverHealthPort,
+    DEFAULT_RECEIVER_HEALTH_PORT,
+    1,
+    65_535,
+  );
+  if (receiverHealthPort === spaPort) {
+    throw new InvalidPropError(
+      'receiverHealthPort',
+      receiverHealthPort,
+      'must differ from spaPort (the health check is TCP, the SPA port is UDP and never answers)',
+      'choose another port, or leave it out for the default',
+    );
+  }
+  const securityGroupsPerInterface = integerIn(
+    'securityGroupsPerInterface',
+    props.securityGroupsPerInterface,
+    MAX_SECURITY_GROUPS_PER_INTERFACE,
+    1,
+    SECURITY_GROUPS_PER_INTERFACE_LIMIT,
+  );
+  const grantSecurityGroupCount = integerIn(
+    'grantSecurityGroupCount',
+    props.grantSecurityGroupCount,
+    1,
+    1,
+    securityGroupsPerInterface,
+  );
+  const rulesPerSecurityGroup = integerIn(
+    'rulesPerSecurityGroup',
+    props.rulesPerSecurityGroup,
+    DEFAULT_RULES_PER_SECURITY_GROUP,
+    1,
+    MAX_RULES_PER_INTERFACE,
+  );
+  if (rulesPerSecurityGroup * securityGroupsPerInterface > MAX_RULES_PER_INTERFACE) {
+    throw new InvalidPropError(
+      'rulesPerSecurityGroup',
+      rulesPerSecurityGroup,
+      `times securityGroupsPerInterface (${securityGroupsPerInterface}) must be at most ` +
+        `${MAX_RULES_PER_INTERFACE} (EC2's limit per network interface)`,
+      'lower one of the two quotas to match what AWS granted the account',
+    );
+  }
   const logRetentionDays = props.logRetentionDays ?? DEFAULT_LOG_RETENTION_DAYS;
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) {
     throw new InvalidPropError(
@@ -351,7 +425,8 @@ export function resolveConfig(props: BlackcloudProps, stackName: string): Blackc
       props.brokerInstanceType,
       DEFAULT_BROKER_INSTANCE_TYPE,
     ),
-    receiverCount: receiverCount as 1,
+    receivers,
+    receiverHealthPort,
     keyRotationHours: integerIn(
       'keyRotationHours',
       props.keyRotationHours,
@@ -360,13 +435,9 @@ export function resolveConfig(props: BlackcloudProps, stackName: string): Blackc
       8760,
     ),
     logRetentionDays,
-    grantSecurityGroupCount: integerIn(
-      'grantSecurityGroupCount',
-      props.grantSecurityGroupCount,
-      1,
-      1,
-      MAX_SECURITY_GROUPS_PER_INTERFACE,
-    ),
+    grantSecurityGroupCount,
+    securityGroupsPerInterface,
+    rulesPerSecurityGroup,
     replayAlarmThreshold: integerIn('replayAlarmThreshold', props.replayAlarmThreshold, 10, 1, 1_000_000),
     brokerTlsSecretName: secretName(
       'brokerTlsSecretName',

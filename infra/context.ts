@@ -16,10 +16,13 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'spaSourceCidrs',
   'receiverInstanceType',
   'brokerInstanceType',
-  'receiverCount',
+  'receivers',
+  'receiverHealthPort',
   'keyRotationHours',
   'logRetentionDays',
   'grantSecurityGroupCount',
+  'securityGroupsPerInterface',
+  'rulesPerSecurityGroup',
   'replayAlarmThreshold',
   'brokerTlsSecretName',
   'controllerTlsSecretName',
@@ -84,4 +87,32 @@ export function stackNameFromContext(value: unknown, fallback: string): string {
     );
   }
   return name;
+}
+
+/**
+ * The `receivers` context key, a shortcut for the most common scale setting: `cdk synth -c receivers=3`
+ * (the CLI passes a string) is the same as `-c blackcloud='{"receivers":3}'`. Undefined when not given; the
+ * value is range-checked by `resolveConfig`. Giving both, with different values, fails naming both.
+ */
+export function withReceiversFromContext(props: BlackcloudProps, value: unknown): BlackcloudProps {
+  if (value === undefined || value === null) return props;
+  const text = typeof value === 'number' ? String(value) : value;
+  if (typeof text !== 'string' || !/^[0-9]{1,3}$/.test(text.trim())) {
+    throw new InvalidPropError(
+      'context receivers',
+      value,
+      'must be a whole number of receivers',
+      'pass -c receivers=3, or leave it out for one receiver',
+    );
+  }
+  const receivers = Number(text.trim());
+  if (props.receivers !== undefined && props.receivers !== receivers) {
+    throw new InvalidPropError(
+      'context receivers',
+      receivers,
+      `contradicts blackcloud.receivers (${String(props.receivers)})`,
+      'set the number of receivers in one place only',
+    );
+  }
+  return { ...props, receivers };
 }

@@ -24,3 +24,9 @@ export const ENV = Object.freeze({
   controllerCertFile: 'BLACKCLOUD_CONTROLLER_CERT_FILE',
   controllerKeyFile: 'BLACKCLOUD_CONTROLLER_KEY_FILE',
 });
+
+/** Variables the receiver reads that the stack sets only when they differ from the receiver's own default. */
+export const OPTIONAL_ENV = Object.freeze({
+  /** Inbound rules per broker security group and family (set when the rules-per-group quota was raised). */
+  rulesPerGroup: 'BLACKCLOUD_RULES_PER_GROUP',
+});

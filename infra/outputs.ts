@@ -4,6 +4,7 @@
  */
 export const STACK_OUTPUTS = Object.freeze({
   receiverAddress: 'ReceiverAddress',
+  receiverAddresses: 'ReceiverAddresses',
   spaPort: 'SpaPort',
   brokerAddress: 'BrokerAddress',
   brokerPort: 'BrokerPort',

@@ -13,10 +13,17 @@
  *   BLACKCLOUD_FLEET_THING_GROUP          AWS IoT thing group of the devices           required
  *   BLACKCLOUD_GRANT_SECONDS              grant length when a knock asks for 0 s       default 30
  *   BLACKCLOUD_CLOCK_WINDOW_SECONDS       accepted |now - packet timestamp|            default 60
+ *   BLACKCLOUD_RULES_PER_GROUP            inbound rules per broker group and family    default 60
+ *   BLACKCLOUD_COALESCE_MS                rule changes gathered into one EC2 call, ms  default 20
+ *   BLACKCLOUD_EC2_ATTEMPTS               attempts per EC2 call when throttled         default 8
+ *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
+ *   BLACKCLOUD_SHUTDOWN                   revoke | handover (grants at shutdown)       default revoke
  *   AWS_REGION                            Region of all the above                      required
  *   BLACKCLOUD_AWS_ENDPOINT               one endpoint for every service (moto/tests)  optional
  * Nothing here is secret (keys live in the devices table), so `formatAwsReceiverConfig` prints everything.
  */
+
+import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import {
   commonAwsVars,
@@ -83,6 +90,42 @@ export const awsReceiverVars = {
     expected: 'an integer number of seconds 1..3600',
     fix: 'set the accepted clock difference between devices and the receiver, or unset it for the default',
     default: DEFAULT_CLOCK_WINDOW_MS / 1000,
+  },
+  rulesPerGroup: {
+    name: 'BLACKCLOUD_RULES_PER_GROUP',
+    schema: secondsSchema(1, 1000),
+    expected: 'an integer 1..1000 (the "Inbound or outbound rules per security group" quota)',
+    fix: "set it to the account's raised quota, or unset it for EC2's default",
+    default: 60,
+  },
+  coalesceMs: {
+    name: 'BLACKCLOUD_COALESCE_MS',
+    schema: secondsSchema(1, 10_000),
+    expected: 'an integer number of milliseconds 1..10000',
+    fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
+    default: 20,
+  },
+  ec2Attempts: {
+    name: 'BLACKCLOUD_EC2_ATTEMPTS',
+    schema: secondsSchema(1, 50),
+    expected: 'an integer 1..50 (attempts per EC2 call, with exponential backoff and jitter)',
+    fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
+    default: 8,
+  },
+  healthPort: {
+    name: 'BLACKCLOUD_HEALTH_PORT',
+    schema: portSchema,
+    expected: 'a TCP port 1..65535',
+    fix: "set the load balancer's health-check port (the stack does when receivers > 1), or unset it",
+    optional: true,
+  },
+  shutdown: {
+    name: 'BLACKCLOUD_SHUTDOWN',
+    schema: z.enum(['revoke', 'handover']),
+    expected:
+      '"revoke" (close every grant this receiver opened) or "handover" (leave them to the revoke queue and sweeper)',
+    fix: 'use handover behind a load balancer, so replacing a receiver never closes a grant a device still needs',
+    default: 'revoke' as const,
   },
   region: commonAwsVars.region,
   endpoint: commonAwsVars.endpoint,

@@ -1,7 +1,11 @@
 /**
  * The receiver on AWS (systemd unit on the receiver instance): reads its configuration from the environment
  * (aws-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
- * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT (revoking every grant it opened).
+ * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT: by default revoking every grant it
+ * opened; with BLACKCLOUD_SHUTDOWN=handover (receivers behind a load balancer) leaving them open for their delayed
+ * SQS messages and the sweeper, so replacing a receiver never closes a grant a device is about to use. With
+ * BLACKCLOUD_HEALTH_PORT it also answers the load balancer's TCP health check (health-listener.ts), opened after
+ * the SPA socket and closed before it.
  *
  *   node --import tsx functions/receiver/aws-main.ts               run
  *   node --import tsx functions/receiver/aws-main.ts --print-config  print the configuration as understood, exit
@@ -31,6 +35,7 @@ import {
 } from '../controller/aws-controller.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './aws-config.ts';
 import type { Outcome } from './handle-datagram.ts';
+import { type HealthListener, startHealthListener } from './health-listener.ts';
 import { type RunningReceiver, startReceiver } from './main.ts';
 import type { Clock, RemoteEndpoint, Timers } from './ports.ts';
 import { createReceiverDeps } from './receiver-deps.ts';
@@ -43,6 +48,8 @@ export interface StartAwsReceiverOptions {
   readonly host?: string;
   /** Overrides config.spaPort (tests bind 0). */
   readonly port?: number;
+  /** Overrides config.healthPort (tests bind 0). */
+  readonly healthPort?: number;
   /** @default the process-wide clients for config.region / config.endpoint */
   readonly clients?: AwsClients;
   /** @default process.stdout */
@@ -60,7 +67,13 @@ export interface AwsReceiver {
   readonly firewall: SecurityGroupFirewall;
   /** The key-rotation controller, once its session is set up (undefined when rotation is off). */
   readonly keyRotation: AwsKeyRotation | undefined;
-  /** Stop receiving, revoke every grant this process opened, flush the firewall. Idempotent. */
+  /** The health port, when configured. */
+  readonly health: HealthListener | undefined;
+  /**
+   * Stop the key-rotation controller, close the health port, stop receiving, then revoke every grant this process
+   * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), and flush the firewall.
+   * Idempotent.
+   */
   close(): Promise<void>;
 }
 
@@ -85,9 +98,11 @@ export async function startAwsReceiver(
     brokerAccess,
     clock,
     timers,
-    retry: options.retry ?? defaultRetryPolicy(),
+    retry: options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts },
     metrics,
     grantStore,
+    rulesPerGroup: config.rulesPerGroup,
+    coalesceWindowMs: config.coalesceMs,
     onGrantStoreError: (error) =>
       log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
   });
@@ -159,6 +174,20 @@ export async function startAwsReceiver(
     }
   }
 
+  const healthPort = options.healthPort ?? config.healthPort;
+  let health: HealthListener | undefined;
+  if (healthPort !== undefined) {
+    try {
+      health = await startHealthListener({
+        host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
+        port: healthPort,
+      });
+    } catch (error) {
+      await receiver.close();
+      throw error;
+    }
+  }
+
   let closing: Promise<void> | undefined;
   return {
     receiver,
@@ -166,11 +195,18 @@ export async function startAwsReceiver(
     get keyRotation() {
       return keyRotation;
     },
+    health,
     close() {
       closing ??= (async () => {
         await keyRotation?.close();
+        await health?.close();
         await receiver.close();
-        await deps.grants.close();
+        if (config.shutdown === 'handover') {
+          const handed = await deps.grants.release();
+          log('info', `${handed.length} open grant(s) handed to the revoke queue and the sweeper`);
+        } else {
+          await deps.grants.close();
+        }
         await firewall.close();
       })();
       return closing;

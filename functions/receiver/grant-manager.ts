@@ -20,6 +20,9 @@
  *   the grant stays open under its timer).
  * - `revokeAll()` revokes everything currently open (one coalesced `Firewall.revoke`, per grant on failure);
  *   `close()` stops accepting opens ('grant-failed'), waits for operations in flight, then revokes everything.
+ *   `release()` stops accepting opens and waits for operations in flight like `close()`, but revokes nothing: it
+ *   forgets its grants and their timers, handing them to the durable backstop (a receiver replaced behind a load
+ *   balancer: the revoke queue and the sweeper close them at their expiry). Returns the grants it handed over.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' | 'grant.failed'; events carry no key material.
  */
 
@@ -177,6 +180,18 @@ export class GrantManager implements GrantOpener {
   async close(): Promise<void> {
     this.#closed = true;
     await this.revokeAll();
+  }
+
+  async release(): Promise<Grant[]> {
+    this.#closed = true;
+    await Promise.all([...this.#chains.values()]);
+    const grants: Grant[] = [];
+    for (const [key, entry] of this.#entries) {
+      this.#timers.clearTimeout(entry.timer);
+      this.#entries.delete(key);
+      grants.push(entry.grant);
+    }
+    return grants;
   }
 
   #serialize<T>(key: string, operation: () => Promise<T>): Promise<T> {

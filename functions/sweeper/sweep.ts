@@ -2,7 +2,10 @@
  * The sweeper's logic (every minute): the backstop that makes a crashed receiver or a lost message leave
  * nothing open for long.
  *   1. In every broker security group, revoke each blackcloud rule whose description expiry
- *      (`blackcloud:<deviceId>:exp=<epochSeconds>`) is at or before now; other rules are never touched.
+ *      (`blackcloud:<deviceId>:exp=<epochSeconds>`) is at or before now, unless the grants table (the single
+ *      record of what is open) says the address's grant runs past now: with several receivers, two extensions
+ *      racing can leave the shorter expiry in the description while the table keeps the later one. Other rules
+ *      are never touched. If the table cannot be read, the descriptions alone decide (closing is the safe side).
  *   2. Delete the grants-table items of revoked addresses and every item already expired, each only if it has
  *      not been extended meanwhile (conditional delete). Items naming a group whose sweep failed are kept.
  * Idempotent: a second run at the same instant revokes and deletes nothing. A failing group does not stop the
@@ -45,10 +48,17 @@ export interface SweepReport {
 export async function sweepExpiredGrants(deps: SweeperDeps): Promise<SweepReport> {
   const now = deps.clock.now();
   const failures: { where: string; error: string }[] = [];
+  const extended = new Set<string>();
+  try {
+    for (const grant of await deps.grants.listActive(now)) extended.add(grant.address);
+  } catch (error) {
+    failures.push({ where: 'grants table scan (active)', error: describeError(error) });
+  }
   const sweeps = await revokeExpiredRules({
     ctx: { ec2: deps.ec2, retry: deps.retry },
     groupIds: deps.securityGroupIds,
     dueAtSeconds: Math.floor(now / 1000),
+    filter: (rule) => !extended.has(addressOfRule(rule)),
   });
   const failedGroups = new Set<string>();
   for (const s of sweeps) {

@@ -14,6 +14,7 @@ import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -244,6 +245,35 @@ export class Audit extends Construct {
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       description,
+    });
+  }
+
+  /**
+   * Alarms when fewer than `expected` receivers behind the load balancer pass their health check (scaled
+   * receivers): one receiver down still leaves the others serving, but the headroom is gone.
+   */
+  alarmOnHealthyTargets(
+    id: string,
+    targetGroup: elbv2.NetworkTargetGroup,
+    loadBalancer: elbv2.NetworkLoadBalancer,
+    expected: number,
+    description: string,
+  ): cloudwatch.Alarm {
+    return this.addAlarm(id, {
+      metric: new cloudwatch.Metric({
+        namespace: 'AWS/NetworkELB',
+        metricName: 'HealthyHostCount',
+        dimensionsMap: {
+          TargetGroup: targetGroup.targetGroupFullName,
+          LoadBalancer: loadBalancer.loadBalancerFullName,
+        },
+        period: Duration.minutes(5),
+        statistic: cloudwatch.Stats.MINIMUM,
+      }),
+      threshold: expected,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      description,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
   }
 

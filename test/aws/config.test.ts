@@ -38,6 +38,11 @@ describe('AWS receiver config', () => {
       fleetThingGroup: 'blackcloud-fleet',
       grantSeconds: 30,
       clockWindowSeconds: 60,
+      rulesPerGroup: 60,
+      coalesceMs: 20,
+      ec2Attempts: 8,
+      healthPort: undefined,
+      shutdown: 'revoke',
       region: 'eu-west-1',
       endpoint: undefined,
     });
@@ -96,7 +101,7 @@ describe('AWS receiver config', () => {
     expect(text).toContain('BLACKCLOUD_BROKER_SECURITY_GROUP_IDS=sg-0123456789abcdef0,sg-0fedcba9876543210');
     expect(text).toContain('BLACKCLOUD_SPA_PORT=62201');
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
-    expect(text.split('\n')).toHaveLength(12);
+    expect(text.split('\n')).toHaveLength(17);
   });
 });
 

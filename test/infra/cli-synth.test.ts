@@ -79,6 +79,23 @@ describe('npx cdk synth, offline and without credentials', () => {
     expect(existsSync(contextFile)).toBe(contextFileBefore);
   });
 
+  it('GIVEN -c receivers=3 WHEN synthesizing offline THEN the receivers sit behind a UDP load balancer', () => {
+    const scaled = offlineSynth(['-c', 'receivers=3']);
+    expect({ status: scaled.status, output: scaled.status === 0 ? '' : scaled.output }).toEqual({
+      status: 0,
+      output: '',
+    });
+    const template = JSON.parse(readFileSync(join(scaled.outdir, 'Blackcloud.template.json'), 'utf8')) as {
+      Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
+    };
+    const types = Object.values(template.Resources).map((r) => r.Type);
+    expect(types).toContain('AWS::ElasticLoadBalancingV2::LoadBalancer');
+    const group = Object.values(template.Resources).find(
+      (r) => r.Type === 'AWS::AutoScaling::AutoScalingGroup',
+    );
+    expect(group?.Properties?.DesiredCapacity).toBe('3');
+  });
+
   it('GIVEN a bad setting on the command line WHEN synthesizing THEN it fails naming the prop', () => {
     const bad = offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
     expect(bad.status).not.toBe(0);

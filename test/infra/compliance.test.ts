@@ -166,4 +166,22 @@ describe('every option switched on', () => {
     expect(findings).toEqual([]);
     expect(status).toBe(0);
   });
+
+  it('GIVEN three receivers behind the load balancer with Session Manager WHEN synthesized THEN cdk-nag and cfn-lint pass', () => {
+    const scaledOut = tempDir();
+    const scaled = createBlackcloudApp({
+      outdir: scaledOut,
+      stackName: 'Scaled',
+      context: cdkJsonContext(),
+      nag: true,
+      props: { receivers: 3, sessionManager: true, grantSecurityGroupCount: 5 },
+    });
+    expect(() => scaled.app.synth()).not.toThrow();
+    const list = nagAcknowledgements(scaled.stack).map(({ scope, id }) => `${scope.node.path} ${id}`);
+    expect(list).toContain('Scaled/Receiver/LoadBalancer AwsSolutions::AwsSolutions-ELB2');
+    expect(list.filter((entry) => entry.startsWith('Scaled/Receiver/Resource'))).toEqual([]);
+    const { findings, status } = cfnLint(join(scaledOut, 'Scaled.template.json'));
+    expect(findings).toEqual([]);
+    expect(status).toBe(0);
+  });
 });

@@ -23,10 +23,13 @@ describe('resolveConfig defaults', () => {
       spaSourceCidrs: ['0.0.0.0/0', '::/0'],
       receiverInstanceType: 't4g.nano',
       brokerInstanceType: 't4g.micro',
-      receiverCount: 1,
+      receivers: 1,
+      receiverHealthPort: 62_202,
       keyRotationHours: 24,
       logRetentionDays: 365,
       grantSecurityGroupCount: 1,
+      securityGroupsPerInterface: 5,
+      rulesPerSecurityGroup: 60,
       replayAlarmThreshold: 10,
       brokerTlsSecretName: 'Blackcloud/broker-tls',
       controllerTlsSecretName: 'Blackcloud/controller-tls',
@@ -70,6 +73,24 @@ describe('resolveConfig defaults', () => {
     expect(config.brokerTlsSecretName).toBe('Edge/broker-tls');
     expect(config.alarmEmail).toBe('ops@example.org');
   });
+
+  it('GIVEN three receivers and raised group quotas WHEN resolved THEN they are kept', () => {
+    const config = resolveConfig(
+      {
+        receivers: 3,
+        securityGroupsPerInterface: 16,
+        grantSecurityGroupCount: 16,
+        rulesPerSecurityGroup: 62,
+      },
+      'Edge',
+    );
+    expect(config).toMatchObject({
+      receivers: 3,
+      securityGroupsPerInterface: 16,
+      grantSecurityGroupCount: 16,
+      rulesPerSecurityGroup: 62,
+    });
+  });
 });
 
 describe('resolveConfig rejects bad props, naming them', () => {
@@ -83,7 +104,20 @@ describe('resolveConfig rejects bad props, naming them', () => {
     ['clockWindowSeconds zero', { clockWindowSeconds: 0 }, 'clockWindowSeconds'],
     ['an x86 receiver', { receiverInstanceType: 't3.nano' }, 'receiverInstanceType'],
     ['an x86 broker', { brokerInstanceType: 'm5.large' }, 'brokerInstanceType'],
-    ['two receivers (placeholder)', { receiverCount: 2 }, 'receiverCount'],
+    ['no receiver', { receivers: 0 }, 'receivers'],
+    ['21 receivers', { receivers: 21 }, 'receivers'],
+    ['the health check on the SPA port', { receiverHealthPort: 62_201 }, 'receiverHealthPort'],
+    ['17 groups per interface', { securityGroupsPerInterface: 17 }, 'securityGroupsPerInterface'],
+    [
+      'more grant groups than the interface quota',
+      { securityGroupsPerInterface: 10, grantSecurityGroupCount: 11 },
+      'grantSecurityGroupCount',
+    ],
+    [
+      'rules x groups above 1000',
+      { securityGroupsPerInterface: 16, rulesPerSecurityGroup: 63 },
+      'rulesPerSecurityGroup',
+    ],
     ['key rotation of zero hours', { keyRotationHours: 0 }, 'keyRotationHours'],
     ['a retention CloudWatch does not offer', { logRetentionDays: 42 }, 'logRetentionDays'],
     ['six grant groups', { grantSecurityGroupCount: 6 }, 'grantSecurityGroupCount'],

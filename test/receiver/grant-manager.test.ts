@@ -222,4 +222,17 @@ describe('GrantManager under a virtual clock', () => {
     ]);
     expect(manager.active()).toHaveLength(1);
   });
+
+  it('15. release() hands open grants to the backstop: no revoke, no timer left, no new opens', async () => {
+    await manager.open('dev-a', SOURCE, [TCP_8883], 30);
+    const handed = await manager.release();
+    expect(handed.map((grant) => grant.expiresAt)).toEqual([T0 + 30_000]);
+    expect(manager.active()).toEqual([]);
+    await time.advance(60_000);
+    expect(firewall.calls.map((call) => call.op)).toEqual(['allow']);
+    expect(await manager.open('dev-b', SOURCE, [TCP_8883], 30)).toEqual({
+      ok: false,
+      reason: 'grant-failed',
+    });
+  });
 });

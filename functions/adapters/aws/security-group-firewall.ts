@@ -12,6 +12,11 @@
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
  *     the group is described again and the batch re-planned (existing rules become extensions).
  *   - Idempotent revoke: `InvalidPermission.NotFound` / `UnknownIpPermissions` = already gone (sg-api.ts).
+ *   - Several receivers: with a grant store, a batch's revokes first read their addresses' grants-table items
+ *     (the single record of what is open, strongly consistent): when another receiver extended a grant past the
+ *     expiry being revoked, its rule is left open (the later expiry wins) and this firewall's picture takes the
+ *     later expiry, so it never shortens the rule's description either. An unreadable item revokes as asked
+ *     (closing is the safe direction).
  *   - Quota: rules are placed in the first configured group with a free slot for the family (counted from
  *     DescribeSecurityGroups, EC2's per-family limit `rulesPerGroup`); `RulesPerSecurityGroupLimitExceeded`
  *     marks the group full for that family and the rules move to the next group. When all are full, grants wait
@@ -204,8 +209,14 @@ export class SecurityGroupFirewall implements Firewall {
 
   revoke(grants: readonly Grant[]): Promise<void> {
     const specs: RuleSpec[] = [];
+    const expiryOf = new Map<string, number>();
     try {
-      for (const grant of grants) specs.push(...rulesForGrant(grant, this.#o.brokerAccess).rules);
+      for (const grant of grants) {
+        for (const spec of rulesForGrant(grant, this.#o.brokerAccess).rules) {
+          specs.push(spec);
+          expiryOf.set(ruleKey(spec), Math.max(expiryOf.get(ruleKey(spec)) ?? 0, grant.expiresAt));
+        }
+      }
     } catch (error) {
       return Promise.reject(error);
     }
@@ -219,7 +230,16 @@ export class SecurityGroupFirewall implements Firewall {
     }
     const ticket = new Ticket(specs.length);
     const tickets = [ticket];
-    this.#coalescer.add(...specs.map((spec): RevokeOp<Ticket> => ({ kind: 'revoke', spec, tickets })));
+    this.#coalescer.add(
+      ...specs.map(
+        (spec): RevokeOp<Ticket> => ({
+          kind: 'revoke',
+          spec,
+          tickets,
+          grantExpiresAt: expiryOf.get(ruleKey(spec)) ?? 0,
+        }),
+      ),
+    );
     return ticket.promise;
   }
 
@@ -267,8 +287,9 @@ export class SecurityGroupFirewall implements Firewall {
         return;
       }
     }
+    const due = await this.#notExtendedElsewhere(batch);
     {
-      let ops = coalesceOps(batch);
+      let ops = coalesceOps(due);
       let refreshedForUnknown = false;
       for (let round = 1; ops.length > 0; round++) {
         if (round > MAX_ROUNDS) {
@@ -388,6 +409,48 @@ export class SecurityGroupFirewall implements Firewall {
     await this.#record(opened, revoked);
     for (const [op, error] of settled) this.#settle(op, error);
     if (freed && this.#queue.length > 0) this.#requeue();
+  }
+
+  /**
+   * The batch without the revokes whose grant another receiver extended (see the header): one strongly
+   * consistent grants-table read per address; those revokes succeed at once, and this firewall's picture takes
+   * the later expiry so it never shortens the rule's description.
+   */
+  async #notExtendedElsewhere(batch: RuleOp<Ticket>[]): Promise<RuleOp<Ticket>[]> {
+    const store = this.#o.grantStore;
+    if (store === undefined) return batch;
+    const addresses = new Set<string>();
+    for (const op of batch) {
+      if (op.kind === 'revoke' && op.grantExpiresAt !== undefined) addresses.add(addressOfCidr(op.spec.cidr));
+    }
+    if (addresses.size === 0) return batch;
+    const storedExpiry = new Map<string, number>();
+    await Promise.all(
+      [...addresses].map(async (address) => {
+        try {
+          const stored = await store.get(address);
+          if (stored !== undefined) storedExpiry.set(address, stored.expiresAt);
+        } catch (error) {
+          // Unreadable: revoke as asked (closing is the safe direction).
+          this.#o.metrics.put('ApiErrors', 1, { Code: awsErrorCode(error) }, { Operation: 'GrantStore' });
+        }
+      }),
+    );
+    const due: RuleOp<Ticket>[] = [];
+    for (const op of batch) {
+      const later = op.kind === 'revoke' ? storedExpiry.get(addressOfCidr(op.spec.cidr)) : undefined;
+      if (op.kind !== 'revoke' || later === undefined || later <= (op.grantExpiresAt ?? Infinity)) {
+        due.push(op);
+        continue;
+      }
+      const open = this.#open.get(ruleKey(op.spec));
+      const laterSeconds = toEpochSeconds(later);
+      if (open !== undefined && !open.foreign && open.expiresAtSeconds < laterSeconds) {
+        this.#open.set(ruleKey(op.spec), { ...open, expiresAtSeconds: laterSeconds });
+      }
+      this.#settle(op);
+    }
+    return due;
   }
 
   #settle(op: RuleOp<Ticket>, error?: Error): void {

@@ -50,6 +50,8 @@ export interface RevokeOp<T> {
   readonly kind: 'revoke';
   readonly spec: RuleSpec;
   readonly tickets: readonly T[];
+  /** The expiry (ms) of the grant being revoked: a stored grant ending later was extended elsewhere. */
+  readonly grantExpiresAt?: number;
 }
 
 export type RuleOp<T> = AllowOp<T> | RevokeOp<T>;

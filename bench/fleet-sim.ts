@@ -1,0 +1,457 @@
+/**
+ * Fleet simulation: 100,000 devices knocking on several in-process receivers, as behind the UDP load balancer.
+ * Each receiver is the real pipeline (handleDatagram, GrantManager, SecurityGroupFirewall with its coalescing,
+ * spreading, queueing and retries) with its own DynamoDB client; all share one moto server (python3 -m moto.server)
+ * for the nonce and grants tables, and one EC2 model (bench/fleet/ec2-model.ts: per-action token buckets, 50 burst
+ * and 5/s for Authorize/Revoke, the rules-per-group quota, EC2's error codes). Time is virtual
+ * (bench/fleet/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
+ *
+ * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
+ * whole fleet, and a drip of replays and junk. Devices whose grant is refused (every rule slot taken and the
+ * receiver's queue full, or expired while queued) knock again after a jittered backoff, at most `--retries` times.
+ *
+ * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
+ * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
+ * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked).
+ *
+ *   npx tsx bench/run.ts fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
+ *        [--grant-seconds 30] [--queue 1000] [--retries 0] [--ec2-ms 100] [--coalesce-ms 20] [--attempts 8]
+ *        [--seed 1]
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { EC2Client } from '@aws-sdk/client-ec2';
+import { DynamoGrantStore } from '../functions/adapters/aws/dynamo-grant-store.ts';
+import { DynamoNonceStore } from '../functions/adapters/aws/dynamo-nonce-store.ts';
+import type { Metrics } from '../functions/adapters/aws/metrics.ts';
+import { SecurityGroupFirewall } from '../functions/adapters/aws/security-group-firewall.ts';
+import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
+import type { AuditEvent, AuditSink } from '../functions/receiver/ports.ts';
+import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receiver/receiver-deps.ts';
+import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
+import { encodeBc1 } from '../spa/bc1.ts';
+import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
+import { Ec2Model } from './fleet/ec2-model.ts';
+import { FleetDirectory } from './fleet/fleet-directory.ts';
+import { deviceAddress, type FleetParams, fleetSchedule, seededRandom } from './fleet/fleet-model.ts';
+import { VirtualTime } from './fleet/virtual-time.ts';
+
+interface SimOptions {
+  readonly devices: number;
+  readonly receivers: number;
+  readonly groups: number;
+  readonly rulesPerGroup: number;
+  readonly grantSeconds: number;
+  readonly queue: number;
+  readonly retries: number;
+  readonly ec2Ms: number;
+  readonly coalesceMs: number;
+  /** Attempts per EC2 call when throttled (the receiver's BLACKCLOUD_EC2_ATTEMPTS). */
+  readonly attempts: number;
+  readonly seed: number;
+}
+
+const DEFAULTS: SimOptions = {
+  devices: 100_000,
+  receivers: 4,
+  groups: 5,
+  rulesPerGroup: 200,
+  grantSeconds: 30,
+  queue: 1000,
+  retries: 0,
+  ec2Ms: 100,
+  coalesceMs: 20,
+  attempts: 8,
+  seed: 1,
+};
+
+const START_MS = Date.UTC(2026, 0, 1);
+
+/** Rejections that are the simulation's own attacks (replays, junk) or explicit refusals: not errors. */
+const EXPECTED_REJECTIONS: ReadonlySet<string> = new Set([
+  'replay',
+  'grant-failed',
+  'too-short',
+  'too-long',
+  'bad-magic',
+  'unknown-key',
+  'auth-failed',
+  'malformed',
+  'stale',
+]);
+
+function parseOptions(argv: readonly string[]): SimOptions {
+  const options: Record<string, number> = { ...DEFAULTS };
+  for (let i = 0; i < argv.length; i += 2) {
+    const flag = argv[i] ?? '';
+    const key = flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const value = Number(argv[i + 1]);
+    if (!(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
+      throw new Error(
+        `fleet-sim: bad option ${flag} ${String(argv[i + 1])}: expected one of ` +
+          `${Object.keys(DEFAULTS)
+            .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
+            .join(', ')} followed by a whole number`,
+      );
+    }
+    options[key] = value;
+  }
+  return options as unknown as SimOptions;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** Where each receiver's grant queue stands, and the largest total seen. */
+class QueueGauge {
+  readonly #depth: number[];
+  peak = 0;
+  constructor(receivers: number) {
+    this.#depth = new Array<number>(receivers).fill(0);
+  }
+  metricsFor(index: number, apiErrors: Map<string, number>): Metrics {
+    return {
+      put: (name, value, dimensions) => {
+        if (name === 'GrantQueueDepth') {
+          this.#depth[index] = value;
+          this.peak = Math.max(
+            this.peak,
+            this.#depth.reduce((a, b) => a + b, 0),
+          );
+        } else if (name === 'ApiErrors') {
+          const code = `${dimensions?.Operation ?? '?'}:${dimensions?.Code ?? '?'}`;
+          apiErrors.set(code, (apiErrors.get(code) ?? 0) + value);
+        }
+      },
+    };
+  }
+}
+
+export async function main(argv: readonly string[] = []): Promise<void> {
+  const options = parseOptions(argv);
+  const realStart = performance.now();
+  const fleet: FleetParams = {
+    devices: options.devices,
+    seed: options.seed,
+    reconnectHours: 6,
+    outageAtSeconds: 120,
+    outageFraction: 1,
+    outageSeconds: 60,
+    stormSpreadSeconds: 120,
+    endSeconds: 900,
+    replayEverySeconds: 2,
+    junkPerSecond: 5,
+  };
+  const schedule = fleetSchedule(fleet);
+  const random = seededRandom(options.seed ^ 0xbeef);
+  const time = new VirtualTime(START_MS);
+  const groupIds = Array.from({ length: options.groups }, (_, i) => `sg-${(0x10000000 + i).toString(16)}`);
+  const ec2 = new Ec2Model({
+    clock: time,
+    timers: time,
+    groupIds,
+    rulesPerGroup: options.rulesPerGroup,
+    latencyMs: options.ec2Ms,
+  });
+  const directory = new FleetDirectory(options.devices, options.seed);
+
+  const moto = await startMoto();
+  let inFlight = 0;
+  const dynamoClients: DynamoDBClient[] = [];
+  const dynamo = () => {
+    const client = new DynamoDBClient({
+      region: MOTO_REGION,
+      endpoint: moto.endpoint,
+      credentials: MOTO_CREDENTIALS,
+      maxAttempts: 3,
+    });
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        inFlight++;
+        try {
+          return await next(args);
+        } finally {
+          inFlight--;
+        }
+      },
+      { step: 'initialize', name: 'fleetSimInFlight' },
+    );
+    dynamoClients.push(client);
+    return client;
+  };
+  const setup = dynamo();
+  await createTable(setup, 'nonces', 'ttl');
+  await createTable(setup, 'grants', 'ttl');
+
+  const gauge = new QueueGauge(options.receivers);
+  const apiErrors = new Map<string, number>();
+  const failures = { queueFull: 0, expiredInQueue: 0, other: [] as string[] };
+  const audit: AuditSink = {
+    write(event: AuditEvent) {
+      if (event.type !== 'grant.failed') return;
+      if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
+      else if (event.error.includes('GrantNotOpenedError')) failures.expiredInQueue++;
+      else failures.other.push(event.error);
+    },
+  };
+  const receivers: { deps: WiredReceiverDeps; firewall: SecurityGroupFirewall }[] = [];
+  for (let r = 0; r < options.receivers; r++) {
+    const client = dynamo();
+    const firewall = new SecurityGroupFirewall({
+      ec2: ec2 as unknown as EC2Client,
+      securityGroupIds: groupIds,
+      brokerAccess: [{ protocol: 'tcp', port: 8883 }],
+      clock: time,
+      timers: time,
+      retry: {
+        maxAttempts: options.attempts,
+        baseDelayMs: 200,
+        maxDelayMs: 20_000,
+        sleep: (ms) => time.sleep(ms),
+        random,
+      },
+      metrics: gauge.metricsFor(r, apiErrors),
+      grantStore: new DynamoGrantStore({ dynamodb: client, tableName: 'grants' }),
+      rulesPerGroup: options.rulesPerGroup,
+      maxQueuedRules: options.queue,
+      coalesceWindowMs: options.coalesceMs,
+    });
+    const deps = createReceiverDeps({
+      directory,
+      nonces: new DynamoNonceStore({ dynamodb: client, tableName: 'nonces' }),
+      firewall,
+      audit,
+      clock: time,
+      timers: time,
+      config: { defaultGrantSeconds: options.grantSeconds, clockWindowMs: 60_000 },
+      rejectAudit: false,
+    });
+    receivers.push({ deps, firewall });
+  }
+
+  // Tallies.
+  const reasons = new Map<string, number>();
+  let knocks = 0;
+  let accepted = 0;
+  let pending = 0;
+  const latency = { steady: [] as number[], storm: [] as number[] };
+  const episodeStart = new Map<number, { at: number; storm: boolean; attempts: number }>();
+  const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
+  const granted = new Set<number>();
+  const stormDevices = new Set<number>();
+  const refusedForGood = new Set<number>();
+
+  const receiverFor = (address: string, port: number) => {
+    let h = port;
+    for (let i = 0; i < address.length; i++) h = (Math.imul(h, 31) + address.charCodeAt(i)) >>> 0;
+    return receivers[h % receivers.length]!;
+  };
+
+  const deliver = (bytes: Uint8Array, address: string, onOutcome?: (outcome: Outcome) => void) => {
+    const port = 1024 + Math.floor(random() * 60_000);
+    pending++;
+    void handleDatagram(bytes, { address, family: 4, port }, receiverFor(address, port).deps).then(
+      (outcome) => {
+        pending--;
+        if (outcome.ok) accepted++;
+        else reasons.set(outcome.reason, (reasons.get(outcome.reason) ?? 0) + 1);
+        onOutcome?.(outcome);
+      },
+    );
+  };
+
+  const knock = (device: number, storm: boolean) => {
+    knocks++;
+    if (storm) stormDevices.add(device);
+    const episode = episodeStart.get(device) ?? { at: time.now(), storm, attempts: 0 };
+    episode.attempts++;
+    episodeStart.set(device, episode);
+    const key = directory.keyOf(device);
+    const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
+    const bytes = encodeBc1(
+      { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
+      { keyId: key.keyId, key: key.key, nonce },
+    );
+    const address = deviceAddress(device);
+    recent.push({ bytes, address, at: time.now() });
+    if (recent.length > 256) recent.shift();
+    deliver(bytes, address, (outcome) => {
+      if (outcome.ok) {
+        (episode.storm ? latency.storm : latency.steady).push(time.now() - episode.at);
+        granted.add(device);
+        episodeStart.delete(device);
+      } else if (outcome.reason === 'grant-failed') {
+        if (episode.attempts <= options.retries) {
+          const backoff = (30_000 + random() * 60_000) * 2 ** (episode.attempts - 1);
+          time.setTimeout(() => knock(device, episode.storm), Math.min(600_000, backoff));
+        } else {
+          refusedForGood.add(device);
+          episodeStart.delete(device);
+        }
+      } else {
+        episodeStart.delete(device);
+      }
+    });
+  };
+
+  for (const event of schedule) {
+    time.setTimeout(() => {
+      if (event.kind === 'knock') knock(event.device, event.storm);
+      else if (event.kind === 'replay') {
+        const fresh = recent.filter((p) => time.now() - p.at < 30_000);
+        const captured = fresh[Math.floor(random() * fresh.length)];
+        if (captured !== undefined) deliver(captured.bytes, captured.address);
+      } else {
+        const bytes = Uint8Array.from({ length: 40 + Math.floor(random() * 160) }, () =>
+          Math.floor(random() * 256),
+        );
+        deliver(bytes, `203.0.113.${Math.floor(random() * 256)}`);
+      }
+    }, event.at);
+  }
+
+  // The sweeper Lambda, every minute: closes what a failed revoke left open (the backstop), as deployed.
+  const sweeperStore = new DynamoGrantStore({ dynamodb: dynamo(), tableName: 'grants' });
+  let swept = 0;
+  let sweeperFailures = 0;
+  const sweep = () => {
+    void sweepExpiredGrants({
+      ec2: ec2 as unknown as EC2Client,
+      grants: sweeperStore,
+      securityGroupIds: groupIds,
+      clock: time,
+      retry: { maxAttempts: 8, baseDelayMs: 200, maxDelayMs: 20_000, sleep: (ms) => time.sleep(ms), random },
+    }).then((report) => {
+      swept += report.revoked.length;
+      sweeperFailures += report.failures.length;
+    });
+    time.setTimeout(sweep, 60_000);
+  };
+  time.setTimeout(sweep, 60_000);
+
+  const endMs = START_MS + fleet.endSeconds * 1000;
+  let lastReport = performance.now();
+  for (let at = START_MS; at < endMs; ) {
+    at = Math.min(endMs, at + 30_000);
+    await time.run(at, { inFlight: () => inFlight, quantumMs: 10 });
+    if (performance.now() - lastReport > 15_000) {
+      lastReport = performance.now();
+      process.stderr.write(
+        `  [${((performance.now() - realStart) / 1000).toFixed(0)} s real] virtual ${((at - START_MS) / 1000).toFixed(0)} s, ` +
+          `${knocks} knocks, ${accepted} accepted, ${ec2.rules().now} rules\n`,
+      );
+    }
+  }
+  // The end of traffic: what is still waiting is queued, explicitly.
+  const queuedAtEnd = receivers.reduce((n, r) => n + r.firewall.queueDepth, 0);
+  const pendingAtEnd = pending;
+  const store = new DynamoGrantStore({ dynamodb: setup, tableName: 'grants' });
+  const rulesAtEnd = ec2.rules().now;
+
+  // Drain: close the receivers (waiting grants are refused explicitly), then let every open grant expire.
+  // (close() flushes through the EC2 model, whose answers need virtual time to pass: run it meanwhile; the
+  // sweeper runs at least once more.)
+  const closed = Promise.all(receivers.map((r) => r.firewall.close()));
+  await time.run(time.now() + (options.grantSeconds + 90) * 1000, {
+    inFlight: () => inFlight,
+    quantumMs: 10,
+  });
+  await closed;
+  // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
+  const lost = pending;
+  const active = new Set((await store.listActive(time.now())).map((g) => `${g.address}/32`));
+  const rules = new Set(ec2.cidrs());
+  const tableMatchesRules = active.size === rules.size && [...rules].every((c) => active.has(c));
+  const rulesAfterDrain = ec2.rules().now;
+  const tableAfterDrain = (await store.listActive(time.now())).length;
+  for (const client of dynamoClients) client.destroy();
+  await moto.stop();
+
+  const steady = latency.steady.sort((a, b) => a - b);
+  const storm = latency.storm.sort((a, b) => a - b);
+  const calls = ec2.counts();
+  const callText = (action: string) => {
+    const c = calls[action];
+    if (c === undefined) return '0';
+    const throttled = c.errors.RequestLimitExceeded ?? 0;
+    return `${c.calls}${throttled > 0 ? ` (${throttled} throttled)` : ''}`;
+  };
+  const totalCalls = Object.values(calls).reduce((n, c) => n + c.calls, 0);
+  const stormNotGranted = [...stormDevices].filter((d) => !granted.has(d)).length;
+  const unexpected = [...reasons].filter(([reason]) => !EXPECTED_REJECTIONS.has(reason));
+  // Answers the firewall handles by design: throttling (retried) and a group found full (next group).
+  const handled = (code: string) =>
+    code.endsWith('RequestLimitExceeded') || code.endsWith('RulesPerSecurityGroupLimitExceeded');
+  const quotaRaces = [...apiErrors]
+    .filter(([code]) => code.endsWith('RulesPerSecurityGroupLimitExceeded'))
+    .reduce((n, [, c]) => n + c, 0);
+  const errors =
+    failures.other.length +
+    sweeperFailures +
+    unexpected.reduce((n, [, c]) => n + c, 0) +
+    [...apiErrors].filter(([code]) => !handled(code)).reduce((n, [, c]) => n + c, 0);
+  const seconds = (performance.now() - realStart) / 1000;
+  const ms = (v: number) => (Number.isNaN(v) ? 'n/a' : `${(v / 1000).toFixed(2)} s`);
+
+  const rows: [string, string][] = [
+    ['devices / receivers', `${options.devices} / ${options.receivers}`],
+    [
+      'grant groups x rules per group (per family)',
+      `${options.groups} x ${options.rulesPerGroup} = ${options.groups * options.rulesPerGroup}`,
+    ],
+    [
+      'grant window / coalescing window / receiver queue / device retries',
+      `${options.grantSeconds} s / ${options.coalesceMs} ms / ${options.queue} / ${options.retries}`,
+    ],
+    ['EC2 call attempts when throttled (200 ms base, 20 s cap, full jitter)', String(options.attempts)],
+    ['simulated time', `${fleet.endSeconds} s (storm: ${stormDevices.size} devices from t=180 s over 120 s)`],
+    ['knocks sent (devices)', String(knocks)],
+    ['knocks accepted (rule opened)', String(accepted)],
+    ['replays caught (shared nonce table)', String(reasons.get('replay') ?? 0)],
+    [
+      'junk dropped',
+      String(
+        [...reasons].filter(([r]) => r !== 'replay' && r !== 'grant-failed').reduce((n, [, c]) => n + c, 0),
+      ),
+    ],
+    ['EC2 calls (total)', String(totalCalls)],
+    ['  AuthorizeSecurityGroupIngress', callText('AuthorizeSecurityGroupIngress')],
+    ['  RevokeSecurityGroupIngress', callText('RevokeSecurityGroupIngress')],
+    ['  UpdateSecurityGroupRuleDescriptionsIngress', callText('UpdateSecurityGroupRuleDescriptionsIngress')],
+    ['  DescribeSecurityGroups', callText('DescribeSecurityGroups')],
+    ['largest grant queue (all receivers)', String(gauge.peak)],
+    [
+      'knock to rule, steady devices p50 / p99',
+      `${ms(percentile(steady, 50))} / ${ms(percentile(steady, 99))}`,
+    ],
+    ['knock to rule, storm devices p50 / p99', `${ms(percentile(storm, 50))} / ${ms(percentile(storm, 99))}`],
+    ['rules in use: peak / at end of traffic', `${ec2.rules().peak} / ${rulesAtEnd}`],
+    ['storm devices granted', `${stormDevices.size - stormNotGranted} of ${stormDevices.size}`],
+    ['refused explicitly: queue full', String(failures.queueFull)],
+    ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
+    ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
+    ['in progress at end of traffic (coalescing, EC2 retries, queue)', String(pendingAtEnd)],
+    ['group found full by a receiver (moved on)', String(quotaRaces)],
+    ['rules closed by the sweeper (backstop)', String(swept)],
+    ['errors', String(errors)],
+    ['lost grants (knocks never answered after the drain)', String(lost)],
+    ['grants table = rules after the drain', tableMatchesRules ? 'yes' : 'NO'],
+    ['rules / table items after the last expiry', `${rulesAfterDrain} / ${tableAfterDrain}`],
+    ['real time', `${seconds.toFixed(0)} s`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  console.log(`fleet-sim: ${options.devices} devices, ${options.receivers} receivers, moto + EC2 model`);
+  console.log(`| ${'figure'.padEnd(width)} | value |`);
+  console.log(`|${'-'.repeat(width + 2)}|-------|`);
+  for (const [k, v] of rows) console.log(`| ${k.padEnd(width)} | ${v} |`);
+  if (failures.other.length > 0)
+    console.log('unexpected grant failures (first 5):', failures.other.slice(0, 5));
+  if (unexpected.length > 0) console.log('unexpected rejections:', Object.fromEntries(unexpected));
+  const apiErrorList = [...apiErrors].filter(([code]) => !handled(code));
+  if (apiErrorList.length > 0) console.log('API errors:', Object.fromEntries(apiErrorList));
+}
+
+if (process.argv[1]?.endsWith('fleet-sim.ts')) {
+  await main(process.argv.slice(2));
+}

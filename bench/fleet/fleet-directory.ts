@@ -1,0 +1,41 @@
+/**
+ * The simulated fleet's DeviceDirectory: N native-key devices held in memory (the simulation measures the grant
+ * path, not IoT lookups). Device `i` is `dev-<i>`, key id i + 1, allowed tcp/8883, grants up to 60 s.
+ */
+import type { Device, DeviceDirectory, DeviceKey } from '../../functions/receiver/ports.ts';
+import { seededRandom } from './fleet-model.ts';
+
+export class FleetDirectory implements DeviceDirectory {
+  readonly #keys: Uint8Array[] = [];
+
+  constructor(devices: number, seed: number) {
+    const random = seededRandom(seed ^ 0x5eed);
+    for (let i = 0; i < devices; i++) {
+      this.#keys.push(Uint8Array.from({ length: 32 }, () => Math.floor(random() * 256)));
+    }
+  }
+
+  keyOf(device: number): DeviceKey {
+    return { keyId: device + 1, key: this.#keys[device]! };
+  }
+
+  async byKeyId(keyId: number): Promise<{ device: Device; key: DeviceKey } | undefined> {
+    const index = keyId - 1;
+    if (index < 0 || index >= this.#keys.length) return undefined;
+    const key = this.keyOf(index);
+    return {
+      key,
+      device: {
+        id: `dev-${index}`,
+        enabled: true,
+        allowedAccess: [{ protocol: 'tcp', port: 8883 }],
+        maxOpenSeconds: 60,
+        nativeKeys: [key],
+      },
+    };
+  }
+
+  async fwknopCandidates(): Promise<readonly Device[]> {
+    return [];
+  }
+}
