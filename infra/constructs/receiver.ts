@@ -63,6 +63,18 @@ export interface ReceiverProps {
   readonly notificationTopic?: sns.ITopic;
 }
 
+/**
+ * The variable whose presence turns the receiver's key-rotation controller on (functions/controller/aws-controller.ts).
+ * Scaled receivers run without it: each receiver would run its own controller and offer a device competing keys,
+ * and there is no leader election among receivers yet (docs/scaling.md, docs/key-lifecycle.md).
+ */
+export const KEY_ROTATION_SWITCH_ENV = 'BLACKCLOUD_BROKER_HOST';
+
+function withoutKeyRotation(environment: Readonly<Record<string, string>>): Record<string, string> {
+  const { [KEY_ROTATION_SWITCH_ENV]: _rotationOff, ...rest } = environment;
+  return rest;
+}
+
 /** Environment variables the scaled receivers get on top of `environment` (functions/receiver/aws-config.ts). */
 export const SCALED_RECEIVER_ENV = Object.freeze({
   healthPort: 'BLACKCLOUD_HEALTH_PORT',
@@ -158,7 +170,7 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
         downloadedBundle: downloaded,
         environment: scaled
           ? {
-              ...props.environment,
+              ...withoutKeyRotation(props.environment),
               [SCALED_RECEIVER_ENV.healthPort]: String(healthCheckPort),
               [SCALED_RECEIVER_ENV.shutdown]: 'handover',
               [SCALED_RECEIVER_ENV.coalesceMs]: String(SCALED_COALESCE_MS),

@@ -197,6 +197,13 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
   });
 
+  it('THEN the scaled receivers run no key-rotation controller (no leader election among receivers yet)', () => {
+    const [, lt] = only(ofType('AWS::EC2::LaunchTemplate').filter(([ltId]) => ltId.startsWith('Receiver')));
+    const userData = render((lt.LaunchTemplateData as Json).UserData);
+    expect(userData).toContain('BLACKCLOUD_KEY_ROTATION_SECONDS=');
+    expect(userData).not.toContain('BLACKCLOUD_BROKER_HOST');
+  });
+
   it('THEN no receiver instance of its own: the only EC2 instance is the broker', () => {
     const [, instance] = only(ofType('AWS::EC2::Instance'));
     expect(JSON.stringify(instance)).toContain('blackcloud broker');
