@@ -13,12 +13,7 @@ import {
   type SlotState,
 } from '../../functions/adapters/aws/sg-plan.ts';
 import type { RuleSpec } from '../../functions/adapters/aws/sg-rules.ts';
-import type { Timers } from '../../functions/receiver/ports.ts';
-
-const timers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
+import { globalTimers as timers } from '../support/timers.ts';
 
 describe('Coalescer (virtual clock)', () => {
   beforeEach(() => {

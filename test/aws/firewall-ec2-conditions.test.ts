@@ -17,15 +17,11 @@ import { FirewallApiError } from '../../functions/adapters/aws/errors.ts';
 import type { Metrics } from '../../functions/adapters/aws/metrics.ts';
 import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
-import type { Grant, Timers } from '../../functions/receiver/ports.ts';
+import type { Grant } from '../../functions/receiver/ports.ts';
+import { globalTimers as timers } from '../support/timers.ts';
 
 const GROUP = 'sg-0123456789abcdef0';
 const NOW = 1_700_000_000_000;
-
-const timers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 
 function ec2Error(name: string, status: number): EC2ServiceException {
   return new EC2ServiceException({

@@ -18,7 +18,7 @@ import {
   SecurityGroupFirewall,
   type SecurityGroupFirewallOptions,
 } from '../../functions/adapters/aws/security-group-firewall.ts';
-import type { Grant, Timers } from '../../functions/receiver/ports.ts';
+import type { Grant } from '../../functions/receiver/ports.ts';
 import {
   createBrokerGroups,
   createTable,
@@ -28,6 +28,7 @@ import {
   recordCalls,
   startMoto,
 } from '../support/moto.ts';
+import { globalTimers as timers } from '../support/timers.ts';
 
 let moto: MotoServer;
 let clients: AwsClients;
@@ -39,10 +40,6 @@ let calls: RecordedCall[];
 let metricPoints: { name: MetricName; value: number; dimensions?: Readonly<Record<string, string>> }[];
 const firewalls: SecurityGroupFirewall[] = [];
 
-const timers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 const noSleepRetry: RetryPolicy = {
   maxAttempts: 3,
   baseDelayMs: 1,

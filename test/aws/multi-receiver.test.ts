@@ -28,7 +28,7 @@ import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-gro
 import { loadAwsReceiverConfig } from '../../functions/receiver/aws-config.ts';
 import { type AwsReceiver, startAwsReceiver } from '../../functions/receiver/aws-main.ts';
 import type { Outcome } from '../../functions/receiver/handle-datagram.ts';
-import type { Grant, Timers } from '../../functions/receiver/ports.ts';
+import type { Grant } from '../../functions/receiver/ports.ts';
 import { revokeGrantMessages } from '../../functions/revoker/revoke-grants.ts';
 import { sweepExpiredGrants } from '../../functions/sweeper/sweep.ts';
 import { encodeBc1 } from '../../spa/bc1.ts';
@@ -40,6 +40,7 @@ import {
   type MotoServer,
   startMoto,
 } from '../support/moto.ts';
+import { globalTimers as timers } from '../support/timers.ts';
 
 const T0 = 1_700_000_000_000;
 const ADDRESS = '198.51.100.7';
@@ -50,10 +51,6 @@ let groupIds: string[];
 let now: number;
 const firewalls: SecurityGroupFirewall[] = [];
 
-const timers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 const retry: RetryPolicy = {
   maxAttempts: 3,
   baseDelayMs: 1,

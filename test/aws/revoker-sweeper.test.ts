@@ -12,7 +12,7 @@ import { encodeGrantMessage } from '../../functions/adapters/aws/grant-message.t
 import { noMetrics } from '../../functions/adapters/aws/metrics.ts';
 import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
-import type { Grant, Timers } from '../../functions/receiver/ports.ts';
+import type { Grant } from '../../functions/receiver/ports.ts';
 import { type RevokerDeps, revokeGrantMessages } from '../../functions/revoker/revoke-grants.ts';
 import { type SweeperDeps, sweepExpiredGrants } from '../../functions/sweeper/sweep.ts';
 import {
@@ -24,6 +24,7 @@ import {
   setMotoEnv,
   startMoto,
 } from '../support/moto.ts';
+import { globalTimers as timers } from '../support/timers.ts';
 
 const T0 = 1_700_000_000_000;
 const MISSING_GROUP = 'sg-0000000000deadbee';
@@ -36,10 +37,6 @@ let grants: DynamoGrantStore;
 let now: number;
 const firewalls: SecurityGroupFirewall[] = [];
 
-const timers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 const retry: RetryPolicy = {
   maxAttempts: 2,
   baseDelayMs: 1,
