@@ -20,7 +20,8 @@ export const DEVICE_TOPIC_ROOT = 'blackcloud/devices';
 export const KEY_TOPIC_ROOT = 'blackcloud/keys';
 export const KEY_ACK_LEVEL = 'ack';
 const SYS_PREFIX = '$SYS/';
-const IDENTITY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** A device or controller identity: the client certificate's CN, a topic level, a file name. */
+export const IDENTITY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** The topic under which a device publishes and receives: `blackcloud/devices/<identity>`. */
 export function deviceTopic(identity: string, ...levels: string[]): string {

@@ -106,7 +106,21 @@ describe('device file', () => {
       yaml: 'devices:\n  - id: "bad id!"\n    allowedAccess: [tcp/8883]\n',
       path: 'devices[0].id',
       value: '"bad id!"',
-      fix: /1\.\.128 characters of a-z A-Z 0-9/,
+      fix: /1\.\.64 characters of a-z A-Z 0-9/,
+    },
+    {
+      n: 1.1,
+      yaml: 'devices:\n  - id: .hidden\n    allowedAccess: [tcp/8883]\n',
+      path: 'devices[0].id',
+      value: '".hidden"',
+      fix: /starting with a letter or digit/,
+    },
+    {
+      n: 1.2,
+      yaml: `devices:\n  - id: ${'d'.repeat(65)}\n    allowedAccess: [tcp/8883]\n`,
+      path: 'devices[0].id',
+      value: `"${'d'.repeat(40)}`, // long values are quoted shortened
+      fix: /1\.\.64 characters/,
     },
     {
       n: 2,

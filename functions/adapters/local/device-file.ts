@@ -4,7 +4,7 @@
  *
  * ```yaml
  * devices:
- *   - id: demo-device                # [a-zA-Z0-9._-]{1,128}
+ *   - id: demo-device                # [A-Za-z0-9][A-Za-z0-9._-]{0,63}: the certificate CN
  *     enabled: true                  # default true
  *     allowedAccess: [tcp/8883]      # "tcp/PORT" | "udp/PORT", at least one
  *     maxOpenSeconds: 300            # default 300, 1..86400
@@ -39,6 +39,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { isSeq, parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import type { AccessEntry, FwknopHashType, Protocol } from '../../../spa/types.ts';
+import { IDENTITY_PATTERN } from '../../broker/topic-policy.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../../receiver/ports.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
 
@@ -46,7 +47,8 @@ import { withDevicesFileLock } from './devices-file-lock.ts';
 // Schema (the file form). Messages say what is expected and how to fix it.
 // ------------------------------------------------------------------------------------------------
 
-export const DEVICE_ID_PATTERN = /^[a-zA-Z0-9._-]{1,128}$/;
+/** Device ids become broker identities (certificate CN, topic level): the broker's own rule, nothing wider. */
+export const DEVICE_ID_PATTERN = IDENTITY_PATTERN;
 const ACCESS_PATTERN = /^(tcp|udp)\/([1-9][0-9]{0,4})$/;
 const FWKNOP_HASH_TYPES = ['md5', 'sha1', 'sha256', 'sha384', 'sha512', 'sha3-256', 'sha3-512'] as const;
 export const DEFAULT_MAX_OPEN_SECONDS = 300;
@@ -110,9 +112,12 @@ export const fwknopSettingsSchema = z.strictObject({
 
 export const deviceEntrySchema = z.strictObject({
   id: z
-    .string({ error: 'expected a device id: 1..128 characters of a-z A-Z 0-9 . _ -' })
+    .string({
+      error: 'expected a device id: 1..64 characters of a-z A-Z 0-9 . _ -, starting with a letter or digit',
+    })
     .regex(DEVICE_ID_PATTERN, {
-      error: 'expected 1..128 characters of a-z A-Z 0-9 . _ - (e.g. "demo-device")',
+      error:
+        'expected 1..64 characters of a-z A-Z 0-9 . _ -, starting with a letter or digit (e.g. "demo-device")',
     }),
   enabled: z.boolean({ error: 'expected true or false' }).default(true),
   allowedAccess: z
