@@ -26,6 +26,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { FWKNOP_HASH_TYPES } from '../spa/fwknop-crypto.ts';
 import { BC1_KEY_LENGTH, DEFAULT_SPA_PORT, FKO_MAX_RIJNDAEL_KEY_LENGTH } from '../spa/limits.ts';
 import type { AccessEntry, FwknopHashType } from '../spa/types.ts';
 import { formatAccessSpec, parseAccessSpec } from './access-spec.ts';
@@ -35,15 +36,6 @@ import { describeIssue } from './zod-issue.ts';
 export const DEVICE_CONFIG_VERSION = 1;
 /** Device ids become certificate CNs, topic levels and file names: keep them plain. */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-export const FWKNOP_HASH_TYPES = [
-  'md5',
-  'sha1',
-  'sha256',
-  'sha384',
-  'sha512',
-  'sha3-256',
-  'sha3-512',
-] as const;
 const MAX_HMAC_KEY_LENGTH = 128;
 
 export type KnockFormat = 'native' | 'fwknop';

@@ -16,7 +16,7 @@ import { FKO_AES_BLOCK_LENGTH } from './limits.ts';
 import type { FwknopHashType } from './types.ts';
 
 /** Every HMAC and digest type the fwknop client offers (`--hmac-digest-type`, `--digest-type`), node names. */
-export const FWKNOP_HASH_TYPES: readonly FwknopHashType[] = Object.freeze([
+export const FWKNOP_HASH_TYPES = Object.freeze([
   'md5',
   'sha1',
   'sha256',
@@ -24,7 +24,7 @@ export const FWKNOP_HASH_TYPES: readonly FwknopHashType[] = Object.freeze([
   'sha512',
   'sha3-256',
   'sha3-512',
-] as const);
+] as const) satisfies readonly FwknopHashType[];
 
 /** Characters of the unpadded base64 of each hash: what the receiver cuts off the wire [FKO-4]. */
 export const FWKNOP_HASH_B64_LENGTH: Readonly<Record<FwknopHashType, number>> = Object.freeze({

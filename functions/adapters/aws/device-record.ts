@@ -14,6 +14,7 @@
  * A native packet's key id is a direct GetItem on `key#<keyId>`: no index needed.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { FWKNOP_HASH_TYPES } from '../../../spa/fwknop-crypto.ts';
 import type { AccessEntry, FwknopHashType } from '../../../spa/types.ts';
 import type { DeviceKey, FwknopSettings } from '../../receiver/ports.ts';
 import { DeviceRecordError } from './errors.ts';
@@ -22,15 +23,6 @@ export const DEVICE_ITEM_PREFIX = 'device#';
 export const KEY_ITEM_PREFIX = 'key#';
 export const NATIVE_KEY_LENGTH = 32;
 export const MAX_OPEN_SECONDS_LIMIT = 65_535;
-const FWKNOP_HASH_TYPES: readonly FwknopHashType[] = [
-  'md5',
-  'sha1',
-  'sha256',
-  'sha384',
-  'sha512',
-  'sha3-256',
-  'sha3-512',
-];
 
 export const deviceItemKey = (deviceId: string): string => `${DEVICE_ITEM_PREFIX}${deviceId}`;
 export const keyItemKey = (keyId: number): string => `${KEY_ITEM_PREFIX}${keyId}`;

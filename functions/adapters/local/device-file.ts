@@ -38,6 +38,7 @@ import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises
 import { dirname, resolve as resolvePath } from 'node:path';
 import { isSeq, parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
+import { FWKNOP_HASH_TYPES } from '../../../spa/fwknop-crypto.ts';
 import type { AccessEntry, FwknopHashType, Protocol } from '../../../spa/types.ts';
 import { IDENTITY_PATTERN } from '../../broker/topic-policy.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../../receiver/ports.ts';
@@ -50,7 +51,6 @@ import { withDevicesFileLock } from './devices-file-lock.ts';
 /** Device ids become broker identities (certificate CN, topic level): the broker's own rule, nothing wider. */
 export const DEVICE_ID_PATTERN = IDENTITY_PATTERN;
 const ACCESS_PATTERN = /^(tcp|udp)\/([1-9][0-9]{0,4})$/;
-const FWKNOP_HASH_TYPES = ['md5', 'sha1', 'sha256', 'sha384', 'sha512', 'sha3-256', 'sha3-512'] as const;
 export const DEFAULT_MAX_OPEN_SECONDS = 300;
 export const MAX_OPEN_SECONDS_LIMIT = 86_400;
 const U32_MAX = 0xffff_ffff;
