@@ -12,8 +12,11 @@
  * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
  * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
  * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
- * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also runs the key-rotation controller
- * (functions/controller/aws-controller.ts); if its broker session cannot be opened it logs a warning and runs on.
+ * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also competes for the controller lease
+ * (functions/controller/controller-lease.ts, an item in the devices table) and runs the key-rotation controller
+ * (functions/controller/aws-controller.ts) only while it holds it, so among several receivers at most one rotates
+ * keys. A single receiver always wins the lease. If the controller cannot be started it logs a warning and gives
+ * the lease up (another receiver, or this one at its next tick, tries again); the receiver runs on regardless.
  */
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
@@ -33,6 +36,7 @@ import {
   loadAwsControllerConfig,
   startAwsKeyRotation,
 } from '../controller/aws-controller.ts';
+import { ControllerLease, type LeaseTimings, newHolderId } from '../controller/controller-lease.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './aws-config.ts';
 import type { Outcome } from './handle-datagram.ts';
 import { type HealthListener, startHealthListener } from './health-listener.ts';
@@ -58,19 +62,28 @@ export interface StartAwsReceiverOptions {
   readonly timers?: Timers;
   readonly retry?: RetryPolicy;
   readonly onOutcome?: (outcome: Outcome, remote: RemoteEndpoint) => void;
-  /** Key rotation (the receiver as controller). @default off */
+  /** Key rotation (the receiver as controller, while it holds the controller lease). @default off */
   readonly keyRotation?: AwsControllerConfig;
+  /** Controller lease timings. @default lease 60 s, renew 20 s, safety 10 s */
+  readonly lease?: LeaseTimings;
+  /** The lease holder id. @default 16 random bytes, hex */
+  readonly leaseHolderId?: string;
 }
 
 export interface AwsReceiver {
   readonly receiver: RunningReceiver;
   readonly firewall: SecurityGroupFirewall;
-  /** The key-rotation controller, once its session is set up (undefined when rotation is off). */
+  /**
+   * The key-rotation controller while this receiver holds the controller lease and runs it (undefined when
+   * rotation is off, another receiver is leader, or it is still starting).
+   */
   readonly keyRotation: AwsKeyRotation | undefined;
+  /** The controller lease (undefined when rotation is off). */
+  readonly lease: ControllerLease | undefined;
   /** The health port, when configured. */
   readonly health: HealthListener | undefined;
   /**
-   * Stop the key-rotation controller, close the health port, stop receiving, then revoke every grant this process
+   * Stop the key-rotation controller and release the lease, close the health port, stop receiving, then revoke every grant this process
    * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), and flush the firewall.
    * Idempotent.
    */
@@ -138,7 +151,9 @@ export async function startAwsReceiver(
     log('warn', `could not read the grants table at start: ${describeError(error)}`);
   }
 
-  let keyRotation: AwsKeyRotation | undefined;
+  let rotation: AwsKeyRotation | undefined;
+  let lease: ControllerLease | undefined;
+  const current = (): AwsKeyRotation | undefined => (lease?.isLeader === true ? rotation : undefined);
   const receiver = await startReceiver({
     host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
     port: options.port ?? config.spaPort,
@@ -146,32 +161,70 @@ export async function startAwsReceiver(
     logger: { info: (m) => log('info', m), warn: (m) => log('warn', m) },
     onOutcome: (outcome, remote) => {
       if (outcome.ok && outcome.value.keyId !== undefined) {
-        void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
+        void current()?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
       }
       options.onOutcome?.(outcome, remote);
     },
   });
-  if (options.keyRotation?.enabled === true) {
+  // Start/stop steps run one after the other: a step-down waits for a start in progress, then closes it.
+  let steps: Promise<void> = Promise.resolve();
+  const stopRotation = async () => {
+    const running = rotation;
+    rotation = undefined;
+    if (running === undefined) return;
     try {
-      keyRotation = await startAwsKeyRotation({
-        config: options.keyRotation,
-        brokerPort: config.brokerPort,
-        clients,
-        devicesTable: config.devicesTable,
-        fleetThingGroup: config.fleetThingGroup,
-        directory,
-        audit,
-        clock,
-        timers,
-        random: systemRandom,
-      });
-      log(
-        'info',
-        `key rotation on: controller session to ${options.keyRotation.brokerHost}:${config.brokerPort}`,
-      );
+      await running.close();
+      log('info', 'key rotation stopped: this receiver no longer holds the controller lease');
     } catch (error) {
-      log('warn', `key rotation is off: the controller session failed (${describeError(error)})`);
+      log('warn', `key rotation did not close cleanly: ${describeError(error)}`);
     }
+  };
+  const rotationConfig = options.keyRotation;
+  if (rotationConfig?.enabled === true) {
+    const startRotation = async () => {
+      if (rotation !== undefined || lease?.isLeader !== true) return;
+      try {
+        rotation = await startAwsKeyRotation({
+          config: rotationConfig,
+          brokerPort: config.brokerPort,
+          clients,
+          devicesTable: config.devicesTable,
+          fleetThingGroup: config.fleetThingGroup,
+          directory,
+          audit,
+          clock,
+          timers,
+          random: systemRandom,
+        });
+        log(
+          'info',
+          `key rotation on (controller lease held): controller session to ${rotationConfig.brokerHost}:${config.brokerPort}`,
+        );
+      } catch (error) {
+        log('warn', `key rotation is off: the controller failed to start (${describeError(error)})`);
+        await lease?.release(); // let another receiver (or this one at its next tick) try
+        return;
+      }
+      if (lease?.isLeader !== true) await stopRotation(); // stepped down while starting
+    };
+    lease = new ControllerLease({
+      dynamodb: clients.dynamodb,
+      table: config.devicesTable,
+      holderId: options.leaseHolderId ?? newHolderId(systemRandom),
+      clock,
+      timers,
+      ...options.lease,
+      onLeadershipChange: (leader) => {
+        steps = steps.then(leader ? startRotation : stopRotation);
+      },
+      onError: (error) =>
+        log(
+          'warn',
+          `controller lease: DynamoDB failed, not leader until the next tick (${describeError(error)})`,
+        ),
+    });
+    await lease.start();
+    await steps;
   }
 
   const healthPort = options.healthPort ?? config.healthPort;
@@ -193,12 +246,16 @@ export async function startAwsReceiver(
     receiver,
     firewall,
     get keyRotation() {
-      return keyRotation;
+      return current();
     },
+    lease,
     health,
     close() {
       closing ??= (async () => {
-        await keyRotation?.close();
+        await lease?.stop();
+        await steps;
+        await stopRotation();
+        await lease?.release();
         await health?.close();
         await receiver.close();
         if (config.shutdown === 'handover') {

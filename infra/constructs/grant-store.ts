@@ -34,7 +34,10 @@ export interface GrantStoreProps {
 const NONCE_RECORDING = ['dynamodb:PutItem'];
 /** The receiver reads device and key items (GetItem, BatchGetItem of a device's keys). */
 const DEVICE_LOOKUP = ['dynamodb:GetItem', 'dynamodb:BatchGetItem'];
-/** The controller writes new key generations and deletes retired keys (key rotation, DynamoKeyStore). */
+/**
+ * The controller writes new key generations and deletes retired keys (key rotation, DynamoKeyStore); the same
+ * PutItem/DeleteItem hold, renew and release the controller lease item (functions/controller/controller-lease.ts).
+ */
 const KEY_ROTATION = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'];
 /** The receiver records, reads, lists and deletes active grants. */
 const GRANT_BOOKKEEPING = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Scan'];

@@ -65,15 +65,11 @@ export interface ReceiverProps {
 
 /**
  * The variable whose presence turns the receiver's key-rotation controller on (functions/controller/aws-controller.ts).
- * Scaled receivers run without it: each receiver would run its own controller and offer a device competing keys,
- * and there is no leader election among receivers yet (docs/scaling.md, docs/key-lifecycle.md).
+ * Scaled receivers get it too: they elect one controller among themselves with a lease in the devices table
+ * (functions/controller/controller-lease.ts; docs/scaling.md, docs/key-lifecycle.md), written with the devices-table
+ * rights key rotation already grants (PutItem, DeleteItem).
  */
 export const KEY_ROTATION_SWITCH_ENV = 'BLACKCLOUD_BROKER_HOST';
-
-function withoutKeyRotation(environment: Readonly<Record<string, string>>): Record<string, string> {
-  const { [KEY_ROTATION_SWITCH_ENV]: _rotationOff, ...rest } = environment;
-  return rest;
-}
 
 /** Environment variables the scaled receivers get on top of `environment` (functions/receiver/aws-config.ts). */
 export const SCALED_RECEIVER_ENV = Object.freeze({
@@ -170,7 +166,7 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
         downloadedBundle: downloaded,
         environment: scaled
           ? {
-              ...withoutKeyRotation(props.environment),
+              ...props.environment,
               [SCALED_RECEIVER_ENV.healthPort]: String(healthCheckPort),
               [SCALED_RECEIVER_ENV.shutdown]: 'handover',
               [SCALED_RECEIVER_ENV.coalesceMs]: String(SCALED_COALESCE_MS),

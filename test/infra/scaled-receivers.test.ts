@@ -197,11 +197,23 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
   });
 
-  it('THEN the scaled receivers run no key-rotation controller (no leader election among receivers yet)', () => {
+  it('THEN the scaled receivers get the key-rotation switch (they elect one controller with the lease)', () => {
     const [, lt] = only(ofType('AWS::EC2::LaunchTemplate').filter(([ltId]) => ltId.startsWith('Receiver')));
     const userData = render((lt.LaunchTemplateData as Json).UserData);
     expect(userData).toContain('BLACKCLOUD_KEY_ROTATION_SECONDS=');
-    expect(userData).not.toContain('BLACKCLOUD_BROKER_HOST');
+    expect(userData).toContain(`BLACKCLOUD_BROKER_HOST={${idOf(stack.broker.instance)}.PrivateIp}\n`);
+  });
+
+  it('THEN the receivers role may write and delete items on the devices table (keys, and the controller lease)', () => {
+    const roleId = idOf(stack.receiver.role as never);
+    const devices = `{${idOf(stack.grantStore.devices)}.Arn}`;
+    const onDevices = ofType('AWS::IAM::Policy')
+      .filter(([, policy]) => JSON.stringify(policy.Roles).includes(roleId))
+      .flatMap(([, policy]) => (policy.PolicyDocument as { Statement: Json[] }).Statement)
+      .filter((s) => render(s.Resource).includes(devices) || JSON.stringify(s.Resource).includes(devices))
+      .flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]) as string[]);
+    expect(onDevices).toEqual(expect.arrayContaining(['dynamodb:PutItem', 'dynamodb:DeleteItem']));
+    expect(onDevices).not.toContain('dynamodb:Scan');
   });
 
   it('THEN no receiver instance of its own: the only EC2 instance is the broker', () => {

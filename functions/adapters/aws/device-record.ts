@@ -12,6 +12,8 @@
  *                        fwknopHmacKey B, fwknopHmacType S }   (fwknop* all present or all absent)
  *   key#<keyId>        { deviceId S, keyId N (u32), key B (32 bytes), notAfter N (epoch ms, optional) }
  * A native packet's key id is a direct GetItem on `key#<keyId>`: no index needed.
+ * The table also holds the controller lease, `lease#<name>` (functions/controller/controller-lease.ts): neither
+ * prefix, so it is never read as a device or key item.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { FWKNOP_HASH_TYPES } from '../../../spa/fwknop-crypto.ts';
