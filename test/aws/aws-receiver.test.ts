@@ -16,14 +16,7 @@ import { loadAwsReceiverConfig } from '../../functions/receiver/aws-config.ts';
 import { type AwsReceiver, startAwsReceiver } from '../../functions/receiver/aws-main.ts';
 import type { Outcome } from '../../functions/receiver/handle-datagram.ts';
 import { encodeBc1 } from '../../spa/bc1.ts';
-import {
-  createBrokerGroups,
-  createQueue,
-  createTable,
-  createThingGroup,
-  type MotoServer,
-  startMoto,
-} from '../support/moto.ts';
+import { createStackResources, type MotoServer, startMoto } from '../support/moto.ts';
 
 let moto: MotoServer;
 let clients: AwsClients;
@@ -38,13 +31,9 @@ const KEY = new Uint8Array(32).fill(0x5a);
 beforeAll(async () => {
   moto = await startMoto();
   clients = moto.clients();
-  const groups = await createBrokerGroups(clients.ec2, 1);
-  groupId = groups.groupIds[0] ?? '';
-  await createTable(clients.dynamodb, 'nonces', 'ttl');
-  await createTable(clients.dynamodb, 'devices');
-  await createTable(clients.dynamodb, 'grants', 'ttl');
-  queueUrl = await createQueue(clients.sqs, 'revoke');
-  await createThingGroup(clients.iot, 'fleet');
+  const resources = await createStackResources(clients);
+  groupId = resources.groupIds[0] ?? '';
+  queueUrl = resources.queueUrl;
   await clients.iot.send(
     new CreateThingCommand({
       thingName: 'dev-1',

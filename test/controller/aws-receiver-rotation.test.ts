@@ -24,14 +24,7 @@ import type { Outcome } from '../../functions/receiver/handle-datagram.ts';
 import { systemRandom } from '../../functions/receiver/system.ts';
 import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
 import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts';
-import {
-  createBrokerGroups,
-  createQueue,
-  createTable,
-  createThingGroup,
-  type MotoServer,
-  startMoto,
-} from '../support/moto.ts';
+import { createStackResources, type MotoServer, startMoto } from '../support/moto.ts';
 
 const OLD_KEY = new Uint8Array(32).fill(0x5a);
 let work: string | undefined;
@@ -60,12 +53,7 @@ beforeAll(async () => {
 
   moto = await startMoto();
   const clients = moto.clients();
-  const { groupIds } = await createBrokerGroups(clients.ec2, 1);
-  await createTable(clients.dynamodb, 'nonces', 'ttl');
-  await createTable(clients.dynamodb, 'devices');
-  await createTable(clients.dynamodb, 'grants', 'ttl');
-  const queueUrl = await createQueue(clients.sqs, 'revoke');
-  await createThingGroup(clients.iot, 'fleet');
+  const { groupIds, queueUrl } = await createStackResources(clients);
   await clients.iot.send(
     new CreateThingCommand({
       thingName: 'dev-1',

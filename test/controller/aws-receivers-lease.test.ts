@@ -16,14 +16,7 @@ import { loadAwsReceiverConfig } from '../../functions/receiver/aws-config.ts';
 import { type AwsReceiver, startAwsReceiver } from '../../functions/receiver/aws-main.ts';
 import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
 import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts';
-import {
-  createBrokerGroups,
-  createQueue,
-  createTable,
-  createThingGroup,
-  type MotoServer,
-  startMoto,
-} from '../support/moto.ts';
+import { createStackResources, type MotoServer, startMoto } from '../support/moto.ts';
 
 const LEASE = { leaseMs: 3000, renewMs: 300, safetyMs: 1000 } as const;
 let work: string | undefined;
@@ -59,12 +52,7 @@ beforeAll(async () => {
 
   moto = await startMoto();
   const clients = moto.clients();
-  const { groupIds } = await createBrokerGroups(clients.ec2, 1);
-  await createTable(clients.dynamodb, 'nonces', 'ttl');
-  await createTable(clients.dynamodb, 'devices');
-  await createTable(clients.dynamodb, 'grants', 'ttl');
-  const queueUrl = await createQueue(clients.sqs, 'revoke');
-  await createThingGroup(clients.iot, 'fleet');
+  const { groupIds, queueUrl } = await createStackResources(clients);
   await clients.iot.send(
     new CreateThingCommand({
       thingName: 'dev-1',

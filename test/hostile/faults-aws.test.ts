@@ -30,10 +30,7 @@ import { encodeBc1 } from '../../spa/bc1.ts';
 import { PROJECT_ROOT } from '../local/helpers.ts';
 import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
 import {
-  createBrokerGroups,
-  createQueue,
-  createTable,
-  createThingGroup,
+  createStackResources,
   MOTO_CREDENTIALS,
   MOTO_REGION,
   type MotoServer,
@@ -65,12 +62,7 @@ describe('the AWS receiver killed with SIGKILL while a grant is open (moto serve
   beforeAll(async () => {
     moto = await startMoto();
     clients = moto.clients();
-    groupId = (await createBrokerGroups(clients.ec2, 1)).groupIds[0] ?? '';
-    await createTable(clients.dynamodb, 'nonces', 'ttl');
-    await createTable(clients.dynamodb, 'devices');
-    await createTable(clients.dynamodb, 'grants', 'ttl');
-    await createQueue(clients.sqs, 'revoke');
-    await createThingGroup(clients.iot, 'fleet');
+    groupId = (await createStackResources(clients)).groupIds[0] ?? '';
     await clients.iot.send(
       new CreateThingCommand({
         thingName: 'dev-8',

@@ -185,6 +185,27 @@ export async function createThingGroup(iot: IoTClient, name: string): Promise<vo
   await iot.send(new CreateThingGroupCommand({ thingGroupName: name }));
 }
 
+/** What `createStackResources` made, named as the receiver's configuration names them. */
+export interface StackResources {
+  readonly groupIds: string[];
+  /** Tables `nonces` (TTL), `devices`, `grants` (TTL); SQS queue `revoke`; IoT thing group `fleet`. */
+  readonly queueUrl: string;
+}
+
+/** The data plane a receiver needs, shaped like the stack: broker groups, the three tables, the queue, the fleet. */
+export async function createStackResources(
+  clients: AwsClients,
+  options: { readonly groups?: number } = {},
+): Promise<StackResources> {
+  const { groupIds } = await createBrokerGroups(clients.ec2, options.groups ?? 1);
+  await createTable(clients.dynamodb, 'nonces', 'ttl');
+  await createTable(clients.dynamodb, 'devices');
+  await createTable(clients.dynamodb, 'grants', 'ttl');
+  const queueUrl = await createQueue(clients.sqs, 'revoke');
+  await createThingGroup(clients.iot, 'fleet');
+  return { groupIds, queueUrl };
+}
+
 export interface RecordedCall {
   readonly command: string;
   readonly input: unknown;
