@@ -13,7 +13,6 @@ import {
   GrantQueueFullError,
 } from '../../functions/adapters/aws/errors.ts';
 import type { MetricName, Metrics } from '../../functions/adapters/aws/metrics.ts';
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import {
   SecurityGroupFirewall,
   type SecurityGroupFirewallOptions,
@@ -28,6 +27,7 @@ import {
   recordCalls,
   startMoto,
 } from '../support/moto.ts';
+import { immediateRetry } from '../support/retry.ts';
 import { globalTimers as timers } from '../support/timers.ts';
 
 let moto: MotoServer;
@@ -40,13 +40,7 @@ let calls: RecordedCall[];
 let metricPoints: { name: MetricName; value: number; dimensions?: Readonly<Record<string, string>> }[];
 const firewalls: SecurityGroupFirewall[] = [];
 
-const noSleepRetry: RetryPolicy = {
-  maxAttempts: 3,
-  baseDelayMs: 1,
-  maxDelayMs: 1,
-  sleep: async () => undefined,
-  random: () => 0,
-};
+const noSleepRetry = immediateRetry(3);
 const metrics: Metrics = {
   put: (name, value, dimensions) => metricPoints.push({ name, value, ...(dimensions ? { dimensions } : {}) }),
 };

@@ -22,7 +22,6 @@ import { deviceItem, keyItem } from '../../functions/adapters/aws/device-record.
 import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
 import { encodeGrantMessage } from '../../functions/adapters/aws/grant-message.ts';
 import { noMetrics } from '../../functions/adapters/aws/metrics.ts';
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { parseRuleDescription } from '../../functions/adapters/aws/rule-description.ts';
 import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
 import { loadAwsReceiverConfig } from '../../functions/receiver/aws-config.ts';
@@ -40,6 +39,7 @@ import {
   type MotoServer,
   startMoto,
 } from '../support/moto.ts';
+import { immediateRetry } from '../support/retry.ts';
 import { globalTimers as timers } from '../support/timers.ts';
 
 const T0 = 1_700_000_000_000;
@@ -51,13 +51,7 @@ let groupIds: string[];
 let now: number;
 const firewalls: SecurityGroupFirewall[] = [];
 
-const retry: RetryPolicy = {
-  maxAttempts: 3,
-  baseDelayMs: 1,
-  maxDelayMs: 1,
-  sleep: async () => undefined,
-  random: () => 0,
-};
+const retry = immediateRetry(3);
 
 beforeAll(async () => {
   moto = await startMoto();

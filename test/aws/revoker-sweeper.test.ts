@@ -10,7 +10,6 @@ import type { AwsClients } from '../../functions/adapters/aws/clients.ts';
 import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
 import { encodeGrantMessage } from '../../functions/adapters/aws/grant-message.ts';
 import { noMetrics } from '../../functions/adapters/aws/metrics.ts';
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
 import type { Grant } from '../../functions/receiver/ports.ts';
 import { type RevokerDeps, revokeGrantMessages } from '../../functions/revoker/revoke-grants.ts';
@@ -24,6 +23,7 @@ import {
   setMotoEnv,
   startMoto,
 } from '../support/moto.ts';
+import { immediateRetry } from '../support/retry.ts';
 import { globalTimers as timers } from '../support/timers.ts';
 
 const T0 = 1_700_000_000_000;
@@ -37,13 +37,7 @@ let grants: DynamoGrantStore;
 let now: number;
 const firewalls: SecurityGroupFirewall[] = [];
 
-const retry: RetryPolicy = {
-  maxAttempts: 2,
-  baseDelayMs: 1,
-  maxDelayMs: 1,
-  sleep: async () => undefined,
-  random: () => 0,
-};
+const retry = immediateRetry(2);
 
 beforeAll(async () => {
   moto = await startMoto();

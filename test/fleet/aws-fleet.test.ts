@@ -33,7 +33,6 @@ import { FleetError } from '../../device-client/fleet/fleet.ts';
 import { deviceItem, keyItem } from '../../functions/adapters/aws/device-record.ts';
 import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
 import { IotDeviceDirectory } from '../../functions/adapters/aws/iot-device-directory.ts';
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { formatRuleDescription } from '../../functions/adapters/aws/rule-description.ts';
 import { createCa } from '../../functions/pki/certificate-authority.ts';
 import { STACK_OUTPUTS } from '../../infra/outputs.ts';
@@ -47,16 +46,11 @@ import {
   setMotoEnv,
   startMoto,
 } from '../support/moto.ts';
+import { immediateRetry } from '../support/retry.ts';
 
 const FLEET = 'bc9-fleet';
 const STACK = 'Blackcloud';
-const retry: RetryPolicy = {
-  maxAttempts: 2,
-  baseDelayMs: 1,
-  maxDelayMs: 1,
-  sleep: async () => undefined,
-  random: () => 0,
-};
+const retry = immediateRetry(2);
 
 let moto: MotoServer;
 let clients: OperatorClients;

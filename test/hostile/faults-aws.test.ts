@@ -21,7 +21,6 @@ import { deviceItem, keyItem } from '../../functions/adapters/aws/device-record.
 import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
 import { DynamoNonceStore } from '../../functions/adapters/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../../functions/adapters/aws/metrics.ts';
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
 import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
 import { startReceiver } from '../../functions/receiver/main.ts';
 import type { Grant, Timers } from '../../functions/receiver/ports.ts';
@@ -36,14 +35,9 @@ import {
   type MotoServer,
   startMoto,
 } from '../support/moto.ts';
+import { immediateRetry } from '../support/retry.ts';
 
-const noSleepRetry: RetryPolicy = {
-  maxAttempts: 3,
-  baseDelayMs: 1,
-  maxDelayMs: 1,
-  sleep: async () => undefined,
-  random: () => 0,
-};
+const noSleepRetry = immediateRetry(3);
 
 function sendUdp(port: number, bytes: Uint8Array): Promise<void> {
   const socket = createSocket('udp4');
