@@ -20,12 +20,12 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { EC2Client } from '@aws-sdk/client-ec2';
-import { DynamoGrantStore } from '../functions/adapters/aws/dynamo-grant-store.ts';
-import { DynamoNonceStore } from '../functions/adapters/aws/dynamo-nonce-store.ts';
-import type { Metrics } from '../functions/adapters/aws/metrics.ts';
-import { SecurityGroupFirewall } from '../functions/adapters/aws/security-group-firewall.ts';
+import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
+import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
+import type { Metrics } from '../functions/aws/metrics.ts';
+import { SecurityGroupFirewall } from '../functions/aws/security-group-firewall.ts';
+import type { AuditEvent, AuditSink } from '../functions/core/interfaces.ts';
 import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
-import type { AuditEvent, AuditSink } from '../functions/receiver/ports.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receiver/receiver-deps.ts';
 import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
 import { encodeBc1 } from '../spa/bc1.ts';

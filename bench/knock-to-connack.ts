@@ -12,9 +12,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
-import { startGateFirewall } from '../functions/adapters/local/gate-firewall.ts';
-import { startNftablesFirewall } from '../functions/adapters/local/nftables-firewall.ts';
-import type { Firewall } from '../functions/receiver/ports.ts';
+import type { Firewall } from '../functions/core/interfaces.ts';
+import { startGateFirewall } from '../functions/local/gate-firewall.ts';
+import { startNftablesFirewall } from '../functions/local/nftables-firewall.ts';
 import { type BenchDevice, knockFrom, makeBenchDevices, startBenchReceiver } from './support/bench-cloud.ts';
 import { type Mosquitto, startMosquitto } from './support/mosquitto.ts';
 import { connectWithRetry, endClient, waitForTcp } from './support/mqtt-device.ts';

@@ -13,9 +13,9 @@
 import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import type { MqttClient } from 'mqtt';
-import { startGateFirewall } from '../functions/adapters/local/gate-firewall.ts';
-import { startNftablesFirewall } from '../functions/adapters/local/nftables-firewall.ts';
-import type { Grant } from '../functions/receiver/ports.ts';
+import type { Grant } from '../functions/core/interfaces.ts';
+import { startGateFirewall } from '../functions/local/gate-firewall.ts';
+import { startNftablesFirewall } from '../functions/local/nftables-firewall.ts';
 import { loopbackAddress } from './support/bench-cloud.ts';
 import { startMosquitto } from './support/mosquitto.ts';
 import { connectOnce, endClient } from './support/mqtt-device.ts';

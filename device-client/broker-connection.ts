@@ -16,8 +16,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import mqtt, { type MqttClient } from 'mqtt';
-import type { DeviceConfig } from './device-config.ts';
-import { BrokerConnectError, DeviceConfigError } from './errors.ts';
+import { DeviceConfigError } from '../functions/core/config-errors.ts';
+import type { DeviceConfig } from '../functions/core/device-config.ts';
+import { BrokerConnectError } from './errors.ts';
 
 export interface BrokerConnectOptions {
   /** Give up after this long, ms. @default 10000 */

@@ -1,20 +1,22 @@
 /**
  * The device client library: what a device (or a program acting as one) needs to knock and reach the broker.
- * Imports the protocol core (spa/) and the MQTT client only; the operator commands (`up`, `devices`) live in
- * device-client/commands/ and compose functions/local/.
+ * Imports the protocol core (spa/), the shared vocabulary (functions/core/) and the MQTT client only; the operator
+ * commands (`up`, `devices`) live in
+ * cli/commands/ and compose functions/local/.
  */
-export { formatAccessSpec, parseAccessSpec } from './access-spec.ts';
-export { type BrokerConnectOptions, connectToBroker, readTlsMaterial } from './broker-connection.ts';
+export { formatAccessSpec, parseAccessSpec } from '../functions/core/access-spec.ts';
+export { DeviceConfigError } from '../functions/core/config-errors.ts';
 export {
   type DeviceConfig,
   type DeviceConfigFile,
   type KnockFormat,
-  loadDeviceConfig,
   parseDeviceConfig,
   serializeDeviceConfig,
-} from './device-config.ts';
-export { BrokerConnectError, DeviceConfigError, UsageError } from './errors.ts';
+} from '../functions/core/device-config.ts';
+export { DEVICE_TOPIC_ROOT, deviceTopicPrefix, resolveDeviceTopic } from '../functions/core/topics.ts';
+export { type BrokerConnectOptions, connectToBroker, readTlsMaterial } from './broker-connection.ts';
+export { BrokerConnectError } from './errors.ts';
 export { buildKnock, type Knock, type KnockIo } from './knock.ts';
+export { loadDeviceConfig } from './load-device-config.ts';
 export { type SentDatagram, sendDatagram } from './send-datagram.ts';
 export { parseServerAddress, type ServerAddress } from './server-address.ts';
-export { DEVICE_TOPIC_ROOT, deviceTopicPrefix, resolveDeviceTopic } from './topic.ts';

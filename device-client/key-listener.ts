@@ -12,14 +12,9 @@
  * - Key material never reaches `onEvent` or any log: events carry key ids only.
  */
 import type { MqttClient } from 'mqtt';
-import { keyAckTopic, keyTopic } from '../functions/broker/topic-policy.ts';
-import {
-  ACK_NONCE_LENGTH,
-  encodeKeyAck,
-  makeKeyAck,
-  parseKeyOffer,
-} from '../functions/controller/key-messages.ts';
-import type { DeviceConfig } from './device-config.ts';
+import type { DeviceConfig } from '../functions/core/device-config.ts';
+import { ACK_NONCE_LENGTH, encodeKeyAck, makeKeyAck, parseKeyOffer } from '../functions/core/key-messages.ts';
+import { keyAckTopic, keyTopic } from '../functions/core/topics.ts';
 import { storeNativeKey } from './key-store.ts';
 
 export type KeyListenerEvent =

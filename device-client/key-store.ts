@@ -10,9 +10,9 @@
  * - The next `loadDeviceConfig` (hence the next knock) uses the new key.
  */
 import { readFile } from 'node:fs/promises';
-import { writeFileAtomic } from '../functions/adapters/local/device-file.ts';
-import { type DeviceConfig, parseDeviceConfig } from './device-config.ts';
-import { DeviceConfigError } from './errors.ts';
+import { DeviceConfigError } from '../functions/core/config-errors.ts';
+import { type DeviceConfig, parseDeviceConfig } from '../functions/core/device-config.ts';
+import { writeFileAtomic } from '../functions/local/device-file.ts';
 
 export async function storeNativeKey(file: string, keyId: number, key: Uint8Array): Promise<DeviceConfig> {
   let json: { spa?: Record<string, unknown> } & Record<string, unknown>;

@@ -10,11 +10,12 @@
  * - Time and randomness come in as parameters; the result is the datagram's bytes.
  * - Throws `DeviceConfigError` (field `spa.format`) when the config has no keys for the requested format.
  */
+
+import { DeviceConfigError } from '../functions/core/config-errors.ts';
+import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { encodeFwknop } from '../spa/fwknop.ts';
 import { BC1_NONCE_LENGTH, FKO_RANDOM_DIGITS, FKO_SALT_LENGTH } from '../spa/limits.ts';
-import type { DeviceConfig, KnockFormat } from './device-config.ts';
-import { DeviceConfigError } from './errors.ts';
 
 export interface KnockIo {
   /** Milliseconds since the Unix epoch. */

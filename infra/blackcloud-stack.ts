@@ -2,7 +2,7 @@
  * The black cloud on AWS (DESIGN.md §5). This stack only composes and wires the units (infra/constructs/):
  * network, audit, grant store, fleet, broker, revocation, receiver; it validates its props once
  * (infra/config.ts), passes each unit what it needs, grants each principal exactly its rights through the
- * units' intent-named methods, and publishes the outputs the CLI reads (infra/outputs.ts).
+ * units' intent-named methods, and publishes the outputs the CLI reads (functions/core/stack-outputs.ts).
  * Environment-agnostic: no context lookups, AMIs resolved by CloudFormation from public SSM parameters.
  */
 import { CfnOutput, Duration, Fn, Stack, type StackProps } from 'aws-cdk-lib';
@@ -10,6 +10,8 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import { EC2_UNIQUE_IMDSV2_LAUNCH_TEMPLATE_NAME } from 'aws-cdk-lib/cx-api';
 import type { Construct } from 'constructs';
+import { ENV, OPTIONAL_ENV } from '../functions/core/environment.ts';
+import { STACK_OUTPUTS } from '../functions/core/stack-outputs.ts';
 import { acknowledgeNagFindings } from './acknowledgements.ts';
 import {
   type BlackcloudConfig,
@@ -24,12 +26,9 @@ import { GrantStore } from './constructs/grant-store.ts';
 import { Network } from './constructs/network.ts';
 import { Receiver } from './constructs/receiver.ts';
 import { Revocation } from './constructs/revocation.ts';
-import { ENV, OPTIONAL_ENV } from './environment.ts';
 import { CONTROLLER_SECRET_FILES, CONTROLLER_TLS_DIR } from './host/receiver-host.ts';
-import { STACK_OUTPUTS } from './outputs.ts';
 
 /** The stack name the CLI assumes when `--stack` is not given. */
-export const DEFAULT_STACK_NAME = 'Blackcloud';
 
 export interface BlackcloudStackProps extends StackProps, BlackcloudProps {}
 

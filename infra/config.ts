@@ -5,11 +5,27 @@
  * prop fails `cdk synth` before anything is deployed. No environment or context lookups happen here.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import {
+  DEFAULT_BROKER_PORT,
+  DEFAULT_CLOCK_WINDOW_MS,
+  DEFAULT_CONTROLLER_IDENTITY,
+  DEFAULT_GRANT_SECONDS,
+  DEFAULT_SPA_PORT,
+  MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+} from '../functions/core/deployment.ts';
 import { InvalidPropError } from './errors.ts';
+
+export {
+  DEFAULT_BROKER_PORT,
+  DEFAULT_CONTROLLER_IDENTITY,
+  DEFAULT_GRANT_SECONDS,
+  DEFAULT_SPA_PORT,
+  MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+};
 
 /** Where the three bundled programs come from, relative to the repository root (or absolute). */
 export interface CodeEntries {
-  /** The receiver daemon's entrypoint, bundled into one file for the instance. @default 'functions/receiver/aws-main.ts' */
+  /** The receiver daemon's entrypoint, bundled into one file for the instance. @default 'functions/aws/receiver-main.ts' */
   readonly receiverEntry?: string;
   /** The revoker Lambda's entrypoint (exports `handler`). @default 'functions/revoker/handler.ts' */
   readonly revokerEntry?: string;
@@ -134,25 +150,19 @@ export interface BlackcloudConfig {
   readonly code: Required<CodeEntries>;
 }
 
-export const DEFAULT_SPA_PORT = 62_201;
-export const DEFAULT_BROKER_PORT = 8883;
-export const DEFAULT_GRANT_SECONDS = 30;
-export const DEFAULT_CLOCK_WINDOW_SECONDS = 60;
+export const DEFAULT_CLOCK_WINDOW_SECONDS = DEFAULT_CLOCK_WINDOW_MS / 1000;
 export const DEFAULT_SPA_SOURCE_CIDRS: readonly string[] = Object.freeze(['0.0.0.0/0', '::/0']);
 export const DEFAULT_RECEIVER_INSTANCE_TYPE = 't4g.nano';
 export const DEFAULT_BROKER_INSTANCE_TYPE = 't4g.micro';
 export const DEFAULT_KEY_ROTATION_HOURS = 24;
 export const DEFAULT_LOG_RETENTION_DAYS = 365;
 export const DEFAULT_BROKER_TLS_SERVER_NAME = 'broker.blackcloud.internal';
-export const DEFAULT_CONTROLLER_IDENTITY = 'blackcloud-controller';
 export const DEFAULT_CODE: Required<CodeEntries> = Object.freeze({
-  receiverEntry: 'functions/receiver/aws-main.ts',
+  receiverEntry: 'functions/aws/receiver-main.ts',
   revokerEntry: 'functions/revoker/handler.ts',
   sweeperEntry: 'functions/sweeper/handler.ts',
 });
 
-/** SQS DelaySeconds maximum: the revoke message is delayed by the grant window. */
-export const MAX_GRANT_SECONDS = 900;
 /** Security groups per network interface, AWS default quota. */
 export const MAX_SECURITY_GROUPS_PER_INTERFACE = 5;
 /** Security groups per network interface, the highest value the quota can be raised to. */
@@ -406,7 +416,13 @@ export function resolveConfig(props: BlackcloudProps, stackName: string): Blackc
   const config: BlackcloudConfig = {
     spaPort,
     brokerPort,
-    grantSeconds: integerIn('grantSeconds', props.grantSeconds, DEFAULT_GRANT_SECONDS, 1, MAX_GRANT_SECONDS),
+    grantSeconds: integerIn(
+      'grantSeconds',
+      props.grantSeconds,
+      DEFAULT_GRANT_SECONDS,
+      1,
+      MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+    ),
     clockWindowSeconds: integerIn(
       'clockWindowSeconds',
       props.clockWindowSeconds,

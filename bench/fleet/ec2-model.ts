@@ -12,7 +12,7 @@
  * Each call takes `latencyMs` of virtual time (Timers) before it answers; calls are counted per action, with
  * the error codes answered. Not a general EC2: only single-port TCP/UDP rules with IPv4/IPv6 ranges.
  */
-import type { Clock, Timers } from '../../functions/receiver/ports.ts';
+import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 import { EC2_BUCKETS, TokenBucket } from './token-bucket.ts';
 
 interface Range {

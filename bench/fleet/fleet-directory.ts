@@ -2,7 +2,7 @@
  * The simulated fleet's DeviceDirectory: N native-key devices held in memory (the simulation measures the grant
  * path, not IoT lookups). Device `i` is `dev-<i>`, key id i + 1, allowed tcp/8883, grants up to 60 s.
  */
-import type { Device, DeviceDirectory, DeviceKey } from '../../functions/receiver/ports.ts';
+import type { Device, DeviceDirectory, DeviceKey } from '../../functions/core/interfaces.ts';
 import { seededRandom } from './fleet-model.ts';
 
 export class FleetDirectory implements DeviceDirectory {

@@ -3,7 +3,7 @@
  * action, per account and Region; each request takes a token; an empty bucket answers RequestLimitExceeded;
  * tokens come back at a fixed rate per second up to the bucket size. Pure: time comes from the Clock.
  */
-import type { Clock } from '../../functions/receiver/ports.ts';
+import type { Clock } from '../../functions/core/interfaces.ts';
 
 export interface BucketSpec {
   /** Bucket size (burst). */

@@ -1,5 +1,5 @@
 /**
- * Virtual time for the fleet simulation: a Clock and Timers (functions/receiver/ports.ts) whose "now" only moves
+ * Virtual time for the fleet simulation: a Clock and Timers (functions/core/interfaces.ts) whose "now" only moves
  * when `run` advances it, so grant windows, coalescing windows, retry backoff and the EC2 model's token buckets
  * and latencies play out over minutes of simulated time in seconds of real time.
  *
@@ -11,7 +11,7 @@
  *     the next `quantumMs` together (so work that is due at nearly the same moment overlaps its I/O).
  *   - `run(until)` returns when nothing is due before `until`; `now()` is then `until`.
  */
-import type { Clock, Timers } from '../../functions/receiver/ports.ts';
+import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 
 interface Entry {
   readonly at: number;

@@ -6,12 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { StaticDeviceDirectory } from '../../functions/adapters/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../functions/adapters/local/memory-nonce-store.ts';
-import { type RunningReceiver, startReceiver } from '../../functions/receiver/main.ts';
-import type { AuditSink, Device, Firewall } from '../../functions/receiver/ports.ts';
+import type { AuditSink, Device, Firewall } from '../../functions/core/interfaces.ts';
+import { systemClock } from '../../functions/core/system.ts';
+import { StaticDeviceDirectory } from '../../functions/local/file-device-directory.ts';
+import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
-import { systemClock } from '../../functions/receiver/system.ts';
+import { type RunningReceiver, startReceiver } from '../../functions/receiver/udp-receiver.ts';
 import { encodeBc1 } from '../../spa/bc1.ts';
 
 export interface BenchDevice {

@@ -6,11 +6,11 @@
  * Shared by bench/grant-coalescing.ts and bench/grant-storm.ts. Real time: the buckets refill on the wall clock
  * and throttled calls really back off (production retry policy), so the times are what a receiver would see.
  */
-import type { Metrics } from '../../functions/adapters/aws/metrics.ts';
-import { defaultRetryPolicy } from '../../functions/adapters/aws/retry.ts';
-import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
-import type { Grant } from '../../functions/receiver/ports.ts';
-import { systemClock, systemTimers } from '../../functions/receiver/system.ts';
+import type { Metrics } from '../../functions/aws/metrics.ts';
+import { defaultRetryPolicy } from '../../functions/aws/retry.ts';
+import { SecurityGroupFirewall } from '../../functions/aws/security-group-firewall.ts';
+import type { Grant } from '../../functions/core/interfaces.ts';
+import { systemClock, systemTimers } from '../../functions/core/system.ts';
 import { ModelledEc2 } from './modelled-ec2.ts';
 
 export interface GrantLoadOptions {

@@ -4,7 +4,7 @@
  * more TLS listeners on 127.0.0.1 (`require_certificate`, `use_identity_as_username`, no persistence), and the
  * broker as a child process. `restart()` stops it (SIGTERM, waits for exit) and starts it again on the same ports;
  * `stop()` also removes the directory (idempotent). Ports are picked by the OS (bind port 0, read back, release),
- * the same way test/local/helpers.ts `freePort` does. Fails naming the tool when `mosquitto` is missing.
+ * the same way test/functions/local/helpers.ts `freePort` does. Fails naming the tool when `mosquitto` is missing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureLocalPki, issueCertificate, loadPem, writePemFiles } from '../../functions/pki/local-ca.ts';
-import { freePort, requireTool } from '../../test/local/helpers.ts';
+import { freePort, requireTool } from '../../test/functions/local/helpers.ts';
 
 export interface ClientTls {
   readonly ca: string;

@@ -8,10 +8,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { StaticDeviceDirectory } from '../../functions/adapters/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../functions/adapters/local/memory-nonce-store.ts';
-import { startReceiver } from '../../functions/receiver/main.ts';
+import { StaticDeviceDirectory } from '../../functions/local/file-device-directory.ts';
+import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
+import { startReceiver } from '../../functions/receiver/udp-receiver.ts';
 
 interface KeyFile {
   readonly bc1KeyId: number;

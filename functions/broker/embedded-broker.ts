@@ -28,11 +28,12 @@ import {
   type PublishPacket,
   type Subscription,
 } from 'aedes';
+import { isValidIdentity } from '../core/topics.ts';
 import { BrokerListenError, BrokerTlsError } from './broker-error.ts';
-import { isValidIdentity, mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
+import { mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
 
+export { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, deviceTopic } from '../core/topics.ts';
 export { BrokerListenError, BrokerTlsError } from './broker-error.ts';
-export { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, deviceTopic } from './topic-policy.ts';
 
 /** The subset of a pino logger the broker uses. */
 export interface BrokerLogger {

@@ -18,7 +18,7 @@
  *   itself: a subscription to another device's key topic is acknowledged but nothing is ever delivered on it
  *   (every delivery is checked against the read rules).
  */
-import { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, KEY_ACK_LEVEL, KEY_TOPIC_ROOT } from './topic-policy.ts';
+import { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, KEY_ACK_LEVEL, KEY_TOPIC_ROOT } from '../core/topics.ts';
 
 export const MOSQUITTO_TLS_FILES = Object.freeze({
   caCertificate: 'ca.crt',

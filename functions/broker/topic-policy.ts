@@ -13,43 +13,9 @@
  * - Identities are 1..64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit: never `/`, `+`, `#`,
  *   `$` or NUL, so an identity can never widen its own topic prefix.
  */
+import { CONTROLLER_IDENTITY, deviceTopic, isValidIdentity, keyAckTopic, keyTopic } from '../core/topics.ts';
 
-export const CONTROLLER_IDENTITY = 'blackcloud-controller';
-export const DEVICE_TOPIC_ROOT = 'blackcloud/devices';
-/** Root of the key-rotation topics: `blackcloud/keys/<id>` (controller → device), `.../ack` (device → controller). */
-export const KEY_TOPIC_ROOT = 'blackcloud/keys';
-export const KEY_ACK_LEVEL = 'ack';
 const SYS_PREFIX = '$SYS/';
-/** A device or controller identity: the client certificate's CN, a topic level, a file name. */
-export const IDENTITY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-/** The topic under which a device publishes and receives: `blackcloud/devices/<identity>`. */
-export function deviceTopic(identity: string, ...levels: string[]): string {
-  return [DEVICE_TOPIC_ROOT, identity, ...levels].join('/');
-}
-
-/** Where the controller publishes a device's new SPA key; only that device may read it. */
-export function keyTopic(identity: string): string {
-  return `${KEY_TOPIC_ROOT}/${identity}`;
-}
-
-/** Where a device acknowledges a new key; only that device may publish there, only the controller reads it. */
-export function keyAckTopic(identity: string): string {
-  return `${KEY_TOPIC_ROOT}/${identity}/${KEY_ACK_LEVEL}`;
-}
-
-/** The device identity a key acknowledgement topic belongs to, or undefined for any other topic. */
-export function identityOfKeyAckTopic(topic: string): string | undefined {
-  const levels = topic.split('/');
-  if (levels.length !== 4 || `${levels[0]}/${levels[1]}` !== KEY_TOPIC_ROOT || levels[3] !== KEY_ACK_LEVEL) {
-    return undefined;
-  }
-  return isValidIdentity(levels[2]) ? levels[2] : undefined;
-}
-
-export function isValidIdentity(identity: unknown): identity is string {
-  return typeof identity === 'string' && IDENTITY_PATTERN.test(identity);
-}
 
 function withinDeviceTree(identity: string, topic: string): boolean {
   const own = deviceTopic(identity);

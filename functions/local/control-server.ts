@@ -18,7 +18,7 @@
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import type { Grant } from '../receiver/ports.ts';
+import type { Grant } from '../core/interfaces.ts';
 
 export const CONTROL_SOCKET_NAME = 'control.sock';
 /** Longest request line accepted (bytes); a longer one is answered with an error. */

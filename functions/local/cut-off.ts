@@ -10,7 +10,7 @@
  * - `take(ids)` waits for cut-offs in flight, then returns and forgets the results for these ids.
  * - Never throws: a failing revoke is audited by the grant manager and the grant stays under its timer.
  */
-import type { Grant } from '../receiver/ports.ts';
+import type { Grant } from '../core/interfaces.ts';
 
 export interface CutOffDeps {
   readonly grants: { revokeWhere(match: (grant: Grant) => boolean): Promise<Grant[]> };

@@ -10,8 +10,8 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
-import { writeFileAtomic } from '../adapters/local/device-file.ts';
 import type { DataDirLayout } from './data-dir.ts';
+import { writeFileAtomic } from './device-file.ts';
 
 export interface Endpoints {
   /** The address devices use (never a wildcard). */

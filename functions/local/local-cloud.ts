@@ -27,26 +27,8 @@
  *   says so through `onNote`.
  */
 import { mkdir, stat } from 'node:fs/promises';
-import { formatAccessSpec } from '../../device-client/access-spec.ts';
-import { createAuditSink } from '../adapters/local/audit.ts';
-import { writeDeviceFile } from '../adapters/local/device-file.ts';
-import { FileNonceStore } from '../adapters/local/file-nonce-store.ts';
-import { type GateEvent, GateListenError, startGateFirewall } from '../adapters/local/gate-firewall.ts';
-import { startNftablesFirewall } from '../adapters/local/nftables-firewall.ts';
 import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
-import { CONTROLLER_IDENTITY } from '../broker/topic-policy.ts';
-import type { KeyRotationConfig } from '../controller/key-rotation-controller.ts';
-import {
-  ensureControllerTls,
-  type RunningKeyRotation,
-  removeControllerEndpoint,
-  startKeyRotation,
-  writeControllerEndpoint,
-} from '../controller/local-controller.ts';
-import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
-import { UdpPortInUseError } from '../receiver/errors.ts';
-import type { Outcome } from '../receiver/handle-datagram.ts';
-import { type RunningReceiver, startReceiver } from '../receiver/main.ts';
+import { formatAccessSpec } from '../core/access-spec.ts';
 import type {
   AuditEvent,
   AuditSink,
@@ -54,14 +36,32 @@ import type {
   Firewall,
   RandomSource,
   RemoteEndpoint,
-} from '../receiver/ports.ts';
+} from '../core/interfaces.ts';
+import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
+import { CONTROLLER_IDENTITY } from '../core/topics.ts';
+import type { KeyRotationConfig } from '../key-rotation/key-rotation-controller.ts';
+import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
+import { UdpPortInUseError } from '../receiver/errors.ts';
+import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
-import { systemClock, systemRandom, systemTimers } from '../receiver/system.ts';
+import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
+import { createAuditSink } from './audit.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
+import { writeDeviceFile } from './device-file.ts';
 import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
+import { FileNonceStore } from './file-nonce-store.ts';
+import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
+import {
+  ensureControllerTls,
+  type RunningKeyRotation,
+  removeControllerEndpoint,
+  startKeyRotation,
+  writeControllerEndpoint,
+} from './local-controller.ts';
 import { DataDirError, PortInUseError } from './local-errors.ts';
+import { startNftablesFirewall } from './nftables-firewall.ts';
 import { type ProvisionedDevice, provisionDevice } from './provision-device.ts';
 import type { UpConfig } from './up-config.ts';
 import { WatchedDeviceDirectory } from './watched-directory.ts';

@@ -16,18 +16,21 @@
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { formatAccessSpec } from '../../device-client/access-spec.ts';
-import {
-  DEVICE_ID_PATTERN,
-  type DeviceConfigFile,
-  serializeDeviceConfig,
-} from '../../device-client/device-config.ts';
+import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
-import { addDeviceEntry, type DeviceFileEntry, writeFileAtomic } from '../adapters/local/device-file.ts';
-import { CONTROLLER_IDENTITY } from '../broker/topic-policy.ts';
+import { formatAccessSpec } from '../core/access-spec.ts';
+import {
+  type DeviceConfigFile,
+  FWKNOP_PROVISIONED_HMAC_KEY_LENGTH,
+  FWKNOP_PROVISIONED_KEY_LENGTH,
+  serializeDeviceConfig,
+} from '../core/device-config.ts';
+import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
+import type { RandomSource } from '../core/interfaces.ts';
+import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import { issueCertificate, type Pem, writePemFiles } from '../pki/local-ca.ts';
-import type { RandomSource } from '../receiver/ports.ts';
 import type { DataDirLayout } from './data-dir.ts';
+import { addDeviceEntry, type DeviceFileEntry, writeFileAtomic } from './device-file.ts';
 import { deviceEndpointFields, type Endpoints } from './endpoints.ts';
 import { DeviceNameError } from './local-errors.ts';
 
@@ -63,10 +66,6 @@ export interface ProvisionedDevice {
   readonly access: readonly AccessEntry[];
   readonly fwknop?: ProvisionedFwknop;
 }
-
-const NATIVE_KEY_BYTES = 32;
-const FWKNOP_KEY_BYTES = 32;
-const FWKNOP_HMAC_KEY_BYTES = 64;
 
 export function checkDeviceName(deviceId: string): void {
   if (!DEVICE_ID_PATTERN.test(deviceId)) {
@@ -134,7 +133,7 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
 
   // Native SPA key.
   const keyId = freshKeyId(random, existing.keyIds);
-  const nativeKey = base64(random.randomBytes(NATIVE_KEY_BYTES));
+  const nativeKey = base64(random.randomBytes(BC1_KEY_LENGTH));
   const nativeRef = layout.keyFileRef(deviceId, 'bc1');
   await writeFileAtomic(`${layout.root}/${nativeRef}`, `${nativeKey}\n`);
 
@@ -143,8 +142,8 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
   if (options.format === 'fwknop') {
     fwknop = {
       username: deviceId,
-      keyBase64: base64(random.randomBytes(FWKNOP_KEY_BYTES)),
-      hmacKeyBase64: base64(random.randomBytes(FWKNOP_HMAC_KEY_BYTES)),
+      keyBase64: base64(random.randomBytes(FWKNOP_PROVISIONED_KEY_LENGTH)),
+      hmacKeyBase64: base64(random.randomBytes(FWKNOP_PROVISIONED_HMAC_KEY_LENGTH)),
       hmacType: 'sha256',
     };
     await writeFileAtomic(

@@ -14,8 +14,8 @@ import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { describeIssue } from '../../device-client/zod-issue.ts';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
+import { describeIssue } from '../core/config-issues.ts';
 import { DEFAULT_DATA_DIR } from './data-dir.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;

@@ -14,8 +14,8 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { FileDeviceDirectory } from '../adapters/local/file-device-directory.ts';
-import type { Device, DeviceDirectory, DeviceKey, RemoteEndpoint } from '../receiver/ports.ts';
+import type { Device, DeviceDirectory, DeviceKey, RemoteEndpoint } from '../core/interfaces.ts';
+import { FileDeviceDirectory } from './file-device-directory.ts';
 
 export interface WatchedDirectoryOptions {
   /** @default 1000 */

@@ -4,7 +4,7 @@
  * `received`, `accepted`, `accepted.<format>`, `rejected`, `rejected.<reason>`, `audit.suppressed`,
  * `dropped.overload` (main.ts). Never throws; not persisted.
  */
-import type { PacketFormat } from './ports.ts';
+import type { PacketFormat } from '../core/interfaces.ts';
 import type { RejectReason } from './reject-reason.ts';
 
 export interface Counters {

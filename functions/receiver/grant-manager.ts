@@ -28,8 +28,8 @@
 
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
+import type { AuditSink, Clock, ExpiryScheduler, Firewall, Grant, Timers } from '../core/interfaces.ts';
 import { canonicalAccess, formatAccess } from './policy.ts';
-import type { AuditSink, Clock, ExpiryScheduler, Firewall, Grant, Timers } from './ports.ts';
 
 export type GrantOpenStatus = 'opened' | 'extended';
 

@@ -29,9 +29,6 @@ import {
 } from '../../spa/limits.ts';
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, IpAddress } from '../../spa/types.ts';
-import { type Counters, counterName } from './counters.ts';
-import type { GrantOpener, GrantOpenStatus } from './grant-manager.ts';
-import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
 import type {
   AuditSink,
   Clock,
@@ -41,7 +38,10 @@ import type {
   NonceStore,
   PacketFormat,
   RemoteEndpoint,
-} from './ports.ts';
+} from '../core/interfaces.ts';
+import { type Counters, counterName } from './counters.ts';
+import type { GrantOpener, GrantOpenStatus } from './grant-manager.ts';
+import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { RejectReason } from './reject-reason.ts';
 import { canonicalSource, rateLimitKey, sameAddress } from './source-address.ts';

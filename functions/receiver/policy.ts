@@ -7,7 +7,7 @@
  *   maxOpenSeconds [BC1-9].
  */
 import type { AccessEntry } from '../../spa/types.ts';
-import type { DeviceKey } from './ports.ts';
+import type { DeviceKey } from '../core/interfaces.ts';
 
 export function isKeyActive(key: DeviceKey, now: number): boolean {
   return key.notAfter === undefined || now <= key.notAfter;

@@ -11,7 +11,7 @@
  * - Time comes from the injected clock only; a clock that goes backwards refills nothing.
  * - Pure in-process state; never throws after construction.
  */
-import type { Clock } from './ports.ts';
+import type { Clock } from '../core/interfaces.ts';
 
 export interface RateLimiter {
   /** Spend one token for `key`; false = over the limit. */

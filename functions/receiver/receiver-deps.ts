@@ -6,9 +6,7 @@
  * Config is validated once here; a bad value throws `ReceiverConfigError` naming the field, value and range.
  */
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS } from '../../spa/limits.ts';
-import { type Counters, createCounters } from './counters.ts';
-import { GrantManager } from './grant-manager.ts';
-import type { ReceiverConfig, ReceiverDeps } from './handle-datagram.ts';
+import { MAX_GRANT_SECONDS } from '../core/deployment.ts';
 import type {
   AuditSink,
   Clock,
@@ -17,9 +15,12 @@ import type {
   Firewall,
   NonceStore,
   Timers,
-} from './ports.ts';
+} from '../core/interfaces.ts';
+import { systemClock, systemTimers } from '../core/system.ts';
+import { type Counters, createCounters } from './counters.ts';
+import { GrantManager } from './grant-manager.ts';
+import type { ReceiverConfig, ReceiverDeps } from './handle-datagram.ts';
 import { type TokenBucketOptions, TokenBucketRateLimiter } from './rate-limiter.ts';
-import { systemClock, systemTimers } from './system.ts';
 
 export class ReceiverConfigError extends RangeError {
   override readonly name = 'ReceiverConfigError';
@@ -46,8 +47,6 @@ export interface CreateReceiverDepsOptions {
 
 /** ReceiverDeps whose grant opener is the concrete GrantManager (call `grants.close()` at shutdown). */
 export type WiredReceiverDeps = ReceiverDeps & { readonly grants: GrantManager };
-
-export const MAX_GRANT_SECONDS = 86_400;
 
 export function validateReceiverConfig(config: Partial<ReceiverConfig> = {}): ReceiverConfig {
   const clockWindowMs = config.clockWindowMs ?? DEFAULT_CLOCK_WINDOW_MS;

@@ -12,7 +12,7 @@
  */
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from '../../spa/bc1-address.ts';
 import type { IpAddress } from '../../spa/types.ts';
-import type { RemoteEndpoint } from './ports.ts';
+import type { RemoteEndpoint } from '../core/interfaces.ts';
 
 const V4_MAPPED_PREFIX = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] as const;
 

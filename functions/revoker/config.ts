@@ -2,7 +2,7 @@
  * The revoker Lambda's configuration from its environment (set by the infra stack), validated once at cold start:
  * AWS_REGION, BLACKCLOUD_BROKER_SECURITY_GROUP_IDS, BLACKCLOUD_GRANTS_TABLE, BLACKCLOUD_AWS_ENDPOINT (tests only).
  */
-import { commonAwsVars, type Env, type EnvConfig, readEnv } from '../adapters/aws/env-config.ts';
+import { commonAwsVars, type Env, type EnvConfig, readEnv } from '../aws/env-config.ts';
 
 export const revokerVars = {
   region: commonAwsVars.region,

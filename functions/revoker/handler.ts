@@ -4,10 +4,10 @@
  * records to `revokeGrantMessages`, logs one JSON line per message and maps failures to batch item failures.
  */
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { dynamodbClient, ec2Client } from '../adapters/aws/clients.ts';
-import { DynamoGrantStore } from '../adapters/aws/dynamo-grant-store.ts';
-import { apiErrorReporter, EmfMetrics } from '../adapters/aws/metrics.ts';
-import { defaultRetryPolicy } from '../adapters/aws/retry.ts';
+import { dynamodbClient, ec2Client } from '../aws/clients.ts';
+import { DynamoGrantStore } from '../aws/dynamo-grant-store.ts';
+import { apiErrorReporter, EmfMetrics } from '../aws/metrics.ts';
+import { defaultRetryPolicy } from '../aws/retry.ts';
 import { loadRevokerConfig } from './config.ts';
 import { type RevokerDeps, revokeGrantMessages } from './revoke-grants.ts';
 

@@ -13,13 +13,13 @@
  * A message fails (batchItemFailures → SQS redelivers it) only when AWS calls for its grant failed.
  */
 import type { EC2Client } from '@aws-sdk/client-ec2';
-import { hostAddress } from '../adapters/aws/address.ts';
-import type { ActiveGrant, GrantStore } from '../adapters/aws/dynamo-grant-store.ts';
-import { describeError } from '../adapters/aws/errors.ts';
-import { addressOfRule, revokeExpiredRules } from '../adapters/aws/expired-rules.ts';
-import { decodeGrantMessage } from '../adapters/aws/grant-message.ts';
-import type { RetryPolicy } from '../adapters/aws/retry.ts';
-import type { Clock, Grant } from '../receiver/ports.ts';
+import { hostAddress } from '../aws/address.ts';
+import type { ActiveGrant, GrantStore } from '../aws/dynamo-grant-store.ts';
+import { describeError } from '../aws/errors.ts';
+import { addressOfRule, revokeExpiredRules } from '../aws/expired-rules.ts';
+import { decodeGrantMessage } from '../aws/grant-message.ts';
+import type { RetryPolicy } from '../aws/retry.ts';
+import type { Clock, Grant } from '../core/interfaces.ts';
 
 export interface RevokerDeps {
   readonly ec2: EC2Client;

@@ -4,11 +4,11 @@
  * fails the invocation (after doing everything it could) when a group or the grants table failed, so the
  * Lambda Errors metric alarms on it.
  */
-import { dynamodbClient, ec2Client } from '../adapters/aws/clients.ts';
-import { DynamoGrantStore } from '../adapters/aws/dynamo-grant-store.ts';
-import { AwsAdapterError } from '../adapters/aws/errors.ts';
-import { apiErrorReporter, EmfMetrics } from '../adapters/aws/metrics.ts';
-import { defaultRetryPolicy } from '../adapters/aws/retry.ts';
+import { dynamodbClient, ec2Client } from '../aws/clients.ts';
+import { DynamoGrantStore } from '../aws/dynamo-grant-store.ts';
+import { AwsAdapterError } from '../aws/errors.ts';
+import { apiErrorReporter, EmfMetrics } from '../aws/metrics.ts';
+import { defaultRetryPolicy } from '../aws/retry.ts';
 import { loadSweeperConfig } from './config.ts';
 import { type SweeperDeps, type SweepReport, sweepExpiredGrants } from './sweep.ts';
 

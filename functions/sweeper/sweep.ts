@@ -12,11 +12,11 @@
  * others; its error is in the report (the handler then fails the invocation so it is alarmed on).
  */
 import type { EC2Client } from '@aws-sdk/client-ec2';
-import type { GrantStore } from '../adapters/aws/dynamo-grant-store.ts';
-import { describeError } from '../adapters/aws/errors.ts';
-import { addressOfRule, revokeExpiredRules } from '../adapters/aws/expired-rules.ts';
-import type { RetryPolicy } from '../adapters/aws/retry.ts';
-import type { Clock } from '../receiver/ports.ts';
+import type { GrantStore } from '../aws/dynamo-grant-store.ts';
+import { describeError } from '../aws/errors.ts';
+import { addressOfRule, revokeExpiredRules } from '../aws/expired-rules.ts';
+import type { RetryPolicy } from '../aws/retry.ts';
+import type { Clock } from '../core/interfaces.ts';
 
 export interface SweeperDeps {
   readonly ec2: EC2Client;

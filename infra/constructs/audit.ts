@@ -1,8 +1,8 @@
 /**
  * Audit unit: where the receiver's JSON lines land and how operators watch them (DESIGN.md §5).
  * - The audit log group (retention as configured), fed by the receiver's CloudWatch agent.
- * - Metric filters on the receiver's JSON lines: its audit events (functions/receiver/ports.ts `AuditEvent`, written
- *   by functions/adapters/aws/cloudwatch-audit-sink.ts with top-level `type`, `reason`, `error`): accepted and
+ * - Metric filters on the receiver's JSON lines: its audit events (functions/core/interfaces.ts `AuditEvent`, written
+ *   by functions/aws/cloudwatch-audit-sink.ts with top-level `type`, `reason`, `error`): accepted and
  *   rejected knocks, replays, grants opened, grant failures, revoke failures; its EMF `ApiErrors` points with
  *   `Code` = RulesPerSecurityGroupLimitExceeded (rule quota); and the heartbeat.
  * - Alarms, all sent to one SNS topic: replay spike, rule quota exhausted, revoke failures, receiver silent (no
@@ -29,7 +29,7 @@ export interface AuditMetricSpec {
   readonly pattern: string;
 }
 
-/** The metric filters, by key. Patterns match the fields of functions/receiver/ports.ts `AuditEvent`. */
+/** The metric filters, by key. Patterns match the fields of functions/core/interfaces.ts `AuditEvent`. */
 export const AUDIT_METRICS = Object.freeze({
   accepted: { metricName: 'KnocksAccepted', pattern: '{ $.type = "packet.accepted" }' },
   rejected: { metricName: 'KnocksRejected', pattern: '{ $.type = "packet.rejected" }' },

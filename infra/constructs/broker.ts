@@ -12,10 +12,12 @@
  * `grantRuleRevocation`). Egress: HTTPS and HTTP for packages and Secrets Manager only.
  * Main child: the instance ('Resource').
  */
+
 import { ArnFormat, Aws, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
+import { DEFAULT_BROKER_PORT } from '../../functions/core/deployment.ts';
 import { brokerBootCommands } from '../host/broker-host.ts';
 
 /** Debian's public SSM parameter for the latest Debian 12 (bookworm) arm64 AMI. */
@@ -71,7 +73,7 @@ export class Broker extends Construct {
   constructor(scope: Construct, id: string, props: BrokerProps) {
     super(scope, id);
     const stack = Stack.of(this);
-    this.tlsPort = props.tlsPort ?? 8883;
+    this.tlsPort = props.tlsPort ?? DEFAULT_BROKER_PORT;
     const count = props.grantSecurityGroupCount ?? 1;
 
     const groups: ec2.SecurityGroup[] = [];

@@ -1,6 +1,6 @@
 /**
  * Grant store unit: the three DynamoDB tables of the AWS data plane (DESIGN.md §3), on-demand, encrypted with the
- * AWS-managed key, with point-in-time recovery. The schema is the adapters' (functions/adapters/aws/):
+ * AWS-managed key, with point-in-time recovery. The schema is the adapters' (functions/aws/):
  * - nonces (dynamo-nonce-store.ts): partition key `pk` = replay id, written with a conditional put
  *   (`attribute_not_exists(pk)`) so receivers sharing the table catch a replay once; `ttl` (epoch seconds) is the
  *   TTL attribute, garbage collection only (TTL deletes late and expired items still match conditions);
@@ -15,7 +15,7 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
-/** Key and TTL attribute names of the three tables (the contract with functions/adapters/aws). */
+/** Key and TTL attribute names of the three tables (the contract with functions/aws). */
 export const TABLE_SCHEMA = Object.freeze({
   nonces: Object.freeze({ partitionKey: 'pk', ttlAttribute: 'ttl' }),
   devices: Object.freeze({ partitionKey: 'pk' }),
@@ -36,7 +36,7 @@ const NONCE_RECORDING = ['dynamodb:PutItem'];
 const DEVICE_LOOKUP = ['dynamodb:GetItem', 'dynamodb:BatchGetItem'];
 /**
  * The controller writes new key generations and deletes retired keys (key rotation, DynamoKeyStore); the same
- * PutItem/DeleteItem hold, renew and release the controller lease item (functions/controller/controller-lease.ts).
+ * PutItem/DeleteItem hold, renew and release the controller lease item (functions/aws/controller-lease.ts).
  */
 const KEY_ROTATION = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'];
 /** The receiver records, reads, lists and deletes active grants. */

@@ -1,6 +1,6 @@
 /**
  * Receiver unit: small Graviton instances (Amazon Linux 2023 arm64, Node 22) running the bundled receiver
- * (functions/receiver/aws-main.ts, one ES module file shipped as a CDK asset) under a hardened systemd unit as an
+ * (functions/aws/receiver-main.ts, one ES module file shipped as a CDK asset) under a hardened systemd unit as an
  * unprivileged user, with the CloudWatch agent shipping its JSON lines to the audit log group.
  * The AMI comes from Amazon's public SSM parameter, resolved at deploy time (no synth lookup).
  *
@@ -21,6 +21,7 @@
  * (controller session). Its role gets only what the stack grants it, plus: read its own code object, ship to its
  * own log group, read the controller secret.
  */
+
 import { ArnFormat, Aws, Duration, Stack } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -30,6 +31,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
+import { DEFAULT_SPA_PORT } from '../../functions/core/deployment.ts';
 import { bundleEntry } from '../bundle.ts';
 import { receiverBootCommands, receiverPackageCommands } from '../host/receiver-host.ts';
 
@@ -41,7 +43,7 @@ export interface ReceiverProps {
   readonly instanceType?: ec2.InstanceType;
   /** UDP port of the SPA knocks. @default 62201 */
   readonly spaPort?: number;
-  /** Receiver entrypoint to bundle, relative to the repository root. @default 'functions/receiver/aws-main.ts' */
+  /** Receiver entrypoint to bundle, relative to the repository root. @default 'functions/aws/receiver-main.ts' */
   readonly entry?: string;
   /** The receiver's configuration (environment variables: names, ports, table names, URLs; never secrets). */
   readonly environment: Readonly<Record<string, string>>;
@@ -64,14 +66,14 @@ export interface ReceiverProps {
 }
 
 /**
- * The variable whose presence turns the receiver's key-rotation controller on (functions/controller/aws-controller.ts).
+ * The variable whose presence turns the receiver's key-rotation controller on (functions/aws/aws-controller.ts).
  * Scaled receivers get it too: they elect one controller among themselves with a lease in the devices table
- * (functions/controller/controller-lease.ts; docs/scaling.md, docs/key-lifecycle.md), written with the devices-table
+ * (functions/aws/controller-lease.ts; docs/scaling.md, docs/key-lifecycle.md), written with the devices-table
  * rights key rotation already grants (PutItem, DeleteItem).
  */
 export const KEY_ROTATION_SWITCH_ENV = 'BLACKCLOUD_BROKER_HOST';
 
-/** Environment variables the scaled receivers get on top of `environment` (functions/receiver/aws-config.ts). */
+/** Environment variables the scaled receivers get on top of `environment` (functions/aws/receiver-config.ts). */
 export const SCALED_RECEIVER_ENV = Object.freeze({
   healthPort: 'BLACKCLOUD_HEALTH_PORT',
   shutdown: 'BLACKCLOUD_SHUTDOWN',
@@ -122,7 +124,7 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
   constructor(scope: Construct, id: string, props: ReceiverProps) {
     super(scope, id);
     const stack = Stack.of(this);
-    this.spaPort = props.spaPort ?? 62_201;
+    this.spaPort = props.spaPort ?? DEFAULT_SPA_PORT;
     this.count = props.count ?? 1;
     const scaled = this.count > 1;
     const healthCheckPort = props.healthCheckPort ?? 62_202;
@@ -144,7 +146,7 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
     this.connections = this.securityGroup.connections;
 
     const bundle = bundleEntry({
-      entry: props.entry ?? 'functions/receiver/aws-main.ts',
+      entry: props.entry ?? 'functions/aws/receiver-main.ts',
       outFileName: 'receiver.mjs',
     });
     try {

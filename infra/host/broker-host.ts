@@ -22,7 +22,7 @@ export const BROKER_CONF_FILE = '/etc/mosquitto/conf.d/blackcloud.conf';
 export const BROKER_ACL_FILE = `${BROKER_TLS_DIR}/acl`;
 
 /** Topic roots and the Mosquitto text builders: one module shared with the tests (functions/broker/). */
-export { DEVICE_TOPIC_ROOT, KEY_TOPIC_ROOT } from '../../functions/broker/topic-policy.ts';
+export { DEVICE_TOPIC_ROOT, KEY_TOPIC_ROOT } from '../../functions/core/topics.ts';
 
 /** JSON fields of the broker TLS secret and the files they become. */
 export const BROKER_SECRET_FILES = MOSQUITTO_TLS_FILES;

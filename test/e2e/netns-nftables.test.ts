@@ -25,7 +25,7 @@ import {
   stopAllCli,
   tempDir,
   waitFor,
-} from '../local/helpers.ts';
+} from '../functions/local/helpers.ts';
 import { createNetnsPair, type NetnsPair, netnsExists } from '../support/netns.ts';
 
 const run = promisify(execFile);

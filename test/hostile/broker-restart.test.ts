@@ -9,14 +9,10 @@ import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type Mosquitto, startMosquitto } from '../../bench/support/mosquitto.ts';
 import { connectOnce, connectWithRetry, endClient } from '../../bench/support/mqtt-device.ts';
-import {
-  type GateEvent,
-  type GateFirewall,
-  startGateFirewall,
-} from '../../functions/adapters/local/gate-firewall.ts';
-import { type RunningReceiver, startReceiver } from '../../functions/receiver/main.ts';
+import { type GateEvent, type GateFirewall, startGateFirewall } from '../../functions/local/gate-firewall.ts';
 import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
-import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
+import { type RunningReceiver, startReceiver } from '../../functions/receiver/udp-receiver.ts';
+import { bc1Packet, harness, T0 } from '../functions/receiver/helpers.ts';
 
 let mosquitto: Mosquitto | undefined;
 let gate: GateFirewall | undefined;

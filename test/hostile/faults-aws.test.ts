@@ -16,18 +16,18 @@ import { DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2';
 import { AddThingToThingGroupCommand, CreateThingCommand } from '@aws-sdk/client-iot';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
-import type { AwsClients } from '../../functions/adapters/aws/clients.ts';
-import { deviceItem, keyItem } from '../../functions/adapters/aws/device-record.ts';
-import { DynamoGrantStore } from '../../functions/adapters/aws/dynamo-grant-store.ts';
-import { DynamoNonceStore } from '../../functions/adapters/aws/dynamo-nonce-store.ts';
-import type { Metrics } from '../../functions/adapters/aws/metrics.ts';
-import { SecurityGroupFirewall } from '../../functions/adapters/aws/security-group-firewall.ts';
-import { startReceiver } from '../../functions/receiver/main.ts';
-import type { Grant, Timers } from '../../functions/receiver/ports.ts';
+import type { AwsClients } from '../../functions/aws/clients.ts';
+import { deviceItem, keyItem } from '../../functions/aws/device-record.ts';
+import { DynamoGrantStore } from '../../functions/aws/dynamo-grant-store.ts';
+import { DynamoNonceStore } from '../../functions/aws/dynamo-nonce-store.ts';
+import type { Metrics } from '../../functions/aws/metrics.ts';
+import { SecurityGroupFirewall } from '../../functions/aws/security-group-firewall.ts';
+import type { Grant, Timers } from '../../functions/core/interfaces.ts';
+import { startReceiver } from '../../functions/receiver/udp-receiver.ts';
 import { sweepExpiredGrants } from '../../functions/sweeper/sweep.ts';
 import { encodeBc1 } from '../../spa/bc1.ts';
-import { PROJECT_ROOT } from '../local/helpers.ts';
-import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
+import { PROJECT_ROOT } from '../functions/local/helpers.ts';
+import { bc1Packet, harness, T0 } from '../functions/receiver/helpers.ts';
 import {
   createStackResources,
   MOTO_CREDENTIALS,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { encodeBc1 } from '../../spa/bc1.ts';
-import { PROJECT_ROOT } from '../local/helpers.ts';
+import { PROJECT_ROOT } from '../functions/local/helpers.ts';
 import { makeTempDir, NetworkNamespace, requireTools } from '../support/fwknop-tools.ts';
 
 const GUARDED_PORT = 8883;

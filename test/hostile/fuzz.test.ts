@@ -12,12 +12,12 @@ import { createSocket } from 'node:dgram';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { MemoryNonceStore } from '../../functions/adapters/local/memory-nonce-store.ts';
+import type { RemoteEndpoint } from '../../functions/core/interfaces.ts';
+import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { handleDatagram, screenDatagram } from '../../functions/receiver/handle-datagram.ts';
-import { startReceiver } from '../../functions/receiver/main.ts';
-import type { RemoteEndpoint } from '../../functions/receiver/ports.ts';
 import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
-import { BC1_KEY_ID, bc1Packet, fwknopPacket, harness, T0 } from '../receiver/helpers.ts';
+import { startReceiver } from '../../functions/receiver/udp-receiver.ts';
+import { BC1_KEY_ID, bc1Packet, fwknopPacket, harness, T0 } from '../functions/receiver/helpers.ts';
 import { PacketFuzzer, sameBytes, Xorshift } from './fuzz-support.ts';
 
 const PACKETS = Number(process.env.FUZZ_PACKETS ?? 1_000_000);

@@ -10,8 +10,8 @@ import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { handleDatagram } from '../../functions/receiver/handle-datagram.ts';
-import { startReceiver } from '../../functions/receiver/main.ts';
-import { bc1Packet, bytesFrom, fwknopPacket, harness, T0 } from '../receiver/helpers.ts';
+import { startReceiver } from '../../functions/receiver/udp-receiver.ts';
+import { bc1Packet, bytesFrom, fwknopPacket, harness, T0 } from '../functions/receiver/helpers.ts';
 
 const report: string[] = [];
 afterAll(() => {

@@ -7,12 +7,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoNonceStore } from '../../functions/adapters/aws/dynamo-nonce-store.ts';
-import { FileNonceStore } from '../../functions/adapters/local/file-nonce-store.ts';
-import { MemoryNonceStore } from '../../functions/adapters/local/memory-nonce-store.ts';
+import { DynamoNonceStore } from '../../functions/aws/dynamo-nonce-store.ts';
+import type { RemoteEndpoint } from '../../functions/core/interfaces.ts';
+import { FileNonceStore } from '../../functions/local/file-nonce-store.ts';
+import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { handleDatagram, type Outcome, type ReceiverDeps } from '../../functions/receiver/handle-datagram.ts';
-import type { RemoteEndpoint } from '../../functions/receiver/ports.ts';
-import { bc1Packet, fwknopPacket, harness, T0, VirtualTime } from '../receiver/helpers.ts';
+import { bc1Packet, fwknopPacket, harness, T0, VirtualTime } from '../functions/receiver/helpers.ts';
 import { createTable, type MotoServer, startMoto } from '../support/moto.ts';
 
 const STORM = 10_000;

@@ -10,8 +10,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STACK_OUTPUTS } from '../../functions/core/stack-outputs.ts';
 import { REPO_ROOT } from '../../infra/bundle.ts';
-import { STACK_OUTPUTS } from '../../infra/outputs.ts';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 

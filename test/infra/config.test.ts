@@ -42,7 +42,7 @@ describe('resolveConfig defaults', () => {
       sessionManager: false,
       retainData: true,
       code: {
-        receiverEntry: 'functions/receiver/aws-main.ts',
+        receiverEntry: 'functions/aws/receiver-main.ts',
         revokerEntry: 'functions/revoker/handler.ts',
         sweeperEntry: 'functions/sweeper/handler.ts',
       },

@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import type { CfnElement } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STACK_OUTPUTS } from '../../functions/core/stack-outputs.ts';
 import { cdkJsonContext, createBlackcloudApp } from '../../infra/blackcloud-app.ts';
 import type { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
 import { withReceiversFromContext } from '../../infra/context.ts';
 import { InvalidPropError } from '../../infra/errors.ts';
-import { STACK_OUTPUTS } from '../../infra/outputs.ts';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 

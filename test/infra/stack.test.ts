@@ -13,13 +13,13 @@ import { type App, CfnElement } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import type { Asset } from 'aws-cdk-lib/aws-s3-assets';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENV } from '../../functions/core/environment.ts';
+import { STACK_OUTPUTS } from '../../functions/core/stack-outputs.ts';
 import { cdkJsonContext, createBlackcloudApp } from '../../infra/blackcloud-app.ts';
 import type { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
 import { AUDIT_METRICS, AUDIT_QUERIES } from '../../infra/constructs/audit.ts';
 import { RULE_DESCRIBE_ACTIONS } from '../../infra/constructs/broker.ts';
 import { TABLE_SCHEMA } from '../../infra/constructs/grant-store.ts';
-import { ENV } from '../../infra/environment.ts';
-import { STACK_OUTPUTS } from '../../infra/outputs.ts';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 

@@ -8,7 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { mosquittoAcl, mosquittoConf } from '../../functions/broker/mosquitto-config.ts';
-import { freePort } from '../local/helpers.ts';
+import { freePort } from '../functions/local/helpers.ts';
 
 export interface RunningMosquitto {
   readonly port: number;

@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { CreateThingGroupCommand, type IoTClient } from '@aws-sdk/client-iot';
 import { CreateQueueCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { type AwsClients, createAwsClients } from '../../functions/adapters/aws/clients.ts';
+import { type AwsClients, createAwsClients } from '../../functions/aws/clients.ts';
 
 export const MOTO_REGION = 'us-east-1';
 export const MOTO_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' } as const;

@@ -2,7 +2,7 @@
  * A retry policy for tests: `maxAttempts` attempts with no real waiting (sleep resolves at once, jitter 0), so
  * throttling paths run fast and deterministically. The backoff itself is tested in the retry module's own tests.
  */
-import type { RetryPolicy } from '../../functions/adapters/aws/retry.ts';
+import type { RetryPolicy } from '../../functions/aws/retry.ts';
 
 export function immediateRetry(maxAttempts: number): RetryPolicy {
   return {

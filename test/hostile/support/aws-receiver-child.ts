@@ -3,8 +3,8 @@
  * environment (BLACKCLOUD_* as on the instance, BLACKCLOUD_AWS_ENDPOINT = moto), bound to 127.0.0.1 port 0; prints
  * `{"port":N}` once listening, then its JSON lines (audit, metrics). Run: `node --import tsx <this file>`.
  */
-import { loadAwsReceiverConfig } from '../../../functions/receiver/aws-config.ts';
-import { startAwsReceiver } from '../../../functions/receiver/aws-main.ts';
+import { loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts';
+import { startAwsReceiver } from '../../../functions/aws/receiver-main.ts';
 
 const receiver = await startAwsReceiver(loadAwsReceiverConfig(process.env), {
   host: '127.0.0.1',

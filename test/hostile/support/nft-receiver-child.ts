@@ -6,11 +6,11 @@
  * before it is killed.
  */
 import { readFileSync } from 'node:fs';
-import { StaticDeviceDirectory } from '../../../functions/adapters/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../../functions/adapters/local/memory-nonce-store.ts';
-import { startNftablesFirewall } from '../../../functions/adapters/local/nftables-firewall.ts';
-import { startReceiver } from '../../../functions/receiver/main.ts';
+import { StaticDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
+import { MemoryNonceStore } from '../../../functions/local/memory-nonce-store.ts';
+import { startNftablesFirewall } from '../../../functions/local/nftables-firewall.ts';
 import { createReceiverDeps } from '../../../functions/receiver/receiver-deps.ts';
+import { startReceiver } from '../../../functions/receiver/udp-receiver.ts';
 
 const [keyFile, table, portText] = process.argv.slice(2);
 const port = Number(portText);

@@ -1,0 +1,183 @@
+/**
+ * `blackcloud up`: start the local black cloud (functions/local/local-cloud.ts), print what listens where and how
+ * to connect the demo device, then run until SIGINT/SIGTERM and shut down cleanly (revoke grants, remove the
+ * nftables table). With --json, every line on stdout is JSON: one `ready` record, then the audit events.
+ */
+
+import type { Command } from 'commander';
+import type { AuditEvent } from '../../functions/core/interfaces.ts';
+import { describeKeyEvent } from '../../functions/key-rotation/describe-key-event.ts';
+import { formatAuditEvent } from '../../functions/local/audit.ts';
+import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
+import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
+import { displayPath } from '../../functions/local/provision-device.ts';
+import {
+  loadUpConfigFile,
+  printableUpConfig,
+  resolveUpConfig,
+  type UpFlags,
+} from '../../functions/local/up-config.ts';
+import type { CliIo } from '../cli-io.ts';
+
+interface UpOptions extends UpFlags {
+  readonly config?: string;
+  readonly json?: boolean;
+  readonly printConfig?: boolean;
+}
+
+/** `host:port`, with IPv6 hosts in brackets. */
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function clockTime(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 19);
+}
+
+function access(list: readonly { protocol: string; port: number }[]): string {
+  return list.map((entry) => `${entry.protocol}/${entry.port}`).join(',');
+}
+
+/** One human line per audit event. */
+export function describeAuditEvent(event: AuditEvent): string {
+  const at = `[${clockTime(event.time)}]`;
+  switch (event.type) {
+    case 'packet.accepted':
+      return `${at} knock accepted: ${event.deviceId} from ${event.source} (${event.format}), ${access(event.access)} for ${event.grantSeconds} s`;
+    case 'packet.rejected':
+      return `${at} knock dropped from ${event.source}: ${event.reason}${event.detail === undefined ? '' : ` (${event.detail})`}${event.deviceId === undefined ? '' : ` [${event.deviceId}]`}`;
+    case 'grant.opened':
+    case 'grant.extended':
+    case 'grant.revoked':
+      return `${at} ${event.type.replace('.', ' ')}: ${event.source} → ${access(event.access)} (${event.deviceId})${event.type === 'grant.revoked' ? '' : ` until ${clockTime(event.expiresAt)}`}`;
+    case 'grant.failed':
+      return `${at} grant failed for ${event.deviceId} from ${event.source}: ${event.error}`;
+    default:
+      return `${at} ${describeKeyEvent(event)}`;
+  }
+}
+
+export function readyRecord(cloud: LocalCloud): Record<string, unknown> {
+  return {
+    event: 'ready',
+    dataDir: cloud.layout.root,
+    spa: { host: cloud.spa.host, port: cloud.spa.port, protocol: 'udp' },
+    mqtt: { host: cloud.mqtt.host, port: cloud.mqtt.port, url: cloud.mqtt.url },
+    broker: cloud.broker,
+    firewall: cloud.config.firewall,
+    ...(cloud.config.firewall === 'nftables' ? { nftTable: cloud.config.nftTable } : {}),
+    devicesFile: cloud.layout.devicesFile,
+    devices: cloud.directory.devices().map((device) => device.id),
+    demoDeviceFile: cloud.layout.deviceFile(DEMO_DEVICE_ID),
+    auditFile: cloud.layout.auditFile,
+    grantSeconds: cloud.config.grantSeconds,
+  };
+}
+
+export function banner(cloud: LocalCloud): string[] {
+  const { config } = cloud;
+  const demo = displayPath(cloud.layout.deviceFile(DEMO_DEVICE_ID));
+  const hasDemo = cloud.directory.byId(DEMO_DEVICE_ID) !== undefined;
+  const brokerText =
+    config.broker !== undefined
+      ? `external broker ${config.broker.url}`
+      : `embedded broker (aedes, mutual TLS) on ${hostPort(cloud.broker.host, cloud.broker.port)}`;
+  const front =
+    config.firewall === 'gate'
+      ? `gate (userspace) → ${brokerText}`
+      : `nftables table inet ${config.nftTable} guarding tcp/${cloud.mqtt.port} → ${brokerText}`;
+  const lines = [
+    `blackcloud is up (data directory ${displayPath(cloud.layout.root)})`,
+    `  SPA receiver   udp ${hostPort(cloud.spa.host, cloud.spa.port)}   (never answers)`,
+    `  MQTT           tcp ${hostPort(cloud.mqtt.host, cloud.mqtt.port)}   ${front}`,
+    `  devices        ${cloud.directory.devices().length} in ${displayPath(cloud.layout.devicesFile)} (reloaded on change)`,
+    `  grants         ${config.grantSeconds} s by default, capped per device; nothing reaches the broker without a knock`,
+    `  audit          ${displayPath(cloud.layout.auditFile)}`,
+  ];
+  if (cloud.demoDevice !== undefined)
+    lines.push('', `Created the demo device: ${demo} (keys and certificate next to it, 0600)`);
+  if (hasDemo) {
+    lines.push(
+      '',
+      'Connect as the demo device, in another terminal:',
+      `  npx blackcloud sub --device ${demo} -t '#'`,
+      `  npx blackcloud pub --device ${demo} -t hello -m 'hello from the demo device'`,
+      `  npx blackcloud knock --device ${demo}      # only the knock`,
+    );
+  }
+  lines.push(
+    '',
+    'Add a device: npx blackcloud devices add NAME [--format fwknop]. Ctrl-C stops (grants are revoked).',
+  );
+  return lines;
+}
+
+export function registerUp(program: Command, io: CliIo): void {
+  program
+    .command('up')
+    .summary('start the local black cloud (receiver, firewall, broker)')
+    .description(
+      'Start, in one process: the SPA receiver (UDP), an embedded MQTT broker (aedes, mutual TLS) on a private\n' +
+        'address, and a firewall in front of it: the userspace gate on the public MQTT port (default; works\n' +
+        'anywhere) or nftables (Linux, root). On first run it creates the data directory: a local CA, the broker\n' +
+        'certificate and a demo device (SPA key, client certificate, device.json). Runs until Ctrl-C.',
+    )
+    .option('--firewall <kind>', 'gate (userspace TCP gate, default) | nftables (kernel, needs root)')
+    .option('--broker <url>', 'front an external broker (mqtts://host:port) instead of the embedded one')
+    .option('--data-dir <dir>', 'data directory (default ./.blackcloud)')
+    .option(
+      '--config <file>',
+      'YAML or JSON config file (keys: host, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice)',
+    )
+    .option('--host <ip>', 'address to listen on (default 127.0.0.1)')
+    .option('--spa-port <n>', 'UDP port of the SPA receiver (default 62201)')
+    .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
+    .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
+    .option('--nft-table <name>', 'nftables table name (default blackcloud)')
+    .option('--key-rotation-hours <n>', "rotate each device's SPA key this often (default 24)")
+    .option('--print-config', 'print the resolved configuration and exit')
+    .option('--json', 'JSON lines on stdout: a "ready" record, then every audit event')
+    .addHelpText(
+      'after',
+      '\nExamples:\n' +
+        '  blackcloud up                                   # gate + embedded broker on 127.0.0.1\n' +
+        '  blackcloud up --firewall nftables --host 10.0.0.1\n' +
+        '  blackcloud up --broker mqtts://127.0.0.1:8884   # front Mosquitto (see docs/local.md)\n' +
+        '  blackcloud up --data-dir /tmp/bc --spa-port 40001 --mqtt-port 40002 --json',
+    )
+    .action(async (options: UpOptions) => {
+      const file = options.config === undefined ? undefined : await loadUpConfigFile(options.config);
+      const config = resolveUpConfig(options, file);
+      if (options.printConfig) {
+        io.out(JSON.stringify(printableUpConfig(config), null, 2));
+        return;
+      }
+      const json = options.json === true;
+      const cloud = await startLocalCloud(config, {
+        onAudit: (event) => io.out(json ? formatAuditEvent(event) : describeAuditEvent(event)),
+        onNote: (line) => io.err(`blackcloud: ${line}`),
+      });
+      if (json) io.out(JSON.stringify(readyRecord(cloud)));
+      else for (const line of banner(cloud)) io.out(line);
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = (signal: NodeJS.Signals): void => {
+          if (stopping) {
+            io.err(`blackcloud: ${signal} again, exiting without cleanup`);
+            process.exit(1);
+          }
+          stopping = true;
+          io.err(`blackcloud: ${signal}: stopping (revoking grants)…`);
+          cloud
+            .close()
+            .catch((error: unknown) => io.err(`blackcloud: shutdown problem: ${(error as Error).message}`))
+            .finally(() => {
+              io.err('blackcloud: stopped');
+              resolve();
+            });
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+}

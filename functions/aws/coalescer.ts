@@ -1,0 +1,98 @@
+/**
+ * Coalesces work that arrives close together into batches (pure scheduling; timers injected).
+ *
+ * Contract:
+ *   - The first item after an idle period opens a window of `windowMs`; everything added before it closes is
+ *     flushed as one batch. A batch never exceeds `maxBatch` items: reaching it flushes at once.
+ *   - At most one flush runs at a time. Items added while a flush runs wait for it, then go out immediately as
+ *     the next batch (they have waited long enough): under load (e.g. EC2 throttling slows each call), batches
+ *     grow by themselves, which is what keeps the call rate down.
+ *   - Order is preserved across and within batches (`addFirst` puts items ahead of what is pending).
+ *   - `flush` should not reject; if it does, `onFlushError` receives the error and the next batch still runs.
+ */
+import type { Timers } from '../core/interfaces.ts';
+
+export interface CoalescerOptions<T> {
+  readonly windowMs: number;
+  readonly maxBatch: number;
+  readonly timers: Timers;
+  readonly flush: (batch: T[]) => Promise<void>;
+  readonly onFlushError?: (error: unknown) => void;
+}
+
+export class Coalescer<T> {
+  readonly #o: CoalescerOptions<T>;
+  #pending: T[] = [];
+  #timer: unknown;
+  #flushing: Promise<void> | undefined;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(options: CoalescerOptions<T>) {
+    this.#o = options;
+  }
+
+  get pending(): number {
+    return this.#pending.length;
+  }
+
+  add(...items: T[]): void {
+    if (items.length === 0) return;
+    this.#pending.push(...items);
+    this.#schedule();
+  }
+
+  /** Add items ahead of everything pending (work that already waited, e.g. re-queued grants). */
+  addFirst(...items: T[]): void {
+    if (items.length === 0) return;
+    this.#pending.unshift(...items);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#flushing !== undefined) return;
+    if (this.#pending.length >= this.#o.maxBatch) {
+      this.#flushNow();
+    } else if (this.#timer === undefined) {
+      this.#timer = this.#o.timers.setTimeout(() => {
+        this.#timer = undefined;
+        this.#flushNow();
+      }, this.#o.windowMs);
+    }
+  }
+
+  /** Resolves once nothing is pending and no flush runs. */
+  idle(): Promise<void> {
+    if (this.#pending.length === 0 && this.#flushing === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Flush what is pending now (no waiting for the window) and resolve when idle. */
+  drain(): Promise<void> {
+    if (this.#flushing === undefined && this.#pending.length > 0) this.#flushNow();
+    return this.idle();
+  }
+
+  #flushNow(): void {
+    if (this.#timer !== undefined) {
+      this.#o.timers.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    const batch = this.#pending.splice(0, this.#o.maxBatch);
+    this.#flushing = (async () => {
+      try {
+        await this.#o.flush(batch);
+      } catch (error) {
+        this.#o.onFlushError?.(error);
+      }
+    })().then(() => {
+      this.#flushing = undefined;
+      if (this.#pending.length > 0) {
+        this.#flushNow();
+      } else {
+        const waiters = this.#idleWaiters;
+        this.#idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
+    });
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * The receiver on AWS (systemd unit on the receiver instance): reads its configuration from the environment
+ * (aws-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
+ * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT: by default revoking every grant it
+ * opened; with BLACKCLOUD_SHUTDOWN=handover (receivers behind a load balancer) leaving them open for their delayed
+ * SQS messages and the sweeper, so replacing a receiver never closes a grant a device is about to use. With
+ * BLACKCLOUD_HEALTH_PORT it also answers the load balancer's TCP health check (health-listener.ts), opened after
+ * the SPA socket and closed before it.
+ *
+ *   node --import tsx functions/aws/receiver-main.ts               run
+ *   node --import tsx functions/aws/receiver-main.ts --print-config  print the configuration as understood, exit
+ * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
+ * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
+ * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
+ * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also competes for the controller lease
+ * (functions/aws/controller-lease.ts, an item in the devices table) and runs the key-rotation controller
+ * (functions/aws/aws-controller.ts) only while it holds it, so among several receivers at most one rotates
+ * keys. A single receiver always wins the lease. If the controller cannot be started it logs a warning and gives
+ * the lease up (another receiver, or this one at its next tick, tries again); the receiver runs on regardless.
+ */
+import { pathToFileURL } from 'node:url';
+import type { AccessEntry } from '../../spa/types.ts';
+import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
+import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
+import type { Outcome } from '../receiver/handle-datagram.ts';
+import { createReceiverDeps } from '../receiver/receiver-deps.ts';
+import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
+import {
+  type AwsControllerConfig,
+  type AwsKeyRotation,
+  loadAwsControllerConfig,
+  startAwsKeyRotation,
+} from './aws-controller.ts';
+import { type AwsClients, awsClients, destroyAwsClients } from './clients.ts';
+import { CloudWatchAuditSink } from './cloudwatch-audit-sink.ts';
+import { ControllerLease, type LeaseTimings, newHolderId } from './controller-lease.ts';
+import { DynamoGrantStore } from './dynamo-grant-store.ts';
+import { DynamoNonceStore } from './dynamo-nonce-store.ts';
+import { AwsConfigError, describeError } from './errors.ts';
+import { type HealthListener, startHealthListener } from './health-listener.ts';
+import { IotDeviceDirectory } from './iot-device-directory.ts';
+import { EmfMetrics, type LineWriter } from './metrics.ts';
+import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './receiver-config.ts';
+import { defaultRetryPolicy, type RetryPolicy } from './retry.ts';
+import { SecurityGroupFirewall } from './security-group-firewall.ts';
+import { SqsExpiryScheduler } from './sqs-expiry-scheduler.ts';
+
+export const DEFAULT_AWS_RECEIVER_HOST = '0.0.0.0';
+
+export interface StartAwsReceiverOptions {
+  /** @default '0.0.0.0' */
+  readonly host?: string;
+  /** Overrides config.spaPort (tests bind 0). */
+  readonly port?: number;
+  /** Overrides config.healthPort (tests bind 0). */
+  readonly healthPort?: number;
+  /** @default the process-wide clients for config.region / config.endpoint */
+  readonly clients?: AwsClients;
+  /** @default process.stdout */
+  readonly out?: LineWriter;
+  readonly clock?: Clock;
+  readonly timers?: Timers;
+  readonly retry?: RetryPolicy;
+  readonly onOutcome?: (outcome: Outcome, remote: RemoteEndpoint) => void;
+  /** Key rotation (the receiver as controller, while it holds the controller lease). @default off */
+  readonly keyRotation?: AwsControllerConfig;
+  /** Controller lease timings. @default lease 60 s, renew 20 s, safety 10 s */
+  readonly lease?: LeaseTimings;
+  /** The lease holder id. @default 16 random bytes, hex */
+  readonly leaseHolderId?: string;
+}
+
+export interface AwsReceiver {
+  readonly receiver: RunningReceiver;
+  readonly firewall: SecurityGroupFirewall;
+  /**
+   * The key-rotation controller while this receiver holds the controller lease and runs it (undefined when
+   * rotation is off, another receiver is leader, or it is still starting).
+   */
+  readonly keyRotation: AwsKeyRotation | undefined;
+  /** The controller lease (undefined when rotation is off). */
+  readonly lease: ControllerLease | undefined;
+  /** The health port, when configured. */
+  readonly health: HealthListener | undefined;
+  /**
+   * Stop the key-rotation controller and release the lease, close the health port, stop receiving, then revoke every grant this process
+   * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), and flush the firewall.
+   * Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+export async function startAwsReceiver(
+  config: AwsReceiverConfig,
+  options: StartAwsReceiverOptions = {},
+): Promise<AwsReceiver> {
+  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const out = options.out ?? process.stdout;
+  const clients = options.clients ?? awsClients({ region: config.region, endpoint: config.endpoint });
+  const log = (level: 'info' | 'warn', message: string) =>
+    out.write(`${JSON.stringify({ kind: 'receiver', level, time: clock.now(), message })}\n`);
+
+  const metrics = new EmfMetrics({ out, clock });
+  const audit = new CloudWatchAuditSink({ out, metrics });
+  const grantStore = new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: config.grantsTable });
+  const brokerAccess: AccessEntry[] = [{ protocol: 'tcp', port: config.brokerPort }];
+  const firewall = new SecurityGroupFirewall({
+    ec2: clients.ec2,
+    securityGroupIds: config.brokerSecurityGroupIds,
+    brokerAccess,
+    clock,
+    timers,
+    retry: options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts },
+    metrics,
+    grantStore,
+    rulesPerGroup: config.rulesPerGroup,
+    coalesceWindowMs: config.coalesceMs,
+    onGrantStoreError: (error) =>
+      log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
+  });
+  const directory = new IotDeviceDirectory({
+    iot: clients.iot,
+    dynamodb: clients.dynamodb,
+    devicesTable: config.devicesTable,
+    fleetThingGroup: config.fleetThingGroup,
+    clock,
+    defaultMaxOpenSeconds: config.grantSeconds,
+    onDeviceError: (deviceId, error) => log('warn', `device ${deviceId} skipped: ${describeError(error)}`),
+  });
+  const deps = createReceiverDeps({
+    directory,
+    nonces: new DynamoNonceStore({ dynamodb: clients.dynamodb, tableName: config.nonceTable }),
+    firewall,
+    audit,
+    expiry: new SqsExpiryScheduler({ sqs: clients.sqs, queueUrl: config.revokeQueueUrl, clock }),
+    clock,
+    timers,
+    config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
+  });
+
+  try {
+    const previous = await grantStore.listActive(clock.now());
+    if (previous.length > 0) {
+      log(
+        'info',
+        `${previous.length} grant(s) open from a previous run: their revoke messages and the sweeper close them`,
+      );
+    }
+  } catch (error) {
+    log('warn', `could not read the grants table at start: ${describeError(error)}`);
+  }
+
+  let rotation: AwsKeyRotation | undefined;
+  let lease: ControllerLease | undefined;
+  const current = (): AwsKeyRotation | undefined => (lease?.isLeader === true ? rotation : undefined);
+  const receiver = await startReceiver({
+    host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
+    port: options.port ?? config.spaPort,
+    deps,
+    logger: { info: (m) => log('info', m), warn: (m) => log('warn', m) },
+    onOutcome: (outcome, remote) => {
+      if (outcome.ok && outcome.value.keyId !== undefined) {
+        void current()?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
+      }
+      options.onOutcome?.(outcome, remote);
+    },
+  });
+  // Start/stop steps run one after the other: a step-down waits for a start in progress, then closes it.
+  let steps: Promise<void> = Promise.resolve();
+  const stopRotation = async () => {
+    const running = rotation;
+    rotation = undefined;
+    if (running === undefined) return;
+    try {
+      await running.close();
+      log('info', 'key rotation stopped: this receiver no longer holds the controller lease');
+    } catch (error) {
+      log('warn', `key rotation did not close cleanly: ${describeError(error)}`);
+    }
+  };
+  const rotationConfig = options.keyRotation;
+  if (rotationConfig?.enabled === true) {
+    const startRotation = async () => {
+      if (rotation !== undefined || lease?.isLeader !== true) return;
+      try {
+        rotation = await startAwsKeyRotation({
+          config: rotationConfig,
+          brokerPort: config.brokerPort,
+          clients,
+          devicesTable: config.devicesTable,
+          fleetThingGroup: config.fleetThingGroup,
+          directory,
+          audit,
+          clock,
+          timers,
+          random: systemRandom,
+        });
+        log(
+          'info',
+          `key rotation on (controller lease held): controller session to ${rotationConfig.brokerHost}:${config.brokerPort}`,
+        );
+      } catch (error) {
+        log('warn', `key rotation is off: the controller failed to start (${describeError(error)})`);
+        await lease?.release(); // let another receiver (or this one at its next tick) try
+        return;
+      }
+      if (lease?.isLeader !== true) await stopRotation(); // stepped down while starting
+    };
+    lease = new ControllerLease({
+      dynamodb: clients.dynamodb,
+      table: config.devicesTable,
+      holderId: options.leaseHolderId ?? newHolderId(systemRandom),
+      clock,
+      timers,
+      ...options.lease,
+      onLeadershipChange: (leader) => {
+        steps = steps.then(leader ? startRotation : stopRotation);
+      },
+      onError: (error) =>
+        log(
+          'warn',
+          `controller lease: DynamoDB failed, not leader until the next tick (${describeError(error)})`,
+        ),
+    });
+    await lease.start();
+    await steps;
+  }
+
+  const healthPort = options.healthPort ?? config.healthPort;
+  let health: HealthListener | undefined;
+  if (healthPort !== undefined) {
+    try {
+      health = await startHealthListener({
+        host: options.host ?? DEFAULT_AWS_RECEIVER_HOST,
+        port: healthPort,
+      });
+    } catch (error) {
+      await receiver.close();
+      throw error;
+    }
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    receiver,
+    firewall,
+    get keyRotation() {
+      return current();
+    },
+    lease,
+    health,
+    close() {
+      closing ??= (async () => {
+        await lease?.stop();
+        await steps;
+        await stopRotation();
+        await lease?.release();
+        await health?.close();
+        await receiver.close();
+        if (config.shutdown === 'handover') {
+          const handed = await deps.grants.release();
+          log('info', `${handed.length} open grant(s) handed to the revoke queue and the sweeper`);
+        } else {
+          await deps.grants.close();
+        }
+        await firewall.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The process entry point. */
+export async function main(
+  argv: readonly string[] = process.argv.slice(2),
+  env = process.env,
+): Promise<number> {
+  let config: AwsReceiverConfig;
+  let keyRotation: AwsControllerConfig;
+  try {
+    config = loadAwsReceiverConfig(env);
+    keyRotation = loadAwsControllerConfig(env);
+  } catch (error) {
+    if (error instanceof AwsConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return 78;
+    }
+    throw error;
+  }
+  if (argv.includes('--print-config')) {
+    process.stdout.write(`${formatAwsReceiverConfig(config)}\n`);
+    return 0;
+  }
+  const running = await startAwsReceiver(config, { keyRotation });
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await running.close();
+  destroyAwsClients();
+  return 0;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`blackcloud receiver failed: ${describeError(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,612 @@
+/**
+ * Firewall on EC2 security groups: each grant becomes one ingress rule per broker port for the source's /32 (or
+ * /128), written with the description `blackcloud:<deviceId>:exp=<epochSeconds>` (rule-description.ts) so the
+ * sweeper can close it if every other mechanism fails.
+ *
+ * Guarantees:
+ *   - Coalescing: allows and revokes arriving within `coalesceWindowMs` (and all that arrive while a call is in
+ *     flight) go out together: one Authorize / Update / Revoke call per security group (and per address family
+ *     for Authorize), many ranges per call, each permission once (coalescer.ts, sg-plan.ts).
+ *   - Reuse: a rule already open for the address and port is extended, never duplicated: its description's
+ *     expiry moves forward with UpdateSecurityGroupRuleDescriptionsIngress (one call per group, no new rule slot,
+ *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
+ *     the group is described again and the batch re-planned (existing rules become extensions).
+ *   - Idempotent revoke: `InvalidPermission.NotFound` / `UnknownIpPermissions` = already gone (sg-api.ts).
+ *   - Several receivers: with a grant store, a batch's revokes first read their addresses' grants-table items
+ *     (the single record of what is open, strongly consistent): when another receiver extended a grant past the
+ *     expiry being revoked, its rule is left open (the later expiry wins) and this firewall's picture takes the
+ *     later expiry, so it never shortens the rule's description either. An unreadable item revokes as asked
+ *     (closing is the safe direction).
+ *   - Quota: rules are placed in the first configured group with a free slot for the family (counted from
+ *     DescribeSecurityGroups, EC2's per-family limit `rulesPerGroup`); `RulesPerSecurityGroupLimitExceeded`
+ *     marks the group full for that family and the rules move to the next group. When all are full, grants wait
+ *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
+ *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
+ *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
+ *     Nothing is dropped silently: every failed grant rejects `allow` (the receiver audits grant.failed).
+ *   - Throttling (`RequestLimitExceeded`) retried with exponential backoff and full jitter (retry.ts). Every
+ *     failed call is an ApiErrors data point (by Code).
+ *   - `allow` resolves when all the grants' rules are open (and recorded in the grant store, if given); rules for
+ *     access entries that are not broker entries are never opened (a grant with none rejects GrantNotPermittedError).
+ *   - Rules this firewall did not write (no `blackcloud:` description) are never extended or revoked.
+ */
+import type { EC2Client } from '@aws-sdk/client-ec2';
+import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
+import type { Clock, Firewall, Grant, Timers } from '../core/interfaces.ts';
+import { Coalescer } from './coalescer.ts';
+import type { GrantStore } from './dynamo-grant-store.ts';
+import {
+  AwsConfigError,
+  awsErrorCode,
+  FirewallApiError,
+  GrantNotOpenedError,
+  GrantNotPermittedError,
+  GrantQueueFullError,
+} from './errors.ts';
+import type { Metrics } from './metrics.ts';
+import type { RetryPolicy } from './retry.ts';
+import { formatRuleDescription, toEpochSeconds } from './rule-description.ts';
+import {
+  authorizeIngress,
+  describeIngress,
+  revokeIngressIdempotent,
+  type SgContext,
+  updateIngressDescriptions,
+} from './sg-api.ts';
+import {
+  type AllowOp,
+  coalesceOps,
+  type OpenRule,
+  planBatch,
+  type RevokeOp,
+  type RuleOp,
+} from './sg-plan.ts';
+import { type RuleSpec, ruleKey, rulesForGrant } from './sg-rules.ts';
+
+export interface SecurityGroupFirewallOptions {
+  readonly ec2: EC2Client;
+  /** The broker's security groups, in fill order. */
+  readonly securityGroupIds: readonly string[];
+  /** What may be opened on the broker (e.g. tcp/8883). Other requested entries are never opened. */
+  readonly brokerAccess: readonly AccessEntry[];
+  readonly clock: Clock;
+  readonly timers: Timers;
+  /** Backoff for throttled calls. Its onError is replaced: failures are reported to `metrics` as ApiErrors. */
+  readonly retry: RetryPolicy;
+  readonly metrics: Metrics;
+  /** Records opened grants (and forgets revoked ones) so restarts, the revoker and the sweeper know. */
+  readonly grantStore?: GrantStore | undefined;
+  /** Inbound rules per group per family (EC2 default quota 60). */
+  readonly rulesPerGroup?: number;
+  /** Default 20 ms. */
+  readonly coalesceWindowMs?: number;
+  /** Rules per batch. Default 100. */
+  readonly maxBatchRules?: number;
+  /** Rules waiting for a slot, at most. Default 1000. */
+  readonly maxQueuedRules?: number;
+  /** While grants wait, look again after this long. Default 5000 ms. */
+  readonly queueRetryMs?: number;
+  /** Called when the grant store could not be written (the rule itself is open; the sweeper still closes it). */
+  readonly onGrantStoreError?: (error: unknown) => void;
+}
+
+/** One `allow`/`revoke` call: settles when every rule operation it asked for has settled. */
+class Ticket {
+  readonly promise: Promise<void>;
+  #remaining: number;
+  #error: Error | undefined;
+  #resolve!: () => void;
+  #reject!: (error: Error) => void;
+
+  constructor(operations: number, error?: Error) {
+    this.#remaining = operations;
+    this.#error = error;
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    if (operations === 0) this.#settle();
+  }
+
+  done(error?: Error): void {
+    if (error !== undefined && this.#error === undefined) this.#error = error;
+    this.#remaining--;
+    if (this.#remaining === 0) this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#error === undefined) this.#resolve();
+    else this.#reject(this.#error);
+  }
+}
+
+const MAX_ROUNDS = 4;
+
+const addressOfCidr = (cidr: string): string => cidr.slice(0, cidr.lastIndexOf('/'));
+
+export class SecurityGroupFirewall implements Firewall {
+  readonly #o: SecurityGroupFirewallOptions;
+  readonly #ctx: SgContext;
+  readonly #rulesPerGroup: number;
+  readonly #maxQueuedRules: number;
+  readonly #queueRetryMs: number;
+  readonly #coalescer: Coalescer<RuleOp<Ticket>>;
+  readonly #brokerKeys: Set<string>;
+  readonly #used = new Map<string, Record<AddressFamily, number>>();
+  readonly #open = new Map<string, OpenRule>();
+  #queue: AllowOp<Ticket>[] = [];
+  #queueTimer: unknown;
+  #stale = true;
+  #closed = false;
+
+  constructor(options: SecurityGroupFirewallOptions) {
+    if (options.securityGroupIds.length === 0) {
+      throw new AwsConfigError(
+        'SecurityGroupFirewall needs at least one broker security group id, got none: pass the ids of the groups ' +
+          'attached to the broker (BLACKCLOUD_BROKER_SECURITY_GROUP_IDS)',
+      );
+    }
+    if (options.brokerAccess.length === 0) {
+      throw new AwsConfigError(
+        'SecurityGroupFirewall brokerAccess is empty: pass the broker port, e.g. tcp/8883',
+      );
+    }
+    this.#o = options;
+    this.#rulesPerGroup = options.rulesPerGroup ?? 60;
+    this.#maxQueuedRules = options.maxQueuedRules ?? 1000;
+    this.#queueRetryMs = options.queueRetryMs ?? 5000;
+    this.#brokerKeys = new Set(options.brokerAccess.map((a) => `${a.protocol}/${a.port}`));
+    for (const id of options.securityGroupIds) this.#used.set(id, { 4: 0, 6: 0 });
+    this.#ctx = {
+      ec2: options.ec2,
+      retry: {
+        ...options.retry,
+        onError: (operation, code) =>
+          options.metrics.put('ApiErrors', 1, { Code: code }, { Operation: operation }),
+      },
+    };
+    this.#coalescer = new Coalescer<RuleOp<Ticket>>({
+      windowMs: options.coalesceWindowMs ?? 20,
+      maxBatch: options.maxBatchRules ?? 100,
+      timers: options.timers,
+      flush: (batch) => this.#flush(batch),
+    });
+  }
+
+  allow(grants: readonly Grant[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new FirewallApiError('firewall is closed: allow after close()'));
+    const ops: AllowOp<Ticket>[] = [];
+    const refused: string[] = [];
+    const tickets: Ticket[] = [];
+    const planned: { grant: Grant; rules: RuleSpec[] }[] = [];
+    try {
+      for (const grant of grants) {
+        const { rules } = rulesForGrant(grant, this.#o.brokerAccess);
+        if (rules.length === 0) refused.push(`${grant.deviceId}@${grant.address}`);
+        planned.push({ grant, rules });
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const count = planned.reduce((n, p) => n + p.rules.length, 0);
+    const ticket = new Ticket(
+      count,
+      refused.length === 0
+        ? undefined
+        : new GrantNotPermittedError(
+            `grant ${refused.join(', ')} asks for no broker port (${[...this.#brokerKeys].join(', ')}): nothing ` +
+              'else may be opened on the broker security groups; fix the device allowedAccess',
+          ),
+    );
+    tickets.push(ticket);
+    for (const { grant, rules } of planned) {
+      const expiresAtSeconds = toEpochSeconds(grant.expiresAt);
+      for (const spec of rules) ops.push({ kind: 'allow', spec, grant, expiresAtSeconds, tickets });
+    }
+    this.#coalescer.add(...ops);
+    return ticket.promise;
+  }
+
+  revoke(grants: readonly Grant[]): Promise<void> {
+    const specs: RuleSpec[] = [];
+    const expiryOf = new Map<string, number>();
+    try {
+      for (const grant of grants) {
+        for (const spec of rulesForGrant(grant, this.#o.brokerAccess).rules) {
+          specs.push(spec);
+          expiryOf.set(ruleKey(spec), Math.max(expiryOf.get(ruleKey(spec)) ?? 0, grant.expiresAt));
+        }
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // A grant still waiting for a slot is simply never opened.
+    const keys = new Set(specs.map(ruleKey));
+    const waiting = this.#queue.filter((op) => keys.has(ruleKey(op.spec)));
+    if (waiting.length > 0) {
+      this.#queue = this.#queue.filter((op) => !keys.has(ruleKey(op.spec)));
+      this.#reportQueue();
+      for (const op of waiting) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked')));
+    }
+    const ticket = new Ticket(specs.length);
+    const tickets = [ticket];
+    this.#coalescer.add(
+      ...specs.map(
+        (spec): RevokeOp<Ticket> => ({
+          kind: 'revoke',
+          spec,
+          tickets,
+          grantExpiresAt: expiryOf.get(ruleKey(spec)) ?? 0,
+        }),
+      ),
+    );
+    return ticket.promise;
+  }
+
+  /** Flush what is pending, stop the queue timer and reject grants still waiting for a slot. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#coalescer.drain();
+    if (this.#queueTimer !== undefined) this.#o.timers.clearTimeout(this.#queueTimer);
+    this.#queueTimer = undefined;
+    const waiting = this.#queue;
+    this.#queue = [];
+    for (const op of waiting)
+      this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was pending at close')));
+    this.#reportQueue();
+  }
+
+  /** Rules this firewall believes are open (diagnostics, tests). */
+  openRules(): readonly OpenRule[] {
+    return [...this.#open.values()].filter((r) => !r.foreign);
+  }
+
+  /** Rule operations waiting for a free slot. */
+  get queueDepth(): number {
+    return this.#queue.length;
+  }
+
+  /** Resolves when no batch is pending or in flight (queued grants may still wait). */
+  idle(): Promise<void> {
+    return this.#coalescer.idle();
+  }
+
+  async #flush(batch: RuleOp<Ticket>[]): Promise<void> {
+    const settled: [RuleOp<Ticket>, Error | undefined][] = [];
+    const done = (op: RuleOp<Ticket>, error?: Error) => settled.push([op, error]);
+    const opened = new Map<string, Grant>();
+    const revoked = new Set<string>();
+    let freed = false;
+    if (this.#stale) {
+      try {
+        await this.#refreshAll();
+      } catch (error) {
+        // Without a picture of the groups nothing in this batch can be planned.
+        const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
+        for (const op of batch) this.#settle(op, reason);
+        return;
+      }
+    }
+    const due = await this.#notExtendedElsewhere(batch);
+    {
+      let ops = coalesceOps(due);
+      let refreshedForUnknown = false;
+      for (let round = 1; ops.length > 0; round++) {
+        if (round > MAX_ROUNDS) {
+          for (const op of ops) {
+            done(
+              op,
+              new FirewallApiError(`rule ${ruleKey(op.spec)} could not be settled in ${MAX_ROUNDS} rounds`),
+            );
+          }
+          break;
+        }
+        const plan = planBatch(
+          {
+            groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#usage(groupId) })),
+            open: this.#open,
+            rulesPerGroup: this.#rulesPerGroup,
+          },
+          ops,
+        );
+        const again: RuleOp<Ticket>[] = [];
+        for (const op of plan.noop) done(op);
+
+        await Promise.all(
+          [...plan.revoke].map(async ([groupId, revokes]) => {
+            try {
+              await revokeIngressIdempotent(
+                this.#ctx,
+                groupId,
+                revokes.map((o) => o.spec),
+              );
+              for (const op of revokes) {
+                this.#forget(op.spec);
+                revoked.add(addressOfCidr(op.spec.cidr));
+                done(op);
+              }
+              freed = true;
+            } catch (error) {
+              for (const op of revokes) done(op, this.#apiError('revoke', groupId, error));
+            }
+          }),
+        );
+
+        if (plan.unknownRevoke.length > 0) {
+          if (refreshedForUnknown) {
+            for (const op of plan.unknownRevoke) done(op); // not in any group: already gone
+          } else {
+            try {
+              await this.#refreshAll();
+              refreshedForUnknown = true;
+              again.push(...plan.unknownRevoke);
+            } catch (error) {
+              const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
+              for (const op of plan.unknownRevoke) done(op, reason);
+            }
+          }
+        }
+
+        await Promise.all(
+          [...plan.update].map(async ([groupId, updates]) => {
+            try {
+              const outcome = await updateIngressDescriptions(
+                this.#ctx,
+                groupId,
+                updates.map(this.#withDescription),
+              );
+              if (outcome === 'ok') {
+                for (const op of updates) {
+                  this.#remember(op, groupId);
+                  this.#noteOpened(opened, op);
+                  done(op);
+                }
+              } else {
+                await this.#refreshGroup(groupId);
+                again.push(...updates);
+              }
+            } catch (error) {
+              for (const op of updates) done(op, this.#apiError('extend', groupId, error));
+            }
+          }),
+        );
+
+        await Promise.all(
+          plan.authorize.map(async (step) => {
+            try {
+              const outcome = await authorizeIngress(
+                this.#ctx,
+                step.groupId,
+                step.ops.map(this.#withDescription),
+              );
+              if (outcome === 'ok') {
+                this.#usage(step.groupId)[step.family] += step.ops.length;
+                for (const op of step.ops) {
+                  this.#remember(op, step.groupId);
+                  this.#noteOpened(opened, op);
+                  done(op);
+                }
+              } else if (outcome === 'duplicate') {
+                await this.#refreshGroup(step.groupId);
+                again.push(...step.ops);
+              } else {
+                // EC2 says full although our count disagrees: trust EC2 until the next describe.
+                const used = this.#usage(step.groupId);
+                used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
+                again.push(...step.ops);
+              }
+            } catch (error) {
+              for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
+            }
+          }),
+        );
+
+        for (const op of plan.queue) this.#enqueue(op);
+        ops = again;
+      }
+    }
+
+    await this.#record(opened, revoked);
+    for (const [op, error] of settled) this.#settle(op, error);
+    if (freed && this.#queue.length > 0) this.#requeue();
+  }
+
+  /**
+   * The batch without the revokes whose grant another receiver extended (see the header): one strongly
+   * consistent grants-table read per address; those revokes succeed at once, and this firewall's picture takes
+   * the later expiry so it never shortens the rule's description.
+   */
+  async #notExtendedElsewhere(batch: RuleOp<Ticket>[]): Promise<RuleOp<Ticket>[]> {
+    const store = this.#o.grantStore;
+    if (store === undefined) return batch;
+    const addresses = new Set<string>();
+    for (const op of batch) {
+      if (op.kind === 'revoke' && op.grantExpiresAt !== undefined) addresses.add(addressOfCidr(op.spec.cidr));
+    }
+    if (addresses.size === 0) return batch;
+    const storedExpiry = new Map<string, number>();
+    await Promise.all(
+      [...addresses].map(async (address) => {
+        try {
+          const stored = await store.get(address);
+          if (stored !== undefined) storedExpiry.set(address, stored.expiresAt);
+        } catch (error) {
+          // Unreadable: revoke as asked (closing is the safe direction).
+          this.#o.metrics.put('ApiErrors', 1, { Code: awsErrorCode(error) }, { Operation: 'GrantStore' });
+        }
+      }),
+    );
+    const due: RuleOp<Ticket>[] = [];
+    for (const op of batch) {
+      const later = op.kind === 'revoke' ? storedExpiry.get(addressOfCidr(op.spec.cidr)) : undefined;
+      if (op.kind !== 'revoke' || later === undefined || later <= (op.grantExpiresAt ?? Infinity)) {
+        due.push(op);
+        continue;
+      }
+      const open = this.#open.get(ruleKey(op.spec));
+      const laterSeconds = toEpochSeconds(later);
+      if (open !== undefined && !open.foreign && open.expiresAtSeconds < laterSeconds) {
+        this.#open.set(ruleKey(op.spec), { ...open, expiresAtSeconds: laterSeconds });
+      }
+      this.#settle(op);
+    }
+    return due;
+  }
+
+  #settle(op: RuleOp<Ticket>, error?: Error): void {
+    for (const ticket of op.tickets) ticket.done(error);
+  }
+
+  readonly #withDescription = (op: AllowOp<Ticket>) => ({
+    spec: op.spec,
+    description: formatRuleDescription(op.grant.deviceId, op.expiresAtSeconds),
+  });
+
+  #usage(groupId: string): Record<AddressFamily, number> {
+    let used = this.#used.get(groupId);
+    if (used === undefined) {
+      used = { 4: 0, 6: 0 };
+      this.#used.set(groupId, used);
+    }
+    return used;
+  }
+
+  #remember(op: AllowOp<Ticket>, groupId: string): void {
+    this.#open.set(ruleKey(op.spec), {
+      spec: op.spec,
+      groupId,
+      deviceId: op.grant.deviceId,
+      expiresAtSeconds: op.expiresAtSeconds,
+      foreign: false,
+    });
+  }
+
+  #forget(spec: RuleSpec): void {
+    const key = ruleKey(spec);
+    const open = this.#open.get(key);
+    if (open === undefined) return;
+    this.#open.delete(key);
+    const used = this.#usage(open.groupId);
+    used[spec.family] = Math.max(0, used[spec.family] - 1);
+  }
+
+  #noteOpened(opened: Map<string, Grant>, op: AllowOp<Ticket>): void {
+    const address = addressOfCidr(op.spec.cidr);
+    const prev = opened.get(address);
+    if (prev === undefined || op.grant.expiresAt > prev.expiresAt) opened.set(address, op.grant);
+  }
+
+  async #refreshAll(): Promise<void> {
+    for (const groupId of this.#o.securityGroupIds) await this.#refreshGroup(groupId);
+    this.#stale = false;
+  }
+
+  async #refreshGroup(groupId: string): Promise<void> {
+    const snapshot = await describeIngress(this.#ctx, groupId);
+    this.#used.set(groupId, { ...snapshot.used });
+    for (const [key, rule] of this.#open) if (rule.groupId === groupId) this.#open.delete(key);
+    for (const rule of snapshot.rules) {
+      if (!this.#brokerKeys.has(`${rule.protocol}/${rule.port}`)) continue;
+      this.#open.set(ruleKey(rule), {
+        spec: { protocol: rule.protocol, port: rule.port, family: rule.family, cidr: rule.cidr },
+        groupId,
+        deviceId: rule.blackcloud?.deviceId ?? '',
+        expiresAtSeconds: rule.blackcloud?.expiresAtSeconds ?? Number.POSITIVE_INFINITY,
+        foreign: rule.blackcloud === undefined,
+      });
+    }
+  }
+
+  #enqueue(op: AllowOp<Ticket>): void {
+    if (this.#closed) {
+      this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'found every group full at close')));
+      return;
+    }
+    if (this.#queue.length >= this.#maxQueuedRules) {
+      this.#settle(
+        op,
+        new GrantQueueFullError(
+          `every broker security group (${this.#o.securityGroupIds.join(', ')}) is full and ${this.#queue.length} ` +
+            `rules already wait: grant ${op.grant.deviceId}@${op.grant.address} not opened. Raise the ` +
+            '"Inbound or outbound rules per security group" quota or attach another broker security group',
+        ),
+      );
+      return;
+    }
+    this.#queue.push(op);
+    this.#reportQueue();
+    if (this.#queueTimer === undefined) {
+      this.#queueTimer = this.#o.timers.setTimeout(() => {
+        this.#queueTimer = undefined;
+        this.#stale = true; // others (sweeper, other receivers) may have freed slots
+        this.#requeue();
+      }, this.#queueRetryMs);
+    }
+  }
+
+  /** Put waiting grants back in front of the batch (FIFO), failing those that expired while waiting. */
+  #requeue(): void {
+    const now = this.#o.clock.now();
+    const waiting = this.#queue;
+    this.#queue = [];
+    const live: AllowOp<Ticket>[] = [];
+    for (const op of waiting) {
+      if (op.grant.expiresAt <= now)
+        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'expired')));
+      else live.push(op);
+    }
+    this.#reportQueue();
+    this.#coalescer.addFirst(...live);
+  }
+
+  #reportQueue(): void {
+    this.#o.metrics.put('GrantQueueDepth', this.#queue.length);
+  }
+
+  #notOpened(op: AllowOp<Ticket>, what: string): string {
+    return (
+      `grant ${op.grant.deviceId}@${op.grant.address} ${ruleKey(op.spec)} ${what} while waiting for a free rule ` +
+      `slot in ${this.#o.securityGroupIds.join(', ')}: the device must knock again`
+    );
+  }
+
+  #apiError(action: string, groupId: string, error: unknown): FirewallApiError {
+    return new FirewallApiError(
+      `could not ${action} rules in ${groupId}: ${awsErrorCode(error)}. Check the receiver role's ec2 permissions ` +
+        'on the broker security groups and that the groups exist',
+      { cause: error },
+    );
+  }
+
+  async #record(opened: ReadonlyMap<string, Grant>, revoked: ReadonlySet<string>): Promise<void> {
+    const store = this.#o.grantStore;
+    if (store === undefined || (opened.size === 0 && revoked.size === 0)) return;
+    const groupsOf = new Map<string, Set<string>>();
+    for (const rule of this.#open.values()) {
+      if (rule.foreign) continue;
+      const address = addressOfCidr(rule.spec.cidr);
+      const groups = groupsOf.get(address) ?? new Set<string>();
+      groups.add(rule.groupId);
+      groupsOf.set(address, groups);
+    }
+    const writes: Promise<unknown>[] = [];
+    for (const [address, grant] of opened) {
+      writes.push(store.put({ ...grant, address, securityGroupIds: [...(groupsOf.get(address) ?? [])] }));
+    }
+    for (const address of revoked) {
+      if (!groupsOf.has(address) && !opened.has(address)) writes.push(store.delete(address));
+    }
+    const results = await Promise.allSettled(writes);
+    for (const result of results) {
+      if (result.status === 'rejected') {
+        this.#o.metrics.put(
+          'ApiErrors',
+          1,
+          { Code: awsErrorCode(result.reason) },
+          { Operation: 'GrantStore' },
+        );
+        this.#o.onGrantStoreError?.(result.reason);
+      }
+    }
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The EC2 security-group calls blackcloud makes, with EC2's error semantics turned into outcomes. Shared by the
+ * receiver's firewall, the revoker and the sweeper. Every call goes through the retry policy (throttling and
+ * transient errors back off with jitter); codes that are outcomes (not failures) are not counted as ApiErrors.
+ *
+ *   authorize: `InvalidPermission.Duplicate` → 'duplicate' (some rule is already open; EC2 adds nothing from the
+ *              call, moto may add the ranges before the duplicate), `RulesPerSecurityGroupLimitExceeded` → 'full'.
+ *   update:    `InvalidPermission.NotFound` → 'not-found' (moto instead ignores unknown rules silently).
+ *   revoke:    `InvalidPermission.NotFound` → nothing from the call was revoked (non-default VPC);
+ *              `UnknownIpPermissions` in the response (default VPC) → those were already gone.
+ *              revokeIngressIdempotent: on NotFound, describe the group and revoke the rest in one call; if that
+ *              races again, revoke per rule. Afterwards every given rule is gone.
+ */
+import {
+  AuthorizeSecurityGroupIngressCommand,
+  DescribeSecurityGroupsCommand,
+  type EC2Client,
+  RevokeSecurityGroupIngressCommand,
+  UpdateSecurityGroupRuleDescriptionsIngressCommand,
+} from '@aws-sdk/client-ec2';
+import type { AddressFamily } from '../../spa/types.ts';
+import { awsErrorCode } from './errors.ts';
+import { type RetryPolicy, withRetry } from './retry.ts';
+import {
+  type DescribedRule,
+  hostRulesOf,
+  type RuleSpec,
+  type RuleWithDescription,
+  ruleCounts,
+  ruleKey,
+  toIpPermissions,
+} from './sg-rules.ts';
+
+export interface SgContext {
+  readonly ec2: EC2Client;
+  readonly retry: RetryPolicy;
+}
+
+export interface GroupSnapshot {
+  readonly groupId: string;
+  /** Host rules on single ports (blackcloud's and others'). */
+  readonly rules: readonly DescribedRule[];
+  /** Every ingress rule counted against the per-group quota, per family. */
+  readonly used: Readonly<Record<AddressFamily, number>>;
+}
+
+const DUPLICATE = 'InvalidPermission.Duplicate';
+const NOT_FOUND = 'InvalidPermission.NotFound';
+const FULL = 'RulesPerSecurityGroupLimitExceeded';
+
+/** A retried call whose `outcomes` codes are answers, not errors (not reported to onError). */
+function call<T>(
+  ctx: SgContext,
+  operation: string,
+  outcomes: readonly string[],
+  fn: () => Promise<T>,
+): Promise<T> {
+  const onError = ctx.retry.onError;
+  return withRetry(operation, fn, {
+    ...ctx.retry,
+    onError: (op, code) => {
+      if (!outcomes.includes(code)) onError?.(op, code);
+    },
+  });
+}
+
+/**
+ * One group's ingress rules (DescribeSecurityGroups with its id: unlike a DescribeSecurityGroupRules filter, a
+ * missing group is an error, `InvalidGroup.NotFound`, so a wrong group id cannot pass for an empty group).
+ */
+export async function describeIngress(ctx: SgContext, groupId: string): Promise<GroupSnapshot> {
+  const result = await call(ctx, 'DescribeSecurityGroups', [], () =>
+    ctx.ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [groupId] })),
+  );
+  const group = result.SecurityGroups?.find((g) => g.GroupId === groupId);
+  if (group === undefined) {
+    throw Object.assign(new Error(`security group ${groupId} was not in the DescribeSecurityGroups answer`), {
+      name: 'InvalidGroup.NotFound',
+    });
+  }
+  const permissions = group.IpPermissions ?? [];
+  return { groupId, rules: hostRulesOf(groupId, permissions), used: ruleCounts(permissions) };
+}
+
+export type AuthorizeOutcome = 'ok' | 'duplicate' | 'full';
+
+export async function authorizeIngress(
+  ctx: SgContext,
+  groupId: string,
+  rules: readonly RuleWithDescription[],
+): Promise<AuthorizeOutcome> {
+  if (rules.length === 0) return 'ok';
+  try {
+    await call(ctx, 'AuthorizeSecurityGroupIngress', [DUPLICATE], () =>
+      ctx.ec2.send(
+        new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: toIpPermissions(rules) }),
+      ),
+    );
+    return 'ok';
+  } catch (error) {
+    const code = awsErrorCode(error);
+    if (code === DUPLICATE) return 'duplicate';
+    if (code === FULL) return 'full';
+    throw error;
+  }
+}
+
+export type UpdateOutcome = 'ok' | 'not-found';
+
+export async function updateIngressDescriptions(
+  ctx: SgContext,
+  groupId: string,
+  rules: readonly RuleWithDescription[],
+): Promise<UpdateOutcome> {
+  if (rules.length === 0) return 'ok';
+  try {
+    await call(ctx, 'UpdateSecurityGroupRuleDescriptionsIngress', [NOT_FOUND], () =>
+      ctx.ec2.send(
+        new UpdateSecurityGroupRuleDescriptionsIngressCommand({
+          GroupId: groupId,
+          IpPermissions: toIpPermissions(rules),
+        }),
+      ),
+    );
+    return 'ok';
+  } catch (error) {
+    if (awsErrorCode(error) === NOT_FOUND) return 'not-found';
+    throw error;
+  }
+}
+
+/** One revoke call. 'not-found' = nothing from this call was revoked. */
+export async function revokeIngress(
+  ctx: SgContext,
+  groupId: string,
+  specs: readonly RuleSpec[],
+): Promise<'ok' | 'not-found'> {
+  if (specs.length === 0) return 'ok';
+  try {
+    // UnknownIpPermissions in the response (default VPC) lists rules that were already gone: nothing to do.
+    await call(ctx, 'RevokeSecurityGroupIngress', [NOT_FOUND], () =>
+      ctx.ec2.send(
+        new RevokeSecurityGroupIngressCommand({
+          GroupId: groupId,
+          IpPermissions: toIpPermissions(specs.map((spec) => ({ spec }))),
+        }),
+      ),
+    );
+    return 'ok';
+  } catch (error) {
+    if (awsErrorCode(error) === NOT_FOUND) return 'not-found';
+    throw error;
+  }
+}
+
+/** Revoke rules so that afterwards none of them exists in the group, whichever were already gone. */
+export async function revokeIngressIdempotent(
+  ctx: SgContext,
+  groupId: string,
+  specs: readonly RuleSpec[],
+): Promise<void> {
+  if ((await revokeIngress(ctx, groupId, specs)) === 'ok') return;
+  // Nothing was revoked. Revoke the ones still present in one call.
+  const present = new Set((await describeIngress(ctx, groupId)).rules.map(ruleKey));
+  const rest = specs.filter((s) => present.has(ruleKey(s)));
+  if ((await revokeIngress(ctx, groupId, rest)) === 'ok') return;
+  // Someone else is revoking too: per rule, where NotFound simply means gone.
+  for (const spec of rest) await revokeIngress(ctx, groupId, [spec]);
+}

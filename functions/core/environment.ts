@@ -1,0 +1,32 @@
+/**
+ * Environment variable names the stack hands to the receiver (systemd EnvironmentFile) and to the Lambdas: the
+ * contract with functions/aws/receiver-main.ts, functions/revoker and functions/sweeper. Values are names, ports,
+ * URLs and ids, never secrets.
+ */
+export const ENV = Object.freeze({
+  spaPort: 'BLACKCLOUD_SPA_PORT',
+  brokerPort: 'BLACKCLOUD_BROKER_PORT',
+  nonceTable: 'BLACKCLOUD_NONCE_TABLE',
+  devicesTable: 'BLACKCLOUD_DEVICES_TABLE',
+  grantsTable: 'BLACKCLOUD_GRANTS_TABLE',
+  /** Comma-separated, in the order grants should fill them. */
+  brokerSecurityGroupIds: 'BLACKCLOUD_BROKER_SECURITY_GROUP_IDS',
+  revokeQueueUrl: 'BLACKCLOUD_REVOKE_QUEUE_URL',
+  fleetThingGroup: 'BLACKCLOUD_FLEET_THING_GROUP',
+  grantSeconds: 'BLACKCLOUD_GRANT_SECONDS',
+  clockWindowSeconds: 'BLACKCLOUD_CLOCK_WINDOW_SECONDS',
+  region: 'AWS_REGION',
+  // Additions for the controller session (key rotation), read by the receiver when it supports them.
+  keyRotationSeconds: 'BLACKCLOUD_KEY_ROTATION_SECONDS',
+  brokerHost: 'BLACKCLOUD_BROKER_HOST',
+  brokerTlsServerName: 'BLACKCLOUD_BROKER_TLS_SERVER_NAME',
+  controllerCaFile: 'BLACKCLOUD_CONTROLLER_CA_FILE',
+  controllerCertFile: 'BLACKCLOUD_CONTROLLER_CERT_FILE',
+  controllerKeyFile: 'BLACKCLOUD_CONTROLLER_KEY_FILE',
+});
+
+/** Variables the receiver reads that the stack sets only when they differ from the receiver's own default. */
+export const OPTIONAL_ENV = Object.freeze({
+  /** Inbound rules per broker security group and family (set when the rules-per-group quota was raised). */
+  rulesPerGroup: 'BLACKCLOUD_RULES_PER_GROUP',
+});

@@ -1,0 +1,402 @@
+/**
+ * The receiver acting as SDP controller: rotates each device's native SPA key over the protected broker session
+ * (PROTOCOL.md §3, docs/key-lifecycle.md). The decisions are rotation-plan.ts's; this module runs the I/O.
+ *
+ * Contract:
+ * - `rotate(id)` (on demand) or `tick()` (schedule: due devices only) generates a fresh 32-byte key and a key id
+ *   unused in the directory, records it as the device's pending generation (durably, before anything is sent),
+ *   then publishes the offer to the device's own key topic. A device with a pending key gets the same offer
+ *   again instead (`tick` re-sends it every `resendMs`; `start()` re-sends every pending offer at once, so a
+ *   restart mid-rotation resumes it).
+ * - `handleMessage(topic, payload)` takes acks from the broker: the key must be the device's pending one, the
+ *   proof must verify in constant time under that key, and the (device, key id, nonce) must be new; only then
+ *   does the key become current and the old keys end after `graceMs`. Anything else changes nothing and is
+ *   audited as 'key.ack-rejected' with a reason.
+ * - `noteKeyUsed(id, keyId)` (after each accepted knock) confirms a pending key at first use and retires the
+ *   older keys at once; it touches the store only for devices this controller knows to hold several keys
+ *   (learned from its own offers, acks and every `tick()`). `tick()` removes keys whose grace has ended.
+ * - Operations on one device run one at a time (offers, acks, knocks, schedule), never interleaved.
+ * - Every rotation, outcome and failure is audited; key material never leaves through the audit or errors.
+ *   No method throws on a device's failure: it is returned as an outcome and audited.
+ */
+
+import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
+import type { AuditSink, Clock, NonceStore, RandomSource, Timers } from '../core/interfaces.ts';
+import { encodeKeyOffer, parseKeyAck, verifyAckProof } from '../core/key-messages.ts';
+import type {
+  ControllerSession,
+  DeviceKeys,
+  KeyChange,
+  KeyGenerationStore,
+} from '../core/key-rotation-interfaces.ts';
+import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
+import { MemoryNonceStore } from '../local/memory-nonce-store.ts';
+import {
+  checkAckTarget,
+  planAck,
+  planExpiry,
+  planKeyUsed,
+  planRotation,
+  type RotationTimers,
+} from './rotation-plan.ts';
+
+export interface KeyRotationConfig extends RotationTimers {
+  /** Re-send a pending offer that long after the last send. */
+  readonly resendMs: number;
+  /** How often `start()` runs `tick()`. */
+  readonly tickMs: number;
+}
+
+const HOUR_MS = 3_600_000;
+export const DEFAULT_KEY_ROTATION: KeyRotationConfig = Object.freeze({
+  periodMs: 24 * HOUR_MS,
+  graceMs: HOUR_MS,
+  resendMs: 5 * 60_000,
+  tickMs: 60_000,
+});
+
+export class KeyRotationConfigError extends RangeError {
+  override readonly name = 'KeyRotationConfigError';
+}
+
+/** Validates a partial config once, at the edge. */
+export function keyRotationConfig(partial: Partial<KeyRotationConfig> = {}): KeyRotationConfig {
+  const config = { ...DEFAULT_KEY_ROTATION, ...partial };
+  for (const [field, value] of Object.entries(config)) {
+    if (!Number.isInteger(value) || value < 1 || value > 366 * 24 * HOUR_MS) {
+      throw new KeyRotationConfigError(
+        `key rotation ${field}: received ${String(value)}; expected an integer number of milliseconds in ` +
+          `1..${366 * 24 * HOUR_MS} (default ${DEFAULT_KEY_ROTATION[field as keyof KeyRotationConfig]})`,
+      );
+    }
+  }
+  return Object.freeze(config);
+}
+
+export interface KeyRotationDeps {
+  readonly store: KeyGenerationStore;
+  readonly session: ControllerSession;
+  readonly audit: AuditSink;
+  readonly clock: Clock;
+  readonly random: RandomSource;
+  readonly timers: Timers;
+  /** Replay protection for acks. @default an in-memory store */
+  readonly acks?: NonceStore;
+  readonly config?: Partial<KeyRotationConfig>;
+}
+
+export type RotateOutcome =
+  | { readonly deviceId: string; readonly status: 'offered' | 'resent'; readonly keyId: number }
+  | { readonly deviceId: string; readonly status: 'skipped'; readonly reason: string }
+  | { readonly deviceId: string; readonly status: 'failed'; readonly error: string };
+
+export type AckOutcome =
+  | { readonly ok: true; readonly deviceId: string; readonly keyId: number }
+  | { readonly ok: false; readonly reason: string };
+
+export interface RotateManyOptions {
+  /** At most this many rotations at once. @default 8 */
+  readonly concurrency?: number;
+  /** false = scheduled semantics (only due devices). @default true */
+  readonly force?: boolean;
+  readonly onProgress?: (done: number, total: number, outcome: RotateOutcome) => void;
+}
+
+const KEY_ID_BYTES = 4;
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class KeyRotationController {
+  readonly config: KeyRotationConfig;
+  readonly #deps: KeyRotationDeps;
+  readonly #acks: NonceStore;
+  /** When each pending offer was last published by this process (ms). Lost on restart: `start()` re-sends. */
+  readonly #lastSent = new Map<string, number>();
+  /** Devices holding more than one key (pending or retiring): the only ones a knock can change. */
+  readonly #inRotation = new Set<string>();
+  /** One operation at a time per device (acks, knocks, rotations), so two events never race on one record. */
+  readonly #series = new Map<string, Promise<unknown>>();
+  /** Keys of unknown age (from before rotation) count their age from the controller's start. */
+  readonly #startedAt: number;
+  #timer: unknown;
+  #soon: unknown;
+
+  constructor(deps: KeyRotationDeps) {
+    this.#deps = deps;
+    this.#startedAt = deps.clock.now();
+    this.config = keyRotationConfig(deps.config);
+    this.#acks = deps.acks ?? new MemoryNonceStore({ clock: deps.clock });
+  }
+
+  /** Re-sends pending offers (resume after a restart), then runs `tick()` every `tickMs`. */
+  async start(): Promise<void> {
+    await this.tick();
+    this.#schedule();
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) this.#deps.timers.clearTimeout(this.#timer);
+    if (this.#soon !== undefined) this.#deps.timers.clearTimeout(this.#soon);
+    this.#timer = undefined;
+    this.#soon = undefined;
+  }
+
+  /**
+   * Runs `tick()` once, soon (coalesced), e.g. when the directory changed under us: pending keys recorded by
+   * another process are then offered at once. Only while started.
+   */
+  tickSoon(): void {
+    if (this.#timer === undefined || this.#soon !== undefined) return;
+    this.#soon = this.#deps.timers.setTimeout(() => {
+      this.#soon = undefined;
+      void this.tick().catch(() => undefined);
+    }, 0);
+  }
+
+  #schedule(): void {
+    this.#timer = this.#deps.timers.setTimeout(() => {
+      void this.tick()
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.#timer !== undefined) this.#schedule();
+        });
+    }, this.config.tickMs);
+  }
+
+  #inSeries<T>(deviceId: string, run: () => Promise<T>): Promise<T> {
+    const previous = this.#series.get(deviceId) ?? Promise.resolve();
+    const next = previous.then(run);
+    const settled = next.catch(() => undefined);
+    this.#series.set(deviceId, settled);
+    void settled.then(() => {
+      if (this.#series.get(deviceId) === settled) this.#series.delete(deviceId);
+    });
+    return next;
+  }
+
+  #track(deviceId: string, keyCount: number): void {
+    if (keyCount > 1) this.#inRotation.add(deviceId);
+    else this.#inRotation.delete(deviceId);
+  }
+
+  /** On demand: rotate one device now (a pending rotation is re-sent instead). */
+  rotate(deviceId: string, force = true): Promise<RotateOutcome> {
+    const { store, clock } = this.#deps;
+    return this.#inSeries(deviceId, async () => {
+      try {
+        const device = await store.get(deviceId);
+        if (device === undefined) {
+          return { deviceId, status: 'failed', error: `device "${deviceId}" is not in the directory` };
+        }
+        return await this.#rotateDevice(device, force, clock.now());
+      } catch (error) {
+        return this.#failed(deviceId, error);
+      }
+    });
+  }
+
+  /** Rotates many devices with bounded concurrency; outcomes in input order. */
+  async rotateMany(deviceIds: readonly string[], options: RotateManyOptions = {}): Promise<RotateOutcome[]> {
+    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 8));
+    const outcomes: RotateOutcome[] = new Array(deviceIds.length);
+    let next = 0;
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (next < deviceIds.length) {
+        const index = next++;
+        const outcome = await this.rotate(deviceIds[index]!, options.force ?? true);
+        outcomes[index] = outcome;
+        done += 1;
+        options.onProgress?.(done, deviceIds.length, outcome);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, deviceIds.length) }, worker));
+    return outcomes;
+  }
+
+  /** The schedule: removes keys past their grace, rotates due devices, re-sends stale pending offers. */
+  async tick(): Promise<RotateOutcome[]> {
+    const outcomes: RotateOutcome[] = [];
+    for (const listed of await this.#deps.store.list()) {
+      const outcome = await this.#inSeries(listed.deviceId, () => this.#tickDevice(listed.deviceId));
+      if (outcome !== undefined) outcomes.push(outcome);
+    }
+    return outcomes;
+  }
+
+  async #tickDevice(deviceId: string): Promise<RotateOutcome | undefined> {
+    const { store, clock } = this.#deps;
+    const now = clock.now();
+    try {
+      // Read inside the series: an ack or a knock may have changed the record since the list.
+      const device = await store.get(deviceId);
+      if (device === undefined) return undefined;
+      const expiry = planExpiry(device, now);
+      const removed = expiry?.type === 'remove' ? expiry.keyIds : [];
+      this.#track(deviceId, device.keys.length - removed.length);
+      if (expiry !== undefined) {
+        await store.apply(deviceId, expiry);
+        this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: removed, reason: 'grace-ended' });
+      }
+      const lastSent = this.#lastSent.get(deviceId);
+      const resendDue = lastSent === undefined || now - lastSent >= this.config.resendMs;
+      const decision = planRotation(device, now, this.config, false, this.#startedAt);
+      if (decision.action === 'skip' || (decision.action === 'resend' && !resendDue)) return undefined;
+      return await this.#rotateDevice(device, false, now);
+    } catch (error) {
+      return this.#failed(deviceId, error);
+    }
+  }
+
+  async #rotateDevice(device: DeviceKeys, force: boolean, now: number): Promise<RotateOutcome> {
+    const { store, session, random } = this.#deps;
+    const { deviceId } = device;
+    const decision = planRotation(device, now, this.config, force, this.#startedAt);
+    if (decision.action === 'skip') return { deviceId, status: 'skipped', reason: decision.reason };
+    const oldKeyNotAfter = now + this.config.graceMs;
+    if (decision.action === 'resend') {
+      const { keyId } = decision;
+      const key = await store.keyMaterial(deviceId, keyId);
+      if (key === undefined) throw new Error(`pending key ${keyId} has no key material`);
+      const generation = device.keys.find((k) => k.keyId === keyId)?.generation ?? 0;
+      await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+      this.#lastSent.set(deviceId, now);
+      this.#inRotation.add(deviceId);
+      this.#audit({ type: 'key.resent', time: now, deviceId, keyId, generation, oldKeyNotAfter });
+      return { deviceId, status: 'resent', keyId };
+    }
+    const keyId = await this.#freshKeyId();
+    const key = random.randomBytes(BC1_KEY_LENGTH);
+    const { generation } = decision;
+    // Durable first: a crash after this line resumes by re-sending; the old key is untouched until confirmation.
+    await store.apply(deviceId, { type: 'add-pending', keyId, key, generation, createdAt: now });
+    this.#inRotation.add(deviceId);
+    this.#audit({ type: 'key.offered', time: now, deviceId, keyId, generation, oldKeyNotAfter });
+    await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+    this.#lastSent.set(deviceId, now);
+    return { deviceId, status: 'offered', keyId };
+  }
+
+  async #freshKeyId(): Promise<number> {
+    const devices = await this.#deps.store.list();
+    const taken = new Set(devices.flatMap((device) => device.keys.map((key) => key.keyId)));
+    for (;;) {
+      const keyId = Buffer.from(this.#deps.random.randomBytes(KEY_ID_BYTES)).readUInt32BE(0);
+      if (!taken.has(keyId)) return keyId;
+    }
+  }
+
+  /** One message from the controller session (acks on `blackcloud/keys/<id>/ack`). Never throws. */
+  async handleMessage(topic: string, payload: Uint8Array): Promise<AckOutcome> {
+    const deviceId = identityOfKeyAckTopic(topic);
+    if (deviceId === undefined) return { ok: false, reason: 'not-an-ack-topic' };
+    return this.#inSeries(deviceId, () => this.#handleAck(deviceId, payload));
+  }
+
+  async #handleAck(deviceId: string, payload: Uint8Array): Promise<AckOutcome> {
+    const { store, clock } = this.#deps;
+    const refuse = (reason: string, keyId?: number): AckOutcome => {
+      this.#audit({
+        type: 'key.ack-rejected',
+        time: clock.now(),
+        deviceId,
+        ...(keyId === undefined ? {} : { keyId }),
+        reason,
+      });
+      return { ok: false, reason };
+    };
+    try {
+      const ack = parseKeyAck(payload);
+      if (!ack.ok) return refuse(`malformed:${ack.reason}`);
+      const { keyId } = ack.value;
+      const device = await store.get(deviceId);
+      if (device === undefined) return refuse('unknown-device', keyId);
+      const target = checkAckTarget(device, keyId);
+      if (target !== undefined) return refuse(target, keyId);
+      const key = await store.keyMaterial(deviceId, keyId);
+      if (key === undefined || !verifyAckProof(key, ack.value)) return refuse('bad-proof', keyId);
+      const now = clock.now();
+      const replayId = `ack:${deviceId}:${keyId}:${Buffer.from(ack.value.nonce).toString('hex')}`;
+      if ((await this.#acks.record(replayId, now + this.config.graceMs)) === 'replay') {
+        return refuse('replay', keyId);
+      }
+      const change = planAck(keyId, now, this.config);
+      await store.apply(deviceId, change);
+      this.#lastSent.delete(deviceId);
+      this.#track(deviceId, device.keys.length);
+      const oldKeysNotAfter = change.type === 'confirm' ? change.othersNotAfter : now;
+      this.#audit({ type: 'key.confirmed', time: now, deviceId, keyId, by: 'ack', oldKeysNotAfter });
+      return { ok: true, deviceId, keyId };
+    } catch (error) {
+      this.#failed(deviceId, error);
+      return { ok: false, reason: 'internal-error' };
+    }
+  }
+
+  /**
+   * After an accepted knock: first use of a new key confirms it and retires the older keys. Cheap for devices
+   * not in rotation (no store access). Never throws.
+   */
+  noteKeyUsed(deviceId: string, keyId: number): Promise<KeyChange | undefined> {
+    if (!this.#inRotation.has(deviceId)) return Promise.resolve(undefined);
+    return this.#inSeries(deviceId, () => this.#keyUsed(deviceId, keyId));
+  }
+
+  async #keyUsed(deviceId: string, keyId: number): Promise<KeyChange | undefined> {
+    const { store, clock } = this.#deps;
+    try {
+      const device = await store.get(deviceId);
+      if (device === undefined) return undefined;
+      const now = clock.now();
+      const change = planKeyUsed(device, keyId, now);
+      if (change === undefined) return undefined;
+      await store.apply(deviceId, change);
+      if (change.type === 'confirm') {
+        this.#lastSent.delete(deviceId);
+        this.#audit({
+          type: 'key.confirmed',
+          time: now,
+          deviceId,
+          keyId,
+          by: 'first-use',
+          oldKeysNotAfter: now,
+        });
+        const retired = device.keys.filter((key) => key.keyId !== keyId).map((key) => key.keyId);
+        if (retired.length > 0) {
+          await store.apply(deviceId, { type: 'remove', keyIds: retired });
+          this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: retired, reason: 'new-key-used' });
+        }
+        this.#track(deviceId, 1);
+      } else if (change.type === 'remove') {
+        this.#audit({
+          type: 'key.retired',
+          time: now,
+          deviceId,
+          keyIds: change.keyIds,
+          reason: 'new-key-used',
+        });
+        this.#track(deviceId, device.keys.length - change.keyIds.length);
+      }
+      return change;
+    } catch (error) {
+      this.#failed(deviceId, error);
+      return undefined;
+    }
+  }
+
+  #failed(deviceId: string, error: unknown): RotateOutcome {
+    const text = message(error);
+    this.#audit({ type: 'key.rotation-failed', time: this.#deps.clock.now(), deviceId, error: text });
+    return { deviceId, status: 'failed', error: text };
+  }
+
+  #audit(event: Parameters<AuditSink['write']>[0]): void {
+    try {
+      this.#deps.audit.write(event);
+    } catch {
+      // an audit sink never stops a rotation
+    }
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * The fleet simulation's models (bench/fleet/): the EC2 token buckets and security-group semantics the figures
+ * in docs/scaling.md rest on, the virtual clock, and the seeded schedule. Virtual time only: no real sleeps.
+ */
+import {
+  AuthorizeSecurityGroupIngressCommand,
+  DescribeSecurityGroupsCommand,
+  RevokeSecurityGroupIngressCommand,
+} from '@aws-sdk/client-ec2';
+import { describe, expect, it } from 'vitest';
+import { Ec2Model } from '../../bench/fleet/ec2-model.ts';
+import { deviceAddress, fleetSchedule } from '../../bench/fleet/fleet-model.ts';
+import { TokenBucket } from '../../bench/fleet/token-bucket.ts';
+import { VirtualTime } from '../../bench/fleet/virtual-time.ts';
+import { awsErrorCode } from '../../functions/aws/errors.ts';
+
+const idle = { inFlight: () => 0, quantumMs: 0 };
+
+const permission = (cidrs: string[]) => ({
+  IpPermissions: [
+    { IpProtocol: 'tcp', FromPort: 8883, ToPort: 8883, IpRanges: cidrs.map((CidrIp) => ({ CidrIp })) },
+  ],
+});
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    return awsErrorCode(error);
+  }
+}
+
+describe('TokenBucket (EC2 throttling)', () => {
+  it('1. gives 50 at once, then refuses, then 5 per second', () => {
+    let now = 0;
+    const bucket = new TokenBucket({ capacity: 50, refillPerSecond: 5 }, { now: () => now });
+    const burst = Array.from({ length: 60 }, () => bucket.take()).filter(Boolean).length;
+    expect(burst).toBe(50);
+    now = 1000;
+    expect(Array.from({ length: 10 }, () => bucket.take()).filter(Boolean).length).toBe(5);
+    now = 1_000_000;
+    expect(Array.from({ length: 60 }, () => bucket.take()).filter(Boolean).length).toBe(50);
+  });
+});
+
+describe('VirtualTime', () => {
+  it('2. fires timers in due order (ties in setting order) and ends at `until`', async () => {
+    const time = new VirtualTime(1000);
+    const fired: string[] = [];
+    time.setTimeout(() => fired.push(`b@${time.now()}`), 20);
+    time.setTimeout(() => fired.push(`a@${time.now()}`), 10);
+    time.setTimeout(() => fired.push(`c@${time.now()}`), 20);
+    const cancelled = time.setTimeout(() => fired.push('never'), 5);
+    time.clearTimeout(cancelled);
+    time.setTimeout(() => fired.push('late'), 100);
+    await time.run(1050, idle);
+    expect(fired).toEqual(['a@1010', 'b@1020', 'c@1020']);
+    expect(time.now()).toBe(1050);
+  });
+});
+
+describe('Ec2Model (security groups as EC2 answers them)', () => {
+  function model(rulesPerGroup = 2) {
+    const time = new VirtualTime(0);
+    const ec2 = new Ec2Model({
+      clock: time,
+      timers: time,
+      groupIds: ['sg-1'],
+      rulesPerGroup,
+      latencyMs: 100,
+    });
+    const send = (command: AuthorizeSecurityGroupIngressCommand | RevokeSecurityGroupIngressCommand) => {
+      const answer = ec2.send(command);
+      void answer.catch(() => undefined);
+      return answer;
+    };
+    return { time, ec2, send };
+  }
+
+  it('3. Duplicate, quota and NotFound change nothing; a call answers after its latency', async () => {
+    const { time, ec2, send } = model();
+    const first = send(
+      new AuthorizeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...permission(['198.51.100.1/32']) }),
+    );
+    await time.run(99, idle);
+    expect(ec2.rules().now).toBe(0);
+    await time.run(100, idle);
+    expect(await codeOf(first)).toBe('ok');
+    const duplicate = send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        ...permission(['198.51.100.2/32', '198.51.100.1/32']),
+      }),
+    );
+    const twice = send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        ...permission(['198.51.100.3/32', '198.51.100.3/32']),
+      }),
+    );
+    const full = send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        ...permission(['198.51.100.4/32', '198.51.100.5/32']),
+      }),
+    );
+    const missing = send(
+      new RevokeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        ...permission(['198.51.100.1/32', '198.51.100.9/32']),
+      }),
+    );
+    await time.run(1000, idle);
+    expect(await Promise.all([duplicate, twice, full, missing].map(codeOf))).toEqual([
+      'InvalidPermission.Duplicate',
+      'InvalidParameterValue',
+      'RulesPerSecurityGroupLimitExceeded',
+      'InvalidPermission.NotFound',
+    ]);
+    expect(ec2.cidrs()).toEqual(['198.51.100.1/32']);
+    const described = ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: ['sg-1'] }));
+    await time.run(2000, idle);
+    expect(await described).toMatchObject({
+      SecurityGroups: [
+        { GroupId: 'sg-1', IpPermissions: [{ FromPort: 8883, IpRanges: [{ CidrIp: '198.51.100.1/32' }] }] },
+      ],
+    });
+  });
+
+  it('4. the 51st Authorize within a second is RequestLimitExceeded; counted per action', async () => {
+    const { time, ec2, send } = model(1000);
+    const answers = Array.from({ length: 51 }, (_, i) =>
+      send(new AuthorizeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...permission([`10.0.0.${i}/32`]) })),
+    );
+    await time.run(500, idle);
+    const codes = await Promise.all(answers.map(codeOf));
+    expect(codes.filter((c) => c === 'ok')).toHaveLength(50);
+    expect(codes.at(-1)).toBe('RequestLimitExceeded');
+    expect(ec2.counts().AuthorizeSecurityGroupIngress).toEqual({
+      calls: 51,
+      errors: { RequestLimitExceeded: 1 },
+    });
+  });
+});
+
+describe('fleet schedule', () => {
+  it('5. is the same for the same seed; every device knocks once in a full-fleet storm', () => {
+    const params = {
+      devices: 500,
+      seed: 7,
+      reconnectHours: 6,
+      outageAtSeconds: 60,
+      outageFraction: 1,
+      outageSeconds: 30,
+      stormSpreadSeconds: 60,
+      endSeconds: 300,
+      replayEverySeconds: 2,
+      junkPerSecond: 1,
+    };
+    const a = fleetSchedule(params);
+    expect(fleetSchedule(params)).toEqual(a);
+    const storm = a.filter((e) => e.kind === 'knock' && e.storm);
+    expect(storm).toHaveLength(500);
+    expect(storm.every((e) => e.at >= 90_000 && e.at < 150_000)).toBe(true);
+    expect(a.filter((e) => e.kind === 'replay')).toHaveLength(149);
+    expect(a.every((e, i) => i === 0 || a[i - 1]!.at <= e.at)).toBe(true);
+    expect(deviceAddress(99_999)).toBe('100.65.134.159');
+  });
+});

@@ -1,0 +1,247 @@
+/**
+ * The pure coalescing logic under a virtual clock: the Coalescer's batching windows and the planner's
+ * per-rule decisions (merge, extend, revoke, spread over groups, queue).
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Coalescer } from '../../../functions/aws/coalescer.ts';
+import {
+  type AllowOp,
+  coalesceOps,
+  type OpenRule,
+  planBatch,
+  type RevokeOp,
+  type SlotState,
+} from '../../../functions/aws/sg-plan.ts';
+import type { RuleSpec } from '../../../functions/aws/sg-rules.ts';
+import { globalTimers as timers } from '../../support/timers.ts';
+
+describe('Coalescer (virtual clock)', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  function recorder(flushMs = 0) {
+    const batches: { at: number; items: number[] }[] = [];
+    const coalescer = new Coalescer<number>({
+      windowMs: 20,
+      maxBatch: 5,
+      timers,
+      flush: async (items) => {
+        batches.push({ at: Date.now(), items });
+        if (flushMs > 0) await new Promise((resolve) => setTimeout(resolve, flushMs));
+      },
+    });
+    return { batches, coalescer };
+  }
+
+  it('1. items within one window go out together when it closes', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder();
+    coalescer.add(1);
+    await vi.advanceTimersByTimeAsync(5);
+    coalescer.add(2);
+    await vi.advanceTimersByTimeAsync(10);
+    coalescer.add(3);
+    expect(batches).toEqual([]);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(batches).toEqual([{ at: start + 20, items: [1, 2, 3] }]);
+  });
+
+  it('2. reaching maxBatch flushes at once, the rest waits for its own window', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder();
+    coalescer.add(1, 2, 3, 4, 5, 6, 7);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batches).toEqual([
+      { at: start, items: [1, 2, 3, 4, 5] },
+      { at: start, items: [6, 7] },
+    ]);
+  });
+
+  it('3. items arriving during a slow flush form the next batch, sent as soon as it ends', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder(100);
+    coalescer.add(1);
+    await vi.advanceTimersByTimeAsync(20);
+    coalescer.add(2);
+    await vi.advanceTimersByTimeAsync(50);
+    coalescer.add(3);
+    await vi.advanceTimersByTimeAsync(50);
+    expect(batches).toEqual([
+      { at: start + 20, items: [1] },
+      { at: start + 120, items: [2, 3] },
+    ]);
+    await vi.advanceTimersByTimeAsync(100);
+    await coalescer.idle();
+  });
+
+  it('4. addFirst puts waiting work ahead; drain flushes without waiting for the window', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder();
+    coalescer.add(2, 3);
+    coalescer.addFirst(1);
+    await coalescer.drain();
+    expect(batches).toEqual([{ at: start, items: [1, 2, 3] }]);
+  });
+
+  it('5. separate windows give separate batches; idle resolves after the last', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder();
+    coalescer.add(1);
+    await vi.advanceTimersByTimeAsync(30);
+    coalescer.add(2);
+    const idle = coalescer.idle();
+    await vi.advanceTimersByTimeAsync(20);
+    await idle;
+    expect(batches).toEqual([
+      { at: start + 20, items: [1] },
+      { at: start + 50, items: [2] },
+    ]);
+  });
+
+  it('6. a rejecting flush is reported and later batches still run', async () => {
+    const errors: unknown[] = [];
+    const seen: number[][] = [];
+    const coalescer = new Coalescer<number>({
+      windowMs: 1,
+      maxBatch: 10,
+      timers,
+      flush: async (items) => {
+        seen.push(items);
+        if (items[0] === 1) throw new Error('boom');
+      },
+      onFlushError: (e) => errors.push(e),
+    });
+    coalescer.add(1);
+    await vi.advanceTimersByTimeAsync(1);
+    coalescer.add(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(seen).toEqual([[1], [2]]);
+    expect(errors).toHaveLength(1);
+  });
+});
+
+const v4 = (n: number): RuleSpec => ({ protocol: 'tcp', port: 8883, family: 4, cidr: `198.51.100.${n}/32` });
+const v6 = (n: number): RuleSpec => ({ protocol: 'tcp', port: 8883, family: 6, cidr: `2001:db8::${n}/128` });
+const grant = (n: number, exp: number) => ({
+  deviceId: `dev-${n}`,
+  address: `198.51.100.${n}`,
+  family: 4 as const,
+  access: [{ protocol: 'tcp' as const, port: 8883 }],
+  openedAt: 0,
+  expiresAt: exp * 1000,
+});
+const allow = (spec: RuleSpec, exp: number, ticket: string): AllowOp<string> => ({
+  kind: 'allow',
+  spec,
+  grant: grant(1, exp),
+  expiresAtSeconds: exp,
+  tickets: [ticket],
+});
+const revoke = (spec: RuleSpec, ticket: string): RevokeOp<string> => ({
+  kind: 'revoke',
+  spec,
+  tickets: [ticket],
+});
+const open = (spec: RuleSpec, groupId: string, exp: number, foreign = false): [string, OpenRule] => [
+  `${spec.protocol}/${spec.port}/${spec.cidr}`,
+  { spec, groupId, deviceId: 'dev', expiresAtSeconds: exp, foreign },
+];
+
+describe('coalesceOps', () => {
+  it('merges allows of one rule into one with the later expiry and all tickets', () => {
+    expect(
+      coalesceOps([
+        allow(v4(1), 10, 'a'),
+        allow(v4(2), 10, 'b'),
+        allow(v4(1), 30, 'c'),
+        allow(v4(1), 20, 'd'),
+      ]),
+    ).toEqual([{ ...allow(v4(1), 30, 'c'), tickets: ['a', 'c', 'd'] }, allow(v4(2), 10, 'b')]);
+  });
+
+  it('lets the later of allow/revoke win', () => {
+    expect(coalesceOps([allow(v4(1), 10, 'a'), revoke(v4(1), 'r')])).toEqual([
+      { ...revoke(v4(1), 'r'), tickets: ['a', 'r'] },
+    ]);
+    expect(coalesceOps([revoke(v4(1), 'r'), allow(v4(1), 10, 'a')])).toEqual([
+      { ...allow(v4(1), 10, 'a'), tickets: ['r', 'a'] },
+    ]);
+  });
+});
+
+describe('planBatch', () => {
+  const state = (
+    groups: [string, number, number][],
+    openRules: [string, OpenRule][] = [],
+    rulesPerGroup = 3,
+  ): SlotState => ({
+    groups: groups.map(([groupId, u4, u6]) => ({ groupId, used: { 4: u4, 6: u6 } })),
+    open: new Map(openRules),
+    rulesPerGroup,
+  });
+
+  it('1. new rules go to the first group with room, per family, batched per group and family', () => {
+    const plan = planBatch(
+      state([
+        ['sg-a', 2, 0],
+        ['sg-b', 0, 0],
+      ]),
+      [allow(v4(1), 10, 't'), allow(v4(2), 10, 't'), allow(v6(3), 10, 't')],
+    );
+    expect(plan.authorize.map((s) => [s.groupId, s.family, s.ops.map((o) => o.spec.cidr)])).toEqual([
+      ['sg-a', 4, ['198.51.100.1/32']],
+      ['sg-b', 4, ['198.51.100.2/32']],
+      ['sg-a', 6, ['2001:db8::3/128']],
+    ]);
+    expect(plan.queue).toEqual([]);
+  });
+
+  it('2. an open rule with a later expiry is extended in its group, not re-authorized', () => {
+    const plan = planBatch(state([['sg-a', 1, 0]], [open(v4(1), 'sg-a', 10)]), [allow(v4(1), 40, 't')]);
+    expect([...plan.update].map(([g, ops]) => [g, ops.map((o) => o.expiresAtSeconds)])).toEqual([
+      ['sg-a', [40]],
+    ]);
+    expect(plan.authorize).toEqual([]);
+  });
+
+  it('3. an open rule with the same or an earlier expiry, or a foreign rule, needs nothing', () => {
+    const plan = planBatch(
+      state([['sg-a', 2, 0]], [open(v4(1), 'sg-a', 40), open(v4(2), 'sg-a', Infinity, true)]),
+      [allow(v4(1), 40, 't'), allow(v4(1), 30, 't'), allow(v4(2), 50, 't')],
+    );
+    expect(plan.noop).toHaveLength(3);
+    expect(plan.update.size + plan.authorize.length).toBe(0);
+  });
+
+  it('4. revokes of known rules free slots for this batch; unknown ones are looked up; foreign ones left alone', () => {
+    const plan = planBatch(
+      state([['sg-a', 3, 0]], [open(v4(1), 'sg-a', 10), open(v4(9), 'sg-a', Infinity, true)]),
+      [revoke(v4(1), 'r'), revoke(v4(2), 'r'), revoke(v4(9), 'r'), allow(v4(3), 10, 't')],
+    );
+    expect([...plan.revoke].map(([g, ops]) => [g, ops.map((o) => o.spec.cidr)])).toEqual([
+      ['sg-a', ['198.51.100.1/32']],
+    ]);
+    expect(plan.unknownRevoke.map((o) => o.spec.cidr)).toEqual(['198.51.100.2/32']);
+    expect(plan.noop.map((o) => o.spec.cidr)).toEqual(['198.51.100.9/32']);
+    expect(plan.authorize.map((s) => s.groupId)).toEqual(['sg-a']);
+  });
+
+  it('5. when every group is full for the family, the rest is queued in order', () => {
+    const plan = planBatch(
+      state([
+        ['sg-a', 3, 0],
+        ['sg-b', 2, 3],
+      ]),
+      [allow(v4(1), 10, 't'), allow(v4(2), 10, 't'), allow(v6(3), 10, 't'), allow(v6(4), 10, 't')],
+    );
+    expect(plan.authorize.map((s) => [s.groupId, s.family, s.ops.length])).toEqual([
+      ['sg-b', 4, 1],
+      ['sg-a', 6, 2],
+    ]);
+    expect(plan.queue.map((o) => o.spec.cidr)).toEqual(['198.51.100.2/32']);
+  });
+});

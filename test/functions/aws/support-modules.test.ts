@@ -1,0 +1,267 @@
+/** Retry/backoff, the bounded cache, EMF metrics and the CloudWatch audit sink (pure, virtual time). */
+import { describe, expect, it } from 'vitest';
+import { BoundedCache } from '../../../functions/aws/bounded-cache.ts';
+import { awsClients, destroyAwsClients, ec2Client } from '../../../functions/aws/clients.ts';
+import { CloudWatchAuditSink } from '../../../functions/aws/cloudwatch-audit-sink.ts';
+import { AwsConfigError, awsErrorCode } from '../../../functions/aws/errors.ts';
+import { EmfMetrics, emfDocument, METRIC_NAMESPACE } from '../../../functions/aws/metrics.ts';
+import { backoffDelay, isTransient, type RetryPolicy, withRetry } from '../../../functions/aws/retry.ts';
+
+function awsError(name: string, status = 400) {
+  return Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
+}
+
+describe('withRetry', () => {
+  function policy(sleeps: number[], errors: [string, string][] = []): RetryPolicy {
+    return {
+      maxAttempts: 4,
+      baseDelayMs: 100,
+      maxDelayMs: 250,
+      sleep: async (ms) => {
+        sleeps.push(ms);
+      },
+      random: () => 0.5,
+      onError: (op, code) => errors.push([op, code]),
+    };
+  }
+
+  it('retries throttling with exponential backoff, full jitter and a cap, then succeeds', async () => {
+    const sleeps: number[] = [];
+    const errors: [string, string][] = [];
+    let calls = 0;
+    const result = await withRetry(
+      'Authorize',
+      async () => {
+        calls++;
+        if (calls < 4) throw awsError('RequestLimitExceeded', 503);
+        return 'done';
+      },
+      policy(sleeps, errors),
+    );
+    expect(result).toBe('done');
+    expect(calls).toBe(4);
+    expect(sleeps).toEqual([50, 100, 125]); // 0.5 × min(250, 100·2^(n-1))
+    expect(errors).toEqual([
+      ['Authorize', 'RequestLimitExceeded'],
+      ['Authorize', 'RequestLimitExceeded'],
+      ['Authorize', 'RequestLimitExceeded'],
+    ]);
+  });
+
+  it('gives up after maxAttempts with the last error', async () => {
+    const sleeps: number[] = [];
+    let calls = 0;
+    await expect(
+      withRetry(
+        'Revoke',
+        async () => {
+          calls++;
+          throw awsError('RequestLimitExceeded');
+        },
+        policy(sleeps),
+      ),
+    ).rejects.toMatchObject({ name: 'RequestLimitExceeded' });
+    expect(calls).toBe(4);
+    expect(sleeps).toHaveLength(3);
+  });
+
+  it('does not retry answers like InvalidPermission.Duplicate', async () => {
+    const sleeps: number[] = [];
+    let calls = 0;
+    await expect(
+      withRetry(
+        'Authorize',
+        async () => {
+          calls++;
+          throw awsError('InvalidPermission.Duplicate');
+        },
+        policy(sleeps),
+      ),
+    ).rejects.toMatchObject({ name: 'InvalidPermission.Duplicate' });
+    expect([calls, sleeps.length]).toEqual([1, 0]);
+  });
+
+  it('classifies transient errors', () => {
+    expect(isTransient(awsError('RequestLimitExceeded'))).toBe(true);
+    expect(isTransient(awsError('SomethingElse', 500))).toBe(true);
+    expect(isTransient(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).toBe(true);
+    expect(isTransient(awsError('InvalidGroup.NotFound'))).toBe(false);
+    expect(backoffDelay({ baseDelayMs: 200, maxDelayMs: 20_000 }, 10, 0.999)).toBe(19_980);
+  });
+
+  it('reads error codes off SDK and query-protocol errors', () => {
+    expect(awsErrorCode(awsError('ConditionalCheckFailedException'))).toBe('ConditionalCheckFailedException');
+    expect(awsErrorCode({ Code: 'RequestLimitExceeded', name: 'Error' })).toBe('RequestLimitExceeded');
+    expect(awsErrorCode('nope')).toBe('UnknownError');
+  });
+});
+
+describe('BoundedCache', () => {
+  it('expires entries after ttl by the injected clock', async () => {
+    let now = 1000;
+    const cache = new BoundedCache<string, number>({ ttlMs: 100, maxEntries: 10, clock: { now: () => now } });
+    cache.set('a', 1);
+    now += 99;
+    expect(cache.get('a')).toEqual({ value: 1 });
+    now += 1;
+    expect(cache.get('a')).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it('evicts the least recently used entry beyond maxEntries', () => {
+    const cache = new BoundedCache<string, number>({ ttlMs: 1000, maxEntries: 2, clock: { now: () => 0 } });
+    cache.set('a', 1);
+    cache.set('b', 2);
+    cache.get('a');
+    cache.set('c', 3);
+    expect([cache.get('a')?.value, cache.get('b'), cache.get('c')?.value]).toEqual([1, undefined, 3]);
+  });
+
+  it('shares one load between concurrent misses, caches negative answers, does not cache failures', async () => {
+    const cache = new BoundedCache<string, number | null>({
+      ttlMs: 1000,
+      maxEntries: 10,
+      clock: { now: () => 0 },
+    });
+    let loads = 0;
+    const load = async () => {
+      loads++;
+      return null;
+    };
+    expect(await Promise.all([cache.getOrLoad('k', load), cache.getOrLoad('k', load)])).toEqual([null, null]);
+    expect(await cache.getOrLoad('k', load)).toBeNull();
+    expect(loads).toBe(1);
+    await expect(cache.getOrLoad('f', async () => Promise.reject(new Error('down')))).rejects.toThrow('down');
+    expect(await cache.getOrLoad('f', async () => 7)).toBe(7);
+  });
+
+  it('refuses nonsense bounds with a message naming the fix', () => {
+    expect(() => new BoundedCache({ ttlMs: 1, maxEntries: 0, clock: { now: () => 0 } })).toThrow(
+      AwsConfigError,
+    );
+  });
+});
+
+/** The EMF specification's structural rules, checked on every document. */
+function assertEmf(doc: Record<string, unknown>): void {
+  const aws = doc._aws as { Timestamp: unknown; CloudWatchMetrics: unknown };
+  expect(Number.isInteger(aws.Timestamp)).toBe(true);
+  expect(Array.isArray(aws.CloudWatchMetrics)).toBe(true);
+  for (const directive of aws.CloudWatchMetrics as Record<string, unknown>[]) {
+    expect(directive.Namespace).toBe(METRIC_NAMESPACE);
+    const dimensionSets = directive.Dimensions as string[][];
+    expect(Array.isArray(dimensionSets)).toBe(true);
+    for (const set of dimensionSets) {
+      expect(set.length).toBeLessThanOrEqual(30);
+      for (const key of set) expect(typeof doc[key]).toBe('string');
+    }
+    const metrics = directive.Metrics as { Name: string; Unit: string }[];
+    expect(metrics.length).toBeGreaterThan(0);
+    for (const m of metrics) {
+      expect(m.Name).toMatch(/^[A-Za-z]+$/);
+      expect(m.Unit).toBe('Count');
+      expect(typeof doc[m.Name]).toBe('number');
+    }
+  }
+}
+
+describe('EMF metrics and the CloudWatch audit sink', () => {
+  it('builds a valid EMF document with a dimension set and a dimensionless total', () => {
+    const doc = emfDocument(1_700_000_000_123.7, 'PacketsRejected', 1, { Reason: 'stale' });
+    assertEmf(doc);
+    expect(doc).toEqual({
+      Reason: 'stale',
+      PacketsRejected: 1,
+      _aws: {
+        Timestamp: 1_700_000_000_123,
+        CloudWatchMetrics: [
+          {
+            Namespace: 'Blackcloud',
+            Dimensions: [['Reason'], []],
+            Metrics: [{ Name: 'PacketsRejected', Unit: 'Count' }],
+          },
+        ],
+      },
+    });
+  });
+
+  it('writes an audit JSON line then its metrics for each event', () => {
+    const lines: string[] = [];
+    const out = { write: (line: string) => lines.push(line) };
+    const clock = { now: () => 1_700_000_000_000 };
+    const sink = new CloudWatchAuditSink({ out, metrics: new EmfMetrics({ out, clock }) });
+    const access = [{ protocol: 'tcp' as const, port: 8883 }];
+    sink.write({
+      type: 'packet.accepted',
+      time: 1_700_000_000_000,
+      deviceId: 'dev-1',
+      source: '203.0.113.7',
+      format: 'bc1',
+      access,
+      grantSeconds: 30,
+      replayIdHash: 'abcd',
+    });
+    sink.write({ type: 'packet.rejected', time: 1_700_000_000_001, source: '203.0.113.8', reason: 'replay' });
+    sink.write({
+      type: 'grant.opened',
+      time: 1,
+      deviceId: 'dev-1',
+      source: '203.0.113.7',
+      access,
+      expiresAt: 2,
+    });
+    sink.write({
+      type: 'grant.opened',
+      time: 1,
+      deviceId: 'dev-2',
+      source: '203.0.113.9',
+      access,
+      expiresAt: 2,
+    });
+    sink.write({
+      type: 'grant.revoked',
+      time: 3,
+      deviceId: 'dev-1',
+      source: '203.0.113.7',
+      access,
+      expiresAt: 2,
+    });
+    expect(lines.every((l) => l.endsWith('\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
+    const docs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const audit = docs.filter((d) => d.kind === 'audit');
+    const emf = docs.filter((d) => d._aws !== undefined);
+    for (const d of emf) assertEmf(d);
+    expect(audit.map((d) => d.type)).toEqual([
+      'packet.accepted',
+      'packet.rejected',
+      'grant.opened',
+      'grant.opened',
+      'grant.revoked',
+    ]);
+    expect(audit[0]).toMatchObject({ deviceId: 'dev-1', isoTime: '2023-11-14T22:13:20.000Z' });
+    expect(
+      emf.map((d) => [Object.keys(d).find((k) => /^[A-Z]/.test(k) && k !== 'Reason'), d.Reason]),
+    ).toEqual([
+      ['PacketsAccepted', undefined],
+      ['PacketsRejected', 'replay'],
+      ['GrantsOpen', undefined],
+      ['GrantsOpen', undefined],
+      ['GrantsOpen', undefined],
+    ]);
+    expect(emf.filter((d) => 'GrantsOpen' in d).map((d) => d.GrantsOpen)).toEqual([1, 2, 1]);
+  });
+});
+
+describe('process-wide clients', () => {
+  it('creates each client once per process and refuses a second, different configuration', () => {
+    const options = { region: 'eu-west-1', endpoint: 'http://127.0.0.1:1' };
+    try {
+      const first = awsClients(options);
+      expect(awsClients(options)).toEqual(first);
+      expect(ec2Client(options)).toBe(first.ec2);
+      expect(() => ec2Client({ ...options, endpoint: 'http://127.0.0.1:2' })).toThrow(AwsConfigError);
+    } finally {
+      destroyAwsClients();
+    }
+  });
+});

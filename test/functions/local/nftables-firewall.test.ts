@@ -1,0 +1,440 @@
+/**
+ * The nftables firewall against the real kernel, inside two network namespaces joined by veth (root only):
+ * a TCP echo server in the server namespace, the firewall applied there (`ip netns exec NS nft`), probes from the
+ * client namespace. Plus the nft text itself and its refusal of malicious input.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Grant } from '../../../functions/core/interfaces.ts';
+import {
+  NFTABLES_UNAVAILABLE_FIX,
+  type NftablesFirewall,
+  NftablesInputError,
+  NftablesUnavailableError,
+  nftCommand,
+  startNftablesFirewall,
+} from '../../../functions/local/nftables-firewall.ts';
+import { createNetnsPair, type JsonLineProcess, type NetnsPair, netnsExists } from '../../support/netns.ts';
+
+const SERVER_CODE = `
+import { createServer } from 'node:net';
+const server = createServer((socket) => {
+  console.log(JSON.stringify({ event: 'connection', remote: socket.remoteAddress }));
+  socket.on('data', (data) => socket.write(data));
+  socket.on('error', () => {});
+});
+server.listen(0, '::', () => console.log(JSON.stringify({ event: 'listening', port: server.address().port })));
+`;
+
+/** argv: host port connectTimeoutMs. Prints connected | timeout | error{code}, then data lines; stdin → socket. */
+const CLIENT_CODE = `
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
+const [host, port, timeoutMs] = process.argv.slice(1);
+const out = (o) => console.log(JSON.stringify(o));
+const socket = connect({ host, port: Number(port) });
+const timer = setTimeout(() => { out({ event: 'timeout' }); process.exit(0); }, Number(timeoutMs));
+socket.on('connect', () => { clearTimeout(timer); out({ event: 'connected' }); });
+socket.on('data', (data) => out({ event: 'data', data: data.toString() }));
+socket.on('error', (error) => { clearTimeout(timer); out({ event: 'error', code: error.code }); process.exit(0); });
+socket.on('close', () => { out({ event: 'closed' }); process.exit(0); });
+createInterface({ input: process.stdin }).on('line', (line) => socket.write(line));
+`;
+
+const CONNECT_TIMEOUT_MS = 1500;
+
+let pair: NetnsPair;
+let serverProcess: JsonLineProcess;
+let serverPort: number;
+let rulesetBefore: string;
+let firewall: NftablesFirewall | undefined;
+const table = `bc_${Math.random().toString(16).slice(2, 8)}`;
+const clients: JsonLineProcess[] = [];
+
+const inServer = () => nftCommand(['ip', 'netns', 'exec', pair.server.name, 'nft']);
+const listRuleset = () => pair.exec(pair.server.name, ['nft', 'list', 'ruleset']);
+
+beforeAll(async () => {
+  pair = await createNetnsPair('bcnft');
+  // A table that is not ours: it must survive everything below, untouched.
+  await pair.exec(
+    pair.server.name,
+    ['nft', '-f', '-'],
+    'table ip keepme {\n  set other { type ipv4_addr; elements = { 192.0.2.1 } }\n' +
+      '  chain c { type filter hook input priority 10; policy accept; }\n}\n',
+  );
+  rulesetBefore = await listRuleset();
+  serverProcess = pair.node(pair.server.name, SERVER_CODE);
+  serverPort = Number((await serverProcess.waitFor((l) => l.event === 'listening')).port);
+});
+
+afterAll(async () => {
+  await firewall?.close().catch(() => undefined);
+  await pair?.destroy();
+  if (pair) expect(await netnsExists(pair.server.name)).toBe(false);
+});
+
+beforeEach(async () => {
+  firewall = await startNftablesFirewall({
+    table,
+    ports: [{ protocol: 'tcp', port: serverPort }],
+    run: inServer(),
+  });
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.kill();
+  await firewall?.close();
+  firewall = undefined;
+});
+
+function grant(address: string, lifetimeMs: number, extra: Partial<Grant> = {}): Grant {
+  const now = Date.now();
+  return {
+    deviceId: 'device-1',
+    address,
+    family: address.includes(':') ? 6 : 4,
+    access: [{ protocol: 'tcp', port: serverPort }],
+    openedAt: now,
+    expiresAt: now + lifetimeMs,
+    ...extra,
+  };
+}
+
+/** Dials from the client namespace and reports the first outcome; leaves the connection open when it connects. */
+async function dial(
+  host: string,
+  port = serverPort,
+): Promise<{ outcome: string; code?: unknown; proc: JsonLineProcess }> {
+  const proc = pair.node(pair.client.name, CLIENT_CODE, [host, String(port), String(CONNECT_TIMEOUT_MS)]);
+  clients.push(proc);
+  const first = await proc.waitFor((l) => ['connected', 'timeout', 'error'].includes(String(l.event)));
+  return { outcome: String(first.event), code: first.code, proc };
+}
+
+let token = 0;
+async function roundTrip(proc: JsonLineProcess): Promise<string> {
+  token += 1;
+  const text = `token-${token}`;
+  proc.send(text);
+  const line = await proc.waitFor((l) => l.event === 'data' && String(l.data).includes(text));
+  return String(line.data);
+}
+
+const connectionsSeen = () => serverProcess.lines.filter((l) => l.event === 'connection').length;
+
+describe('nftables firewall in a network namespace', () => {
+  it('before any grant: a SYN to the guarded port gets no answer at all (timeout, not RST)', async () => {
+    const seen = connectionsSeen();
+    const probe = await dial(pair.server.ipv4);
+    expect(probe.outcome).toBe('timeout');
+    expect(connectionsSeen()).toBe(seen);
+    // Contrast: an unguarded closed port in the same namespace answers with RST (the drop is ours).
+    const closedPort = serverPort === 65_535 ? serverPort - 1 : serverPort + 1;
+    expect(await dial(pair.server.ipv4, closedPort)).toMatchObject({
+      outcome: 'error',
+      code: 'ECONNREFUSED',
+    });
+  });
+
+  it('after allow: the granted address connects and data flows; other families stay closed', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 30_000)]);
+    const probe = await dial(pair.server.ipv4);
+    expect(probe.outcome).toBe('connected');
+    expect(await roundTrip(probe.proc)).toContain('token-');
+    expect((await dial(pair.server.ipv6)).outcome).toBe('timeout');
+    await firewall!.allow([grant(pair.client.ipv6, 30_000)]);
+    const v6 = await dial(pair.server.ipv6);
+    expect(v6.outcome).toBe('connected');
+    expect(await roundTrip(v6.proc)).toContain('token-');
+  });
+
+  it('after the element timeout: new SYNs get no answer while the established connection still works', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 3_000)]);
+    const established = await dial(pair.server.ipv4);
+    expect(established.outcome).toBe('connected');
+    expect(await roundTrip(established.proc)).toContain('token-');
+    // Bounded wait for the kernel to expire the element (3 s): dial until a SYN goes unanswered.
+    let outcome = 'connected';
+    const deadline = Date.now() + 15_000;
+    while (outcome !== 'timeout' && Date.now() < deadline) {
+      const probe = await dial(pair.server.ipv4);
+      outcome = probe.outcome;
+      probe.proc.kill();
+    }
+    expect(outcome).toBe('timeout');
+    expect(await roundTrip(established.proc)).toContain('token-');
+  }, 30_000);
+
+  it('allowing again replaces the element timeout (extension)', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 2_500)]);
+    await firewall!.allow([grant(pair.client.ipv4, 600_000)]);
+    const set = await pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', table, 'allow4']);
+    // 600 000 ms less the few ms between building the grant and applying it: nft prints 10m or 9m59s9xxms.
+    expect(set).toMatch(
+      new RegExp(`${pair.client.ipv4.replaceAll('.', '\\.')} \\. tcp \\. ${serverPort} timeout (10m|9m59s)`),
+    );
+    expect(set.match(new RegExp(pair.client.ipv4.replaceAll('.', '\\.'), 'g'))).toHaveLength(1);
+  });
+
+  it('revoke removes access; revoking again or revoking the never-granted succeeds', async () => {
+    const g = grant(pair.client.ipv4, 30_000);
+    await firewall!.allow([g]);
+    expect((await dial(pair.server.ipv4)).outcome).toBe('connected');
+    await firewall!.revoke([g]);
+    expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
+    await firewall!.revoke([g]);
+    await firewall!.revoke([grant('192.0.2.77', 30_000), grant('2001:db8::77', 30_000)]);
+  });
+
+  it('ignores grant entries for unguarded ports and skips expired grants', async () => {
+    await firewall!.allow([
+      grant(pair.client.ipv4, 30_000, { access: [{ protocol: 'tcp', port: serverPort === 1 ? 2 : 1 }] }),
+      grant(pair.client.ipv6, -1_000),
+    ]);
+    const sets = await pair.exec(pair.server.name, ['nft', 'list', 'table', 'inet', table]);
+    expect(sets).not.toContain('elements');
+    expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
+  });
+
+  it('refuses malicious grant values before nft runs, leaving the ruleset as it was', async () => {
+    const before = await listRuleset();
+    const evil = `${pair.client.ipv4} . tcp . ${serverPort} }; flush ruleset; add element inet ${table} allow4 { 1.2.3.4`;
+    await expect(firewall!.allow([grant(evil, 30_000)])).rejects.toBeInstanceOf(NftablesInputError);
+    expect(await listRuleset()).toBe(before);
+  });
+
+  it('close() deletes only its table: the pre-existing table and the rest of the ruleset are untouched', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 30_000)]);
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'tables'])).toContain(`table inet ${table}`);
+    await firewall!.close();
+    await firewall!.close();
+    firewall = undefined;
+    const tables = await pair.exec(pair.server.name, ['nft', 'list', 'tables']);
+    expect(tables).not.toContain(table);
+    expect(tables).toContain('table ip keepme');
+    expect(await listRuleset()).toBe(rulesetBefore);
+  });
+
+  it('filters loopback too, unless exemptLoopback is set', async () => {
+    const local = (host: string) =>
+      pair.node(pair.server.name, CLIENT_CODE, [host, String(serverPort), String(CONNECT_TIMEOUT_MS)]);
+    const strict = local('127.0.0.1');
+    clients.push(strict);
+    expect(
+      (await strict.waitFor((l) => ['connected', 'timeout', 'error'].includes(String(l.event)))).event,
+    ).toBe('timeout');
+    firewall = await startNftablesFirewall({
+      table,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run: inServer(),
+      exemptLoopback: true,
+    });
+    const exempt = local('127.0.0.1');
+    clients.push(exempt);
+    expect(
+      (await exempt.waitFor((l) => ['connected', 'timeout', 'error'].includes(String(l.event)))).event,
+    ).toBe('connected');
+    expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
+  });
+
+  it('replaces a stale table of the same name left by a crashed run', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 30_000)]);
+    const restarted = await startNftablesFirewall({
+      table,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run: inServer(),
+    });
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'table', 'inet', table])).not.toContain(
+      'elements',
+    );
+    expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
+    firewall = restarted;
+  });
+});
+
+describe('nftables firewall without root or without nft', () => {
+  it('names the fix when not root', async () => {
+    const asNobody = nftCommand(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'nft']);
+    const error = await startNftablesFirewall({
+      ports: [{ protocol: 'tcp', port: 8883 }],
+      run: asNobody,
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NftablesUnavailableError);
+    expect((error as Error).message).toContain(NFTABLES_UNAVAILABLE_FIX);
+  });
+
+  it('names the fix when nft is missing', async () => {
+    const missing = nftCommand(['/nonexistent/bin/nft']);
+    const error = await startNftablesFirewall({
+      ports: [{ protocol: 'tcp', port: 8883 }],
+      run: missing,
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NftablesUnavailableError);
+    expect((error as Error).message).toBe(
+      'nftables firewall needs root and the nft command: run as root, or use --firewall gate (/nonexistent/bin/nft not found)',
+    );
+  });
+});
+
+describe('nft text', () => {
+  /** Records what would reach nft: an injected `run`, the same seam the namespace tests use. */
+  function recorder() {
+    const calls: { args: string[]; stdin: string | undefined }[] = [];
+    const run = async (args: string[], stdin?: string) => {
+      calls.push({ args, stdin });
+      return '';
+    };
+    return { calls, run };
+  }
+  const T = Date.UTC(2030, 0, 1);
+  const fixed = { now: () => T };
+
+  it('creates the table atomically from stdin, then adds, refreshes and deletes elements', async () => {
+    const { calls, run } = recorder();
+    const fw = await startNftablesFirewall({
+      table: 'bc_test',
+      ports: [
+        { protocol: 'tcp', port: 8883 },
+        { protocol: 'udp', port: 8883 },
+      ],
+      run,
+      clock: fixed,
+    });
+    const g: Grant = {
+      deviceId: 'd',
+      address: '::ffff:203.0.113.7',
+      family: 6,
+      access: [
+        { protocol: 'tcp', port: 8883 },
+        { protocol: 'tcp', port: 22 },
+      ],
+      openedAt: T,
+      expiresAt: T + 30_000,
+    };
+    const g6: Grant = { ...g, address: '2001:DB8:0:0::1', expiresAt: T + 2_500 };
+    await fw.allow([g, g6]);
+    await fw.revoke([g]);
+    await fw.close();
+    expect(calls.map((c) => c.args)).toEqual([
+      ['-f', '-'],
+      ['-f', '-'],
+      ['-f', '-'],
+      ['-f', '-'],
+    ]);
+    expect(calls[0]?.stdin).toBe(
+      [
+        'add table inet bc_test',
+        'delete table inet bc_test',
+        'table inet bc_test {',
+        '  set allow4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }',
+        '  set allow6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
+        '  chain input {',
+        '    type filter hook input priority filter; policy accept;',
+        '    ct state established,related accept',
+        '    ip saddr . meta l4proto . th dport @allow4 accept',
+        '    ip6 saddr . meta l4proto . th dport @allow6 accept',
+        '    meta l4proto . th dport { tcp . 8883, udp . 8883 } drop',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    );
+    expect(calls[1]?.stdin).toBe(
+      [
+        'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }',
+        'delete element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }',
+        'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 timeout 30000ms }',
+        'add element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 }',
+        'delete element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 }',
+        'add element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 timeout 2500ms }',
+        '',
+      ].join('\n'),
+    );
+    expect(calls[2]?.stdin).toBe(
+      [
+        'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }',
+        'delete element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }',
+        '',
+      ].join('\n'),
+    );
+    expect(calls[3]?.stdin).toBe('add table inet bc_test\ndelete table inet bc_test\n');
+  });
+
+  it.each([
+    ['space', '1.2.3.4 5.6.7.8'],
+    ['semicolon', '1.2.3.4;flush ruleset'],
+    ['closing brace', '1.2.3.4 } ; delete table inet filter ; add element inet x allow4 {'],
+    ['newline', '1.2.3.4\nflush ruleset'],
+    ['IPv6 zone', 'fe80::1%eth0'],
+    ['CIDR', '10.0.0.0/8'],
+    ['host name', 'example.com'],
+    ['empty', ''],
+    ['not a string', 42],
+  ])('refuses an address with a %s before anything reaches nft', async (_label, address) => {
+    const { calls, run } = recorder();
+    const fw = await startNftablesFirewall({ ports: [{ protocol: 'tcp', port: 8883 }], run, clock: fixed });
+    const good: Grant = {
+      deviceId: 'd',
+      address: '198.51.100.1',
+      family: 4,
+      access: [{ protocol: 'tcp', port: 8883 }],
+      openedAt: T,
+      expiresAt: T + 30_000,
+    };
+    const bad = { ...good, address } as unknown as Grant;
+    for (const op of ['allow', 'revoke'] as const) {
+      const error = await fw[op]([good, bad]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(NftablesInputError);
+      expect((error as NftablesInputError).field).toBe('grants[1].address');
+    }
+    expect(calls).toHaveLength(1); // only the table creation
+  });
+
+  it.each([
+    ['port 0', { access: [{ protocol: 'tcp', port: 0 }] }, 'grants[0].access[0].port'],
+    ['port 65536', { access: [{ protocol: 'tcp', port: 65_536 }] }, 'grants[0].access[0].port'],
+    ['fractional port', { access: [{ protocol: 'tcp', port: 88.5 }] }, 'grants[0].access[0].port'],
+    [
+      'port as text',
+      { access: [{ protocol: 'tcp', port: '8883 } ; flush ruleset' }] },
+      'grants[0].access[0].port',
+    ],
+    ['unknown protocol', { access: [{ protocol: 'tcp;', port: 8883 }] }, 'grants[0].access[0].protocol'],
+    ['non-numeric expiry', { expiresAt: '30s' }, 'grants[0].expiresAt'],
+  ])('refuses a grant with %s', async (_label, patch, field) => {
+    const { calls, run } = recorder();
+    const fw = await startNftablesFirewall({ ports: [{ protocol: 'tcp', port: 8883 }], run, clock: fixed });
+    const bad = {
+      deviceId: 'd',
+      address: '198.51.100.1',
+      family: 4,
+      access: [{ protocol: 'tcp', port: 8883 }],
+      openedAt: T,
+      expiresAt: T + 30_000,
+      ...patch,
+    } as unknown as Grant;
+    const error = await fw.allow([bad]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NftablesInputError);
+    expect((error as NftablesInputError).field).toBe(field);
+    expect(calls).toHaveLength(1);
+  });
+
+  it.each([
+    ['table with a space', { table: 'black cloud' }, 'table'],
+    ['table with a semicolon', { table: 'x;flush ruleset' }, 'table'],
+    ['table starting with a digit', { table: '1table' }, 'table'],
+    ['no ports', { ports: [] }, 'ports'],
+    ['port 0', { ports: [{ protocol: 'tcp', port: 0 }] }, 'ports[0].port'],
+    ['protocol icmp', { ports: [{ protocol: 'icmp', port: 1 }] }, 'ports[0].protocol'],
+  ])('refuses options with a %s before running nft', async (_label, patch, field) => {
+    const { calls, run } = recorder();
+    const error = await startNftablesFirewall({
+      ports: [{ protocol: 'tcp', port: 8883 }],
+      run,
+      ...(patch as object),
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NftablesInputError);
+    expect((error as NftablesInputError).field).toBe(field);
+    expect(calls).toHaveLength(0);
+  });
+});

@@ -1,0 +1,169 @@
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileNonceStore, NonceStoreFileError } from '../../../functions/local/file-nonce-store.ts';
+import { MemoryNonceStore, NonceStoreFullError } from '../../../functions/local/memory-nonce-store.ts';
+import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
+import { bc1Packet, harness, T0, VirtualTime } from '../receiver/helpers.ts';
+
+describe('MemoryNonceStore', () => {
+  it('answers fresh once, then replay while the record lives', async () => {
+    const store = new MemoryNonceStore({ clock: new VirtualTime(T0) });
+    expect(await store.record('a', T0 + 60_000)).toBe('fresh');
+    expect(await store.record('a', T0 + 60_000)).toBe('replay');
+    expect(await store.record('b', T0 + 60_000)).toBe('fresh');
+  });
+
+  it('concurrent records of one id: exactly one fresh', async () => {
+    const store = new MemoryNonceStore({ clock: new VirtualTime(T0) });
+    const results = await Promise.all(Array.from({ length: 5 }, () => store.record('x', T0 + 1000)));
+    expect(results.filter((result) => result === 'fresh')).toHaveLength(1);
+  });
+
+  it('start-time guard: notBefore is the construction time', () => {
+    expect(new MemoryNonceStore({ clock: new VirtualTime(T0) }).notBefore).toBe(T0);
+  });
+
+  it('a restart (new instance) refuses packets stamped before it, so a replay cannot reopen', async () => {
+    const before = harness();
+    const packet = bc1Packet({ timestampMs: T0 });
+    expect(
+      (await handleDatagram(packet, { address: '192.0.2.10', family: 4, port: 1 }, before.deps)).ok,
+    ).toBe(true);
+    // The process restarts 5 s later: a fresh memory store, same packet replayed within the clock window.
+    const restartedStore = new MemoryNonceStore({ clock: { now: () => T0 + 5000 } });
+    const after = harness({ nonces: restartedStore });
+    await after.time.advance(5000);
+    expect(await handleDatagram(packet, { address: '192.0.2.10', family: 4, port: 1 }, after.deps)).toEqual({
+      ok: false,
+      reason: 'before-start',
+    });
+  });
+
+  it('sweeps expired records on insert (bounded memory), once per sweep interval', async () => {
+    const time = new VirtualTime(T0);
+    const store = new MemoryNonceStore({ clock: time, sweepIntervalMs: 10_000 });
+    for (let i = 0; i < 100; i++) await store.record(`old-${i}`, T0 + 60_000);
+    expect(store.size).toBe(100);
+    await time.advance(60_001);
+    await store.record('new', T0 + 120_000);
+    expect(store.size).toBe(1);
+  });
+
+  it('at maxEntries with nothing expired it throws (fail closed), never evicts a live record', async () => {
+    const time = new VirtualTime(T0);
+    const store = new MemoryNonceStore({ clock: time, maxEntries: 2 });
+    await store.record('a', T0 + 60_000);
+    await store.record('b', T0 + 60_000);
+    await expect(store.record('c', T0 + 60_000)).rejects.toThrow(NonceStoreFullError);
+    expect(await store.record('a', T0 + 60_000)).toBe('replay');
+    await time.advance(60_001);
+    expect(await store.record('c', T0 + 120_000)).toBe('fresh');
+  });
+});
+
+describe('FileNonceStore', () => {
+  let dir: string;
+  let path: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bc-nonces-'));
+    path = join(dir, 'state', 'nonces.log');
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('survives a restart: a new instance on the same file still says replay, and keeps the horizon', async () => {
+    const time = new VirtualTime(T0);
+    const first = await FileNonceStore.open({ path, clock: time });
+    expect(first.notBefore).toBe(T0);
+    expect(await first.record('bc1:abc', T0 + 60_000)).toBe('fresh');
+    await first.close();
+
+    await time.advance(10_000);
+    const second = await FileNonceStore.open({ path, clock: time });
+    expect(second.notBefore).toBe(T0);
+    expect(await second.record('bc1:abc', T0 + 60_000)).toBe('replay');
+    expect(await second.record('bc1:def', T0 + 70_000)).toBe('fresh');
+    await second.close();
+  });
+
+  it('the answer fresh is given only after the line is in the file; the file is 0600', async () => {
+    const time = new VirtualTime(T0);
+    const store = await FileNonceStore.open({ path, clock: time });
+    await store.record('id-1', T0 + 60_000);
+    const text = await readFile(path, 'utf8');
+    expect(text).toBe(`blackcloud-nonces v1 since=${T0}\nid-1 ${T0 + 60_000}\n`);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    await store.close();
+  });
+
+  it('drops expired and torn lines on load, and compacts the file', async () => {
+    await writeFile(
+      path.replace('state/nonces.log', 'nonces.log'),
+      `blackcloud-nonces v1 since=${T0 - 100_000}\nexpired ${T0 - 1}\nlive ${T0 + 5000}\ntorn 17`,
+    );
+    const file = path.replace('state/nonces.log', 'nonces.log');
+    const store = await FileNonceStore.open({ path: file, clock: new VirtualTime(T0) });
+    expect(store.notBefore).toBe(T0 - 100_000);
+    expect(store.size).toBe(1);
+    expect(await store.record('live', T0 + 5000)).toBe('replay');
+    expect(await store.record('expired', T0 + 60_000)).toBe('fresh');
+    expect(await readFile(file, 'utf8')).toBe(
+      `blackcloud-nonces v1 since=${T0 - 100_000}\nlive ${T0 + 5000}\nexpired ${T0 + 60_000}\n`,
+    );
+    await store.close();
+  });
+
+  it('compacts while running once appended lines outgrow the live records', async () => {
+    const time = new VirtualTime(T0);
+    // Checks every 5 appended lines: at 5 and 10 everything is live (no compaction), at 15 the early ten have
+    // expired and 15 lines > 2 x 5 live records: the file is rewritten with the live ones only.
+    const store = await FileNonceStore.open({ path, clock: time, compactAfterLines: 5 });
+    for (let i = 0; i < 10; i++) await store.record(`early-${i}`, T0 + 1000);
+    expect((await readFile(path, 'utf8')).trim().split('\n')).toHaveLength(11);
+    await time.advance(2000);
+    for (let i = 0; i < 5; i++) await store.record(`late-${i}`, T0 + 60_000);
+    // Recorded while the compaction runs: must land in the new file, after it.
+    expect(await store.record('after', T0 + 60_000)).toBe('fresh');
+    await store.close();
+    expect(await readFile(path, 'utf8')).toBe(
+      `blackcloud-nonces v1 since=${T0}\n${[0, 1, 2, 3, 4].map((i) => `late-${i} ${T0 + 60_000}\n`).join('')}` +
+        `after ${T0 + 60_000}\n`,
+    );
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    const reopened = await FileNonceStore.open({ path, clock: time });
+    expect(await reopened.record('late-2', T0 + 60_000)).toBe('replay');
+    await reopened.close();
+  });
+
+  it('concurrent records share writes and never answer fresh twice for one id', async () => {
+    const store = await FileNonceStore.open({ path, clock: new VirtualTime(T0) });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => store.record(`id-${i % 25}`, T0 + 60_000)),
+    );
+    expect(results.filter((result) => result === 'fresh')).toHaveLength(25);
+    await store.close();
+    const reopened = await FileNonceStore.open({ path, clock: new VirtualTime(T0) });
+    expect(reopened.size).toBe(25);
+    await reopened.close();
+  });
+
+  it('a file that is not a nonce file is a clear typed error', async () => {
+    const file = join(dir, 'devices.yaml');
+    await writeFile(file, 'devices: []\n');
+    const failure = await FileNonceStore.open({ path: file, clock: new VirtualTime(T0) }).catch(
+      (error) => error,
+    );
+    expect(failure).toBeInstanceOf(NonceStoreFileError);
+    expect(String(failure.message)).toContain(`nonce file ${file}: is not a blackcloud nonce file`);
+  });
+
+  it('a closed store throws (the receiver fails closed)', async () => {
+    const store = await FileNonceStore.open({ path, clock: new VirtualTime(T0) });
+    await store.close();
+    await expect(store.record('x', T0)).rejects.toThrow(NonceStoreFileError);
+  });
+});
