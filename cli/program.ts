@@ -1,6 +1,6 @@
 /**
  * The `blackcloud` command tree (commander). Commands write through the injected `CliIo`; errors propagate to
- * the caller (`cli.ts`), which prints them as one line and exits non-zero.
+ * the caller (`cli/main.ts`), which prints them as one line and exits non-zero.
  */
 import { Command } from 'commander';
 import type { CliIo } from './cli-io.ts';

@@ -5,7 +5,18 @@
  */
 import { Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
-import type { BlackcloudStack } from './blackcloud-stack.ts';
+import type { BlackcloudConfig } from './config.ts';
+import type { Broker } from './constructs/broker.ts';
+import type { Receiver } from './constructs/receiver.ts';
+import type { Revocation } from './constructs/revocation.ts';
+
+/** The parts of the stack whose findings are acknowledged (the stack passes itself). */
+export interface AcknowledgedStack {
+  readonly config: BlackcloudConfig;
+  readonly broker: Broker;
+  readonly revocation: Revocation;
+  readonly receiver: Receiver;
+}
 
 export interface NagAcknowledgement {
   /** The construct the finding is on (acknowledgements cover its children). */
@@ -18,7 +29,7 @@ export interface NagAcknowledgement {
 const DESCRIBE_IS_UNSCOPABLE =
   'Resource::* only on ec2:DescribeSecurityGroupRules, which IAM cannot scope to a resource (it supports no ' +
   'resource type); Authorize/Revoke/UpdateDescriptions are scoped to the broker security group ARNs ' +
-  '(DESIGN.md section 4, documented exception).';
+  '(docs/operations-aws.md, documented exception).';
 
 const NO_DETAILED_MONITORING =
   'Basic 5-minute EC2 metrics suffice: receiver liveness is alarmed from its own one-minute heartbeat and both ' +
@@ -28,12 +39,12 @@ const NO_TERMINATION_PROTECTION =
   'The instance is cattle: a code or configuration change replaces it (userDataCausesReplacement) and ' +
   '`cdk destroy` must be able to delete it; all state lives in DynamoDB, Secrets Manager and the security groups.';
 
-const NODE_22 =
-  'Pinned to nodejs22.x on purpose: the receiver runs Node 22 on Amazon Linux 2023 and the handlers share its code ' +
-  'and bundle target; nodejs22.x is supported by Lambda until 2027.';
+const NODE_24 =
+  'Pinned to nodejs24.x on purpose: the receiver runs Node 24 (the LTS) on Amazon Linux 2023 and the handlers ' +
+  'share its code and bundle target.';
 
 /** The acknowledgements of `stack`, as data (used by `acknowledgeNagFindings` and by the tests). */
-export function nagAcknowledgements(stack: BlackcloudStack): NagAcknowledgement[] {
+export function nagAcknowledgements(stack: AcknowledgedStack): NagAcknowledgement[] {
   const list: NagAcknowledgement[] = [
     {
       scope: stack.receiver.securityGroup,
@@ -69,7 +80,7 @@ export function nagAcknowledgements(stack: BlackcloudStack): NagAcknowledgement[
       'device ids chosen at enrolment and IoT cannot scope things by thing group; the group itself is scoped exactly.',
   });
   for (const fn of [stack.revocation.revoker, stack.revocation.sweeper]) {
-    list.push({ scope: fn, id: 'AwsSolutions::AwsSolutions-L1', reason: NODE_22 });
+    list.push({ scope: fn, id: 'AwsSolutions::AwsSolutions-L1', reason: NODE_24 });
   }
   if (stack.receiver.loadBalancer !== undefined) {
     list.push({
@@ -92,7 +103,7 @@ export function nagAcknowledgements(stack: BlackcloudStack): NagAcknowledgement[
   return list;
 }
 
-export function acknowledgeNagFindings(stack: BlackcloudStack): void {
+export function acknowledgeNagFindings(stack: AcknowledgedStack): void {
   for (const { scope, id, reason } of nagAcknowledgements(stack)) {
     Validations.of(scope).acknowledge({ id, reason });
   }

@@ -1,5 +1,5 @@
 /**
- * The black cloud on AWS (DESIGN.md §5). This stack only composes and wires the units (infra/constructs/):
+ * The black cloud on AWS (docs/deploy.md). This stack only composes and wires the units (infra/constructs/):
  * network, audit, grant store, fleet, broker, revocation, receiver; it validates its props once
  * (infra/config.ts), passes each unit what it needs, grants each principal exactly its rights through the
  * units' intent-named methods, and publishes the outputs the CLI reads (functions/core/stack-outputs.ts).

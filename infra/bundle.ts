@@ -1,7 +1,7 @@
 /**
  * Bundles one TypeScript entrypoint into one ES module file with esbuild (in-process, offline, no Docker), for a
  * CDK asset: the receiver's file for the instance, or a Lambda handler's `index.mjs`. Every dependency (AWS SDK v3
- * included) is inside the bundle, so the instance needs only Node 22 and Lambda only its runtime. The output is
+ * included) is inside the bundle, so the instance needs only Node 24 and Lambda only its runtime. The output is
  * deterministic, so the asset hash changes only when the code does.
  *
  * `bundleEntry` writes into a fresh temporary directory and returns it; the caller stages it as an asset (CDK
@@ -17,8 +17,8 @@ import { BundlingError } from './errors.ts';
 /** The repository root (infra/..): relative entry paths are resolved against it, never against the cwd. */
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** Node target of every bundle: the receiver's instance runs Node 22, the Lambdas the nodejs22.x runtime. */
-export const BUNDLE_TARGET = 'node22';
+/** Node target of every bundle: the receiver's instance runs Node 24, the Lambdas the nodejs24.x runtime. */
+export const BUNDLE_TARGET = 'node24';
 
 export interface BundleOptions {
   /** Entry file, relative to the repository root or absolute. */

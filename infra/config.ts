@@ -33,7 +33,7 @@ export interface CodeEntries {
   readonly sweeperEntry?: string;
 }
 
-/** Settings of the black cloud. Every prop is optional; the defaults give the stack of DESIGN.md §5. */
+/** Settings of the black cloud. Every prop is optional; the defaults give the stack of docs/deploy.md. */
 export interface BlackcloudProps {
   /** UDP port on which the receiver takes SPA knocks. Nothing ever answers on it. @default 62201 */
   readonly spaPort?: number;

@@ -9,7 +9,7 @@ import { createSocket } from 'node:dgram';
 import type { AuditSink, Device, Firewall } from '../../functions/core/interfaces.ts';
 import { systemClock } from '../../functions/core/system.ts';
 import { StaticDeviceDirectory } from '../../functions/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
+import { MemoryNonceStore } from '../../functions/receiver/memory-nonce-store.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../../functions/receiver/udp-receiver.ts';
 import { encodeBc1 } from '../../spa/bc1.ts';

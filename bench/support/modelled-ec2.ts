@@ -4,7 +4,7 @@
  * (`RulesPerSecurityGroupLimitExceeded`), behind a real `EC2Client` intercepted with aws-sdk-client-mock.
  * Shared by bench/grant-coalescing.ts, bench/grant-storm.ts and test/hostile/ec2-faults.test.ts.
  *
- * Model (DESIGN.md §4; AWS "Request throttling for the Amazon EC2 API"):
+ * Model (docs/operations-aws.md; AWS "Request throttling for the Amazon EC2 API"):
  * - Authorize and Revoke each own a bucket (default 50 tokens, refilled 5/s); Update descriptions shares a
  *   "mutating" bucket (default 200, 5/s); Describe a "non-mutating" one (default 100, 20/s). A call with an empty
  *   bucket fails with `RequestLimitExceeded` (HTTP 503) and changes nothing.

@@ -28,7 +28,8 @@ import type {
   FleetGrant,
 } from '../fleet/fleet.ts';
 import { FleetError } from '../fleet/fleet.ts';
-import { type FleetFlags, openFleet } from '../fleet/open-fleet.ts';
+import type { FleetFlags } from '../fleet/fleet-flags.ts';
+import { openFleet } from '../fleet/open-fleet.ts';
 import { UsageError } from '../usage-error.ts';
 
 /** Adds the backend flags (local data directory or the AWS stack) to a command. */

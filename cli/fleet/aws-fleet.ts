@@ -82,7 +82,7 @@ import {
   type FleetGrant,
   type GrantSelector,
 } from './fleet.ts';
-import { type FleetFlags, operatorName } from './open-fleet.ts';
+import { type FleetFlags, operatorName } from './fleet-flags.ts';
 import { type OperatorAction, operatorAuditRecord } from './operator-audit.ts';
 import { loadOperatorCa, revokeSerial } from './operator-ca.ts';
 import { describeFleetStack, type FleetStack } from './stack-outputs.ts';

@@ -3,32 +3,11 @@
  * the deployed stack on AWS (`--aws`, or `--stack NAME` / `--region R`, which imply it). The AWS code (and the
  * SDK) is loaded only when asked for, so local commands start fast.
  */
-import { hostname, userInfo } from 'node:os';
 import { systemClock, systemRandom } from '../../functions/core/system.ts';
 import { UsageError } from '../usage-error.ts';
 import type { Fleet } from './fleet.ts';
+import { type FleetFlags, operatorName } from './fleet-flags.ts';
 import { LocalFleet } from './local-fleet.ts';
-
-export interface FleetFlags {
-  readonly dataDir?: string;
-  readonly aws?: boolean;
-  readonly stack?: string;
-  readonly region?: string;
-  /** AWS enrolment: the operator's CA directory (ca.crt, ca.key). */
-  readonly ca?: string;
-  /** AWS enrolment: where device bundles are written. */
-  readonly out?: string;
-}
-
-export function operatorName(): string {
-  let user = 'unknown';
-  try {
-    user = userInfo().username;
-  } catch {
-    // no passwd entry (containers): keep "unknown"
-  }
-  return `${user}@${hostname()}`;
-}
 
 export function wantsAws(flags: FleetFlags): boolean {
   return flags.aws === true || flags.stack !== undefined || flags.region !== undefined;

@@ -14,8 +14,10 @@
  * lazy session (mutual TLS, server certificate verified; it keeps connecting in the background, since the broker
  * may boot after the receiver) and the schedule (which re-sends pending offers once the session is up).
  */
+
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { ENV } from '../core/environment.ts';
 import type { AuditSink, Clock, RandomSource, Timers } from '../core/interfaces.ts';
 import {
   connectControllerSession,
@@ -40,29 +42,29 @@ const file = (name: string, what: string) => ({
 
 export const awsControllerVars = {
   keyRotationSeconds: {
-    name: 'BLACKCLOUD_KEY_ROTATION_SECONDS',
+    name: ENV.keyRotationSeconds,
     schema: secondsSchema(60, 366 * 86_400),
     expected: 'an integer number of seconds 60..31622400',
     fix: 'set the rotation period, or unset it for the default (24 h)',
     default: 86_400,
   },
   brokerHost: {
-    name: 'BLACKCLOUD_BROKER_HOST',
+    name: ENV.brokerHost,
     schema: hostSchema,
     expected: "the broker's host name or IP address",
     fix: "set it to the broker's private address (stack: broker.privateAddress), or unset it to turn rotation off",
     optional: true as const,
   },
   brokerTlsServerName: {
-    name: 'BLACKCLOUD_BROKER_TLS_SERVER_NAME',
+    name: ENV.brokerTlsServerName,
     schema: hostSchema,
     expected: 'the DNS name in the broker certificate',
     fix: 'set it to the name the broker certificate was issued for',
     optional: true as const,
   },
-  caFile: file('BLACKCLOUD_CONTROLLER_CA_FILE', 'CA certificate'),
-  certFile: file('BLACKCLOUD_CONTROLLER_CERT_FILE', 'controller certificate'),
-  keyFile: file('BLACKCLOUD_CONTROLLER_KEY_FILE', 'controller private key'),
+  caFile: file(ENV.controllerCaFile, 'CA certificate'),
+  certFile: file(ENV.controllerCertFile, 'controller certificate'),
+  keyFile: file(ENV.controllerKeyFile, 'controller private key'),
 } as const;
 
 export interface AwsControllerConfig {

@@ -1,7 +1,7 @@
 /**
  * AuditSink for AWS: every audit event is one JSON line on stdout (the CloudWatch agent ships it to the audit log
  * group; metric filters and Logs Insights queries read the `type` field), followed by its metric data points in
- * Embedded Metric Format (metrics.ts). Events never carry key material (ports.ts), so nothing is redacted here.
+ * Embedded Metric Format (metrics.ts). Events never carry key material (functions/core/interfaces.ts), so nothing is redacted here.
  *
  * Line shape: `{"kind":"audit", ...event}`; `time` stays epoch milliseconds as in the event, `isoTime` is added.
  * Metrics: packet.accepted → PacketsAccepted; packet.rejected → PacketsRejected{Reason}; grant.opened/extended/

@@ -4,7 +4,9 @@
  * received, what is expected and how to fix it. Empty strings count as unset. There are no secrets in the
  * environment (keys live in DynamoDB), so the config can be printed whole.
  */
+
 import { z } from 'zod';
+import { AWS_ENDPOINT_ENV, ENV } from '../core/environment.ts';
 import { AwsConfigError } from './errors.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -86,27 +88,27 @@ export const securityGroupIdsSchema = z
 /** The variables both Lambdas and the receiver read. */
 export const commonAwsVars = {
   region: {
-    name: 'AWS_REGION',
+    name: ENV.region,
     schema: regionSchema,
     expected: 'an AWS Region name such as "eu-west-1"',
     fix: 'set AWS_REGION (Lambda sets it by itself; the receiver unit file sets it)',
   },
   endpoint: {
-    name: 'BLACKCLOUD_AWS_ENDPOINT',
+    name: AWS_ENDPOINT_ENV,
     schema: urlSchema,
     expected: 'an http(s) URL such as "http://127.0.0.1:5000"',
     fix: 'unset it in production; tests point it at moto server',
     optional: true,
   },
   brokerSecurityGroupIds: {
-    name: 'BLACKCLOUD_BROKER_SECURITY_GROUP_IDS',
+    name: ENV.brokerSecurityGroupIds,
     schema: securityGroupIdsSchema,
     expected:
       'comma-separated security group ids such as "sg-0123456789abcdef0,sg-0fedcba9876543210" (1..16)',
     fix: "set it to the broker's security group ids (stack output), in fill order",
   },
   grantsTable: {
-    name: 'BLACKCLOUD_GRANTS_TABLE',
+    name: ENV.grantsTable,
     schema: tableNameSchema,
     expected: 'a DynamoDB table name (3..255 of a-z A-Z 0-9 _ . -)',
     fix: "set it to the grants table's name (stack output)",

@@ -31,6 +31,7 @@ import {
   DEFAULT_SPA_PORT,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
 } from '../core/deployment.ts';
+import { ENV, OPTIONAL_ENV, SCALED_RECEIVER_ENV } from '../core/environment.ts';
 import {
   commonAwsVars,
   type Env,
@@ -52,58 +53,58 @@ const table = (name: string, what: string) => ({
 
 export const awsReceiverVars = {
   spaPort: {
-    name: 'BLACKCLOUD_SPA_PORT',
+    name: ENV.spaPort,
     schema: portSchema,
     expected: 'a UDP port 1..65535',
     fix: 'set the port devices knock on, or unset it for the default',
     default: DEFAULT_SPA_PORT,
   },
   brokerPort: {
-    name: 'BLACKCLOUD_BROKER_PORT',
+    name: ENV.brokerPort,
     schema: portSchema,
     expected: 'a TCP port 1..65535',
     fix: "set the broker's MQTT over TLS port, or unset it for the default",
     default: DEFAULT_BROKER_PORT,
   },
-  nonceTable: table('BLACKCLOUD_NONCE_TABLE', 'nonce'),
-  devicesTable: table('BLACKCLOUD_DEVICES_TABLE', 'devices/keys'),
+  nonceTable: table(ENV.nonceTable, 'nonce'),
+  devicesTable: table(ENV.devicesTable, 'devices/keys'),
   grantsTable: commonAwsVars.grantsTable,
   brokerSecurityGroupIds: commonAwsVars.brokerSecurityGroupIds,
   revokeQueueUrl: {
-    name: 'BLACKCLOUD_REVOKE_QUEUE_URL',
+    name: ENV.revokeQueueUrl,
     schema: urlSchema,
     expected: 'an SQS queue URL such as "https://sqs.eu-west-1.amazonaws.com/123456789012/blackcloud-revoke"',
     fix: "set it to the revoke delay queue's URL (stack output)",
   },
   fleetThingGroup: {
-    name: 'BLACKCLOUD_FLEET_THING_GROUP',
+    name: ENV.fleetThingGroup,
     schema: thingGroupSchema,
     expected: 'an AWS IoT thing group name (1..128 of a-z A-Z 0-9 : _ -)',
     fix: "set it to the fleet thing group's name (stack output)",
   },
   grantSeconds: {
-    name: 'BLACKCLOUD_GRANT_SECONDS',
+    name: ENV.grantSeconds,
     schema: secondsSchema(1, MAX_DEPLOYED_GRANT_WINDOW_SECONDS),
     expected: `an integer number of seconds 1..${MAX_DEPLOYED_GRANT_WINDOW_SECONDS}`,
     fix: 'set how long a grant lasts when the knock asks for 0 seconds, or unset it for the default',
     default: DEFAULT_GRANT_SECONDS,
   },
   clockWindowSeconds: {
-    name: 'BLACKCLOUD_CLOCK_WINDOW_SECONDS',
+    name: ENV.clockWindowSeconds,
     schema: secondsSchema(1, 3600),
     expected: 'an integer number of seconds 1..3600',
     fix: 'set the accepted clock difference between devices and the receiver, or unset it for the default',
     default: DEFAULT_CLOCK_WINDOW_MS / 1000,
   },
   rulesPerGroup: {
-    name: 'BLACKCLOUD_RULES_PER_GROUP',
+    name: OPTIONAL_ENV.rulesPerGroup,
     schema: secondsSchema(1, 1000),
     expected: 'an integer 1..1000 (the "Inbound or outbound rules per security group" quota)',
     fix: "set it to the account's raised quota, or unset it for EC2's default",
     default: 60,
   },
   coalesceMs: {
-    name: 'BLACKCLOUD_COALESCE_MS',
+    name: SCALED_RECEIVER_ENV.coalesceMs,
     schema: secondsSchema(1, 10_000),
     expected: 'an integer number of milliseconds 1..10000',
     fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
@@ -117,14 +118,14 @@ export const awsReceiverVars = {
     default: 8,
   },
   healthPort: {
-    name: 'BLACKCLOUD_HEALTH_PORT',
+    name: SCALED_RECEIVER_ENV.healthPort,
     schema: portSchema,
     expected: 'a TCP port 1..65535',
     fix: "set the load balancer's health-check port (the stack does when receivers > 1), or unset it",
     optional: true,
   },
   shutdown: {
-    name: 'BLACKCLOUD_SHUTDOWN',
+    name: SCALED_RECEIVER_ENV.shutdown,
     schema: z.enum(['revoke', 'handover']),
     expected:
       '"revoke" (close every grant this receiver opened) or "handover" (leave them to the revoke queue and sweeper)',

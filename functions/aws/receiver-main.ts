@@ -1,6 +1,6 @@
 /**
  * The receiver on AWS (systemd unit on the receiver instance): reads its configuration from the environment
- * (aws-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
+ * (receiver-config.ts), creates the SDK clients once, wires the AWS adapters into the same receiver the local run uses
  * (createReceiverDeps + startReceiver), and shuts down on SIGTERM/SIGINT: by default revoking every grant it
  * opened; with BLACKCLOUD_SHUTDOWN=handover (receivers behind a load balancer) leaving them open for their delayed
  * SQS messages and the sweeper, so replacing a receiver never closes a grant a device is about to use. With

@@ -16,7 +16,7 @@ export const ENV = Object.freeze({
   grantSeconds: 'BLACKCLOUD_GRANT_SECONDS',
   clockWindowSeconds: 'BLACKCLOUD_CLOCK_WINDOW_SECONDS',
   region: 'AWS_REGION',
-  // Additions for the controller session (key rotation), read by the receiver when it supports them.
+  // The controller session (key rotation); BLACKCLOUD_BROKER_HOST switches it on.
   keyRotationSeconds: 'BLACKCLOUD_KEY_ROTATION_SECONDS',
   brokerHost: 'BLACKCLOUD_BROKER_HOST',
   brokerTlsServerName: 'BLACKCLOUD_BROKER_TLS_SERVER_NAME',
@@ -30,3 +30,14 @@ export const OPTIONAL_ENV = Object.freeze({
   /** Inbound rules per broker security group and family (set when the rules-per-group quota was raised). */
   rulesPerGroup: 'BLACKCLOUD_RULES_PER_GROUP',
 });
+
+/** Variables the scaled receivers (behind the load balancer) get on top of ENV. */
+export const SCALED_RECEIVER_ENV = Object.freeze({
+  healthPort: 'BLACKCLOUD_HEALTH_PORT',
+  shutdown: 'BLACKCLOUD_SHUTDOWN',
+  coalesceMs: 'BLACKCLOUD_COALESCE_MS',
+  ec2Attempts: 'BLACKCLOUD_EC2_ATTEMPTS',
+});
+
+/** One endpoint for every AWS service (moto in the tests); never set by the stack. */
+export const AWS_ENDPOINT_ENV = 'BLACKCLOUD_AWS_ENDPOINT';

@@ -1,7 +1,8 @@
 /**
- * The receiver's ports: narrow interfaces through which every side effect enters the pure pipeline.
- * Adapters live in functions/{aws,local}/ (local: memory, file, gate, nftables; aws: DynamoDB, EC2, SQS, IoT, CloudWatch).
- * Nothing here reads the clock, the environment or randomness: those are ports too.
+ * The receiver's interfaces: the narrow boundaries through which every side effect enters the pure pipeline
+ * (nonce store, firewall, device directory, expiry scheduler, audit sink, clock, timers, randomness).
+ * Implementations live in functions/aws/ (DynamoDB, EC2, SQS, IoT, CloudWatch) and functions/local/ (memory, files,
+ * the gate, nftables); docs/architecture.md draws them. Nothing here reads the clock, the environment or randomness.
  */
 import type { AccessEntry, AddressFamily, FwknopHashType } from '../../spa/types.ts';
 

@@ -1,6 +1,6 @@
 /**
  * The receiver acting as SDP controller: rotates each device's native SPA key over the protected broker session
- * (PROTOCOL.md §3, docs/key-lifecycle.md). The decisions are rotation-plan.ts's; this module runs the I/O.
+ * (docs/key-lifecycle.md). The decisions are rotation-plan.ts's; this module runs the I/O.
  *
  * Contract:
  * - `rotate(id)` (on demand) or `tick()` (schedule: due devices only) generates a fresh 32-byte key and a key id
@@ -30,7 +30,7 @@ import type {
   KeyGenerationStore,
 } from '../core/key-rotation-interfaces.ts';
 import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
-import { MemoryNonceStore } from '../local/memory-nonce-store.ts';
+import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
 import {
   checkAckTarget,
   planAck,

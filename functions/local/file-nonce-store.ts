@@ -21,7 +21,7 @@
 import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
-import { MemoryNonceStore } from './memory-nonce-store.ts';
+import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
 
 export class NonceStoreFileError extends Error {
   override readonly name = 'NonceStoreFileError';

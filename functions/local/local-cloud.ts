@@ -1,5 +1,5 @@
 /**
- * The local black cloud in one process (`blackcloud up`, DESIGN.md §6): the same receiver code as on AWS, with
+ * The local black cloud in one process (`blackcloud up`, docs/local.md): the same receiver code as on AWS, with
  * local adapters.
  *
  *   device ──UDP knock──▶ receiver (host:spaPort) ──grant──▶ firewall ──▶ broker
@@ -259,7 +259,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         // Keys another process (blackcloud keys rotate) recorded as pending are offered now, not at the next tick.
         rotationRef.current?.controller.tickSoon();
         // A disabled device loses its broker sessions and its grants: closing the firewall does not cut an
-        // established session (DESIGN §4).
+        // established session (docs/operations-aws.md).
         const enabled = new Set(devices.filter((device) => device.enabled).map((device) => device.id));
         const cutOff = new Set(devices.filter((device) => !device.enabled).map((device) => device.id));
         for (const grant of cutOffsRef.current === undefined ? [] : deps.grants.active()) {

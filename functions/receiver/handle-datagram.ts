@@ -1,5 +1,5 @@
 /**
- * The receive pipeline: one datagram in, one `Outcome` out (PROTOCOL.md §1 rules 1..9, docs/protocol.md).
+ * The receive pipeline: one datagram in, one `Outcome` out ([BC1-1]..[BC1-9], docs/protocol.md).
  *
  * Contract:
  * - Steps run in cost order and stop at the first failure: frame (length, magic / format) → per-source rate

@@ -1,5 +1,5 @@
 /**
- * The receiver's policy decisions, pure (PROTOCOL.md §1 rules 3, 6, 7, 9):
+ * The receiver's policy decisions, pure ([BC1-3], [BC1-6], [BC1-7], [BC1-9] in docs/protocol.md):
  * - a native key is active while the device is enabled and `now` is not past the key's `notAfter` [BC1-3];
  * - a timestamp is fresh when |now - timestamp| <= window [BC1-6];
  * - every requested access entry must be in the device's allowedAccess [BC1-7];

@@ -1,6 +1,6 @@
 /**
  * Why the receiver dropped a datagram: a closed set, one value per pipeline step that can fail, in the order the
- * steps run (PROTOCOL.md §1 rules 1..9). Rejections are counted and audited by reason, never sent back.
+ * steps run ([BC1-1]..[BC1-9], docs/protocol.md). Rejections are counted and audited by reason, never sent back.
  */
 export const REJECT_REASONS = Object.freeze([
   // [BC1-1] frame: length and magic / format

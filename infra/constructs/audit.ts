@@ -1,5 +1,5 @@
 /**
- * Audit unit: where the receiver's JSON lines land and how operators watch them (DESIGN.md §5).
+ * Audit unit: where the receiver's JSON lines land and how operators watch them (docs/deploy.md).
  * - The audit log group (retention as configured), fed by the receiver's CloudWatch agent.
  * - Metric filters on the receiver's JSON lines: its audit events (functions/core/interfaces.ts `AuditEvent`, written
  *   by functions/aws/cloudwatch-audit-sink.ts with top-level `type`, `reason`, `error`): accepted and

@@ -193,7 +193,7 @@ export class Broker extends Construct {
       actions: [...actions],
       resourceArns: this.securityGroupArns,
     });
-    // IAM has no resource type for the Describe calls: '*' is the documented exception (DESIGN.md §4).
+    // IAM has no resource type for the Describe calls: '*' is the documented exception (docs/operations-aws.md).
     const describe = iam.Grant.addToPrincipal({
       grantee,
       actions: [...RULE_DESCRIBE_ACTIONS],

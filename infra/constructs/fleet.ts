@@ -1,5 +1,5 @@
 /**
- * Fleet unit: the AWS IoT registry side of the device directory (DESIGN.md §3). One thing type for blackcloud
+ * Fleet unit: the AWS IoT registry side of the device directory (docs/architecture.md). One thing type for blackcloud
  * devices and one thing group holding the fleet; each device is a thing in the group whose attributes carry its
  * identity, enabled flag and allowed ports (never key material: that lives in the devices table).
  * Main child: the thing group ('Resource').

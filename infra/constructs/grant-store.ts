@@ -1,5 +1,5 @@
 /**
- * Grant store unit: the three DynamoDB tables of the AWS data plane (DESIGN.md §3), on-demand, encrypted with the
+ * Grant store unit: the three DynamoDB tables of the AWS data plane (docs/architecture.md), on-demand, encrypted with the
  * AWS-managed key, with point-in-time recovery. The schema is the adapters' (functions/aws/):
  * - nonces (dynamo-nonce-store.ts): partition key `pk` = replay id, written with a conditional put
  *   (`attribute_not_exists(pk)`) so receivers sharing the table catch a replay once; `ttl` (epoch seconds) is the

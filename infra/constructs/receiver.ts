@@ -1,5 +1,5 @@
 /**
- * Receiver unit: small Graviton instances (Amazon Linux 2023 arm64, Node 22) running the bundled receiver
+ * Receiver unit: small Graviton instances (Amazon Linux 2023 arm64, Node 24) running the bundled receiver
  * (functions/aws/receiver-main.ts, one ES module file shipped as a CDK asset) under a hardened systemd unit as an
  * unprivileged user, with the CloudWatch agent shipping its JSON lines to the audit log group.
  * The AMI comes from Amazon's public SSM parameter, resolved at deploy time (no synth lookup).
@@ -32,6 +32,7 @@ import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { DEFAULT_SPA_PORT } from '../../functions/core/deployment.ts';
+import { ENV, SCALED_RECEIVER_ENV } from '../../functions/core/environment.ts';
 import { bundleEntry } from '../bundle.ts';
 import { receiverBootCommands, receiverPackageCommands } from '../host/receiver-host.ts';
 
@@ -71,15 +72,7 @@ export interface ReceiverProps {
  * (functions/aws/controller-lease.ts; docs/scaling.md, docs/key-lifecycle.md), written with the devices-table
  * rights key rotation already grants (PutItem, DeleteItem).
  */
-export const KEY_ROTATION_SWITCH_ENV = 'BLACKCLOUD_BROKER_HOST';
-
-/** Environment variables the scaled receivers get on top of `environment` (functions/aws/receiver-config.ts). */
-export const SCALED_RECEIVER_ENV = Object.freeze({
-  healthPort: 'BLACKCLOUD_HEALTH_PORT',
-  shutdown: 'BLACKCLOUD_SHUTDOWN',
-  coalesceMs: 'BLACKCLOUD_COALESCE_MS',
-  ec2Attempts: 'BLACKCLOUD_EC2_ATTEMPTS',
-});
+export const KEY_ROTATION_SWITCH_ENV = ENV.brokerHost;
 
 /**
  * Several receivers share the account's EC2 API budget (5 Authorize and 5 Revoke calls per second): each gathers

@@ -1,5 +1,5 @@
 /**
- * Revocation unit: the durable backstops that close every grant even when the receiver dies (DESIGN.md §1, §4).
+ * Revocation unit: the durable backstops that close every grant even when the receiver dies (docs/architecture.md, docs/operations-aws.md).
  * - A delay queue: the receiver sends one message per grant, delayed by the grant's lifetime (at most 900 s);
  *   the queue's own delivery delay is the default grant window. Encrypted (SQS-managed keys), TLS enforced,
  *   with a dead-letter queue after `maxReceiveCount` failed attempts.
@@ -7,7 +7,7 @@
  *   failed records are retried.
  * - The sweeper Lambda (functions/sweeper/handler.ts) runs every minute on an EventBridge schedule and revokes
  *   every knock rule whose expiry (in the rule description) has passed.
- * Both: Node 22 on arm64, bundled with esbuild (one ES module each), their own role with no managed policy and
+ * Both: Node 24 on arm64, bundled with esbuild (one ES module each), their own role with no managed policy and
  * their own log group. What they may do to the broker and the grants table is granted by the stack.
  * Main child: the delay queue ('Resource').
  */
@@ -22,8 +22,8 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { bundleEntry } from '../bundle.ts';
 
-/** The Lambdas' runtime: Node 22, like the receiver's instance. */
-export const LAMBDA_RUNTIME = lambda.Runtime.NODEJS_22_X;
+/** The Lambdas' runtime: Node 24, like the receiver's instance. */
+export const LAMBDA_RUNTIME = lambda.Runtime.NODEJS_24_X;
 
 export interface RevocationProps {
   /** Delivery delay of the queue (the default grant window), 0..900 s. @default Duration.seconds(30) */

@@ -1,6 +1,6 @@
 /**
  * What the receiver instance (Amazon Linux 2023 arm64) runs at first boot, as pure text builders:
- * - Node 22 (`nodejs22`, binary `/usr/bin/node-22`), the CloudWatch agent and logrotate from the distribution;
+ * - Node 24 (`nodejs24`, binary `/usr/bin/node-24`), the CloudWatch agent and logrotate from the distribution;
  * - the bundled receiver (one ES module file, a CDK asset) in /opt/blackcloud/receiver;
  * - its configuration as an environment file (names and addresses only: no secrets);
  * - the controller's client certificate and key from Secrets Manager (optional: without it the receiver runs,
@@ -22,7 +22,7 @@ export const RECEIVER_LOG_DIR = '/var/log/blackcloud';
 export const RECEIVER_LOG_FILE = `${RECEIVER_LOG_DIR}/receiver.log`;
 export const HEARTBEAT_LOG_FILE = `${RECEIVER_LOG_DIR}/heartbeat.log`;
 export const RECEIVER_SERVICE = 'blackcloud-receiver';
-export const NODE_BINARY = '/usr/bin/node-22';
+export const NODE_BINARY = '/usr/bin/node-24';
 export const CLOUDWATCH_AGENT_CONFIG = '/opt/aws/amazon-cloudwatch-agent/etc/blackcloud.json';
 /** The heartbeat line's `type`, matched by the audit's metric filter. */
 export const HEARTBEAT_EVENT_TYPE = 'receiver.heartbeat';
@@ -320,9 +320,9 @@ export function receiverBootCommands(options: ReceiverBootOptions): string[] {
 export function receiverPackageCommands(): string[] {
   return [
     'set -euo pipefail',
-    '# 1. Node 22, the CloudWatch agent, logrotate, python3 (for the TLS secret) from Amazon Linux 2023.',
+    '# 1. Node 24, the CloudWatch agent, logrotate, python3 (for the TLS secret) from Amazon Linux 2023.',
     'for attempt in $(seq 1 30); do',
-    '  dnf install -y nodejs22 amazon-cloudwatch-agent logrotate python3 && break',
+    '  dnf install -y nodejs24 amazon-cloudwatch-agent logrotate python3 && break',
     '  sleep 10',
     'done',
     `test -x ${NODE_BINARY}`,

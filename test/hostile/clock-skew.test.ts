@@ -5,8 +5,8 @@
  * (a packet stamped 1 ms before the store began is 'before-start').
  */
 import { describe, expect, it } from 'vitest';
-import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { handleDatagram } from '../../functions/receiver/handle-datagram.ts';
+import { MemoryNonceStore } from '../../functions/receiver/memory-nonce-store.ts';
 import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
 import { bc1Packet, fwknopPacket, harness, T0 } from '../functions/receiver/helpers.ts';
 

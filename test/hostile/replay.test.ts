@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoNonceStore } from '../../functions/aws/dynamo-nonce-store.ts';
 import type { RemoteEndpoint } from '../../functions/core/interfaces.ts';
 import { FileNonceStore } from '../../functions/local/file-nonce-store.ts';
-import { MemoryNonceStore } from '../../functions/local/memory-nonce-store.ts';
 import { handleDatagram, type Outcome, type ReceiverDeps } from '../../functions/receiver/handle-datagram.ts';
+import { MemoryNonceStore } from '../../functions/receiver/memory-nonce-store.ts';
 import { bc1Packet, fwknopPacket, harness, T0, VirtualTime } from '../functions/receiver/helpers.ts';
 import { createTable, type MotoServer, startMoto } from '../support/moto.ts';
 

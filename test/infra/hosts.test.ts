@@ -343,11 +343,11 @@ describe('boot scripts', () => {
     );
   });
 
-  it('GIVEN the receiver unit THEN it runs Node 22 unprivileged, hardened, restarting on failure', () => {
+  it('GIVEN the receiver unit THEN it runs Node 24 unprivileged, hardened, restarting on failure', () => {
     const unit = receiverUnit({ spaPort: 62_201 });
     for (const line of [
       'User=blackcloud',
-      'ExecStart=/usr/bin/node-22 /opt/blackcloud/receiver/receiver.mjs',
+      'ExecStart=/usr/bin/node-24 /opt/blackcloud/receiver/receiver.mjs',
       'Restart=on-failure',
       'NoNewPrivileges=yes',
       'ProtectSystem=strict',

@@ -200,9 +200,9 @@ describe('receiver', () => {
     const { stack, resources } = main;
     const userData = render(resources[logicalId(stack, stack.receiver.instance)]!.Properties!.UserData);
     expect(userData).toMatch(/^#!\/bin\/bash\n/);
-    expect(userData).toContain('dnf install -y nodejs22 amazon-cloudwatch-agent');
+    expect(userData).toContain('dnf install -y nodejs24 amazon-cloudwatch-agent');
     expect(userData).toContain("aws s3 cp 's3://cdk-hnb659fds-assets-");
-    expect(userData).toContain('ExecStart=/usr/bin/node-22 /opt/blackcloud/receiver/receiver.mjs');
+    expect(userData).toContain('ExecStart=/usr/bin/node-24 /opt/blackcloud/receiver/receiver.mjs');
     expect(userData).toContain('User=blackcloud');
     expect(userData).toContain('Restart=on-failure');
     expect(userData).toContain('NoNewPrivileges=yes');
@@ -574,13 +574,13 @@ describe('revocation', () => {
     });
   });
 
-  it('GIVEN the default stack THEN both Lambdas run Node 22 on arm64 with the contract environment', () => {
+  it('GIVEN the default stack THEN both Lambdas run Node 24 on arm64 with the contract environment', () => {
     const { stack, resources } = main;
     const brokerGroup = logicalId(stack, stack.broker.securityGroups[0]!);
     for (const fn of [stack.revocation.revoker, stack.revocation.sweeper]) {
       const properties = resources[logicalId(stack, fn)]!.Properties!;
       expect(properties).toMatchObject({
-        Runtime: 'nodejs22.x',
+        Runtime: 'nodejs24.x',
         Architectures: ['arm64'],
         Handler: 'index.handler',
         LoggingConfig: { LogGroup: { Ref: expect.stringMatching(/Logs/) } },

@@ -128,11 +128,14 @@ export async function fwknopClientPacket(
 
 /** A private network namespace with only `lo` up; its name is unique per instance. */
 export class NetworkNamespace {
-  private constructor(
-    readonly name: string,
-    /** Absolute path of the `ip` tool. */
-    readonly ip: string,
-  ) {}
+  readonly name: string;
+  /** Absolute path of the `ip` tool. */
+  readonly ip: string;
+
+  private constructor(name: string, ip: string) {
+    this.name = name;
+    this.ip = ip;
+  }
 
   static async create(ip: string, label: string): Promise<NetworkNamespace> {
     const name = `bc-${label}-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -202,12 +205,16 @@ export class Fwknopd {
   private log = '';
   private exited = false;
 
-  private constructor(
-    private readonly child: ChildProcess,
-    readonly dir: string,
-    readonly port: number,
-    readonly digestFile: string,
-  ) {
+  private readonly child: ChildProcess;
+  readonly dir: string;
+  readonly port: number;
+  readonly digestFile: string;
+
+  private constructor(child: ChildProcess, dir: string, port: number, digestFile: string) {
+    this.child = child;
+    this.dir = dir;
+    this.port = port;
+    this.digestFile = digestFile;
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       this.log += chunk;
     });

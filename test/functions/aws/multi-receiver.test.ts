@@ -1,5 +1,5 @@
 /**
- * Several receivers sharing one black cloud, against moto server (DESIGN.md §4, issue "Scale out"):
+ * Several receivers sharing one black cloud, against moto server (docs/scaling.md):
  *   1. a replay sent to two receivers at once is caught once (the shared nonce table), end to end over UDP;
  *   2. two receivers granting the same address at once end with one rule, and the later expiry wins (in the
  *      rule's description and in the grants table), in either order;

@@ -29,10 +29,10 @@ import { type DataDirLayout, dataDirLayout } from '../../../functions/local/data
 import { DeviceFileKeyStore } from '../../../functions/local/device-file-key-store.ts';
 import { FileDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
 import { type GateFirewall, startGateFirewall } from '../../../functions/local/gate-firewall.ts';
-import { MemoryNonceStore } from '../../../functions/local/memory-nonce-store.ts';
 import { provisionDevice } from '../../../functions/local/provision-device.ts';
 import { ensureLocalPki, issueCertificate, loadPem, type Pem } from '../../../functions/pki/local-ca.ts';
 import type { Outcome } from '../../../functions/receiver/handle-datagram.ts';
+import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../../../functions/receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../../../functions/receiver/udp-receiver.ts';
 import { type RunningMosquitto, startMosquitto } from '../../support/mosquitto.ts';

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileNonceStore, NonceStoreFileError } from '../../../functions/local/file-nonce-store.ts';
-import { MemoryNonceStore, NonceStoreFullError } from '../../../functions/local/memory-nonce-store.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
+import { MemoryNonceStore, NonceStoreFullError } from '../../../functions/receiver/memory-nonce-store.ts';
 import { bc1Packet, harness, T0, VirtualTime } from '../receiver/helpers.ts';
 
 describe('MemoryNonceStore', () => {

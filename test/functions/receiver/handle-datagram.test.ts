@@ -1,12 +1,12 @@
 import { createCipheriv } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { DeviceDirectory, RemoteEndpoint } from '../../../functions/core/interfaces.ts';
-import { MemoryNonceStore } from '../../../functions/local/memory-nonce-store.ts';
 import {
   handleDatagram,
   type Outcome,
   type ReceiverDeps,
 } from '../../../functions/receiver/handle-datagram.ts';
+import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
 import { REJECT_REASONS, type RejectReason } from '../../../functions/receiver/reject-reason.ts';
 import {
   BC1_KEY,
@@ -327,7 +327,7 @@ const CASES: readonly Case[] = [
   },
 ];
 
-describe('handleDatagram: one case per outcome (PROTOCOL.md §1 rules 1..9)', () => {
+describe('handleDatagram: one case per outcome ([BC1-1]..[BC1-9], docs/protocol.md)', () => {
   CASES.forEach((testCase, index) => {
     it(`#${index + 1} ${testCase.title} → ${testCase.want}`, async () => {
       const h = harness(testCase.setup);

@@ -14,8 +14,8 @@ import type {
 } from '../../../functions/core/interfaces.ts';
 import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { StaticDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../../functions/local/memory-nonce-store.ts';
 import { noopExpiryScheduler } from '../../../functions/local/noop-expiry-scheduler.ts';
+import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../../../functions/receiver/receiver-deps.ts';
 import { encodeBc1 } from '../../../spa/bc1.ts';
 import { encodeFwknop, type FwknopMessageInput } from '../../../spa/fwknop.ts';

@@ -7,8 +7,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { StaticDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
-import { MemoryNonceStore } from '../../../functions/local/memory-nonce-store.ts';
 import { startNftablesFirewall } from '../../../functions/local/nftables-firewall.ts';
+import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
 import { createReceiverDeps } from '../../../functions/receiver/receiver-deps.ts';
 import { startReceiver } from '../../../functions/receiver/udp-receiver.ts';
 
