@@ -2,9 +2,9 @@
  * Fleet simulation: 100,000 devices knocking on several in-process receivers, as behind the UDP load balancer.
  * Each receiver is the real pipeline (handleDatagram, GrantManager, SecurityGroupFirewall with its coalescing,
  * spreading, queueing and retries) with its own DynamoDB client; all share one moto server (python3 -m moto.server)
- * for the nonce and grants tables, and one EC2 model (bench/fleet/ec2-model.ts: per-action token buckets, 50 burst
- * and 5/s for Authorize/Revoke, the rules-per-group quota, EC2's error codes). Time is virtual
- * (bench/fleet/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
+ * for the nonce and grants tables, and one EC2 model (bench/support/modelled-ec2.ts: per-action token buckets, 50
+ * burst and 5/s for Authorize/Revoke, the rules-per-group quota, EC2's error codes). Time is virtual
+ * (test/support/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
  *
  * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
  * whole fleet, and a drip of replays and junk. Devices whose grant is refused (every rule slot taken and the
@@ -19,7 +19,6 @@
  *        [--seed 1]
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { EC2Client } from '@aws-sdk/client-ec2';
 import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
 import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
@@ -30,10 +29,10 @@ import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receive
 import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
-import { Ec2Model } from './fleet/ec2-model.ts';
+import { VirtualTime } from '../test/support/virtual-time.ts';
 import { FleetDirectory } from './fleet/fleet-directory.ts';
 import { deviceAddress, type FleetParams, fleetSchedule, seededRandom } from './fleet/fleet-model.ts';
-import { VirtualTime } from './fleet/virtual-time.ts';
+import { ModelledEc2 } from './support/modelled-ec2.ts';
 
 interface SimOptions {
   readonly devices: number;
@@ -147,7 +146,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const random = seededRandom(options.seed ^ 0xbeef);
   const time = new VirtualTime(START_MS);
   const groupIds = Array.from({ length: options.groups }, (_, i) => `sg-${(0x10000000 + i).toString(16)}`);
-  const ec2 = new Ec2Model({
+  const ec2 = new ModelledEc2({
     clock: time,
     timers: time,
     groupIds,
@@ -199,7 +198,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   for (let r = 0; r < options.receivers; r++) {
     const client = dynamo();
     const firewall = new SecurityGroupFirewall({
-      ec2: ec2 as unknown as EC2Client,
+      ec2: ec2.client,
       securityGroupIds: groupIds,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
@@ -295,21 +294,31 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     });
   };
 
-  for (const event of schedule) {
-    time.setTimeout(() => {
-      if (event.kind === 'knock') knock(event.device, event.storm);
-      else if (event.kind === 'replay') {
-        const fresh = recent.filter((p) => time.now() - p.at < 30_000);
-        const captured = fresh[Math.floor(random() * fresh.length)];
-        if (captured !== undefined) deliver(captured.bytes, captured.address);
-      } else {
-        const bytes = Uint8Array.from({ length: 40 + Math.floor(random() * 160) }, () =>
-          Math.floor(random() * 256),
-        );
-        deliver(bytes, `203.0.113.${Math.floor(random() * 256)}`);
-      }
-    }, event.at);
-  }
+  const dispatch = (event: (typeof schedule)[number]) => {
+    if (event.kind === 'knock') knock(event.device, event.storm);
+    else if (event.kind === 'replay') {
+      const fresh = recent.filter((p) => time.now() - p.at < 30_000);
+      const captured = fresh[Math.floor(random() * fresh.length)];
+      if (captured !== undefined) deliver(captured.bytes, captured.address);
+    } else {
+      const bytes = Uint8Array.from({ length: 40 + Math.floor(random() * 160) }, () =>
+        Math.floor(random() * 256),
+      );
+      deliver(bytes, `203.0.113.${Math.floor(random() * 256)}`);
+    }
+  };
+  // The schedule is fed in order with one timer for the next event (not a timer per event): the virtual clock
+  // then holds only the timers of work in progress, and finding the next one stays cheap.
+  let nextEvent = 0;
+  const feed = () => {
+    for (let event = schedule[nextEvent]; event !== undefined && START_MS + event.at <= time.now(); ) {
+      dispatch(event);
+      event = schedule[++nextEvent];
+    }
+    const next = schedule[nextEvent];
+    if (next !== undefined) time.setTimeout(feed, START_MS + next.at - time.now());
+  };
+  time.setTimeout(feed, schedule[0]?.at ?? 0);
 
   // The sweeper Lambda, every minute: closes what a failed revoke left open (the backstop), as deployed.
   const sweeperStore = new DynamoGrantStore({ dynamodb: dynamo(), tableName: 'grants' });
@@ -317,7 +326,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   let sweeperFailures = 0;
   const sweep = () => {
     void sweepExpiredGrants({
-      ec2: ec2 as unknown as EC2Client,
+      ec2: ec2.client,
       grants: sweeperStore,
       securityGroupIds: groupIds,
       clock: time,
@@ -366,6 +375,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const rulesAfterDrain = ec2.rules().now;
   const tableAfterDrain = (await store.listActive(time.now())).length;
   for (const client of dynamoClients) client.destroy();
+  ec2.restore();
   await moto.stop();
 
   const steady = latency.steady.sort((a, b) => a - b);

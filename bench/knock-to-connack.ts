@@ -15,8 +15,8 @@ import { cpus, loadavg } from 'node:os';
 import type { Firewall } from '../functions/core/interfaces.ts';
 import { startGateFirewall } from '../functions/local/gate-firewall.ts';
 import { startNftablesFirewall } from '../functions/local/nftables-firewall.ts';
+import { type MosquittoWithClient, startMosquittoWithClient } from '../test/support/mosquitto.ts';
 import { type BenchDevice, knockFrom, makeBenchDevices, startBenchReceiver } from './support/bench-cloud.ts';
-import { type Mosquitto, startMosquitto } from './support/mosquitto.ts';
 import { connectWithRetry, endClient, waitForTcp } from './support/mqtt-device.ts';
 import { numberOption, percentile, printTable } from './support/table.ts';
 
@@ -30,7 +30,7 @@ interface Row {
 async function measure(
   name: string,
   devices: readonly BenchDevice[],
-  mosquitto: Mosquitto,
+  mosquitto: MosquittoWithClient,
   dialPort: number,
   attemptMs: number,
   knock: ((device: BenchDevice) => Promise<void>) | undefined,
@@ -66,7 +66,10 @@ async function measure(
 export async function main(args: readonly string[] = []): Promise<void> {
   const count = numberOption(args, 'devices', 1000, 10, 100_000);
   const probeMs = numberOption(args, 'probe-ms', 5, 1, 10_000);
-  const mosquitto = await startMosquitto(2);
+  const mosquitto = await startMosquittoWithClient(2, {
+    logType: 'error',
+    extraConf: ['max_queued_messages 100000'],
+  });
   const [openPort, guardedPort] = mosquitto.ports as [number, number];
   const rows: Row[] = [];
   const cleanups: (() => Promise<void>)[] = [];
@@ -85,7 +88,7 @@ export async function main(args: readonly string[] = []): Promise<void> {
       ),
     );
 
-    // The gate in front of the unguarded listener.
+    // The gate in front of the unguarded broker.
     const gate = await startGateFirewall({
       listen: { host: '127.0.0.1', port: 0 },
       upstream: { host: '127.0.0.1', port: openPort },
@@ -101,7 +104,7 @@ export async function main(args: readonly string[] = []): Promise<void> {
       ),
     );
 
-    // nftables guarding the second listener (a table of our own, deleted at the end).
+    // nftables guarding the second broker (a table of our own, deleted at the end).
     let nft: Firewall & { close(): Promise<void> };
     try {
       nft = await startNftablesFirewall({

@@ -14,10 +14,11 @@ import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import type { MqttClient } from 'mqtt';
 import type { Grant } from '../functions/core/interfaces.ts';
+import { deviceTopic } from '../functions/core/topics.ts';
 import { startGateFirewall } from '../functions/local/gate-firewall.ts';
 import { startNftablesFirewall } from '../functions/local/nftables-firewall.ts';
+import { BENCH_IDENTITY, startMosquittoWithClient } from '../test/support/mosquitto.ts';
 import { loopbackAddress } from './support/bench-cloud.ts';
-import { startMosquitto } from './support/mosquitto.ts';
 import { connectOnce, endClient } from './support/mqtt-device.ts';
 import { numberOption, percentile, printTable, thousands } from './support/table.ts';
 
@@ -78,7 +79,10 @@ export async function main(args: readonly string[] = []): Promise<void> {
   const rounds = numberOption(args, 'rounds', 5, 1, 50);
   const messages = numberOption(args, 'messages', 10_000, 100, 1_000_000);
   const pings = numberOption(args, 'pings', 1000, 10, 100_000);
-  const mosquitto = await startMosquitto(2);
+  const mosquitto = await startMosquittoWithClient(2, {
+    logType: 'error',
+    extraConf: ['max_queued_messages 100000'],
+  });
   const [openPort, guardedPort] = mosquitto.ports as [number, number];
   const source = loopbackAddress(6, 0);
   const grant: Grant = {
@@ -125,12 +129,16 @@ export async function main(args: readonly string[] = []): Promise<void> {
           const rate = await throughput(
             pub,
             sub,
-            `bench/${path.name}/${round}/t`,
+            deviceTopic(BENCH_IDENTITY, 'bench', path.name, String(round), 't'),
             round === 0 ? 500 : messages,
           );
-          const sorted = (await latency(sub, `bench/${path.name}/${round}/l`, round === 0 ? 50 : pings)).sort(
-            (a, b) => a - b,
-          );
+          const sorted = (
+            await latency(
+              sub,
+              deviceTopic(BENCH_IDENTITY, 'bench', path.name, String(round), 'l'),
+              round === 0 ? 50 : pings,
+            )
+          ).sort((a, b) => a - b);
           // Round 0 warms up (JIT, TLS, Mosquitto) and is not reported.
           if (round > 0) {
             const list = results.get(path.name) ?? [];

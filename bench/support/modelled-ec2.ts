@@ -1,20 +1,24 @@
 /**
- * A modelled EC2 security-group API for conditions moto cannot produce at scale: EC2's request token buckets
- * (`RequestLimitExceeded` when empty) and the per-group, per-family inbound-rule quota
- * (`RulesPerSecurityGroupLimitExceeded`), behind a real `EC2Client` intercepted with aws-sdk-client-mock.
- * Shared by bench/grant-coalescing.ts, bench/grant-storm.ts and test/hostile/ec2-faults.test.ts.
+ * The one model of the EC2 security-group API, for conditions moto cannot produce at scale: EC2's request token
+ * buckets and the per-group, per-family inbound-rule quota, behind a real `EC2Client` whose `send` is answered by
+ * the model (aws-sdk-client-mock). Used by every bench (grant-coalescing, grant-storm, fleet-sim), the hostile
+ * suite and test/bench/fleet-sim-model.test.ts. Not a general EC2: single-port TCP/UDP rules with IPv4/IPv6
+ * ranges, in a non-default VPC.
  *
  * Model (docs/operations-aws.md; AWS "Request throttling for the Amazon EC2 API"):
- * - Authorize and Revoke each own a bucket (default 50 tokens, refilled 5/s); Update descriptions shares a
- *   "mutating" bucket (default 200, 5/s); Describe a "non-mutating" one (default 100, 20/s). A call with an empty
- *   bucket fails with `RequestLimitExceeded` (HTTP 503) and changes nothing.
- * - Authorize: a permission already present is `InvalidPermission.Duplicate` (nothing added); exceeding
- *   `rulesPerGroup` for the family is `RulesPerSecurityGroupLimitExceeded` (nothing added). Revoke of a rule that
- *   is not there is `InvalidPermission.NotFound` (nothing revoked: a non-default VPC). Update of a missing rule is
- *   `InvalidPermission.NotFound`.
- * - Time comes from the injected clock, so a test can run the buckets on a virtual clock; `latencyMs` (default 0)
- *   delays every answer by real time (a bench models EC2's round trip with it).
- * The model keeps every call's name and range count, the largest number of ranges in one call and the error codes.
+ * - Throttling: one token bucket per action (`EC2_BUCKETS`: Authorize and Revoke 50 tokens refilled 5/s each,
+ *   Update descriptions 200 and 5/s, Describe 100 and 20/s), each the receiver's own token bucket
+ *   (functions/receiver/rate-limiter.ts). A call with an empty bucket fails with `RequestLimitExceeded` (HTTP 503)
+ *   and changes nothing.
+ * - Authorize: a permission already present is `InvalidPermission.Duplicate`; the same permission twice in one
+ *   call is `InvalidParameterValue`; exceeding `rulesPerGroup` for a family is
+ *   `RulesPerSecurityGroupLimitExceeded`. Each adds nothing.
+ * - Revoke of any rule that is not there is `InvalidPermission.NotFound` (nothing revoked); so is Update of a
+ *   missing rule. An unknown group is `InvalidGroup.NotFound`.
+ * - Time comes from the injected clock; each call answers `latencyMs` (default 0: at once) later on the injected
+ *   timers, so a bench models EC2's round trip in real time and the fleet simulation in virtual time.
+ * It counts every call and error code per action, the largest number of ranges in one call and the most rules
+ * open at once.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
@@ -26,111 +30,121 @@ import {
   UpdateSecurityGroupRuleDescriptionsIngressCommand,
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
+import type { Clock, Timers } from '../../functions/core/interfaces.ts';
+import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 
 export interface BucketSpec {
+  /** Bucket size. */
   readonly burst: number;
-  readonly perSecond: number;
+  /** Tokens added per second. */
+  readonly ratePerSecond: number;
 }
+
+export type Ec2Action =
+  | 'AuthorizeSecurityGroupIngress'
+  | 'RevokeSecurityGroupIngress'
+  | 'UpdateSecurityGroupRuleDescriptionsIngress'
+  | 'DescribeSecurityGroups';
+
+/** The documented buckets of the actions blackcloud calls. */
+export const EC2_BUCKETS: Readonly<Record<Ec2Action, BucketSpec>> = Object.freeze({
+  // "Resource-intensive" actions: 50 burst, 5/s refill, each its own bucket.
+  AuthorizeSecurityGroupIngress: { burst: 50, ratePerSecond: 5 },
+  RevokeSecurityGroupIngress: { burst: 50, ratePerSecond: 5 },
+  // Other mutating actions.
+  UpdateSecurityGroupRuleDescriptionsIngress: { burst: 200, ratePerSecond: 5 },
+  // Non-mutating (filtered by group id).
+  DescribeSecurityGroups: { burst: 100, ratePerSecond: 20 },
+});
 
 export interface ModelledEc2Options {
   readonly groupIds: readonly string[];
   /** Inbound rules per group and family. @default 60 (EC2's default quota) */
   readonly rulesPerGroup?: number;
-  readonly clock: { now(): number };
-  /** @default { burst: 50, perSecond: 5 } for Authorize and for Revoke (each its own bucket) */
-  readonly resourceIntensive?: BucketSpec;
-  /** @default { burst: 200, perSecond: 5 } */
-  readonly mutating?: BucketSpec;
-  /** @default { burst: 100, perSecond: 20 } */
-  readonly nonMutating?: BucketSpec;
-  /** Real delay before each answer, ms. @default 0 */
+  readonly clock: Clock;
+  /** Where the latency passes. @default Node's timers */
+  readonly timers?: Timers;
+  /** Delay before each answer, ms. @default 0 */
   readonly latencyMs?: number;
+  /** Other buckets than EC2_BUCKETS' for some actions (e.g. a tiny Authorize bucket in a test). */
+  readonly buckets?: Partial<Record<Ec2Action, BucketSpec>>;
 }
 
-export interface ModelStats {
-  /** Calls per API name (throttled ones included). */
-  readonly calls: Record<string, number>;
+export interface Ec2CallCount {
+  readonly calls: number;
   /** Error answers per code. */
-  readonly errors: Record<string, number>;
-  /** Most IP ranges carried by one Authorize / Revoke call. */
-  largestCall: number;
+  readonly errors: Readonly<Record<string, number>>;
 }
 
-class Bucket {
-  #tokens: number;
-  #at: number;
+const nodeTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
 
-  constructor(
-    private readonly spec: BucketSpec,
-    private readonly clock: { now(): number },
-  ) {
-    this.#tokens = spec.burst;
-    this.#at = clock.now();
-  }
-
-  take(): boolean {
-    const now = this.clock.now();
-    this.#tokens = Math.min(
-      this.spec.burst,
-      this.#tokens + (Math.max(0, now - this.#at) * this.spec.perSecond) / 1000,
-    );
-    this.#at = Math.max(this.#at, now);
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
-  }
-}
-
-function ec2Error(code: string, status: number): EC2ServiceException {
+function ec2Error(code: string, message: string, status = 400): EC2ServiceException {
   return new EC2ServiceException({
     name: code,
-    $fault: 'client',
+    $fault: status >= 500 ? 'server' : 'client',
     $metadata: { httpStatusCode: status },
-    message: code,
+    message,
   });
 }
 
-interface Range {
+interface Rule {
+  readonly key: string;
   readonly protocol: string;
   readonly port: number;
   readonly family: 4 | 6;
   readonly cidr: string;
-  readonly description: string | undefined;
+  description: string | undefined;
 }
 
-function rangesOf(permissions: readonly IpPermission[] | undefined): Range[] {
-  const out: Range[] = [];
+/** key = protocol/port/cidr */
+type GroupRules = Map<string, Rule>;
+
+function rulesOf(permissions: readonly IpPermission[] | undefined): Rule[] {
+  const out: Rule[] = [];
+  const rule = (protocol: string, port: number, family: 4 | 6, cidr: string, description?: string): Rule => ({
+    key: `${protocol}/${port}/${cidr}`,
+    protocol,
+    port,
+    family,
+    cidr,
+    description,
+  });
   for (const p of permissions ?? []) {
     const protocol = p.IpProtocol ?? '';
-    const port = p.FromPort ?? -1;
-    for (const r of p.IpRanges ?? [])
-      out.push({ protocol, port, family: 4, cidr: r.CidrIp ?? '', description: r.Description });
-    for (const r of p.Ipv6Ranges ?? [])
-      out.push({ protocol, port, family: 6, cidr: r.CidrIpv6 ?? '', description: r.Description });
+    const port = p.FromPort ?? 0;
+    for (const r of p.IpRanges ?? []) out.push(rule(protocol, port, 4, r.CidrIp ?? '', r.Description));
+    for (const r of p.Ipv6Ranges ?? []) out.push(rule(protocol, port, 6, r.CidrIpv6 ?? '', r.Description));
   }
   return out;
 }
 
-const keyOf = (r: Range): string => `${r.protocol}/${r.port}/${r.cidr}`;
-
 export class ModelledEc2 {
   readonly client: EC2Client;
-  readonly stats: ModelStats = { calls: {}, errors: {}, largestCall: 0 };
-  readonly #groups = new Map<string, Map<string, Range>>();
+  readonly #groups = new Map<string, GroupRules>();
+  readonly #buckets = new Map<Ec2Action, TokenBucketRateLimiter>();
+  readonly #counts = new Map<string, { calls: number; errors: Record<string, number> }>();
   readonly #mock: ReturnType<typeof mockClient>;
   readonly #rulesPerGroup: number;
   readonly #latencyMs: number;
+  readonly #timers: Timers;
+  #largestCall = 0;
+  #peakRules = 0;
 
   constructor(options: ModelledEc2Options) {
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
     this.#latencyMs = options.latencyMs ?? 0;
+    this.#timers = options.timers ?? nodeTimers;
     for (const id of options.groupIds) this.#groups.set(id, new Map());
-    const bucket = (spec: BucketSpec | undefined, fallback: BucketSpec) =>
-      new Bucket(spec ?? fallback, options.clock);
-    const authorize = bucket(options.resourceIntensive, { burst: 50, perSecond: 5 });
-    const revoke = bucket(options.resourceIntensive, { burst: 50, perSecond: 5 });
-    const mutating = bucket(options.mutating, { burst: 200, perSecond: 5 });
-    const describe = bucket(options.nonMutating, { burst: 100, perSecond: 20 });
+    for (const [action, spec] of Object.entries(EC2_BUCKETS) as [Ec2Action, BucketSpec][]) {
+      const { burst, ratePerSecond } = options.buckets?.[action] ?? spec;
+      this.#buckets.set(
+        action,
+        new TokenBucketRateLimiter({ clock: options.clock, burst, ratePerSecond, maxSources: 1 }),
+      );
+    }
     this.client = new EC2Client({
       region: 'us-east-1',
       credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' },
@@ -139,85 +153,185 @@ export class ModelledEc2 {
     this.#mock
       .on(DescribeSecurityGroupsCommand)
       .callsFake((input) =>
-        this.#answer('DescribeSecurityGroups', describe, () => this.#describe(input.GroupIds)),
+        this.#answer('DescribeSecurityGroups', () => this.#describe(input.GroupIds ?? [])),
       );
     this.#mock
       .on(AuthorizeSecurityGroupIngressCommand)
       .callsFake((input) =>
-        this.#answer('AuthorizeSecurityGroupIngress', authorize, () =>
-          this.#authorize(input.GroupId, input.IpPermissions),
+        this.#answer('AuthorizeSecurityGroupIngress', () =>
+          this.#authorize(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
     this.#mock
       .on(RevokeSecurityGroupIngressCommand)
       .callsFake((input) =>
-        this.#answer('RevokeSecurityGroupIngress', revoke, () =>
-          this.#revoke(input.GroupId, input.IpPermissions),
+        this.#answer('RevokeSecurityGroupIngress', () =>
+          this.#revoke(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
     this.#mock
       .on(UpdateSecurityGroupRuleDescriptionsIngressCommand)
       .callsFake((input) =>
-        this.#answer('UpdateSecurityGroupRuleDescriptionsIngress', mutating, () =>
-          this.#update(input.GroupId, input.IpPermissions),
+        this.#answer('UpdateSecurityGroupRuleDescriptionsIngress', () =>
+          this.#update(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
   }
 
-  /** Rules open in a group (or in all groups), as `proto/port/cidr` keys. */
-  rules(groupId?: string): string[] {
-    const groups =
-      groupId === undefined ? [...this.#groups.values()] : [this.#groups.get(groupId) ?? new Map()];
-    return groups.flatMap((g) => [...g.keys()]);
+  /** Calls per action (throttled ones included) and the error codes answered. */
+  counts(): Readonly<Record<string, Ec2CallCount>> {
+    return Object.fromEntries(this.#counts);
+  }
+
+  /** Calls, and error answers per code, over every action; the most IP ranges one Authorize / Revoke carried. */
+  get stats(): { calls: Record<string, number>; errors: Record<string, number>; largestCall: number } {
+    const calls: Record<string, number> = {};
+    const errors: Record<string, number> = {};
+    for (const [action, count] of this.#counts) {
+      calls[action] = count.calls;
+      for (const [code, n] of Object.entries(count.errors)) errors[code] = (errors[code] ?? 0) + n;
+    }
+    return { calls, errors, largestCall: this.#largestCall };
+  }
+
+  /** Total calls made (every action). */
+  get totalCalls(): number {
+    let n = 0;
+    for (const count of this.#counts.values()) n += count.calls;
+    return n;
+  }
+
+  /** Rules in all groups now, and the most there ever were at once. */
+  rules(): { now: number; peak: number } {
+    return { now: this.#ruleCount(), peak: this.#peakRules };
+  }
+
+  /** Every rule's cidr (diagnostics). */
+  cidrs(): string[] {
+    return [...this.#groups.values()].flatMap((g) => [...g.values()].map((r) => r.cidr));
   }
 
   /** Adds `count` rules out of band (another writer, e.g. an operator), without a call or a token. */
   fill(groupId: string, count: number, port = 8883): void {
     const group = this.#group(groupId);
     for (let i = 0; i < count; i++) {
-      const r: Range = {
-        protocol: 'tcp',
-        port,
-        family: 4,
-        cidr: `172.16.${i >> 8}.${i & 0xff}/32`,
-        description: 'operator',
-      };
-      group.set(keyOf(r), r);
+      const cidr = `172.16.${i >> 8}.${i & 0xff}/32`;
+      const key = `tcp/${port}/${cidr}`;
+      group.set(key, { key, protocol: 'tcp', port, family: 4, cidr, description: 'operator' });
     }
-  }
-
-  /** Total calls made (every API). */
-  get totalCalls(): number {
-    return Object.values(this.stats.calls).reduce((a, b) => a + b, 0);
+    this.#peakRules = Math.max(this.#peakRules, this.#ruleCount());
   }
 
   restore(): void {
     this.#mock.restore();
   }
 
-  async #answer<T>(api: string, bucket: Bucket, run: () => T): Promise<T> {
-    this.stats.calls[api] = (this.stats.calls[api] ?? 0) + 1;
-    if (this.#latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, this.#latencyMs));
-    try {
-      if (!bucket.take()) throw ec2Error('RequestLimitExceeded', 503);
-      return run();
-    } catch (error) {
-      const code = (error as Error).name;
-      this.stats.errors[code] = (this.stats.errors[code] ?? 0) + 1;
-      throw error;
-    }
+  #answer<T>(action: Ec2Action, run: () => T): Promise<T> {
+    const count = this.#counts.get(action) ?? { calls: 0, errors: {} };
+    this.#counts.set(action, count);
+    count.calls++;
+    const respond = (): T => {
+      try {
+        if (this.#buckets.get(action)?.take(action) !== true)
+          throw ec2Error('RequestLimitExceeded', 'Request limit exceeded.', 503);
+        return run();
+      } catch (error) {
+        const code = (error as Error).name;
+        count.errors[code] = (count.errors[code] ?? 0) + 1;
+        throw error;
+      }
+    };
+    if (this.#latencyMs <= 0) return new Promise((resolve) => resolve(respond()));
+    return new Promise((resolve, reject) => {
+      this.#timers.setTimeout(() => {
+        try {
+          resolve(respond());
+        } catch (error) {
+          reject(error);
+        }
+      }, this.#latencyMs);
+    });
   }
 
-  #group(groupId: string | undefined): Map<string, Range> {
-    const group = this.#groups.get(groupId ?? '');
-    if (group === undefined) throw ec2Error('InvalidGroup.NotFound', 400);
+  #group(id: string | undefined): GroupRules {
+    const group = id === undefined ? undefined : this.#groups.get(id);
+    if (group === undefined)
+      throw ec2Error('InvalidGroup.NotFound', `The security group '${String(id)}' does not exist`);
     return group;
   }
 
-  #describe(groupIds: readonly string[] | undefined) {
+  #ruleCount(): number {
+    let n = 0;
+    for (const g of this.#groups.values()) n += g.size;
+    return n;
+  }
+
+  #authorize(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
+    const rules = rulesOf(permissions);
+    this.#largestCall = Math.max(this.#largestCall, rules.length);
+    const keys = new Set<string>();
+    for (const r of rules) {
+      if (keys.has(r.key))
+        throw ec2Error('InvalidParameterValue', 'The same permission must not appear multiple times');
+      keys.add(r.key);
+      if (group.has(r.key)) {
+        throw ec2Error(
+          'InvalidPermission.Duplicate',
+          `the specified rule "peer: ${r.cidr}, ${r.protocol}, from port: ${r.port}" already exists`,
+        );
+      }
+    }
+    for (const family of [4, 6] as const) {
+      let used = 0;
+      for (const r of group.values()) if (r.family === family) used++;
+      if (used + rules.filter((r) => r.family === family).length > this.#rulesPerGroup) {
+        throw ec2Error(
+          'RulesPerSecurityGroupLimitExceeded',
+          'The maximum number of rules per security group has been reached.',
+        );
+      }
+    }
+    for (const r of rules) group.set(r.key, r);
+    this.#peakRules = Math.max(this.#peakRules, this.#ruleCount());
+    return { Return: true };
+  }
+
+  #revoke(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
+    const rules = rulesOf(permissions);
+    this.#largestCall = Math.max(this.#largestCall, rules.length);
+    this.#mustExist(group, rules);
+    for (const r of rules) group.delete(r.key);
+    return { Return: true };
+  }
+
+  #update(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
+    const rules = rulesOf(permissions);
+    this.#mustExist(group, rules);
+    for (const r of rules) {
+      const rule = group.get(r.key);
+      if (rule !== undefined) rule.description = r.description;
+    }
+    return { Return: true };
+  }
+
+  #mustExist(group: GroupRules, rules: readonly Rule[]): void {
+    if (rules.some((r) => !group.has(r.key)))
+      throw ec2Error(
+        'InvalidPermission.NotFound',
+        'The specified rule does not exist in this security group.',
+      );
+  }
+
+  #describe(groupIds: readonly string[]) {
     return {
-      SecurityGroups: (groupIds ?? []).map((id) => {
-        const byPort = new Map<string, IpPermission>();
+      SecurityGroups: groupIds.map((id) => {
+        const byPort = new Map<
+          string,
+          IpPermission & {
+            IpRanges: { CidrIp: string; Description?: string }[];
+            Ipv6Ranges: { CidrIpv6: string; Description?: string }[];
+          }
+        >();
         for (const r of this.#group(id).values()) {
           const k = `${r.protocol}/${r.port}`;
           let p = byPort.get(k);
@@ -225,42 +339,12 @@ export class ModelledEc2 {
             p = { IpProtocol: r.protocol, FromPort: r.port, ToPort: r.port, IpRanges: [], Ipv6Ranges: [] };
             byPort.set(k, p);
           }
-          if (r.family === 4) p.IpRanges!.push({ CidrIp: r.cidr, Description: r.description });
-          else p.Ipv6Ranges!.push({ CidrIpv6: r.cidr, Description: r.description });
+          const description = r.description === undefined ? {} : { Description: r.description };
+          if (r.family === 4) p.IpRanges.push({ CidrIp: r.cidr, ...description });
+          else p.Ipv6Ranges.push({ CidrIpv6: r.cidr, ...description });
         }
         return { GroupId: id, IpPermissions: [...byPort.values()] };
       }),
     };
-  }
-
-  #authorize(groupId: string | undefined, permissions: readonly IpPermission[] | undefined) {
-    const group = this.#group(groupId);
-    const ranges = rangesOf(permissions);
-    this.stats.largestCall = Math.max(this.stats.largestCall, ranges.length);
-    if (ranges.some((r) => group.has(keyOf(r)))) throw ec2Error('InvalidPermission.Duplicate', 400);
-    for (const family of [4, 6] as const) {
-      const used = [...group.values()].filter((r) => r.family === family).length;
-      if (used + ranges.filter((r) => r.family === family).length > this.#rulesPerGroup)
-        throw ec2Error('RulesPerSecurityGroupLimitExceeded', 400);
-    }
-    for (const r of ranges) group.set(keyOf(r), r);
-    return { Return: true };
-  }
-
-  #revoke(groupId: string | undefined, permissions: readonly IpPermission[] | undefined) {
-    const group = this.#group(groupId);
-    const ranges = rangesOf(permissions);
-    this.stats.largestCall = Math.max(this.stats.largestCall, ranges.length);
-    if (ranges.some((r) => !group.has(keyOf(r)))) throw ec2Error('InvalidPermission.NotFound', 400);
-    for (const r of ranges) group.delete(keyOf(r));
-    return { Return: true };
-  }
-
-  #update(groupId: string | undefined, permissions: readonly IpPermission[] | undefined) {
-    const group = this.#group(groupId);
-    const ranges = rangesOf(permissions);
-    if (ranges.some((r) => !group.has(keyOf(r)))) throw ec2Error('InvalidPermission.NotFound', 400);
-    for (const r of ranges) group.set(keyOf(r), r);
-    return { Return: true };
   }
 }

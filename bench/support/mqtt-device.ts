@@ -8,7 +8,7 @@
 import { connect as tcpConnect } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
-import type { ClientTls } from './mosquitto.ts';
+import type { ClientTls } from '../../test/support/mosquitto.ts';
 
 /** One TLS context per credential set (parsing PEM per connection would be measured otherwise). */
 const contexts = new WeakMap<ClientTls, SecureContext>();

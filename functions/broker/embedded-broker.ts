@@ -28,6 +28,7 @@ import {
   type PublishPacket,
   type Subscription,
 } from 'aedes';
+import { listenErrorCode } from '../core/listen-error.ts';
 import { isValidIdentity } from '../core/topics.ts';
 import { BrokerListenError, BrokerTlsError } from './broker-error.ts';
 import { mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
@@ -208,7 +209,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     });
   } catch (cause) {
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    throw new BrokerListenError(opts.host, opts.port, (cause as NodeJS.ErrnoException).code, { cause });
+    throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
   }
   server.on('error', (error: Error) => logger.warn({ error: error.message }, 'broker listener error'));
 

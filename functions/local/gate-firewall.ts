@@ -28,6 +28,7 @@ import {
   connect as tcpConnect,
 } from 'node:net';
 import type { Clock, Firewall, Grant } from '../core/interfaces.ts';
+import { ListenError, listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
 
 export interface GateEndpoint {
   host: string;
@@ -72,29 +73,25 @@ export interface GateFirewall extends Firewall {
 }
 
 /** The gate cannot listen on its public port. */
-export class GateListenError extends Error {
+export class GateListenError extends ListenError {
   override readonly name: string = 'GateListenError';
-  readonly host: string;
-  readonly port: number;
-  readonly code: string | undefined;
 
   constructor(host: string, port: number, code: string | undefined, options?: { cause?: unknown }) {
-    const fix =
-      code === 'EADDRINUSE'
-        ? 'stop the process holding it (e.g. another broker or blackcloud) or choose another public MQTT port'
-        : code === 'EACCES'
-          ? 'run as root for ports below 1024, or choose a public MQTT port of 1024 or more'
-          : code === 'EADDRNOTAVAIL'
-            ? 'choose an address of this host, such as 0.0.0.0 or 127.0.0.1'
-            : 'check the listen host and port';
+    const fix = listenFix(code, {
+      inUse:
+        'stop the process holding it (e.g. another broker or blackcloud) or choose another public MQTT port',
+      permission: 'run as root for ports below 1024, or choose a public MQTT port of 1024 or more',
+      notLocal: 'choose an address of this host, such as 0.0.0.0 or 127.0.0.1',
+      other: 'check the listen host and port',
+    });
     super(
+      host,
+      port,
+      code,
       `the gate firewall cannot listen on ${host} port ${port}` +
-        `${code === 'EADDRINUSE' ? ': the port is already in use' : ` (${code ?? 'unknown error'})`}: ${fix}`,
+        `${portInUse(code) ? ': the port is already in use' : ` (${code ?? 'unknown error'})`}: ${fix}`,
       options,
     );
-    this.host = host;
-    this.port = port;
-    this.code = code;
   }
 }
 
@@ -194,9 +191,7 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       });
     });
   } catch (cause) {
-    throw new GateListenError(opts.listen.host, opts.listen.port, (cause as NodeJS.ErrnoException).code, {
-      cause,
-    });
+    throw new GateListenError(opts.listen.host, opts.listen.port, listenErrorCode(cause), { cause });
   }
   const bound = server.address();
   if (bound !== null && typeof bound === 'object') listenPort = bound.port;

@@ -2,27 +2,24 @@
  * Typed errors of the receiver daemon (misuse and environment, never untrusted input: packets are results).
  * Messages say what went wrong, the value involved and what to do.
  */
+import { ListenError, type ListenFixes } from '../core/listen-error.ts';
+
+/** What to do when the SPA port cannot be bound (core/listen-error.ts `listenFix`). */
+export function udpBindFixes(host: string): ListenFixes {
+  const check =
+    `check that ${host} is an address of this machine and that the port is allowed ` +
+    '(ports below 1024 need privileges)';
+  return {
+    inUse: 'stop the other process or choose another port with --spa-port',
+    permission: check,
+    notLocal: check,
+    other: check,
+  };
+}
 
 /** The UDP socket could not be bound (address not local, permission, ...). */
-export class UdpBindError extends Error {
+export class UdpBindError extends ListenError {
   override readonly name: string = 'UdpBindError';
-  readonly host: string;
-  readonly port: number;
-  /** The system error code, e.g. 'EADDRNOTAVAIL', 'EACCES'. */
-  readonly code: string | undefined;
-
-  constructor(
-    host: string,
-    port: number,
-    code: string | undefined,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.host = host;
-    this.port = port;
-    this.code = code;
-  }
 }
 
 /** Another socket already holds the SPA port. */
@@ -34,7 +31,7 @@ export class UdpPortInUseError extends UdpBindError {
       host,
       port,
       'EADDRINUSE',
-      `UDP port ${port} on ${host} is already in use: stop the other process or choose another port with --spa-port`,
+      `UDP port ${port} on ${host} is already in use: ${udpBindFixes(host).inUse}`,
       options,
     );
   }

@@ -17,8 +17,9 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { RemoteEndpoint } from '../core/interfaces.ts';
+import { listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
 import { counterName } from './counters.ts';
-import { UdpBindError, UdpPortInUseError } from './errors.ts';
+import { UdpBindError, UdpPortInUseError, udpBindFixes } from './errors.ts';
 import { continueDatagram, type Outcome, type ReceiverDeps, screenDatagram } from './handle-datagram.ts';
 
 export interface ReceiverLogger {
@@ -47,14 +48,13 @@ export interface RunningReceiver {
 const silentLogger: ReceiverLogger = { info: () => undefined, warn: () => undefined };
 
 function bindError(error: unknown, host: string, port: number): UdpBindError {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'EADDRINUSE') return new UdpPortInUseError(host, port, { cause: error });
+  const code = listenErrorCode(error);
+  if (portInUse(code)) return new UdpPortInUseError(host, port, { cause: error });
   return new UdpBindError(
     host,
     port,
     code,
-    `cannot bind UDP port ${port} on ${host} (${code ?? String(error)}): check that ${host} is an address of ` +
-      'this machine and that the port is allowed (ports below 1024 need privileges)',
+    `cannot bind UDP port ${port} on ${host} (${code ?? String(error)}): ${listenFix(code, udpBindFixes(host))}`,
     { cause: error },
   );
 }

@@ -1,18 +1,19 @@
 /**
- * The fleet simulation's models (bench/fleet/): the EC2 token buckets and security-group semantics the figures
- * in docs/scaling.md rest on, the virtual clock, and the seeded schedule. Virtual time only: no real sleeps.
+ * The fleet simulation's models: the EC2 token buckets and security-group semantics the figures in
+ * docs/scaling.md rest on (bench/support/modelled-ec2.ts, on the receiver's token bucket), the virtual clock
+ * (test/support/virtual-time.ts) and the seeded schedule (bench/fleet/). Virtual time only: no real sleeps.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
   DescribeSecurityGroupsCommand,
   RevokeSecurityGroupIngressCommand,
 } from '@aws-sdk/client-ec2';
-import { describe, expect, it } from 'vitest';
-import { Ec2Model } from '../../bench/fleet/ec2-model.ts';
+import { afterEach, describe, expect, it } from 'vitest';
 import { deviceAddress, fleetSchedule } from '../../bench/fleet/fleet-model.ts';
-import { TokenBucket } from '../../bench/fleet/token-bucket.ts';
-import { VirtualTime } from '../../bench/fleet/virtual-time.ts';
+import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
+import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
+import { VirtualTime } from '../support/virtual-time.ts';
 
 const idle = { inFlight: () => 0, quantumMs: 0 };
 
@@ -31,16 +32,20 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   }
 }
 
-describe('TokenBucket (EC2 throttling)', () => {
+describe("EC2 throttling (the Authorize bucket on the receiver's token bucket)", () => {
   it('1. gives 50 at once, then refuses, then 5 per second', () => {
     let now = 0;
-    const bucket = new TokenBucket({ capacity: 50, refillPerSecond: 5 }, { now: () => now });
-    const burst = Array.from({ length: 60 }, () => bucket.take()).filter(Boolean).length;
+    const bucket = new TokenBucketRateLimiter({
+      ...EC2_BUCKETS.AuthorizeSecurityGroupIngress,
+      clock: { now: () => now },
+    });
+    const take = () => bucket.take('AuthorizeSecurityGroupIngress');
+    const burst = Array.from({ length: 60 }, take).filter(Boolean).length;
     expect(burst).toBe(50);
     now = 1000;
-    expect(Array.from({ length: 10 }, () => bucket.take()).filter(Boolean).length).toBe(5);
+    expect(Array.from({ length: 10 }, take).filter(Boolean).length).toBe(5);
     now = 1_000_000;
-    expect(Array.from({ length: 60 }, () => bucket.take()).filter(Boolean).length).toBe(50);
+    expect(Array.from({ length: 60 }, take).filter(Boolean).length).toBe(50);
   });
 });
 
@@ -60,18 +65,24 @@ describe('VirtualTime', () => {
   });
 });
 
-describe('Ec2Model (security groups as EC2 answers them)', () => {
+describe('ModelledEc2 (security groups as EC2 answers them)', () => {
+  const models: ModelledEc2[] = [];
+  afterEach(() => {
+    for (const m of models.splice(0)) m.restore();
+  });
+
   function model(rulesPerGroup = 2) {
     const time = new VirtualTime(0);
-    const ec2 = new Ec2Model({
+    const ec2 = new ModelledEc2({
       clock: time,
       timers: time,
       groupIds: ['sg-1'],
       rulesPerGroup,
       latencyMs: 100,
     });
+    models.push(ec2);
     const send = (command: AuthorizeSecurityGroupIngressCommand | RevokeSecurityGroupIngressCommand) => {
-      const answer = ec2.send(command);
+      const answer: Promise<unknown> = ec2.client.send(command);
       void answer.catch(() => undefined);
       return answer;
     };
@@ -119,7 +130,7 @@ describe('Ec2Model (security groups as EC2 answers them)', () => {
       'InvalidPermission.NotFound',
     ]);
     expect(ec2.cidrs()).toEqual(['198.51.100.1/32']);
-    const described = ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: ['sg-1'] }));
+    const described = ec2.client.send(new DescribeSecurityGroupsCommand({ GroupIds: ['sg-1'] }));
     await time.run(2000, idle);
     expect(await described).toMatchObject({
       SecurityGroups: [

@@ -7,14 +7,15 @@
 import { createSocket } from 'node:dgram';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type Mosquitto, startMosquitto } from '../../bench/support/mosquitto.ts';
 import { connectOnce, connectWithRetry, endClient } from '../../bench/support/mqtt-device.ts';
+import { deviceTopic } from '../../functions/core/topics.ts';
 import { type GateEvent, type GateFirewall, startGateFirewall } from '../../functions/local/gate-firewall.ts';
 import { createReceiverDeps } from '../../functions/receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../../functions/receiver/udp-receiver.ts';
 import { bc1Packet, harness, T0 } from '../functions/receiver/helpers.ts';
+import { BENCH_IDENTITY, type MosquittoWithClient, startMosquittoWithClient } from '../support/mosquitto.ts';
 
-let mosquitto: Mosquitto | undefined;
+let mosquitto: MosquittoWithClient | undefined;
 let gate: GateFirewall | undefined;
 let receiver: RunningReceiver | undefined;
 const clients: MqttClient[] = [];
@@ -38,7 +39,7 @@ function knock(from: string, port: number): Promise<void> {
 
 describe('broker restart with devices connected through the gate', () => {
   it('devices reconnect and publish again; the receiver and gate live on; no grant, no entry', async () => {
-    mosquitto = await startMosquitto();
+    mosquitto = await startMosquittoWithClient();
     const h = harness();
     const events: GateEvent[] = [];
     gate = await startGateFirewall({
@@ -91,11 +92,11 @@ describe('broker restart with devices connected through the gate', () => {
 
     // MQTT works again for every device: each publishes to a topic that the first device subscribed to.
     const subscriber = clients[0]!;
-    await subscriber.subscribeAsync('bench/restart/#', { qos: 1 });
+    await subscriber.subscribeAsync(deviceTopic(BENCH_IDENTITY, 'restart', '#'), { qos: 1 });
     const seen = new Set<string>();
     subscriber.on('message', (topic) => seen.add(topic));
     for (const [i, client] of clients.entries())
-      await client.publishAsync(`bench/restart/${i}`, 'after', { qos: 1 });
+      await client.publishAsync(deviceTopic(BENCH_IDENTITY, 'restart', String(i)), 'after', { qos: 1 });
     await vi.waitFor(() => expect(seen.size).toBe(clients.length), { timeout: 10_000, interval: 20 });
 
     // The receiver and the gate live on: a new device knocks and gets in; one without a grant does not.

@@ -215,7 +215,10 @@ describe('EC2 throttling and quota errors during a grant storm (modelled EC2 on 
       groupIds: groups,
       rulesPerGroup: 50,
       clock,
-      resourceIntensive: { burst: 3, perSecond: 1 },
+      buckets: {
+        AuthorizeSecurityGroupIngress: { burst: 3, ratePerSecond: 1 },
+        RevokeSecurityGroupIngress: { burst: 3, ratePerSecond: 1 },
+      },
     });
     const timers: Timers = {
       setTimeout: (fn, ms) => setTimeout(fn, Math.min(ms, 5)),

@@ -12,8 +12,9 @@ import type { RemoteEndpoint } from '../../functions/core/interfaces.ts';
 import { FileNonceStore } from '../../functions/local/file-nonce-store.ts';
 import { handleDatagram, type Outcome, type ReceiverDeps } from '../../functions/receiver/handle-datagram.ts';
 import { MemoryNonceStore } from '../../functions/receiver/memory-nonce-store.ts';
-import { bc1Packet, fwknopPacket, harness, T0, VirtualTime } from '../functions/receiver/helpers.ts';
+import { bc1Packet, fwknopPacket, harness, T0 } from '../functions/receiver/helpers.ts';
 import { createTable, type MotoServer, startMoto } from '../support/moto.ts';
+import { VirtualTime } from '../support/virtual-time.ts';
 
 const STORM = 10_000;
 /** Against moto each copy is an HTTP round trip: 2,000 in CI, `REPLAY_DYNAMO_COPIES=10000` on demand. */

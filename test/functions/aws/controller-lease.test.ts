@@ -12,7 +12,6 @@ import {
   type ControllerLeaseOptions,
   leaseItemKey,
 } from '../../../functions/aws/controller-lease.ts';
-import type { Clock, Timers } from '../../../functions/core/interfaces.ts';
 import {
   createTable,
   MOTO_CREDENTIALS,
@@ -20,41 +19,7 @@ import {
   type MotoServer,
   startMoto,
 } from '../../support/moto.ts';
-
-/** Virtual time: a clock and timers; `advance` moves the clock and runs due timers in order. */
-class VirtualTime implements Clock, Timers {
-  #now = 1_800_000_000_000;
-  #next = 1;
-  readonly #due = new Map<number, { at: number; fn: () => void }>();
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.#next++;
-    this.#due.set(id, { at: this.#now + Math.max(0, ms), fn });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.#due.delete(handle as number);
-  }
-  /** Moves the clock `ms` forward, firing due timers (in time order) as it passes them. */
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const [id, timer] =
-        [...this.#due].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0] ?? [];
-      if (id === undefined || timer === undefined) break;
-      this.#due.delete(id);
-      this.#now = timer.at;
-      timer.fn();
-    }
-    this.#now = end;
-  }
-  /** Moves the clock without firing any timer (a stalled process, a clock jump). */
-  jump(ms: number): void {
-    this.#now += ms;
-  }
-}
+import { VirtualTime } from '../../support/virtual-time.ts';
 
 let moto: MotoServer;
 let time: VirtualTime;
@@ -72,7 +37,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  time = new VirtualTime();
+  time = new VirtualTime(1_800_000_000_000);
   tableName = `devices-${++table}`;
   await createTable(moto.clients().dynamodb, tableName);
 });
@@ -137,7 +102,7 @@ describe('controller lease (DynamoDB via moto, virtual time)', () => {
     expect([a.lease.isLeader, b.lease.isLeader].filter(Boolean)).toHaveLength(1);
     // Renewals keep it that way.
     for (let i = 0; i < 5; i++) {
-      time.advance(20_000);
+      time.tick(20_000);
       await settle(a, b);
       expect([a.lease.isLeader, b.lease.isLeader].filter(Boolean)).toHaveLength(1);
     }
@@ -167,7 +132,7 @@ describe('controller lease (DynamoDB via moto, virtual time)', () => {
     expect(a.lease.isLeader).toBe(false);
     expect(a.changes).toEqual([true, false]);
     expect(b.lease.isLeader).toBe(false); // not before its tick
-    time.advance(20_000);
+    time.tick(20_000);
     await settle(b);
     expect(b.lease.isLeader).toBe(true);
     expect(b.changes).toEqual([true]);
@@ -182,17 +147,17 @@ describe('controller lease (DynamoDB via moto, virtual time)', () => {
     expect(a.lease.isLeader).toBe(true);
     link.hang = true; // a's next renewal never gets an answer
 
-    time.advance(49_999);
+    time.tick(49_999);
     await settle(b);
     expect(a.lease.isLeader).toBe(true);
     expect(b.lease.isLeader).toBe(false);
-    time.advance(1); // 50 s after a's write: its deadline timer
+    time.tick(1); // 50 s after a's write: its deadline timer
     expect(a.lease.isLeader).toBe(false);
     expect(a.changes).toEqual([true, false]);
-    time.advance(10_000); // 60 s: expiresAt is not yet past
+    time.tick(10_000); // 60 s: expiresAt is not yet past
     await settle(b);
     expect(b.lease.isLeader).toBe(false);
-    time.advance(20_000); // b's next tick after expiry
+    time.tick(20_000); // b's next tick after expiry
     await settle(b);
     expect(b.lease.isLeader).toBe(true);
 
@@ -212,10 +177,10 @@ describe('controller lease (DynamoDB via moto, virtual time)', () => {
     await b.lease.start();
     await a.lease.stop(); // a silent leader: no more renewals, the item stays
     expect(a.lease.isLeader).toBe(false);
-    time.advance(40_000); // b ticked at 20 s and 40 s
+    time.tick(40_000); // b ticked at 20 s and 40 s
     await settle(b);
     expect(b.lease.isLeader).toBe(false);
-    time.advance(40_000); // b's tick at 80 s (> 60 s)
+    time.tick(40_000); // b's tick at 80 s (> 60 s)
     await settle(b);
     expect(b.lease.isLeader).toBe(true);
     expect(b.changes).toEqual([true]);
@@ -255,14 +220,14 @@ describe('controller lease (DynamoDB via moto, virtual time)', () => {
     await a.lease.start();
     expect(a.lease.isLeader).toBe(true);
     link.fail = true;
-    time.advance(20_000);
+    time.tick(20_000);
     await a.lease.tick();
     expect(a.lease.isLeader).toBe(false);
     expect(a.changes).toEqual([true, false]);
     expect(a.errors.length).toBeGreaterThan(0);
     // Back: it wins again at its next tick (it still holds the item).
     link.fail = false;
-    time.advance(20_000);
+    time.tick(20_000);
     await a.lease.tick();
     expect(a.lease.isLeader).toBe(true);
     expect(a.changes).toEqual([true, false, true]);

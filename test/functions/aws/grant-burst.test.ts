@@ -22,7 +22,8 @@ import type { Metrics } from '../../../functions/aws/metrics.ts';
 import { SecurityGroupFirewall } from '../../../functions/aws/security-group-firewall.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
-import { bc1Packet, harness, T0, VirtualTime } from '../receiver/helpers.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
+import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
 
 const GROUP = 'sg-0aaaaaaaaaaaaaaaa';
 const KNOCKS = 1000;

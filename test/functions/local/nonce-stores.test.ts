@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileNonceStore, NonceStoreFileError } from '../../../functions/local/file-nonce-store.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
 import { MemoryNonceStore, NonceStoreFullError } from '../../../functions/receiver/memory-nonce-store.ts';
-import { bc1Packet, harness, T0, VirtualTime } from '../receiver/helpers.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
+import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
 
 describe('MemoryNonceStore', () => {
   it('answers fresh once, then replay while the record lives', async () => {

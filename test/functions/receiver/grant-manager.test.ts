@@ -1,15 +1,8 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { GrantManager } from '../../../functions/receiver/grant-manager.ts';
-import {
-  RecordingExpiryScheduler,
-  RecordingFirewall,
-  T0,
-  TCP_1883,
-  TCP_8883,
-  UDP_5683,
-  VirtualTime,
-} from './helpers.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
+import { RecordingExpiryScheduler, RecordingFirewall, T0, TCP_1883, TCP_8883, UDP_5683 } from './helpers.ts';
 
 const SOURCE = { address: '192.0.2.10', family: 4 as const };
 

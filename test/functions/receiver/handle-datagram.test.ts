@@ -8,6 +8,7 @@ import {
 } from '../../../functions/receiver/handle-datagram.ts';
 import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
 import { REJECT_REASONS, type RejectReason } from '../../../functions/receiver/reject-reason.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
 import {
   BC1_KEY,
   BC1_KEY_ID,
@@ -22,7 +23,6 @@ import {
   TCP_8883,
   UDP_5683,
   UnavailableNonceStore,
-  VirtualTime,
 } from './helpers.ts';
 
 const REMOTE: RemoteEndpoint = { address: '192.0.2.10', family: 4, port: 40_000 };

@@ -1,16 +1,14 @@
 /**
- * Test support for the receiver tests: a virtual clock with timers, a recording in-memory Firewall, device and
- * packet builders. Real implementations of the ports (no mocks of our own code).
+ * Test support for the receiver tests: a harness on the shared virtual clock (test/support/virtual-time.ts), a
+ * recording in-memory Firewall, device and packet builders. Real implementations of the ports (no mocks of our own code).
  */
 import { createHash } from 'node:crypto';
 import type {
-  Clock,
   Device,
   ExpiryScheduler,
   Firewall,
   Grant,
   NonceStore,
-  Timers,
 } from '../../../functions/core/interfaces.ts';
 import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { StaticDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
@@ -20,6 +18,7 @@ import { createReceiverDeps, type WiredReceiverDeps } from '../../../functions/r
 import { encodeBc1 } from '../../../spa/bc1.ts';
 import { encodeFwknop, type FwknopMessageInput } from '../../../spa/fwknop.ts';
 import type { AccessEntry, IpAddress } from '../../../spa/types.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
 
 /** Deterministic bytes: SHA-256 chain of a label (not random, reproducible, never a real key). */
 export function bytesFrom(label: string, length: number): Uint8Array {
@@ -30,63 +29,6 @@ export function bytesFrom(label: string, length: number): Uint8Array {
     block = createHash('sha256').update(block).digest();
   }
   return out;
-}
-
-/** A clock and timers that only move when told to. Timers fire in due order while `advance` runs. */
-export class VirtualTime implements Clock, Timers {
-  #now: number;
-  #next = 1;
-  readonly #timers = new Map<number, { due: number; fn: () => void }>();
-
-  constructor(start: number) {
-    this.#now = start;
-  }
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.#next++;
-    this.#timers.set(id, { due: this.#now + Math.max(0, ms), fn });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /** Sets the clock without firing anything; only while no timer is pending. */
-  set(now: number): void {
-    if (this.#timers.size > 0) throw new Error('VirtualTime.set with pending timers: use advance()');
-    this.#now = now;
-  }
-
-  get pendingTimers(): number {
-    return this.#timers.size;
-  }
-
-  /** Moves the clock forward by `ms`, firing due timers in order and letting their async work settle. */
-  async advance(ms: number): Promise<void> {
-    const target = this.#now + ms;
-    for (;;) {
-      let earliest: [number, { due: number; fn: () => void }] | undefined;
-      for (const entry of this.#timers)
-        if (earliest === undefined || entry[1].due < earliest[1].due) earliest = entry;
-      if (earliest === undefined || earliest[1].due > target) break;
-      this.#timers.delete(earliest[0]);
-      this.#now = Math.max(this.#now, earliest[1].due);
-      earliest[1].fn();
-      await settle();
-    }
-    this.#now = target;
-    await settle();
-  }
-}
-
-/** Lets pending promise chains run to completion (several macrotask turns). */
-export async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
 export interface FirewallCall {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { canonicalAccess, grantSeconds, withinClockWindow } from '../../../functions/receiver/policy.ts';
 import { RateLimiterConfigError, TokenBucketRateLimiter } from '../../../functions/receiver/rate-limiter.ts';
 import { canonicalSource, rateLimitKey, sameAddress } from '../../../functions/receiver/source-address.ts';
-import { T0, VirtualTime } from './helpers.ts';
+import { VirtualTime } from '../../support/virtual-time.ts';
+import { T0 } from './helpers.ts';
 
 describe('TokenBucketRateLimiter (burst 3, 1 per second)', () => {
   // Each row: advance the clock by `after` ms, then take for `key`; `allowed` is the expected answer.
