@@ -180,7 +180,7 @@ describe('blackcloud up --firewall nftables, device in another network namespace
     const code = `
       const root = process.argv.at(-2);
       const file = process.argv.at(-1);
-      const { loadDeviceConfig } = await import(root + '/device-client/device-config.ts');
+      const { loadDeviceConfig } = await import(root + '/device-client/load-device-config.ts');
       const { buildKnock } = await import(root + '/device-client/knock.ts');
       const { sendDatagram } = await import(root + '/device-client/send-datagram.ts');
       const { connectToBroker } = await import(root + '/device-client/broker-connection.ts');
