@@ -14,7 +14,7 @@
  * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
  * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked).
  *
- *   npx tsx bench/run.ts fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
+ *   npm run bench -- fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
  *        [--grant-seconds 30] [--queue 1000] [--retries 0] [--ec2-ms 100] [--coalesce-ms 20] [--attempts 8]
  *        [--seed 1]
  */

@@ -1,5 +1,5 @@
 /**
- * Bench dispatcher. `tsx bench/run.ts NAME` imports bench/NAME.ts and awaits its exported `main()`;
+ * Bench dispatcher. `node bench/run.ts NAME` (`npm run bench -- NAME`) imports bench/NAME.ts and awaits its exported `main()`;
  * with no NAME (or an unknown one) it lists the available benches. Benches print figures; they assert nothing
  * about speed (tests never do: speed belongs here).
  */
@@ -19,7 +19,7 @@ function availableBenches(): string[] {
 
 function usage(benches: readonly string[]): string {
   return [
-    'usage: tsx bench/run.ts NAME',
+    'usage: npm run bench -- NAME',
     '',
     'available benches:',
     ...benches.map((name) => `  ${name}`),

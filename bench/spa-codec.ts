@@ -4,7 +4,7 @@
  *
  * Each row warms up, then runs the operation in batches for a fixed time budget (default 1.5 s, `--seconds N`),
  * timed with process.hrtime.bigint. Every operation's result is checked (so nothing is optimised away, and a
- * row that measures the wrong path fails loudly). Run: `npx tsx bench/run.ts spa-codec`.
+ * row that measures the wrong path fails loudly). Run: `npm run bench -- spa-codec`.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { cpus } from 'node:os';

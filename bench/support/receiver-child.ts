@@ -1,6 +1,6 @@
 /**
  * blackcloud's receiver as a separate process for bench/receiver-vs-fwknopd.ts (run inside the bench's network
- * namespace: `node --import tsx bench/support/receiver-child.ts KEYFILE [open]`). KEYFILE (JSON, 0600, written by
+ * namespace: `node bench/support/receiver-child.ts KEYFILE [open]`). KEYFILE (JSON, 0600, written by
  * the bench) holds one device's BC1 key and fwknop keys; the device may open tcp/8883. In-memory nonce store,
  * system clock, a firewall that only counts (the bench measures the packet path, not a firewall), audit off.
  * `open` raises the per-source rate limit out of the way (one sender address stands for many devices).

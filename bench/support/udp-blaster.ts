@@ -1,6 +1,6 @@
 /**
  * A UDP load generator for bench/receiver-vs-fwknopd.ts, run as its own process (inside the bench's namespace):
- *   node --import tsx bench/support/udp-blaster.ts PACKETFILE PORT SOURCES SECONDS RATE
+ *   node bench/support/udp-blaster.ts PACKETFILE PORT SOURCES SECONDS RATE
  * PACKETFILE holds length-prefixed datagrams (u16 big-endian length, bytes), sent in order, cycling when SECONDS >
  * 0. SOURCES is a comma-separated list of local addresses (one socket each, used round-robin). SECONDS = 0: send
  * every datagram once, as fast as possible; otherwise keep sending for that long. RATE = 0: as fast as the socket

@@ -1,7 +1,3 @@
 #!/usr/bin/env node
-// Launcher for the `blackcloud` command: registers tsx's ESM loader, then runs the TypeScript CLI as is
-// (no build step). Needs Node >= 20.6 (module.register).
-import { register } from 'tsx/esm/api';
-
-register();
+// Launcher for the `blackcloud` command: Node.js 24 runs the TypeScript CLI as is (type stripping), no build step.
 await import('../main.ts');

@@ -7,8 +7,8 @@
  * BLACKCLOUD_HEALTH_PORT it also answers the load balancer's TCP health check (health-listener.ts), opened after
  * the SPA socket and closed before it.
  *
- *   node --import tsx functions/aws/receiver-main.ts               run
- *   node --import tsx functions/aws/receiver-main.ts --print-config  print the configuration as understood, exit
+ *   node functions/aws/receiver-main.ts                 run (Node 24 runs the TypeScript as is)
+ *   node functions/aws/receiver-main.ts --print-config  print the configuration as understood, exit
  * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
  * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
  * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.

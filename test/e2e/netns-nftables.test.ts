@@ -203,8 +203,6 @@ describe('blackcloud up --firewall nftables, device in another network namespace
     `;
     const session = inNs(pair!.client.name, [
       process.execPath,
-      '--import',
-      'tsx',
       '--input-type=module',
       '-e',
       code,

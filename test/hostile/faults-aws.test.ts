@@ -87,7 +87,7 @@ describe('the AWS receiver killed with SIGKILL while a grant is open (moto serve
     const queueUrl = `${moto.endpoint}/123456789012/revoke`;
     const spawned = spawn(
       process.execPath,
-      ['--import', 'tsx', 'test/hostile/support/aws-receiver-child.ts'],
+      ['test/hostile/support/aws-receiver-child.ts'],
       {
         cwd: PROJECT_ROOT,
         env: {

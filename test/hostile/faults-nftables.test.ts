@@ -42,8 +42,6 @@ describe('the receiver killed with SIGKILL while an nftables grant is open', () 
         'exec',
         ns.name,
         process.execPath,
-        '--import',
-        'tsx',
         'test/hostile/support/nft-receiver-child.ts',
         keyFile,
         table,

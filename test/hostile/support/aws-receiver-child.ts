@@ -1,7 +1,7 @@
 /**
  * The AWS receiver as a child process for the kill test (test/hostile/faults-aws.test.ts): configuration from the
  * environment (BLACKCLOUD_* as on the instance, BLACKCLOUD_AWS_ENDPOINT = moto), bound to 127.0.0.1 port 0; prints
- * `{"port":N}` once listening, then its JSON lines (audit, metrics). Run: `node --import tsx <this file>`.
+ * `{"port":N}` once listening, then its JSON lines (audit, metrics). Run: `node <this file>`.
  */
 import { loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts';
 import { startAwsReceiver } from '../../../functions/aws/receiver-main.ts';

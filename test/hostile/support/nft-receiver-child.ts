@@ -1,6 +1,6 @@
 /**
  * The receiver with the nftables firewall as a child process for the kill test (test/hostile/faults-nftables.test.ts),
- * run inside a private network namespace: `node --import tsx <this file> KEYFILE TABLE PORT`. KEYFILE (JSON, 0600)
+ * run inside a private network namespace: `node <this file> KEYFILE TABLE PORT`. KEYFILE (JSON, 0600)
  * holds one device's BC1 key id and key; the device may open tcp/PORT for at most 2 s. Prints `{"port":N}` once
  * the receiver listens on 127.0.0.1 (port 0), then `{"granted":...}` for each grant; it never revokes on its own
  * before it is killed.
