@@ -1,6 +1,7 @@
 /**
  * SPA codec throughput on one core: BC1 encode/decode and junk rejection, next to the fwknop codec's decode and
- * junk rejection (bad HMAC), and the cost of fwknop's trial HMAC over candidate keys that BC1's key id avoids.
+ * junk rejection (bad HMAC), and the cost of fwknop's trial HMAC over candidate keys that BC1's key id avoids
+ * (with `verifyFwknopHmac` per candidate, and as the receiver does it: one frame, `decodeFwknopFrame` per candidate).
  *
  * Each row warms up, then runs the operation in batches for a fixed time budget (default 1.5 s, `--seconds N`),
  * timed with process.hrtime.bigint. Every operation's result is checked (so nothing is optimised away, and a
@@ -9,7 +10,14 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { cpus } from 'node:os';
 import { type Bc1Payload, decodeBc1, encodeBc1 } from '../spa/bc1.ts';
-import { decodeFwknop, encodeFwknop, type FwknopKeys, verifyFwknopHmac } from '../spa/fwknop.ts';
+import {
+  decodeFwknop,
+  decodeFwknopFrame,
+  encodeFwknop,
+  type FwknopKeys,
+  readFwknopFrame,
+  verifyFwknopHmac,
+} from '../spa/fwknop.ts';
 
 interface Row {
   readonly name: string;
@@ -138,6 +146,11 @@ export async function main(args: readonly string[] = []): Promise<void> {
     return copy;
   });
   const candidateKeys = Array.from({ length: FWKNOP_CANDIDATES }, () => new Uint8Array(randomBytes(64)));
+  /** The receiver's trial: the wrong candidates first, the packet's own keys last. */
+  const candidateTrial: readonly FwknopKeys[] = [
+    ...candidateKeys.map((hmacKey) => ({ ...keys, hmacKey })),
+    keys,
+  ];
   const sizes = {
     bc1: bc1Packets[0]!.length,
     bc1Largest: bc1Largest[0]!.length,
@@ -184,6 +197,33 @@ export async function main(args: readonly string[] = []): Promise<void> {
         const wire = fwknopBadHmac[at(i)]!;
         for (const hmacKey of candidateKeys) if (verifyFwknopHmac(wire, hmacKey, 'sha256')) return false;
         return true;
+      },
+    ),
+    measure(
+      `fwknop junk: ${FWKNOP_CANDIDATES} candidates, one frame`,
+      'receiver path: 1 shape check, 1 HMAC per candidate',
+      budget,
+      (i) => {
+        const frame = readFwknopFrame(fwknopBadHmac[at(i)]!);
+        if (!frame.ok) return false;
+        for (const candidate of candidateTrial.slice(0, FWKNOP_CANDIDATES)) {
+          if (decodeFwknopFrame(frame.value, candidate).ok) return false;
+        }
+        return true;
+      },
+    ),
+    measure(
+      `fwknop valid: last of ${FWKNOP_CANDIDATES + 1} candidates`,
+      `receiver path: 1 shape check, ${FWKNOP_CANDIDATES + 1} HMACs, 1 decryption`,
+      budget,
+      (i) => {
+        const frame = readFwknopFrame(fwknopPackets[at(i)]!);
+        if (!frame.ok) return false;
+        for (const candidate of candidateTrial) {
+          const decoded = decodeFwknopFrame(frame.value, candidate);
+          if (decoded.ok) return candidate === keys;
+        }
+        return false;
       },
     ),
   ];

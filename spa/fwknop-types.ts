@@ -66,13 +66,12 @@ export interface FwknopRandomness {
   readonly random: string;
 }
 
+/** Reasons of the shape rules [FKO-1]..[FKO-3], checked once per datagram by `readFwknopFrame`. */
+export type FwknopFrameReason = 'too-short' | 'too-long' | 'gpg-not-supported' | 'bad-base64' | 'bad-prefix';
+
 /** Reasons of the outer layers: shape, HMAC, blob, decryption [FKO-1]..[FKO-7]. */
 export type FwknopEnvelopeReason =
-  | 'too-short'
-  | 'too-long'
-  | 'gpg-not-supported'
-  | 'bad-base64'
-  | 'bad-prefix'
+  | FwknopFrameReason
   | 'auth-failed'
   | 'bad-salt-header'
   | 'bad-ciphertext-length'

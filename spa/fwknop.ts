@@ -12,6 +12,9 @@
  *   shape [FKO-1]..[FKO-3], HMAC in constant time before anything is decoded [FKO-4], blob [FKO-5], decryption
  *   with strict padding [FKO-6] [FKO-7], every field [FKO-8]..[FKO-11], digest [FKO-12].
  *   A failed HMAC says only 'auth-failed'.
+ * - The same decode in two pieces, for a trial over candidate keys [FKO-15]: `readFwknopFrame` does the shape
+ *   checks once per datagram (never throws), `decodeFwknopFrame` does one HMAC and the rest per candidate.
+ *   `decodeFwknop` is exactly the two in sequence.
  * - `decodeFwknop` and `encodeFwknop` throw `FwknopUsageError` when the keys are misconfigured (an encryption key
  *   of 0 or more than 32 bytes, an HMAC key of 0 or more than 128 bytes, an unknown HMAC type): configuration,
  *   not input. `verifyFwknopHmac` returns false instead.
@@ -55,6 +58,7 @@ import {
   serializeFwknopPlaintext,
 } from './fwknop-fields.ts';
 import type {
+  FwknopFrameReason,
   FwknopKeys,
   FwknopMessage,
   FwknopMessageInput,
@@ -78,7 +82,7 @@ import {
   PORT_MAX,
   PORT_MIN,
 } from './limits.ts';
-import { type Result, reject } from './result.ts';
+import { ok, type Result, reject } from './result.ts';
 import type { FwknopHashType } from './types.ts';
 
 export { FWKNOP_HASH_B64_LENGTH, FWKNOP_HASH_TYPES } from './fwknop-crypto.ts';
@@ -86,6 +90,7 @@ export { FwknopUsageError } from './fwknop-error.ts';
 export { formatAccessMessage as formatFwknopAccess } from './fwknop-fields.ts';
 export type {
   FwknopAccess,
+  FwknopFrameReason,
   FwknopKeys,
   FwknopMessage,
   FwknopMessageInput,
@@ -103,20 +108,64 @@ const RANDOM_FIELD = new RegExp(`^[0-9]{${FKO_RANDOM_DIGITS}}$`);
 
 /**
  * Whether `bytes` may be an fwknop packet: its first byte is a base64 character (a BC1 packet starts with 0xB1,
- * which is not). A routing hint only; `decodeFwknop` does the checking.
+ * which is not). A routing hint only; `readFwknopFrame` does the shape checking.
  */
 export function looksLikeFwknop(bytes: Uint8Array): boolean {
   return bytes.length > 0 && isBase64Byte(bytes[0]!);
 }
 
-/** [FKO-1] [FKO-2] [FKO-3] the cheap shape checks every wire passes before the HMAC. */
-function checkShape(wire: Uint8Array): FwknopReason | undefined {
-  if (wire.length < FKO_MIN_WIRE_LENGTH) return 'too-short';
-  if (wire.length > FKO_MAX_WIRE_LENGTH) return 'too-long';
-  if (wire.length >= FKO_GPG_MIN_LENGTH) return 'gpg-not-supported';
-  if (!isBase64Bytes(wire)) return 'bad-base64';
-  if (startsWith(wire, PREFIX_BYTES)) return 'bad-prefix';
-  return undefined;
+/**
+ * A wire that passed the shape rules [FKO-1] [FKO-2] [FKO-3], ready for the HMAC of any number of candidate keys.
+ * Only `readFwknopFrame` makes one (`decodeFwknopFrame` refuses anything else), so a frame's shape is never checked
+ * twice. Its bytes are a private copy of the datagram, so changing the caller's buffer afterwards changes nothing.
+ */
+export interface FwknopFrame {
+  /** The wire's length in characters, 140..399 [FKO-1]. */
+  readonly length: number;
+}
+
+/**
+ * The frame's text: 'U2FsdGVkX1' | wire, ASCII, one copy per datagram. Every split of it into HMAC data and HMAC
+ * [FKO-4] is a view into this, so no candidate copies or concatenates anything. Kept under a module-private
+ * symbol: code outside the codec neither reads it nor makes a frame by accident.
+ */
+const FRAME_TEXT = Symbol('fwknop frame text');
+
+interface FrameWithText extends FwknopFrame {
+  readonly [FRAME_TEXT]: Uint8Array;
+}
+
+/**
+ * [FKO-1] [FKO-2] [FKO-3] The cheap shape checks every wire passes before any cryptography, done once per
+ * datagram: length (too short, too long, GnuPG-sized), the base64 alphabet, no 'U2FsdGVkX1' prefix. Returns the
+ * frame or the first rule that failed. No crypto; one copy of the wire. Never throws on any bytes.
+ *
+ * Where the HMAC starts is not on the wire: it follows from the candidate's configured HMAC type [FKO-4], so the
+ * split into body and HMAC is made per key by `decodeFwknopFrame` (a view, not a check).
+ */
+export function readFwknopFrame(wire: Uint8Array): Result<FwknopFrame, FwknopFrameReason> {
+  if (!(wire instanceof Uint8Array)) return reject('bad-base64'); // not bytes at all, so not base64 text
+  // [FKO-1] 140..399 characters: fewer is not a packet, 400+ is GnuPG to fwknopd (not accepted), over 1500 never.
+  if (wire.length < FKO_MIN_WIRE_LENGTH) return reject('too-short');
+  if (wire.length > FKO_MAX_WIRE_LENGTH) return reject('too-long');
+  if (wire.length >= FKO_GPG_MIN_LENGTH) return reject('gpg-not-supported');
+  // [FKO-2] base64 text only: no '=', whitespace, URL-safe characters or non-ASCII.
+  if (!isBase64Bytes(wire)) return reject('bad-base64');
+  // [FKO-3] never the blob's 'U2FsdGVkX1' prefix: the sender strips it (an attacker prepending it gets a new id).
+  if (startsWith(wire, PREFIX_BYTES)) return reject('bad-prefix');
+  const text = new Uint8Array(PREFIX_BYTES.length + wire.length);
+  text.set(PREFIX_BYTES);
+  text.set(wire, PREFIX_BYTES.length);
+  const frame: FrameWithText = Object.freeze({ length: wire.length, [FRAME_TEXT]: text });
+  return ok(frame);
+}
+
+function frameText(frame: FwknopFrame): Uint8Array {
+  const text = (frame as Partial<FrameWithText> | null)?.[FRAME_TEXT];
+  if (!(text instanceof Uint8Array)) {
+    throw new FwknopUsageError('frame', `must come from readFwknopFrame, got ${describeFwknopValue(frame)}`);
+  }
+  return text;
 }
 
 function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
@@ -125,51 +174,73 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return true;
 }
 
+function isUsableHmacKey(hmacKey: unknown, hmacType: unknown): hmacType is FwknopHashType {
+  return (
+    hmacKey instanceof Uint8Array &&
+    hmacKey.length >= 1 &&
+    hmacKey.length <= FKO_MAX_HMAC_KEY_LENGTH &&
+    isFwknopHashType(hmacType)
+  );
+}
+
 /**
- * [FKO-4] HMAC-`hmacType` over 'U2FsdGVkX1' | body (the ASCII text), compared in constant time with the last
- * FWKNOP_HASH_B64_LENGTH[hmacType] characters as text, so a packet has exactly one accepted wire form.
+ * [FKO-4] The one HMAC of a frame under one key: HMAC-`hmacType` over 'U2FsdGVkX1' | body (the ASCII text),
+ * compared in constant time with the last FWKNOP_HASH_B64_LENGTH[hmacType] characters as text, so a packet has
+ * exactly one accepted wire form. Returns the signed text (prefix | body, a view) when it verifies.
  */
-function hmacMatches(wire: Uint8Array, hmacKey: Uint8Array, hmacType: FwknopHashType): boolean {
-  const macLength = FWKNOP_HASH_B64_LENGTH[hmacType];
-  const bodyLength = wire.length - macLength;
-  if (bodyLength <= 0) return false;
-  const macText = bytesToAscii(wire.subarray(bodyLength));
-  const expected = hmacBase64(hmacType, hmacKey, concatBytes([PREFIX_BYTES, wire.subarray(0, bodyLength)]));
-  return constantTimeEqualText(expected, macText);
+function authenticate(
+  text: Uint8Array,
+  hmacKey: Uint8Array,
+  hmacType: FwknopHashType,
+): Uint8Array | undefined {
+  // [FKO-4] the configured type says how many trailing characters are the HMAC. The frame is at least 140
+  // characters [FKO-1] and an HMAC at most 86, so the body is never empty.
+  const signedLength = text.length - FWKNOP_HASH_B64_LENGTH[hmacType];
+  const signed = text.subarray(0, signedLength);
+  const expected = hmacBase64(hmacType, hmacKey, signed);
+  return constantTimeEqualText(expected, bytesToAscii(text.subarray(signedLength))) ? signed : undefined;
 }
 
 /**
  * Whether the wire's HMAC is right for this key and type: shape checks, then a constant-time comparison.
- * False for anything malformed or a misconfigured key or type; never throws. The receiver's candidate-key
- * trial calls this once per candidate [FKO-15].
+ * False for anything malformed or a misconfigured key or type; never throws. (The receiver's candidate trial
+ * [FKO-15] uses `readFwknopFrame` and `decodeFwknopFrame` instead, so it reads the shape once.)
  */
 export function verifyFwknopHmac(wire: Uint8Array, hmacKey: Uint8Array, hmacType: FwknopHashType): boolean {
   try {
-    if (!(wire instanceof Uint8Array) || !(hmacKey instanceof Uint8Array)) return false;
-    if (!isFwknopHashType(hmacType) || hmacKey.length < 1 || hmacKey.length > FKO_MAX_HMAC_KEY_LENGTH) {
-      return false;
-    }
-    if (checkShape(wire) !== undefined) return false;
-    return hmacMatches(wire, hmacKey, hmacType);
+    if (!isUsableHmacKey(hmacKey, hmacType)) return false;
+    const frame = readFwknopFrame(wire);
+    return frame.ok && authenticate(frameText(frame.value), hmacKey, hmacType) !== undefined;
   } catch {
     return false;
   }
 }
 
 /**
- * Decode and authenticate one wire payload with one device's keys:
- * shape → HMAC (constant time) → blob → decrypt (strict PKCS#7) → every field → digest.
+ * Authenticate and decode a frame with one candidate's keys: exactly one HMAC (constant time) [FKO-4], then, only
+ * if it verifies, blob → decrypt (strict PKCS#7) → every field → digest [FKO-5]..[FKO-12]. The shape is not
+ * checked again: `readFwknopFrame` did it. The receiver calls this once per candidate [FKO-15]; a failed HMAC
+ * says only 'auth-failed', anything after it names the rule.
+ *
+ * Keys are checked where they are used, so a trial over candidates behaves as `verifyFwknopHmac` then
+ * `decodeFwknop` did: an HMAC key that is not 1..128 bytes, or an unknown HMAC type, authenticates nothing
+ * ('auth-failed', as `verifyFwknopHmac` says false); an encryption key that is not 1..32 bytes throws
+ * `FwknopUsageError` once the HMAC verified (configuration, not input). A frame not made by `readFwknopFrame`
+ * throws `FwknopUsageError`. Never throws otherwise.
  */
-export function decodeFwknop(wire: Uint8Array, keys: FwknopKeys): Result<FwknopMessage, FwknopReason> {
-  assertKeys(keys);
-  const shape = checkShape(wire);
-  if (shape !== undefined) return reject(shape);
+export function decodeFwknopFrame(frame: FwknopFrame, keys: FwknopKeys): Result<FwknopMessage, FwknopReason> {
+  const text = frameText(frame);
+  const hmacKey = keys?.hmacKey;
+  const hmacType = keys?.hmacType;
+  if (!isUsableHmacKey(hmacKey, hmacType)) return reject('auth-failed');
   // [FKO-4] nothing is decoded before the HMAC verifies.
-  if (!hmacMatches(wire, keys.hmacKey, keys.hmacType)) return reject('auth-failed');
+  const signed = authenticate(text, hmacKey, hmacType);
+  if (signed === undefined) return reject('auth-failed');
+  assertEncryptionKey(keys.encryptionKey);
 
-  // [FKO-5] the blob: 'Salted__' | 8-byte salt | ciphertext, a positive multiple of 16 bytes.
-  const bodyLength = wire.length - FWKNOP_HASH_B64_LENGTH[keys.hmacType];
-  const blob = decodeBase64(FKO_SALTED_PREFIX_B64 + bytesToAscii(wire.subarray(0, bodyLength)));
+  // [FKO-5] the blob: 'Salted__' | 8-byte salt | ciphertext, a positive multiple of 16 bytes; the signed text is
+  // its canonical base64.
+  const blob = decodeBase64(bytesToAscii(signed));
   if (blob === undefined) return reject('bad-base64');
   if (blob.length < HEADER_LENGTH || !startsWith(blob, MAGIC_BYTES)) return reject('bad-salt-header');
   const ciphertext = blob.subarray(HEADER_LENGTH);
@@ -184,6 +255,18 @@ export function decodeFwknop(wire: Uint8Array, keys: FwknopKeys): Result<FwknopM
 
   // [FKO-8]..[FKO-12]
   return parseFwknopPlaintext(plaintext);
+}
+
+/**
+ * Decode and authenticate one wire payload with one device's keys:
+ * shape (`readFwknopFrame`) → HMAC (constant time) → blob → decrypt (strict PKCS#7) → every field → digest
+ * (`decodeFwknopFrame`). Throws `FwknopUsageError` for misconfigured keys before looking at the wire.
+ */
+export function decodeFwknop(wire: Uint8Array, keys: FwknopKeys): Result<FwknopMessage, FwknopReason> {
+  assertKeys(keys);
+  const frame = readFwknopFrame(wire); // [FKO-1] [FKO-2] [FKO-3]
+  if (!frame.ok) return frame;
+  return decodeFwknopFrame(frame.value, keys); // [FKO-4]..[FKO-12]
 }
 
 /**
@@ -252,17 +335,7 @@ function assertKeys(keys: FwknopKeys): void {
     throw new FwknopUsageError('keys', `must be an object, got ${describeFwknopValue(keys)}`);
   }
   const { encryptionKey, hmacKey, hmacType } = keys;
-  if (
-    !(encryptionKey instanceof Uint8Array) ||
-    encryptionKey.length < 1 ||
-    encryptionKey.length > FKO_MAX_RIJNDAEL_KEY_LENGTH
-  ) {
-    throw new FwknopUsageError(
-      'keys.encryptionKey',
-      `must be 1..${FKO_MAX_RIJNDAEL_KEY_LENGTH} bytes (KEY_BASE64, as fwknop --key-gen prints), ` +
-        `got ${describeFwknopValue(encryptionKey)}`,
-    );
-  }
+  assertEncryptionKey(encryptionKey);
   if (!(hmacKey instanceof Uint8Array) || hmacKey.length < 1 || hmacKey.length > FKO_MAX_HMAC_KEY_LENGTH) {
     throw new FwknopUsageError(
       'keys.hmacKey',
@@ -273,6 +346,21 @@ function assertKeys(keys: FwknopKeys): void {
     throw new FwknopUsageError(
       'keys.hmacType',
       `must be one of ${FWKNOP_HASH_TYPES.join(', ')}, got ${describeFwknopValue(hmacType)}`,
+    );
+  }
+}
+
+/** [FKO-6] The Rijndael key material is 1..32 bytes. */
+function assertEncryptionKey(encryptionKey: unknown): void {
+  if (
+    !(encryptionKey instanceof Uint8Array) ||
+    encryptionKey.length < 1 ||
+    encryptionKey.length > FKO_MAX_RIJNDAEL_KEY_LENGTH
+  ) {
+    throw new FwknopUsageError(
+      'keys.encryptionKey',
+      `must be 1..${FKO_MAX_RIJNDAEL_KEY_LENGTH} bytes (KEY_BASE64, as fwknop --key-gen prints), ` +
+        `got ${describeFwknopValue(encryptionKey)}`,
     );
   }
 }

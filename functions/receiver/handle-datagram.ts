@@ -20,13 +20,16 @@
  */
 import { createHash } from 'node:crypto';
 import { type Bc1Header, bc1ReplayId, decodeBc1, readBc1Header } from '../../spa/bc1.ts';
-import { decodeFwknop, fwknopReplayId, looksLikeFwknop, verifyFwknopHmac } from '../../spa/fwknop.ts';
 import {
-  BC1_MAGIC,
-  FKO_GPG_MIN_LENGTH,
-  FKO_MIN_WIRE_LENGTH,
-  FKO_SALTED_PREFIX_B64,
-} from '../../spa/limits.ts';
+  decodeFwknopFrame,
+  type FwknopFrame,
+  type FwknopFrameReason,
+  type FwknopMessage,
+  fwknopReplayId,
+  looksLikeFwknop,
+  readFwknopFrame,
+} from '../../spa/fwknop.ts';
+import { BC1_MAGIC } from '../../spa/limits.ts';
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, IpAddress } from '../../spa/types.ts';
 import type {
@@ -192,7 +195,7 @@ async function runPipeline(
   const request =
     frame.format === 'bc1'
       ? await authenticateBc1(bytes, frame.header, deps, trace) // [BC1-3..5]
-      : await authenticateFwknop(bytes, source, deps, trace); // [BC1-3..5]
+      : await authenticateFwknop(bytes, frame.frame, source, deps, trace); // [BC1-3..5]
   if (!request.ok) return request;
   const fresh = clockStep(request.value.timestampMs, deps); // [BC1-6]
   if (!fresh.ok) return fresh;
@@ -204,20 +207,24 @@ async function runPipeline(
 }
 
 // ------------------------------------------------------------------------------------------------
-// [BC1-1] Frame: length, then magic (BC1) or the fwknop text shape. No crypto, no allocation but a nonce copy.
+// [BC1-1] Frame: length, then magic (BC1) or the fwknop text shape. No crypto; one copy (BC1 nonce, fwknop text).
 // ------------------------------------------------------------------------------------------------
 
-type Frame = { readonly format: 'bc1'; readonly header: Bc1Header } | { readonly format: 'fwknop' };
+type Frame =
+  | { readonly format: 'bc1'; readonly header: Bc1Header }
+  | { readonly format: 'fwknop'; readonly frame: FwknopFrame };
 
-function isBase64Char(byte: number): boolean {
-  return (
-    (byte >= 0x41 && byte <= 0x5a) || // A-Z
-    (byte >= 0x61 && byte <= 0x7a) || // a-z
-    (byte >= 0x30 && byte <= 0x39) || // 0-9
-    byte === 0x2b || // +
-    byte === 0x2f // /
-  );
-}
+/**
+ * The receiver's [BC1-1] reason for each fwknop shape rule that failed: a GnuPG-sized wire is too long, a
+ * non-base64 byte or the blob prefix is not an fwknop text (bad magic).
+ */
+const FWKNOP_FRAME_REJECT: Readonly<Record<FwknopFrameReason, RejectReason>> = Object.freeze({
+  'too-short': 'too-short',
+  'too-long': 'too-long',
+  'gpg-not-supported': 'too-long',
+  'bad-base64': 'bad-magic',
+  'bad-prefix': 'bad-magic',
+});
 
 function frameStep(bytes: Uint8Array): Step<Frame> {
   const first = bytes[0];
@@ -227,20 +234,9 @@ function frameStep(bytes: Uint8Array): Step<Frame> {
     return header.ok ? ok({ format: 'bc1', header: header.value }) : header;
   }
   if (!looksLikeFwknop(bytes)) return reject('bad-magic');
-  // [FKO-1] 140..399 characters: fewer is not a packet, 400+ is GnuPG (not accepted), more than 1500 never.
-  if (bytes.length < FKO_MIN_WIRE_LENGTH) return reject('too-short');
-  if (bytes.length >= FKO_GPG_MIN_LENGTH) return reject('too-long');
-  // [FKO-2] [FKO-3] base64 text only, and never the blob's 'U2FsdGVkX1' prefix (the wire strips it).
-  for (let i = 0; i < bytes.length; i++) if (!isBase64Char(bytes[i]!)) return reject('bad-magic');
-  if (startsWithSaltedPrefix(bytes)) return reject('bad-magic');
-  return ok({ format: 'fwknop' });
-}
-
-function startsWithSaltedPrefix(bytes: Uint8Array): boolean {
-  for (let i = 0; i < FKO_SALTED_PREFIX_B64.length; i++) {
-    if (bytes[i] !== FKO_SALTED_PREFIX_B64.charCodeAt(i)) return false;
-  }
-  return true;
+  // [FKO-1] [FKO-2] [FKO-3] length, base64 text, no 'U2FsdGVkX1' prefix: checked here once, never again.
+  const frame = readFwknopFrame(bytes);
+  return frame.ok ? ok({ format: 'fwknop', frame: frame.value }) : reject(FWKNOP_FRAME_REJECT[frame.reason]);
 }
 
 // [BC1-2] One token per datagram that passed the frame check, per source address (IPv6: per /64).
@@ -301,6 +297,7 @@ const FWKNOP_ANY_SOURCE = '0.0.0.0';
 
 async function authenticateFwknop(
   wire: Uint8Array,
+  frame: FwknopFrame,
   source: RemoteEndpoint,
   deps: ReceiverDeps,
   trace: Trace,
@@ -314,27 +311,25 @@ async function authenticateFwknop(
   }
   const withKeys = candidates.filter((device) => device.fwknop !== undefined);
   if (withKeys.length === 0) return reject('unknown-key');
-  // [BC1-4] encrypt-then-MAC: the HMAC is checked (constant time) before anything is decrypted.
-  const device = withKeys.find((candidate) =>
-    verifyFwknopHmac(wire, candidate.fwknop!.hmacKey, candidate.fwknop!.hmacType),
-  );
-  if (device === undefined) return reject('auth-failed');
-  const settings = device.fwknop!;
-  trace.deviceId = device.id;
-  if (!device.enabled) return reject('device-disabled');
-  // [BC1-5] decrypt (strict padding) and parse the fields.
-  const decoded = decodeFwknop(wire, {
-    encryptionKey: settings.encryptionKey,
-    hmacKey: settings.hmacKey,
-    hmacType: settings.hmacType,
-  });
-  if (!decoded.ok) {
-    if (decoded.reason === 'auth-failed') return reject('auth-failed');
-    trace.detail = decoded.reason;
-    return reject('malformed');
+  // [BC1-4] [FKO-4] [FKO-15] one HMAC per candidate (constant time), over the frame read once; only the first
+  // candidate whose HMAC verifies has the packet decrypted and parsed [BC1-5], in the same call.
+  for (const device of withKeys) {
+    const settings = device.fwknop!;
+    const decoded = decodeFwknopFrame(frame, settings);
+    if (!decoded.ok && decoded.reason === 'auth-failed') continue;
+    trace.deviceId = device.id;
+    if (!device.enabled) return reject('device-disabled');
+    if (!decoded.ok) {
+      trace.detail = decoded.reason;
+      return reject('malformed');
+    }
+    return ok(fwknopRequest(device, decoded.value, wire));
   }
-  const message = decoded.value;
-  return ok({
+  return reject('auth-failed');
+}
+
+function fwknopRequest(device: Device, message: FwknopMessage, wire: Uint8Array): Request {
+  return {
     format: 'fwknop',
     device,
     timestampMs: message.timestamp * 1000, // fwknop timestamps are Unix seconds
@@ -347,7 +342,7 @@ async function authenticateFwknop(
       messageType: message.messageType,
       allowIp: message.access?.allowIp,
     },
-  });
+  };
 }
 
 // ------------------------------------------------------------------------------------------------

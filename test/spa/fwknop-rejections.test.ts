@@ -8,6 +8,7 @@ import { createCipheriv, createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeFwknop, encodeFwknop, type FwknopKeys, type FwknopReason } from '../../spa/fwknop.ts';
 import type { FwknopHashType } from '../../spa/types.ts';
+import { malformedShapes } from './fwknop-shapes.ts';
 
 const KEYS: FwknopKeys = {
   encryptionKey: new Uint8Array(Buffer.from('Rox2EqLiWsW9kSHmMxk0irHh7Q+CIP5RuaqZSxCg080=', 'base64')),
@@ -96,26 +97,7 @@ describe('the crafting helpers', () => {
 
 type Case = readonly [name: string, wire: string | Uint8Array, reason: FwknopReason, keys?: FwknopKeys];
 
-const shapeCases: readonly Case[] = [
-  ['[FKO-1] empty', '', 'too-short'],
-  ['[FKO-1] 139 base64 characters', 'A'.repeat(139), 'too-short'],
-  ['[FKO-1] truncated to 100 characters', VALID.slice(0, 100), 'too-short'],
-  ['[FKO-1] 1501 characters', 'A'.repeat(1501), 'too-long'],
-  ['[FKO-1] 400 characters (GnuPG length)', 'A'.repeat(400), 'gpg-not-supported'],
-  ['[FKO-1] 1500 characters', 'A'.repeat(1500), 'gpg-not-supported'],
-  [
-    '[FKO-1] a valid packet padded to 400 characters',
-    VALID + 'A'.repeat(400 - VALID.length),
-    'gpg-not-supported',
-  ],
-  ['[FKO-2] a "=" inside', `${VALID.slice(0, 50)}=${VALID.slice(51)}`, 'bad-base64'],
-  ['[FKO-2] URL-safe "-"', `${VALID.slice(0, 50)}-${VALID.slice(51)}`, 'bad-base64'],
-  ['[FKO-2] a trailing newline', `${VALID}\n`, 'bad-base64'],
-  ['[FKO-2] a space', `${VALID.slice(0, 50)} ${VALID.slice(51)}`, 'bad-base64'],
-  ['[FKO-2] a byte above 0x7f', new Uint8Array([...bytes(VALID.slice(0, 150)), 0xc3]), 'bad-base64'],
-  ['[FKO-2] a NUL byte', new Uint8Array([...bytes(VALID.slice(0, 150)), 0]), 'bad-base64'],
-  ['[FKO-3] starts with U2FsdGVkX1 (prefix not stripped)', `U2FsdGVkX1${VALID}`, 'bad-prefix'],
-];
+const shapeCases: readonly Case[] = malformedShapes(VALID);
 
 const hmacCases: readonly Case[] = [
   ['[FKO-4] wrong HMAC key', VALID, 'auth-failed', { ...KEYS, hmacKey: new Uint8Array(64).fill(7) }],
