@@ -85,27 +85,23 @@ describe('the AWS receiver killed with SIGKILL while a grant is open (moto serve
 
   it('the rule outlives the process; the first sweep after its expiry closes it', async () => {
     const queueUrl = `${moto.endpoint}/123456789012/revoke`;
-    const spawned = spawn(
-      process.execPath,
-      ['test/hostile/support/aws-receiver-child.ts'],
-      {
-        cwd: PROJECT_ROOT,
-        env: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey,
-          AWS_REGION: MOTO_REGION,
-          AWS_EC2_METADATA_DISABLED: 'true',
-          BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-          BLACKCLOUD_NONCE_TABLE: 'nonces',
-          BLACKCLOUD_DEVICES_TABLE: 'devices',
-          BLACKCLOUD_GRANTS_TABLE: 'grants',
-          BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupId,
-          BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-          BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
-        },
+    const spawned = spawn(process.execPath, ['test/hostile/support/aws-receiver-child.ts'], {
+      cwd: PROJECT_ROOT,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey,
+        AWS_REGION: MOTO_REGION,
+        AWS_EC2_METADATA_DISABLED: 'true',
+        BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
+        BLACKCLOUD_NONCE_TABLE: 'nonces',
+        BLACKCLOUD_DEVICES_TABLE: 'devices',
+        BLACKCLOUD_GRANTS_TABLE: 'grants',
+        BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupId,
+        BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
+        BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
       },
-    );
+    });
     child = spawned;
     let stderr = '';
     spawned.stderr.setEncoding('utf8').on('data', (chunk: string) => {
