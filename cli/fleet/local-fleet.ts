@@ -14,6 +14,7 @@
  */
 import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pair, YAMLMap } from 'yaml';
 import { isMap, isSeq, parseDocument, parse as parseYaml } from 'yaml';
 import { formatAccessSpec } from '../../functions/core/access-spec.ts';
@@ -33,7 +34,6 @@ import { DEFAULT_HOST, DEFAULT_MQTT_PORT } from '../../functions/local/up-config
 import { ensureLocalPki, loadPem, type Pem } from '../../functions/pki/local-ca.ts';
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { UsageError } from '../usage-error.ts';
-import { abortableSleep, isAborted } from './abortable-sleep.ts';
 import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import { type ControlAnswer, type ControlRequest, controlRequest } from './control-client.ts';
 import {
@@ -201,9 +201,14 @@ export class LocalFleet implements Fleet {
         const record = parseAuditLine(line);
         if (record !== undefined && matchesQuery(record, query)) yield record;
       }
-      if (query.follow !== true || isAborted(query.signal)) return;
-      await abortableSleep(this.#o.followPollMs ?? 500, query.signal);
-      if (isAborted(query.signal)) return;
+      if (query.follow !== true) return;
+      // Ctrl-C (also before the wait) ends it at once; only an abort may end it early.
+      await sleep(this.#o.followPollMs ?? 500, undefined, { signal: query.signal }).catch(
+        (error: unknown) => {
+          if (query.signal?.aborted !== true) throw error;
+        },
+      );
+      if (query.signal?.aborted === true) return;
     }
   }
 
