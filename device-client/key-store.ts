@@ -3,7 +3,7 @@
  *
  * Contract of `storeNativeKey(file, keyId, key)`:
  * - Reads the device file, replaces `spa.native` with { keyId, key } (every other field kept as written), checks
- *   the result with the device-file schema, then replaces the file atomically (0600 temp file, fsync, rename):
+ *   the result with the device-file schema, then replaces the file atomically (functions/core/replace-file.ts: temp file, fsync, mode 0600, rename):
  *   after it resolves the key is on disk, and a crash leaves either the old file or the new one, never a mix.
  * - Throws `DeviceConfigError` (naming the field, never the key) when the file cannot be read or the result
  *   would not validate; the file is then unchanged.
@@ -12,7 +12,7 @@
 import { readFile } from 'node:fs/promises';
 import { DeviceConfigError } from '../functions/core/config-errors.ts';
 import { type DeviceConfig, parseDeviceConfig } from '../functions/core/device-config.ts';
-import { writeFileAtomic } from '../functions/local/device-file.ts';
+import { replaceFile } from '../functions/core/replace-file.ts';
 
 export async function storeNativeKey(file: string, keyId: number, key: Uint8Array): Promise<DeviceConfig> {
   let json: { spa?: Record<string, unknown> } & Record<string, unknown>;
@@ -31,6 +31,6 @@ export async function storeNativeKey(file: string, keyId: number, key: Uint8Arra
     spa: { ...(json.spa ?? {}), native: { keyId, key: Buffer.from(key).toString('base64') } },
   };
   const config = parseDeviceConfig(updated, file); // throws DeviceConfigError, file unchanged
-  await writeFileAtomic(file, `${JSON.stringify(updated, null, 2)}\n`);
+  await replaceFile(file, `${JSON.stringify(updated, null, 2)}\n`, 0o600);
   return config;
 }

@@ -62,6 +62,8 @@ export interface LocalFleetOptions {
 }
 
 const KEY_SUFFIXES = ['bc1', 'fwknop-key', 'fwknop-hmac'] as const;
+/** What follows a key file's name in its temporary files: write-file-atomic's `.<number>`, or the older `.tmp-...`. */
+const TEMPORARY_SUFFIX = /^\.(\d+|tmp-.*)$/;
 
 /** Throws a UsageError naming --data-dir and the fix when `dir` has no devices file yet. */
 export async function requireDataDir(dir: string): Promise<DataDirLayout> {
@@ -369,7 +371,8 @@ export class LocalFleet implements Fleet {
 
   /**
    * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
-   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.tmp-<pid>-<random>`).
+   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/core/replace-file.ts; older
+   * versions left `keys/<id>.bc1.tmp-<pid>-<random>`).
    */
   async #leftovers(deviceId: string): Promise<string[]> {
     checkDeviceName(deviceId); // never build a path from an unchecked name
@@ -379,7 +382,9 @@ export class LocalFleet implements Fleet {
     for (const name of names) {
       for (const suffix of KEY_SUFFIXES) {
         const base = `${deviceId}.${suffix}`;
-        if (name === base || name.startsWith(`${base}.tmp-`)) found.push(join(this.layout.keysDir, name));
+        if (name === base || (name.startsWith(base) && TEMPORARY_SUFFIX.test(name.slice(base.length)))) {
+          found.push(join(this.layout.keysDir, name));
+        }
       }
     }
     return found;
