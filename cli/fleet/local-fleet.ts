@@ -371,7 +371,7 @@ export class LocalFleet implements Fleet {
 
   /**
    * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
-   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/core/replace-file.ts; older
+   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/local/replace-file.ts; older
    * versions left `keys/<id>.bc1.tmp-<pid>-<random>`).
    */
   async #leftovers(deviceId: string): Promise<string[]> {

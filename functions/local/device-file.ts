@@ -43,8 +43,8 @@ import type { AccessEntry, FwknopHashType, Protocol } from '../../spa/types.ts';
 import { ACCESS_SPEC_PATTERN } from '../core/access-spec.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../core/interfaces.ts';
-import { replaceFile } from '../core/replace-file.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
+import { replaceFile } from './replace-file.ts';
 
 // ------------------------------------------------------------------------------------------------
 // Schema (the file form). Messages say what is expected and how to fix it.

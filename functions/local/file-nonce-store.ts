@@ -21,8 +21,8 @@
 import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
-import { replaceFile } from '../core/replace-file.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
+import { replaceFile } from './replace-file.ts';
 
 export class NonceStoreFileError extends Error {
   override readonly name = 'NonceStoreFileError';

@@ -19,7 +19,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { replaceFile } from '../core/replace-file.ts';
+import { replaceFile } from '../local/replace-file.ts';
 import { createCa, issueCertificate, type Pem } from './certificate-authority.ts';
 import { PkiInputError, PkiPermissionError } from './pki-error.ts';
 

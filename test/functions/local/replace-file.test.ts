@@ -3,7 +3,7 @@ import { chown, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { replaceFile } from '../../../functions/core/replace-file.ts';
+import { replaceFile } from '../../../functions/local/replace-file.ts';
 
 let dir: string;
 beforeEach(async () => {
