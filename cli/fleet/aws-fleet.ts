@@ -39,7 +39,6 @@ import {
   CreateThingCommand,
   DeleteThingCommand,
   DescribeThingCommand,
-  ListThingsInThingGroupCommand,
   RemoveThingFromThingGroupCommand,
   UpdateThingCommand,
 } from '@aws-sdk/client-iot';
@@ -53,6 +52,7 @@ import {
 } from '../../functions/aws/device-record.ts';
 import { DynamoGrantStore } from '../../functions/aws/dynamo-grant-store.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
+import { listFleetThings } from '../../functions/aws/fleet-things.ts';
 import { defaultRetryPolicy, type RetryPolicy } from '../../functions/aws/retry.ts';
 import { DEFAULT_STACK_NAME } from '../../functions/core/deployment.ts';
 import {
@@ -555,17 +555,8 @@ export class AwsFleet implements Fleet {
     }
   }
 
-  async #fleetNames(): Promise<string[]> {
-    const names: string[] = [];
-    let nextToken: string | undefined;
-    do {
-      const page = await this.#o.clients.iot.send(
-        new ListThingsInThingGroupCommand({ thingGroupName: this.stack.fleetThingGroup, nextToken }),
-      );
-      names.push(...(page.things ?? []));
-      nextToken = page.nextToken;
-    } while (nextToken !== undefined && nextToken !== '');
-    return names;
+  #fleetNames(): Promise<string[]> {
+    return listFleetThings(this.#o.clients.iot, this.stack.fleetThingGroup);
   }
 
   #summary(deviceId: string, attributes: Record<string, string>, item: Item | undefined): DeviceSummary {

@@ -10,15 +10,14 @@
  * - `OperatorAuditLog.write` appends one record to the stream `operator-<user@host>` (created on first use; an
  *   existing stream is fine). AWS errors reject.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type CloudWatchLogsClient,
   CreateLogStreamCommand,
-  FilterLogEventsCommand,
-  type FilterLogEventsCommandOutput,
   PutLogEventsCommand,
+  paginateFilterLogEvents,
 } from '@aws-sdk/client-cloudwatch-logs';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
-import { abortableSleep, isAborted } from './abortable-sleep.ts';
 import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import type { AuditQuery, AuditRecord } from './fleet.ts';
 
@@ -31,17 +30,9 @@ export async function* readAuditLog(
   let startTime = query.since ?? 0;
   const seen = new Set<string>();
   for (;;) {
-    let nextToken: string | undefined;
     let newest = startTime;
     const atNewest = new Set<string>();
-    do {
-      const page: FilterLogEventsCommandOutput = await logs.send(
-        new FilterLogEventsCommand({
-          logGroupName,
-          startTime,
-          ...(nextToken === undefined ? {} : { nextToken }),
-        }),
-      );
+    for await (const page of paginateFilterLogEvents({ client: logs }, { logGroupName, startTime })) {
       for (const event of page.events ?? []) {
         const id = `${event.logStreamName}/${event.eventId ?? `${event.timestamp}/${event.message}`}`;
         const at = event.timestamp ?? 0;
@@ -54,15 +45,17 @@ export async function* readAuditLog(
         const record = parseAuditLine(event.message ?? '');
         if (record !== undefined && matchesQuery(record, query)) yield record;
       }
-      nextToken = page.nextToken;
-    } while (nextToken !== undefined && nextToken !== '');
-    if (query.follow !== true || isAborted(query.signal)) return;
+    }
+    if (query.follow !== true) return;
     // Next round: from the newest timestamp seen, skipping the events already printed at that instant.
     startTime = newest;
     seen.clear();
     for (const id of atNewest) seen.add(id);
-    await abortableSleep(pollMs, query.signal);
-    if (isAborted(query.signal)) return;
+    // Ctrl-C (also before the wait) ends it at once; only an abort may end it early.
+    await sleep(pollMs, undefined, { signal: query.signal }).catch((error: unknown) => {
+      if (query.signal?.aborted !== true) throw error;
+    });
+    if (query.signal?.aborted === true) return;
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pair, YAMLMap } from 'yaml';
 import { isMap, isSeq, parseDocument, parse as parseYaml } from 'yaml';
 import { formatAccessSpec } from '../../functions/core/access-spec.ts';
@@ -33,7 +34,6 @@ import { DEFAULT_HOST, DEFAULT_MQTT_PORT } from '../../functions/local/up-config
 import { ensureLocalPki, loadPem, type Pem } from '../../functions/pki/local-ca.ts';
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { UsageError } from '../usage-error.ts';
-import { abortableSleep, isAborted } from './abortable-sleep.ts';
 import { matchesQuery, parseAuditLine } from './audit-query.ts';
 import { type ControlAnswer, type ControlRequest, controlRequest } from './control-client.ts';
 import {
@@ -62,6 +62,8 @@ export interface LocalFleetOptions {
 }
 
 const KEY_SUFFIXES = ['bc1', 'fwknop-key', 'fwknop-hmac'] as const;
+/** What follows a key file's name in its temporary files: write-file-atomic's `.<number>`, or the older `.tmp-...`. */
+const TEMPORARY_SUFFIX = /^\.(\d+|tmp-.*)$/;
 
 /** Throws a UsageError naming --data-dir and the fix when `dir` has no devices file yet. */
 export async function requireDataDir(dir: string): Promise<DataDirLayout> {
@@ -201,9 +203,14 @@ export class LocalFleet implements Fleet {
         const record = parseAuditLine(line);
         if (record !== undefined && matchesQuery(record, query)) yield record;
       }
-      if (query.follow !== true || isAborted(query.signal)) return;
-      await abortableSleep(this.#o.followPollMs ?? 500, query.signal);
-      if (isAborted(query.signal)) return;
+      if (query.follow !== true) return;
+      // Ctrl-C (also before the wait) ends it at once; only an abort may end it early.
+      await sleep(this.#o.followPollMs ?? 500, undefined, { signal: query.signal }).catch(
+        (error: unknown) => {
+          if (query.signal?.aborted !== true) throw error;
+        },
+      );
+      if (query.signal?.aborted === true) return;
     }
   }
 
@@ -364,7 +371,8 @@ export class LocalFleet implements Fleet {
 
   /**
    * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
-   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.tmp-<pid>-<random>`).
+   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/local/replace-file.ts; older
+   * versions left `keys/<id>.bc1.tmp-<pid>-<random>`).
    */
   async #leftovers(deviceId: string): Promise<string[]> {
     checkDeviceName(deviceId); // never build a path from an unchecked name
@@ -374,7 +382,9 @@ export class LocalFleet implements Fleet {
     for (const name of names) {
       for (const suffix of KEY_SUFFIXES) {
         const base = `${deviceId}.${suffix}`;
-        if (name === base || name.startsWith(`${base}.tmp-`)) found.push(join(this.layout.keysDir, name));
+        if (name === base || (name.startsWith(base) && TEMPORARY_SUFFIX.test(name.slice(base.length)))) {
+          found.push(join(this.layout.keysDir, name));
+        }
       }
     }
     return found;

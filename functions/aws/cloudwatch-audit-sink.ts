@@ -1,7 +1,8 @@
 /**
  * AuditSink for AWS: every audit event is one JSON line on stdout (the CloudWatch agent ships it to the audit log
- * group; metric filters and Logs Insights queries read the `type` field), followed by its metric data points in
- * Embedded Metric Format (metrics.ts). Events never carry key material (functions/core/interfaces.ts), so nothing is redacted here.
+ * group; metric filters and Logs Insights queries read the `type` field); its metric data points go to `metrics`
+ * (metrics.ts: Embedded Metric Format, written per flush). Events never carry key material
+ * (functions/core/interfaces.ts), so nothing is redacted here.
  *
  * Line shape: `{"kind":"audit", ...event}`; `time` stays epoch milliseconds as in the event, `isoTime` is added.
  * Metrics: packet.accepted → PacketsAccepted; packet.rejected → PacketsRejected{Reason}; grant.opened/extended/

@@ -15,7 +15,7 @@ import {
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
-  ScanCommand,
+  paginateScan,
 } from '@aws-sdk/client-dynamodb';
 import type { Grant } from '../core/interfaces.ts';
 import { hostAddress } from './address.ts';
@@ -164,19 +164,15 @@ export class DynamoGrantStore implements GrantStore {
 
   async #scan(filter: string, now: number): Promise<readonly ActiveGrant[]> {
     const grants: ActiveGrant[] = [];
-    let startKey: Item | undefined;
-    do {
-      const page = await this.#dynamodb.send(
-        new ScanCommand({
-          TableName: this.#tableName,
-          FilterExpression: filter,
-          ExpressionAttributeValues: { ':now': { N: String(now) } },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      for (const item of page.Items ?? []) grants.push(itemToGrant(item));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey !== undefined);
+    const pages = paginateScan(
+      { client: this.#dynamodb },
+      {
+        TableName: this.#tableName,
+        FilterExpression: filter,
+        ExpressionAttributeValues: { ':now': { N: String(now) } },
+      },
+    );
+    for await (const page of pages) for (const item of page.Items ?? []) grants.push(itemToGrant(item));
     return grants;
   }
 }

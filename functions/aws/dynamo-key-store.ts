@@ -22,7 +22,7 @@ import {
   PutItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { type IoTClient, ListThingsInThingGroupCommand } from '@aws-sdk/client-iot';
+import type { IoTClient } from '@aws-sdk/client-iot';
 import type {
   DeviceKeys,
   KeyChange,
@@ -38,6 +38,7 @@ import {
   parseKeyItem,
 } from './device-record.ts';
 import { awsErrorCode, DeviceRecordError } from './errors.ts';
+import { listFleetThings } from './fleet-things.ts';
 import type { IotDeviceDirectory } from './iot-device-directory.ts';
 
 export interface DynamoKeyStoreOptions {
@@ -79,17 +80,8 @@ export class DynamoKeyStore implements KeyGenerationStore {
     this.#o = options;
   }
 
-  async #fleet(): Promise<string[]> {
-    const names: string[] = [];
-    let nextToken: string | undefined;
-    do {
-      const page = await this.#o.iot.send(
-        new ListThingsInThingGroupCommand({ thingGroupName: this.#o.fleetThingGroup, nextToken }),
-      );
-      names.push(...(page.things ?? []));
-      nextToken = page.nextToken;
-    } while (nextToken !== undefined && nextToken !== '');
-    return names;
+  #fleet(): Promise<string[]> {
+    return listFleetThings(this.#o.iot, this.#o.fleetThingGroup);
   }
 
   async #getItem(pk: string): Promise<Item | undefined> {

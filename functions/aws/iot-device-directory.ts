@@ -18,12 +18,7 @@ import {
   type DynamoDBClient,
   GetItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import {
-  DescribeThingCommand,
-  type IoTClient,
-  ListThingGroupsForThingCommand,
-  ListThingsInThingGroupCommand,
-} from '@aws-sdk/client-iot';
+import { DescribeThingCommand, type IoTClient, paginateListThingGroupsForThing } from '@aws-sdk/client-iot';
 import type { Clock, Device, DeviceDirectory, DeviceKey, RemoteEndpoint } from '../core/interfaces.ts';
 import { BoundedCache } from './bounded-cache.ts';
 import {
@@ -35,6 +30,7 @@ import {
   parseThingAttributes,
 } from './device-record.ts';
 import { awsErrorCode, DeviceRecordError } from './errors.ts';
+import { listFleetThings } from './fleet-things.ts';
 
 export interface IotDeviceDirectoryOptions {
   readonly iot: IoTClient;
@@ -150,14 +146,12 @@ export class IotDeviceDirectory implements DeviceDirectory {
   }
 
   async #inFleet(deviceId: string): Promise<boolean> {
-    let nextToken: string | undefined;
-    do {
-      const page = await this.#o.iot.send(
-        new ListThingGroupsForThingCommand({ thingName: deviceId, nextToken }),
-      );
+    for await (const page of paginateListThingGroupsForThing(
+      { client: this.#o.iot },
+      { thingName: deviceId },
+    )) {
       if (page.thingGroups?.some((g) => g.groupName === this.#o.fleetThingGroup) === true) return true;
-      nextToken = page.nextToken;
-    } while (nextToken !== undefined && nextToken !== '');
+    }
     return false;
   }
 
@@ -193,16 +187,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
     return keys.map((k) => k.key).sort((a, b) => a.keyId - b.keyId);
   }
 
-  async #listFleet(): Promise<readonly string[]> {
-    const names: string[] = [];
-    let nextToken: string | undefined;
-    do {
-      const page = await this.#o.iot.send(
-        new ListThingsInThingGroupCommand({ thingGroupName: this.#o.fleetThingGroup, nextToken }),
-      );
-      names.push(...(page.things ?? []));
-      nextToken = page.nextToken;
-    } while (nextToken !== undefined && nextToken !== '');
-    return names;
+  #listFleet(): Promise<readonly string[]> {
+    return listFleetThings(this.#o.iot, this.#o.fleetThingGroup);
   }
 }

@@ -22,6 +22,7 @@ import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
+import { createCounters } from '../receiver/counters.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
@@ -58,6 +59,8 @@ export interface StartAwsReceiverOptions {
   readonly clients?: AwsClients;
   /** @default process.stdout */
   readonly out?: LineWriter;
+  /** How often the EMF metrics are written (metrics.ts); the rest is written on close. @default 60000 */
+  readonly metricsFlushMs?: number;
   readonly clock?: Clock;
   readonly timers?: Timers;
   readonly retry?: RetryPolicy;
@@ -84,8 +87,8 @@ export interface AwsReceiver {
   readonly health: HealthListener | undefined;
   /**
    * Stop the key-rotation controller and release the lease, close the health port, stop receiving, then revoke every grant this process
-   * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), and flush the firewall.
-   * Idempotent.
+   * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), flush the firewall, and
+   * write the last metrics. Idempotent.
    */
   close(): Promise<void>;
 }
@@ -101,7 +104,14 @@ export async function startAwsReceiver(
   const log = (level: 'info' | 'warn', message: string) =>
     out.write(`${JSON.stringify({ kind: 'receiver', level, time: clock.now(), message })}\n`);
 
-  const metrics = new EmfMetrics({ out, clock });
+  const counters = createCounters();
+  const metrics = new EmfMetrics({
+    out,
+    clock,
+    timers,
+    counters: () => counters.snapshot(),
+    ...(options.metricsFlushMs === undefined ? {} : { flushMs: options.metricsFlushMs }),
+  });
   const audit = new CloudWatchAuditSink({ out, metrics });
   const grantStore = new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: config.grantsTable });
   const brokerAccess: AccessEntry[] = [{ protocol: 'tcp', port: config.brokerPort }];
@@ -136,6 +146,7 @@ export async function startAwsReceiver(
     expiry: new SqsExpiryScheduler({ sqs: clients.sqs, queueUrl: config.revokeQueueUrl, clock }),
     clock,
     timers,
+    counters,
     config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
   });
 
@@ -265,6 +276,7 @@ export async function startAwsReceiver(
           await deps.grants.close();
         }
         await firewall.close();
+        metrics.close();
       })();
       return closing;
     },

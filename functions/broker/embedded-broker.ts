@@ -36,7 +36,7 @@ import { mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
 export { CONTROLLER_IDENTITY, DEVICE_TOPIC_ROOT, deviceTopic } from '../core/topics.ts';
 export { BrokerListenError, BrokerTlsError } from './broker-error.ts';
 
-/** The subset of a pino logger the broker uses. */
+/** The logger the broker uses: (fields, message), the shape of structured loggers such as pino. */
 export interface BrokerLogger {
   info(obj: Record<string, unknown>, msg: string): void;
   warn(obj: Record<string, unknown>, msg: string): void;

@@ -4,8 +4,8 @@
  *
  * Contract:
  * - `apply` is serialised: one change at a time in this process, and across processes (`blackcloud up` and
- *   `blackcloud keys rotate`, the fleet commands) by the devices-file lock (devices-file-lock.ts; a lock older
- *   than `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
+ *   `blackcloud keys rotate`, the fleet commands) by the devices-file lock (devices-file-lock.ts; a lock not
+ *   refreshed for `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
  *   never lose each other's changes. A second pending key for one device is refused. It is atomic on disk: a new key is first written
  *   to its own key file `keys/<device>.<keyId>.bc1` (0600, temp file + rename), then the devices file is replaced
  *   atomically (0600). A crash between the two leaves an unreferenced key file, never a reference to nothing.
@@ -75,7 +75,7 @@ export interface DeviceFileKeyStoreOptions {
   readonly onChange?: () => Promise<void> | void;
   /** Passed to `loadDeviceFile` when key material is read. @default true */
   readonly checkKeyFileMode?: boolean;
-  /** A lock file older than this is taken over. @default 10000 */
+  /** A lock not refreshed for this long (at least 2000) is taken over. @default 10000 */
   readonly staleLockMs?: number;
   /** Give up waiting for the lock after this long. @default 15000 */
   readonly lockTimeoutMs?: number;

@@ -33,8 +33,7 @@
  * - `writeDeviceFile` / `addDeviceEntry` validate the structure (not the key files, which may be written later),
  *   then replace the file atomically (temp file + rename), mode 0600; `addDeviceEntry` keeps comments.
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { isSeq, parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
@@ -45,6 +44,7 @@ import { ACCESS_SPEC_PATTERN } from '../core/access-spec.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../core/interfaces.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
+import { replaceFile } from './replace-file.ts';
 
 // ------------------------------------------------------------------------------------------------
 // Schema (the file form). Messages say what is expected and how to fix it.
@@ -498,25 +498,11 @@ function duplicateHmacKeys(devices: readonly Device[]): DeviceFileIssue[] {
 
 const FILE_MODE = 0o600;
 
-/** Writes `text` to `path` atomically: a 0600 temp file in the same directory, synced, then renamed over it. */
+/** Writes `text` to `path` atomically (replace-file.ts), mode 0600, creating its directory (0700) if missing. */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
   const file = resolvePath(path);
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  try {
-    const handle = await open(temp, 'wx', FILE_MODE);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await chmod(temp, FILE_MODE);
-    await rename(temp, file);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await replaceFile(file, text, FILE_MODE);
 }
 
 /** Replaces the devices file with exactly these entries (validated first; throws DeviceFileError). */

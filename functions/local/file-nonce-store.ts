@@ -18,10 +18,11 @@
  *   still answers 'replay' for packets recorded before it.
  * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix).
  */
-import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
+import { replaceFile } from './replace-file.ts';
 
 export class NonceStoreFileError extends Error {
   override readonly name = 'NonceStoreFileError';
@@ -222,23 +223,14 @@ async function openAppend(path: string): Promise<FileHandle> {
   return handle;
 }
 
-/** Writes header + live records to a temp file, syncs it, and renames it over `path` (atomic replace). */
+/** Writes header + live records atomically over `path` (replace-file.ts: temp file, fsync, mode 0600, rename). */
 async function writeCompacted(
   path: string,
   since: number,
   memory: MemoryNonceStore,
   skip: ReadonlySet<string> = new Set(),
 ): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}`;
-  const handle = await open(temp, 'w', FILE_MODE);
-  try {
-    await handle.chmod(FILE_MODE);
-    let body = header(since);
-    for (const [id, expiresAt] of memory.entries()) if (!skip.has(id)) body += line(id, expiresAt);
-    await handle.writeFile(body);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
+  let body = header(since);
+  for (const [id, expiresAt] of memory.entries()) if (!skip.has(id)) body += line(id, expiresAt);
+  await replaceFile(path, body, FILE_MODE);
 }

@@ -14,11 +14,12 @@
  */
 // @peculiar/x509 (through tsyringe) needs the Reflect metadata polyfill loaded before it.
 import 'reflect-metadata';
-import { randomBytes, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { replaceFile } from '../local/replace-file.ts';
 import { createCa, issueCertificate, type Pem } from './certificate-authority.ts';
 import { PkiInputError, PkiPermissionError } from './pki-error.ts';
 
@@ -107,8 +108,8 @@ export async function loadPem(certPath: string, keyPath: string): Promise<Pem> {
  * certificates provisioned by `blackcloud up`.
  */
 export async function writePemFiles(certPath: string, keyPath: string, pem: Pem): Promise<void> {
-  await writeAtomically(keyPath, pem.key, KEY_FILE_MODE);
-  await writeAtomically(certPath, pem.cert, CERT_FILE_MODE);
+  await replaceFile(keyPath, pem.key, KEY_FILE_MODE);
+  await replaceFile(certPath, pem.cert, CERT_FILE_MODE);
 }
 
 async function ensurePrivateDirectory(dir: string): Promise<void> {
@@ -148,18 +149,6 @@ async function readIfExists(path: string, opts: { secret?: boolean } = {}): Prom
     return await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
-async function writeAtomically(path: string, data: string, mode: number): Promise<void> {
-  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeFile(temporary, data, { mode, flag: 'wx' });
-    await chmod(temporary, mode);
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
     throw error;
   }
 }

@@ -24,12 +24,16 @@ const deps: RevokerDeps = {
 };
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  const result = await revokeGrantMessages(
-    event.Records.map((r) => ({ messageId: r.messageId, body: r.body })),
-    deps,
-  );
-  for (const outcome of result.outcomes) {
-    process.stdout.write(`${JSON.stringify({ kind: 'revoker', time: clock.now(), ...outcome })}\n`);
+  try {
+    const result = await revokeGrantMessages(
+      event.Records.map((r) => ({ messageId: r.messageId, body: r.body })),
+      deps,
+    );
+    for (const outcome of result.outcomes) {
+      process.stdout.write(`${JSON.stringify({ kind: 'revoker', time: clock.now(), ...outcome })}\n`);
+    }
+    return { batchItemFailures: [...result.batchItemFailures] };
+  } finally {
+    metrics.flush(); // this invocation's ApiErrors, as one EMF document (metrics.ts)
   }
-  return { batchItemFailures: [...result.batchItemFailures] };
 }

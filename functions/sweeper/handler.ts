@@ -29,7 +29,12 @@ const deps: SweeperDeps = {
 };
 
 export async function handler(): Promise<SweepReport> {
-  const report = await sweepExpiredGrants(deps);
+  let report: SweepReport;
+  try {
+    report = await sweepExpiredGrants(deps);
+  } finally {
+    metrics.flush(); // this invocation's ApiErrors, as one EMF document (metrics.ts)
+  }
   process.stdout.write(`${JSON.stringify({ kind: 'sweeper', ...report })}\n`);
   if (report.failures.length > 0) {
     throw new SweepFailedError(

@@ -4,7 +4,7 @@ import { BoundedCache } from '../../../functions/aws/bounded-cache.ts';
 import { awsClients, destroyAwsClients, ec2Client } from '../../../functions/aws/clients.ts';
 import { CloudWatchAuditSink } from '../../../functions/aws/cloudwatch-audit-sink.ts';
 import { AwsConfigError, awsErrorCode } from '../../../functions/aws/errors.ts';
-import { EmfMetrics, emfDocument, METRIC_NAMESPACE } from '../../../functions/aws/metrics.ts';
+import { EmfMetrics, emfDocuments, METRIC_NAMESPACE } from '../../../functions/aws/metrics.ts';
 import { backoffDelay, isTransient, type RetryPolicy, withRetry } from '../../../functions/aws/retry.ts';
 
 function awsError(name: string, status = 400) {
@@ -160,36 +160,137 @@ function assertEmf(doc: Record<string, unknown>): void {
     for (const m of metrics) {
       expect(m.Name).toMatch(/^[A-Za-z]+$/);
       expect(m.Unit).toBe('Count');
-      expect(typeof doc[m.Name]).toBe('number');
+      const value = doc[m.Name];
+      // A number, or an array of at most 100 numbers (EMF's value array).
+      if (Array.isArray(value)) {
+        expect(value.length).toBeLessThanOrEqual(100);
+        for (const v of value) expect(typeof v).toBe('number');
+      } else expect(typeof value).toBe('number');
     }
   }
 }
 
 describe('EMF metrics and the CloudWatch audit sink', () => {
-  it('builds a valid EMF document with a dimension set and a dimensionless total', () => {
-    const doc = emfDocument(1_700_000_000_123.7, 'PacketsRejected', 1, { Reason: 'stale' });
-    assertEmf(doc);
-    expect(doc).toEqual({
-      Reason: 'stale',
-      PacketsRejected: 1,
-      _aws: {
-        Timestamp: 1_700_000_000_123,
-        CloudWatchMetrics: [
-          {
-            Namespace: 'Blackcloud',
-            Dimensions: [['Reason'], []],
-            Metrics: [{ Name: 'PacketsRejected', Unit: 'Count' }],
-          },
-        ],
+  it('builds a valid EMF document with the dimensionless total, and one with the dimension set', () => {
+    const docs = emfDocuments(1_700_000_000_123.7, [
+      { name: 'PacketsRejected', dimensions: { Reason: 'stale' }, properties: {}, value: 1 },
+    ]);
+    for (const doc of docs) assertEmf(doc);
+    expect(docs).toEqual([
+      {
+        PacketsRejected: 1,
+        _aws: {
+          Timestamp: 1_700_000_000_123,
+          CloudWatchMetrics: [
+            {
+              Namespace: 'Blackcloud',
+              Dimensions: [[]],
+              Metrics: [{ Name: 'PacketsRejected', Unit: 'Count' }],
+            },
+          ],
+        },
       },
+      {
+        Reason: 'stale',
+        PacketsRejected: 1,
+        _aws: {
+          Timestamp: 1_700_000_000_123,
+          CloudWatchMetrics: [
+            {
+              Namespace: 'Blackcloud',
+              Dimensions: [['Reason']],
+              Metrics: [{ Name: 'PacketsRejected', Unit: 'Count' }],
+            },
+          ],
+        },
+      },
+    ]);
+    expect(emfDocuments(1, [])).toEqual([]);
+  });
+
+  it('writes one document per flush with every total, plus one per dimension value; gauges as value arrays', () => {
+    const lines: string[] = [];
+    const metrics = new EmfMetrics({
+      out: { write: (l: string) => lines.push(l) },
+      clock: { now: () => 5000 },
     });
+    metrics.put('PacketsRejected', 1, { Reason: 'replay' });
+    metrics.put('PacketsRejected', 1, { Reason: 'stale' });
+    metrics.put('PacketsRejected', 1, { Reason: 'replay' });
+    metrics.put(
+      'ApiErrors',
+      1,
+      { Code: 'RequestLimitExceeded' },
+      { Operation: 'AuthorizeSecurityGroupIngress' },
+    );
+    metrics.put(
+      'ApiErrors',
+      1,
+      { Code: 'RequestLimitExceeded' },
+      { Operation: 'AuthorizeSecurityGroupIngress' },
+    );
+    metrics.put('PacketsAccepted', 1);
+    for (let depth = 1; depth <= 120; depth++) metrics.put('GrantQueueDepth', depth);
+    expect(lines).toEqual([]); // nothing before a flush
+    metrics.flush();
+    const docs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (const d of docs) assertEmf(d);
+    expect(docs[0]).toMatchObject({ PacketsRejected: 3, ApiErrors: 2, PacketsAccepted: 1 });
+    expect(docs[0]!.GrantQueueDepth).toEqual(Array.from({ length: 100 }, (_, i) => i + 21)); // the newest 100
+    expect(docs.slice(1).map(({ _aws, ...fields }) => fields)).toEqual([
+      { Reason: 'replay', PacketsRejected: 2 },
+      { Reason: 'stale', PacketsRejected: 1 },
+      { Operation: 'AuthorizeSecurityGroupIngress', Code: 'RequestLimitExceeded', ApiErrors: 2 },
+    ]);
+    lines.length = 0;
+    metrics.flush();
+    expect(lines).toEqual([]); // an empty interval writes nothing
+  });
+
+  it('exports the receiver counters dropped.overload and audit.suppressed as their increase per flush', () => {
+    const lines: string[] = [];
+    const counters: Record<string, number> = { 'dropped.overload': 5, 'audit.suppressed': 1, received: 9 };
+    let timer: (() => void) | undefined;
+    const timers = {
+      setTimeout: (fn: () => void, ms: number) => {
+        expect(ms).toBe(1000);
+        timer = fn;
+        return 1;
+      },
+      clearTimeout: () => {
+        timer = undefined;
+      },
+    };
+    const metrics = new EmfMetrics({
+      out: { write: (l: string) => lines.push(l) },
+      clock: { now: () => 7000 },
+      timers,
+      flushMs: 1000,
+      counters: () => ({ ...counters }),
+    });
+    counters['dropped.overload'] = 12;
+    counters['audit.suppressed'] = 4;
+    metrics.put('PacketsAccepted', 1);
+    timer?.(); // the periodic flush
+    counters['dropped.overload'] = 13;
+    metrics.close();
+    metrics.close(); // idempotent
+    expect(timer).toBeUndefined();
+    const docs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (const d of docs) assertEmf(d);
+    expect(docs.map(({ _aws, ...fields }) => fields)).toEqual([
+      { PacketsAccepted: 1, DroppedOverload: 7, AuditSuppressed: 3 },
+      { DroppedOverload: 1, AuditSuppressed: 0 },
+    ]);
+    expect(docs.every((d) => !('received' in d))).toBe(true);
   });
 
   it('writes an audit JSON line then its metrics for each event', () => {
     const lines: string[] = [];
     const out = { write: (line: string) => lines.push(line) };
     const clock = { now: () => 1_700_000_000_000 };
-    const sink = new CloudWatchAuditSink({ out, metrics: new EmfMetrics({ out, clock }) });
+    const metrics = new EmfMetrics({ out, clock });
+    const sink = new CloudWatchAuditSink({ out, metrics });
     const access = [{ protocol: 'tcp' as const, port: 8883 }];
     sink.write({
       type: 'packet.accepted',
@@ -226,6 +327,7 @@ describe('EMF metrics and the CloudWatch audit sink', () => {
       access,
       expiresAt: 2,
     });
+    metrics.flush();
     expect(lines.every((l) => l.endsWith('\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
     const docs = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     const audit = docs.filter((d) => d.kind === 'audit');
@@ -239,16 +341,11 @@ describe('EMF metrics and the CloudWatch audit sink', () => {
       'grant.revoked',
     ]);
     expect(audit[0]).toMatchObject({ deviceId: 'dev-1', isoTime: '2023-11-14T22:13:20.000Z' });
-    expect(
-      emf.map((d) => [Object.keys(d).find((k) => /^[A-Z]/.test(k) && k !== 'Reason'), d.Reason]),
-    ).toEqual([
-      ['PacketsAccepted', undefined],
-      ['PacketsRejected', 'replay'],
-      ['GrantsOpen', undefined],
-      ['GrantsOpen', undefined],
-      ['GrantsOpen', undefined],
+    expect(docs.slice(0, 5).every((d) => d.kind === 'audit')).toBe(true); // metrics follow, at the flush
+    expect(emf.map(({ _aws, ...fields }) => fields)).toEqual([
+      { PacketsAccepted: 1, PacketsRejected: 1, GrantsOpen: [1, 2, 1] },
+      { Reason: 'replay', PacketsRejected: 1 },
     ]);
-    expect(emf.filter((d) => 'GrantsOpen' in d).map((d) => d.GrantsOpen)).toEqual([1, 2, 1]);
   });
 });
 

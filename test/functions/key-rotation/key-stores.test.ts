@@ -3,7 +3,7 @@
  * file references, key files 0600, retired key files deleted) and the device's key store (device.json rewritten
  * atomically, 0600, refused without change when the result would not validate).
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { storeNativeKey } from '../../../device-client/key-store.ts';
@@ -131,7 +131,10 @@ describe('DeviceFileKeyStore across processes', () => {
   });
 
   it('refuses a second pending key for one device, and takes over a stale lock', async () => {
-    await writeFile(`${devicesFile}.lock`, '99999\n');
+    // The lock of a writer that died a minute ago: its heartbeat stopped refreshing the lock directory's mtime.
+    await mkdir(`${devicesFile}.lock`);
+    const died = new Date(Date.now() - 60_000);
+    await utimes(`${devicesFile}.lock`, died, died);
     const store = new DeviceFileKeyStore(devicesFile, { staleLockMs: 0 });
     await store.apply('d1', {
       type: 'add-pending',
@@ -149,6 +152,7 @@ describe('DeviceFileKeyStore across processes', () => {
         createdAt: T,
       }),
     ).rejects.toThrow('device "d1" already has a pending key (11): it is offered again until acknowledged');
+    await expect(stat(`${devicesFile}.lock`)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
 
