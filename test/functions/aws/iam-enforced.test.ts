@@ -242,6 +242,15 @@ async function openGrant(g: Grant): Promise<void> {
   });
 }
 
+/** What the revoker and the sweeper Lambdas hand their logic, on `clients`, at `now`. */
+const revocationDeps = (clients: AwsClients, now: number) => ({
+  ec2: clients.ec2,
+  grants: new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: 'grants' }),
+  securityGroupIds: [groupId],
+  clock: { now: () => now },
+  retry,
+});
+
 describe('the revoker and the sweeper under their synthesized roles', () => {
   it('GIVEN IAM enforced and the revoker role policy WHEN a due grant message arrives THEN the rule and the item are gone', async () => {
     const key = await userFor('revoker');
@@ -249,13 +258,10 @@ describe('the revoker and the sweeper under their synthesized roles', () => {
     await openGrant(grant(1));
     const denied: string[] = [];
     const clients = iamClients(moto, key, denied);
-    const result = await revokeGrantMessages([{ messageId: 'm1', body: encodeGrantMessage(grant(1)) }], {
-      ec2: clients.ec2,
-      grants: new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: 'grants' }),
-      securityGroupIds: [groupId],
-      clock: { now: () => T0 + 30_000 },
-      retry,
-    });
+    const result = await revokeGrantMessages(
+      [{ messageId: 'm1', body: encodeGrantMessage(grant(1)) }],
+      revocationDeps(clients, T0 + 30_000),
+    );
     expect(denied).toEqual([]);
     expect(result.outcomes).toEqual([
       { messageId: 'm1', result: 'revoked', deviceId: 'dev-1', address: '198.51.100.1', revokedRules: 1 },
@@ -270,13 +276,7 @@ describe('the revoker and the sweeper under their synthesized roles', () => {
     await openGrant(grant(2));
     const denied: string[] = [];
     const clients = iamClients(moto, key, denied);
-    const report = await sweepExpiredGrants({
-      ec2: clients.ec2,
-      grants: new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: 'grants' }),
-      securityGroupIds: [groupId],
-      clock: { now: () => T0 + 31_000 },
-      retry,
-    });
+    const report = await sweepExpiredGrants(revocationDeps(clients, T0 + 31_000));
     expect(denied).toEqual([]);
     expect(report.failures).toEqual([]);
     expect(report.revoked.map((rule) => rule.address)).toEqual(['198.51.100.2']);
@@ -289,13 +289,7 @@ describe('the revoker and the sweeper under their synthesized roles', () => {
     await enforceIam(moto);
     await openGrant(grant(3));
     const clients = iamClients(moto, key);
-    const report = await sweepExpiredGrants({
-      ec2: clients.ec2,
-      grants: new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: 'grants' }),
-      securityGroupIds: [groupId],
-      clock: { now: () => T0 + 31_000 },
-      retry,
-    });
+    const report = await sweepExpiredGrants(revocationDeps(clients, T0 + 31_000));
     expect(report.failures.map((failure) => failure.error).join('\n')).toMatch(
       /not authorized to perform: ec2:DescribeSecurityGroups/,
     );
