@@ -27,7 +27,7 @@ export interface NagAcknowledgement {
 }
 
 const DESCRIBE_IS_UNSCOPABLE =
-  'Resource::* only on ec2:DescribeSecurityGroupRules, which IAM cannot scope to a resource (it supports no ' +
+  'Resource::* only on ec2:DescribeSecurityGroups, which IAM cannot scope to a resource (it supports no ' +
   'resource type); Authorize/Revoke/UpdateDescriptions are scoped to the broker security group ARNs ' +
   '(docs/operations-aws.md, documented exception).';
 

@@ -32,10 +32,12 @@ export const RULE_MANAGEMENT_ACTIONS = Object.freeze([
 /** Actions the revoker and the sweeper need: revoke only. */
 export const RULE_REVOCATION_ACTIONS = Object.freeze(['ec2:RevokeSecurityGroupIngress']);
 /**
- * Listing the groups' rules (rule ids, expiries in descriptions): Describe calls cannot be scoped to a resource
- * (IAM has no resource type for them), the documented exception.
+ * Listing the groups' rules (rule ids, expiries in descriptions): functions/aws/sg-api.ts reads them with
+ * DescribeSecurityGroups (before every Authorize, in every revoke and sweep). Describe calls cannot be scoped to a
+ * resource (IAM has no resource type for them), the documented exception. Proven by enforcement:
+ * test/functions/aws/iam-enforced.test.ts runs each runtime under exactly these policies (moto with IAM enforced).
  */
-export const RULE_DESCRIBE_ACTIONS = Object.freeze(['ec2:DescribeSecurityGroupRules']);
+export const RULE_DESCRIBE_ACTIONS = Object.freeze(['ec2:DescribeSecurityGroups']);
 
 export interface BrokerProps {
   readonly vpc: ec2.IVpc;

@@ -375,7 +375,17 @@ describe('IAM least privilege', () => {
     for (const { statement } of wildcard) {
       expect(actionsOf(statement).sort()).toEqual([...RULE_DESCRIBE_ACTIONS].sort());
       expect(resourcesOf(statement)).toEqual(['*']);
+      // What functions/aws/sg-api.ts calls (proven under enforced IAM: test/functions/aws/iam-enforced.test.ts).
+      expect(actionsOf(statement)).toEqual(['ec2:DescribeSecurityGroups']);
     }
+    const describing = new Set(wildcard.flatMap(({ roles }) => roles));
+    expect([...describing].sort()).toEqual(
+      [
+        roleIdOf(main.stack, main.stack.receiver.role as never),
+        roleIdOf(main.stack, main.stack.revocation.revoker.role as never),
+        roleIdOf(main.stack, main.stack.revocation.sweeper.role as never),
+      ].sort(),
+    );
   });
 
   it('GIVEN the default stack THEN no role carries a managed policy, and every statement allows', () => {
@@ -425,7 +435,7 @@ describe('IAM least privilege', () => {
         'dynamodb:Scan',
         'dynamodb:UpdateItem',
         'ec2:AuthorizeSecurityGroupIngress',
-        'ec2:DescribeSecurityGroupRules',
+        'ec2:DescribeSecurityGroups',
         'ec2:RevokeSecurityGroupIngress',
         'ec2:UpdateSecurityGroupRuleDescriptionsIngress',
         'iot:DescribeThing',
