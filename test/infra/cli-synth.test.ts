@@ -16,6 +16,8 @@ import { REPO_ROOT } from '../../infra/bundle.ts';
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
 const outdirs: string[] = [];
+/** A synth bundles three assets; on a loaded 2-core machine it took up to 60 s. The test waits as long as the spawn. */
+const SYNTH_TIMEOUT_MS = 120_000;
 
 /** Runs `npx cdk synth -q` in a network namespace with no credentials; returns status and output. */
 function offlineSynth(extraArgs: string[]): { status: number | null; output: string; outdir: string } {
@@ -37,7 +39,7 @@ function offlineSynth(extraArgs: string[]): { status: number | null; output: str
       cwd: REPO_ROOT,
       env,
       encoding: 'utf8',
-      timeout: 120_000,
+      timeout: SYNTH_TIMEOUT_MS,
     },
   );
   if (result.error) {
@@ -54,7 +56,7 @@ describe('npx cdk synth, offline and without credentials', () => {
   beforeAll(() => {
     contextFileBefore = existsSync(contextFile);
     synth = offlineSynth([]);
-  });
+  }, SYNTH_TIMEOUT_MS);
 
   afterAll(() => {
     for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
@@ -79,26 +81,34 @@ describe('npx cdk synth, offline and without credentials', () => {
     expect(existsSync(contextFile)).toBe(contextFileBefore);
   });
 
-  it('GIVEN -c receivers=3 WHEN synthesizing offline THEN the receivers sit behind a UDP load balancer', () => {
-    const scaled = offlineSynth(['-c', 'receivers=3']);
-    expect({ status: scaled.status, output: scaled.status === 0 ? '' : scaled.output }).toEqual({
-      status: 0,
-      output: '',
-    });
-    const template = JSON.parse(readFileSync(join(scaled.outdir, 'Blackcloud.template.json'), 'utf8')) as {
-      Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
-    };
-    const types = Object.values(template.Resources).map((r) => r.Type);
-    expect(types).toContain('AWS::ElasticLoadBalancingV2::LoadBalancer');
-    const group = Object.values(template.Resources).find(
-      (r) => r.Type === 'AWS::AutoScaling::AutoScalingGroup',
-    );
-    expect(group?.Properties?.DesiredCapacity).toBe('3');
-  });
+  it(
+    'GIVEN -c receivers=3 WHEN synthesizing offline THEN the receivers sit behind a UDP load balancer',
+    () => {
+      const scaled = offlineSynth(['-c', 'receivers=3']);
+      expect({ status: scaled.status, output: scaled.status === 0 ? '' : scaled.output }).toEqual({
+        status: 0,
+        output: '',
+      });
+      const template = JSON.parse(readFileSync(join(scaled.outdir, 'Blackcloud.template.json'), 'utf8')) as {
+        Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
+      };
+      const types = Object.values(template.Resources).map((r) => r.Type);
+      expect(types).toContain('AWS::ElasticLoadBalancingV2::LoadBalancer');
+      const group = Object.values(template.Resources).find(
+        (r) => r.Type === 'AWS::AutoScaling::AutoScalingGroup',
+      );
+      expect(group?.Properties?.DesiredCapacity).toBe('3');
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 
-  it('GIVEN a bad setting on the command line WHEN synthesizing THEN it fails naming the prop', () => {
-    const bad = offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
-    expect(bad.status).not.toBe(0);
-    expect(bad.output).toContain("prop 'grantSeconds' must be an integer from 1 to 900; received 1000");
-  });
+  it(
+    'GIVEN a bad setting on the command line WHEN synthesizing THEN it fails naming the prop',
+    () => {
+      const bad = offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
+      expect(bad.status).not.toBe(0);
+      expect(bad.output).toContain("prop 'grantSeconds' must be an integer from 1 to 900; received 1000");
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 });
