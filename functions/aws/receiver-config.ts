@@ -14,6 +14,7 @@
  *   BLACKCLOUD_GRANT_SECONDS              grant length when a knock asks for 0 s       default 30
  *   BLACKCLOUD_CLOCK_WINDOW_SECONDS       accepted |now - packet timestamp|            default 60
  *   BLACKCLOUD_RULES_PER_GROUP            inbound rules per broker group and family    default 60
+ *   BLACKCLOUD_MAX_ADDRESSES_PER_DEVICE   source addresses one device holds grants for default 4
  *   BLACKCLOUD_COALESCE_MS                rule changes gathered into one EC2 call, ms  default 20
  *   BLACKCLOUD_EC2_ATTEMPTS               attempts per EC2 call when throttled         default 8
  *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
@@ -28,7 +29,9 @@ import {
   DEFAULT_BROKER_PORT,
   DEFAULT_CLOCK_WINDOW_MS,
   DEFAULT_GRANT_SECONDS,
+  DEFAULT_MAX_ADDRESSES_PER_DEVICE,
   DEFAULT_SPA_PORT,
+  MAX_ADDRESSES_PER_DEVICE,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
 } from '../core/deployment.ts';
 import { ENV, OPTIONAL_ENV, SCALED_RECEIVER_ENV } from '../core/environment.ts';
@@ -102,6 +105,13 @@ export const awsReceiverVars = {
     expected: 'an integer 1..1000 (the "Inbound or outbound rules per security group" quota)',
     fix: "set it to the account's raised quota, or unset it for EC2's default",
     default: 60,
+  },
+  maxAddressesPerDevice: {
+    name: OPTIONAL_ENV.maxAddressesPerDevice,
+    schema: secondsSchema(1, MAX_ADDRESSES_PER_DEVICE),
+    expected: `an integer 1..${MAX_ADDRESSES_PER_DEVICE} (source addresses one device may hold grants for at once)`,
+    fix: 'raise it for devices that knock from many addresses at once, or unset it for the default',
+    default: DEFAULT_MAX_ADDRESSES_PER_DEVICE,
   },
   coalesceMs: {
     name: SCALED_RECEIVER_ENV.coalesceMs,

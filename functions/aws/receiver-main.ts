@@ -148,6 +148,7 @@ export async function startAwsReceiver(
     timers,
     counters,
     config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
+    deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
   });
 
   try {

@@ -25,3 +25,15 @@ export const SQS_MAX_DELAY_SECONDS = 900;
 export const MAX_DEPLOYED_GRANT_WINDOW_SECONDS = SQS_MAX_DELAY_SECONDS;
 /** The longest grant any receiver opens, whatever a knock or a config asks for: one day. */
 export const MAX_GRANT_SECONDS = 86_400;
+
+/**
+ * Per-device bounds (docs/protocol.md [BC1-9], docs/threat-model.md): one stolen key cannot hold more than this
+ * many source addresses open at once (the oldest address's grant is released beyond it), so it cannot fill the
+ * firewall's rule slots for the fleet.
+ */
+export const DEFAULT_MAX_ADDRESSES_PER_DEVICE = 4;
+/** The largest per-device address cap a config may set. */
+export const MAX_ADDRESSES_PER_DEVICE = 1000;
+/** Accepted knocks per device: a token bucket of this burst, refilled at this many per minute. */
+export const DEFAULT_DEVICE_KNOCK_BURST = 20;
+export const DEFAULT_DEVICE_KNOCKS_PER_MINUTE = 60;

@@ -29,6 +29,8 @@ export const ENV = Object.freeze({
 export const OPTIONAL_ENV = Object.freeze({
   /** Inbound rules per broker security group and family (set when the rules-per-group quota was raised). */
   rulesPerGroup: 'BLACKCLOUD_RULES_PER_GROUP',
+  /** Source addresses one device may hold grants for at once (functions/core/deployment.ts's default). */
+  maxAddressesPerDevice: 'BLACKCLOUD_MAX_ADDRESSES_PER_DEVICE',
 });
 
 /** Variables the scaled receivers (behind the load balancer) get on top of ENV. */

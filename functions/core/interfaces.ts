@@ -44,15 +44,18 @@ export interface Timers {
   clearTimeout(handle: unknown): void;
 }
 
-export type NonceRecordResult = 'fresh' | 'replay';
+/** 'share-full': the owner (device) holds its whole share of the store; nothing was recorded. */
+export type NonceRecordResult = 'fresh' | 'replay' | 'share-full';
 
 /**
  * Replay protection. `record` stores the replay id with a conditional write and says whether it was new.
  * `expiresAt` (ms) is when the record may be forgotten (timestamp + clock window): garbage collection only.
- * It rejects (throws) when the store cannot answer; the receiver then fails closed (no grant).
+ * `owner` (the device id) lets a bounded store cap each device's share ('share-full'), so one key cannot fill
+ * it for everyone; a store without a bound ignores it. It rejects (throws) when the store cannot answer; the
+ * receiver then fails closed (no grant).
  */
 export interface NonceStore {
-  record(replayId: string, expiresAt: number): Promise<NonceRecordResult>;
+  record(replayId: string, expiresAt: number, owner?: string): Promise<NonceRecordResult>;
   /**
    * Start-time guard (ms since the epoch), for stores whose memory begins at some instant (the in-memory store:
    * the process start; the file store: the file's creation). The receiver refuses packets stamped before it,

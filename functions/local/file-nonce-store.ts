@@ -3,7 +3,8 @@
  *
  * File format (UTF-8 text, mode 0600):
  *   blackcloud-nonces v1 since=<ms>          header: when this file's memory began
- *   <replayId> <expiresAt ms>                one line per recorded packet, appended
+ *   <replayId> <expiresAt ms> [<owner>]      one line per recorded packet, appended (owner: the device id,
+ *                                            URI-encoded; absent in files written before per-device shares)
  *
  * Contract:
  * - `record` decides fresh/replay in memory (synchronously, so concurrent calls for one id never both get
@@ -16,6 +17,8 @@
  * - Start-time guard: `notBefore` is the file's `since` (its creation), so packets stamped before the store's
  *   memory began are refused by the receiver ('before-start'); a restart on the same file keeps the horizon and
  *   still answers 'replay' for packets recorded before it.
+ * - Each device's share is bounded (`maxEntriesPerOwner`, MemoryNonceStore's contract): a device holding its
+ *   whole share gets 'share-full' and nothing is written; the share survives a restart (the owner is on the line).
  * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix).
  */
 import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
@@ -44,18 +47,21 @@ export interface FileNonceStoreOptions {
   readonly compactAfterLines?: number;
   /** @default 1_000_000 */
   readonly maxEntries?: number;
+  /** Live records one device may hold. @default 4096 (DEFAULT_MAX_NONCES_PER_DEVICE) */
+  readonly maxEntriesPerOwner?: number;
 }
 
 const HEADER = /^blackcloud-nonces v1 since=(\d{1,16})$/;
-const RECORD = /^(\S+) (\d{1,16})$/;
+const RECORD = /^(\S+) (\d{1,16})(?: (\S+))?$/;
 const FILE_MODE = 0o600;
 
 function header(since: number): string {
   return `blackcloud-nonces v1 since=${since}\n`;
 }
 
-function line(replayId: string, expiresAt: number): string {
-  return `${encodeURIComponent(replayId)} ${expiresAt}\n`;
+function line(replayId: string, expiresAt: number, owner: string | undefined): string {
+  const ownerField = owner === undefined ? '' : ` ${encodeURIComponent(owner)}`;
+  return `${encodeURIComponent(replayId)} ${expiresAt}${ownerField}\n`;
 }
 
 interface Waiter {
@@ -99,7 +105,11 @@ export class FileNonceStore implements NonceStore {
   static async open(options: FileNonceStoreOptions): Promise<FileNonceStore> {
     const { path, clock } = options;
     const now = clock.now();
-    const memory = new MemoryNonceStore({ clock, maxEntries: options.maxEntries ?? 1_000_000 });
+    const memory = new MemoryNonceStore({
+      clock,
+      maxEntries: options.maxEntries ?? 1_000_000,
+      ...(options.maxEntriesPerOwner === undefined ? {} : { maxEntriesPerOwner: options.maxEntriesPerOwner }),
+    });
     let since = now;
     let text: string | undefined;
     try {
@@ -132,12 +142,14 @@ export class FileNonceStore implements NonceStore {
         const expiresAt = Number(match[2]);
         if (expiresAt < now) continue;
         let id: string;
+        let owner: string | undefined;
         try {
           id = decodeURIComponent(match[1]!);
+          owner = match[3] === undefined ? undefined : decodeURIComponent(match[3]);
         } catch {
           continue;
         }
-        memory.restore(id, expiresAt);
+        memory.restore(id, expiresAt, owner);
       }
     }
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
@@ -151,11 +163,17 @@ export class FileNonceStore implements NonceStore {
     return this.#memory.size;
   }
 
-  async record(replayId: string, expiresAt: number): Promise<NonceRecordResult> {
+  /** Live records of one device. */
+  ownedBy(owner: string): number {
+    return this.#memory.ownedBy(owner);
+  }
+
+  async record(replayId: string, expiresAt: number, owner?: string): Promise<NonceRecordResult> {
     if (this.#closed) throw new NonceStoreFileError(this.path, 'the store is closed');
-    if (this.#memory.recordSync(replayId, expiresAt) === 'replay') return 'replay';
+    const decided = this.#memory.recordSync(replayId, expiresAt, owner);
+    if (decided !== 'fresh') return decided;
     await new Promise<void>((resolve, reject) => {
-      this.#pending.push(line(replayId, expiresAt));
+      this.#pending.push(line(replayId, expiresAt, owner));
       this.#pendingIds.add(replayId);
       this.#waiters.push({ resolve, reject });
       this.#kick();
@@ -231,6 +249,8 @@ async function writeCompacted(
   skip: ReadonlySet<string> = new Set(),
 ): Promise<void> {
   let body = header(since);
-  for (const [id, expiresAt] of memory.entries()) if (!skip.has(id)) body += line(id, expiresAt);
+  for (const [id, expiresAt, owner] of memory.entries()) {
+    if (!skip.has(id)) body += line(id, expiresAt, owner);
+  }
   await replaceFile(path, body, FILE_MODE);
 }

@@ -9,7 +9,9 @@
  *   What a userspace gate cannot hide is that the port completes the TCP handshake: for a port that answers
  *   nothing at all, use the nftables firewall.
  * - Grants expire by themselves at `expiresAt` (checked against the injected clock on every accept; expired entries
- *   are also purged by accept/allow/revoke, so the table stays bounded). `allow` sets the entry's expiry to the
+ *   are also purged by accept/allow/revoke, so the table stays bounded). The table is an expiry index
+ *   (expiry-index.ts: a map by address and a min-heap by expiry), so an allow, a revoke or an accept costs
+ *   O(log n) plus the entries that actually expired, never a scan of every open grant; `stats()` reports it. `allow` sets the entry's expiry to the
  *   grant's (the latest allow wins: an extension is an allow with a later `expiresAt`); `revoke` removes it and
  *   succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
  *   entry.
@@ -29,6 +31,7 @@ import {
 } from 'node:net';
 import type { Clock, Firewall, Grant } from '../core/interfaces.ts';
 import { ListenError, listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
+import { ExpiryIndex } from './expiry-index.ts';
 
 export interface GateEndpoint {
   host: string;
@@ -67,8 +70,16 @@ export interface GateOptions {
   onEvent?: (e: GateEvent) => void;
 }
 
+export interface GateStats {
+  /** Addresses holding a grant (expired ones not yet purged included). */
+  readonly grants: number;
+  /** Work done by the expiry index since the gate started (heap steps): grows with log n per operation. */
+  readonly indexSteps: number;
+}
+
 export interface GateFirewall extends Firewall {
   address(): GateEndpoint;
+  stats(): GateStats;
   close(): Promise<void>;
 }
 
@@ -122,13 +133,13 @@ export function canonicalAddress(address: string): string | undefined {
 export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall> {
   const clock = opts.clock ?? systemClock;
   const emit = opts.onEvent ?? (() => undefined);
-  /** Canonical source address → expiry (ms since the epoch). */
-  const grants = new Map<string, number>();
+  /** Canonical source address → expiry (ms since the epoch), indexed by expiry. */
+  const grants = new ExpiryIndex<string>();
   const piped = new Set<Socket>();
   let listenPort = opts.listen.port;
 
   const purgeExpired = (now: number) => {
-    for (const [address, expiresAt] of grants) if (expiresAt <= now) grants.delete(address);
+    grants.expire(now);
   };
 
   const onConnection = (client: Socket) => {
@@ -216,6 +227,9 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       return info !== null && typeof info === 'object'
         ? { host: info.address, port: info.port }
         : { host: opts.listen.host, port: listenPort };
+    },
+    stats() {
+      return { grants: grants.size, indexSteps: grants.steps };
     },
     async allow(list) {
       const now = clock.now();

@@ -293,6 +293,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       audit: tee(auditFile, hooks.onAudit),
       clock,
       config: { clockWindowMs: config.clockWindowMs, defaultGrantSeconds: config.grantSeconds },
+      deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
     });
     cleanup.push(() => deps.grants.close());
     cutOffsRef.current = new CutOffTracker({

@@ -3,7 +3,8 @@
  * or JSON) over defaults. Validated once, here, into a frozen `UpConfig`.
  *
  * Config file keys (all optional): host, spaPort, mqttPort, firewall (gate | nftables), broker (mqtts://host:port),
- * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false).
+ * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false),
+ * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once).
  *
  * Contract: `resolveUpConfig` returns the merged config or throws `LocalConfigError` naming the flag or config
  * field, the value received and the fix (one line). `loadUpConfigFile` reads and parses the file with the same
@@ -16,6 +17,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { describeIssue } from '../core/config-issues.ts';
+import { DEFAULT_MAX_ADDRESSES_PER_DEVICE, MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
 import { DEFAULT_DATA_DIR } from './data-dir.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;
@@ -61,6 +63,8 @@ export interface UpConfig {
   readonly demoDevice: boolean;
   /** How often the controller rotates each device's SPA key (docs/key-lifecycle.md). @default 24 */
   readonly keyRotationHours: number;
+  /** Source addresses one device may hold grants for at once; the oldest is released beyond. @default 4 */
+  readonly maxAddressesPerDevice: number;
 }
 
 /** What the command line gave, as strings or absent (commander hands over strings). */
@@ -121,6 +125,11 @@ const fileSchema = z.strictObject({
     .int({ error: 'must be an integer number of hours 1..8784' })
     .min(1, { error: 'must be an integer number of hours 1..8784' })
     .max(8784, { error: 'must be an integer number of hours 1..8784' })
+    .optional(),
+  maxAddressesPerDevice: z
+    .int({ error: `must be an integer 1..${MAX_ADDRESSES_PER_DEVICE}` })
+    .min(1, { error: `must be an integer 1..${MAX_ADDRESSES_PER_DEVICE}` })
+    .max(MAX_ADDRESSES_PER_DEVICE, { error: `must be an integer 1..${MAX_ADDRESSES_PER_DEVICE}` })
     .optional(),
 });
 
@@ -254,6 +263,7 @@ export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
     nftTable,
     demoDevice: file?.demoDevice ?? true,
     keyRotationHours,
+    maxAddressesPerDevice: file?.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE,
   });
 }
 

@@ -23,11 +23,18 @@
  *   `release()` stops accepting opens and waits for operations in flight like `close()`, but revokes nothing: it
  *   forgets its grants and their timers, handing them to the durable backstop (a receiver replaced behind a load
  *   balancer: the revoke queue and the sweeper close them at their expiry). Returns the grants it handed over.
+ * - Per-device address cap: one device holds grants for at most `maxAddressesPerDevice` source addresses at once
+ *   (default 4, DEFAULT_MAX_ADDRESSES_PER_DEVICE). An `open` from a new address beyond the cap releases the
+ *   grants of the device's least recently knocked address (revoked at once, audited 'grant.revoked'; an open of
+ *   that address still queued is refused as 'grant-failed', audited 'superseded'), so one stolen key cannot fill
+ *   the firewall's rule slots for the fleet. Counted when `open` is called, so concurrent knocks count too. A
+ *   grant extended by another device (shared NAT) moves to that device's count.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' | 'grant.failed'; events carry no key material.
  */
 
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
+import { DEFAULT_MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
 import type { AuditSink, Clock, ExpiryScheduler, Firewall, Grant, Timers } from '../core/interfaces.ts';
 import { canonicalAccess, formatAccess } from './policy.ts';
 
@@ -66,6 +73,17 @@ export interface GrantManagerOptions {
   readonly revokeRetryMs?: number;
   /** Revoke attempts per grant before giving up to the backstops. @default 5 */
   readonly maxRevokeAttempts?: number;
+  /** Source addresses one device may hold grants for at once (the oldest released beyond). @default 4 */
+  readonly maxAddressesPerDevice?: number;
+}
+
+/** One device's claim on one source address: the grant keys it opened there, and its opens still queued. */
+interface AddressClaim {
+  readonly address: string;
+  readonly keys: Set<string>;
+  pending: number;
+  /** Released by the address cap: queued opens are refused, its grants revoked. */
+  released: boolean;
 }
 
 interface Entry {
@@ -93,7 +111,12 @@ export class GrantManager implements GrantOpener {
   readonly #timers: Timers;
   readonly #revokeRetryMs: number;
   readonly #maxRevokeAttempts: number;
+  readonly #maxAddressesPerDevice: number;
   readonly #entries = new Map<string, Entry>();
+  /** Grant keys by address (coverage checks at expiry look at one address, never at every grant). */
+  readonly #byAddress = new Map<string, Set<string>>();
+  /** Device → its address claims, least recently knocked first (the address cap). */
+  readonly #devices = new Map<string, Map<string, AddressClaim>>();
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
   readonly #chains = new Map<string, Promise<void>>();
   #closed = false;
@@ -106,6 +129,18 @@ export class GrantManager implements GrantOpener {
     this.#timers = options.timers;
     this.#revokeRetryMs = options.revokeRetryMs ?? 5000;
     this.#maxRevokeAttempts = options.maxRevokeAttempts ?? 5;
+    const cap = options.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE;
+    if (!Number.isInteger(cap) || cap < 1) {
+      throw new RangeError(
+        `grant manager maxAddressesPerDevice: received ${String(cap)}; expected an integer ≥ 1.`,
+      );
+    }
+    this.#maxAddressesPerDevice = cap;
+  }
+
+  /** Source addresses `deviceId` currently holds (or is opening) grants for, least recently knocked first. */
+  addressesOf(deviceId: string): string[] {
+    return [...(this.#devices.get(deviceId)?.keys() ?? [])];
   }
 
   /** Grants this manager believes open at the firewall (including expired ones whose revoke is being retried). */
@@ -121,7 +156,16 @@ export class GrantManager implements GrantOpener {
   ): Promise<GrantOpenResult> {
     const canonical = canonicalAccess(access);
     const key = grantKey(source.address, canonical);
-    return this.#serialize(key, () => this.#openNow(key, deviceId, source, canonical, seconds));
+    const claim = this.#claim(deviceId, source.address, key);
+    claim.pending += 1;
+    return this.#serialize(key, async () => {
+      try {
+        return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
+      } finally {
+        claim.pending -= 1;
+        this.#forgetIfIdle(deviceId, claim);
+      }
+    });
   }
 
   async revokeWhere(match: (grant: Grant) => boolean): Promise<Grant[]> {
@@ -143,7 +187,7 @@ export class GrantManager implements GrantOpener {
             return;
           }
           this.#timers.clearTimeout(entry.timer);
-          this.#entries.delete(key);
+          this.#deleteEntry(key, entry);
           this.#auditGrant('grant.revoked', entry.grant);
           revoked.push(entry.grant);
         }),
@@ -155,10 +199,8 @@ export class GrantManager implements GrantOpener {
   async revokeAll(): Promise<void> {
     await Promise.all([...this.#chains.values()]);
     const entries = [...this.#entries.entries()];
-    for (const [key, entry] of entries) {
-      this.#timers.clearTimeout(entry.timer);
-      this.#entries.delete(key);
-    }
+    for (const [, entry] of entries) this.#timers.clearTimeout(entry.timer);
+    this.#forgetAll();
     if (entries.length === 0) return;
     const grants = entries.map(([, entry]) => entry.grant);
     try {
@@ -186,11 +228,11 @@ export class GrantManager implements GrantOpener {
     this.#closed = true;
     await Promise.all([...this.#chains.values()]);
     const grants: Grant[] = [];
-    for (const [key, entry] of this.#entries) {
+    for (const entry of this.#entries.values()) {
       this.#timers.clearTimeout(entry.timer);
-      this.#entries.delete(key);
       grants.push(entry.grant);
     }
+    this.#forgetAll();
     return grants;
   }
 
@@ -214,9 +256,19 @@ export class GrantManager implements GrantOpener {
     source: GrantSource,
     access: readonly AccessEntry[],
     seconds: number,
+    claim: AddressClaim,
   ): Promise<GrantOpenResult> {
     if (this.#closed) {
       this.#auditFailure(deviceId, source.address, 'grant manager is closed (receiver shutting down)');
+      return reject('grant-failed');
+    }
+    if (claim.released) {
+      this.#auditFailure(
+        deviceId,
+        source.address,
+        `superseded: the device knocked from ${this.#maxAddressesPerDevice} newer addresses since ` +
+          `(maxAddressesPerDevice ${this.#maxAddressesPerDevice})`,
+      );
       return reject('grant-failed');
     }
     const now = this.#clock.now();
@@ -237,7 +289,12 @@ export class GrantManager implements GrantOpener {
       return reject('grant-failed');
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
-    this.#entries.set(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
+    this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
+    if (existing !== undefined && existing.grant.deviceId !== deviceId) {
+      // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
+      const previous = this.#devices.get(existing.grant.deviceId)?.get(source.address);
+      if (previous !== undefined) this.#forgetIfIdle(existing.grant.deviceId, previous);
+    }
     const status: GrantOpenStatus = existing === undefined ? 'opened' : 'extended';
     this.#auditGrant(status === 'opened' ? 'grant.opened' : 'grant.extended', grant);
     try {
@@ -268,12 +325,7 @@ export class GrantManager implements GrantOpener {
       return;
     }
     const grant = entry.grant;
-    const stillCovered = new Set<string>();
-    for (const [otherKey, other] of this.#entries) {
-      if (otherKey === key || other.grant.address !== grant.address || other.grant.expiresAt <= now) continue;
-      for (const item of other.grant.access) stillCovered.add(`${item.protocol}/${item.port}`);
-    }
-    const toRevoke = grant.access.filter((item) => !stillCovered.has(`${item.protocol}/${item.port}`));
+    const toRevoke = this.#uncovered(key, grant, now);
     try {
       if (toRevoke.length > 0) await this.#firewall.revoke([{ ...grant, access: toRevoke }]);
     } catch (error) {
@@ -285,12 +337,108 @@ export class GrantManager implements GrantOpener {
         `revoke failed (attempt ${entry.revokeAttempts} of ${this.#maxRevokeAttempts}` +
           `${giveUp ? ', giving up to the expiry backstop' : ''}): ${errorText(error)}`,
       );
-      if (giveUp) this.#entries.delete(key);
+      if (giveUp) this.#deleteEntry(key, entry);
       else entry.timer = this.#arm(key, this.#revokeRetryMs);
       return;
     }
-    this.#entries.delete(key);
+    this.#deleteEntry(key, entry);
     this.#auditGrant('grant.revoked', grant);
+  }
+
+  /** The entries of `grant` that no other live, still claimed grant of the same address covers. */
+  #uncovered(key: string, grant: Grant, now: number): AccessEntry[] {
+    const stillCovered = new Set<string>();
+    for (const otherKey of this.#byAddress.get(grant.address) ?? []) {
+      const other = this.#entries.get(otherKey);
+      if (otherKey === key || other === undefined || other.grant.expiresAt <= now) continue;
+      if (this.#devices.get(other.grant.deviceId)?.has(grant.address) !== true) continue; // being released
+      for (const item of other.grant.access) stillCovered.add(`${item.protocol}/${item.port}`);
+    }
+    return grant.access.filter((item) => !stillCovered.has(`${item.protocol}/${item.port}`));
+  }
+
+  /**
+   * Notes that `deviceId` knocks from `address` now (most recent); beyond the cap, releases the device's least
+   * recently knocked address: its queued opens are refused and its grants revoked, each in its grant's order.
+   */
+  #claim(deviceId: string, address: string, key: string): AddressClaim {
+    let claims = this.#devices.get(deviceId);
+    if (claims === undefined) {
+      claims = new Map();
+      this.#devices.set(deviceId, claims);
+    }
+    let claim = claims.get(address);
+    if (claim === undefined) claim = { address, keys: new Set(), pending: 0, released: false };
+    else claims.delete(address);
+    claims.set(address, claim);
+    claim.keys.add(key);
+    while (claims.size > this.#maxAddressesPerDevice) {
+      const oldest = claims.values().next().value!;
+      claims.delete(oldest.address);
+      oldest.released = true;
+      for (const oldKey of oldest.keys) {
+        void this.#serialize(oldKey, () => this.#releaseNow(oldKey, deviceId));
+      }
+    }
+    return claim;
+  }
+
+  /** The address cap released this grant's address: revoke it now (unless the device knocked from it again). */
+  async #releaseNow(key: string, deviceId: string): Promise<void> {
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.grant.deviceId !== deviceId) return;
+    if (this.#devices.get(deviceId)?.has(entry.grant.address) === true) return; // claimed again since
+    const now = this.#clock.now();
+    const toRevoke = this.#uncovered(key, entry.grant, now);
+    try {
+      if (toRevoke.length > 0) await this.#firewall.revoke([{ ...entry.grant, access: toRevoke }]);
+    } catch (error) {
+      // The grant stays under its own timer (and the backstops).
+      this.#auditFailure(deviceId, entry.grant.address, `release failed: ${errorText(error)}`);
+      return;
+    }
+    this.#timers.clearTimeout(entry.timer);
+    this.#deleteEntry(key, entry);
+    this.#auditGrant('grant.revoked', entry.grant);
+  }
+
+  #setEntry(key: string, entry: Entry): void {
+    this.#entries.set(key, entry);
+    let keys = this.#byAddress.get(entry.grant.address);
+    if (keys === undefined) {
+      keys = new Set();
+      this.#byAddress.set(entry.grant.address, keys);
+    }
+    keys.add(key);
+  }
+
+  #deleteEntry(key: string, entry: Entry): void {
+    if (this.#entries.get(key) !== entry) return;
+    this.#entries.delete(key);
+    const keys = this.#byAddress.get(entry.grant.address);
+    keys?.delete(key);
+    if (keys?.size === 0) this.#byAddress.delete(entry.grant.address);
+    const claim = this.#devices.get(entry.grant.deviceId)?.get(entry.grant.address);
+    if (claim !== undefined) this.#forgetIfIdle(entry.grant.deviceId, claim);
+  }
+
+  /** Drops a claim with no queued open and no grant of its device left at its address. */
+  #forgetIfIdle(deviceId: string, claim: AddressClaim): void {
+    if (claim.pending > 0) return;
+    for (const key of claim.keys) {
+      const entry = this.#entries.get(key);
+      if (entry !== undefined && entry.grant.deviceId === deviceId) return;
+    }
+    const claims = this.#devices.get(deviceId);
+    if (claims?.get(claim.address) !== claim) return;
+    claims.delete(claim.address);
+    if (claims.size === 0) this.#devices.delete(deviceId);
+  }
+
+  #forgetAll(): void {
+    this.#entries.clear();
+    this.#byAddress.clear();
+    this.#devices.clear();
   }
 
   #auditGrant(type: 'grant.opened' | 'grant.extended' | 'grant.revoked', grant: Grant): void {

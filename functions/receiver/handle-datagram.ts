@@ -2,11 +2,18 @@
  * The receive pipeline: one datagram in, one `Outcome` out ([BC1-1]..[BC1-9], docs/protocol.md).
  *
  * Contract:
- * - Steps run in cost order and stop at the first failure: frame (length, magic / format) → per-source rate
- *   limit → key lookup (BC1: by key id; fwknop: trial HMAC over the directory's candidates) → AEAD / HMAC and
- *   decrypt → parse → clock window and the nonce store's start-time guard → policy → replay record → grant.
- *   Nothing is parsed before it is authenticated; the nonce store is written only for authentic, fresh,
- *   allowed packets (so unauthenticated junk never fills it).
+ * - Steps run in cost order and stop at the first failure: frame (length, magic / format) → failure limit →
+ *   key lookup (BC1: by key id; fwknop: trial HMAC over the directory's candidates) → AEAD / HMAC and
+ *   decrypt → parse → clock window and the nonce store's start-time guard → policy → replay record (bounded
+ *   per device) → per-device knock limit → grant. Nothing is parsed before it is authenticated; the nonce store
+ *   is written only for authentic, fresh, allowed packets (so unauthenticated junk never fills it).
+ * - The failure limit [BC1-2] is a token bucket per (source address or IPv6 /64, BC1 key id | fwknop), checked
+ *   before any lookup or crypto but spent only by packets that fail authentication (unknown key, disabled
+ *   device, inactive key, AEAD / HMAC, parse): spoofed junk from a device's address, which cannot carry a key
+ *   id it does not know, never spends the device's bucket, and accepted knocks spend nothing.
+ * - Per device: the nonce store bounds its share ('nonce-share-full') and `deviceRateLimiter` (key: device id)
+ *   its accepted knocks ('device-rate-limited'), both after the replay check, so a replayed packet costs the
+ *   device nothing.
  * - Every rejection is a value `{ ok: false, reason }` with a `RejectReason`, counted (`rejected`,
  *   `rejected.<reason>`) and audited as 'packet.rejected' (unless the optional `rejectAuditLimiter` is exhausted:
  *   then counted as `audit.suppressed`). Every acceptance is counted and audited as 'packet.accepted' with a
@@ -64,7 +71,10 @@ export interface ReceiverDeps {
   readonly grants: GrantOpener;
   readonly audit: AuditSink;
   readonly clock: Clock;
+  /** [BC1-2] Failures per (source, key id): peeked before authentication, spent by authentication failures. */
   readonly rateLimiter: RateLimiter;
+  /** [BC1-9] Accepted knocks per device (key: device id). */
+  readonly deviceRateLimiter: RateLimiter;
   readonly counters: Counters;
   readonly config: ReceiverConfig;
   /** Optional cap on 'packet.rejected' audit lines (key 'rejected'): a junk flood is counted, not logged line by line. */
@@ -126,12 +136,14 @@ export function replayIdHash(replayId: string): string {
   return createHash('sha256').update(replayId).digest('hex').slice(0, REPLAY_ID_HASH_HEX_LENGTH);
 }
 
-/** A datagram that passed `screenDatagram`: framed, within its source's rate, ready for `continueDatagram`. */
+/** A datagram that passed `screenDatagram`: framed, within its failure limit, ready for `continueDatagram`. */
 export interface ScreenedDatagram {
   readonly pass: true;
   readonly source: RemoteEndpoint;
   readonly frame: Frame;
   readonly trace: Trace;
+  /** Its [BC1-2] failure bucket, spent if it fails authentication. */
+  readonly limitKey: string;
 }
 
 /** What `screenDatagram` decided: go on, or already rejected (counted and audited). */
@@ -151,9 +163,10 @@ export function screenDatagram(bytes: Uint8Array, remote: RemoteEndpoint, deps: 
     const frame = frameStep(bytes); // [BC1-1]
     if (!frame.ok) return { pass: false, outcome: rejected(frame.reason, source, trace, deps) };
     trace.format = frame.value.format;
-    const limited = rateLimitStep(source, deps); // [BC1-2]
+    const limitKey = failureLimitKey(source, frame.value);
+    const limited = rateLimitStep(limitKey, deps); // [BC1-2]
     if (!limited.ok) return { pass: false, outcome: rejected(limited.reason, source, trace, deps) };
-    return { pass: true, source, frame: frame.value, trace };
+    return { pass: true, source, frame: frame.value, trace, limitKey };
   } catch {
     return { pass: false, outcome: rejected('internal-error', source, trace, deps) };
   }
@@ -169,6 +182,7 @@ export async function continueDatagram(
   try {
     const outcome = await runPipeline(bytes, source, screened.frame, deps, trace);
     if (outcome.ok) return accepted(outcome.value, deps);
+    if (AUTHENTICATION_FAILURES.has(outcome.reason)) deps.rateLimiter.take(screened.limitKey); // [BC1-2]
     return rejected(outcome.reason, source, trace, deps);
   } catch {
     return rejected('internal-error', source, trace, deps);
@@ -203,6 +217,8 @@ async function runPipeline(
   if (!allowed.ok) return allowed;
   const recorded = await replayStep(request.value, deps); // [BC1-8]
   if (!recorded.ok) return recorded;
+  // [BC1-9] accepted knocks per device, after the replay check (a replay costs the device nothing).
+  if (!deps.deviceRateLimiter.take(request.value.device.id)) return reject('device-rate-limited');
   return grantStep(request.value, source, deps); // [BC1-9]
 }
 
@@ -239,9 +255,27 @@ function frameStep(bytes: Uint8Array): Step<Frame> {
   return frame.ok ? ok({ format: 'fwknop', frame: frame.value }) : reject(FWKNOP_FRAME_REJECT[frame.reason]);
 }
 
-// [BC1-2] One token per datagram that passed the frame check, per source address (IPv6: per /64).
-function rateLimitStep(source: RemoteEndpoint, deps: ReceiverDeps): Step<true> {
-  return deps.rateLimiter.take(rateLimitKey(source)) ? ok(true) : reject('rate-limited');
+/**
+ * [BC1-2] The failure bucket of a framed datagram: its source address (IPv6: its /64) and, for BC1, the key id it
+ * names. Junk that does not carry a device's key id never touches that device's bucket.
+ */
+function failureLimitKey(source: RemoteEndpoint, frame: Frame): string {
+  const prefix = rateLimitKey(source);
+  return frame.format === 'bc1' ? `${prefix} bc1 ${frame.header.keyId}` : `${prefix} fwknop`;
+}
+
+/** The reasons that spend a [BC1-2] token: the packet did not authenticate (or did, with nothing usable). */
+const AUTHENTICATION_FAILURES: ReadonlySet<RejectReason> = new Set<RejectReason>([
+  'unknown-key',
+  'device-disabled',
+  'key-inactive',
+  'auth-failed',
+  'malformed',
+]);
+
+// [BC1-2] Peeked before any lookup or crypto; spent only when the packet then fails authentication.
+function rateLimitStep(limitKey: string, deps: ReceiverDeps): Step<true> {
+  return deps.rateLimiter.peek(limitKey) ? ok(true) : reject('rate-limited');
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -386,11 +420,16 @@ function policyStep(request: Request, source: RemoteEndpoint): Step<true> {
 async function replayStep(request: Request, deps: ReceiverDeps): Promise<Step<true>> {
   let result: Awaited<ReturnType<NonceStore['record']>>;
   try {
-    // Remembered until the packet could no longer pass the clock step anyway.
-    result = await deps.nonces.record(request.replayId, request.timestampMs + deps.config.clockWindowMs);
+    // Remembered until the packet could no longer pass the clock step anyway; owned by the device (its share).
+    result = await deps.nonces.record(
+      request.replayId,
+      request.timestampMs + deps.config.clockWindowMs,
+      request.device.id,
+    );
   } catch {
     return reject('nonce-store-unavailable'); // fail closed
   }
+  if (result === 'share-full') return reject('nonce-share-full');
   return result === 'fresh' ? ok(true) : reject('replay');
 }
 

@@ -13,6 +13,10 @@
  *   once per `sweepIntervalMs` of the injected clock. Memory is bounded by `maxEntries`: when full even after a
  *   sweep, `record` throws `NonceStoreFullError` and the receiver fails closed (never evicts a live record,
  *   which would allow a replay). Only authenticated packets reach the store, so filling it needs valid keys.
+ * - Each owner's share is bounded by `maxEntriesPerOwner` (the receiver passes the device id): an owner holding
+ *   that many live records gets 'share-full' (nothing recorded; the store sweeps early, at most once a second,
+ *   before it says so), so one stolen key cannot fill the store: its device is refused, every other device
+ *   still gets in. Records without an owner count only against `maxEntries`.
  */
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
 
@@ -24,21 +28,35 @@ export interface MemoryNonceStoreOptions {
   readonly clock: Clock;
   /** @default 1_000_000 */
   readonly maxEntries?: number;
+  /** Live records one owner (device) may hold. @default 4096 (DEFAULT_MAX_NONCES_PER_DEVICE) */
+  readonly maxEntriesPerOwner?: number;
   /** @default 10_000 */
   readonly sweepIntervalMs?: number;
+}
+
+/** A device's share of a replay store: far above any real device's knocks within two clock windows. */
+export const DEFAULT_MAX_NONCES_PER_DEVICE = 4096;
+
+interface NonceRecord {
+  readonly expiresAt: number;
+  readonly owner: string | undefined;
 }
 
 export class MemoryNonceStore implements NonceStore {
   readonly notBefore: number;
   readonly #clock: Clock;
   readonly #maxEntries: number;
+  readonly #maxEntriesPerOwner: number;
   readonly #sweepIntervalMs: number;
-  readonly #expiries = new Map<string, number>();
+  readonly #records = new Map<string, NonceRecord>();
+  /** Live records per owner. */
+  readonly #owned = new Map<string, number>();
   #lastSweep: number;
 
   constructor(options: MemoryNonceStoreOptions) {
     this.#clock = options.clock;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
+    this.#maxEntriesPerOwner = options.maxEntriesPerOwner ?? DEFAULT_MAX_NONCES_PER_DEVICE;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 10_000;
     this.notBefore = this.#clock.now();
     this.#lastSweep = this.notBefore;
@@ -46,32 +64,40 @@ export class MemoryNonceStore implements NonceStore {
 
   /** Live (not yet swept) records. */
   get size(): number {
-    return this.#expiries.size;
+    return this.#records.size;
   }
 
-  async record(replayId: string, expiresAt: number): Promise<NonceRecordResult> {
-    return this.recordSync(replayId, expiresAt);
+  /** Live (not yet swept) records of one owner. */
+  ownedBy(owner: string): number {
+    return this.#owned.get(owner) ?? 0;
+  }
+
+  async record(replayId: string, expiresAt: number, owner?: string): Promise<NonceRecordResult> {
+    return this.recordSync(replayId, expiresAt, owner);
   }
 
   /** The synchronous core of `record`, shared with FileNonceStore. */
-  recordSync(replayId: string, expiresAt: number): NonceRecordResult {
-    if (this.#expiries.has(replayId)) return 'replay';
+  recordSync(replayId: string, expiresAt: number, owner?: string): NonceRecordResult {
+    if (this.#records.has(replayId)) return 'replay';
     const now = this.#clock.now();
     const sinceSweep = now - this.#lastSweep;
-    // Sweep on schedule, or early when full (at most once a second, so a full store is not swept per packet).
+    const ownerFull = () => owner !== undefined && this.ownedBy(owner) >= this.#maxEntriesPerOwner;
+    // Sweep on schedule, or early when full or the owner's share is (at most once a second, so a full store or
+    // share is not swept per packet).
     if (
       sinceSweep >= this.#sweepIntervalMs ||
-      (this.#expiries.size >= this.#maxEntries && sinceSweep >= 1000)
+      ((this.#records.size >= this.#maxEntries || ownerFull()) && sinceSweep >= 1000)
     ) {
       this.sweep(now);
     }
-    if (this.#expiries.size >= this.#maxEntries) {
+    if (ownerFull()) return 'share-full';
+    if (this.#records.size >= this.#maxEntries) {
       throw new NonceStoreFullError(
-        `nonce store holds ${this.#expiries.size} live records (maxEntries ${this.#maxEntries}): refusing new ` +
+        `nonce store holds ${this.#records.size} live records (maxEntries ${this.#maxEntries}): refusing new ` +
           'packets until records expire; raise maxEntries if this is legitimate load',
       );
     }
-    this.#expiries.set(replayId, expiresAt);
+    this.#insert(replayId, { expiresAt, owner });
     return 'fresh';
   }
 
@@ -79,27 +105,44 @@ export class MemoryNonceStore implements NonceStore {
   sweep(now: number = this.#clock.now()): number {
     this.#lastSweep = now;
     let dropped = 0;
-    for (const [id, expiresAt] of this.#expiries) {
-      if (expiresAt < now) {
-        this.#expiries.delete(id);
+    for (const [id, record] of this.#records) {
+      if (record.expiresAt < now) {
+        this.#records.delete(id);
+        if (record.owner !== undefined) this.#disown(record.owner);
         dropped += 1;
       }
     }
     return dropped;
   }
 
-  /** Live records as [replayId, expiresAt] pairs (for the file store's compaction). */
-  entries(): IterableIterator<[string, number]> {
-    return this.#expiries.entries();
+  /** Live records as [replayId, expiresAt, owner] (for the file store's compaction). */
+  *entries(): IterableIterator<[string, number, string | undefined]> {
+    for (const [id, record] of this.#records) yield [id, record.expiresAt, record.owner];
   }
 
-  /** Loads a record without the fresh/replay decision (for the file store's start-up). */
-  restore(replayId: string, expiresAt: number): void {
-    const current = this.#expiries.get(replayId);
-    this.#expiries.set(replayId, Math.max(current ?? expiresAt, expiresAt));
+  /** Loads a record without the fresh/replay decision or the share check (for the file store's start-up). */
+  restore(replayId: string, expiresAt: number, owner?: string): void {
+    const current = this.#records.get(replayId);
+    if (current === undefined) {
+      this.#insert(replayId, { expiresAt, owner });
+      return;
+    }
+    this.#records.set(replayId, { expiresAt: Math.max(current.expiresAt, expiresAt), owner: current.owner });
   }
 
   async close(): Promise<void> {
-    this.#expiries.clear();
+    this.#records.clear();
+    this.#owned.clear();
+  }
+
+  #insert(replayId: string, record: NonceRecord): void {
+    this.#records.set(replayId, record);
+    if (record.owner !== undefined) this.#owned.set(record.owner, this.ownedBy(record.owner) + 1);
+  }
+
+  #disown(owner: string): void {
+    const left = this.ownedBy(owner) - 1;
+    if (left > 0) this.#owned.set(owner, left);
+    else this.#owned.delete(owner);
   }
 }

@@ -4,7 +4,9 @@
  * Contract:
  * - Each key (a source address, see `rateLimitKey` in source-address.ts) owns a bucket holding at most `burst`
  *   tokens, refilled continuously at `ratePerSecond`. `take(key)` spends one token and returns true, or returns
- *   false (nothing spent) when the bucket holds less than one. A key never seen before starts full.
+ *   false (nothing spent) when the bucket holds less than one. A key never seen before starts full. `peek(key)`
+ *   says whether `take` would succeed, spending nothing and tracking nothing new (the receiver peeks before
+ *   authentication and takes only for packets that fail it, [BC1-2]).
  * - Memory is bounded: at most `maxSources` buckets are tracked; when a new key would exceed it, the least
  *   recently used bucket is forgotten (that source starts full again: an attacker cycling through many spoofed
  *   sources gains at most one burst per eviction, while the expensive steps stay behind authentication).
@@ -16,6 +18,8 @@ import type { Clock } from '../core/interfaces.ts';
 export interface RateLimiter {
   /** Spend one token for `key`; false = over the limit. */
   take(key: string): boolean;
+  /** Whether `take(key)` would succeed now; spends nothing, tracks no new key. */
+  peek(key: string): boolean;
   /** Number of buckets currently tracked (≤ maxSources). */
   readonly size: number;
 }
@@ -68,6 +72,13 @@ export class TokenBucketRateLimiter implements RateLimiter {
 
   get size(): number {
     return this.#buckets.size;
+  }
+
+  peek(key: string): boolean {
+    const bucket = this.#buckets.get(key);
+    if (bucket === undefined) return true;
+    const elapsed = Math.max(0, this.#clock.now() - bucket.updatedAt);
+    return Math.min(this.#burst, bucket.tokens + elapsed * this.#ratePerMs) >= 1;
   }
 
   take(key: string): boolean {

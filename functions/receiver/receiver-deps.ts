@@ -6,7 +6,13 @@
  * Config is validated once here; a bad value throws `ReceiverConfigError` naming the field, value and range.
  */
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS } from '../../spa/limits.ts';
-import { MAX_GRANT_SECONDS } from '../core/deployment.ts';
+import {
+  DEFAULT_DEVICE_KNOCK_BURST,
+  DEFAULT_DEVICE_KNOCKS_PER_MINUTE,
+  DEFAULT_MAX_ADDRESSES_PER_DEVICE,
+  MAX_ADDRESSES_PER_DEVICE,
+  MAX_GRANT_SECONDS,
+} from '../core/deployment.ts';
 import type {
   AuditSink,
   Clock,
@@ -38,11 +44,43 @@ export interface CreateReceiverDepsOptions {
   /** @default systemTimers */
   readonly timers?: Timers;
   readonly config?: Partial<ReceiverConfig>;
-  /** Per-source token bucket. @default 20 burst, 5 per second, 65536 sources */
+  /** [BC1-2] Failure bucket per (source, key id). @default 20 burst, 5 per second, 65536 buckets */
   readonly rateLimit?: Omit<TokenBucketOptions, 'clock'>;
+  /** Per-device bounds [BC1-9]; each validated here. */
+  readonly deviceBounds?: Partial<DeviceBounds>;
   /** Cap on 'packet.rejected' audit lines; `false` audits every rejection. @default 200 burst, 50 per second */
   readonly rejectAudit?: { readonly burst: number; readonly ratePerSecond: number } | false;
   readonly counters?: Counters;
+}
+
+export interface DeviceBounds {
+  /** Source addresses one device may hold grants for at once; the oldest is released beyond it. @default 4 */
+  readonly maxAddressesPerDevice: number;
+  /** Accepted knocks per device: bucket capacity. @default 20 */
+  readonly knockBurst: number;
+  /** Accepted knocks per device: refill per minute. @default 60 */
+  readonly knocksPerMinute: number;
+}
+
+export function validateDeviceBounds(bounds: Partial<DeviceBounds> = {}): DeviceBounds {
+  const checked = (field: keyof DeviceBounds, fallback: number, max: number): number => {
+    const value = bounds[field] ?? fallback;
+    if (!Number.isInteger(value) || value < 1 || value > max) {
+      throw new ReceiverConfigError(
+        `receiver config ${field}: received ${String(value)}; expected an integer in 1..${max} (default ${fallback}).`,
+      );
+    }
+    return value;
+  };
+  return Object.freeze({
+    maxAddressesPerDevice: checked(
+      'maxAddressesPerDevice',
+      DEFAULT_MAX_ADDRESSES_PER_DEVICE,
+      MAX_ADDRESSES_PER_DEVICE,
+    ),
+    knockBurst: checked('knockBurst', DEFAULT_DEVICE_KNOCK_BURST, 100_000),
+    knocksPerMinute: checked('knocksPerMinute', DEFAULT_DEVICE_KNOCKS_PER_MINUTE, 6_000_000),
+  });
 }
 
 /** ReceiverDeps whose grant opener is the concrete GrantManager (call `grants.close()` at shutdown). */
@@ -75,7 +113,9 @@ const noExpiryBackstop: ExpiryScheduler = Object.freeze({ schedule: async () => 
 export function createReceiverDeps(options: CreateReceiverDepsOptions): WiredReceiverDeps {
   const clock = options.clock ?? systemClock;
   const config = validateReceiverConfig(options.config);
+  const bounds = validateDeviceBounds(options.deviceBounds);
   const grants = new GrantManager({
+    maxAddressesPerDevice: bounds.maxAddressesPerDevice,
     firewall: options.firewall,
     expiry: options.expiry ?? noExpiryBackstop,
     audit: options.audit,
@@ -90,6 +130,11 @@ export function createReceiverDeps(options: CreateReceiverDepsOptions): WiredRec
     audit: options.audit,
     clock,
     rateLimiter: new TokenBucketRateLimiter({ clock, ...options.rateLimit }),
+    deviceRateLimiter: new TokenBucketRateLimiter({
+      clock,
+      burst: bounds.knockBurst,
+      ratePerSecond: bounds.knocksPerMinute / 60,
+    }),
     counters: options.counters ?? createCounters(),
     config,
     ...(rejectAudit === false

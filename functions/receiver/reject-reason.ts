@@ -7,7 +7,7 @@ export const REJECT_REASONS = Object.freeze([
   'too-short',
   'too-long',
   'bad-magic',
-  // [BC1-2] per-source rate limit
+  // [BC1-2] per-source limit on packets that failed authentication (keyed by source and BC1 key id)
   'rate-limited',
   // [BC1-3] key lookup (fwknop: no candidate device); a directory that cannot answer fails closed
   'unknown-key',
@@ -29,7 +29,10 @@ export const REJECT_REASONS = Object.freeze([
   // [BC1-8] replay record
   'replay',
   'nonce-store-unavailable',
-  // [BC1-9] grant
+  // [BC1-8] the device's share of the replay store is full (one key cannot fill the store for everyone)
+  'nonce-share-full',
+  // [BC1-9] the device's accepted knocks per minute; the grant
+  'device-rate-limited',
   'grant-failed',
   // a bug or an adapter throwing where it must not: the packet is dropped, the receiver lives on
   'internal-error',

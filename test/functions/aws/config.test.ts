@@ -39,6 +39,7 @@ describe('AWS receiver config', () => {
       grantSeconds: 30,
       clockWindowSeconds: 60,
       rulesPerGroup: 60,
+      maxAddressesPerDevice: 4,
       coalesceMs: 20,
       ec2Attempts: 8,
       healthPort: undefined,
@@ -101,7 +102,7 @@ describe('AWS receiver config', () => {
     expect(text).toContain('BLACKCLOUD_BROKER_SECURITY_GROUP_IDS=sg-0123456789abcdef0,sg-0fedcba9876543210');
     expect(text).toContain('BLACKCLOUD_SPA_PORT=62201');
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
-    expect(text.split('\n')).toHaveLength(17);
+    expect(text.split('\n')).toHaveLength(18);
   });
 });
 

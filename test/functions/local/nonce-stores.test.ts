@@ -91,6 +91,29 @@ describe('FileNonceStore', () => {
     await second.close();
   });
 
+  it("bounds each device's share, and the share survives a restart (the owner is on the line)", async () => {
+    const time = new VirtualTime(T0);
+    const first = await FileNonceStore.open({
+      path,
+      clock: time,
+      durability: 'write',
+      maxEntriesPerOwner: 50,
+    });
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => first.record(`stolen-${i}`, T0 + 60_000, 'stolen-device')),
+    );
+    expect(results.filter((r) => r === 'fresh')).toHaveLength(50);
+    expect(results.filter((r) => r === 'share-full')).toHaveLength(150);
+    expect(await first.record('legit-1', T0 + 60_000, 'demo-device')).toBe('fresh');
+    await first.close();
+    expect((await readFile(path, 'utf8')).split('\n')[1]).toBe(`stolen-0 ${T0 + 60_000} stolen-device`);
+    const second = await FileNonceStore.open({ path, clock: time, maxEntriesPerOwner: 50 });
+    expect(second.ownedBy('stolen-device')).toBe(50);
+    expect(await second.record('stolen-x', T0 + 60_000, 'stolen-device')).toBe('share-full');
+    expect(await second.record('legit-2', T0 + 60_000, 'demo-device')).toBe('fresh');
+    await second.close();
+  });
+
   it('the answer fresh is given only after the line is in the file; the file is 0600', async () => {
     const time = new VirtualTime(T0);
     const store = await FileNonceStore.open({ path, clock: time });

@@ -89,11 +89,16 @@ const CASES: readonly Case[] = [
     send: (h) => send(h, new Uint8Array(60)),
   },
   {
-    title: 'BC1 second knock over the per-source limit (burst 1)',
+    // [BC1-2] the per-source bucket is spent only by failed authentication (keyed by source and key id): an
+    // accepted knock spends nothing, a forged one with the same key id spends the only token.
+    title: 'BC1 knock after a failed one from the same source and key id (burst 1)',
     want: 'rate-limited',
     setup: { rateLimit: { burst: 1, ratePerSecond: 0.001 } },
     send: async (h) => {
       expect((await send(h, bc1Packet({ timestampMs: T0 }))).ok).toBe(true);
+      expect((await send(h, bc1Packet({ timestampMs: T0, key: bytesFrom('not the key', 32) }))).ok).toBe(
+        false,
+      );
       return send(h, bc1Packet({ timestampMs: T0 }));
     },
   },
@@ -172,6 +177,24 @@ const CASES: readonly Case[] = [
       const packet = bc1Packet({ timestampMs: T0 });
       expect((await send(h, packet)).ok).toBe(true);
       return send(h, packet);
+    },
+  },
+  {
+    title: "BC1 knock when the device's share of the nonce store is full (share 1)",
+    want: 'nonce-share-full',
+    setup: { nonces: new MemoryNonceStore({ clock: { now: () => T0 - 3_600_000 }, maxEntriesPerOwner: 1 }) },
+    send: async (h) => {
+      expect((await send(h, bc1Packet({ timestampMs: T0 }))).ok).toBe(true);
+      return send(h, bc1Packet({ timestampMs: T0 }));
+    },
+  },
+  {
+    title: 'BC1 knock over the device budget of accepted knocks (burst 1)',
+    want: 'device-rate-limited',
+    setup: { deviceBounds: { knockBurst: 1, knocksPerMinute: 1 } },
+    send: async (h) => {
+      expect((await send(h, bc1Packet({ timestampMs: T0 }))).ok).toBe(true);
+      return send(h, bc1Packet({ timestampMs: T0 }));
     },
   },
   {
@@ -350,7 +373,15 @@ describe('handleDatagram: one case per outcome ([BC1-1]..[BC1-9], docs/protocol.
       // Nothing reached the firewall, except the attempt that failed (grant-failed) and the cases whose first,
       // valid packet was accepted before the rejected one (rate-limited, replay).
       const allows = h.firewall.calls.filter((call) => call.op === 'allow').length;
-      const wantAllows = ['grant-failed', 'rate-limited', 'replay'].includes(testCase.want) ? 1 : 0;
+      const wantAllows = [
+        'grant-failed',
+        'rate-limited',
+        'replay',
+        'nonce-share-full',
+        'device-rate-limited',
+      ].includes(testCase.want)
+        ? 1
+        : 0;
       expect(allows).toBe(wantAllows);
     });
   });

@@ -14,7 +14,11 @@ import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { StaticDeviceDirectory } from '../../../functions/local/file-device-directory.ts';
 import { noopExpiryScheduler } from '../../../functions/local/noop-expiry-scheduler.ts';
 import { MemoryNonceStore } from '../../../functions/receiver/memory-nonce-store.ts';
-import { createReceiverDeps, type WiredReceiverDeps } from '../../../functions/receiver/receiver-deps.ts';
+import {
+  createReceiverDeps,
+  type DeviceBounds,
+  type WiredReceiverDeps,
+} from '../../../functions/receiver/receiver-deps.ts';
 import { encodeBc1 } from '../../../spa/bc1.ts';
 import { encodeFwknop, type FwknopMessageInput } from '../../../spa/fwknop.ts';
 import type { AccessEntry, IpAddress } from '../../../spa/types.ts';
@@ -174,6 +178,7 @@ export function harness(
     devices?: readonly Device[];
     nonces?: NonceStore;
     rateLimit?: { burst: number; ratePerSecond: number };
+    deviceBounds?: Partial<DeviceBounds>;
   } = {},
 ): Harness {
   const time = new VirtualTime(T0 - 3_600_000);
@@ -192,6 +197,7 @@ export function harness(
     timers: time,
     rejectAudit: false,
     ...(options.rateLimit === undefined ? {} : { rateLimit: options.rateLimit }),
+    ...(options.deviceBounds === undefined ? {} : { deviceBounds: options.deviceBounds }),
   });
   return { time, firewall, audit, nonces, directory, deps };
 }

@@ -6,7 +6,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { UdpPortInUseError } from '../../../functions/receiver/errors.ts';
 import { type RunningReceiver, startReceiver } from '../../../functions/receiver/udp-receiver.ts';
-import { bc1Packet, bytesFrom, fwknopPacket, type Harness, harness, T0 } from './helpers.ts';
+import { bc1Packet, bytesFrom, fwknopPacket, type Harness, harness, makeDevice, T0 } from './helpers.ts';
 
 interface Sender {
   readonly replies: Buffer[];
@@ -101,7 +101,9 @@ describe('startReceiver over real UDP on 127.0.0.1', () => {
   });
 
   it('junk, oversize, empty and a flood get no byte back; a valid knock still gets in afterwards', async () => {
-    const h = harness();
+    // The device on 127.0.0.2 is another device than the flood's valid knocks (those spend demo-device's budget).
+    const second = { keyId: 0x0200_0002, key: bytesFrom('second device key', 32) };
+    const h = harness({ devices: [makeDevice(), makeDevice({ id: 'second-device', nativeKeys: [second] })] });
     const receiver = await start(h);
     const attacker = await openSender('127.0.0.1', receiver.address);
 
@@ -134,7 +136,7 @@ describe('startReceiver over real UDP on 127.0.0.1', () => {
         kind === 0
           ? bytesFrom(`junk ${i}`, 1 + (i % 200))
           : kind === 1
-            ? Uint8Array.from([0xb1, ...bytesFrom(`fake bc1 ${i}`, 60)])
+            ? bc1Packet({ timestampMs: T0, key: bytesFrom('not the key', 32) }) // one key id: its failure bucket
             : bc1Packet({ timestampMs: T0 });
       await attacker.send(bytes);
       if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
@@ -149,7 +151,7 @@ describe('startReceiver over real UDP on 127.0.0.1', () => {
     const acceptedBefore = receiver.counters().accepted ?? 0;
     await vi.waitFor(
       async () => {
-        await device.send(bc1Packet({ timestampMs: T0 }));
+        await device.send(bc1Packet({ timestampMs: T0, ...second }));
         await new Promise((resolve) => setTimeout(resolve, 20));
         expect(h.firewall.isOpen('127.0.0.2', 'tcp/8883')).toBe(true);
       },
