@@ -234,8 +234,10 @@ describe('blackcloud up --firewall nftables, device in another network namespace
       socket.on('message', (m) => { bytesBack += m.length; });
       socket.on('error', () => { icmpError = true; });
       await new Promise((done) => socket.connect(Number(port), host, done));
+      // Half the flood is BC1-shaped with one key id: the per-source budget (source and key id, spent by
+      // authentication failures) must engage; the other half is random bytes.
       const datagrams = [Buffer.alloc(0), Buffer.from('hello?'), Buffer.alloc(1400, 0x41), Buffer.alloc(9000, 0xb1)];
-      for (let i = 0; i < 2000; i++) { const b = randomBytes(48 + (i % 40)); if (i % 2) b[0] = 0xb1; datagrams.push(b); }
+      for (let i = 0; i < 2000; i++) { const b = randomBytes(48 + (i % 40)); if (i % 2) { b[0] = 0xb1; b.writeUInt32BE(0xdeadbeef, 1); } datagrams.push(b); }
       for (const d of datagrams) await new Promise((done) => socket.send(d, done));
       await new Promise((done) => setTimeout(done, 1000));
       console.log(JSON.stringify({ sent: datagrams.length, bytesBack, icmpError }));

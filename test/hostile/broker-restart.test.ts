@@ -62,6 +62,8 @@ describe('broker restart with devices connected through the gate', () => {
       audit: h.audit,
       clock: h.time,
       timers: h.time,
+      // The harness's one device key stands for the five devices here: let it hold five addresses.
+      deviceBounds: { maxAddressesPerDevice: 5 },
     });
     receiver = await startReceiver({ host: '127.0.0.1', port: 0, deps });
 

@@ -85,6 +85,9 @@ describe('fuzzing handleDatagram', () => {
           timers: base.time,
           rejectAudit: false,
           rateLimit: { burst: 1_000_000_000, ratePerSecond: 1_000_000_000 },
+          // Likewise the per-device knock budget: the fuzzer re-sends the device's own authentic packets, and a
+          // budget (or address cap) spent on them would hide the deep steps (both tested in device-bounds.test.ts).
+          deviceBounds: { knockBurst: 100_000, knocksPerMinute: 6_000_000, maxAddressesPerDevice: 1000 },
         }),
       };
       const nonces = h.nonces;
@@ -158,15 +161,17 @@ describe('fuzzing handleDatagram', () => {
 
 describe('the synchronous screen (what the socket loop runs first)', () => {
   it('rejects exactly what handleDatagram rejects at the frame and rate-limit steps, without a promise', async () => {
-    const a = harness();
-    const b = harness();
+    // One set of deps, as the socket loop has: the per-source budget is spent by authentication failures, which
+    // only the full pipeline sees, so the screen must read the state that the pipeline wrote.
+    const h = harness();
     const fuzzer = new PacketFuzzer(SEED, validPackets(), BC1_KEY_ID);
     let screenedOut = 0;
     for (let i = 0; i < 20_000; i++) {
       const { bytes } = fuzzer.next();
       const source = SOURCES[i % 3]!; // few sources: the rate limit engages
-      const screened = screenDatagram(bytes, source, a.deps);
-      const full = await handleDatagram(bytes, source, b.deps);
+      const screened = screenDatagram(bytes, source, h.deps);
+      // A screen rejection spends nothing, so the pipeline on the same deps must reach the same outcome.
+      const full = await handleDatagram(bytes, source, h.deps);
       if (!screened.pass) {
         screenedOut++;
         expect(screened.outcome).not.toBeInstanceOf(Promise);
@@ -178,14 +183,15 @@ describe('the synchronous screen (what the socket loop runs first)', () => {
       }
     }
     expect(screenedOut).toBeGreaterThan(10_000);
-    await a.deps.grants.close();
-    await b.deps.grants.close();
+    await h.deps.grants.close();
   });
 });
 
 describe('fuzzing the receiver over real UDP', () => {
   it('20,000 hostile datagrams from two sockets: not one byte back, no ICMP error, a valid knock still gets in', async () => {
-    const h = harness();
+    // The fuzzer re-sends the device's own authentic packets: without a wide per-device budget, those (not the junk)
+    // would spend the device's knocks before its own (device-bounds.test.ts tests the budget).
+    const h = harness({ deviceBounds: { knockBurst: 100_000, knocksPerMinute: 6_000_000 } });
     const receiver = await startReceiver({ host: '127.0.0.1', port: 0, deps: h.deps });
     const replies: Buffer[] = [];
     const errors: Error[] = [];
