@@ -5,8 +5,13 @@
  * (epoch ms).
  *
  * Contract:
- * - `apply` is serialised per store. 'add-pending' writes the key item first (conditional: the key id must be
- *   new), then adds its id to the device item's `keyIds`, so the receiver never sees an id without its key.
+ * - `list()` lists the fleet once and reads the device and key items in batches (BatchGetItem, 100 keys per call,
+ *   consistent), never per device; it leaves `enabled` out (a thing attribute: `get` reads it, through the
+ *   directory). `get` reads one device: the directory (cached), then its device item and its key items (a batch).
+ * - `apply` is serialised per store. 'add-pending' writes the key item first, conditional on `key#<id>` not
+ *   existing: that put is the key id's reservation, and a taken id rejects with `KeyIdTakenError` (nothing
+ *   changed; the controller draws another). Then it adds the id to the device item's `keyIds`, so the receiver
+ *   never sees an id without its key.
  *   'confirm' sets the key's state, then lowers every other listed key's `notAfter` (a condition keeps an
  *   earlier end). 'remove' drops the ids from `keyIds` first (the receiver refuses them from then on), then
  *   deletes the key items.
@@ -16,6 +21,8 @@
  *   `DeviceRecordError`. Key material is never logged.
  */
 import {
+  BatchGetItemCommand,
+  type BatchGetItemCommandOutput,
   DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
@@ -23,11 +30,13 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import type { IoTClient } from '@aws-sdk/client-iot';
-import type {
-  DeviceKeys,
-  KeyChange,
-  KeyGeneration,
-  KeyGenerationStore,
+import {
+  type DeviceKeys,
+  type KeyChange,
+  type KeyGeneration,
+  type KeyGenerationStore,
+  KeyIdTakenError,
+  type ListedDeviceKeys,
 } from '../core/key-rotation-interfaces.ts';
 import {
   deviceItemKey,
@@ -51,6 +60,9 @@ export interface DynamoKeyStoreOptions {
   /** @default directory.invalidate() */
   readonly onChange?: () => Promise<void> | void;
 }
+
+const BATCH_GET_LIMIT = 100;
+const BATCH_GET_ATTEMPTS = 5;
 
 function generationOf(item: Item): KeyGeneration {
   const { key } = parseKeyItem(item);
@@ -80,10 +92,6 @@ export class DynamoKeyStore implements KeyGenerationStore {
     this.#o = options;
   }
 
-  #fleet(): Promise<string[]> {
-    return listFleetThings(this.#o.iot, this.#o.fleetThingGroup);
-  }
-
   async #getItem(pk: string): Promise<Item | undefined> {
     const result = await this.#o.dynamodb.send(
       new GetItemCommand({ TableName: this.#o.devicesTable, Key: { pk: { S: pk } }, ConsistentRead: true }),
@@ -91,31 +99,69 @@ export class DynamoKeyStore implements KeyGenerationStore {
     return result.Item;
   }
 
-  async #keyItems(deviceId: string): Promise<Item[]> {
-    const record = parseDeviceItem(deviceId, await this.#getItem(deviceItemKey(deviceId)));
-    const items: Item[] = [];
-    for (const keyId of record.keyIds) {
-      const item = await this.#getItem(keyItemKey(keyId));
-      if (item !== undefined && item.deviceId?.S === deviceId) items.push(item);
+  /** The items named by `pks` that exist, keyed by pk: one consistent BatchGetItem per 100 keys. */
+  async #batchGet(pks: readonly string[]): Promise<Map<string, Item>> {
+    const { dynamodb, devicesTable } = this.#o;
+    const found = new Map<string, Item>();
+    const unique = [...new Set(pks)]; // BatchGetItem refuses duplicate keys
+    for (let i = 0; i < unique.length; i += BATCH_GET_LIMIT) {
+      let keys: Item[] = unique.slice(i, i + BATCH_GET_LIMIT).map((pk) => ({ pk: { S: pk } }));
+      for (let attempt = 1; keys.length > 0; attempt++) {
+        if (attempt > BATCH_GET_ATTEMPTS) {
+          throw new Error(
+            `devices table ${devicesTable}: BatchGetItem left ${keys.length} keys unprocessed after ` +
+              `${BATCH_GET_ATTEMPTS} attempts (throttled?): retried at the next tick`,
+          );
+        }
+        const result: BatchGetItemCommandOutput = await dynamodb.send(
+          new BatchGetItemCommand({ RequestItems: { [devicesTable]: { Keys: keys, ConsistentRead: true } } }),
+        );
+        for (const item of result.Responses?.[devicesTable] ?? []) {
+          if (item.pk?.S !== undefined) found.set(item.pk.S, item);
+        }
+        keys = result.UnprocessedKeys?.[devicesTable]?.Keys ?? [];
+      }
     }
-    return items;
+    return found;
   }
 
-  async list(): Promise<readonly DeviceKeys[]> {
-    const devices: DeviceKeys[] = [];
-    for (const deviceId of await this.#fleet()) {
-      const found = await this.get(deviceId);
-      if (found !== undefined) devices.push(found);
+  /** The generations of each device, from their device items: two batched reads for any number of devices. */
+  async #generations(deviceIds: readonly string[]): Promise<Map<string, KeyGeneration[]>> {
+    const deviceItems = await this.#batchGet(deviceIds.map(deviceItemKey));
+    const records = deviceIds.map(
+      (deviceId) => [deviceId, parseDeviceItem(deviceId, deviceItems.get(deviceItemKey(deviceId)))] as const,
+    );
+    const keyItems = await this.#batchGet(records.flatMap(([, record]) => record.keyIds.map(keyItemKey)));
+    const generations = new Map<string, KeyGeneration[]>();
+    for (const [deviceId, record] of records) {
+      const keys: KeyGeneration[] = [];
+      for (const keyId of record.keyIds) {
+        const item = keyItems.get(keyItemKey(keyId));
+        if (item !== undefined && item.deviceId?.S === deviceId) keys.push(generationOf(item));
+      }
+      generations.set(
+        deviceId,
+        keys.sort((a, b) => a.generation - b.generation),
+      );
     }
-    return devices;
+    return generations;
+  }
+
+  /**
+   * Every fleet device's generations, for the schedule: one fleet listing, then batched reads (device items, key
+   * items; 100 per call). `enabled` is left out (a thing attribute, one DescribeThing per device): the controller
+   * reads it with `get` for the devices it acts on.
+   */
+  async list(): Promise<readonly ListedDeviceKeys[]> {
+    const fleet = await listFleetThings(this.#o.iot, this.#o.fleetThingGroup);
+    const generations = await this.#generations(fleet);
+    return fleet.map((deviceId) => ({ deviceId, keys: generations.get(deviceId) ?? [] }));
   }
 
   async get(deviceId: string): Promise<DeviceKeys | undefined> {
     const device = await this.#o.directory.device(deviceId);
     if (device === undefined) return undefined;
-    const keys = (await this.#keyItems(deviceId))
-      .map(generationOf)
-      .sort((a, b) => a.generation - b.generation);
+    const keys = (await this.#generations([deviceId])).get(deviceId) ?? [];
     return { deviceId, enabled: device.enabled, keys };
   }
 
@@ -136,18 +182,28 @@ export class DynamoKeyStore implements KeyGenerationStore {
     const { dynamodb, devicesTable: TableName } = this.#o;
     const deviceKey = { pk: { S: deviceItemKey(deviceId) } };
     if (change.type === 'add-pending') {
-      await dynamodb.send(
-        new PutItemCommand({
-          TableName,
-          Item: {
-            ...keyItem(deviceId, { keyId: change.keyId, key: change.key }),
-            generation: { N: String(change.generation) },
-            state: { S: 'pending' },
-            createdAt: { N: String(change.createdAt) },
-          },
-          ConditionExpression: 'attribute_not_exists(pk)',
-        }),
-      );
+      try {
+        // The reservation: the key item exists once, so no two devices (or rotations) can hold one key id.
+        await dynamodb.send(
+          new PutItemCommand({
+            TableName,
+            Item: {
+              ...keyItem(deviceId, { keyId: change.keyId, key: change.key }),
+              generation: { N: String(change.generation) },
+              state: { S: 'pending' },
+              createdAt: { N: String(change.createdAt) },
+            },
+            ConditionExpression: 'attribute_not_exists(pk)',
+          }),
+        );
+      } catch (error) {
+        if (awsErrorCode(error) !== 'ConditionalCheckFailedException') throw error;
+        throw new KeyIdTakenError(
+          change.keyId,
+          `key id ${change.keyId} is already reserved (${keyItemKey(change.keyId)} exists in ${TableName}): ` +
+            'draw another key id',
+        );
+      }
       await dynamodb.send(
         new UpdateItemCommand({
           TableName,
@@ -157,9 +213,9 @@ export class DynamoKeyStore implements KeyGenerationStore {
         }),
       );
     } else if (change.type === 'confirm') {
-      const others = (await this.#keyItems(deviceId))
-        .map(generationOf)
-        .filter((k) => k.keyId !== change.keyId);
+      const others = ((await this.#generations([deviceId])).get(deviceId) ?? []).filter(
+        (k) => k.keyId !== change.keyId,
+      );
       await dynamodb.send(
         new UpdateItemCommand({
           TableName,

@@ -24,6 +24,15 @@ export interface DeviceKeys {
   readonly keys: readonly KeyGeneration[];
 }
 
+/**
+ * One device as `list()` reads it in bulk. `enabled` is undefined when the store cannot read it in bulk (AWS: the
+ * flag is a thing attribute, one DescribeThing per device): the controller then reads the device (`get`) before
+ * acting on it.
+ */
+export interface ListedDeviceKeys extends Omit<DeviceKeys, 'enabled'> {
+  readonly enabled?: boolean;
+}
+
 /** A change to one device's key generations. Applied atomically by the store. */
 export type KeyChange =
   | {
@@ -42,14 +51,31 @@ export type KeyChange =
   | { readonly type: 'remove'; readonly keyIds: readonly number[] };
 
 /**
+ * Thrown by `apply` for an 'add-pending' whose key id is already reserved (by any device): nothing changed. The
+ * key id is the reservation itself (AWS: the conditional put of `key#<id>`; locally: the devices file, under its
+ * lock), so the controller draws another id and tries again.
+ */
+export class KeyIdTakenError extends Error {
+  override readonly name = 'KeyIdTakenError';
+  readonly keyId: number;
+
+  constructor(keyId: number, message: string) {
+    super(message);
+    this.keyId = keyId;
+  }
+}
+
+/**
  * Durable key generations (the device directory). `apply` is atomic per call and serialised; after it resolves,
  * the receiver's directory sees the change (the local store reloads it).
  */
 export interface KeyGenerationStore {
-  list(): Promise<readonly DeviceKeys[]>;
+  /** Every device, read in bulk (a constant number of reads per tick, or one per 100 items; never per device). */
+  list(): Promise<readonly ListedDeviceKeys[]>;
   get(deviceId: string): Promise<DeviceKeys | undefined>;
   /** The 32-byte key of a generation; undefined when unknown. Never logged. */
   keyMaterial(deviceId: string, keyId: number): Promise<Uint8Array | undefined>;
+  /** 'add-pending' with a key id already reserved rejects with `KeyIdTakenError`, changing nothing. */
   apply(deviceId: string, change: KeyChange): Promise<void>;
 }
 

@@ -3,9 +3,11 @@
  * (docs/key-lifecycle.md). The decisions are rotation-plan.ts's; this module runs the I/O.
  *
  * Contract:
- * - `rotate(id)` (on demand) or `tick()` (schedule: due devices only) generates a fresh 32-byte key and a key id
- *   unused in the directory, records it as the device's pending generation (durably, before anything is sent),
- *   then publishes the offer to the device's own key topic. A device with a pending key gets the same offer
+ * - `rotate(id)` (on demand) or `tick()` (schedule: due devices only) generates a fresh 32-byte key and a random
+ *   u32 key id, records it as the device's pending generation (durably, before anything is sent), then publishes
+ *   the offer to the device's own key topic. The store's 'add-pending' is the key id's reservation: an id already
+ *   in use rejects with `KeyIdTakenError` and another is drawn, at most `KEY_ID_ATTEMPTS` times (then the
+ *   rotation fails, naming the cause). No listing of the fleet per offer. A device with a pending key gets the same offer
  *   again instead (`tick` re-sends it every `resendMs`; `start()` re-sends every pending offer at once, so a
  *   restart mid-rotation resumes it).
  * - `handleMessage(topic, payload)` takes acks from the broker: the key must be the device's pending one, the
@@ -15,6 +17,9 @@
  * - `noteKeyUsed(id, keyId)` (after each accepted knock) confirms a pending key at first use and retires the
  *   older keys at once; it touches the store only for devices this controller knows to hold several keys
  *   (learned from its own offers, acks and every `tick()`). `tick()` removes keys whose grace has ended.
+ * - `tick()` lists the fleet once (`store.list()`, read in bulk) and decides on that snapshot; it reads a device
+ *   again (`store.get`) only before acting on it (expiry, offer, re-send) or when this controller changed it since
+ *   the list. An idle tick therefore costs the store's one bulk listing, whatever the fleet size.
  * - Operations on one device run one at a time (offers, acks, knocks, schedule), never interleaved.
  * - Every rotation, outcome and failure is audited; key material never leaves through the audit or errors.
  *   No method throws on a device's failure: it is returned as an outcome and audited.
@@ -23,11 +28,13 @@
 import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AuditSink, Clock, NonceStore, RandomSource, Timers } from '../core/interfaces.ts';
 import { encodeKeyOffer, parseKeyAck, verifyAckProof } from '../core/key-messages.ts';
-import type {
-  ControllerSession,
-  DeviceKeys,
-  KeyChange,
-  KeyGenerationStore,
+import {
+  type ControllerSession,
+  type DeviceKeys,
+  type KeyChange,
+  type KeyGenerationStore,
+  KeyIdTakenError,
+  type ListedDeviceKeys,
 } from '../core/key-rotation-interfaces.ts';
 import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
@@ -103,6 +110,8 @@ export interface RotateManyOptions {
 }
 
 const KEY_ID_BYTES = 4;
+/** Random key ids drawn per rotation before giving up (a u32 space: a collision is rare, eight in a row absurd). */
+export const KEY_ID_ATTEMPTS = 8;
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -120,6 +129,9 @@ export class KeyRotationController {
   readonly #series = new Map<string, Promise<unknown>>();
   /** Keys of unknown age (from before rotation) count their age from the controller's start. */
   readonly #startedAt: number;
+  /** When (in `#changes` order) this controller last changed each device, so a tick knows its snapshot is old. */
+  readonly #changedAt = new Map<string, number>();
+  #changes = 0;
   #timer: unknown;
   #soon: unknown;
 
@@ -219,25 +231,42 @@ export class KeyRotationController {
   /** The schedule: removes keys past their grace, rotates due devices, re-sends stale pending offers. */
   async tick(): Promise<RotateOutcome[]> {
     const outcomes: RotateOutcome[] = [];
+    const listedAt = this.#changes;
     for (const listed of await this.#deps.store.list()) {
-      const outcome = await this.#inSeries(listed.deviceId, () => this.#tickDevice(listed.deviceId));
+      const outcome = await this.#inSeries(listed.deviceId, () => this.#tickDevice(listed, listedAt));
       if (outcome !== undefined) outcomes.push(outcome);
     }
     return outcomes;
   }
 
-  async #tickDevice(deviceId: string): Promise<RotateOutcome | undefined> {
+  /** Whether the listed snapshot calls for work now (an unknown `enabled` counts as enabled: `get` tells). */
+  #mayNeedWork(listed: ListedDeviceKeys, now: number): boolean {
+    const device: DeviceKeys = { ...listed, enabled: listed.enabled ?? true };
+    if (planExpiry(device, now) !== undefined) return true;
+    const decision = planRotation(device, now, this.config, false, this.#startedAt);
+    if (decision.action !== 'resend') return decision.action === 'offer';
+    const lastSent = this.#lastSent.get(device.deviceId);
+    return lastSent === undefined || now - lastSent >= this.config.resendMs;
+  }
+
+  async #tickDevice(listed: ListedDeviceKeys, listedAt: number): Promise<RotateOutcome | undefined> {
     const { store, clock } = this.#deps;
+    const { deviceId } = listed;
     const now = clock.now();
     try {
-      // Read inside the series: an ack or a knock may have changed the record since the list.
+      const changedSince = (this.#changedAt.get(deviceId) ?? 0) > listedAt;
+      if (!changedSince && !this.#mayNeedWork(listed, now)) {
+        this.#track(deviceId, listed.keys.length);
+        return undefined;
+      }
+      // Read again inside the series before acting: an ack, a knock or another writer may have changed it.
       const device = await store.get(deviceId);
       if (device === undefined) return undefined;
       const expiry = planExpiry(device, now);
       const removed = expiry?.type === 'remove' ? expiry.keyIds : [];
       this.#track(deviceId, device.keys.length - removed.length);
       if (expiry !== undefined) {
-        await store.apply(deviceId, expiry);
+        await this.#apply(deviceId, expiry);
         this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: removed, reason: 'grace-ended' });
       }
       const lastSent = this.#lastSent.get(deviceId);
@@ -251,7 +280,7 @@ export class KeyRotationController {
   }
 
   async #rotateDevice(device: DeviceKeys, force: boolean, now: number): Promise<RotateOutcome> {
-    const { store, session, random } = this.#deps;
+    const { store, session } = this.#deps;
     const { deviceId } = device;
     const decision = planRotation(device, now, this.config, force, this.#startedAt);
     if (decision.action === 'skip') return { deviceId, status: 'skipped', reason: decision.reason };
@@ -267,11 +296,9 @@ export class KeyRotationController {
       this.#audit({ type: 'key.resent', time: now, deviceId, keyId, generation, oldKeyNotAfter });
       return { deviceId, status: 'resent', keyId };
     }
-    const keyId = await this.#freshKeyId();
-    const key = random.randomBytes(BC1_KEY_LENGTH);
-    const { generation } = decision;
     // Durable first: a crash after this line resumes by re-sending; the old key is untouched until confirmation.
-    await store.apply(deviceId, { type: 'add-pending', keyId, key, generation, createdAt: now });
+    const { keyId, key } = await this.#addPending(deviceId, decision.generation, now);
+    const { generation } = decision;
     this.#inRotation.add(deviceId);
     this.#audit({ type: 'key.offered', time: now, deviceId, keyId, generation, oldKeyNotAfter });
     await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
@@ -279,12 +306,42 @@ export class KeyRotationController {
     return { deviceId, status: 'offered', keyId };
   }
 
-  async #freshKeyId(): Promise<number> {
-    const devices = await this.#deps.store.list();
-    const taken = new Set(devices.flatMap((device) => device.keys.map((key) => key.keyId)));
-    for (;;) {
-      const keyId = Buffer.from(this.#deps.random.randomBytes(KEY_ID_BYTES)).readUInt32BE(0);
-      if (!taken.has(keyId)) return keyId;
+  /**
+   * A fresh key and a random key id, recorded as the device's pending generation. The store reserves the id (its
+   * 'add-pending' refuses an id in use with `KeyIdTakenError`); a taken id is drawn again, `KEY_ID_ATTEMPTS` times
+   * at most.
+   */
+  async #addPending(
+    deviceId: string,
+    generation: number,
+    now: number,
+  ): Promise<{ keyId: number; key: Uint8Array }> {
+    const { random } = this.#deps;
+    const taken: number[] = [];
+    let key: Uint8Array | undefined;
+    for (let attempt = 0; attempt < KEY_ID_ATTEMPTS; attempt++) {
+      const keyId = Buffer.from(random.randomBytes(KEY_ID_BYTES)).readUInt32BE(0);
+      key ??= random.randomBytes(BC1_KEY_LENGTH);
+      try {
+        await this.#apply(deviceId, { type: 'add-pending', keyId, key, generation, createdAt: now });
+        return { keyId, key };
+      } catch (error) {
+        if (!(error instanceof KeyIdTakenError)) throw error;
+        taken.push(keyId);
+      }
+    }
+    throw new Error(
+      `no free key id after ${KEY_ID_ATTEMPTS} random draws: each was already reserved ` +
+        `(key ids ${[...new Set(taken)].join(', ')}); the random source is not random, or the key id space is full`,
+    );
+  }
+
+  /** Every change goes through here, so that a tick knows which of its listed records it must read again. */
+  async #apply(deviceId: string, change: KeyChange): Promise<void> {
+    try {
+      await this.#deps.store.apply(deviceId, change);
+    } finally {
+      this.#changedAt.set(deviceId, ++this.#changes);
     }
   }
 
@@ -323,7 +380,7 @@ export class KeyRotationController {
         return refuse('replay', keyId);
       }
       const change = planAck(keyId, now, this.config);
-      await store.apply(deviceId, change);
+      await this.#apply(deviceId, change);
       this.#lastSent.delete(deviceId);
       this.#track(deviceId, device.keys.length);
       const oldKeysNotAfter = change.type === 'confirm' ? change.othersNotAfter : now;
@@ -352,7 +409,7 @@ export class KeyRotationController {
       const now = clock.now();
       const change = planKeyUsed(device, keyId, now);
       if (change === undefined) return undefined;
-      await store.apply(deviceId, change);
+      await this.#apply(deviceId, change);
       if (change.type === 'confirm') {
         this.#lastSent.delete(deviceId);
         this.#audit({
@@ -365,7 +422,7 @@ export class KeyRotationController {
         });
         const retired = device.keys.filter((key) => key.keyId !== keyId).map((key) => key.keyId);
         if (retired.length > 0) {
-          await store.apply(deviceId, { type: 'remove', keyIds: retired });
+          await this.#apply(deviceId, { type: 'remove', keyIds: retired });
           this.#audit({ type: 'key.retired', time: now, deviceId, keyIds: retired, reason: 'new-key-used' });
         }
         this.#track(deviceId, 1);

@@ -6,8 +6,9 @@
  * - `apply` is serialised: one change at a time in this process, and across processes (`blackcloud up` and
  *   `blackcloud keys rotate`, the fleet commands) by the devices-file lock (devices-file-lock.ts; a lock not
  *   refreshed for `staleLockMs` is taken over: its holder died). Each change re-reads the file under the lock, so two writers
- *   never lose each other's changes. A second pending key for one device is refused. It is atomic on disk: a new key is first written
- *   to its own key file `keys/<device>.<keyId>.bc1` (0600, temp file + rename), then the devices file is replaced
+ *   never lose each other's changes. A second pending key for one device is refused, and so is a key id that any
+ *   device in the file already uses (`KeyIdTakenError`: the file, read under the lock, is the key-id reservation).
+ *   It is atomic on disk: a new key is first written to its own key file `keys/<device>.<keyId>.bc1` (0600, temp file + rename), then the devices file is replaced
  *   atomically (0600). A crash between the two leaves an unreferenced key file, never a reference to nothing.
  * - Removing keys deletes their key files when no remaining entry references them.
  * - After every change `onChange` runs (e.g. `FileDeviceDirectory.reload()`), so the receiver sees it before
@@ -17,12 +18,13 @@
 import { readFile, rm } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { parseDocument } from 'yaml';
-import type {
-  DeviceKeys,
-  KeyChange,
-  KeyGeneration,
-  KeyGenerationStore,
-  KeyState,
+import {
+  type DeviceKeys,
+  type KeyChange,
+  type KeyGeneration,
+  type KeyGenerationStore,
+  KeyIdTakenError,
+  type KeyState,
 } from '../core/key-rotation-interfaces.ts';
 import { applyToGenerations } from '../key-rotation/rotation-plan.ts';
 import {
@@ -146,13 +148,20 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
     const before = (entry.nativeKeys ?? []).map(generationOf);
     let after: (KeyGeneration & { entry: NativeKeyEntry })[];
     if (change.type === 'add-pending') {
-      if (before.some((key) => key.keyId === change.keyId)) {
-        throw new KeyStoreError(`key id ${change.keyId} is already used by device "${deviceId}"`);
-      }
       const pending = before.find((key) => key.state === 'pending');
       if (pending !== undefined) {
         throw new KeyStoreError(
           `device "${deviceId}" already has a pending key (${pending.keyId}): it is offered again until acknowledged`,
+        );
+      }
+      // The reservation: no device in the file may use the id (read under the lock, so no one else takes it).
+      const owner = entries.find((other) =>
+        (other.nativeKeys ?? []).some((key) => key.keyId === change.keyId),
+      );
+      if (owner !== undefined) {
+        throw new KeyIdTakenError(
+          change.keyId,
+          `key id ${change.keyId} is already used by device "${owner.id}": draw another key id`,
         );
       }
       const file = `keys/${deviceId}.${change.keyId}.bc1`;

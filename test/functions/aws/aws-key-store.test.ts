@@ -8,15 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAwsControllerConfig } from '../../../functions/aws/aws-controller.ts';
 import type { AwsClients } from '../../../functions/aws/clients.ts';
 import { deviceItem, keyItem } from '../../../functions/aws/device-record.ts';
-import { DynamoKeyStore } from '../../../functions/aws/dynamo-key-store.ts';
 import { AwsConfigError } from '../../../functions/aws/errors.ts';
-import { IotDeviceDirectory } from '../../../functions/aws/iot-device-directory.ts';
 import { encodeKeyAck, makeKeyAck, parseKeyOffer } from '../../../functions/core/key-messages.ts';
-import type { ControllerSession } from '../../../functions/core/key-rotation-interfaces.ts';
-import { systemRandom, systemTimers } from '../../../functions/core/system.ts';
+import { systemRandom } from '../../../functions/core/system.ts';
 import { keyAckTopic, keyTopic } from '../../../functions/core/topics.ts';
-import { KeyRotationController } from '../../../functions/key-rotation/key-rotation-controller.ts';
-import { MemoryAuditSink } from '../../../functions/local/audit.ts';
+import { awsRotation } from '../../support/aws-rotation.ts';
 import { createTable, createThingGroup, type MotoServer, startMoto } from '../../support/moto.ts';
 
 const FLEET = 'blackcloud-fleet';
@@ -26,42 +22,8 @@ let clients: AwsClients;
 let now = 1_800_000_000_000;
 const clock = { now: () => now };
 
-/** A real (in-memory) ControllerSession: what would go to the broker is kept in order. */
-class RecordingSession implements ControllerSession {
-  readonly published: { topic: string; payload: string }[] = [];
-  async publish(topic: string, payload: string): Promise<void> {
-    this.published.push({ topic, payload });
-  }
-}
-
 function setup() {
-  const directory = new IotDeviceDirectory({
-    iot: clients.iot,
-    dynamodb: clients.dynamodb,
-    devicesTable: 'devices',
-    fleetThingGroup: FLEET,
-    clock,
-    defaultMaxOpenSeconds: 30,
-  });
-  const store = new DynamoKeyStore({
-    iot: clients.iot,
-    dynamodb: clients.dynamodb,
-    devicesTable: 'devices',
-    fleetThingGroup: FLEET,
-    directory,
-  });
-  const session = new RecordingSession();
-  const audit = new MemoryAuditSink();
-  const controller = new KeyRotationController({
-    store,
-    session,
-    audit,
-    clock,
-    random: systemRandom,
-    timers: systemTimers,
-    config: { graceMs: HOUR },
-  });
-  return { directory, store, session, audit, controller };
+  return awsRotation({ clients, fleetThingGroup: FLEET, clock, config: { graceMs: HOUR } });
 }
 
 beforeAll(async () => {

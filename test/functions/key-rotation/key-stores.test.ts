@@ -9,6 +9,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { storeNativeKey } from '../../../device-client/key-store.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import { DeviceConfigError } from '../../../functions/core/config-errors.ts';
+import { KeyIdTakenError } from '../../../functions/core/key-rotation-interfaces.ts';
+import { systemRandom, systemTimers } from '../../../functions/core/system.ts';
+import { KeyRotationController } from '../../../functions/key-rotation/key-rotation-controller.ts';
+import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { writeDeviceFile } from '../../../functions/local/device-file.ts';
 import { DeviceFileKeyStore, KeyStoreError } from '../../../functions/local/device-file-key-store.ts';
 import { removeDir, tempDir } from '../local/helpers.ts';
@@ -153,6 +157,64 @@ describe('DeviceFileKeyStore across processes', () => {
       }),
     ).rejects.toThrow('device "d1" already has a pending key (11): it is offered again until acknowledged');
     await expect(stat(`${devicesFile}.lock`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('DeviceFileKeyStore key id reservation', () => {
+  beforeEach(async () => {
+    await writeFile(join(dir!, 'keys/d2.bc1'), `${Buffer.alloc(32, 5).toString('base64')}\n`, {
+      mode: 0o600,
+    });
+    await writeDeviceFile(devicesFile, [
+      { id: 'd1', allowedAccess: ['tcp/8883'], nativeKeys: [{ keyId: 10, key: { file: 'keys/d1.bc1' } }] },
+      { id: 'd2', allowedAccess: ['tcp/8883'], nativeKeys: [{ keyId: 20, key: { file: 'keys/d2.bc1' } }] },
+    ]);
+  });
+
+  it("refuses another device's key id with KeyIdTakenError, changing nothing", async () => {
+    const before = await readFile(devicesFile, 'utf8');
+    const refused = new DeviceFileKeyStore(devicesFile).apply('d1', {
+      type: 'add-pending',
+      keyId: 20,
+      key: new Uint8Array(32),
+      generation: 1,
+      createdAt: T,
+    });
+    await expect(refused).rejects.toBeInstanceOf(KeyIdTakenError);
+    await expect(refused).rejects.toThrow('key id 20 is already used by device "d2": draw another key id');
+    expect(await readFile(devicesFile, 'utf8')).toBe(before);
+    await expect(stat(join(dir!, 'keys/d1.20.bc1'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('the controller draws another key id when the first is taken', async () => {
+    let keyIdDraws = 0;
+    const random = {
+      randomBytes: (length: number) =>
+        length === 4 && ++keyIdDraws === 1 ? new Uint8Array([0, 0, 0, 20]) : systemRandom.randomBytes(length),
+    };
+    const published: string[] = [];
+    const controller = new KeyRotationController({
+      store: new DeviceFileKeyStore(devicesFile),
+      session: { publish: async (topic) => void published.push(topic) },
+      audit: new MemoryAuditSink(),
+      clock: { now: () => T },
+      random,
+      timers: systemTimers,
+    });
+    const outcome = await controller.rotate('d1');
+    expect(outcome).toMatchObject({ deviceId: 'd1', status: 'offered' });
+    const keyId = (outcome as { keyId: number }).keyId;
+    expect(keyId).not.toBe(20);
+    expect(keyIdDraws).toBe(2);
+    expect(published).toEqual(['blackcloud/keys/d1']);
+    const keys = await new DeviceFileKeyStore(devicesFile).list();
+    expect(keys.map((device) => device.keys.map((key) => [key.keyId, key.state]))).toEqual([
+      [
+        [10, 'current'],
+        [keyId, 'pending'],
+      ],
+      [[20, 'current']],
+    ]);
   });
 });
 
