@@ -41,6 +41,7 @@ describe('AWS receiver config', () => {
       rulesPerGroup: 60,
       coalesceMs: 20,
       ec2Attempts: 8,
+      directoryRefreshSeconds: 30,
       healthPort: undefined,
       shutdown: 'revoke',
       region: 'eu-west-1',
@@ -96,12 +97,24 @@ describe('AWS receiver config', () => {
     );
   });
 
+  it('validates the device index refresh period (5..3600 s)', () => {
+    expect(
+      loadAwsReceiverConfig({ ...required, BLACKCLOUD_DIRECTORY_REFRESH_SECONDS: '60' })
+        .directoryRefreshSeconds,
+    ).toBe(60);
+    for (const bad of ['4', '3601', '1.5', 'soon']) {
+      expect(
+        configError(() => loadAwsReceiverConfig({ ...required, BLACKCLOUD_DIRECTORY_REFRESH_SECONDS: bad })),
+      ).toContain(`BLACKCLOUD_DIRECTORY_REFRESH_SECONDS=${JSON.stringify(bad)}`);
+    }
+  });
+
   it('prints the configuration as understood, one NAME=value line each', () => {
     const text = formatAwsReceiverConfig(loadAwsReceiverConfig(required));
     expect(text).toContain('BLACKCLOUD_BROKER_SECURITY_GROUP_IDS=sg-0123456789abcdef0,sg-0fedcba9876543210');
     expect(text).toContain('BLACKCLOUD_SPA_PORT=62201');
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
-    expect(text.split('\n')).toHaveLength(17);
+    expect(text.split('\n')).toHaveLength(18);
   });
 });
 
