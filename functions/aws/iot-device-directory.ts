@@ -45,12 +45,14 @@ import type {
   Timers,
 } from '../core/interfaces.ts';
 import {
+  type DeviceItem,
   deviceItemKey,
   type Item,
   keyItemKey,
   parseDeviceItem,
   parseKeyItem,
   parseThingAttributes,
+  type ThingPolicy,
 } from './device-record.ts';
 import { awsErrorCode, DeviceRecordError } from './errors.ts';
 import { listFleetThings } from './fleet-things.ts';
@@ -94,6 +96,22 @@ interface Index {
   readonly devices: Map<string, Device>;
   readonly byKeyId: Map<number, { device: Device; key: DeviceKey }>;
   fwknop: readonly Device[];
+}
+
+function toDevice(
+  id: string,
+  policy: ThingPolicy,
+  record: DeviceItem,
+  nativeKeys: readonly DeviceKey[],
+): Device {
+  return {
+    id,
+    enabled: policy.enabled,
+    allowedAccess: policy.allowedAccess,
+    maxOpenSeconds: policy.maxOpenSeconds,
+    nativeKeys,
+    ...(record.fwknop === undefined ? {} : { fwknop: record.fwknop }),
+  };
 }
 
 const isFwknopCandidate = (device: Device) => device.enabled && device.fwknop !== undefined;
@@ -250,7 +268,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
           `directory's bound of ${this.#maxDevices} (maxDevices): raise it, or split the fleet`,
       );
     }
-    const policies = new Map<string, ReturnType<typeof parseThingAttributes>>();
+    const policies = new Map<string, ThingPolicy>();
     const skip = (deviceId: string, error: unknown) => {
       if (!(error instanceof DeviceRecordError)) throw error;
       this.#o.onDeviceError?.(deviceId, error);
@@ -275,7 +293,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
       );
     }
     const deviceItems = await this.#batchGet([...policies.keys()].map(deviceItemKey));
-    const records = new Map<string, ReturnType<typeof parseDeviceItem>>();
+    const records = new Map<string, DeviceItem>();
     for (const deviceId of policies.keys()) {
       try {
         const record = parseDeviceItem(deviceId, deviceItems.get(deviceItemKey(deviceId)));
@@ -308,14 +326,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
       }
       const policy = policies.get(deviceId);
       if (policy === undefined) continue;
-      const device: Device = {
-        id: deviceId,
-        enabled: policy.enabled,
-        allowedAccess: policy.allowedAccess,
-        maxOpenSeconds: policy.maxOpenSeconds,
-        nativeKeys,
-        ...(record.fwknop === undefined ? {} : { fwknop: record.fwknop }),
-      };
+      const device = toDevice(deviceId, policy, record, nativeKeys);
       index.devices.set(deviceId, device);
       for (const key of nativeKeys) index.byKeyId.set(key.keyId, { device, key });
     }
@@ -374,15 +385,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
     );
     const record = parseDeviceItem(deviceId, item.Item);
     const keyItems = await this.#batchGet(record.keyIds.slice(0, MAX_KEYS_PER_DEVICE).map(keyItemKey));
-    const nativeKeys = this.#keysOf(deviceId, [...keyItems.values()]);
-    return {
-      id: deviceId,
-      enabled: policy.enabled,
-      allowedAccess: policy.allowedAccess,
-      maxOpenSeconds: policy.maxOpenSeconds,
-      nativeKeys,
-      ...(record.fwknop === undefined ? {} : { fwknop: record.fwknop }),
-    };
+    return toDevice(deviceId, policy, record, this.#keysOf(deviceId, [...keyItems.values()]));
   }
 
   async #inFleet(deviceId: string): Promise<boolean> {
