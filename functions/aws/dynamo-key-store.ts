@@ -15,8 +15,8 @@
  *   'confirm' sets the key's state, then lowers every other listed key's `notAfter` (a condition keeps an
  *   earlier end). 'remove' drops the ids from `keyIds` first (the receiver refuses them from then on), then
  *   deletes the key items.
- * - After each change `onChange` runs (e.g. `IotDeviceDirectory.invalidate()`), so the receiver's cached answers
- *   do not hide the change.
+ * - After each change `onChange` runs (by default `IotDeviceDirectory.refreshDevice(deviceId)`), so this
+ *   receiver's device index has the change at once (other receivers see it at their next index refresh).
  * - AWS failures reject (the controller audits them as 'key.rotation-failed'); malformed records throw
  *   `DeviceRecordError`. Key material is never logged.
  */
@@ -55,9 +55,9 @@ export interface DynamoKeyStoreOptions {
   readonly dynamodb: DynamoDBClient;
   readonly devicesTable: string;
   readonly fleetThingGroup: string;
-  /** For the devices' enabled flag (cached), and invalidated after each change. */
+  /** For the devices' enabled flag (its index), and the changed device reloaded into it after each change. */
   readonly directory: IotDeviceDirectory;
-  /** @default directory.invalidate() */
+  /** @default directory.refreshDevice(deviceId) */
   readonly onChange?: () => Promise<void> | void;
 }
 
@@ -254,6 +254,6 @@ export class DynamoKeyStore implements KeyGenerationStore {
         await dynamodb.send(new DeleteItemCommand({ TableName, Key: { pk: { S: keyItemKey(keyId) } } }));
       }
     }
-    await (this.#o.onChange ?? (() => this.#o.directory.invalidate()))();
+    await (this.#o.onChange ?? (() => this.#o.directory.refreshDevice(deviceId)))();
   }
 }

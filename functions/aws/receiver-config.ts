@@ -17,6 +17,7 @@
  *   BLACKCLOUD_MAX_ADDRESSES_PER_DEVICE   source addresses one device holds grants for default 4
  *   BLACKCLOUD_COALESCE_MS                rule changes gathered into one EC2 call, ms  default 20
  *   BLACKCLOUD_EC2_ATTEMPTS               attempts per EC2 call when throttled         default 8
+ *   BLACKCLOUD_DIRECTORY_REFRESH_SECONDS  device index full refresh period, s          default 30
  *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
  *   BLACKCLOUD_SHUTDOWN                   revoke | handover (grants at shutdown)       default revoke
  *   AWS_REGION                            Region of all the above                      required
@@ -126,6 +127,15 @@ export const awsReceiverVars = {
     expected: 'an integer 1..50 (attempts per EC2 call, with exponential backoff and jitter)',
     fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
     default: 8,
+  },
+  directoryRefreshSeconds: {
+    name: 'BLACKCLOUD_DIRECTORY_REFRESH_SECONDS',
+    schema: secondsSchema(5, 3600),
+    expected: 'an integer number of seconds 5..3600',
+    fix:
+      'set how often the device index is reloaded (the bound from enrolment or disable to effect; each reload ' +
+      'costs about one request per device, docs/operations-aws.md), or unset it for the default',
+    default: 30,
   },
   healthPort: {
     name: SCALED_RECEIVER_ENV.healthPort,

@@ -75,6 +75,8 @@ export interface StartAwsReceiverOptions {
 
 export interface AwsReceiver {
   readonly receiver: RunningReceiver;
+  /** The device index (refreshed in the background; `refresh()` reloads it now). */
+  readonly directory: IotDeviceDirectory;
   readonly firewall: SecurityGroupFirewall;
   /**
    * The key-rotation controller while this receiver holds the controller lease and runs it (undefined when
@@ -136,8 +138,26 @@ export async function startAwsReceiver(
     fleetThingGroup: config.fleetThingGroup,
     clock,
     defaultMaxOpenSeconds: config.grantSeconds,
+    timers,
+    refreshMs: config.directoryRefreshSeconds * 1000,
     onDeviceError: (deviceId, error) => log('warn', `device ${deviceId} skipped: ${describeError(error)}`),
+    onRefreshError: (error) => {
+      counters.increment('directory.refresh.failed');
+      log('warn', `device index refresh failed, the last good index stays: ${describeError(error)}`);
+    },
   });
+  // The index is loaded before the SPA port opens: no datagram ever waits on (or causes) a directory AWS call.
+  try {
+    await directory.start();
+  } catch (error) {
+    metrics.close();
+    throw new Error(
+      `cannot load the device index (fleet thing group ${config.fleetThingGroup}, table ${config.devicesTable}): ` +
+        describeError(error),
+    );
+  }
+  const indexed = directory.stats();
+  log('info', `device index loaded: ${indexed.devices} device(s), ${indexed.keys} key(s)`);
   const deps = createReceiverDeps({
     directory,
     nonces: new DynamoNonceStore({ dynamodb: clients.dynamodb, tableName: config.nonceTable }),
@@ -249,6 +269,7 @@ export async function startAwsReceiver(
       });
     } catch (error) {
       await receiver.close();
+      directory.close();
       throw error;
     }
   }
@@ -256,6 +277,7 @@ export async function startAwsReceiver(
   let closing: Promise<void> | undefined;
   return {
     receiver,
+    directory,
     firewall,
     get keyRotation() {
       return current();
@@ -270,6 +292,7 @@ export async function startAwsReceiver(
         await lease?.release();
         await health?.close();
         await receiver.close();
+        directory.close();
         if (config.shutdown === 'handover') {
           const handed = await deps.grants.release();
           log('info', `${handed.length} open grant(s) handed to the revoke queue and the sweeper`);

@@ -42,6 +42,7 @@ describe('AWS receiver config', () => {
       maxAddressesPerDevice: 4,
       coalesceMs: 20,
       ec2Attempts: 8,
+      directoryRefreshSeconds: 30,
       healthPort: undefined,
       shutdown: 'revoke',
       region: 'eu-west-1',
@@ -95,6 +96,18 @@ describe('AWS receiver config', () => {
     expect(configError(() => loadAwsReceiverConfig({ ...required, AWS_REGION: ' ' }))).toContain(
       'AWS_REGION is not set',
     );
+  });
+
+  it('validates the device index refresh period (5..3600 s)', () => {
+    expect(
+      loadAwsReceiverConfig({ ...required, BLACKCLOUD_DIRECTORY_REFRESH_SECONDS: '60' })
+        .directoryRefreshSeconds,
+    ).toBe(60);
+    for (const bad of ['4', '3601', '1.5', 'soon']) {
+      expect(
+        configError(() => loadAwsReceiverConfig({ ...required, BLACKCLOUD_DIRECTORY_REFRESH_SECONDS: bad })),
+      ).toContain(`BLACKCLOUD_DIRECTORY_REFRESH_SECONDS=${JSON.stringify(bad)}`);
+    }
   });
 
   it('prints the configuration as understood, one NAME=value line each', () => {

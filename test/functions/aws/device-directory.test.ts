@@ -1,12 +1,16 @@
-/** IotDeviceDirectory: things in the fleet group (AWS IoT) + key material (DynamoDB), against moto server. */
-import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+/**
+ * IotDeviceDirectory: things in the fleet group (AWS IoT) + key material (DynamoDB), against moto server, served
+ * from an in-memory index: lookups never call AWS; a refresh (timer, refresh(), refreshDevice()) sees changes; a
+ * failed refresh keeps the last good index.
+ */
+import { DeleteTableCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { AddThingToThingGroupCommand, CreateThingCommand, UpdateThingCommand } from '@aws-sdk/client-iot';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AwsClients } from '../../../functions/aws/clients.ts';
 import { deviceItem, type Item, keyItem } from '../../../functions/aws/device-record.ts';
 import { DeviceRecordError } from '../../../functions/aws/errors.ts';
 import { IotDeviceDirectory } from '../../../functions/aws/iot-device-directory.ts';
-import type { FwknopSettings } from '../../../functions/core/interfaces.ts';
+import type { FwknopSettings, Timers } from '../../../functions/core/interfaces.ts';
 import {
   createTable,
   createThingGroup,
@@ -38,7 +42,7 @@ async function put(item: Item) {
   await clients.dynamodb.send(new PutItemCommand({ TableName: 'devices', Item: item }));
 }
 
-function directory(cacheTtlMs = 30_000) {
+function directory(extra: Partial<ConstructorParameters<typeof IotDeviceDirectory>[0]> = {}) {
   return new IotDeviceDirectory({
     iot: clients.iot,
     dynamodb: clients.dynamodb,
@@ -46,9 +50,25 @@ function directory(cacheTtlMs = 30_000) {
     fleetThingGroup: FLEET,
     clock: { now: () => now },
     defaultMaxOpenSeconds: 30,
-    cacheTtlMs,
-    cacheMaxEntries: 100,
+    ...extra,
   });
+}
+
+/** Timers whose callbacks the test runs by hand. */
+function manualTimers(): Timers & { pending: { fn: () => void; ms: number }[] } {
+  const pending: { fn: () => void; ms: number }[] = [];
+  return {
+    pending,
+    setTimeout: (fn, ms) => {
+      const entry = { fn, ms };
+      pending.push(entry);
+      return entry;
+    },
+    clearTimeout: (handle) => {
+      const i = pending.indexOf(handle as { fn: () => void; ms: number });
+      if (i >= 0) pending.splice(i, 1);
+    },
+  };
 }
 
 beforeAll(async () => {
@@ -122,16 +142,16 @@ describe('IotDeviceDirectory', () => {
     expect(candidates[0]?.fwknop?.encryptionKey).toEqual(new Uint8Array(32).fill(7));
   });
 
-  it('caches answers (negative too) until the TTL passes, then sees changes', async () => {
-    const dir = directory(10_000);
+  it('answers from the index without AWS requests (unknown key ids too) until a refresh, then sees changes', async () => {
+    const dir = directory();
+    await dir.start();
     const iotCalls = recordCalls(clients.iot);
     const dbCalls = recordCalls(clients.dynamodb);
     expect((await dir.byKeyId(42))?.device.enabled).toBe(true);
+    for (let keyId = 0; keyId < 1000; keyId++) if (keyId !== 42 && keyId !== 43) await dir.byKeyId(keyId);
     expect(await dir.byKeyId(7)).toBeUndefined();
-    const afterFirst = iotCalls.length + dbCalls.length;
-    expect((await dir.byKeyId(42))?.device.enabled).toBe(true);
-    expect(await dir.byKeyId(7)).toBeUndefined();
-    expect(iotCalls.length + dbCalls.length).toBe(afterFirst);
+    expect((await dir.fwknopCandidates({ address: '203.0.113.7', family: 4, port: 1 })).length).toBe(1);
+    expect(iotCalls.length + dbCalls.length).toBe(0);
 
     await clients.iot.send(
       new UpdateThingCommand({
@@ -139,23 +159,89 @@ describe('IotDeviceDirectory', () => {
         attributePayload: { attributes: { enabled: 'false' }, merge: true },
       }),
     );
-    now += 9_999;
     expect((await dir.byKeyId(42))?.device.enabled).toBe(true);
-    now += 1;
+    iotCalls.length = 0; // the test's own UpdateThing
+    await dir.refresh();
     expect((await dir.byKeyId(42))?.device.enabled).toBe(false);
-    expect(iotCalls.length + dbCalls.length).toBeGreaterThan(afterFirst);
+    // One full refresh: 3 fleet things, one BatchGetItem of 3 device items, one of 2 listed keys.
+    const counts: Record<string, number> = {};
+    for (const c of [...iotCalls, ...dbCalls]) counts[c.command] = (counts[c.command] ?? 0) + 1;
+    expect(counts).toEqual({
+      ListThingsInThingGroupCommand: 1,
+      DescribeThingCommand: 3,
+      BatchGetItemCommand: 2,
+    });
   });
 
-  it('refuses a malformed thing attribute, naming the thing, attribute, value and fix', async () => {
+  it('refreshes in the background every refreshMs; a failed refresh keeps the last good index and is reported', async () => {
+    const timers = manualTimers();
+    const failures: unknown[] = [];
+    const dir = directory({ timers, refreshMs: 45_000, onRefreshError: (e) => failures.push(e) });
+    await dir.start();
+    expect(timers.pending.map((t) => t.ms)).toEqual([45_000]);
+    await thing('dev-4', { enabled: 'true', allowedAccess: 'tcp/8883' });
+    await put(deviceItem('dev-4', [50]));
+    await put(keyItem('dev-4', { keyId: 50, key: key(5) }));
+    expect(await dir.byKeyId(50)).toBeUndefined();
+    now += 45_000;
+    timers.pending.shift()?.fn();
+    await expect.poll(() => dir.stats().loadedAt).toBe(now);
+    expect((await dir.byKeyId(50))?.device.id).toBe('dev-4');
+    await expect.poll(() => timers.pending.length).toBe(1);
+
+    await clients.dynamodb.send(new DeleteTableCommand({ TableName: 'devices' }));
+    timers.pending.shift()?.fn();
+    await expect.poll(() => dir.stats().refreshFailures).toBe(1);
+    expect(failures[0]).toMatchObject({ name: 'ResourceNotFoundException' });
+    await expect(dir.refresh()).rejects.toMatchObject({ name: 'ResourceNotFoundException' });
+    expect(dir.stats()).toMatchObject({ devices: 4, keys: 3, refreshFailures: 2 });
+    expect((await dir.byKeyId(42))?.key.keyId).toBe(42);
+    expect((await dir.byKeyId(50))?.device.id).toBe('dev-4');
+    await expect.poll(() => timers.pending.length).toBe(1); // still refreshing
+    dir.close();
+    expect(timers.pending).toEqual([]);
+  });
+
+  it('refreshDevice reloads one device into the index (what the key store calls after a key change)', async () => {
+    const dir = directory();
+    await dir.start();
+    await put(deviceItem('dev-1', [43, 44]));
+    await put(keyItem('dev-1', { keyId: 44, key: key(6) }));
+    const calls = [recordCalls(clients.iot), recordCalls(clients.dynamodb)];
+    await dir.refreshDevice('dev-1');
+    expect(calls.flat().map((c) => c.command)).toEqual([
+      'DescribeThingCommand',
+      'ListThingGroupsForThingCommand',
+      'GetItemCommand',
+      'BatchGetItemCommand',
+    ]);
+    expect(await dir.byKeyId(42)).toBeUndefined();
+    expect((await dir.byKeyId(44))?.key.key).toEqual(key(6));
+    expect((await dir.device('dev-1'))?.nativeKeys.map((k) => k.keyId)).toEqual([43, 44]);
+  });
+
+  it('refuses to index a fleet above maxDevices, naming the bound (the last good index stays)', async () => {
+    const dir = directory({ maxDevices: 3 });
+    await dir.start();
+    await thing('dev-4', { enabled: 'true' });
+    await expect(dir.refresh()).rejects.toThrow(
+      'fleet thing group "blackcloud-fleet" has 4 things, above the directory\'s bound of 3 (maxDevices): raise it, or split the fleet',
+    );
+    expect((await dir.byKeyId(42))?.device.id).toBe('dev-1');
+  });
+
+  it('leaves a device with a malformed thing attribute out, reporting the thing, attribute, value and fix', async () => {
     await clients.iot.send(
       new UpdateThingCommand({
         thingName: 'dev-1',
         attributePayload: { attributes: { allowedAccess: 'tcp:8883' }, merge: true },
       }),
     );
-    const error = await directory()
-      .byKeyId(42)
-      .catch((e: unknown) => e);
+    const errors: [string, unknown][] = [];
+    const dir = directory({ onDeviceError: (id, e) => errors.push([id, e]) });
+    expect(await dir.byKeyId(42)).toBeUndefined();
+    expect(errors.map(([id]) => id)).toEqual(['dev-1']);
+    const error = errors[0]?.[1];
     expect(error).toBeInstanceOf(DeviceRecordError);
     expect((error as Error).message).toBe(
       'thing "dev-1" attribute allowedAccess="tcp:8883": use comma-separated proto/port entries, e.g. "tcp/8883"',

@@ -1,6 +1,5 @@
 /** Retry/backoff, the bounded cache, EMF metrics and the CloudWatch audit sink (pure, virtual time). */
 import { describe, expect, it } from 'vitest';
-import { BoundedCache } from '../../../functions/aws/bounded-cache.ts';
 import { awsClients, destroyAwsClients, ec2Client } from '../../../functions/aws/clients.ts';
 import { CloudWatchAuditSink } from '../../../functions/aws/cloudwatch-audit-sink.ts';
 import { AwsConfigError, awsErrorCode } from '../../../functions/aws/errors.ts';
@@ -93,52 +92,6 @@ describe('withRetry', () => {
     expect(awsErrorCode(awsError('ConditionalCheckFailedException'))).toBe('ConditionalCheckFailedException');
     expect(awsErrorCode({ Code: 'RequestLimitExceeded', name: 'Error' })).toBe('RequestLimitExceeded');
     expect(awsErrorCode('nope')).toBe('UnknownError');
-  });
-});
-
-describe('BoundedCache', () => {
-  it('expires entries after ttl by the injected clock', async () => {
-    let now = 1000;
-    const cache = new BoundedCache<string, number>({ ttlMs: 100, maxEntries: 10, clock: { now: () => now } });
-    cache.set('a', 1);
-    now += 99;
-    expect(cache.get('a')).toEqual({ value: 1 });
-    now += 1;
-    expect(cache.get('a')).toBeUndefined();
-    expect(cache.size).toBe(0);
-  });
-
-  it('evicts the least recently used entry beyond maxEntries', () => {
-    const cache = new BoundedCache<string, number>({ ttlMs: 1000, maxEntries: 2, clock: { now: () => 0 } });
-    cache.set('a', 1);
-    cache.set('b', 2);
-    cache.get('a');
-    cache.set('c', 3);
-    expect([cache.get('a')?.value, cache.get('b'), cache.get('c')?.value]).toEqual([1, undefined, 3]);
-  });
-
-  it('shares one load between concurrent misses, caches negative answers, does not cache failures', async () => {
-    const cache = new BoundedCache<string, number | null>({
-      ttlMs: 1000,
-      maxEntries: 10,
-      clock: { now: () => 0 },
-    });
-    let loads = 0;
-    const load = async () => {
-      loads++;
-      return null;
-    };
-    expect(await Promise.all([cache.getOrLoad('k', load), cache.getOrLoad('k', load)])).toEqual([null, null]);
-    expect(await cache.getOrLoad('k', load)).toBeNull();
-    expect(loads).toBe(1);
-    await expect(cache.getOrLoad('f', async () => Promise.reject(new Error('down')))).rejects.toThrow('down');
-    expect(await cache.getOrLoad('f', async () => 7)).toBe(7);
-  });
-
-  it('refuses nonsense bounds with a message naming the fix', () => {
-    expect(() => new BoundedCache({ ttlMs: 1, maxEntries: 0, clock: { now: () => 0 } })).toThrow(
-      AwsConfigError,
-    );
   });
 });
 
