@@ -129,7 +129,8 @@ describe('key rotation calls per tick on AWS (moto, 40 devices)', () => {
   });
 
   it('a tick with 40 due devices makes a linear number of calls (no fleet listing per offer)', async () => {
-    const { controller, session, audit } = setup();
+    const { controller, session, audit, directory } = setup();
+    await directory.refresh(); // the receiver loads the directory's index before it starts (not part of a tick)
     now += 24 * HOUR; // every key (of unknown age: counted from the controller's start) is due
     const keyIds = new Set<number>();
     const due = await count(async () => {
