@@ -15,6 +15,9 @@ import { nagAcknowledgements } from '../../infra/acknowledgements.ts';
 import { cdkJsonContext, createBlackcloudApp } from '../../infra/blackcloud-app.ts';
 import type { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
 
+/** A synth with cdk-nag, then cfn-lint: 20-25 s on an idle 2-core machine, up to 60 s loaded. As long as the spawns. */
+const SYNTH_AND_LINT_TIMEOUT_MS = 120_000;
+
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
 /**
@@ -97,20 +100,28 @@ describe('cdk-nag AwsSolutions', () => {
     );
   });
 
-  it('GIVEN the broker opened to the internet WHEN synthesized THEN cdk-nag fails the synth (the check is live)', () => {
-    const control = createBlackcloudApp({ outdir: tempDir(), context: cdkJsonContext(), nag: true });
-    control.stack.broker.securityGroups[0]!.addIngressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(8883), 'mistake');
-    let caught: unknown;
-    try {
-      control.app.synth();
-    } catch (error) {
-      caught = error;
-    }
-    expect(String(caught)).toMatch(/ValidationFailed/);
-    const report = readFileSync(join(control.app.outdir, 'validation-report.json'), 'utf8');
-    expect(report).toContain('AwsSolutions-EC23');
-    expect(report).toContain('Blackcloud/Broker/SecurityGroup');
-  });
+  it(
+    'GIVEN the broker opened to the internet WHEN synthesized THEN cdk-nag fails the synth (the check is live)',
+    () => {
+      const control = createBlackcloudApp({ outdir: tempDir(), context: cdkJsonContext(), nag: true });
+      control.stack.broker.securityGroups[0]!.addIngressRule(
+        ec2.Peer.anyIpv4(),
+        ec2.Port.tcp(8883),
+        'mistake',
+      );
+      let caught: unknown;
+      try {
+        control.app.synth();
+      } catch (error) {
+        caught = error;
+      }
+      expect(String(caught)).toMatch(/ValidationFailed/);
+      const report = readFileSync(join(control.app.outdir, 'validation-report.json'), 'utf8');
+      expect(report).toContain('AwsSolutions-EC23');
+      expect(report).toContain('Blackcloud/Broker/SecurityGroup');
+    },
+    SYNTH_AND_LINT_TIMEOUT_MS,
+  );
 });
 
 /** Runs cfn-lint on a template file; a missing cfn-lint fails, naming it. */
@@ -134,54 +145,66 @@ function cfnLint(template: string): { findings: unknown[]; status: number | null
 }
 
 describe('cfn-lint', () => {
-  it('GIVEN the synthesized template WHEN linted THEN cfn-lint reports nothing', () => {
-    const { findings, status } = cfnLint(join(outdir, 'Blackcloud.template.json'));
-    expect(findings).toEqual([]);
-    expect(status).toBe(0);
-  });
+  it(
+    'GIVEN the synthesized template WHEN linted THEN cfn-lint reports nothing',
+    () => {
+      const { findings, status } = cfnLint(join(outdir, 'Blackcloud.template.json'));
+      expect(findings).toEqual([]);
+      expect(status).toBe(0);
+    },
+    SYNTH_AND_LINT_TIMEOUT_MS,
+  );
 });
 
 describe('every option switched on', () => {
-  it('GIVEN Session Manager, an alarm e-mail, dual-stack, two grant groups and another stack name WHEN synthesized THEN cdk-nag and cfn-lint pass', () => {
-    const variantOut = tempDir();
-    const variant = createBlackcloudApp({
-      outdir: variantOut,
-      stackName: 'Edge',
-      context: cdkJsonContext(),
-      nag: true,
-      props: {
-        sessionManager: true,
-        alarmEmail: 'ops@example.org',
-        ipv6: true,
-        grantSecurityGroupCount: 2,
-        spaSourceCidrs: ['198.51.100.0/24', '2001:db8::/32'],
-      },
-    });
-    expect(() => variant.app.synth()).not.toThrow();
-    const ids = nagAcknowledgements(variant.stack).map(({ id }) => id);
-    expect(ids).toContain(
-      'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
-    );
-    const { findings, status } = cfnLint(join(variantOut, 'Edge.template.json'));
-    expect(findings).toEqual([]);
-    expect(status).toBe(0);
-  });
+  it(
+    'GIVEN Session Manager, an alarm e-mail, dual-stack, two grant groups and another stack name WHEN synthesized THEN cdk-nag and cfn-lint pass',
+    () => {
+      const variantOut = tempDir();
+      const variant = createBlackcloudApp({
+        outdir: variantOut,
+        stackName: 'Edge',
+        context: cdkJsonContext(),
+        nag: true,
+        props: {
+          sessionManager: true,
+          alarmEmail: 'ops@example.org',
+          ipv6: true,
+          grantSecurityGroupCount: 2,
+          spaSourceCidrs: ['198.51.100.0/24', '2001:db8::/32'],
+        },
+      });
+      expect(() => variant.app.synth()).not.toThrow();
+      const ids = nagAcknowledgements(variant.stack).map(({ id }) => id);
+      expect(ids).toContain(
+        'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
+      );
+      const { findings, status } = cfnLint(join(variantOut, 'Edge.template.json'));
+      expect(findings).toEqual([]);
+      expect(status).toBe(0);
+    },
+    SYNTH_AND_LINT_TIMEOUT_MS,
+  );
 
-  it('GIVEN three receivers behind the load balancer with Session Manager WHEN synthesized THEN cdk-nag and cfn-lint pass', () => {
-    const scaledOut = tempDir();
-    const scaled = createBlackcloudApp({
-      outdir: scaledOut,
-      stackName: 'Scaled',
-      context: cdkJsonContext(),
-      nag: true,
-      props: { receivers: 3, sessionManager: true, grantSecurityGroupCount: 5 },
-    });
-    expect(() => scaled.app.synth()).not.toThrow();
-    const list = nagAcknowledgements(scaled.stack).map(({ scope, id }) => `${scope.node.path} ${id}`);
-    expect(list).toContain('Scaled/Receiver/LoadBalancer AwsSolutions::AwsSolutions-ELB2');
-    expect(list.filter((entry) => entry.startsWith('Scaled/Receiver/Resource'))).toEqual([]);
-    const { findings, status } = cfnLint(join(scaledOut, 'Scaled.template.json'));
-    expect(findings).toEqual([]);
-    expect(status).toBe(0);
-  });
+  it(
+    'GIVEN three receivers behind the load balancer with Session Manager WHEN synthesized THEN cdk-nag and cfn-lint pass',
+    () => {
+      const scaledOut = tempDir();
+      const scaled = createBlackcloudApp({
+        outdir: scaledOut,
+        stackName: 'Scaled',
+        context: cdkJsonContext(),
+        nag: true,
+        props: { receivers: 3, sessionManager: true, grantSecurityGroupCount: 5 },
+      });
+      expect(() => scaled.app.synth()).not.toThrow();
+      const list = nagAcknowledgements(scaled.stack).map(({ scope, id }) => `${scope.node.path} ${id}`);
+      expect(list).toContain('Scaled/Receiver/LoadBalancer AwsSolutions::AwsSolutions-ELB2');
+      expect(list.filter((entry) => entry.startsWith('Scaled/Receiver/Resource'))).toEqual([]);
+      const { findings, status } = cfnLint(join(scaledOut, 'Scaled.template.json'));
+      expect(findings).toEqual([]);
+      expect(status).toBe(0);
+    },
+    SYNTH_AND_LINT_TIMEOUT_MS,
+  );
 });
