@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { AwsConfigError } from '../../../functions/aws/errors.ts';
-import { formatAwsReceiverConfig, loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts';
+import {
+  awsReceiverVars,
+  formatAwsReceiverConfig,
+  loadAwsReceiverConfig,
+} from '../../../functions/aws/receiver-config.ts';
 import { loadRevokerConfig } from '../../../functions/revoker/config.ts';
 import { loadSweeperConfig } from '../../../functions/sweeper/config.ts';
 
@@ -115,7 +119,10 @@ describe('AWS receiver config', () => {
     expect(text).toContain('BLACKCLOUD_BROKER_SECURITY_GROUP_IDS=sg-0123456789abcdef0,sg-0fedcba9876543210');
     expect(text).toContain('BLACKCLOUD_SPA_PORT=62201');
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
-    expect(text.split('\n')).toHaveLength(18);
+    // One line per variable the receiver reads, each named.
+    const names = Object.values(awsReceiverVars).map((variable) => variable.name);
+    expect(text.split('\n').map((line) => line.split('=')[0])).toEqual(names);
+    expect(names).toHaveLength(19);
   });
 });
 
