@@ -15,7 +15,19 @@ export {
 } from '../functions/core/device-config.ts';
 export { DEVICE_TOPIC_ROOT, deviceTopicPrefix, resolveDeviceTopic } from '../functions/core/topics.ts';
 export { type BrokerConnectOptions, connectToBroker, readTlsMaterial } from './broker-connection.ts';
+export {
+  type BackoffPolicy,
+  backoffDelayMs,
+  type ConnectDeviceOptions,
+  connectDevice,
+  DEFAULT_BACKOFF,
+  type DeviceClient,
+  type DeviceEvent,
+  type DeviceEvents,
+  type DeviceSession,
+} from './connect-device.ts';
 export { BrokerConnectError } from './errors.ts';
+export { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
 export { buildKnock, type Knock, type KnockIo } from './knock.ts';
 export { loadDeviceConfig } from './load-device-config.ts';
 export { type SentDatagram, sendDatagram } from './send-datagram.ts';

@@ -1,0 +1,436 @@
+/**
+ * `connectDevice(deviceFile, options)`: one call that gives a device program an MQTT session that lasts for
+ * months (docs/device-sdk.md). The result is a connected mqtt.js `MqttClient` (publish, subscribe, `end` as usual)
+ * with a `device` event emitter added.
+ *
+ * Contract:
+ * - Every connection attempt, the first and each reconnect, is: re-read the device file (so a rotated key is
+ *   used), build and send a fresh knock (unless `knock: false`), wait `knockWaitMs` for the firewall, then open
+ *   TLS (mutual, the server verified against the device's CA). This runs inside mqtt.js's stream builder, so
+ *   mqtt.js's own session machinery (offline queue, resubscribe, keepalive) is kept.
+ * - After any drop (broker or receiver restart, grant expiry, network loss, a failed attempt) the client
+ *   reconnects by itself after `backoffDelayMs(failures)`: full jitter, random(0, min(cap, base * 2^failures)),
+ *   `failures` = consecutive failed attempts (0 right after a drop of a working session). Defaults base 1 s,
+ *   cap 60 s. QoS 1/2 publishes made while offline wait in mqtt.js's outgoing store and are sent after the
+ *   reconnect; QoS 0 publishes are not queued (`queueQoSZero: false`).
+ * - The promise resolves on the first CONNACK. It rejects with `BrokerConnectError` when the broker refuses the
+ *   device (a CONNACK reason code: retrying cannot help) or when `firstConnectDeadlineMs` (default: none, keep
+ *   trying) passes; `DeviceConfigError` for a bad device file or unreadable certificates.
+ * - Key rotation (`keyRotation`, default on): the key listener (key-listener.ts) runs for the whole session;
+ *   an offer is stored atomically (0600) before its ack; the next knock uses it.
+ * - Events (`client.device`, and `options.onEvent` from before the first attempt): `knock`, `connect`,
+ *   `offline`, `reconnect-scheduled`, `key-rotated`, `key`, `error`. They carry key ids, never key material;
+ *   `error` is only emitted when someone listens (no unhandled-error crash).
+ */
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
+import { Duplex } from 'node:stream';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type IClientOptions, MqttClient } from 'mqtt';
+import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
+import { readTlsMaterial, type TlsMaterial } from './broker-connection.ts';
+import { BrokerConnectError } from './errors.ts';
+import { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
+import { buildKnock } from './knock.ts';
+import { loadDeviceConfig } from './load-device-config.ts';
+import { sendDatagram } from './send-datagram.ts';
+
+export interface BackoffPolicy {
+  /** @default 1000 ms */
+  readonly baseMs: number;
+  /** @default 60000 ms */
+  readonly capMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({ baseMs: 1000, capMs: 60_000 });
+
+/**
+ * Full jitter: a uniform delay in [0, min(cap, base * 2^failures)). `random` returns a number in [0, 1).
+ * Pure; the exponent is bounded so that large failure counts stay finite.
+ */
+export function backoffDelayMs(
+  failures: number,
+  random: () => number,
+  policy: BackoffPolicy = DEFAULT_BACKOFF,
+): number {
+  const ceiling = Math.min(policy.capMs, policy.baseMs * 2 ** Math.min(Math.max(0, failures), 52));
+  return Math.floor(random() * ceiling);
+}
+
+export interface KnockEvent {
+  readonly type: 'knock';
+  /** 1 for the first connection attempt, then counting every attempt. */
+  readonly attempt: number;
+  readonly format: KnockFormat;
+  readonly server: string;
+  readonly port: number;
+  readonly bytes: number;
+  /** The native key id the knock was made with (an id, not the key). */
+  readonly keyId?: number;
+}
+
+export interface ConnectEvent {
+  readonly type: 'connect';
+  /** 1 = the first session, 2 = the first reconnect, ... */
+  readonly connection: number;
+  readonly attempt: number;
+  /** For a reconnect: ms from going offline to this CONNACK. */
+  readonly offlineMs?: number;
+}
+
+export interface OfflineEvent {
+  readonly type: 'offline';
+}
+
+export interface ReconnectScheduledEvent {
+  readonly type: 'reconnect-scheduled';
+  /** Consecutive failed attempts before this delay (0 right after a working session dropped). */
+  readonly failures: number;
+  readonly delayMs: number;
+}
+
+export interface KeyRotatedEvent {
+  readonly type: 'key-rotated';
+  readonly keyId: number;
+}
+
+export interface KeyEvent {
+  readonly type: 'key';
+  readonly event: KeyListenerEvent;
+}
+
+export interface ErrorEvent {
+  readonly type: 'error';
+  readonly error: Error;
+}
+
+export type DeviceEvent =
+  | KnockEvent
+  | ConnectEvent
+  | OfflineEvent
+  | ReconnectScheduledEvent
+  | KeyRotatedEvent
+  | KeyEvent
+  | ErrorEvent;
+
+export interface DeviceEvents {
+  knock: [KnockEvent];
+  connect: [ConnectEvent];
+  offline: [OfflineEvent];
+  'reconnect-scheduled': [ReconnectScheduledEvent];
+  'key-rotated': [KeyRotatedEvent];
+  key: [KeyEvent];
+  error: [Error];
+}
+
+export interface DeviceSession extends EventEmitter<DeviceEvents> {
+  /** The device file as read for the latest attempt (after a rotation: with the new key id). */
+  config(): DeviceConfig;
+  /** Attempts (knock + TLS) so far, and sessions established. */
+  stats(): { readonly attempts: number; readonly connections: number };
+}
+
+export type DeviceClient = MqttClient & { readonly device: DeviceSession };
+
+export interface ConnectDeviceOptions {
+  /** Knock before each attempt. @default true (false: the firewall is already open, e.g. `--no-knock`). */
+  readonly knock?: boolean;
+  /** Receiver to knock. @default the device file's spa.host / spa.port */
+  readonly server?: { readonly host: string; readonly port: number };
+  /** @default the device file's spa.format */
+  readonly format?: KnockFormat;
+  /** Pause between the knock and the TLS connect, for the firewall to open. @default 250 ms */
+  readonly knockWaitMs?: number;
+  /** @default { baseMs: 1000, capMs: 60000 } */
+  readonly backoff?: Partial<BackoffPolicy>;
+  /** Reject the first connection after this long, ms. @default none: keep trying with backoff */
+  readonly firstConnectDeadlineMs?: number;
+  /** One attempt's limit (knock wait + TCP + TLS + CONNACK), ms. @default 10000 */
+  readonly attemptTimeoutMs?: number;
+  /** @default `<deviceId>/<8 random hex>` */
+  readonly clientId?: string;
+  /** MQTT clean session. @default true (subscriptions are re-made by mqtt.js after each reconnect) */
+  readonly clean?: boolean;
+  /** @default 60 s */
+  readonly keepaliveSeconds?: number;
+  /** Receive and store rotated SPA keys. @default true */
+  readonly keyRotation?: boolean;
+  /** Every event, from before the first knock on (the `device` emitter only exists once connected). */
+  readonly onEvent?: (event: DeviceEvent) => void;
+  /** Injected for tests. @default Math.random */
+  readonly random?: () => number;
+  /** @default node:crypto randomBytes */
+  readonly randomBytes?: (length: number) => Uint8Array;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * A Duplex that stands for the TLS socket while the knock is made: mqtt.js's stream builder is synchronous, so
+ * writes (the CONNECT packet) wait here until `open` resolves with the real socket; then bytes flow both ways.
+ */
+class KnockFirstStream extends Duplex {
+  #socket: TLSSocket | undefined;
+  readonly #ready: Promise<TLSSocket>;
+
+  constructor(open: () => Promise<TLSSocket>) {
+    super();
+    this.#ready = open().then((socket) => {
+      if (this.destroyed) {
+        socket.destroy();
+        throw new Error('stream closed before the connection was made');
+      }
+      this.#socket = socket;
+      socket.on('data', (chunk: Buffer) => {
+        if (!this.push(chunk)) socket.pause();
+      });
+      socket.on('end', () => this.push(null));
+      socket.on('error', (error) => this.destroy(error));
+      socket.on('close', () => this.destroy());
+      return socket;
+    });
+    this.#ready.catch((error: unknown) =>
+      this.destroy(error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+
+  override _read(): void {
+    this.#socket?.resume();
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#ready.then(
+      (socket) => socket.write(chunk, encoding, (error) => callback(error ?? null)),
+      (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#ready.then(
+      (socket) => socket.end(() => callback()),
+      () => callback(),
+    );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#socket?.destroy();
+    callback(error);
+  }
+}
+
+function brokerEndpoint(config: DeviceConfig): { host: string; port: number } {
+  const url = new URL(config.mqtt.url);
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return { host, port: url.port === '' ? 8883 : Number(url.port) };
+}
+
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+function randomSuffix(): string {
+  return nodeRandomBytes(4).toString('hex');
+}
+
+export async function connectDevice(
+  deviceFile: string,
+  options: ConnectDeviceOptions = {},
+): Promise<DeviceClient> {
+  const random = options.random ?? Math.random;
+  const randomBytes = options.randomBytes ?? ((length: number) => new Uint8Array(nodeRandomBytes(length)));
+  const now = options.now ?? Date.now;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((done) => setTimeout(done, ms)));
+  const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff };
+  const knockWaitMs = options.knockWaitMs ?? 250;
+  const attemptTimeoutMs = options.attemptTimeoutMs ?? 10_000;
+
+  let config = await loadDeviceConfig(deviceFile);
+  const tls: TlsMaterial = await readTlsMaterial(config);
+  const endpoint = brokerEndpoint(config);
+  const events = new EventEmitter<DeviceEvents>() as DeviceSession;
+  let attempts = 0;
+  let connections = 0;
+  let failures = 0;
+  let offlineSince: number | undefined;
+
+  const emit = (event: DeviceEvent): void => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // observers never break the session
+    }
+    if (event.type === 'error') {
+      if (events.listenerCount('error') > 0) events.emit('error', event.error);
+      return;
+    }
+    try {
+      (events.emit as (name: string, value: DeviceEvent) => boolean)(event.type, event);
+    } catch {
+      // a throwing listener must not break the reconnect loop
+    }
+  };
+
+  /** Runs before every TLS connect: re-read the file (rotated key), knock, wait for the firewall. */
+  const prepare = async (): Promise<TLSSocket> => {
+    attempts += 1;
+    const attempt = attempts;
+    try {
+      config = await loadDeviceConfig(deviceFile);
+    } catch (error) {
+      emit({ type: 'error', error: asError(error) });
+      throw new Error('device file unreadable; the attempt is skipped');
+    }
+    if (options.knock !== false) {
+      const format = options.format ?? config.spa.format;
+      const host = options.server?.host ?? config.spa.host;
+      const port = options.server?.port ?? config.spa.port;
+      try {
+        const knock = buildKnock(config, { now, randomBytes }, format);
+        const sent = await sendDatagram(host, port, knock.bytes);
+        emit({
+          type: 'knock',
+          attempt,
+          format,
+          server: sent.address,
+          port: sent.port,
+          bytes: sent.bytes,
+          ...(format === 'native' && config.spa.native !== undefined
+            ? { keyId: config.spa.native.keyId }
+            : {}),
+        });
+      } catch (error) {
+        // Reported here; mqtt.js gets an error without a code (it would report it a second time).
+        emit({ type: 'error', error: asError(error) });
+        throw new Error('knock failed; the attempt is skipped');
+      }
+      if (knockWaitMs > 0) await sleep(knockWaitMs);
+    }
+    return tlsConnect({
+      host: endpoint.host,
+      port: endpoint.port,
+      ca: tls.ca,
+      cert: tls.cert,
+      key: tls.key,
+      rejectUnauthorized: true,
+      ...(config.mqtt.servername !== undefined
+        ? { servername: config.mqtt.servername }
+        : isIP(endpoint.host) === 0
+          ? { servername: endpoint.host }
+          : {}),
+    });
+  };
+
+  const mqttOptions: IClientOptions = {
+    clientId: options.clientId ?? `${config.deviceId}/${randomSuffix()}`,
+    clean: options.clean ?? true,
+    protocolVersion: 4,
+    keepalive: options.keepaliveSeconds ?? 60,
+    connectTimeout: attemptTimeoutMs,
+    reconnectPeriod: Math.max(1, backoffDelayMs(0, random, policy)),
+    queueQoSZero: false,
+    resubscribe: true,
+  };
+  const client = new MqttClient(() => new KnockFirstStream(prepare), mqttOptions) as DeviceClient;
+  Object.defineProperty(client, 'device', { value: events, enumerable: false });
+  events.config = () => config;
+  events.stats = () => ({ attempts, connections });
+
+  /** Before mqtt.js's own close handler arms the reconnect timer: choose this reconnect's delay. */
+  const schedule = (): void => {
+    if (client.disconnecting) return;
+    const delayMs = backoffDelayMs(failures, random, policy);
+    emit({ type: 'reconnect-scheduled', failures, delayMs });
+    failures += 1;
+    client.options.reconnectPeriod = Math.max(1, delayMs);
+  };
+  client.prependListener('close', schedule);
+  client.on('offline', () => {
+    offlineSince = now();
+    emit({ type: 'offline' });
+  });
+
+  return new Promise<DeviceClient>((resolve, reject) => {
+    let settled = false;
+    const deadline =
+      options.firstConnectDeadlineMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            giveUp(
+              new BrokerConnectError(
+                config.mqtt.url,
+                attempts,
+                `could not connect to ${config.mqtt.url} within ${options.firstConnectDeadlineMs! / 1000} s ` +
+                  `(${attempts} attempts); fix: check that the knock reached the receiver (same host/port as ` +
+                  '"blackcloud up" printed), that the device may open the broker port, and that both clocks agree',
+              ),
+            );
+          }, options.firstConnectDeadlineMs);
+    const giveUp = (error: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      client.end(true);
+      reject(error);
+    };
+
+    client.on('error', (error) => {
+      const failure = asError(error);
+      if (!settled && typeof (failure as { code?: unknown }).code === 'number') {
+        giveUp(
+          new BrokerConnectError(
+            config.mqtt.url,
+            attempts,
+            `broker ${config.mqtt.url} refused device "${config.deviceId}" (${failure.message}); fix: the client ` +
+              "certificate must be issued by the broker's CA with CN = the device id",
+            { cause: failure },
+          ),
+        );
+        return;
+      }
+      emit({ type: 'error', error: failure });
+    });
+
+    client.on('connect', () => {
+      connections += 1;
+      failures = 0;
+      client.options.reconnectPeriod = Math.max(1, backoffDelayMs(0, random, policy));
+      const offlineMs = offlineSince === undefined ? undefined : now() - offlineSince;
+      offlineSince = undefined;
+      emit({
+        type: 'connect',
+        connection: connections,
+        attempt: attempts,
+        ...(offlineMs === undefined ? {} : { offlineMs }),
+      });
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      const ready =
+        options.keyRotation === false
+          ? Promise.resolve()
+          : listenForKeys(client, config, {
+              randomBytes,
+              onEvent: (event) => {
+                emit({ type: 'key', event });
+                if (event.type === 'stored') emit({ type: 'key-rotated', keyId: event.keyId });
+                if (event.type === 'failed') {
+                  emit({
+                    type: 'error',
+                    error: new Error(`new SPA key ${event.keyId} not stored: ${event.error}`),
+                  });
+                }
+              },
+            }).then(() => undefined);
+      ready.then(
+        () => resolve(client),
+        (error: unknown) => {
+          client.end(true);
+          reject(asError(error));
+        },
+      );
+    });
+  });
+}
