@@ -33,6 +33,7 @@ import {
   MOTO_CREDENTIALS,
   MOTO_REGION,
   type MotoServer,
+  stackReceiverEnv,
   startMoto,
 } from '../support/moto.ts';
 import { immediateRetry } from '../support/retry.ts';
@@ -91,15 +92,8 @@ describe('the AWS receiver killed with SIGKILL while a grant is open (moto serve
         PATH: process.env.PATH ?? '/usr/bin:/bin',
         AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId,
         AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey,
-        AWS_REGION: MOTO_REGION,
         AWS_EC2_METADATA_DISABLED: 'true',
-        BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-        BLACKCLOUD_NONCE_TABLE: 'nonces',
-        BLACKCLOUD_DEVICES_TABLE: 'devices',
-        BLACKCLOUD_GRANTS_TABLE: 'grants',
-        BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupId,
-        BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-        BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+        ...stackReceiverEnv(moto.endpoint, groupId, queueUrl),
       },
     });
     child = spawned;

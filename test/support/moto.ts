@@ -16,6 +16,7 @@ import {
 import { CreateThingGroupCommand, type IoTClient } from '@aws-sdk/client-iot';
 import { CreateQueueCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { type AwsClients, createAwsClients } from '../../functions/aws/clients.ts';
+import { AWS_ENDPOINT_ENV, ENV } from '../../functions/core/environment.ts';
 
 export const MOTO_REGION = 'us-east-1';
 export const MOTO_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' } as const;
@@ -204,6 +205,27 @@ export async function createStackResources(
   const queueUrl = await createQueue(clients.sqs, 'revoke');
   await createThingGroup(clients.iot, 'fleet');
   return { groupIds, queueUrl };
+}
+
+/**
+ * The AWS receiver's environment for the data plane `createStackResources` makes (tables `nonces`, `devices`,
+ * `grants`, thing group `fleet`), named as the stack names them (functions/core/environment.ts).
+ */
+export function stackReceiverEnv(
+  endpoint: string,
+  groupIds: string,
+  queueUrl: string,
+): Record<string, string> {
+  return {
+    [ENV.region]: MOTO_REGION,
+    [AWS_ENDPOINT_ENV]: endpoint,
+    [ENV.nonceTable]: 'nonces',
+    [ENV.devicesTable]: 'devices',
+    [ENV.grantsTable]: 'grants',
+    [ENV.brokerSecurityGroupIds]: groupIds,
+    [ENV.revokeQueueUrl]: queueUrl,
+    [ENV.fleetThingGroup]: 'fleet',
+  };
 }
 
 export interface RecordedCall {

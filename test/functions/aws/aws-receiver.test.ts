@@ -16,7 +16,7 @@ import { loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts
 import { type AwsReceiver, startAwsReceiver } from '../../../functions/aws/receiver-main.ts';
 import type { Outcome } from '../../../functions/receiver/handle-datagram.ts';
 import { encodeBc1 } from '../../../spa/bc1.ts';
-import { createStackResources, type MotoServer, startMoto } from '../../support/moto.ts';
+import { createStackResources, type MotoServer, stackReceiverEnv, startMoto } from '../../support/moto.ts';
 
 let moto: MotoServer;
 let clients: AwsClients;
@@ -47,14 +47,7 @@ beforeAll(async () => {
   );
 
   const config = loadAwsReceiverConfig({
-    AWS_REGION: 'us-east-1',
-    BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-    BLACKCLOUD_NONCE_TABLE: 'nonces',
-    BLACKCLOUD_DEVICES_TABLE: 'devices',
-    BLACKCLOUD_GRANTS_TABLE: 'grants',
-    BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupId,
-    BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-    BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+    ...stackReceiverEnv(moto.endpoint, groupId, queueUrl),
   });
   receiver = await startAwsReceiver(config, {
     host: '127.0.0.1',

@@ -55,7 +55,13 @@ import {
   type SynthesizedPolicies,
   synthesizePolicies,
 } from '../../support/iam.ts';
-import { createStackResources, MOTO_REGION, type MotoServer, startMoto } from '../../support/moto.ts';
+import {
+  createStackResources,
+  MOTO_REGION,
+  type MotoServer,
+  stackReceiverEnv,
+  startMoto,
+} from '../../support/moto.ts';
 import { immediateRetry } from '../../support/retry.ts';
 import { removeDir, tempDir } from '../local/helpers.ts';
 
@@ -136,14 +142,7 @@ describe('the AWS receiver under its synthesized role', () => {
     const waiters: (() => void)[] = [];
     const lines: string[] = [];
     const config = loadAwsReceiverConfig({
-      AWS_REGION: MOTO_REGION,
-      BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-      BLACKCLOUD_NONCE_TABLE: 'nonces',
-      BLACKCLOUD_DEVICES_TABLE: 'devices',
-      BLACKCLOUD_GRANTS_TABLE: 'grants',
-      BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupId,
-      BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-      BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+      ...stackReceiverEnv(moto.endpoint, groupId, queueUrl),
     });
     receiver = await startAwsReceiver(config, {
       host: '127.0.0.1',

@@ -21,6 +21,7 @@ import {
   type MotoServer,
   type RecordedCall,
   recordCalls,
+  stackReceiverEnv,
   startMoto,
 } from '../../support/moto.ts';
 
@@ -133,14 +134,7 @@ beforeAll(async () => {
   const { groupIds, queueUrl } = await createStackResources(clients);
   await enrol(clients, 0, FLEET_SIZE);
   const config = loadAwsReceiverConfig({
-    AWS_REGION: 'us-east-1',
-    BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-    BLACKCLOUD_NONCE_TABLE: 'nonces',
-    BLACKCLOUD_DEVICES_TABLE: 'devices',
-    BLACKCLOUD_GRANTS_TABLE: 'grants',
-    BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupIds[0] ?? '',
-    BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-    BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+    ...stackReceiverEnv(moto.endpoint, groupIds[0] ?? '', queueUrl),
     // No background refresh during the test (its requests would be counted); the test calls refresh() itself.
     BLACKCLOUD_DIRECTORY_REFRESH_SECONDS: '3600',
   });

@@ -37,6 +37,7 @@ import {
   createTable,
   createThingGroup,
   type MotoServer,
+  stackReceiverEnv,
   startMoto,
 } from '../../support/moto.ts';
 import { immediateRetry } from '../../support/retry.ts';
@@ -282,14 +283,7 @@ describe('receivers end to end: the shared nonce table, the health port, shutdow
       new PutItemCommand({ TableName: 'devices', Item: keyItem('dev-1', { keyId: 7, key: KEY }) }),
     );
     const config = loadAwsReceiverConfig({
-      AWS_REGION: 'us-east-1',
-      BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-      BLACKCLOUD_NONCE_TABLE: 'nonces',
-      BLACKCLOUD_DEVICES_TABLE: 'devices',
-      BLACKCLOUD_GRANTS_TABLE: 'grants',
-      BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupIds.join(','),
-      BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-      BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+      ...stackReceiverEnv(moto.endpoint, groupIds.join(','), queueUrl),
       BLACKCLOUD_SHUTDOWN: 'handover',
     });
     for (const index of [0, 1]) {

@@ -24,7 +24,7 @@ import { CONTROLLER_IDENTITY } from '../../../functions/core/topics.ts';
 import { ensureLocalPki, issueCertificate, loadPem } from '../../../functions/pki/local-ca.ts';
 import type { Outcome } from '../../../functions/receiver/handle-datagram.ts';
 import { type RunningMosquitto, startMosquitto } from '../../support/mosquitto.ts';
-import { createStackResources, type MotoServer, startMoto } from '../../support/moto.ts';
+import { createStackResources, type MotoServer, stackReceiverEnv, startMoto } from '../../support/moto.ts';
 import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
 
 const OLD_KEY = new Uint8Array(32).fill(0x5a);
@@ -68,14 +68,7 @@ beforeAll(async () => {
   );
 
   const env = {
-    AWS_REGION: 'us-east-1',
-    BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-    BLACKCLOUD_NONCE_TABLE: 'nonces',
-    BLACKCLOUD_DEVICES_TABLE: 'devices',
-    BLACKCLOUD_GRANTS_TABLE: 'grants',
-    BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupIds[0] ?? '',
-    BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-    BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+    ...stackReceiverEnv(moto.endpoint, groupIds[0] ?? '', queueUrl),
     BLACKCLOUD_BROKER_PORT: String(port),
     BLACKCLOUD_BROKER_HOST: '127.0.0.1',
     BLACKCLOUD_CONTROLLER_CA_FILE: pki.caCert,

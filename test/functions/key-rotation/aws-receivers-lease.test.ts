@@ -15,7 +15,7 @@ import { type AwsReceiver, startAwsReceiver } from '../../../functions/aws/recei
 import { CONTROLLER_IDENTITY } from '../../../functions/core/topics.ts';
 import { ensureLocalPki, issueCertificate, loadPem } from '../../../functions/pki/local-ca.ts';
 import { type RunningMosquitto, startMosquitto } from '../../support/mosquitto.ts';
-import { createStackResources, type MotoServer, startMoto } from '../../support/moto.ts';
+import { createStackResources, type MotoServer, stackReceiverEnv, startMoto } from '../../support/moto.ts';
 import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
 
 const LEASE = { leaseMs: 3000, renewMs: 300, safetyMs: 1000 } as const;
@@ -68,14 +68,7 @@ beforeAll(async () => {
     }),
   );
   env = {
-    AWS_REGION: 'us-east-1',
-    BLACKCLOUD_AWS_ENDPOINT: moto.endpoint,
-    BLACKCLOUD_NONCE_TABLE: 'nonces',
-    BLACKCLOUD_DEVICES_TABLE: 'devices',
-    BLACKCLOUD_GRANTS_TABLE: 'grants',
-    BLACKCLOUD_BROKER_SECURITY_GROUP_IDS: groupIds[0] ?? '',
-    BLACKCLOUD_REVOKE_QUEUE_URL: queueUrl,
-    BLACKCLOUD_FLEET_THING_GROUP: 'fleet',
+    ...stackReceiverEnv(moto.endpoint, groupIds[0] ?? '', queueUrl),
     BLACKCLOUD_BROKER_PORT: String(mosquitto.port),
     BLACKCLOUD_BROKER_HOST: '127.0.0.1',
     BLACKCLOUD_CONTROLLER_CA_FILE: pki.caCert,
