@@ -1,6 +1,5 @@
 /**
- * `blackcloud pub`: knock, connect over mutual TLS (connectDevice: a knock before each attempt), publish one
- * message, disconnect.
+ * `blackcloud pub`: knock, connect over mutual TLS, publish one message, disconnect.
  */
 import type { Command } from 'commander';
 import type { CliIo } from '../cli-io.ts';

@@ -1,13 +1,11 @@
 /**
  * `blackcloud sub`: knock, connect over mutual TLS, subscribe and print messages (all of them, or `--count N`).
- * The session outlives the grant: once connected, closing the firewall does not cut it. When the session drops
- * (broker or receiver restart, network loss) it knocks again and reconnects by itself (connectDevice: full-jitter
- * backoff), and the subscription is made again. While connected it also receives the device's new SPA keys
- * (key-listener.ts): stored in the device file, acknowledged, never printed; the next knock uses the new key.
+ * The session outlives the grant: once connected, closing the firewall does not cut it. While connected it also
+ * receives the device's new SPA keys (key-listener.ts): stored in the device file, acknowledged, never printed.
  */
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import type { KeyListenerEvent } from '../../device-client/key-listener.ts';
+import { type KeyListenerEvent, listenForKeys } from '../../device-client/key-listener.ts';
 import { keyTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../usage-error.ts';
@@ -52,7 +50,6 @@ export function registerSub(program: Command, io: CliIo): void {
     .description(
       'Knock for the device, connect to the broker over mutual TLS (retrying for a few seconds while the\n' +
         'firewall opens), subscribe and print each message as "<topic> <payload>" (or one JSON line with --json).\n' +
-        'If the session drops (broker or receiver restart, network loss) it knocks again and reconnects by itself.\n' +
         'Stops after --count messages, or on Ctrl-C. "subscribed to <topic>" goes to stderr once ready.\n' +
         'A device may only use topics under blackcloud/devices/<device id>/ (wildcards + and # allowed as whole\n' +
         'levels): a relative topic such as "#" or "sensors/+" is placed there.',
@@ -76,20 +73,13 @@ export function registerSub(program: Command, io: CliIo): void {
     .action(async (flags: SubFlags) => {
       const count = countOf(flags.count);
       const qos = qosOf(flags.qos);
-      const session = await openSession(flags, io, true, {
-        keyRotation: true,
-        onEvent: (event) => {
-          if (event.type === 'key')
-            io.err(describeKeyEvent(event.event, resolve(flags.device ?? 'device.json')));
-          else if (event.type === 'offline') {
-            io.err('connection to the broker lost; knocking again and reconnecting (Ctrl-C to stop)');
-          } else if (event.type === 'connect' && event.connection > 1) {
-            io.err(`reconnected after ${event.offlineMs ?? 0} ms (${event.attempt} attempts in all)`);
-          }
-        },
-      });
+      const session = await openSession(flags, io, true);
       const { client, topic } = session;
       const ownKeyTopic = keyTopic(session.config.deviceId);
+      await listenForKeys(client, session.config, {
+        randomBytes: (length) => new Uint8Array(randomBytes(length)),
+        onEvent: (event) => io.err(describeKeyEvent(event, session.config.file)),
+      });
       let received = 0;
       await new Promise<void>((resolve, reject) => {
         const stop = (): void => {
@@ -108,6 +98,15 @@ export function registerSub(program: Command, io: CliIo): void {
             flags.json ? JSON.stringify({ topic: messageTopic, message: text }) : `${messageTopic} ${text}`,
           );
           if (count !== undefined && received >= count) stop();
+        });
+        client.on('close', () => {
+          if (count === undefined || received < count) {
+            reject(
+              new Error(
+                `the broker closed the session to ${session.config.mqtt.url} after ${received} message(s)`,
+              ),
+            );
+          }
         });
         client
           .subscribeAsync(topic, { qos })
