@@ -82,15 +82,8 @@ module.exports = {
       name: 'aws-and-local-are-separate',
       severity: 'error',
       comment: 'The AWS and local adapter families never import each other.',
-      from: { path: '^functions/aws/' },
-      to: { path: '^functions/local/' },
-    },
-    {
-      name: 'local-never-imports-aws',
-      severity: 'error',
-      comment: 'The AWS and local adapter families never import each other.',
-      from: { path: '^functions/local/' },
-      to: { path: '^functions/aws/' },
+      from: { path: '^functions/(aws|local)/' },
+      to: { path: '^functions/(aws|local)/', pathNot: '^functions/$1/' },
     },
   ],
   options: {
