@@ -6,7 +6,7 @@
  * encodeBc1 on the same inputs, parseKeyOffer's reason for every malformed offer, ackProof for the proof.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,13 +20,7 @@ import {
 } from '../../functions/core/key-messages.ts';
 import { type Bc1Payload, decodeBc1, encodeBc1 } from '../../spa/bc1.ts';
 import { parseIpv4, parseIpv6 } from '../../spa/bc1-address.ts';
-
-const ROOT = new URL('../../device-client/c/', import.meta.url).pathname;
-const SOURCES = ['src/bc1.c', 'src/key_messages.c', 'src/backend_mbedtls.c', 'test/bc_test.c'].map(
-  (f) => ROOT + f,
-);
-const CFLAGS = ['-std=c99', '-Wall', '-Wextra', '-Werror', '-pedantic', '-O1', '-g', `-I${ROOT}include`];
-const SANITIZE = ['-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer'];
+import { C_ROOT, compileC, SANITIZE } from '../support/c-build.ts';
 
 interface Vector {
   readonly name: string;
@@ -44,33 +38,14 @@ const KEY = new Uint8Array(Buffer.from(KEY_HEX, 'hex'));
 let dir = '';
 const binaries: Record<string, string> = {};
 
-function compile(output: string, extra: readonly string[]): void {
-  const result = spawnSync('cc', [...CFLAGS, ...extra, ...SOURCES, '-lmbedcrypto', '-o', output], {
-    encoding: 'utf8',
-  });
-  if (result.error !== undefined) {
-    throw new Error(`cannot run the C compiler 'cc' (${result.error.message}): apt-get install gcc`);
-  }
-  if (result.status !== 0) {
-    const missing = /mbedtls\/\w+\.h: No such file|cannot find -lmbedcrypto/.test(result.stderr);
-    throw new Error(
-      (missing
-        ? 'mbedTLS is missing: apt-get install libmbedtls-dev\n'
-        : 'the C library does not compile:\n') + result.stderr,
-    );
-  }
-}
-
 beforeAll(() => {
-  if (!existsSync('/usr/include/mbedtls/chachapoly.h')) {
-    throw new Error('/usr/include/mbedtls/chachapoly.h is missing: apt-get install libmbedtls-dev');
-  }
   dir = mkdtempSync(join(tmpdir(), 'blackcloud-c-'));
   binaries.plain = join(dir, 'bc_test');
   binaries.sanitized = join(dir, 'bc_test_asan');
-  compile(binaries.plain, []);
-  compile(binaries.sanitized, SANITIZE);
-}, 120_000);
+  const driver = { program: [`${C_ROOT}test/bc_test.c`], libraries: ['mbedcrypto'] };
+  compileC({ ...driver, output: binaries.plain });
+  compileC({ ...driver, output: binaries.sanitized, extra: SANITIZE });
+}, 240_000);
 
 afterAll(() => {
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
@@ -82,6 +57,7 @@ function run(binary: string, commands: readonly string[]): string[] {
     input: `${commands.join('\n')}\n`,
     encoding: 'utf8',
     maxBuffer: 16 * 1024 * 1024,
+    timeout: 60_000,
     env: {
       ...process.env,
       ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0',

@@ -1,0 +1,192 @@
+/**
+ * The C library end to end: the reference device program (device-client/c/examples/knock_publish.c, linked with
+ * the library, Debian's mbedTLS and libmosquitto) knocks a running receiver over real UDP, then connects through
+ * the userspace gate to a real Mosquitto 2 with mutual TLS (the demo device's certificate) and publishes at QoS 1.
+ * A subscriber connected straight to the broker (behind the gate, so it opens nothing for the program) sees the
+ * message. Without a knock, or with a knock under a wrong key, the gate resets the connection: the broker is dark.
+ * `blackcloud up --broker` runs in process with port 0 for the receiver and the gate.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadDeviceConfig } from '../../device-client/load-device-config.ts';
+import type { DeviceConfig } from '../../functions/core/device-config.ts';
+import { DEMO_DEVICE_ID, dataDirLayout } from '../../functions/local/data-dir.ts';
+import type { GateEvent } from '../../functions/local/gate-firewall.ts';
+import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
+import { resolveUpConfig } from '../../functions/local/up-config.ts';
+import { ensureLocalPki } from '../../functions/pki/local-ca.ts';
+import type { Outcome } from '../../functions/receiver/handle-datagram.ts';
+import { removeDir, tempDir, waitFor } from '../functions/local/helpers.ts';
+import { C_ROOT, compileC } from '../support/c-build.ts';
+import { type RunningMosquitto, startMosquitto } from '../support/mosquitto.ts';
+
+let buildDir = '';
+let program = '';
+
+beforeAll(async () => {
+  buildDir = await tempDir('bc-c-e2e-build');
+  program = join(buildDir, 'knock_publish');
+  compileC({
+    program: [`${C_ROOT}examples/knock_publish.c`],
+    libraries: ['mbedcrypto', 'mosquitto'],
+    output: program,
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await removeDir(buildDir);
+});
+
+let dataDir: string | undefined;
+let mosquitto: RunningMosquitto | undefined;
+let cloud: LocalCloud | undefined;
+let subscriber: mqtt.MqttClient | undefined;
+const outcomes: Outcome[] = [];
+const gate: GateEvent[] = [];
+const received: { topic: string; payload: string }[] = [];
+let device: DeviceConfig;
+
+beforeEach(async () => {
+  dataDir = await tempDir('bc-c-e2e');
+  const layout = dataDirLayout(dataDir);
+  await ensureLocalPki(layout.pkiDir);
+  const work = join(dataDir, 'mosquitto');
+  await mkdir(work);
+  mosquitto = await startMosquitto(layout.pkiDir, work);
+  cloud = await startLocalCloud(
+    resolveUpConfig({
+      dataDir,
+      spaPort: '0',
+      mqttPort: '0',
+      broker: `mqtts://127.0.0.1:${mosquitto.port}`,
+    }),
+    {
+      keyRotation: false,
+      onOutcome: (outcome) => outcomes.push(outcome),
+      onGateEvent: (event) => gate.push(event),
+    },
+  );
+  device = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
+  // The subscriber dials the broker itself, not the gate: it opens no grant the program could use.
+  const tls = {
+    ca: readFileSync(device.mqtt.caFile),
+    cert: readFileSync(device.mqtt.certFile),
+    key: readFileSync(device.mqtt.keyFile),
+  };
+  subscriber = await mqtt.connectAsync(`mqtts://127.0.0.1:${mosquitto.port}`, {
+    ...tls,
+    clientId: `${DEMO_DEVICE_ID}/c-e2e-watcher`,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+  });
+  subscriber.on('message', (topic, payload) => received.push({ topic, payload: payload.toString() }));
+  await subscriber.subscribeAsync(`blackcloud/devices/${DEMO_DEVICE_ID}/#`, { qos: 1 });
+}, 60_000);
+
+afterEach(async () => {
+  await subscriber?.endAsync(true);
+  subscriber = undefined;
+  await cloud?.close();
+  cloud = undefined;
+  await mosquitto?.stop();
+  mosquitto = undefined;
+  await removeDir(dataDir);
+  outcomes.length = 0;
+  gate.length = 0;
+  received.length = 0;
+});
+
+/** Runs the C program against the running cloud with the demo device's files; `key` overrides the SPA key. */
+async function runProgram(options: {
+  knock: boolean;
+  key?: Uint8Array;
+  message: string;
+  timeoutMs?: number;
+}) {
+  const keyFile = join(dataDir!, 'c-device.key');
+  const key = options.key ?? device.spa.native!.key;
+  writeFileSync(keyFile, `${Buffer.from(key).toString('hex')}\n`, { mode: 0o600 });
+  const args = [
+    ...['-s', cloud!.spa.host, '-p', String(cloud!.spa.port)],
+    ...['-i', String(device.spa.native!.keyId), '-k', keyFile],
+    ...['-H', cloud!.mqtt.host, '-P', String(cloud!.mqtt.port)],
+    ...['-a', device.mqtt.caFile, '-c', device.mqtt.certFile, '-e', device.mqtt.keyFile],
+    ...[
+      '-I',
+      `${DEMO_DEVICE_ID}/c-e2e`,
+      '-t',
+      `blackcloud/devices/${DEMO_DEVICE_ID}/c`,
+      '-m',
+      options.message,
+    ],
+    ...(options.knock ? ['-w', '200'] : ['-n']),
+    // A refused connection shows as no CONNACK in time (libmosquitto retries a reset TLS handshake); the gate's
+    // own 'refused' event is what proves the refusal, so the refused cases need not wait long.
+    ...['-T', String(options.timeoutMs ?? 10_000)],
+  ];
+  const started = Date.now();
+  // Asynchronous: the receiver and the gate run in this process and must serve the program meanwhile.
+  return new Promise<{ status: number | null; stderr: string; ms: number }>((resolve) => {
+    execFile(program, args, { encoding: 'utf8', timeout: 30_000 }, (error, _stdout, stderr) => {
+      const status = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
+      resolve({ status, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+const accepted = () => outcomes.filter((o) => o.ok);
+const refusedByGate = () => gate.filter((e) => e.type === 'gate.refused');
+
+describe('the C reference device program against a running receiver and Mosquitto (mutual TLS)', () => {
+  it('knocks over UDP, connects through the opened gate and publishes: the subscriber receives the message', async () => {
+    expect(cloud!.mqtt.port).not.toBe(mosquitto!.port); // the program dials the gate, not the broker
+    const run = await runProgram({ knock: true, message: 'hello from C' });
+    expect(run.stderr).toContain('published to');
+    expect(run.status).toBe(0);
+    await waitFor(() => (received.length > 0 ? true : undefined), 'the message at the subscriber', 10_000);
+    expect(received).toEqual([{ topic: `blackcloud/devices/${DEMO_DEVICE_ID}/c`, payload: 'hello from C' }]);
+    // The receiver accepted exactly one BC1 knock, from the program, under the device's key id.
+    expect(accepted()).toHaveLength(1);
+    const knock = accepted()[0]!;
+    expect(knock.ok && knock.value).toMatchObject({
+      format: 'bc1',
+      deviceId: DEMO_DEVICE_ID,
+      source: '127.0.0.1',
+      keyId: device.spa.native!.keyId,
+    });
+    expect(gate.some((e) => e.type === 'gate.piped' && e.source === '127.0.0.1')).toBe(true);
+    expect(refusedByGate()).toEqual([]);
+    console.log(`C device: knock + TLS + QoS 1 publish in ${run.ms} ms (knock wait 200 ms)`);
+  }, 60_000);
+
+  it('without a knock the broker is dark: the gate resets the connection and nothing is published', async () => {
+    const run = await runProgram({ knock: false, message: 'must not arrive', timeoutMs: 1500 });
+    expect(run.status).toBe(4);
+    expect(run.stderr).toContain('no MQTT session');
+    expect(outcomes).toEqual([]);
+    expect(refusedByGate().map((e) => e.source)).toContain('127.0.0.1');
+    // Give a stray delivery time to show up before asserting there was none.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(received).toEqual([]);
+  }, 60_000);
+
+  it('a knock sealed with a wrong key is rejected and opens nothing', async () => {
+    const wrong = new Uint8Array(device.spa.native!.key).map((byte) => byte ^ 0x5a);
+    const run = await runProgram({
+      knock: true,
+      key: wrong,
+      message: 'must not arrive either',
+      timeoutMs: 1500,
+    });
+    expect(run.status).toBe(4);
+    expect(accepted()).toEqual([]);
+    await waitFor(() => (outcomes.length > 0 ? true : undefined), 'the receiver to judge the knock');
+    expect(outcomes.map((o) => (o.ok ? 'accepted' : o.reason))).toEqual(['auth-failed']);
+    expect(refusedByGate().map((e) => e.source)).toContain('127.0.0.1');
+    expect(received).toEqual([]);
+  }, 60_000);
+});
