@@ -51,14 +51,7 @@ static int string_next(cursor *c, uint32_t *unit) {
   }
   if (c->p >= c->end) return -1;
   ch = *c->p++;
-  switch (ch) {
-  case '"': case '\\': case '/': *unit = ch; return 1;
-  case 'b': *unit = 0x08; return 1;
-  case 'f': *unit = 0x0C; return 1;
-  case 'n': *unit = 0x0A; return 1;
-  case 'r': *unit = 0x0D; return 1;
-  case 't': *unit = 0x09; return 1;
-  case 'u': {
+  if (ch == 'u') {
     uint32_t v = 0;
     int i;
     if (c->end - c->p < 4) return -1;
@@ -71,18 +64,37 @@ static int string_next(cursor *c, uint32_t *unit) {
     *unit = v < 0x80 ? v : 0x80;
     return 1;
   }
-  default: return -1;
+  {
+    /* The other escapes: ESCAPES[i] stands for ESCAPED[i]. */
+    static const char ESCAPES[] = "\"\\/bfnrt";
+    static const char ESCAPED[] = "\"\\/\b\f\n\r\t";
+    int i;
+    for (i = 0; ESCAPES[i] != '\0'; i++) {
+      if (ch == (uint8_t)ESCAPES[i]) {
+        *unit = (uint8_t)ESCAPED[i];
+        return 1;
+      }
+    }
   }
+  return -1;
 }
 
-/* Reads a string into buf (NUL-terminated, ASCII); returns its length, -1 not JSON, -2 too long/non-ASCII. */
-static int read_string(cursor *c, char *buf, size_t capacity) {
+/*
+ * Reads a string into buf (NUL-terminated, ASCII); returns its length, -1 not JSON, -2 too long/non-ASCII. With
+ * `time`, a fraction that starts at offset 19 keeps only its first 3 digits (Date.parse ignores the rest), so any
+ * number of fractional digits fits the small buffer.
+ */
+static int read_string(cursor *c, char *buf, size_t capacity, int time) {
   size_t n = 0;
   int overflow = 0;
+  int fraction = 0; /* fractional digits seen, +1; 0 = not in the fraction */
   uint32_t unit = 0;
   int r;
   c->p++; /* the opening quote */
   while ((r = string_next(c, &unit)) == 1) {
+    if (fraction > 0) fraction = unit >= '0' && unit <= '9' ? fraction + 1 : 0;
+    if (fraction > 4) continue; /* a 4th or later fractional digit */
+    if (time && n == 19 && unit == '.') fraction = 1;
     if (unit >= 0x80 || n + 1 >= capacity) {
       overflow = 1;
     } else {
@@ -101,20 +113,48 @@ typedef struct number {
 
 static int is_digit(uint8_t ch) { return ch >= '0' && ch <= '9'; }
 
+/*
+ * Significant digits of a number as they stream by: `value` holds those up to the last non-zero digit (at most
+ * 10 of them; `sig` 11 means more), `zeros` the zeros after it, `frac` the digits after the point.
+ */
+typedef struct digits_state {
+  uint64_t value;
+  unsigned sig;
+  long zeros;
+  long frac;
+} digits_state;
+
+/* Consumes a run of digits (fraction digits when `fraction`); returns how many. */
+static size_t digit_run(cursor *c, digits_state *d, int fraction) {
+  size_t n = 0;
+  while (c->p < c->end && is_digit(*c->p)) {
+    unsigned digit = (unsigned)(*c->p++ - '0');
+    n++;
+    if (fraction) d->frac++;
+    if (digit == 0) {
+      if (d->sig > 0) d->zeros++;
+    } else if (d->sig + (unsigned long)d->zeros >= 10) {
+      d->sig = 11;
+      d->zeros = 0;
+    } else {
+      for (; d->zeros > 0; d->zeros--, d->sig++) d->value *= 10u;
+      d->value = d->value * 10u + digit;
+      d->sig++;
+    }
+  }
+  return n;
+}
+
 /* JSON number grammar; reports whether its exact decimal value is an integer in 0..2^32-1. */
 static int read_number(cursor *c, number *out) {
-  const uint8_t *int_digits;
-  const uint8_t *frac_digits = NULL;
-  size_t int_len = 0;
-  size_t frac_len = 0;
-  size_t total;
-  size_t first;
-  size_t last;
-  size_t i;
+  digits_state d;
   long exponent = 0;
   long shift;
   int negative = 0;
-  uint64_t value = 0;
+  d.value = 0; /* field by field: an initializer would become a memset call */
+  d.sig = 0;
+  d.zeros = 0;
+  d.frac = 0;
   out->is_u32 = 0;
   out->value = 0;
   if (c->p < c->end && *c->p == '-') {
@@ -122,24 +162,11 @@ static int read_number(cursor *c, number *out) {
     c->p++;
   }
   if (c->p >= c->end || !is_digit(*c->p)) return ST_NOT_JSON;
-  int_digits = c->p;
-  if (*c->p == '0') {
-    c->p++;
-    int_len = 1;
-  } else {
-    while (c->p < c->end && is_digit(*c->p)) {
-      c->p++;
-      int_len++;
-    }
-  }
+  if (*c->p == '0') c->p++; /* a leading 0 is the whole integer part */
+  else digit_run(c, &d, 0);
   if (c->p < c->end && *c->p == '.') {
     c->p++;
-    frac_digits = c->p;
-    while (c->p < c->end && is_digit(*c->p)) {
-      c->p++;
-      frac_len++;
-    }
-    if (frac_len == 0) return ST_NOT_JSON;
+    if (digit_run(c, &d, 1) == 0) return ST_NOT_JSON;
   }
   if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
     int exp_negative = 0;
@@ -154,28 +181,17 @@ static int read_number(cursor *c, number *out) {
     if (exp_len == 0) return ST_NOT_JSON;
     if (exp_negative) exponent = -exponent;
   }
-  /* value = digits(int ++ frac) * 10^(exponent - frac_len); strip leading and trailing zeros. */
-  total = int_len + frac_len;
-#define DIGIT_AT(k) ((k) < int_len ? int_digits[(k)] : frac_digits[(k) - int_len])
-  first = 0;
-  while (first < total && DIGIT_AT(first) == '0') first++;
-  if (first == total) { /* zero (and -0, which JSON.parse + zod accept as 0) */
+  /* value = significant digits * 10^shift, the digits without trailing zeros (so shift < 0 is a fraction). */
+  if (d.sig == 0) { /* zero (and -0, which JSON.parse + zod accept as 0) */
     out->is_u32 = 1;
     return ST_OK;
   }
-  last = total;
-  shift = exponent - (long)frac_len;
-  while (DIGIT_AT(last - 1) == '0') {
-    last--;
-    shift++;
-  }
-  if (negative || shift < 0 || (long)(last - first) + shift > 10) return ST_OK;
-  for (i = first; i < last; i++) value = value * 10u + (uint64_t)(DIGIT_AT(i) - '0');
-  for (; shift > 0; shift--) value *= 10u;
-#undef DIGIT_AT
-  if (value <= 0xFFFFFFFFu) {
+  shift = exponent - d.frac + d.zeros;
+  if (negative || shift < 0 || (long)d.sig + shift > 10) return ST_OK;
+  for (; shift > 0; shift--) d.value *= 10u;
+  if (d.value <= 0xFFFFFFFFu) {
     out->is_u32 = 1;
-    out->value = (uint32_t)value;
+    out->value = (uint32_t)d.value;
   }
   return ST_OK;
 }
@@ -311,12 +327,22 @@ static int read_key(cursor *c, uint8_t key[32]) {
 
 /* ---- ISO 8601 as z.iso.datetime({ offset: true }) accepts it, then Date.parse's value. ---- */
 
-static int digits(const char *s, size_t n, int *value) {
-  size_t i;
-  *value = 0;
-  for (i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') return 0;
-    *value = *value * 10 + (s[i] - '0');
+/*
+ * Matches s against `pattern`, where 'd' is one ASCII digit and any other character itself; each run of digits
+ * is one field, stored in fields[] in order. Returns 1 on a match. s must hold strlen(pattern) characters.
+ */
+static int match(const char *s, const char *pattern, int *fields) {
+  int k = 0;
+  fields[0] = 0;
+  for (; *pattern != '\0'; pattern++, s++) {
+    if (*pattern != 'd') {
+      if (*s != *pattern) return 0;
+      fields[++k] = 0;
+    } else if (*s < '0' || *s > '9') {
+      return 0;
+    } else {
+      fields[k] = fields[k] * 10 + (*s - '0');
+    }
   }
   return 1;
 }
@@ -337,91 +363,61 @@ static int64_t days_from_civil(int y, int m, int d) {
 /* YYYY-MM-DDTHH:MM:SS(.d+)?(Z|[+-]HH:MM) with real calendar days (leap years as in zod's date regex). */
 static int parse_datetime(const char *s, size_t n, int64_t *ms) {
   static const uint8_t month_days[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  int year;
-  int month;
-  int day;
-  int hour;
-  int minute;
-  int second;
+  int f[6]; /* year, month, day, hour, minute, second */
+  int zone[2];
   int millis = 0;
   int offset = 0;
   size_t i = 19;
-  if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return 0;
-  if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) || !digits(s + 11, 2, &hour) ||
-      !digits(s + 14, 2, &minute) || !digits(s + 17, 2, &second))
-    return 0;
-  if (month < 1 || month > 12 || day < 1 || day > month_days[month - 1]) return 0;
-  if (month == 2 && day == 29 && !((year % 4 == 0 && year % 100 != 0) || year % 400 == 0)) return 0;
-  if (hour > 23 || minute > 59 || second > 59) return 0;
+  if (n < 20 || !match(s, "dddd-dd-ddTdd:dd:dd", f)) return 0;
+  if (f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > month_days[f[1] - 1]) return 0;
+  if (f[1] == 2 && f[2] == 29 && !((f[0] % 4 == 0 && f[0] % 100 != 0) || f[0] % 400 == 0)) return 0;
+  if (f[3] > 23 || f[4] > 59 || f[5] > 59) return 0;
   if (s[i] == '.') {
     size_t start = ++i;
-    while (i < n && s[i] >= '0' && s[i] <= '9') {
-      if (i - start < 3) millis = millis * 10 + (s[i] - '0');
-      i++;
-    }
+    int scale = 100;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10) millis += (s[i] - '0') * scale;
     if (i == start) return 0;
-    if (i - start == 1) millis *= 100;
-    if (i - start == 2) millis *= 10;
   }
   if (i + 1 == n && s[i] == 'Z') {
     offset = 0;
-  } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
-    int oh;
-    int om;
-    if (!digits(s + i + 1, 2, &oh) || !digits(s + i + 4, 2, &om) || oh > 23 || om > 59) return 0;
-    offset = (oh * 60 + om) * (s[i] == '-' ? -1 : 1);
+  } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && match(s + i + 1, "dd:dd", zone)) {
+    if (zone[0] > 23 || zone[1] > 59) return 0;
+    offset = (zone[0] * 60 + zone[1]) * (s[i] == '-' ? -1 : 1);
   } else {
     return 0;
   }
-  *ms = days_from_civil(year, month, day) * 86400000 + (int64_t)hour * 3600000 + (int64_t)minute * 60000 +
-        (int64_t)second * 1000 + millis - (int64_t)offset * 60000;
+  *ms = days_from_civil(f[0], f[1], f[2]) * 86400000 + (int64_t)f[3] * 3600000 + (int64_t)f[4] * 60000 +
+        (int64_t)f[5] * 1000 + millis - (int64_t)offset * 60000;
   return 1;
-}
-
-/*
- * Reads the time string like read_string, but keeps only the first 3 digits of a fraction (Date.parse ignores the
- * rest), so any number of fractional digits fits the small buffer.
- */
-static int read_time_string(cursor *c, char *buf, size_t capacity) {
-  size_t n = 0;
-  int overflow = 0;
-  uint32_t unit = 0;
-  int r;
-  c->p++;
-  while ((r = string_next(c, &unit)) == 1) {
-    int in_fraction = n >= 23 && buf[19] == '.' && unit >= '0' && unit <= '9';
-    size_t i;
-    for (i = 20; in_fraction && i < n; i++) in_fraction = buf[i] >= '0' && buf[i] <= '9';
-    if (in_fraction) continue; /* a 4th or later fractional digit */
-    if (unit >= 0x80 || n + 1 >= capacity) {
-      overflow = 1;
-    } else {
-      buf[n++] = (char)unit;
-    }
-  }
-  if (r < 0) return -1;
-  buf[n] = '\0';
-  return overflow ? -2 : (int)n;
 }
 
 /* Member states: absent, valid, invalid (the last occurrence wins, as with JSON.parse). */
 enum { F_ABSENT = 0, F_VALID = 1, F_INVALID = 2 };
+
+/* The offer's members, by index. */
+enum { F_V = 0, F_KEY_ID = 1, F_KEY = 2, F_TIME = 3 };
+static const char *const FIELDS[4] = {"v", "keyId", "key", "oldKeyNotAfter"};
+
+/* Whether name[0..n) (n < 0: not a usable name) is exactly the NUL-terminated `wanted`. */
+static int same(const char *name, int n, const char *wanted) {
+  int i = 0;
+  while (i < n && wanted[i] != '\0' && name[i] == wanted[i]) i++;
+  return n >= 0 && i == n && wanted[i] == '\0';
+}
 
 int bc_key_offer_parse(const uint8_t *message, size_t length, bc_key_offer *offer) {
   cursor c;
   char name[16];
   char text[48];
   uint8_t key[32];
-  int s_v = F_ABSENT;
-  int s_id = F_ABSENT;
-  int s_key = F_ABSENT;
-  int s_time = F_ABSENT;
+  int state[4]; /* per FIELDS entry: F_ABSENT, F_VALID or F_INVALID */
   int unknown = 0;
   uint32_t key_id = 0;
   int64_t not_after = 0;
   int rc = BC_ERR_OFFER_NOT_JSON;
   if (message == NULL || offer == NULL) return BC_ERR_ARGUMENT;
   if (length > BC_MAX_KEY_MESSAGE_BYTES) return BC_ERR_OFFER_TOO_LONG;
+  state[F_V] = state[F_KEY_ID] = state[F_KEY] = state[F_TIME] = F_ABSENT;
   c.p = message;
   c.end = message + length;
   skip_ws(&c);
@@ -439,28 +435,18 @@ int bc_key_offer_parse(const uint8_t *message, size_t length, bc_key_offer *offe
   } else {
     for (;;) {
       int name_len;
-      int field = -1;
+      int field;
       skip_ws(&c);
       if (c.p >= c.end || *c.p != '"') goto done;
-      name_len = read_string(&c, name, sizeof name);
+      name_len = read_string(&c, name, sizeof name, 0);
       if (name_len == -1) goto done;
       skip_ws(&c);
       if (c.p >= c.end || *c.p != ':') goto done;
       c.p++;
       skip_ws(&c);
       if (c.p >= c.end) goto done;
-      if (name_len >= 0) {
-        if (name_len == 1 && name[0] == 'v') field = 0;
-        else if (name_len == 5 && name[0] == 'k' && name[1] == 'e' && name[2] == 'y' && name[3] == 'I' && name[4] == 'd') field = 1;
-        else if (name_len == 3 && name[0] == 'k' && name[1] == 'e' && name[2] == 'y') field = 2;
-        else if (name_len == 14) {
-          static const char wanted[] = "oldKeyNotAfter";
-          int i;
-          field = 3;
-          for (i = 0; i < 14; i++)
-            if (name[i] != wanted[i]) field = -1;
-        }
-      }
+      for (field = F_TIME; field >= 0; field--)
+        if (same(name, name_len, FIELDS[field])) break; /* -1: an unknown member */
       if (field < 0) {
         int st = skip_value(&c);
         unknown = 1;
@@ -469,34 +455,27 @@ int bc_key_offer_parse(const uint8_t *message, size_t length, bc_key_offer *offe
           rc = BC_ERR_OFFER_BAD_SHAPE;
           goto done;
         }
-      } else if ((field == 0 || field == 1) && (*c.p == '-' || is_digit(*c.p))) {
+      } else if (field <= F_KEY_ID && (*c.p == '-' || is_digit(*c.p))) {
         number num;
         if (read_number(&c, &num) != ST_OK) goto done;
-        if (field == 0) {
-          s_v = num.is_u32 && num.value == 1 ? F_VALID : F_INVALID;
-        } else {
-          s_id = num.is_u32 ? F_VALID : F_INVALID;
-          key_id = num.value;
-        }
-      } else if (field == 2 && *c.p == '"') {
+        state[field] = num.is_u32 && (field == F_KEY_ID || num.value == 1) ? F_VALID : F_INVALID;
+        if (field == F_KEY_ID) key_id = num.value;
+      } else if (field == F_KEY && *c.p == '"') {
         int r = read_key(&c, key);
         if (r < 0) goto done;
-        s_key = r ? F_VALID : F_INVALID;
-      } else if (field == 3 && *c.p == '"') {
-        int len = read_time_string(&c, text, sizeof text);
+        state[F_KEY] = r ? F_VALID : F_INVALID;
+      } else if (field == F_TIME && *c.p == '"') {
+        int len = read_string(&c, text, sizeof text, 1);
         if (len == -1) goto done;
-        s_time = len >= 0 && parse_datetime(text, (size_t)len, &not_after) ? F_VALID : F_INVALID;
+        state[F_TIME] = len >= 0 && parse_datetime(text, (size_t)len, &not_after) ? F_VALID : F_INVALID;
       } else {
         int st = skip_value(&c);
         if (st == ST_NOT_JSON) goto done;
         if (st == ST_TOO_DEEP) {
-          rc = field == 0 ? BC_ERR_OFFER_BAD_VERSION : BC_ERR_OFFER_BAD_SHAPE;
+          rc = field == F_V ? BC_ERR_OFFER_BAD_VERSION : BC_ERR_OFFER_BAD_SHAPE;
           goto done;
         }
-        if (field == 0) s_v = F_INVALID;
-        if (field == 1) s_id = F_INVALID;
-        if (field == 2) s_key = F_INVALID;
-        if (field == 3) s_time = F_INVALID;
+        state[field] = F_INVALID; /* a known member of the wrong type */
       }
       skip_ws(&c);
       if (c.p >= c.end) goto done;
@@ -511,9 +490,9 @@ int bc_key_offer_parse(const uint8_t *message, size_t length, bc_key_offer *offe
   }
   skip_ws(&c);
   if (c.p != c.end) goto done;
-  if (s_v != F_VALID) {
+  if (state[F_V] != F_VALID) {
     rc = BC_ERR_OFFER_BAD_VERSION;
-  } else if (unknown || s_id != F_VALID || s_key != F_VALID || s_time != F_VALID) {
+  } else if (unknown || state[F_KEY_ID] != F_VALID || state[F_KEY] != F_VALID || state[F_TIME] != F_VALID) {
     rc = BC_ERR_OFFER_BAD_SHAPE;
   } else {
     size_t i;
