@@ -91,6 +91,7 @@ export interface ConnectEvent {
   readonly offlineMs?: number;
 }
 
+/** A working session dropped (never emitted before the first CONNACK). */
 export interface OfflineEvent {
   readonly type: 'offline';
 }
@@ -467,6 +468,8 @@ export async function connectDevice(
     };
     client.prependListener('close', schedule);
     client.on('offline', () => {
+      // mqtt.js also says "offline" when a first attempt fails; only a session that was up can be lost.
+      if (connections === 0) return;
       offlineSince = now();
       emit({ type: 'offline' });
       armBound();
