@@ -15,11 +15,22 @@
  *   reconnect; QoS 0 publishes are not queued (`queueQoSZero: false`).
  * - The promise resolves on the first CONNACK. It rejects with `BrokerConnectError` when the broker refuses the
  *   device (a CONNACK reason code: retrying cannot help) or when `firstConnectDeadlineMs` (default: none, keep
- *   trying) passes; `DeviceConfigError` for a bad device file or unreadable certificates.
+ *   trying) passes; `SessionEndedError` ('unreachable') when a give-up bound below is reached first;
+ *   `DeviceConfigError` for a bad device file or unreadable certificates.
+ * - Terminal outcomes once connected (docs/device-sdk.md, "When retrying cannot help"): the session ends for good,
+ *   with a `give-up` event and `client.device.closed()` resolving to a `SessionEndedError`, when
+ *   - the broker's session notice says the operator disabled or removed the device ('disabled', 'removed';
+ *     functions/core/session-notice.ts, sent on the device's key topic just before the broker closes the session);
+ *   - a reconnect gets a CONNACK refusal ('refused'; every code but 3 "server unavailable", which is transient);
+ *   - an optional bound is reached ('unreachable'): `maxConsecutiveFailures` failed attempts in a row, or
+ *     `giveUpAfterMs` without a session (from the drop; from the start when there is no first-connect deadline).
+ *   Ending leaves nothing behind: the reconnect timer, the bound's timer and the socket are gone, no further knock
+ *   is sent, and the client is ended (`client.end(true)`). When the program ends the client itself,
+ *   `closed()` resolves to undefined.
  * - Key rotation (`keyRotation`, default on): the key listener (key-listener.ts) runs for the whole session;
  *   an offer is stored atomically (0600) before its ack; the next knock uses it.
  * - Events (`client.device`, and `options.onEvent` from before the first attempt): `knock`, `connect`,
- *   `offline`, `reconnect-scheduled`, `key-rotated`, `key`, `error`. They carry key ids, never key material;
+ *   `offline`, `reconnect-scheduled`, `key-rotated`, `key`, `give-up`, `error`. They carry key ids, never key material;
  *   `error` is only emitted when someone listens (no unhandled-error crash).
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
@@ -29,8 +40,9 @@ import { Duplex } from 'node:stream';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { type IClientOptions, MqttClient } from 'mqtt';
 import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
+import { parseSessionNotice, sessionNoticeTopic } from '../functions/core/session-notice.ts';
 import { readTlsMaterial, type TlsMaterial } from './broker-connection.ts';
-import { BrokerConnectError } from './errors.ts';
+import { BrokerConnectError, SessionEndedError, type SessionEndReason } from './errors.ts';
 import { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
 import { buildKnock } from './knock.ts';
 import { loadDeviceConfig } from './load-device-config.ts';
@@ -79,6 +91,7 @@ export interface ConnectEvent {
   readonly offlineMs?: number;
 }
 
+/** A working session dropped (never emitted before the first CONNACK). */
 export interface OfflineEvent {
   readonly type: 'offline';
 }
@@ -105,7 +118,15 @@ export interface ErrorEvent {
   readonly error: Error;
 }
 
+/** The session ended for good (terminal): the library stopped; nothing is retried after this. */
+export interface GiveUpEvent {
+  readonly type: 'give-up';
+  readonly reason: SessionEndReason;
+  readonly error: SessionEndedError;
+}
+
 export type DeviceEvent =
+  | GiveUpEvent
   | KnockEvent
   | ConnectEvent
   | OfflineEvent
@@ -121,6 +142,7 @@ export interface DeviceEvents {
   'reconnect-scheduled': [ReconnectScheduledEvent];
   'key-rotated': [KeyRotatedEvent];
   key: [KeyEvent];
+  'give-up': [GiveUpEvent];
   error: [Error];
 }
 
@@ -129,6 +151,11 @@ export interface DeviceSession extends EventEmitter<DeviceEvents> {
   config(): DeviceConfig;
   /** Attempts (knock + TLS) so far, and sessions established. */
   stats(): { readonly attempts: number; readonly connections: number };
+  /**
+   * Resolves once the session is over: with the `SessionEndedError` when the library gave up (a terminal outcome),
+   * with undefined when the program ended the client itself. Never rejects.
+   */
+  closed(): Promise<SessionEndedError | undefined>;
 }
 
 export type DeviceClient = MqttClient & { readonly device: DeviceSession };
@@ -146,6 +173,13 @@ export interface ConnectDeviceOptions {
   readonly backoff?: Partial<BackoffPolicy>;
   /** Reject the first connection after this long, ms. @default none: keep trying with backoff */
   readonly firstConnectDeadlineMs?: number;
+  /** Give up ('unreachable') after this many failed attempts in a row. @default none: keep trying */
+  readonly maxConsecutiveFailures?: number;
+  /**
+   * Give up ('unreachable') after this long without a session, ms: from the drop, or from the start when
+   * `firstConnectDeadlineMs` is not set. @default none: keep trying
+   */
+  readonly giveUpAfterMs?: number;
   /** One attempt's limit (knock wait + TCP + TLS + CONNACK), ms. @default 10000 */
   readonly attemptTimeoutMs?: number;
   /** @default `<deviceId>/<8 random hex>` */
@@ -255,6 +289,16 @@ export async function connectDevice(
   let connections = 0;
   let failures = 0;
   let offlineSince: number | undefined;
+  /** Failed attempts in a row (an attempt that never got CONNACK); a working session that drops is not one. */
+  let failedInARow = 0;
+  /** Whether the current connection got its CONNACK. */
+  let sessionUp = false;
+  /** Set once the session is over (a terminal outcome or the program's own `end`): nothing more is attempted. */
+  let ended = false;
+  let resolveClosed: (value: SessionEndedError | undefined) => void = () => undefined;
+  const closed = new Promise<SessionEndedError | undefined>((done) => {
+    resolveClosed = done;
+  });
 
   const emit = (event: DeviceEvent): void => {
     try {
@@ -275,6 +319,7 @@ export async function connectDevice(
 
   /** Runs before every TLS connect: re-read the file (rotated key), knock, wait for the firewall. */
   const prepare = async (): Promise<TLSSocket> => {
+    if (ended) throw new Error('the session is over; no further attempt');
     attempts += 1;
     const attempt = attempts;
     try {
@@ -307,6 +352,7 @@ export async function connectDevice(
         throw new Error('knock failed; the attempt is skipped');
       }
       if (knockWaitMs > 0) await sleep(knockWaitMs);
+      if (ended) throw new Error('the session is over; no further attempt');
     }
     return tlsConnect({
       host: endpoint.host,
@@ -337,28 +383,16 @@ export async function connectDevice(
   Object.defineProperty(client, 'device', { value: events, enumerable: false });
   events.config = () => config;
   events.stats = () => ({ attempts, connections });
-
-  /** Before mqtt.js's own close handler arms the reconnect timer: choose this reconnect's delay. */
-  const schedule = (): void => {
-    if (client.disconnecting) return;
-    const delayMs = backoffDelayMs(failures, random, policy);
-    emit({ type: 'reconnect-scheduled', failures, delayMs });
-    failures += 1;
-    client.options.reconnectPeriod = Math.max(1, delayMs);
-  };
-  client.prependListener('close', schedule);
-  client.on('offline', () => {
-    offlineSince = now();
-    emit({ type: 'offline' });
-  });
+  events.closed = () => closed;
 
   return new Promise<DeviceClient>((resolve, reject) => {
     let settled = false;
+    let boundTimer: ReturnType<typeof setTimeout> | undefined;
     const deadline =
       options.firstConnectDeadlineMs === undefined
         ? undefined
         : setTimeout(() => {
-            giveUp(
+            failFirst(
               new BrokerConnectError(
                 config.mqtt.url,
                 attempts,
@@ -368,23 +402,131 @@ export async function connectDevice(
               ),
             );
           }, options.firstConnectDeadlineMs);
-    const giveUp = (error: Error): void => {
+
+    /** Stops everything: timers, the reconnect loop, the socket. Idempotent. */
+    const stop = (): void => {
+      ended = true;
+      clearTimeout(deadline);
+      clearTimeout(boundTimer);
+      boundTimer = undefined;
+      client.end(true);
+    };
+    /** Before the first session: the promise rejects. */
+    const failFirst = (error: Error): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(deadline);
-      client.end(true);
+      stop();
       reject(error);
+      resolveClosed(error instanceof SessionEndedError ? error : undefined);
     };
+    /** A terminal outcome: a `give-up` event, `closed()` resolves; before the first session the promise rejects. */
+    const end = (error: SessionEndedError): void => {
+      if (ended) return;
+      emit({ type: 'give-up', reason: error.reason, error });
+      if (!settled) {
+        failFirst(error);
+        return;
+      }
+      stop();
+      resolveClosed(error);
+    };
+    const unreachable = (why: string): SessionEndedError =>
+      new SessionEndedError(
+        'unreachable',
+        config.deviceId,
+        `no session with ${config.mqtt.url} (${why}; ${attempts} attempts in all); stopped trying. Likely causes: ` +
+          `the device was disabled or removed (its knocks are dropped without an answer; fix: blackcloud devices ` +
+          `enable ${config.deviceId}), the receiver or the broker is down (fix: start "blackcloud up" or the ` +
+          'stack again), or the device file names the wrong server (fix: spa.host/spa.port and mqtt.url in the ' +
+          'device file, or --server)',
+      );
+    const armBound = (): void => {
+      const limit = options.giveUpAfterMs;
+      if (limit === undefined || boundTimer !== undefined || ended) return;
+      boundTimer = setTimeout(() => {
+        boundTimer = undefined;
+        end(unreachable(`none for ${limit / 1000} s`));
+      }, limit);
+    };
+    if (options.firstConnectDeadlineMs === undefined) armBound();
+
+    /** Before mqtt.js's own close handler arms the reconnect timer: count the failure, choose the delay. */
+    const schedule = (): void => {
+      const failed = !sessionUp;
+      sessionUp = false;
+      if (client.disconnecting || ended) return;
+      if (failed) failedInARow += 1;
+      const max = options.maxConsecutiveFailures;
+      if (max !== undefined && failedInARow >= max) {
+        end(unreachable(`${failedInARow} failed attempts in a row`));
+        return;
+      }
+      const delayMs = backoffDelayMs(failures, random, policy);
+      emit({ type: 'reconnect-scheduled', failures, delayMs });
+      failures += 1;
+      client.options.reconnectPeriod = Math.max(1, delayMs);
+    };
+    client.prependListener('close', schedule);
+    client.on('offline', () => {
+      // mqtt.js also says "offline" when a first attempt fails; only a session that was up can be lost.
+      if (connections === 0) return;
+      offlineSince = now();
+      emit({ type: 'offline' });
+      armBound();
+    });
+    // The program ended the client itself: the session is over, nothing was given up.
+    client.on('end', () => {
+      ended = true;
+      clearTimeout(deadline);
+      clearTimeout(boundTimer);
+      boundTimer = undefined;
+      resolveClosed(undefined);
+    });
+    // The operator's notice arrives just before the broker closes the session (session-notice.ts).
+    const noticeTopic = sessionNoticeTopic(config.deviceId);
+    client.on('message', (topic, payload) => {
+      if (topic !== noticeTopic) return;
+      const notice = parseSessionNotice(payload);
+      if (!notice.ok) return;
+      const id = config.deviceId;
+      end(
+        new SessionEndedError(
+          notice.value.reason,
+          id,
+          notice.value.reason === 'disabled'
+            ? `the broker closed the session: the operator disabled device "${id}", so retrying cannot help ` +
+                `(its knocks are refused too); fix: blackcloud devices enable ${id}, then connect again`
+            : `the broker closed the session: the operator removed device "${id}", so retrying cannot help; ` +
+                `fix: enrol it again (blackcloud devices add ${id}) and use the new device file`,
+        ),
+      );
+    });
 
     client.on('error', (error) => {
       const failure = asError(error);
-      if (!settled && typeof (failure as { code?: unknown }).code === 'number') {
-        giveUp(
-          new BrokerConnectError(
-            config.mqtt.url,
-            attempts,
-            `broker ${config.mqtt.url} refused device "${config.deviceId}" (${failure.message}); fix: the client ` +
-              "certificate must be issued by the broker's CA with CN = the device id",
+      const code = (failure as { code?: unknown }).code;
+      // A CONNACK reason code: the broker answered. 3 (server unavailable) is transient; the others are final.
+      if (typeof code === 'number' && code !== 3) {
+        if (!settled) {
+          failFirst(
+            new BrokerConnectError(
+              config.mqtt.url,
+              attempts,
+              `broker ${config.mqtt.url} refused device "${config.deviceId}" (${failure.message}); fix: the ` +
+                "client certificate must be issued by the broker's CA with CN = the device id",
+              { cause: failure },
+            ),
+          );
+          return;
+        }
+        end(
+          new SessionEndedError(
+            'refused',
+            config.deviceId,
+            `broker ${config.mqtt.url} refused device "${config.deviceId}" on reconnect (${failure.message}), so ` +
+              `retrying cannot help; fix: if the operator disabled it, blackcloud devices enable ` +
+              `${config.deviceId}; otherwise the client certificate must be issued by the broker's CA with CN = ` +
+              'the device id',
             { cause: failure },
           ),
         );
@@ -394,8 +536,12 @@ export async function connectDevice(
     });
 
     client.on('connect', () => {
+      sessionUp = true;
       connections += 1;
       failures = 0;
+      failedInARow = 0;
+      clearTimeout(boundTimer);
+      boundTimer = undefined;
       client.options.reconnectPeriod = Math.max(1, backoffDelayMs(0, random, policy));
       const offlineMs = offlineSince === undefined ? undefined : now() - offlineSince;
       offlineSince = undefined;
@@ -427,7 +573,7 @@ export async function connectDevice(
       ready.then(
         () => resolve(client),
         (error: unknown) => {
-          client.end(true);
+          stop();
           reject(asError(error));
         },
       );

@@ -15,3 +15,26 @@ export class BrokerConnectError extends Error {
     this.attempts = attempts;
   }
 }
+
+/**
+ * Why a session that `connectDevice` kept up ended for good: the operator `disabled` or `removed` the device (the
+ * broker's session notice), the broker `refused` it on a reconnect (a CONNACK reason code), or it stayed
+ * `unreachable` past the caller's bound (`maxConsecutiveFailures`, `giveUpAfterMs`).
+ */
+export type SessionEndReason = 'disabled' | 'removed' | 'refused' | 'unreachable';
+
+/** The session ended and the library stopped retrying; the message says why and what fixes it. */
+export class SessionEndedError extends Error {
+  override readonly name = 'SessionEndedError';
+  readonly reason: SessionEndReason;
+  readonly deviceId: string;
+  /** Whether retrying with the same device file could ever help ('unreachable' only). */
+  readonly retryable: boolean;
+
+  constructor(reason: SessionEndReason, deviceId: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+    this.deviceId = deviceId;
+    this.retryable = reason === 'unreachable';
+  }
+}

@@ -25,8 +25,9 @@ export {
   type DeviceEvent,
   type DeviceEvents,
   type DeviceSession,
+  type GiveUpEvent,
 } from './connect-device.ts';
-export { BrokerConnectError } from './errors.ts';
+export { BrokerConnectError, SessionEndedError, type SessionEndReason } from './errors.ts';
 export { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
 export { buildKnock, type Knock, type KnockIo } from './knock.ts';
 export { loadDeviceConfig } from './load-device-config.ts';

@@ -4,7 +4,9 @@
  *
  * Contract:
  * - Subscribes to `blackcloud/keys/<deviceId>` (QoS 1). Each offer is handled one at a time, in arrival order.
- * - A malformed offer is ignored (reported through `onEvent`, nothing stored, nothing sent).
+ * - A malformed offer is ignored (reported through `onEvent`, nothing stored, nothing sent). The operator's
+ *   session notice, which shares the topic (functions/core/session-notice.ts), is not an offer and is left to
+ *   connectDevice without an event.
  * - A valid offer: `storeNativeKey` writes the key into the device file (atomic, 0600) BEFORE the ack is
  *   published; an offer of the key already stored (a re-sent offer) is acknowledged again without rewriting.
  * - The ack (QoS 1, on `blackcloud/keys/<deviceId>/ack`) carries a fresh 16-byte nonce and
@@ -14,6 +16,7 @@
 import type { MqttClient } from 'mqtt';
 import type { DeviceConfig } from '../functions/core/device-config.ts';
 import { ACK_NONCE_LENGTH, encodeKeyAck, makeKeyAck, parseKeyOffer } from '../functions/core/key-messages.ts';
+import { parseSessionNotice } from '../functions/core/session-notice.ts';
 import { keyAckTopic, keyTopic } from '../functions/core/topics.ts';
 import { storeNativeKey } from './key-store.ts';
 
@@ -53,6 +56,7 @@ export async function listenForKeys(
   };
 
   const handle = async (payload: Uint8Array): Promise<void> => {
+    if (parseSessionNotice(payload).ok) return;
     const offer = parseKeyOffer(payload);
     if (!offer.ok) {
       emit({ type: 'ignored', reason: offer.reason });

@@ -15,6 +15,10 @@
  *   `blackcloud-controller`). A refused SUBSCRIBE entry is answered with SUBACK 0x80 [MQTT-3.9.3-2]; a refused
  *   PUBLISH closes the connection without delivering it [MQTT-3.3.5-2]; deliveries are filtered again on the way
  *   out. Optional hooks can only narrow these rules, never widen them.
+ * - `disconnect(identity, farewell?)` drops every connection of the identity. With a farewell (the operator's
+ *   session notice, functions/core/session-notice.ts) each connection first stops being served (no publish, no
+ *   subscribe, nothing delivered but the farewell's topic), gets the farewell as one QoS 0 PUBLISH, then a graceful
+ *   close; whatever happens, the socket is destroyed within `FAREWELL_GRACE_MS`.
  * - `close()` disconnects every client and stops listening; it resolves when the port is released.
  */
 import type { AddressInfo, Socket } from 'node:net';
@@ -73,12 +77,23 @@ export interface EmbeddedBroker {
   aedes: Aedes;
   /** The certificate identity behind an aedes client, or undefined. */
   identityOf(client: Client): string | undefined;
-  /** Drops every connection of this identity (e.g. a device was disabled). Returns how many were dropped. */
-  disconnect(identity: string): number;
+  /**
+   * Drops every connection of this identity (e.g. a device was disabled), after sending `farewell` if given.
+   * Returns how many were dropped.
+   */
+  disconnect(identity: string, farewell?: Farewell): number;
   close(): Promise<void>;
 }
 
+/** The last message a connection gets before `disconnect` closes it. */
+export interface Farewell {
+  readonly topic: string;
+  readonly payload: Buffer;
+}
+
 const NOT_AUTHORIZED = 5;
+/** How long a farewell may take to be written before the socket is destroyed anyway. */
+export const FAREWELL_GRACE_MS = 1000;
 const silentLogger: BrokerLogger = { info: () => undefined, warn: () => undefined };
 
 export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
@@ -90,6 +105,10 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   const refusals = new WeakMap<Client, string>();
   const tlsSockets = new Set<TLSSocket>();
   const rawSockets = new Set<Socket>();
+  /** Connections being closed with a farewell: served nothing more; the value is the farewell's topic. */
+  const leaving = new WeakMap<Client, string>();
+  /** Sockets `disconnect` is closing (counted once, even while their farewell is still being written). */
+  const beingClosed = new WeakSet<TLSSocket>();
 
   const identityOf = (client: Client | null): string | undefined =>
     client === null ? undefined : identities.get(client.conn);
@@ -130,6 +149,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         callback(new Error(`publish to ${JSON.stringify(packet.topic)} refused: ${reason}`));
       };
       if (identity === undefined || client === null) return deny('no certificate identity');
+      if (leaving.has(client)) return deny('the session is being closed');
       if (!mayPublish(identity, packet.topic)) return deny('outside the identity topics');
       const hook = opts.authorizePublish;
       if (hook === undefined) return callback(null);
@@ -149,6 +169,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         callback(null, null); // [MQTT-3.9.3-2] SUBACK return code 0x80 for this entry
       };
       if (identity === undefined) return deny('no certificate identity');
+      if (leaving.has(client)) return deny('the session is being closed');
       if (!maySubscribe(identity, sub.topic)) return deny('outside the identity topics');
       const hook = opts.authorizeSubscribe;
       if (hook === undefined) return callback(null, sub);
@@ -158,6 +179,8 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     },
     authorizeForward(client: Client, packet: AedesPublishPacket) {
       const identity = identityOf(client);
+      const farewellTopic = leaving.get(client);
+      if (farewellTopic !== undefined && packet.topic !== farewellTopic) return null;
       return identity !== undefined && mayReceive(identity, packet.topic) ? packet : null;
     },
   });
@@ -221,12 +244,30 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     },
     aedes,
     identityOf: (client) => identityOf(client),
-    disconnect(identity) {
+    disconnect(identity, farewell) {
       let dropped = 0;
       for (const socket of tlsSockets) {
-        if (identities.get(socket) === identity && !socket.destroyed) {
-          socket.destroy();
+        if (identities.get(socket) === identity && !socket.destroyed && !beingClosed.has(socket)) {
           dropped += 1;
+          beingClosed.add(socket);
+          const client = (socket as TLSSocket & { client?: Client }).client;
+          if (farewell === undefined || client === undefined || !client.connected) {
+            socket.destroy();
+            continue;
+          }
+          leaving.set(client, farewell.topic);
+          setTimeout(() => socket.destroy(), FAREWELL_GRACE_MS).unref();
+          client.publish(
+            {
+              cmd: 'publish',
+              topic: farewell.topic,
+              payload: farewell.payload,
+              qos: 0,
+              retain: false,
+              dup: false,
+            },
+            () => socket.end(),
+          );
         }
       }
       return dropped;

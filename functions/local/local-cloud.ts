@@ -37,6 +37,7 @@ import type {
   RandomSource,
   RemoteEndpoint,
 } from '../core/interfaces.ts';
+import { encodeSessionNotice, sessionNoticeTopic } from '../core/session-notice.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import type { KeyRotationConfig } from '../key-rotation/key-rotation-controller.ts';
@@ -299,7 +300,10 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     cutOffsRef.current = new CutOffTracker({
       grants: deps.grants,
       disconnect: (id) => {
-        const closed = broker?.disconnect(id) ?? 0;
+        // The device learns why (session-notice.ts): removed when the directory no longer has it, else disabled.
+        const reason = directoryRef.current?.byId(id) === undefined ? 'removed' : 'disabled';
+        const notice = { topic: sessionNoticeTopic(id), payload: encodeSessionNotice(reason) };
+        const closed = broker?.disconnect(id, notice) ?? 0;
         if (closed > 0)
           note(`device ${id} is not an enabled device any more: its broker sessions were closed`);
         return closed;

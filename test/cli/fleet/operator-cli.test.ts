@@ -59,8 +59,14 @@ describe('the README operator walkthrough against the local black cloud', () => 
     const disabled = await cli(['devices', 'disable', 'sensor-042'], { cwd });
     expect(disabled.stdout).toBe('disabled sensor-042: 1 grant(s) revoked, 1 broker session(s) closed\n');
     // The subscriber's session was cut at once (test/cli/fleet/local-fleet.test.ts shows new knocks are refused).
+    // The broker's session notice says why, so sub stops at once instead of knocking again (refused) forever.
     await sub.waitForOutput(/the broker closed the session/, 'stderr');
     expect(await sub.exited).not.toBe(0);
+    expect(sub.stderr()).toContain(
+      'blackcloud: the broker closed the session: the operator disabled device "sensor-042"',
+    );
+    expect(sub.stderr()).toContain('fix: blackcloud devices enable sensor-042');
+    expect(sub.stderr()).not.toContain('reconnecting');
     expect((await cli(['grants', 'list'], { cwd })).stdout).toMatch(/^no open grants/);
 
     const audit = await cli(['audit', '--since', '1h', '--device', 'sensor-042'], { cwd });
