@@ -6,7 +6,7 @@
  * - Reloads when the file changes: a file-system watch on its folder (the file is replaced by rename, so the
  *   folder is watched, not the file) triggers a reload after `debounceMs`; as a fallback where watches are
  *   unreliable, a lookup that finds nothing (unknown key id) or an fwknop candidate list checks the file's
- *   signature (device, inode, size, mtime and ctime in ns), at most once per `checkIntervalMs`, and reloads when
+ *   signature (file-signature.ts), at most once per `checkIntervalMs`, and reloads when
  *   it changed.
  * - A reload never misses a change: every `reload()` call (each watch event, each check) marks the file dirty, and
  *   one reload loop reads it again until a pass ends with no new mark and the file's signature after the read
@@ -17,10 +17,10 @@
  * - Lookups never throw because of a reload problem.
  */
 import { type FSWatcher, watch } from 'node:fs';
-import { type BigIntStats, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Device, DeviceDirectory, DeviceKey, RemoteEndpoint } from '../core/interfaces.ts';
 import { FileDeviceDirectory } from './file-device-directory.ts';
+import { type FileSignature, fileSignature } from './file-signature.ts';
 
 export interface WatchedDirectoryOptions {
   /** @default 1000 */
@@ -33,14 +33,6 @@ export interface WatchedDirectoryOptions {
   readonly now?: () => number;
 }
 
-/** What identifies one version of the file: a write by rename changes the inode, one in place size or times. */
-type Signature = string;
-
-async function signatureOf(path: string): Promise<Signature> {
-  const info: BigIntStats = await stat(path, { bigint: true });
-  return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
-}
-
 export class WatchedDeviceDirectory implements DeviceDirectory {
   readonly #inner: FileDeviceDirectory;
   readonly #options: WatchedDirectoryOptions;
@@ -48,13 +40,13 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
   #watcher: FSWatcher | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** The signature of the version loaded (taken before its read: a change during the read shows as a difference). */
-  #loaded: Signature;
+  #loaded: FileSignature;
   #lastCheck = 0;
   #reloading: Promise<void> | undefined;
   /** Set by every `reload()` call; the reload loop clears it before each read and runs again while it is set. */
   #dirty = false;
 
-  private constructor(inner: FileDeviceDirectory, loaded: Signature, options: WatchedDirectoryOptions) {
+  private constructor(inner: FileDeviceDirectory, loaded: FileSignature, options: WatchedDirectoryOptions) {
     this.#inner = inner;
     this.#loaded = loaded;
     this.#options = options;
@@ -63,7 +55,7 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
 
   /** Loads the file (throws DeviceFileError when invalid) and starts watching it. */
   static async open(path: string, options: WatchedDirectoryOptions = {}): Promise<WatchedDeviceDirectory> {
-    const loaded = await signatureOf(path);
+    const loaded = await fileSignature(path);
     const directory = new WatchedDeviceDirectory(await FileDeviceDirectory.load(path), loaded, options);
     directory.#watch();
     return directory;
@@ -135,7 +127,7 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
     }
     this.#lastCheck = now;
     try {
-      if ((await signatureOf(this.#inner.path)) === this.#loaded) return false;
+      if ((await fileSignature(this.#inner.path)) === this.#loaded) return false;
     } catch {
       return false;
     }
@@ -148,12 +140,12 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
     while (this.#dirty) {
       this.#dirty = false;
       try {
-        const before = await signatureOf(this.#inner.path);
+        const before = await fileSignature(this.#inner.path);
         if (before === this.#loaded) continue; // several watch events for one change
         await this.#inner.reload();
         this.#loaded = before;
         // Changed during the read: what was loaded may be the older version; read again.
-        if ((await signatureOf(this.#inner.path)) !== before) this.#dirty = true;
+        if ((await fileSignature(this.#inner.path)) !== before) this.#dirty = true;
         this.#options.onReload?.(this.#inner.devices());
       } catch (error) {
         this.#options.onReloadError?.(error instanceof Error ? error : new Error(String(error)));
