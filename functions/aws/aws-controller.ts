@@ -170,6 +170,7 @@ export async function startAwsKeyRotation(options: StartAwsKeyRotationOptions): 
   try {
     await started.start();
   } catch (error) {
+    started.stop();
     await session.close();
     throw error;
   }

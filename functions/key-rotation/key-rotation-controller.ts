@@ -10,10 +10,20 @@
  *   rotation fails, naming the cause). No listing of the fleet per offer. A device with a pending key gets the same offer
  *   again instead (`tick` re-sends it every `resendMs`; `start()` re-sends every pending offer at once, so a
  *   restart mid-rotation resumes it).
- * - `handleMessage(topic, payload)` takes acks from the broker: the key must be the device's pending one, the
- *   proof must verify in constant time under that key, and the (device, key id, nonce) must be new; only then
- *   does the key become current and the old keys end after `graceMs`. Anything else changes nothing and is
- *   audited as 'key.ack-rejected' with a reason.
+ * - `start()` begins the schedule and runs the first tick at once; it returns that tick's completion, which a
+ *   caller that must not wait on the fleet (`blackcloud up`) does not await: offers then go out in the background.
+ *   The schedule continues whether or not the first tick succeeded; `stop()` ends it. Ticks never overlap: a tick
+ *   asked for while one runs (`tickSoon`, the timer, a call) runs after it.
+ * - A tick works on at most `tickConcurrency` devices at once (default 8, like `rotateMany`): with 1,000 pending
+ *   offers, 8 publishes are in flight, never 1,000 (nor one at a time).
+ * - `handleMessage(topic, payload)` takes acks from the broker. Each device's acks first pass a token bucket
+ *   (`ackLimit`, default a burst of 5 then 1 a minute), before anything touches the store: an ack over the limit
+ *   is refused as 'rate-limited' and counted (`key.ack.rate-limited`). Then the key must be the device's pending
+ *   one, the proof must verify in constant time under that key, and the (device, key id, nonce) must be new; only
+ *   then does the key become current and the old keys end after `graceMs`. Anything else changes nothing and is
+ *   audited as 'key.ack-rejected' with a reason; those audit lines are capped (`rejectAudit`, default a burst of
+ *   20 then 1 a second, for all devices together), the ones beyond counted (`key.ack-rejected.suppressed`).
+ *   `counters()` is a snapshot of both counts.
  * - `noteKeyUsed(id, keyId)` (after each accepted knock) confirms a pending key at first use and retires the
  *   older keys at once; it touches the store only for devices this controller knows to hold several keys
  *   (learned from its own offers, acks and every `tick()`). `tick()` removes keys whose grace has ended.
@@ -37,7 +47,9 @@ import {
   type ListedDeviceKeys,
 } from '../core/key-rotation-interfaces.ts';
 import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
+import { type Counters, createCounters } from '../receiver/counters.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
+import { TokenBucketRateLimiter } from '../receiver/rate-limiter.ts';
 import {
   checkAckTarget,
   planAck,
@@ -80,6 +92,25 @@ export function keyRotationConfig(partial: Partial<KeyRotationConfig> = {}): Key
   return Object.freeze(config);
 }
 
+/** A token bucket's settings (functions/receiver/rate-limiter.ts). */
+export interface BucketLimit {
+  readonly burst: number;
+  readonly ratePerSecond: number;
+}
+
+/** Acks one device may send before the store is touched: a burst, then one a minute. */
+export const ACK_LIMIT_DEFAULTS: BucketLimit = Object.freeze({ burst: 5, ratePerSecond: 1 / 60 });
+/** 'key.ack-rejected' audit lines, all devices together: a burst, then one a second; the rest are counted. */
+export const ACK_REJECT_AUDIT_DEFAULTS: BucketLimit = Object.freeze({ burst: 20, ratePerSecond: 1 });
+/** Devices a tick (and `rotateMany`) works on at once. */
+export const DEFAULT_ROTATION_CONCURRENCY = 8;
+
+/** The controller's counters (`counters()`). */
+export const controllerCounterName = {
+  acksRateLimited: 'key.ack.rate-limited',
+  ackAuditSuppressed: 'key.ack-rejected.suppressed',
+} as const;
+
 export interface KeyRotationDeps {
   readonly store: KeyGenerationStore;
   readonly session: ControllerSession;
@@ -90,6 +121,14 @@ export interface KeyRotationDeps {
   /** Replay protection for acks. @default an in-memory store */
   readonly acks?: NonceStore;
   readonly config?: Partial<KeyRotationConfig>;
+  /** Per-device ack limit. @default ACK_LIMIT_DEFAULTS */
+  readonly ackLimit?: BucketLimit;
+  /** Cap on 'key.ack-rejected' audit lines. @default ACK_REJECT_AUDIT_DEFAULTS */
+  readonly rejectAudit?: BucketLimit;
+  /** Devices a tick works on at once. @default DEFAULT_ROTATION_CONCURRENCY */
+  readonly tickConcurrency?: number;
+  /** @default a fresh set */
+  readonly counters?: Counters;
 }
 
 export type RotateOutcome =
@@ -102,7 +141,7 @@ export type AckOutcome =
   | { readonly ok: false; readonly reason: string };
 
 export interface RotateManyOptions {
-  /** At most this many rotations at once. @default 8 */
+  /** At most this many rotations at once. @default DEFAULT_ROTATION_CONCURRENCY */
   readonly concurrency?: number;
   /** false = scheduled semantics (only due devices). @default true */
   readonly force?: boolean;
@@ -116,6 +155,27 @@ export const KEY_ID_ATTEMPTS = 8;
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** Runs `run` over `items` with at most `concurrency` at once; results in input order. */
+async function mapBounded<T, R>(
+  items: readonly T[],
+  concurrency: number,
+  run: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await run(items[index]!, index);
+    }
+  };
+  const workers = Math.min(Math.max(1, Math.floor(concurrency)), items.length);
+  await Promise.all(Array.from({ length: workers }, worker));
+  return results;
+}
+
+const REJECT_AUDIT_KEY = 'key.ack-rejected';
 
 export class KeyRotationController {
   readonly config: KeyRotationConfig;
@@ -134,21 +194,62 @@ export class KeyRotationController {
   #changes = 0;
   #timer: unknown;
   #soon: unknown;
+  #started = false;
+  /** The last tick asked for: the next one runs after it. */
+  #ticks: Promise<unknown> = Promise.resolve();
+  readonly #ackLimiter: TokenBucketRateLimiter;
+  readonly #rejectAudit: TokenBucketRateLimiter;
+  readonly #counters: Counters;
+  readonly #tickConcurrency: number;
 
   constructor(deps: KeyRotationDeps) {
     this.#deps = deps;
     this.#startedAt = deps.clock.now();
     this.config = keyRotationConfig(deps.config);
     this.#acks = deps.acks ?? new MemoryNonceStore({ clock: deps.clock });
+    this.#ackLimiter = new TokenBucketRateLimiter({
+      clock: deps.clock,
+      ...(deps.ackLimit ?? ACK_LIMIT_DEFAULTS),
+    });
+    this.#rejectAudit = new TokenBucketRateLimiter({
+      clock: deps.clock,
+      ...(deps.rejectAudit ?? ACK_REJECT_AUDIT_DEFAULTS),
+      maxSources: 1,
+    });
+    this.#counters = deps.counters ?? createCounters();
+    const concurrency = deps.tickConcurrency ?? DEFAULT_ROTATION_CONCURRENCY;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new KeyRotationConfigError(
+        `key rotation tickConcurrency: received ${String(concurrency)}; expected a positive integer (default ${DEFAULT_ROTATION_CONCURRENCY})`,
+      );
+    }
+    this.#tickConcurrency = concurrency;
   }
 
-  /** Re-sends pending offers (resume after a restart), then runs `tick()` every `tickMs`. */
-  async start(): Promise<void> {
-    await this.tick();
-    this.#schedule();
+  /** Rate-limited acks and suppressed rejection audit lines (`controllerCounterName`). */
+  counters(): Record<string, number> {
+    return this.#counters.snapshot();
+  }
+
+  /**
+   * Starts the schedule: the first tick (which re-sends every pending offer: a restart resumes) runs at once, then
+   * one every `tickMs`. Resolves when the first tick is done (rejects if it failed: the schedule goes on); do not
+   * await it to leave the offers in the background. Idempotent while started.
+   */
+  start(): Promise<void> {
+    if (this.#started) return this.#ticks.then(() => undefined);
+    this.#started = true;
+    const first = this.tick();
+    void first
+      .catch(() => undefined)
+      .then(() => {
+        if (this.#started) this.#schedule();
+      });
+    return first.then(() => undefined);
   }
 
   stop(): void {
+    this.#started = false;
     if (this.#timer !== undefined) this.#deps.timers.clearTimeout(this.#timer);
     if (this.#soon !== undefined) this.#deps.timers.clearTimeout(this.#soon);
     this.#timer = undefined;
@@ -160,7 +261,7 @@ export class KeyRotationController {
    * another process are then offered at once. Only while started.
    */
   tickSoon(): void {
-    if (this.#timer === undefined || this.#soon !== undefined) return;
+    if (!this.#started || this.#soon !== undefined) return;
     this.#soon = this.#deps.timers.setTimeout(() => {
       this.#soon = undefined;
       void this.tick().catch(() => undefined);
@@ -172,7 +273,7 @@ export class KeyRotationController {
       void this.tick()
         .catch(() => undefined)
         .finally(() => {
-          if (this.#timer !== undefined) this.#schedule();
+          if (this.#started) this.#schedule();
         });
     }, this.config.tickMs);
   }
@@ -211,32 +312,32 @@ export class KeyRotationController {
 
   /** Rotates many devices with bounded concurrency; outcomes in input order. */
   async rotateMany(deviceIds: readonly string[], options: RotateManyOptions = {}): Promise<RotateOutcome[]> {
-    const concurrency = Math.max(1, Math.floor(options.concurrency ?? 8));
-    const outcomes: RotateOutcome[] = new Array(deviceIds.length);
-    let next = 0;
     let done = 0;
-    const worker = async (): Promise<void> => {
-      while (next < deviceIds.length) {
-        const index = next++;
-        const outcome = await this.rotate(deviceIds[index]!, options.force ?? true);
-        outcomes[index] = outcome;
-        done += 1;
-        options.onProgress?.(done, deviceIds.length, outcome);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, deviceIds.length) }, worker));
-    return outcomes;
+    return mapBounded(deviceIds, options.concurrency ?? DEFAULT_ROTATION_CONCURRENCY, async (deviceId) => {
+      const outcome = await this.rotate(deviceId, options.force ?? true);
+      done += 1;
+      options.onProgress?.(done, deviceIds.length, outcome);
+      return outcome;
+    });
   }
 
-  /** The schedule: removes keys past their grace, rotates due devices, re-sends stale pending offers. */
-  async tick(): Promise<RotateOutcome[]> {
-    const outcomes: RotateOutcome[] = [];
+  /**
+   * The schedule: removes keys past their grace, rotates due devices, re-sends stale pending offers, on at most
+   * `tickConcurrency` devices at once. Runs after the tick before it (ticks never overlap).
+   */
+  tick(): Promise<RotateOutcome[]> {
+    const run = this.#ticks.then(() => this.#tickOnce());
+    this.#ticks = run.catch(() => undefined);
+    return run;
+  }
+
+  async #tickOnce(): Promise<RotateOutcome[]> {
     const listedAt = this.#changes;
-    for (const listed of await this.#deps.store.list()) {
-      const outcome = await this.#inSeries(listed.deviceId, () => this.#tickDevice(listed, listedAt));
-      if (outcome !== undefined) outcomes.push(outcome);
-    }
-    return outcomes;
+    const listed = await this.#deps.store.list();
+    const outcomes = await mapBounded(listed, this.#tickConcurrency, (device) =>
+      this.#inSeries(device.deviceId, () => this.#tickDevice(device, listedAt)),
+    );
+    return outcomes.filter((outcome) => outcome !== undefined);
   }
 
   /** Whether the listed snapshot calls for work now (an unknown `enabled` counts as enabled: `get` tells). */
@@ -349,21 +450,33 @@ export class KeyRotationController {
   async handleMessage(topic: string, payload: Uint8Array): Promise<AckOutcome> {
     const deviceId = identityOfKeyAckTopic(topic);
     if (deviceId === undefined) return { ok: false, reason: 'not-an-ack-topic' };
+    // Before the queue and the store: a device flooding its ack topic costs a bucket lookup per message.
+    if (!this.#ackLimiter.take(deviceId)) {
+      this.#counters.increment(controllerCounterName.acksRateLimited);
+      return this.#refuseAck(deviceId, 'rate-limited');
+    }
     return this.#inSeries(deviceId, () => this.#handleAck(deviceId, payload));
   }
 
-  async #handleAck(deviceId: string, payload: Uint8Array): Promise<AckOutcome> {
-    const { store, clock } = this.#deps;
-    const refuse = (reason: string, keyId?: number): AckOutcome => {
+  /** Audits a rejected ack, within the audit cap (beyond it, counted only). */
+  #refuseAck(deviceId: string, reason: string, keyId?: number): AckOutcome {
+    if (this.#rejectAudit.take(REJECT_AUDIT_KEY)) {
       this.#audit({
         type: 'key.ack-rejected',
-        time: clock.now(),
+        time: this.#deps.clock.now(),
         deviceId,
         ...(keyId === undefined ? {} : { keyId }),
         reason,
       });
-      return { ok: false, reason };
-    };
+    } else {
+      this.#counters.increment(controllerCounterName.ackAuditSuppressed);
+    }
+    return { ok: false, reason };
+  }
+
+  async #handleAck(deviceId: string, payload: Uint8Array): Promise<AckOutcome> {
+    const { store, clock } = this.#deps;
+    const refuse = (reason: string, keyId?: number): AckOutcome => this.#refuseAck(deviceId, reason, keyId);
     try {
       const ack = parseKeyAck(payload);
       if (!ack.ok) return refuse(`malformed:${ack.reason}`);

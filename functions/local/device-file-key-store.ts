@@ -13,7 +13,13 @@
  * - Removing keys deletes their key files when no remaining entry references them.
  * - After every change `onChange` runs (e.g. `FileDeviceDirectory.reload()`), so the receiver sees it before
  *   `apply` resolves. Errors (bad file, unknown device) are thrown as `DeviceFileError` / `KeyStoreError`.
- * - Key material is read through `loadDeviceFile` (mode checks included) and never logged.
+ * - Reads come from one parsed snapshot of the file, indexed by device id, kept until the file changes: `list`,
+ *   `get` and `keyMaterial` cost one `stat` (file-signature.ts) when it did not, and one read and parse when it
+ *   did. `apply` always reads the file again under the lock and compares its content with the snapshot's (parsing
+ *   only when it differs), so a change is never made on a stale version. A 1,000-device tick therefore parses the
+ *   file once, not once per device.
+ * - Key material is read one key at a time (`loadNativeKey`: that key file only, mode checks included) and never
+ *   logged.
  */
 import { readFile, rm } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
@@ -29,12 +35,14 @@ import {
 import { applyToGenerations } from '../key-rotation/rotation-plan.ts';
 import {
   type DeviceFileEntry,
-  loadDeviceFile,
+  type KeyRef,
+  loadNativeKey,
   validateDeviceDocument,
   writeDeviceFile,
   writeFileAtomic,
 } from './device-file.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
+import { type FileSignature, fileSignature } from './file-signature.ts';
 
 export class KeyStoreError extends Error {
   override readonly name = 'KeyStoreError';
@@ -83,46 +91,88 @@ export interface DeviceFileKeyStoreOptions {
   readonly lockTimeoutMs?: number;
 }
 
+/** One version of the file, parsed and validated, indexed by device id. Never mutated. */
+interface Snapshot {
+  /** Taken before the read (a change during it shows as a difference); undefined = unknown, compare the text. */
+  readonly signature: FileSignature | undefined;
+  readonly text: string;
+  readonly entries: readonly DeviceFileEntry[];
+  readonly byId: ReadonlyMap<string, DeviceFileEntry>;
+}
+
+function keysOf(entry: DeviceFileEntry): DeviceKeys {
+  return {
+    deviceId: entry.id,
+    enabled: entry.enabled ?? true,
+    keys: (entry.nativeKeys ?? []).map((native) => {
+      const { entry: _file, ...generation } = generationOf(native);
+      return generation;
+    }),
+  };
+}
+
 export class DeviceFileKeyStore implements KeyGenerationStore {
   readonly path: string;
   readonly #options: DeviceFileKeyStoreOptions;
   #queue: Promise<unknown> = Promise.resolve();
+  #snapshot: Snapshot | undefined;
+  #parses = 0;
 
   constructor(path: string, options: DeviceFileKeyStoreOptions = {}) {
     this.path = resolvePath(path);
     this.#options = options;
   }
 
-  async #entries(): Promise<DeviceFileEntry[]> {
-    const document = parseDocument(await readFile(this.path, 'utf8'));
-    const raw = document.toJS() as { devices?: DeviceFileEntry[] } | null;
+  /** How many times the file was parsed (it is parsed only when its content changed). */
+  get parses(): number {
+    return this.#parses;
+  }
+
+  /** The current snapshot: one stat when the file did not change. */
+  async #current(): Promise<Snapshot> {
+    const signature = await fileSignature(this.path);
+    const cached = this.#snapshot;
+    if (cached !== undefined && cached.signature === signature) return cached;
+    return this.#fromText(await readFile(this.path, 'utf8'), signature);
+  }
+
+  /** The snapshot of `text`: the cached one when the content is the same, else parsed (throws DeviceFileError). */
+  #fromText(text: string, signature: FileSignature | undefined): Snapshot {
+    const cached = this.#snapshot;
+    if (cached !== undefined && cached.text === text) {
+      this.#snapshot = { ...cached, signature };
+      return this.#snapshot;
+    }
+    this.#parses += 1;
+    const raw = parseDocument(text).toJS() as { devices?: DeviceFileEntry[] } | null;
     validateDeviceDocument(this.path, raw); // throws DeviceFileError naming every problem
-    return raw?.devices ?? [];
+    const entries = Object.freeze(raw?.devices ?? []);
+    this.#snapshot = { signature, text, entries, byId: new Map(entries.map((entry) => [entry.id, entry])) };
+    return this.#snapshot;
   }
 
   async list(): Promise<readonly DeviceKeys[]> {
-    return (await this.#entries()).map((entry) => ({
-      deviceId: entry.id,
-      enabled: entry.enabled ?? true,
-      keys: (entry.nativeKeys ?? []).map((native) => {
-        const { entry: _file, ...generation } = generationOf(native);
-        return generation;
-      }),
-    }));
+    return (await this.#current()).entries.map(keysOf);
   }
 
   async get(deviceId: string): Promise<DeviceKeys | undefined> {
-    return (await this.list()).find((device) => device.deviceId === deviceId);
+    const entry = (await this.#current()).byId.get(deviceId);
+    return entry === undefined ? undefined : keysOf(entry);
   }
 
   async keyMaterial(deviceId: string, keyId: number): Promise<Uint8Array | undefined> {
-    const devices = await loadDeviceFile(this.path, {
-      ...(this.#options.checkKeyFileMode === undefined
+    const { entries, byId } = await this.#current();
+    const entry = byId.get(deviceId);
+    const index = (entry?.nativeKeys ?? []).findIndex((key) => key.keyId === keyId);
+    if (entry === undefined || index < 0) return undefined;
+    return loadNativeKey(
+      this.path,
+      entry.nativeKeys![index]!.key as KeyRef,
+      `devices[${entries.indexOf(entry)}].nativeKeys[${index}].key`,
+      this.#options.checkKeyFileMode === undefined
         ? {}
-        : { checkKeyFileMode: this.#options.checkKeyFileMode }),
-    });
-    return devices.find((device) => device.id === deviceId)?.nativeKeys.find((key) => key.keyId === keyId)
-      ?.key;
+        : { checkKeyFileMode: this.#options.checkKeyFileMode },
+    );
   }
 
   apply(deviceId: string, change: KeyChange): Promise<void> {
@@ -137,7 +187,8 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
   }
 
   async #apply(deviceId: string, change: KeyChange): Promise<void> {
-    const entries = await this.#entries();
+    // Under the lock: the file as it is now (content compared, never only its signature), copied to be changed.
+    const entries = [...this.#fromText(await readFile(this.path, 'utf8'), undefined).entries];
     const index = entries.findIndex((entry) => entry.id === deviceId);
     if (index < 0) {
       throw new KeyStoreError(
@@ -181,7 +232,15 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
       after = applyToGenerations(before, change, (key, fields) => ({ ...key, ...fields }));
     }
     entries[index] = { ...entry, nativeKeys: after.map(toEntry) };
-    await writeDeviceFile(this.path, entries);
+    const written = await writeDeviceFile(this.path, entries);
+    // What was written is the snapshot (signature unknown: the next read compares the content, so a writer after
+    // this one is seen).
+    this.#snapshot = {
+      signature: undefined,
+      text: written,
+      entries: Object.freeze(entries),
+      byId: new Map(entries.map((e) => [e.id, e])),
+    };
     if (change.type === 'remove') await this.#deleteUnreferenced(before, entries);
     await this.#options.onChange?.();
   }

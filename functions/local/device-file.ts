@@ -302,6 +302,8 @@ async function resolveKey(
   return bytes;
 }
 
+const NATIVE_KEY = { min: BC1_KEY_LENGTH, max: BC1_KEY_LENGTH, what: 'a BC1 ChaCha20-Poly1305 key' };
+
 function parseAccess(text: string): AccessEntry {
   const [protocol, port] = text.split('/') as [Protocol, string];
   return Object.freeze({ protocol, port: Number(port) });
@@ -387,6 +389,18 @@ async function readDocument(file: string): Promise<unknown> {
   return document.toJS();
 }
 
+/** A devices file holding inline keys must not be readable by group or others. */
+async function checkInlineKeyFileMode(file: string, context: KeyContext): Promise<void> {
+  const info = await stat(file);
+  if (isGroupOrWorldReadable(info.mode)) {
+    context.issues.push({
+      path: '',
+      value: `mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}`,
+      message: `the file holds inline base64 keys: run "chmod 600 ${file}" or move the keys to key files`,
+    });
+  }
+}
+
 /**
  * Reads, validates and resolves the devices file into frozen `Device` objects. Throws `DeviceFileError` listing
  * every problem.
@@ -397,27 +411,13 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
   const checkMode = (options.checkKeyFileMode ?? true) && process.platform !== 'win32';
   const context: KeyContext = { baseDir: dirname(file), checkMode, issues: [] };
 
-  if (checkMode && entries.some(hasInlineKey)) {
-    const info = await stat(file);
-    if (isGroupOrWorldReadable(info.mode)) {
-      context.issues.push({
-        path: '',
-        value: `mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}`,
-        message: `the file holds inline base64 keys: run "chmod 600 ${file}" or move the keys to key files`,
-      });
-    }
-  }
+  if (checkMode && entries.some(hasInlineKey)) await checkInlineKeyFileMode(file, context);
 
   const devices: Device[] = [];
   for (const [i, entry] of entries.entries()) {
     const nativeKeys: DeviceKey[] = [];
     for (const [j, native] of entry.nativeKeys.entries()) {
-      const key = await resolveKey(
-        native.key,
-        `devices[${i}].nativeKeys[${j}].key`,
-        { min: BC1_KEY_LENGTH, max: BC1_KEY_LENGTH, what: 'a BC1 ChaCha20-Poly1305 key' },
-        context,
-      );
+      const key = await resolveKey(native.key, `devices[${i}].nativeKeys[${j}].key`, NATIVE_KEY, context);
       const notAfter = notAfterMs(native.notAfter);
       if (key !== undefined) {
         nativeKeys.push(
@@ -465,6 +465,26 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
   return devices;
 }
 
+/**
+ * Resolves ONE native key reference of the devices file at `path` (`where` is its field path, for the error), with
+ * the checks `loadDeviceFile` applies to it: a key file must be 0600, an inline key needs the devices file 0600.
+ * Reads nothing else, so looking up one key costs one key file whatever the fleet size. Throws DeviceFileError.
+ */
+export async function loadNativeKey(
+  path: string,
+  ref: KeyRef,
+  where: string,
+  options: LoadDeviceFileOptions = {},
+): Promise<Uint8Array> {
+  const file = resolvePath(path);
+  const checkMode = (options.checkKeyFileMode ?? true) && process.platform !== 'win32';
+  const context: KeyContext = { baseDir: dirname(file), checkMode, issues: [] };
+  if (checkMode && ref.base64 !== undefined) await checkInlineKeyFileMode(file, context);
+  const key = context.issues.length > 0 ? undefined : await resolveKey(ref, where, NATIVE_KEY, context);
+  if (key === undefined) throw new DeviceFileError(file, context.issues);
+  return key;
+}
+
 function hasInlineKey(entry: ParsedDeviceEntry): boolean {
   return (
     entry.nativeKeys.some((native) => native.key.base64 !== undefined) ||
@@ -505,11 +525,13 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   await replaceFile(file, text, FILE_MODE);
 }
 
-/** Replaces the devices file with exactly these entries (validated first; throws DeviceFileError). */
-export async function writeDeviceFile(path: string, entries: readonly DeviceFileEntry[]): Promise<void> {
+/** Replaces the devices file with exactly these entries (validated first; throws DeviceFileError). Returns the text written. */
+export async function writeDeviceFile(path: string, entries: readonly DeviceFileEntry[]): Promise<string> {
   const file = resolvePath(path);
   validateDeviceDocument(file, { devices: entries });
-  await writeFileAtomic(file, stringify({ devices: entries }));
+  const text = stringify({ devices: entries });
+  await writeFileAtomic(file, text);
+  return text;
 }
 
 /**

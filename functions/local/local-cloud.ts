@@ -376,6 +376,9 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           timers: systemTimers,
           onChange: () => directory.reload(),
           config: { periodMs: config.keyRotationHours * 3_600_000, ...hooks.keyRotation },
+          // Pending offers go out in the background, after ready: startup never waits on the fleet.
+          onBackgroundError: (error) =>
+            note(`key rotation: the first schedule run failed (${error.message})`),
         });
         const started = keyRotation;
         rotationRef.current = started;

@@ -7,8 +7,10 @@
  *   and key, creating `controller.crt` / `controller.key` (0600) in the PKI directory on first use and reusing
  *   them afterwards (reissued when not signed by this CA or expiring within a day).
  * - `startKeyRotation` connects the session, builds the controller over the devices file and, unless
- *   `schedule: false`, starts its schedule (which first re-sends pending offers). `close()` stops the schedule and
- *   ends the session; idempotent.
+ *   `schedule: false`, starts its schedule, and resolves without waiting for the fleet: the first tick (which
+ *   re-sends every pending offer, a bounded number at once) runs in the background; `firstTick` settles when it
+ *   is done, and a failure of it is reported through `onBackgroundError` (the schedule goes on). `close()` stops
+ *   the schedule and ends the session; idempotent.
  * - `controllerEndpointFile(root)` is where a running `up` records the broker address its controller uses
  *   (`controller.json`: { "url": "mqtts://..." }), so `blackcloud keys rotate` can reach the same broker.
  */
@@ -97,12 +99,16 @@ export interface StartKeyRotationOptions {
   readonly schedule?: boolean;
   /** MQTT client id. @default 'blackcloud-controller' */
   readonly clientId?: string;
+  /** The first tick failed (e.g. the devices file is being edited); the schedule tries again. */
+  readonly onBackgroundError?: (error: Error) => void;
 }
 
 export interface RunningKeyRotation {
   readonly controller: KeyRotationController;
   readonly session: RunningControllerSession;
   readonly store: DeviceFileKeyStore;
+  /** Settles when the first tick (pending offers re-sent) is done; never rejects. Resolved at once without a schedule. */
+  readonly firstTick: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -131,19 +137,18 @@ export async function startKeyRotation(options: StartKeyRotationOptions): Promis
     ...(options.config === undefined ? {} : { config: options.config }),
   });
   const started = controller;
-  if (options.schedule !== false) {
-    try {
-      await started.start();
-    } catch (error) {
-      await session.close();
-      throw error;
-    }
-  }
+  const firstTick =
+    options.schedule === false
+      ? Promise.resolve()
+      : started.start().catch((error: unknown) => {
+          options.onBackgroundError?.(error instanceof Error ? error : new Error(String(error)));
+        });
   let closing: Promise<void> | undefined;
   return {
     controller: started,
     session,
     store,
+    firstTick,
     close() {
       closing ??= (async () => {
         started.stop();

@@ -6,16 +6,21 @@
  * - Reloads when the file changes: a file-system watch on its folder (the file is replaced by rename, so the
  *   folder is watched, not the file) triggers a reload after `debounceMs`; as a fallback where watches are
  *   unreliable, a lookup that finds nothing (unknown key id) or an fwknop candidate list checks the file's
- *   mtime, at most once per `checkIntervalMs`, and reloads when it changed.
+ *   signature (file-signature.ts), at most once per `checkIntervalMs`, and reloads when
+ *   it changed.
+ * - A reload never misses a change: every `reload()` call (each watch event, each check) marks the file dirty, and
+ *   one reload loop reads it again until a pass ends with no new mark and the file's signature after the read
+ *   equal to the one before it. The promise `reload()` returns settles only after a read that started after the
+ *   call, so the caller sees the file at least as new as when it called.
  * - A reload that fails (the file is being edited, or invalid) keeps the previous devices in force and is
  *   reported through `onReloadError`; the next change tries again.
  * - Lookups never throw because of a reload problem.
  */
 import { type FSWatcher, watch } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Device, DeviceDirectory, DeviceKey, RemoteEndpoint } from '../core/interfaces.ts';
 import { FileDeviceDirectory } from './file-device-directory.ts';
+import { type FileSignature, fileSignature } from './file-signature.ts';
 
 export interface WatchedDirectoryOptions {
   /** @default 1000 */
@@ -34,21 +39,24 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
   readonly #now: () => number;
   #watcher: FSWatcher | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #mtimeMs = 0;
+  /** The signature of the version loaded (taken before its read: a change during the read shows as a difference). */
+  #loaded: FileSignature;
   #lastCheck = 0;
   #reloading: Promise<void> | undefined;
+  /** Set by every `reload()` call; the reload loop clears it before each read and runs again while it is set. */
+  #dirty = false;
 
-  private constructor(inner: FileDeviceDirectory, mtimeMs: number, options: WatchedDirectoryOptions) {
+  private constructor(inner: FileDeviceDirectory, loaded: FileSignature, options: WatchedDirectoryOptions) {
     this.#inner = inner;
-    this.#mtimeMs = mtimeMs;
+    this.#loaded = loaded;
     this.#options = options;
     this.#now = options.now ?? Date.now;
   }
 
   /** Loads the file (throws DeviceFileError when invalid) and starts watching it. */
   static async open(path: string, options: WatchedDirectoryOptions = {}): Promise<WatchedDeviceDirectory> {
-    const mtimeMs = (await stat(path)).mtimeMs;
-    const directory = new WatchedDeviceDirectory(await FileDeviceDirectory.load(path), mtimeMs, options);
+    const loaded = await fileSignature(path);
+    const directory = new WatchedDeviceDirectory(await FileDeviceDirectory.load(path), loaded, options);
     directory.#watch();
     return directory;
   }
@@ -77,9 +85,13 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
     return this.#inner.fwknopCandidates(source);
   }
 
-  /** Re-reads the file if it changed since the last load (what the watch does). Keeps the old devices on error. */
+  /**
+   * Re-reads the file if it changed since the last load (what the watch does), until no change arrived during the
+   * read. Keeps the old devices on error.
+   */
   reload(): Promise<void> {
-    this.#reloading ??= this.#reloadNow().finally(() => {
+    this.#dirty = true;
+    this.#reloading ??= this.#drain().finally(() => {
       this.#reloading = undefined;
     });
     return this.#reloading;
@@ -102,7 +114,7 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
       });
       this.#watcher.on('error', () => this.close());
     } catch {
-      this.#watcher = undefined; // no watch support: the mtime check on lookups still works
+      this.#watcher = undefined; // no watch support: the signature check on lookups still works
     }
   }
 
@@ -115,8 +127,7 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
     }
     this.#lastCheck = now;
     try {
-      const { mtimeMs } = await stat(this.#inner.path);
-      if (mtimeMs === this.#mtimeMs) return false;
+      if ((await fileSignature(this.#inner.path)) === this.#loaded) return false;
     } catch {
       return false;
     }
@@ -124,15 +135,21 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
     return true;
   }
 
-  async #reloadNow(): Promise<void> {
-    try {
-      const { mtimeMs } = await stat(this.#inner.path);
-      if (mtimeMs === this.#mtimeMs) return; // several watch events for one change
-      await this.#inner.reload();
-      this.#mtimeMs = mtimeMs;
-      this.#options.onReload?.(this.#inner.devices());
-    } catch (error) {
-      this.#options.onReloadError?.(error instanceof Error ? error : new Error(String(error)));
+  /** The reload loop: one pass per mark, and another while the file changed under a read. */
+  async #drain(): Promise<void> {
+    while (this.#dirty) {
+      this.#dirty = false;
+      try {
+        const before = await fileSignature(this.#inner.path);
+        if (before === this.#loaded) continue; // several watch events for one change
+        await this.#inner.reload();
+        this.#loaded = before;
+        // Changed during the read: what was loaded may be the older version; read again.
+        if ((await fileSignature(this.#inner.path)) !== before) this.#dirty = true;
+        this.#options.onReload?.(this.#inner.devices());
+      } catch (error) {
+        this.#options.onReloadError?.(error instanceof Error ? error : new Error(String(error)));
+      }
     }
   }
 }
