@@ -9,8 +9,8 @@
  *   host name, command, start time and, for `up`, its SPA and MQTT endpoints (`updateOwner` once they are known).
  * - `acquireDataDir` (for `up`) takes the lock or rejects with `DataDirBusyError` naming the holder: at once when
  *   the holder is an `up`, after `timeoutMs` when it is a short-lived writer that did not finish.
- * - `withDataDirWriter` (for the other writers) runs `fn` holding the lock; when a live `up` holds it, `fn` runs
- *   without it: that `up` follows the devices file and takes the devices-file lock for its own edits
+ * - `withDataDirWriter` (for the other writers) runs `fn` holding the lock; without it when there is no data
+ *   directory (nothing to own: `fn` reports that in its own words) or when a live `up` holds it: that `up` follows the devices file and takes the devices-file lock for its own edits
  *   (devices-file-lock.ts), so the two cooperate. Another writer is waited for up to `timeoutMs`.
  * - Stale lock: when the holder named by owner.json ran on this host and its pid is not alive, the lock is taken
  *   over at once (after checking it is still the same lock directory), and `onTakeOver` is told. A lock with no
@@ -143,7 +143,7 @@ async function lockIdentity(path: string): Promise<string | undefined> {
   }
 }
 
-type Attempt = { held: HeldDataDir } | { up: OwnerRecord };
+type Attempt = { held: HeldDataDir } | { up: OwnerRecord } | { absent: true };
 
 async function attempt(
   layout: DataDirLayout,
@@ -164,7 +164,9 @@ async function attempt(
         onCompromised: (error) => options.onLost?.(error),
       });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error;
+      const { code } = error as NodeJS.ErrnoException;
+      if (code === 'ENOENT') return { absent: true };
+      if (code !== 'ELOCKED') throw error;
     }
     if (unlock !== undefined) return { held: await hold(layout, record, unlock) };
     const seen = await lockIdentity(layout.ownerLock);
@@ -243,6 +245,12 @@ export async function acquireDataDir(
 ): Promise<HeldDataDir> {
   const result = await attempt(layout, { ...ownRecord('up'), state: 'starting', ...fields }, options);
   if ('held' in result) return result.held;
+  if ('absent' in result) {
+    throw new DataDirBusyError(
+      `data directory ${layout.root} does not exist; fix: create it first`,
+      undefined,
+    );
+  }
   throw new DataDirBusyError(
     `data directory ${layout.root} is already used by ${describeOwner(result.up)}; fix: stop that one ` +
       `(Ctrl-C in its terminal, or kill ${result.up.pid}), or start this one with another --data-dir`,
@@ -258,7 +266,7 @@ export async function withDataDirWriter<T>(
   options: DataDirLockOptions = {},
 ): Promise<T> {
   const result = await attempt(layout, ownRecord(command), options);
-  if ('up' in result) return fn();
+  if (!('held' in result)) return fn();
   try {
     return await fn();
   } finally {

@@ -178,7 +178,10 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     await prepareDataDir(layout);
     const owner = await acquireDataDir(
       layout,
-      { spa: { host: config.host, port: config.spaPort }, mqtt: { host: config.host, port: config.mqttPort } },
+      {
+        spa: { host: config.host, port: config.spaPort },
+        mqtt: { host: config.host, port: config.mqttPort },
+      },
       {
         onTakeOver: (stale) => note(`took over the data directory from ${describeOwner(stale)}: not running`),
         onLost: (error) => {
