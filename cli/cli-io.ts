@@ -7,12 +7,13 @@ export interface CliIo {
   err(line: string): void;
 }
 
+/** Writes nothing to a stream that failed (its reader went away, `| head`): cli/exit-paths.ts swallows the error. */
 export const processIo: CliIo = Object.freeze({
   out: (line: string) => {
-    process.stdout.write(`${line}\n`);
+    if (process.stdout.writable) process.stdout.write(`${line}\n`);
   },
   err: (line: string) => {
-    process.stderr.write(`${line}\n`);
+    if (process.stderr.writable) process.stderr.write(`${line}\n`);
   },
 });
 

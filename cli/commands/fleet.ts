@@ -10,6 +10,7 @@ import { formatAccessSpec, parseAccessSpec } from '../../functions/core/access-s
 import { displayPath } from '../../functions/local/provision-device.ts';
 import type { AccessEntry } from '../../spa/types.ts';
 import type { CliIo } from '../cli-io.ts';
+import { exitPaths } from '../exit-paths.ts';
 import {
   AUDIT_COLUMN_WIDTHS,
   AUDIT_TABLE_HEADER,
@@ -367,11 +368,10 @@ export function registerAudit(program: Command, io: CliIo): void {
       const since = options.since === undefined ? undefined : parseSince(options.since, Date.now());
       const fleet = await openFleet(options);
       const controller = new AbortController();
-      const stop = () => controller.abort();
-      if (options.follow) {
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      }
+      // --follow ends on Ctrl-C, SIGTERM/SIGHUP or a closed stdout (`| head`) (cli/exit-paths.ts).
+      const release = options.follow
+        ? exitPaths.hold(() => controller.abort(), { stopWhenStdoutCloses: true })
+        : () => undefined;
       try {
         if (!options.json) io.out(formatRow(AUDIT_TABLE_HEADER, AUDIT_COLUMN_WIDTHS));
         for await (const record of fleet.audit({
@@ -383,8 +383,7 @@ export function registerAudit(program: Command, io: CliIo): void {
           io.out(options.json ? JSON.stringify(record) : formatRow(auditRow(record), AUDIT_COLUMN_WIDTHS));
         }
       } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
+        release();
       }
     },
   );

@@ -11,6 +11,7 @@
  * - Waits up to `--wait` seconds for each offered key to be confirmed. A device that has not acknowledged by
  *   then keeps its old key (nothing is lost: the offer is re-sent on the controller's schedule); it is reported
  *   as "awaiting ack". A failed rotation makes the command exit non-zero after the summary.
+ * - Runs as the data directory's owner when no `up` runs there (data-dir-lock.ts), under the running `up` otherwise.
  * - Progress goes to stderr, one line per device; results to stdout (`--json`: one JSON line per device).
  */
 import { randomBytes } from 'node:crypto';
@@ -24,6 +25,7 @@ import {
 } from '../../functions/key-rotation/key-rotation-controller.ts';
 import { type ClosableAuditSink, createAuditSink } from '../../functions/local/audit.ts';
 import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
+import { withDataDirWriter } from '../../functions/local/data-dir-lock.ts';
 import { DeviceFileKeyStore } from '../../functions/local/device-file-key-store.ts';
 import {
   ensureControllerTls,
@@ -78,6 +80,16 @@ function describe(rotation: DeviceRotation | (RotateOutcome & { status: 'offered
 }
 
 export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceRotation[]> {
+  const layout = dataDirLayout(flags.dataDir ?? DEFAULT_DATA_DIR);
+  // It writes the devices file and key files: as the data directory's owner, or under its running `up`.
+  return withDataDirWriter(layout, 'keys rotate', () => rotateKeysNow(flags, layout, io));
+}
+
+async function rotateKeysNow(
+  flags: RotateFlags,
+  layout: DataDirLayout,
+  io: CliIo,
+): Promise<DeviceRotation[]> {
   if ((flags.device === undefined) === (flags.all !== true)) {
     throw new UsageError(
       '--device / --all',
@@ -86,7 +98,6 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
   }
   const concurrency = integerFlag('--concurrency', flags.concurrency, 8, 1, 256);
   const waitMs = integerFlag('--wait', flags.wait, 30, 0, 3600) * 1000;
-  const layout = dataDirLayout(flags.dataDir ?? DEFAULT_DATA_DIR);
   const recorded = await readControllerEndpoint(layout.root);
   const url = flags.broker ?? recorded;
   if (url === undefined) {

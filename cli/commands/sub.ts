@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import type { KeyListenerEvent } from '../../device-client/key-listener.ts';
 import { keyTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';
+import { exitPaths } from '../exit-paths.ts';
 import { UsageError } from '../usage-error.ts';
 import { closeSession, openSession, type SessionFlags } from './session.ts';
 
@@ -118,14 +119,11 @@ export function registerSub(program: Command, io: CliIo): void {
       const { client, topic } = session;
       const ownKeyTopic = keyTopic(session.config.deviceId);
       let received = 0;
+      let release = (): void => undefined;
       await new Promise<void>((resolve, reject) => {
-        const stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        const stop = (): void => resolve();
+        // Ctrl-C, SIGTERM/SIGHUP or a closed stdout (`| head`) end it cleanly (cli/exit-paths.ts).
+        release = exitPaths.hold(stop, { stopWhenStdoutCloses: true });
         client.on('message', (messageTopic, payload) => {
           if (messageTopic === ownKeyTopic) return; // key messages are the key listener's, never printed
           if (count !== undefined && received >= count) return;
@@ -158,6 +156,12 @@ export function registerSub(program: Command, io: CliIo): void {
             io.err(`subscribed to ${topic} as ${session.config.deviceId} (Ctrl-C to stop)`);
           })
           .catch(reject);
-      }).finally(() => closeSession(client));
+      }).finally(async () => {
+        try {
+          await closeSession(client);
+        } finally {
+          release();
+        }
+      });
     });
 }

@@ -1,7 +1,8 @@
 /**
  * `blackcloud up`: start the local black cloud (functions/local/local-cloud.ts), print what listens where and how
- * to connect the demo device, then run until SIGINT/SIGTERM and shut down cleanly (revoke grants, remove the
- * nftables table). With --json, every line on stdout is JSON: one `ready` record, then the audit events.
+ * to connect the demo device, then run until SIGINT/SIGTERM/SIGHUP (or an uncaught error) and shut down cleanly
+ * (revoke grants, remove the nftables table and the control socket, release the data directory), also when the
+ * signal comes during the start-up (cli/exit-paths.ts). With --json, every line on stdout is JSON: one `ready` record, then the audit events.
  */
 
 import type { Command } from 'commander';
@@ -10,6 +11,7 @@ import { describeKeyEvent } from '../../functions/key-rotation/describe-key-even
 import { formatAuditEvent } from '../../functions/local/audit.ts';
 import { DEMO_DEVICE_ID } from '../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
+import { LocalCloudStoppedError } from '../../functions/local/local-errors.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
 import {
   loadUpConfigFile,
@@ -18,6 +20,7 @@ import {
   type UpFlags,
 } from '../../functions/local/up-config.ts';
 import type { CliIo } from '../cli-io.ts';
+import { exitPaths, StoppedBySignal } from '../exit-paths.ts';
 
 interface UpOptions extends UpFlags {
   readonly config?: string;
@@ -153,31 +156,45 @@ export function registerUp(program: Command, io: CliIo): void {
         return;
       }
       const json = options.json === true;
-      const cloud = await startLocalCloud(config, {
-        onAudit: (event) => io.out(json ? formatAuditEvent(event) : describeAuditEvent(event)),
-        onNote: (line) => io.err(`blackcloud: ${line}`),
+      // One shutdown path (cli/exit-paths.ts): a signal or an uncaught error, during the start-up or after it,
+      // aborts the cloud, which closes at once whatever it opened (grants, nftables table, control socket, lock).
+      const stopping = new AbortController();
+      const release = exitPaths.hold((reason) => {
+        io.err(`blackcloud: ${reason}: stopping (revoking grants)…`);
+        stopping.abort(reason);
       });
-      if (json) io.out(JSON.stringify(readyRecord(cloud)));
-      else for (const line of banner(cloud)) io.out(line);
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = (signal: NodeJS.Signals): void => {
-          if (stopping) {
-            io.err(`blackcloud: ${signal} again, exiting without cleanup`);
-            process.exit(1);
+      try {
+        let cloud: LocalCloud;
+        try {
+          cloud = await startLocalCloud(config, {
+            onAudit: (event) => io.out(json ? formatAuditEvent(event) : describeAuditEvent(event)),
+            onNote: (line) => io.err(`blackcloud: ${line}`),
+            signal: stopping.signal,
+          });
+        } catch (error) {
+          if (error instanceof LocalCloudStoppedError) {
+            throw new StoppedBySignal(error.message, error.reason, { cause: error });
           }
-          stopping = true;
-          io.err(`blackcloud: ${signal}: stopping (revoking grants)…`);
-          cloud
-            .close()
-            .catch((error: unknown) => io.err(`blackcloud: shutdown problem: ${(error as Error).message}`))
-            .finally(() => {
-              io.err('blackcloud: stopped');
-              resolve();
-            });
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+          throw error;
+        }
+        if (json) io.out(JSON.stringify(readyRecord(cloud)));
+        else for (const line of banner(cloud)) io.out(line);
+        const lost = await Promise.race([
+          cloud.lost,
+          new Promise<undefined>((resolve) => {
+            if (stopping.signal.aborted) resolve(undefined);
+            stopping.signal.addEventListener('abort', () => resolve(undefined), { once: true });
+          }),
+        ]);
+        try {
+          await cloud.close();
+        } catch (error) {
+          io.err(`blackcloud: shutdown problem: ${(error as Error).message}`);
+        }
+        io.err('blackcloud: stopped');
+        if (lost !== undefined) throw new Error(lost);
+      } finally {
+        release();
+      }
     });
 }

@@ -9,8 +9,9 @@
  * - Audit: audit.jsonl (the receiver's events) plus the operator records this fleet appends to it.
  * - `enrol` is all or nothing: files written for a device whose entry did not make it into devices.yaml are
  *   removed, and a device left 'partial' by a killed run (files, no entry) is cleaned up before it is created.
- *   Edits of devices.yaml are serialized within this process; do not run two enrolments on one data directory
- *   at the same time.
+ * - Every change (enrol, enable, disable, remove) runs as the data directory's owner (data-dir-lock.ts) when no
+ *   `up` runs there, so an `up` starting meanwhile waits for it, and so does another writer; under a running `up`
+ *   it cooperates with it (the devices-file lock, the control socket). Changes are serialized within this process.
  */
 import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,6 +22,7 @@ import { formatAccessSpec } from '../../functions/core/access-spec.ts';
 import type { Clock, Grant, RandomSource } from '../../functions/core/interfaces.ts';
 import { controlSocketPath } from '../../functions/local/control-server.ts';
 import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
+import { withDataDirWriter } from '../../functions/local/data-dir-lock.ts';
 import {
   type ParsedDeviceEntry,
   validateDeviceDocument,
@@ -127,7 +129,7 @@ export class LocalFleet implements Fleet {
   }
 
   enrol(request: EnrolRequest): Promise<EnrolledDevice> {
-    return this.#exclusive(() => this.#enrolNow(request));
+    return this.#exclusive('devices add', () => this.#enrolNow(request));
   }
 
   async list(): Promise<DeviceSummary[]> {
@@ -140,7 +142,7 @@ export class LocalFleet implements Fleet {
   }
 
   setEnabled(deviceId: string, enabled: boolean): Promise<CutOffResult> {
-    return this.#exclusive(async () => {
+    return this.#exclusive(enabled ? 'devices enable' : 'devices disable', async () => {
       const changed = await this.#editEntry(deviceId, (_document, item) => {
         if ((item.get('enabled') ?? true) === enabled) return false;
         item.set('enabled', enabled);
@@ -157,7 +159,7 @@ export class LocalFleet implements Fleet {
   }
 
   remove(deviceId: string): Promise<CutOffResult> {
-    return this.#exclusive(async () => {
+    return this.#exclusive('devices remove', async () => {
       await this.#editEntry(deviceId, (document, _item, index) => {
         const list = document.get('devices', true);
         if (isSeq(list)) list.delete(index);
@@ -436,7 +438,9 @@ export class LocalFleet implements Fleet {
     }
   }
 
-  #exclusive<T>(operation: () => Promise<T>): Promise<T> {
+  /** One change at a time in this process, as the data directory's owner or under its running `up`. */
+  #exclusive<T>(command: string, change: () => Promise<T>): Promise<T> {
+    const operation = () => withDataDirWriter(this.layout, command, change);
     const run = this.#chain.then(operation, operation);
     this.#chain = run.catch(() => undefined);
     return run;

@@ -15,7 +15,7 @@
  * the server never crashes `up` (a broken client connection is dropped; an idle one after 10 s; `close()` drops
  * every connection, so a stuck client cannot hold up the shutdown).
  */
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Grant } from '../core/interfaces.ts';
@@ -104,7 +104,8 @@ export interface ControlServer {
 }
 
 /**
- * Listens on `path` (a stale socket file from a crashed run is replaced). Returns undefined, after telling
+ * Listens on `path` (a stale socket file from a crashed run is replaced: the caller owns the data directory,
+ * data-dir-lock.ts); `close()` removes the socket file if it is still the one it created. Returns undefined, after telling
  * `onNote`, when the socket cannot be created (path too long, read-only directory): `up` then runs without it.
  */
 export async function startControlServer(
@@ -120,6 +121,7 @@ export async function startControlServer(
     return undefined;
   }
   const sockets = new Set<Socket>();
+  let listening: { dev: number; ino: number } | undefined;
   const server: Server = createServer((socket) => {
     let buffered = '';
     let answered = false;
@@ -165,6 +167,7 @@ export async function startControlServer(
       });
     });
     await chmod(path, 0o600);
+    listening = await stat(path);
   } catch (error) {
     server.close();
     onNote(
@@ -180,7 +183,14 @@ export async function startControlServer(
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
         server.close(() => {
-          void rm(path, { force: true }).finally(resolve);
+          // Only our own socket file: never one another process put there since.
+          void stat(path)
+            .then((info) => {
+              const ours = info.dev === listening?.dev && info.ino === listening.ino;
+              return ours ? rm(path, { force: true }) : undefined;
+            })
+            .catch(() => undefined)
+            .finally(resolve);
         });
       }),
   };

@@ -11,6 +11,8 @@
  *     keys/<id>.fwknop-key    fwknop Rijndael key, base64 (0600, fwknop-format devices)
  *     keys/<id>.fwknop-hmac   fwknop HMAC key, base64 (0600, fwknop-format devices)
  *     devices/<id>/           what to copy onto the device: device.json, client.crt, client.key, ca.crt
+ *     owner.lock/             held by the one process that owns the directory: `up`, or a writer when no `up` runs
+ *     owner.json              who holds owner.lock: pid, command, ports (data-dir-lock.ts)
  *
  * Pure: paths only; nothing here touches the file system.
  */
@@ -28,6 +30,9 @@ export interface DataDirLayout {
   readonly pkiDir: string;
   readonly keysDir: string;
   readonly devicesDir: string;
+  /** The owner lock (a directory, proper-lockfile's), and the record of who holds it. */
+  readonly ownerLock: string;
+  readonly ownerRecord: string;
   /** `keys/<id>.<suffix>`, relative to the devices file (as the directory references it). */
   keyFileRef(deviceId: string, suffix: 'bc1' | 'fwknop-key' | 'fwknop-hmac'): string;
   deviceDir(deviceId: string): string;
@@ -45,6 +50,8 @@ export function dataDirLayout(root: string): DataDirLayout {
     pkiDir: join(abs, 'pki'),
     keysDir: join(abs, 'keys'),
     devicesDir: join(abs, 'devices'),
+    ownerLock: join(abs, 'owner.lock'),
+    ownerRecord: join(abs, 'owner.json'),
     keyFileRef: (deviceId: string, suffix: string) => `keys/${deviceId}.${suffix}`,
     deviceDir: (deviceId: string) => join(abs, 'devices', deviceId),
     deviceFile: (deviceId: string) => join(abs, 'devices', deviceId, 'device.json'),

@@ -11,11 +11,18 @@
  *   certificate valid for the advertised host), and on first run (no devices file yet) the demo device; then
  *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and points
  *   every device file in the data directory at them.
+ * - Before it writes anything in the data directory (PKI, device files, nonces.log, control.sock) it owns the
+ *   directory (data-dir-lock.ts): a data directory used by another `up` is refused with `DataDirBusyError` naming
+ *   that one's pid and ports; the lock of a dead `up` is taken over. The owner record gets the real endpoints once
+ *   they are known; the lock is released last, after everything else closed.
  * - A failure at any step stops what was already started and throws a typed error (a busy port is
  *   `PortInUseError` naming the flag to change).
+ * - `hooks.signal` aborted, at any point of the start or later, closes at once whatever was opened so far (a start
+ *   in flight is closed as soon as it completes); a start so interrupted rejects with `LocalCloudStoppedError`.
  * - `close()` stops the receiver, revokes every grant, closes the firewall (removes the nftables table), the
- *   broker, the nonce store and the audit file, in that order; each step runs even when an earlier one fails.
- *   Idempotent.
+ *   broker, the nonce store and the audit file, in that order, then releases the data directory; each step runs
+ *   even when an earlier one fails (cleanup-stack.ts). Idempotent. `lost` resolves (and the cloud closes itself)
+ *   when the data directory's lock was removed or taken over under it.
  * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
  *   the broker refuses new sessions of identities that are not enabled devices.
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
@@ -47,9 +54,11 @@ import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
+import { CleanupStack } from './cleanup-stack.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
+import { acquireDataDir, describeOwner } from './data-dir-lock.ts';
 import { writeDeviceFile } from './device-file.ts';
 import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
 import { FileNonceStore } from './file-nonce-store.ts';
@@ -61,7 +70,7 @@ import {
   startKeyRotation,
   writeControllerEndpoint,
 } from './local-controller.ts';
-import { DataDirError, PortInUseError } from './local-errors.ts';
+import { DataDirError, LocalCloudStoppedError, PortInUseError } from './local-errors.ts';
 import { startNftablesFirewall } from './nftables-firewall.ts';
 import { type ProvisionedDevice, provisionDevice } from './provision-device.ts';
 import type { UpConfig } from './up-config.ts';
@@ -81,6 +90,8 @@ export interface LocalCloudHooks {
   readonly random?: RandomSource;
   /** Key rotation timers (docs/key-lifecycle.md), over `config.keyRotationHours`; `false` = no controller. */
   readonly keyRotation?: Partial<KeyRotationConfig> | false;
+  /** Stops the start-up at once (then `LocalCloudStoppedError`) or, once started, the cloud. */
+  readonly signal?: AbortSignal;
 }
 
 export interface LocalCloud {
@@ -99,6 +110,8 @@ export interface LocalCloud {
   /** The key-rotation controller, when its broker session could be opened. */
   readonly keyRotation?: RunningKeyRotation;
   counters(): Record<string, number>;
+  /** Resolves with the reason when the cloud closes by itself (its data directory's lock was lost). */
+  readonly lost: Promise<string>;
   close(): Promise<void>;
 }
 
@@ -140,37 +153,53 @@ function tee(file: AuditSink, onAudit: ((event: AuditEvent) => void) | undefined
   };
 }
 
-/** Runs every cleanup step, even when one fails; the first error is rethrown after all ran. */
-async function runAll(steps: readonly (() => Promise<unknown> | unknown)[]): Promise<void> {
-  let first: unknown;
-  for (const step of steps) {
-    try {
-      await step();
-    } catch (error) {
-      first ??= error;
-    }
-  }
-  if (first !== undefined) throw first;
-}
-
 export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks = {}): Promise<LocalCloud> {
   const clock = hooks.clock ?? systemClock;
   const random = hooks.random ?? systemRandom;
   const note = hooks.onNote ?? (() => undefined);
   const layout = dataDirLayout(config.dataDir);
-  const cleanup: (() => Promise<unknown> | unknown)[] = [];
-  const stopStarted = () => runAll([...cleanup].reverse()).catch(() => undefined);
+  const { signal } = hooks;
+  const cleanup = new CleanupStack();
+  /** After each step of the start: an abort that came meanwhile ends the start (what it opened is closing). */
+  const live = () => {
+    if (signal?.aborted === true) throw new LocalCloudStoppedError(String(signal.reason));
+  };
+  signal?.addEventListener('abort', () => void cleanup.close().catch(() => undefined), { once: true });
+  let reportLost: (reason: string) => void = () => undefined;
+  const lost = new Promise<string>((resolve) => {
+    reportLost = resolve;
+  });
   /** Set once the directory is loaded; the broker refuses identities that are not enabled devices. */
   const directoryRef: { current?: WatchedDeviceDirectory } = {};
   /** Set once the receiver is wired: a reload that disables a device also revokes its grants. */
   const cutOffsRef: { current?: CutOffTracker } = {};
 
   try {
+    live();
     await prepareDataDir(layout);
+    const owner = await acquireDataDir(
+      layout,
+      {
+        spa: { host: config.host, port: config.spaPort },
+        mqtt: { host: config.host, port: config.mqttPort },
+      },
+      {
+        onTakeOver: (stale) => note(`took over the data directory from ${describeOwner(stale)}: not running`),
+        onLost: (error) => {
+          const reason = `the lock of data directory ${layout.root} was lost (${error.message}): stopping`;
+          note(reason);
+          reportLost(reason);
+          void cleanup.close().catch(() => undefined);
+        },
+      },
+    );
+    cleanup.defer(() => owner.release());
+    live();
     const pki = await ensureLocalPki(layout.pkiDir, { extraIpAddresses: [config.advertisedHost] });
     const tls = await loadPem(pki.brokerCert, pki.brokerKey);
     const ca = await loadPem(pki.caCert, pki.caKey);
     const firstRun = !(await exists(layout.devicesFile));
+    live();
 
     // Broker: embedded (private behind the gate, public behind nftables) or external.
     let broker: EmbeddedBroker | undefined;
@@ -196,7 +225,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         throw error;
       }
       const started = broker;
-      cleanup.push(() => started.close());
+      cleanup.defer(() => started.close());
+      live();
       brokerAddress = started.address();
     }
 
@@ -228,7 +258,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       });
     }
     const startedFirewall = firewall;
-    cleanup.push(() => startedFirewall.close());
+    cleanup.defer(() => startedFirewall.close());
+    live();
 
     // Devices: the demo device on first run (after the public port is known: its access names it).
     let demoDevice: ProvisionedDevice | undefined;
@@ -272,7 +303,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         note(`device directory not reloaded (previous devices stay in force): ${error.message}`),
     });
     directoryRef.current = directory;
-    cleanup.push(() => directory.close());
+    cleanup.defer(() => directory.close());
+    live();
     for (const device of directory.devices()) {
       if (!device.allowedAccess.some((entry) => entry.protocol === 'tcp' && entry.port === publicPort)) {
         note(
@@ -284,9 +316,10 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
 
     // Receiver.
     const nonces = await FileNonceStore.open({ path: layout.nonceFile, clock });
-    cleanup.push(() => nonces.close());
+    cleanup.defer(() => nonces.close());
+    live();
     const auditFile = createAuditSink({ destination: { file: layout.auditFile } });
-    cleanup.push(() => auditFile.close());
+    cleanup.defer(() => auditFile.close());
     const deps = createReceiverDeps({
       directory,
       nonces,
@@ -296,7 +329,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       config: { clockWindowMs: config.clockWindowMs, defaultGrantSeconds: config.grantSeconds },
       deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
     });
-    cleanup.push(() => deps.grants.close());
+    cleanup.defer(() => deps.grants.close());
     cutOffsRef.current = new CutOffTracker({
       grants: deps.grants,
       disconnect: (id) => {
@@ -330,7 +363,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       throw error;
     }
     const startedReceiver = receiver;
-    cleanup.push(() => startedReceiver.close());
+    cleanup.defer(() => startedReceiver.close());
+    live();
     const control = await startControlServer(
       controlSocketPath(layout.root),
       {
@@ -342,7 +376,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       },
       note,
     );
-    if (control !== undefined) cleanup.push(() => control.close());
+    if (control !== undefined) cleanup.defer(() => control.close());
+    live();
 
     // The receiver as key-rotation controller: a direct session to the broker (never through the gate).
     if (hooks.keyRotation !== false) {
@@ -382,10 +417,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         });
         const started = keyRotation;
         rotationRef.current = started;
-        cleanup.push(() => started.close());
+        cleanup.defer(() => started.close());
+        live();
         await writeControllerEndpoint(layout.root, controllerUrl);
-        cleanup.push(() => removeControllerEndpoint(layout.root));
+        cleanup.defer(() => removeControllerEndpoint(layout.root));
       } catch (error) {
+        if (error instanceof LocalCloudStoppedError || signal?.aborted === true) throw error;
         note(
           `key rotation is off: the controller could not reach ${controllerUrl} (${(error as Error).message})`,
         );
@@ -402,8 +439,13 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     for (const skipped of await refreshDeviceEndpoints(layout, endpoints)) {
       note(`device file ${skipped} is not valid JSON: its endpoints were not updated`);
     }
+    await owner.updateOwner({
+      state: 'ready',
+      spa: { host: receiver.address.address, port: receiver.address.port },
+      mqtt: { host: config.host, port: publicPort },
+    });
+    live();
 
-    let closing: Promise<void> | undefined;
     return Object.freeze({
       layout,
       config,
@@ -416,14 +458,17 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       deps,
       ...(keyRotation === undefined ? {} : { keyRotation }),
       counters: () => receiver.counters(),
+      lost,
       close() {
-        // Receiver first (no new grants), then revoke grants, then the firewall, broker and stores.
-        closing ??= runAll([...cleanup].reverse());
-        return closing;
+        // Receiver first (no new grants), then revoke grants, then the firewall, broker and stores, then the lock.
+        return cleanup.close();
       },
     });
   } catch (error) {
-    await stopStarted();
+    await cleanup.close().catch(() => undefined);
+    if (signal?.aborted === true && !(error instanceof LocalCloudStoppedError)) {
+      throw new LocalCloudStoppedError(String(signal.reason), { cause: error });
+    }
     throw error;
   }
 }

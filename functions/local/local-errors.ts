@@ -49,3 +49,14 @@ export class DataDirError extends Error {
     this.path = path;
   }
 }
+
+/** A start of the local black cloud stopped by its caller (a signal): everything it had opened was closed. */
+export class LocalCloudStoppedError extends Error {
+  override readonly name = 'LocalCloudStoppedError';
+  readonly reason: string;
+
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`${reason} during start-up: stopped, everything opened so far was closed`, options);
+    this.reason = reason;
+  }
+}
