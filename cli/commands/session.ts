@@ -3,7 +3,7 @@
  * mutual TLS with retries, and resolve the topic inside the device's namespace.
  */
 import type { MqttClient } from 'mqtt';
-import { connectToBroker } from '../../device-client/broker-connection.ts';
+import { connectToBroker } from '../../device-client/index.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
 import { deviceTopicPrefix, resolveDeviceTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { type KeyListenerEvent, listenForKeys } from '../../device-client/key-listener.ts';
+import { type KeyListenerEvent, listenForKeys } from '../../device-client/index.ts';
 import { keyTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../usage-error.ts';
