@@ -37,6 +37,13 @@ afterAll(async () => {
 });
 
 describe('@blackcloud/device from its tarball', () => {
+  it('docs/device-sdk.md shows device-client/examples/meter.ts verbatim', async () => {
+    const docs = await readFile(join(PROJECT_ROOT, 'docs/device-sdk.md'), 'utf8');
+    const section = docs.slice(docs.indexOf('### A complete example program'));
+    const block = /```ts\n([\s\S]*?)```\n/.exec(section)?.[1];
+    expect(block).toBe(await readFile(join(PROJECT_ROOT, 'device-client/examples/meter.ts'), 'utf8'));
+  });
+
   it('installs into an empty folder with mqtt, write-file-atomic, zod and @blackcloud/spa only, and the docs example knocks, connects and publishes', {
     timeout: 90_000,
   }, async () => {
