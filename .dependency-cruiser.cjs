@@ -46,11 +46,31 @@ module.exports = {
       to: { dependencyTypes: ['npm', 'npm-dev'], pathNot: ['^node_modules/(mqtt|zod|write-file-atomic)/'] },
     },
     {
+      name: 'device-examples-use-the-package',
+      severity: 'error',
+      comment:
+        'device-client/examples/ (run by docs and tests where @blackcloud/device is installed) imports the package entry (device-client/index.ts) and node: builtins only, as a device program does.',
+      from: { path: '^device-client/examples/' },
+      to: {
+        pathNot: ['^device-client/index\\.ts$', '^node:'],
+        dependencyTypes: ['local', 'npm', 'npm-dev', 'aliased', 'aliased-tsconfig'],
+      },
+    },
+    {
       name: 'runtime-never-imports-infra-bench-test',
       severity: 'error',
-      comment: 'Runtime code (spa, functions, device-client, cli) never imports infra/, bench/ or test/.',
+      comment:
+        'Runtime code (spa, functions, device-client, cli) never imports infra/, bench/, test/ or packaging/.',
       from: { path: RUNTIME },
-      to: { path: '^(infra|bench|test)/' },
+      to: { path: '^(infra|bench|test|packaging)/' },
+    },
+    {
+      name: 'packaging-bundles-by-path',
+      severity: 'error',
+      comment:
+        'packaging/ (the build of the npm packages) names the sources it bundles by path; it imports none of them.',
+      from: { path: '^packaging/' },
+      to: { path: '^(spa|functions|device-client|cli|infra|bench|test)/' },
     },
     {
       name: 'infra-imports-only-core',

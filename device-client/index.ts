@@ -1,5 +1,6 @@
 /**
- * The device client library: what a device (or a program acting as one) needs to knock and reach the broker.
+ * The device client library: what a device (or a program acting as one) needs to knock and reach the broker; the
+ * entry of the npm package @blackcloud/device (docs/install.md).
  * Imports the protocol core (spa/), the shared vocabulary (functions/core/) and the MQTT client only; the operator
  * commands (`up`, `devices`) live in
  * cli/commands/ and compose functions/local/.

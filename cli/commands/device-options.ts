@@ -3,8 +3,7 @@
  * `--format native|fwknop`, and their resolution into a loaded device config and a knock target.
  */
 
-import { loadDeviceConfig } from '../../device-client/load-device-config.ts';
-import { parseServerAddress } from '../../device-client/server-address.ts';
+import { loadDeviceConfig, parseServerAddress } from '../../device-client/index.ts';
 import type { DeviceConfig, KnockFormat } from '../../functions/core/device-config.ts';
 import { UsageError } from '../usage-error.ts';
 

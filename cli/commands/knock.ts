@@ -4,8 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { buildKnock, type Knock } from '../../device-client/knock.ts';
-import { sendDatagram } from '../../device-client/send-datagram.ts';
+import { buildKnock, type Knock, sendDatagram } from '../../device-client/index.ts';
 import { formatAccessSpec } from '../../functions/core/access-spec.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
 import type { CliIo } from '../cli-io.ts';

@@ -6,8 +6,12 @@
  * removed) ends the session at once (`client.device.closed()` resolves to the reason).
  */
 import type { MqttClient } from 'mqtt';
-import { connectDevice, type DeviceClient, type DeviceEvent } from '../../device-client/connect-device.ts';
-import { formatAccessSpec } from '../../functions/core/access-spec.ts';
+import {
+  connectDevice,
+  type DeviceClient,
+  type DeviceEvent,
+  formatAccessSpec,
+} from '../../device-client/index.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
 import { deviceTopicPrefix, resolveDeviceTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';

@@ -9,7 +9,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { KeyListenerEvent } from '../../device-client/key-listener.ts';
+import type { KeyListenerEvent } from '../../device-client/index.ts';
 import { keyTopic } from '../../functions/core/topics.ts';
 import type { CliIo } from '../cli-io.ts';
 import { exitPaths } from '../exit-paths.ts';
