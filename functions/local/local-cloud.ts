@@ -7,10 +7,12 @@
  *   firewall = nftables: kernel table guarding tcp/mqttPort → embedded broker on host:mqttPort (or --broker's port)
  *
  * Contract:
- * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), the PKI (a broker
- *   certificate valid for the advertised host), and on first run (no devices file yet) the demo device; then
- *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and points
- *   every device file in the data directory at them.
+ * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), records the public
+ *   addresses in force (public-address.ts), the PKI (a broker certificate whose SANs are loopback, the listening
+ *   host and every public address; reissued under the same CA when that set changes, which `onNote` reports),
+ *   and on first run (no devices file yet) the demo device; then starts, in order, the broker, the firewall and
+ *   the receiver, and finally records the endpoints and points every device file in the data directory at them,
+ *   except fields edited by hand (endpoints.ts); `onNote` says which files it updated and which it left.
  * - A failure at any step stops what was already started and throws a typed error (a busy port is
  *   `PortInUseError` naming the flag to change).
  * - `close()` stops the receiver, revokes every grant, closes the firewall (removes the nftables table), the
@@ -50,7 +52,13 @@ import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
 import { writeDeviceFile } from './device-file.ts';
-import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
+import {
+  type Endpoints,
+  mqttUrl,
+  readEndpoints,
+  refreshDeviceEndpoints,
+  writeEndpoints,
+} from './endpoints.ts';
 import { FileNonceStore } from './file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
 import {
@@ -62,7 +70,8 @@ import {
 } from './local-controller.ts';
 import { DataDirError, PortInUseError } from './local-errors.ts';
 import { startNftablesFirewall } from './nftables-firewall.ts';
-import { type ProvisionedDevice, provisionDevice } from './provision-device.ts';
+import { displayPath, type ProvisionedDevice, provisionDevice } from './provision-device.ts';
+import { brokerNames, savePublicAddresses } from './public-address.ts';
 import type { UpConfig } from './up-config.ts';
 import { WatchedDeviceDirectory } from './watched-directory.ts';
 
@@ -166,7 +175,26 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
 
   try {
     await prepareDataDir(layout);
-    const pki = await ensureLocalPki(layout.pkiDir, { extraIpAddresses: [config.advertisedHost] });
+    const previousEndpoints = await readEndpoints(layout);
+    if (await savePublicAddresses(layout, config.publicAddresses)) {
+      note(
+        config.publicAddresses.length === 0
+          ? 'public address forgotten: device files name the listening address again'
+          : `public address ${config.publicAddresses.join(', ')} recorded in ${displayPath(layout.publicAddressFile)} (kept for the next runs; --no-public-address forgets it)`,
+      );
+    }
+    const wildcardHost = config.host === '0.0.0.0' || config.host === '::';
+    const names = brokerNames([...(wildcardHost ? [] : [config.host]), ...config.publicAddresses]);
+    const pki = await ensureLocalPki(layout.pkiDir, {
+      extraDnsNames: names.dnsNames,
+      extraIpAddresses: names.ipAddresses,
+    });
+    if (pki.brokerIssued === true && (await exists(layout.devicesFile))) {
+      note(
+        `broker certificate reissued by the same CA for ${[...names.dnsNames, ...names.ipAddresses].join(', ') || 'loopback only'} ` +
+          '(plus localhost, 127.0.0.1, ::1); device certificates and ca.crt stay valid',
+      );
+    }
     const tls = await loadPem(pki.brokerCert, pki.brokerKey);
     const ca = await loadPem(pki.caCert, pki.caKey);
     const firstRun = !(await exists(layout.devicesFile));
@@ -392,8 +420,26 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       mqttPort: publicPort,
     };
     await writeEndpoints(layout, endpoints);
-    for (const skipped of await refreshDeviceEndpoints(layout, endpoints)) {
+    const refresh = await refreshDeviceEndpoints(layout, endpoints, [
+      ...(previousEndpoints === undefined ? [] : [previousEndpoints]),
+      provisional,
+    ]);
+    for (const skipped of refresh.skipped) {
       note(`device file ${skipped} is not valid JSON: its endpoints were not updated`);
+    }
+    const demoFile = demoDevice?.deviceFile;
+    const updated = refresh.updated.filter((file) => file !== demoFile);
+    if (updated.length > 0) {
+      note(
+        `${updated.length} device file(s) now point at ${mqttUrl(endpoints.host, endpoints.mqttPort)} and SPA ` +
+          `${endpoints.host} udp/${endpoints.spaPort}: ${updated.map(displayPath).join(', ')} (copy them onto the devices again)`,
+      );
+    }
+    for (const kept of refresh.kept) {
+      note(
+        `device file ${displayPath(kept.file)}: ${kept.fields.join(', ')} edited by hand, left as it is ` +
+          `(up listens for devices at ${endpoints.host} udp/${endpoints.spaPort}, tcp/${endpoints.mqttPort})`,
+      );
     }
 
     let closing: Promise<void> | undefined;
