@@ -189,7 +189,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       extraDnsNames: names.dnsNames,
       extraIpAddresses: names.ipAddresses,
     });
-    if (pki.brokerIssued === true && (await exists(layout.devicesFile))) {
+    if (pki.broker === 'reissued') {
       note(
         `broker certificate reissued by the same CA for ${[...names.dnsNames, ...names.ipAddresses].join(', ') || 'loopback only'} ` +
           '(plus localhost, 127.0.0.1, ::1); device certificates and ca.crt stay valid',

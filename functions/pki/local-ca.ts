@@ -8,11 +8,11 @@
  * - Later runs reuse them. The broker certificate is reissued (same CA) when it is not signed by the CA, expires
  *   within a day, or its set of SANs differs from the one asked for (a name added or dropped, e.g. a new
  *   `up --public-address`); with `keepBrokerNames` (callers that only need the CA) its SANs are left as they
- *   are. `brokerIssued` tells whether this call (re)issued it. The CA is never replaced silently: a CA certificate without its key
+ *   are. `broker` tells whether this call kept, created or reissued it. The CA is never replaced silently: a CA certificate without its key
  *   (or the reverse) is an error, since replacing it would invalidate every device certificate.
  * - A directory readable by others, or a key file with group/other permission bits, is refused
  *   (`PkiPermissionError`), as ssh refuses such keys; nothing is chmod-ed behind the user's back.
- * Returns the four paths and `brokerIssued`.
+ * Returns the four paths and `broker`.
  */
 // @peculiar/x509 (through tsyringe) needs the Reflect metadata polyfill loaded before it.
 import 'reflect-metadata';
@@ -45,8 +45,8 @@ export interface LocalPkiPaths {
   caKey: string;
   brokerCert: string;
   brokerKey: string;
-  /** Whether this call issued the broker certificate (first run, or reissued). */
-  brokerIssued?: boolean;
+  /** What this call did to the broker certificate: kept it, created it (none before) or reissued it. */
+  broker?: 'kept' | 'created' | 'reissued';
 }
 
 export interface LocalPkiOptions {
@@ -98,7 +98,7 @@ export async function ensureLocalPki(dir: string, opts: LocalPkiOptions = {}): P
     });
     await writePemFiles(paths.brokerCert, paths.brokerKey, issued);
   }
-  return { ...paths, brokerIssued: !usable };
+  return { ...paths, broker: usable ? 'kept' : broker === undefined ? 'created' : 'reissued' };
 }
 
 /** Reads a certificate and its key (checking the key file's permissions). */
