@@ -7,12 +7,12 @@
  *   firewall = nftables: kernel table guarding tcp/mqttPort → embedded broker on host:mqttPort (or --broker's port)
  *
  * Contract:
- * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), records the public
- *   addresses in force (public-address.ts), the PKI (a broker certificate whose SANs are loopback, the listening
- *   host and every public address; reissued under the same CA when that set changes, which `onNote` reports),
- *   and on first run (no devices file yet) the demo device; then starts, in order, the broker, the firewall and
- *   the receiver, and finally records the endpoints and points every device file in the data directory at them,
- *   except fields edited by hand (endpoints.ts); `onNote` says which files it updated and which it left.
+ * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), the PKI (a broker
+ *   certificate whose SANs are loopback, the listening host and every public address; reissued under the same CA
+ *   when that set changes, which `onNote` reports), and on first run (no devices file yet) the demo device; then
+ *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and the public
+ *   addresses in force (public-address.ts) and points every device file in the data directory at them, except
+ *   fields edited by hand (endpoints.ts); `onNote` says which files it updated and which it left.
  * - A failure at any step stops what was already started and throws a typed error (a busy port is
  *   `PortInUseError` naming the flag to change).
  * - `close()` stops the receiver, revokes every grant, closes the firewall (removes the nftables table), the
@@ -176,13 +176,6 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
   try {
     await prepareDataDir(layout);
     const previousEndpoints = await readEndpoints(layout);
-    if (await savePublicAddresses(layout, config.publicAddresses)) {
-      note(
-        config.publicAddresses.length === 0
-          ? 'public address forgotten: device files name the listening address again'
-          : `public address ${config.publicAddresses.join(', ')} recorded in ${displayPath(layout.publicAddressFile)} (kept for the next runs; --no-public-address forgets it)`,
-      );
-    }
     const wildcardHost = config.host === '0.0.0.0' || config.host === '::';
     const names = brokerNames([...(wildcardHost ? [] : [config.host]), ...config.publicAddresses]);
     const pki = await ensureLocalPki(layout.pkiDir, {
@@ -420,6 +413,14 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       mqttPort: publicPort,
     };
     await writeEndpoints(layout, endpoints);
+    // Remembered once this run is up: a start that failed does not change what the next one uses.
+    if (await savePublicAddresses(layout, config.publicAddresses)) {
+      note(
+        config.publicAddresses.length === 0
+          ? 'public address forgotten: device files name the listening address again'
+          : `public address ${config.publicAddresses.join(', ')} recorded in ${displayPath(layout.publicAddressFile)} (kept for the next runs; --no-public-address forgets it)`,
+      );
+    }
     const refresh = await refreshDeviceEndpoints(layout, endpoints, [
       ...(previousEndpoints === undefined ? [] : [previousEndpoints]),
       provisional,
@@ -432,7 +433,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     if (updated.length > 0) {
       note(
         `${updated.length} device file(s) now point at ${mqttUrl(endpoints.host, endpoints.mqttPort)} and SPA ` +
-          `${endpoints.host} udp/${endpoints.spaPort}: ${updated.map(displayPath).join(', ')} (copy them onto the devices again)`,
+          `${endpoints.host} udp/${endpoints.spaPort}: ${updated.slice(0, 5).map(displayPath).join(', ')}` +
+          `${updated.length > 5 ? ` and ${updated.length - 5} more` : ''} (copy them onto the devices again)`,
       );
     }
     for (const kept of refresh.kept) {
