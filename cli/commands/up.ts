@@ -14,9 +14,9 @@ import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cl
 import { LocalCloudStoppedError } from '../../functions/local/local-errors.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
 import {
+  loadUpConfig,
   loadUpConfigFile,
   printableUpConfig,
-  resolveUpConfig,
   type UpFlags,
 } from '../../functions/local/up-config.ts';
 import type { CliIo } from '../cli-io.ts';
@@ -74,6 +74,7 @@ export function readyRecord(cloud: LocalCloud): Record<string, unknown> {
     demoDeviceFile: cloud.layout.deviceFile(DEMO_DEVICE_ID),
     auditFile: cloud.layout.auditFile,
     grantSeconds: cloud.config.grantSeconds,
+    publicAddresses: cloud.config.publicAddresses,
   };
 }
 
@@ -97,6 +98,12 @@ export function banner(cloud: LocalCloud): string[] {
     `  grants         ${config.grantSeconds} s by default, capped per device; nothing reaches the broker without a knock`,
     `  audit          ${displayPath(cloud.layout.auditFile)}`,
   ];
+  if (config.publicAddresses.length > 0) {
+    lines.push(
+      `  public address ${config.publicAddresses.join(', ')}   (in device files and the broker certificate; ` +
+        `open udp/${cloud.spa.port} and tcp/${cloud.mqtt.port} to it)`,
+    );
+  }
   if (cloud.demoDevice !== undefined)
     lines.push('', `Created the demo device: ${demo} (keys and certificate next to it, 0600)`);
   if (hasDemo) {
@@ -130,9 +137,17 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--data-dir <dir>', 'data directory (default ./.blackcloud)')
     .option(
       '--config <file>',
-      'YAML or JSON config file (keys: host, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice)',
+      'YAML or JSON config file (keys: host, publicAddress, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice)',
     )
-    .option('--host <ip>', 'address to listen on (default 127.0.0.1)')
+    .option('--host <ip>', 'address to listen on (default 127.0.0.1; 0.0.0.0 when a public address is set)')
+    .option(
+      '--public-address <host>',
+      'host name or IP address devices on other machines dial: written into device files and the broker\n' +
+        'certificate; repeat it or separate with commas for several (device files name the first); kept in the\n' +
+        'data directory for the next runs',
+      (value: string, previous: string[] | false | undefined) => [...(previous || []), value],
+    )
+    .option('--no-public-address', 'forget the public address the data directory keeps')
     .option('--spa-port <n>', 'UDP port of the SPA receiver (default 62201)')
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
@@ -145,12 +160,13 @@ export function registerUp(program: Command, io: CliIo): void {
       '\nExamples:\n' +
         '  blackcloud up                                   # gate + embedded broker on 127.0.0.1\n' +
         '  blackcloud up --firewall nftables --host 10.0.0.1\n' +
+        '  blackcloud up --public-address 192.168.1.20     # devices on the LAN (listens on 0.0.0.0; docs/local.md)\n' +
         '  blackcloud up --broker mqtts://127.0.0.1:8884   # front Mosquitto (see docs/local.md)\n' +
         '  blackcloud up --data-dir /tmp/bc --spa-port 40001 --mqtt-port 40002 --json',
     )
     .action(async (options: UpOptions) => {
       const file = options.config === undefined ? undefined : await loadUpConfigFile(options.config);
-      const config = resolveUpConfig(options, file);
+      const config = await loadUpConfig(options, file);
       if (options.printConfig) {
         io.out(JSON.stringify(printableUpConfig(config), null, 2));
         return;

@@ -223,7 +223,7 @@ export class LocalFleet implements Fleet {
     if ((await this.state(deviceId)) === 'partial') await this.#removeFiles(deviceId);
     const endpoints = await this.#endpoints();
     const access = request.access ?? [{ protocol: 'tcp' as const, port: endpoints.mqttPort }];
-    const ca = await this.#loadCa(endpoints);
+    const ca = await this.#loadCa();
     let provisioned: Awaited<ReturnType<typeof provisionDevice>>;
     try {
       provisioned = await provisionDevice({
@@ -292,9 +292,10 @@ export class LocalFleet implements Fleet {
     );
   }
 
-  async #loadCa(endpoints: Endpoints): Promise<{ pem: Pem; file: string }> {
+  async #loadCa(): Promise<{ pem: Pem; file: string }> {
     if (this.#ca === undefined) {
-      const pki = await ensureLocalPki(this.layout.pkiDir, { extraIpAddresses: [endpoints.host] });
+      // Only the CA is needed: the broker certificate's names are `up`'s (its listening and public addresses).
+      const pki = await ensureLocalPki(this.layout.pkiDir, { keepBrokerNames: true });
       this.#ca = { pem: await loadPem(pki.caCert, pki.caKey), file: pki.caCert };
     }
     return this.#ca;

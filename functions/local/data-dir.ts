@@ -4,6 +4,7 @@
  *   <root>/
  *     devices.yaml            the device directory the receiver reads (ids, allowed ports, key file references)
  *     endpoints.json          where the running (or last) `blackcloud up` listens: host, SPA port, MQTT port
+ *     public-address.json     the address(es) devices dial, as last given to `up --public-address` (kept across runs)
  *     nonces.log              the file-backed nonce store (replay ids survive a restart)
  *     audit.jsonl             the audit trail, one JSON line per packet and grant change
  *     pki/                    local CA and broker certificate (keys 0600)
@@ -25,6 +26,7 @@ export interface DataDirLayout {
   readonly root: string;
   readonly devicesFile: string;
   readonly endpointsFile: string;
+  readonly publicAddressFile: string;
   readonly nonceFile: string;
   readonly auditFile: string;
   readonly pkiDir: string;
@@ -45,6 +47,7 @@ export function dataDirLayout(root: string): DataDirLayout {
     root: abs,
     devicesFile: join(abs, 'devices.yaml'),
     endpointsFile: join(abs, 'endpoints.json'),
+    publicAddressFile: join(abs, 'public-address.json'),
     nonceFile: join(abs, 'nonces.log'),
     auditFile: join(abs, 'audit.jsonl'),
     pkiDir: join(abs, 'pki'),

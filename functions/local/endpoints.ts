@@ -5,8 +5,11 @@
  * `devices add` reads them to write new device files.
  *
  * Contract: `readEndpoints` returns undefined when the file is missing or unreadable (callers fall back to
- * defaults); `refreshDeviceEndpoints` rewrites only the endpoint fields (spa.host, spa.port, mqtt.url) of
- * device files that differ, keeps every other field, skips files it cannot parse and returns their paths.
+ * defaults); `refreshDeviceEndpoints(layout, endpoints, generated)` rewrites only the endpoint fields (spa.host,
+ * spa.port, mqtt.url) of device files, and of those only a field that still holds what blackcloud wrote there
+ * (its value for one of the `generated` endpoints: those of the previous `up` and of this run's provisioning).
+ * A field with any other value was edited by hand and is kept (docs/local.md "A device on another machine"). It
+ * keeps every other field, skips files it cannot parse, and reports the files it updated, kept and skipped.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
@@ -57,16 +60,36 @@ export async function readEndpoints(layout: DataDirLayout): Promise<Endpoints | 
   return undefined;
 }
 
-/** Points every device file under devices/ at `endpoints`. Returns the files it could not update. */
-export async function refreshDeviceEndpoints(layout: DataDirLayout, endpoints: Endpoints): Promise<string[]> {
+export interface EndpointRefresh {
+  /** Files whose endpoint fields now name `endpoints`. */
+  readonly updated: string[];
+  /** Files with an endpoint field edited by hand, left as it is: which fields. */
+  readonly kept: { readonly file: string; readonly fields: readonly string[] }[];
+  /** Files that are not a device file (invalid JSON, no spa or mqtt object). */
+  readonly skipped: string[];
+}
+
+/** Points the endpoint fields of every device file under devices/ at `endpoints`, unless edited by hand. */
+export async function refreshDeviceEndpoints(
+  layout: DataDirLayout,
+  endpoints: Endpoints,
+  generated: readonly Endpoints[],
+): Promise<EndpointRefresh> {
+  const result: EndpointRefresh = { updated: [], kept: [], skipped: [] };
   let names: string[];
   try {
     names = await readdir(layout.devicesDir);
   } catch {
-    return [];
+    return result;
   }
-  const skipped: string[] = [];
+  const { skipped } = result;
   const fields = deviceEndpointFields(endpoints);
+  const known = generated.map(deviceEndpointFields);
+  const wrote = {
+    'spa.host': new Set(known.map((item) => item.spa.host)),
+    'spa.port': new Set(known.map((item) => item.spa.port)),
+    'mqtt.url': new Set(known.map((item) => item.mqttUrl)),
+  };
   for (const name of names.sort()) {
     const file = layout.deviceFile(name);
     let json: { spa?: Record<string, unknown>; mqtt?: Record<string, unknown> };
@@ -85,17 +108,27 @@ export async function refreshDeviceEndpoints(layout: DataDirLayout, endpoints: E
       skipped.push(file);
       continue;
     }
-    if (
-      json.spa.host === fields.spa.host &&
-      json.spa.port === fields.spa.port &&
-      json.mqtt.url === fields.mqttUrl
-    ) {
-      continue;
+    const { spa, mqtt } = json;
+    const slots = [
+      ['spa.host', spa.host, fields.spa.host, (value: string | number) => (spa.host = value)],
+      ['spa.port', spa.port, fields.spa.port, (value: string | number) => (spa.port = value)],
+      ['mqtt.url', mqtt.url, fields.mqttUrl, (value: string | number) => (mqtt.url = value)],
+    ] as const;
+    const handEdited: string[] = [];
+    let changed = false;
+    for (const [name, current, next, set] of slots) {
+      if (current === next) continue;
+      if (!(wrote[name] as Set<unknown>).has(current)) {
+        handEdited.push(name);
+        continue;
+      }
+      set(next);
+      changed = true;
     }
-    json.spa.host = fields.spa.host;
-    json.spa.port = fields.spa.port;
-    json.mqtt.url = fields.mqttUrl;
+    if (handEdited.length > 0) result.kept.push({ file, fields: handEdited });
+    if (!changed) continue;
     await writeFileAtomic(file, `${JSON.stringify(json, null, 2)}\n`);
+    result.updated.push(file);
   }
-  return skipped;
+  return result;
 }

@@ -8,9 +8,11 @@
  *
  * Contract:
  * - `startLocalCloud` prepares the data directory (0700; data-dir.ts lists its files), the PKI (a broker
- *   certificate valid for the advertised host), and on first run (no devices file yet) the demo device; then
- *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and points
- *   every device file in the data directory at them.
+ *   certificate whose SANs are loopback, the listening host and every public address; reissued under the same CA
+ *   when that set changes, which `onNote` reports), and on first run (no devices file yet) the demo device; then
+ *   starts, in order, the broker, the firewall and the receiver, and finally records the endpoints and the public
+ *   addresses in force (public-address.ts) and points every device file in the data directory at them, except
+ *   fields edited by hand (endpoints.ts); `onNote` says which files it updated and which it left.
  * - Before it writes anything in the data directory (PKI, device files, nonces.log, control.sock) it owns the
  *   directory (data-dir-lock.ts): a data directory used by another `up` is refused with `DataDirBusyError` naming
  *   that one's pid and ports; the lock of a dead `up` is taken over. The owner record gets the real endpoints once
@@ -60,7 +62,13 @@ import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
 import { acquireDataDir, describeOwner } from './data-dir-lock.ts';
 import { writeDeviceFile } from './device-file.ts';
-import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
+import {
+  type Endpoints,
+  mqttUrl,
+  readEndpoints,
+  refreshDeviceEndpoints,
+  writeEndpoints,
+} from './endpoints.ts';
 import { FileNonceStore } from './file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
 import {
@@ -72,7 +80,8 @@ import {
 } from './local-controller.ts';
 import { DataDirError, LocalCloudStoppedError, PortInUseError } from './local-errors.ts';
 import { startNftablesFirewall } from './nftables-firewall.ts';
-import { type ProvisionedDevice, provisionDevice } from './provision-device.ts';
+import { displayPath, type ProvisionedDevice, provisionDevice } from './provision-device.ts';
+import { brokerNames, savePublicAddresses } from './public-address.ts';
 import type { UpConfig } from './up-config.ts';
 import { WatchedDeviceDirectory } from './watched-directory.ts';
 
@@ -195,7 +204,19 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     );
     cleanup.defer(() => owner.release());
     live();
-    const pki = await ensureLocalPki(layout.pkiDir, { extraIpAddresses: [config.advertisedHost] });
+    const previousEndpoints = await readEndpoints(layout);
+    const wildcardHost = config.host === '0.0.0.0' || config.host === '::';
+    const names = brokerNames([...(wildcardHost ? [] : [config.host]), ...config.publicAddresses]);
+    const pki = await ensureLocalPki(layout.pkiDir, {
+      extraDnsNames: names.dnsNames,
+      extraIpAddresses: names.ipAddresses,
+    });
+    if (pki.broker === 'reissued') {
+      note(
+        `broker certificate reissued by the same CA for ${[...names.dnsNames, ...names.ipAddresses].join(', ') || 'loopback only'} ` +
+          '(plus localhost, 127.0.0.1, ::1); device certificates and ca.crt stay valid',
+      );
+    }
     const tls = await loadPem(pki.brokerCert, pki.brokerKey);
     const ca = await loadPem(pki.caCert, pki.caKey);
     const firstRun = !(await exists(layout.devicesFile));
@@ -436,8 +457,35 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       mqttPort: publicPort,
     };
     await writeEndpoints(layout, endpoints);
-    for (const skipped of await refreshDeviceEndpoints(layout, endpoints)) {
+    // Remembered once this run is up: a start that failed does not change what the next one uses.
+    if (await savePublicAddresses(layout, config.publicAddresses)) {
+      note(
+        config.publicAddresses.length === 0
+          ? 'public address forgotten: device files name the listening address again'
+          : `public address ${config.publicAddresses.join(', ')} recorded in ${displayPath(layout.publicAddressFile)} (kept for the next runs; --no-public-address forgets it)`,
+      );
+    }
+    const refresh = await refreshDeviceEndpoints(layout, endpoints, [
+      ...(previousEndpoints === undefined ? [] : [previousEndpoints]),
+      provisional,
+    ]);
+    for (const skipped of refresh.skipped) {
       note(`device file ${skipped} is not valid JSON: its endpoints were not updated`);
+    }
+    const demoFile = demoDevice?.deviceFile;
+    const updated = refresh.updated.filter((file) => file !== demoFile);
+    if (updated.length > 0) {
+      note(
+        `${updated.length} device file(s) now point at ${mqttUrl(endpoints.host, endpoints.mqttPort)} and SPA ` +
+          `${endpoints.host} udp/${endpoints.spaPort}: ${updated.slice(0, 5).map(displayPath).join(', ')}` +
+          `${updated.length > 5 ? ` and ${updated.length - 5} more` : ''} (copy them onto the devices again)`,
+      );
+    }
+    for (const kept of refresh.kept) {
+      note(
+        `device file ${displayPath(kept.file)}: ${kept.fields.join(', ')} edited by hand, left as it is ` +
+          `(up listens for devices at ${endpoints.host} udp/${endpoints.spaPort}, tcp/${endpoints.mqttPort})`,
+      );
     }
     await owner.updateOwner({
       state: 'ready',

@@ -4,21 +4,35 @@
  *
  * Config file keys (all optional): host, spaPort, mqttPort, firewall (gate | nftables), broker (mqtts://host:port),
  * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false),
- * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once).
+ * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once),
+ * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts).
+ *
+ * The public address: `--public-address` (repeatable, or comma-separated) over the file's `publicAddress` over the
+ * one the data directory remembers (public-address.json; `loadUpConfig` reads it); `--no-public-address` forgets
+ * it. With a public address and no host given, `up` listens on every address (0.0.0.0, or :: (dual-stack) when
+ * one of them is IPv6); a loopback host given with a public address that is not loopback is refused (devices elsewhere
+ * could not reach it).
  *
  * Contract: `resolveUpConfig` returns the merged config or throws `LocalConfigError` naming the flag or config
  * field, the value received and the fix (one line). `loadUpConfigFile` reads and parses the file with the same
- * error type. Flags win over the file; the file wins over defaults.
+ * error type. Flags win over the file; the file wins over defaults. `loadUpConfig` = `resolveUpConfig` with the
+ * public address the data directory remembers.
  */
 import { readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { describeIssue } from '../core/config-issues.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE, MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
-import { DEFAULT_DATA_DIR } from './data-dir.ts';
+import { DEFAULT_DATA_DIR, dataDirLayout } from './data-dir.ts';
+import {
+  checkPublicAddress,
+  isLoopbackAddress,
+  readPublicAddresses,
+  splitPublicAddresses,
+} from './public-address.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;
 export const DEFAULT_HOST = '127.0.0.1';
@@ -47,8 +61,10 @@ export interface UpConfig {
   readonly dataDir: string;
   /** Address the receiver and the public MQTT port bind to. */
   readonly host: string;
-  /** Host written into device files: `host`, or 127.0.0.1 when `host` is a wildcard. */
+  /** Host written into device files: the first public address, else `host`, or loopback when `host` is a wildcard. */
   readonly advertisedHost: string;
+  /** What devices on other machines dial (device files name the first; the broker certificate all). [] = none. */
+  readonly publicAddresses: readonly string[];
   /** 0 = any free port. */
   readonly spaPort: number;
   /** 0 = any free port. With an external broker and nftables, the broker's own port. */
@@ -78,6 +94,8 @@ export interface UpFlags {
   readonly grantSeconds?: string;
   readonly nftTable?: string;
   readonly keyRotationHours?: string;
+  /** `--public-address` values (each may be comma-separated); `false` = `--no-public-address`. */
+  readonly publicAddress?: readonly string[] | false;
 }
 
 const port = (what: string) =>
@@ -125,6 +143,11 @@ const fileSchema = z.strictObject({
     .int({ error: 'must be an integer number of hours 1..8784' })
     .min(1, { error: 'must be an integer number of hours 1..8784' })
     .max(8784, { error: 'must be an integer number of hours 1..8784' })
+    .optional(),
+  publicAddress: z
+    .union([z.string(), z.array(z.string()).min(1)], {
+      error: 'must be a host name or IP address devices dial, or a list of them',
+    })
     .optional(),
   maxAddressesPerDevice: z
     .int({ error: `must be an integer 1..${MAX_ADDRESSES_PER_DEVICE}` })
@@ -199,8 +222,61 @@ export function parseBrokerUrl(flag: string, url: string): ExternalBroker {
   return Object.freeze({ host, port, url });
 }
 
-export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
-  const host = flags.host ?? file?.host ?? DEFAULT_HOST;
+/** The validated public addresses (canonical, without duplicates) or a `LocalConfigError` naming `field`. */
+export function parsePublicAddresses(field: string, values: readonly string[]): string[] {
+  const addresses: string[] = [];
+  for (const text of splitPublicAddresses(values)) {
+    const checked = checkPublicAddress(text);
+    if ('problem' in checked) {
+      throw new LocalConfigError(field, `${JSON.stringify(text)} ${checked.problem}`);
+    }
+    if (!addresses.includes(checked.address)) addresses.push(checked.address);
+  }
+  return addresses;
+}
+
+function publicAddressesInForce(
+  flags: UpFlags,
+  file: UpConfigFile | undefined,
+  remembered: readonly string[],
+): string[] {
+  if (flags.publicAddress === false) return [];
+  if (flags.publicAddress !== undefined) return parsePublicAddresses('--public-address', flags.publicAddress);
+  if (file?.publicAddress !== undefined) {
+    const list = typeof file.publicAddress === 'string' ? [file.publicAddress] : file.publicAddress;
+    return parsePublicAddresses(`config file ${file.source}: field "publicAddress"`, list);
+  }
+  return [...remembered];
+}
+
+/** The data directory the flags and the file name (absolute). */
+export function upDataDir(flags: UpFlags, file?: UpConfigFile): string {
+  return resolve(flags.dataDir ?? file?.dataDir ?? DEFAULT_DATA_DIR);
+}
+
+/** `resolveUpConfig` with the public address the data directory remembers (public-address.json). */
+export async function loadUpConfig(flags: UpFlags, file?: UpConfigFile): Promise<UpConfig> {
+  const remembered =
+    flags.publicAddress === undefined && file?.publicAddress === undefined
+      ? await readPublicAddresses(dataDirLayout(upDataDir(flags, file)))
+      : undefined;
+  return resolveUpConfig(flags, file, remembered);
+}
+
+/**
+ * Merges flags, file and defaults. `remembered`: the public addresses the data directory keeps (used when neither
+ * the flags nor the file name one).
+ */
+export function resolveUpConfig(
+  flags: UpFlags,
+  file?: UpConfigFile,
+  remembered: readonly string[] = [],
+): UpConfig {
+  const publicAddresses = publicAddressesInForce(flags, file, remembered);
+  const givenHost = flags.host ?? file?.host;
+  const host =
+    givenHost ??
+    (publicAddresses.length === 0 ? DEFAULT_HOST : publicAddresses.some((a) => isIPv6(a)) ? '::' : '0.0.0.0');
   if (isIP(host) === 0) {
     throw new LocalConfigError(
       '--host',
@@ -248,11 +324,20 @@ export function resolveUpConfig(flags: UpFlags, file?: UpConfigFile): UpConfig {
     }
     keyRotationHours = hours;
   }
+  const remote = publicAddresses.find((address) => !isLoopbackAddress(address));
+  if (remote !== undefined && isLoopbackAddress(host)) {
+    throw new LocalConfigError(
+      flags.host === undefined ? `config file ${file?.source}: field "host"` : '--host',
+      `${host} is a loopback address, which devices dialling the public address ${remote} cannot reach; fix: ` +
+        'listen on every address (--host 0.0.0.0) or on the address of the interface they reach',
+    );
+  }
   const wildcard = host === '0.0.0.0' || host === '::';
   return Object.freeze({
-    dataDir: resolve(flags.dataDir ?? file?.dataDir ?? DEFAULT_DATA_DIR),
+    dataDir: upDataDir(flags, file),
     host,
-    advertisedHost: wildcard ? (host === '::' ? '::1' : '127.0.0.1') : host,
+    advertisedHost: publicAddresses[0] ?? (wildcard ? (host === '::' ? '::1' : '127.0.0.1') : host),
+    publicAddresses: Object.freeze(publicAddresses),
     spaPort: flagPort('--spa-port', flags.spaPort) ?? file?.spaPort ?? DEFAULT_SPA_PORT,
     mqttPort: flagPort('--mqtt-port', flags.mqttPort) ?? file?.mqttPort ?? DEFAULT_MQTT_PORT,
     firewall: firewallText,

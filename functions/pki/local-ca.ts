@@ -6,11 +6,13 @@
  *   `broker.key`, CN `blackcloud-broker`, SAN localhost, 127.0.0.1, ::1 plus any extra names asked for).
  *   Private keys are written 0600, atomically (temporary file + rename).
  * - Later runs reuse them. The broker certificate is reissued (same CA) when it is not signed by the CA, expires
- *   within a day, or lacks a requested SAN. The CA is never replaced silently: a CA certificate without its key
+ *   within a day, or its set of SANs differs from the one asked for (a name added or dropped, e.g. a new
+ *   `up --public-address`); with `keepBrokerNames` (callers that only need the CA) its SANs are left as they
+ *   are. `broker` tells whether this call kept, created or reissued it. The CA is never replaced silently: a CA certificate without its key
  *   (or the reverse) is an error, since replacing it would invalidate every device certificate.
  * - A directory readable by others, or a key file with group/other permission bits, is refused
  *   (`PkiPermissionError`), as ssh refuses such keys; nothing is chmod-ed behind the user's back.
- * Returns the four paths.
+ * Returns the four paths and `broker`.
  */
 // @peculiar/x509 (through tsyringe) needs the Reflect metadata polyfill loaded before it.
 import 'reflect-metadata';
@@ -43,6 +45,8 @@ export interface LocalPkiPaths {
   caKey: string;
   brokerCert: string;
   brokerKey: string;
+  /** What this call did to the broker certificate: kept it, created it (none before) or reissued it. */
+  broker?: 'kept' | 'created' | 'reissued';
 }
 
 export interface LocalPkiOptions {
@@ -50,6 +54,8 @@ export interface LocalPkiOptions {
   extraDnsNames?: string[];
   /** SANs added besides 127.0.0.1 and ::1 (e.g. the address devices dial). */
   extraIpAddresses?: string[];
+  /** Keep the broker certificate's SANs whatever they are (it is still reissued when unusable). */
+  keepBrokerNames?: boolean;
 }
 
 const KEY_FILE_MODE = 0o600;
@@ -79,7 +85,11 @@ export async function ensureLocalPki(dir: string, opts: LocalPkiOptions = {}): P
   const broker = caCreated
     ? undefined
     : await readPair(paths.brokerCert, paths.brokerKey, { optional: true });
-  if (broker === undefined || !brokerCertificateUsable(broker, ca, dnsNames, ipAddresses)) {
+  const usable =
+    broker !== undefined &&
+    brokerCertificateUsable(broker, ca) &&
+    (opts.keepBrokerNames === true || sameNames(broker, dnsNames, ipAddresses));
+  if (!usable) {
     const issued = await issueCertificate(ca, {
       commonName: BROKER_COMMON_NAME,
       kind: 'server',
@@ -88,7 +98,7 @@ export async function ensureLocalPki(dir: string, opts: LocalPkiOptions = {}): P
     });
     await writePemFiles(paths.brokerCert, paths.brokerKey, issued);
   }
-  return paths;
+  return { ...paths, broker: usable ? 'kept' : broker === undefined ? 'created' : 'reissued' };
 }
 
 /** Reads a certificate and its key (checking the key file's permissions). */
@@ -153,7 +163,7 @@ async function readIfExists(path: string, opts: { secret?: boolean } = {}): Prom
   }
 }
 
-function brokerCertificateUsable(broker: Pem, ca: Pem, dnsNames: string[], ipAddresses: string[]): boolean {
+function brokerCertificateUsable(broker: Pem, ca: Pem): boolean {
   let cert: X509Certificate;
   let caCert: X509Certificate;
   try {
@@ -163,12 +173,16 @@ function brokerCertificateUsable(broker: Pem, ca: Pem, dnsNames: string[], ipAdd
     return false;
   }
   if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) return false;
-  if (Date.parse(cert.validTo) - Date.now() < RENEW_BEFORE_MS) return false;
+  return Date.parse(cert.validTo) - Date.now() >= RENEW_BEFORE_MS;
+}
+
+/** Whether the certificate names exactly these DNS names and IP addresses (order and case aside). */
+function sameNames(broker: Pem, dnsNames: string[], ipAddresses: string[]): boolean {
   const present = subjectAltNames(broker.cert);
-  return (
-    dnsNames.every((name) => present.dns.has(name.toLowerCase())) &&
-    ipAddresses.every((ip) => present.ip.has(canonicalIp(ip)))
-  );
+  const wantDns = new Set(dnsNames.map((name) => name.toLowerCase()));
+  const wantIp = new Set(ipAddresses.map(canonicalIp));
+  const same = (a: Set<string>, b: Set<string>) => a.size === b.size && [...a].every((item) => b.has(item));
+  return same(present.dns, wantDns) && same(present.ip, wantIp);
 }
 
 function subjectAltNames(pem: string): { dns: Set<string>; ip: Set<string> } {

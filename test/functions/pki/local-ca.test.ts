@@ -167,6 +167,7 @@ describe('ensureLocalPki', () => {
       caKey: join(pkiDir, 'ca.key'),
       brokerCert: join(pkiDir, 'broker.crt'),
       brokerKey: join(pkiDir, 'broker.key'),
+      broker: 'created',
     });
     expect((await stat(pkiDir)).mode & 0o777).toBe(0o700);
     expect((await stat(paths.caKey)).mode & 0o777).toBe(0o600);
@@ -188,6 +189,7 @@ describe('ensureLocalPki', () => {
     const second = await ensureLocalPki(pkiDir);
     const after = await Promise.all([readFile(second.caCert, 'utf8'), readFile(second.brokerCert, 'utf8')]);
     expect(after).toEqual(before);
+    expect(second.broker).toBe('kept');
   });
 
   it('reissues the broker certificate, from the same CA, when a new SAN is asked for', async () => {
@@ -203,6 +205,40 @@ describe('ensureLocalPki', () => {
     expect(broker.checkIssued(new X509Certificate(caBefore))).toBe(true);
     expect(broker.checkIP('10.1.2.3')).toBe('10.1.2.3');
     expect(broker.checkHost('broker.lan')).toBe('broker.lan');
+    expect(paths.broker).toBe('reissued');
+  });
+
+  it('reissues it, from the same CA, when a name is dropped; keeps it while the set is the same', async () => {
+    const pkiDir = join(dir, 'names-change');
+    const wide = { extraIpAddresses: ['10.1.2.3', '10.1.2.4'], extraDnsNames: ['broker.lan'] };
+    const first = await ensureLocalPki(pkiDir, wide);
+    const caBefore = await readFile(first.caCert, 'utf8');
+    // The same set in another order and case, with a loopback default repeated: nothing to do.
+    const same = await ensureLocalPki(pkiDir, {
+      extraIpAddresses: ['10.1.2.4', '127.0.0.1', '10.1.2.3'],
+      extraDnsNames: ['BROKER.lan'],
+    });
+    expect(same.broker).toBe('kept');
+    const narrow = await ensureLocalPki(pkiDir, { extraIpAddresses: ['10.1.2.3'] });
+    expect(narrow.broker).toBe('reissued');
+    expect(await readFile(narrow.caCert, 'utf8')).toBe(caBefore);
+    const broker = new X509Certificate(await readFile(narrow.brokerCert));
+    expect(broker.checkIssued(new X509Certificate(caBefore))).toBe(true);
+    expect(broker.subjectAltName).toBe(
+      'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.1.2.3',
+    );
+  });
+
+  it('keepBrokerNames (a caller that needs only the CA) leaves the names of a usable certificate alone', async () => {
+    const pkiDir = join(dir, 'keep-names');
+    const first = await ensureLocalPki(pkiDir, { extraDnsNames: ['broker.lan'] });
+    const before = await readFile(first.brokerCert, 'utf8');
+    const kept = await ensureLocalPki(pkiDir, { keepBrokerNames: true });
+    expect(kept.broker).toBe('kept');
+    expect(await readFile(kept.brokerCert, 'utf8')).toBe(before);
+    await rm(kept.brokerCert);
+    await rm(kept.brokerKey);
+    expect((await ensureLocalPki(pkiDir, { keepBrokerNames: true })).broker).toBe('created');
   });
 
   it('refuses a key file readable by others, naming the file and the fix', async () => {
