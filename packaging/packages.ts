@@ -31,5 +31,5 @@ export const PACKAGES: readonly PackageSpec[] = [
     // functions/core/ and shipped in @blackcloud/device, which the CLI imports it from.
     expose: { from: 'functions/core/', as: 'core/' },
   },
-  { dir: 'cli', entries: { blackcloud: 'cli/main.ts' }, sources: ['cli/', 'functions/'], executable: true },
+  { dir: 'cli', entries: { blackcloud: 'cli/launch.ts' }, sources: ['cli/', 'functions/'], executable: true },
 ];

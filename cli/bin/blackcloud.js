@@ -1,6 +1,4 @@
 #!/usr/bin/env node
 // Launcher for the `blackcloud` command: Node.js 24 runs the TypeScript CLI as is (type stripping), no build step.
-// The exit paths first (cli/exit-paths.ts): a signal or an EPIPE during the rest of the start-up is handled too.
-const { exitPaths } = await import('../exit-paths.ts');
-exitPaths.install();
-await import('../main.ts');
+// The entry (exit paths first, then the command line) is cli/launch.ts, the same one the packed CLI is built from.
+await import('../launch.ts');
