@@ -30,6 +30,7 @@ import {
   readControllerEndpoint,
   startKeyRotation,
 } from '../../functions/local/local-controller.ts';
+import { openTrustedDataDir } from '../../functions/local/trusted-dir.ts';
 import { loadPem } from '../../functions/pki/local-ca.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../usage-error.ts';
@@ -87,6 +88,7 @@ export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceR
   const concurrency = integerFlag('--concurrency', flags.concurrency, 8, 1, 256);
   const waitMs = integerFlag('--wait', flags.wait, 30, 0, 3600) * 1000;
   const layout = dataDirLayout(flags.dataDir ?? DEFAULT_DATA_DIR);
+  await openTrustedDataDir(layout.root, { create: false });
   const recorded = await readControllerEndpoint(layout.root);
   const url = flags.broker ?? recorded;
   if (url === undefined) {

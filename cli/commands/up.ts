@@ -81,7 +81,9 @@ export function banner(cloud: LocalCloud): string[] {
   const brokerText =
     config.broker !== undefined
       ? `external broker ${config.broker.url}`
-      : `embedded broker (aedes, mutual TLS) on ${hostPort(cloud.broker.host, cloud.broker.port)}`;
+      : cloud.broker.inProcess
+        ? 'embedded broker (aedes, mutual TLS), in process: no socket of its own, reachable only through the gate'
+        : `embedded broker (aedes, mutual TLS) on ${hostPort(cloud.broker.host, cloud.broker.port)}`;
   const front =
     config.firewall === 'gate'
       ? `gate (userspace) → ${brokerText}`
@@ -117,9 +119,9 @@ export function registerUp(program: Command, io: CliIo): void {
     .command('up')
     .summary('start the local black cloud (receiver, firewall, broker)')
     .description(
-      'Start, in one process: the SPA receiver (UDP), an embedded MQTT broker (aedes, mutual TLS) on a private\n' +
-        'address, and a firewall in front of it: the userspace gate on the public MQTT port (default; works\n' +
-        'anywhere) or nftables (Linux, root). On first run it creates the data directory: a local CA, the broker\n' +
+      'Start, in one process: the SPA receiver (UDP), an embedded MQTT broker (aedes, mutual TLS) and a firewall\n' +
+        'in front of it: the userspace gate on the public MQTT port (default; works anywhere; the broker then has no\n' +
+        'socket of its own, only the gate reaches it) or nftables (Linux, root). On first run it creates the data directory: a local CA, the broker\n' +
         'certificate and a demo device (SPA key, client certificate, device.json). Runs until Ctrl-C.',
     )
     .option('--firewall <kind>', 'gate (userspace TCP gate, default) | nftables (kernel, needs root)')

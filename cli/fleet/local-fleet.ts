@@ -29,7 +29,9 @@ import {
 import { withDevicesFileLock } from '../../functions/local/devices-file-lock.ts';
 import { type Endpoints, readEndpoints } from '../../functions/local/endpoints.ts';
 import { fwknopCommandLine, fwknoprcStanza } from '../../functions/local/fwknop-hints.ts';
+import { APPEND_FLAGS } from '../../functions/local/open-flags.ts';
 import { checkDeviceName, displayPath, provisionDevice } from '../../functions/local/provision-device.ts';
+import { openTrustedDataDir } from '../../functions/local/trusted-dir.ts';
 import { DEFAULT_HOST, DEFAULT_MQTT_PORT } from '../../functions/local/up-config.ts';
 import { ensureLocalPki, loadPem, type Pem } from '../../functions/pki/local-ca.ts';
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
@@ -62,7 +64,8 @@ export interface LocalFleetOptions {
 }
 
 const KEY_SUFFIXES = ['bc1', 'fwknop-key', 'fwknop-hmac'] as const;
-/** What follows a key file's name in its temporary files: write-file-atomic's `.<number>`, or the older `.tmp-...`. */
+/** What follows a key file's name in its temporary files: replace-file.ts's `.tmp-<hex>`, or write-file-atomic's
+ *  `.<number>` (older versions). */
 const TEMPORARY_SUFFIX = /^\.(\d+|tmp-.*)$/;
 
 /** Throws a UsageError naming --data-dir and the fix when `dir` has no devices file yet. */
@@ -77,6 +80,7 @@ export async function requireDataDir(dir: string): Promise<DataDirLayout> {
         `${dir === DEFAULT_DATA_DIR ? '' : ` --data-dir ${dir}`}" once first, or pass the data directory it uses`,
     );
   }
+  await openTrustedDataDir(layout.root, { create: false });
   return layout;
 }
 
@@ -407,7 +411,7 @@ export class LocalFleet implements Fleet {
       ...(result.revoked === undefined ? {} : { revokedGrants: result.revoked.length }),
       ...(result.disconnected === undefined ? {} : { disconnected: result.disconnected }),
     });
-    const handle = await open(this.layout.auditFile, 'a', 0o600);
+    const handle = await open(this.layout.auditFile, APPEND_FLAGS, 0o600);
     try {
       await handle.write(`${JSON.stringify(record)}\n`);
     } finally {

@@ -16,9 +16,14 @@
  *   PUBLISH closes the connection without delivering it [MQTT-3.3.5-2]; deliveries are filtered again on the way
  *   out. Optional hooks can only narrow these rules, never widen them.
  * - `close()` disconnects every client and stops listening; it resolves when the port is released.
+ * - `startInProcessBroker` is the same broker with no listening socket at all (docs/local.md, gate mode): it only
+ *   speaks to streams handed to it in this process, `accept(socket)` (the gate's accepted, granted connection)
+ *   and `connect()` (a fresh in-memory stream pair for an in-process client such as the key-rotation controller;
+ *   the TLS and certificate checks above apply to both unchanged). No other process can reach it.
  */
 import type { AddressInfo, Socket } from 'node:net';
-import { createSecureContext, createServer, type TLSSocket } from 'node:tls';
+import { type Duplex, duplexPair } from 'node:stream';
+import { createSecureContext, createServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import {
   Aedes,
   type AedesPublishPacket,
@@ -68,9 +73,12 @@ export interface EmbeddedBrokerOptions {
   connectTimeoutMs?: number;
 }
 
-export interface EmbeddedBroker {
-  address(): { host: string; port: number };
+export interface InProcessBroker {
   aedes: Aedes;
+  /** Serves a connection accepted elsewhere in this process (e.g. by the gate) as if it had been accepted here. */
+  accept(socket: Duplex): void;
+  /** A new in-memory connection to the broker: the client's end (TLS is then negotiated over it). */
+  connect(): Duplex;
   /** The certificate identity behind an aedes client, or undefined. */
   identityOf(client: Client): string | undefined;
   /** Drops every connection of this identity (e.g. a device was disabled). Returns how many were dropped. */
@@ -78,10 +86,46 @@ export interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
+export interface EmbeddedBroker extends InProcessBroker {
+  address(): { host: string; port: number };
+}
+
 const NOT_AUTHORIZED = 5;
 const silentLogger: BrokerLogger = { info: () => undefined, warn: () => undefined };
 
 export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const { broker, server } = await createBroker(opts);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (cause) {
+    await broker.close();
+    throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
+  }
+  return {
+    ...broker,
+    address() {
+      const info = server.address() as AddressInfo;
+      return { host: info.address, port: info.port };
+    },
+  };
+}
+
+/** The broker without any listening socket: reachable only through `accept` and `connect` (see the contract). */
+export async function startInProcessBroker(
+  opts: Omit<EmbeddedBrokerOptions, 'host' | 'port'>,
+): Promise<InProcessBroker> {
+  return (await createBroker(opts)).broker;
+}
+
+async function createBroker(
+  opts: Omit<EmbeddedBrokerOptions, 'host' | 'port'>,
+): Promise<{ broker: InProcessBroker; server: TlsServer }> {
   const logger = opts.logger ?? silentLogger;
   validateTls(opts.tls);
   /** Identity of each TLS connection, set once the handshake succeeded. */
@@ -89,7 +133,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   /** Connections refused at CONNECT time, with the reason (answered by `authenticate` with CONNACK 5). */
   const refusals = new WeakMap<Client, string>();
   const tlsSockets = new Set<TLSSocket>();
-  const rawSockets = new Set<Socket>();
+  const rawSockets = new Set<Socket | Duplex>();
 
   const identityOf = (client: Client | null): string | undefined =>
     client === null ? undefined : identities.get(client.conn);
@@ -191,7 +235,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       aedes.handle(socket);
     },
   );
-  server.on('connection', (socket: Socket) => {
+  server.on('connection', (socket: Socket | Duplex) => {
     rawSockets.add(socket);
     socket.once('close', () => rawSockets.delete(socket));
   });
@@ -199,27 +243,19 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     logger.info({ remote: socket.remoteAddress, error: error.message }, 'tls handshake failed');
   });
 
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.port, opts.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  } catch (cause) {
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
-  }
   server.on('error', (error: Error) => logger.warn({ error: error.message }, 'broker listener error'));
 
   let closing: Promise<void> | undefined;
-  return {
-    address() {
-      const info = server.address() as AddressInfo;
-      return { host: info.address, port: info.port };
-    },
+  const broker: InProcessBroker = {
     aedes,
+    accept(socket) {
+      server.emit('connection', socket);
+    },
+    connect() {
+      const [client, served] = duplexPair();
+      server.emit('connection', served);
+      return client;
+    },
     identityOf: (client) => identityOf(client),
     disconnect(identity) {
       let dropped = 0;
@@ -233,7 +269,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     },
     close() {
       closing ??= (async () => {
-        const released = new Promise<void>((resolve) => server.close(() => resolve()));
+        const released = server.listening
+          ? new Promise<void>((resolve) => server.close(() => resolve()))
+          : Promise.resolve();
         await new Promise<void>((resolve) => aedes.close(() => resolve()));
         for (const socket of rawSockets) socket.destroy();
         await released;
@@ -241,6 +279,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       return closing;
     },
   };
+  return { broker, server };
 }
 
 type IdentityResult = { ok: true; value: string } | { ok: false; reason: string };

@@ -25,6 +25,7 @@ import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
+import { APPEND_FLAGS, symlinkRefusal } from './open-flags.ts';
 import { replaceFile } from './replace-file.ts';
 
 export class NonceStoreFileError extends Error {
@@ -235,8 +236,16 @@ export class FileNonceStore implements NonceStore {
   }
 }
 
+/** Opens the log for append, never through a symbolic link (open-flags.ts). */
 async function openAppend(path: string): Promise<FileHandle> {
-  const handle = await open(path, 'a', FILE_MODE);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, APPEND_FLAGS, FILE_MODE);
+  } catch (error) {
+    const refusal = symlinkRefusal(path, error);
+    if (refusal === undefined) throw error;
+    throw new NonceStoreFileError(path, refusal, { cause: error });
+  }
   await handle.chmod(FILE_MODE);
   return handle;
 }

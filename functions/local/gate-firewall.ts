@@ -19,7 +19,10 @@
  *   TCP_NODELAY on both sides, so the gate adds no Nagle delay to small MQTT packets (bench/mqtt-overhead.ts).
  * - Addresses are compared in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 address, IPv6 is
  *   lower-case and compressed. So a grant for `1.2.3.4` admits a dual-stack socket's `::ffff:1.2.3.4`.
- * - `close()` stops listening and destroys the connections it piped.
+ * - The upstream is a TCP endpoint (the gate pipes to it) or an in-process handoff (`{ handoff }`): the granted
+ *   connection itself, not a byte read from it, is handed to a broker in this process (embedded-broker.ts
+ *   `startInProcessBroker`), which then has no listening socket another process could reach without a knock.
+ * - `close()` stops listening and destroys the connections it piped or handed off.
  */
 import {
   isIPv4,
@@ -60,11 +63,16 @@ export type GateEvent =
     }
   | { readonly type: 'gate.revoked'; readonly time: number; readonly source: string };
 
+/** A broker in this process that takes over a granted connection (`InProcessBroker.accept`). */
+export interface GateHandoff {
+  handoff(socket: Socket): void;
+}
+
 export interface GateOptions {
   /** The public port devices dial (the broker port their grants name). Port 0 = any free port. */
   listen: GateEndpoint;
-  /** The broker behind the gate. */
-  upstream: GateEndpoint;
+  /** The broker behind the gate: a TCP endpoint, or a broker in this process. */
+  upstream: GateEndpoint | GateHandoff;
   /** @default Date */
   clock?: Clock;
   onEvent?: (e: GateEvent) => void;
@@ -164,7 +172,16 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   const pipe = (client: Socket, source: string, now: number) => {
     // TCP_NODELAY both ways: MQTT packets are small, and Nagle + delayed ACK would stall each one ~40 ms.
     client.setNoDelay(true);
-    const upstream = tcpConnect({ host: opts.upstream.host, port: opts.upstream.port, noDelay: true });
+    const target = opts.upstream;
+    if ('handoff' in target) {
+      piped.add(client);
+      client.once('close', () => piped.delete(client));
+      client.on('error', () => undefined); // the broker's TLS socket reports it; never an unhandled 'error'
+      emit({ type: 'gate.piped', time: now, source });
+      target.handoff(client);
+      return;
+    }
+    const upstream = tcpConnect({ host: target.host, port: target.port, noDelay: true });
     piped.add(client);
     piped.add(upstream);
     let upstreamConnected = false;
