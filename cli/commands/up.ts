@@ -145,7 +145,7 @@ export function registerUp(program: Command, io: CliIo): void {
         '  blackcloud up                                   # gate + embedded broker on 127.0.0.1\n' +
         '  blackcloud up --firewall nftables --host 10.0.0.1\n' +
         '  blackcloud up --broker mqtts://127.0.0.1:8884   # front Mosquitto (see docs/local.md)\n' +
-        '  blackcloud up --data-dir /tmp/bc --spa-port 40001 --mqtt-port 40002 --json',
+        '  blackcloud up --data-dir ~/blackcloud-lab --spa-port 40001 --mqtt-port 40002 --json',
     )
     .action(async (options: UpOptions) => {
       const file = options.config === undefined ? undefined : await loadUpConfigFile(options.config);

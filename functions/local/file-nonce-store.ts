@@ -19,13 +19,14 @@
  *   still answers 'replay' for packets recorded before it.
  * - Each device's share is bounded (`maxEntriesPerOwner`, MemoryNonceStore's contract): a device holding its
  *   whole share gets 'share-full' and nothing is written; the share survives a restart (the owner is on the line).
- * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix).
+ * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix); so is a symbolic
+ *   link at its name (never read or written through, open-flags.ts).
  */
 import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
-import { APPEND_FLAGS, symlinkRefusal } from './open-flags.ts';
+import { APPEND_FLAGS, READ_FLAGS, symlinkRefusal } from './open-flags.ts';
 import { replaceFile } from './replace-file.ts';
 
 export class NonceStoreFileError extends Error {
@@ -114,8 +115,10 @@ export class FileNonceStore implements NonceStore {
     let since = now;
     let text: string | undefined;
     try {
-      text = await readFile(path, 'utf8');
+      text = await readFile(path, { encoding: 'utf8', flag: READ_FLAGS });
     } catch (error) {
+      const refusal = symlinkRefusal(path, error);
+      if (refusal !== undefined) throw new NonceStoreFileError(path, refusal, { cause: error });
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new NonceStoreFileError(
           path,

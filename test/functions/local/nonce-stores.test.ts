@@ -1,6 +1,6 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileNonceStore, NonceStoreFileError } from '../../../functions/local/file-nonce-store.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
@@ -74,6 +74,21 @@ describe('FileNonceStore', () => {
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a symbolic link at the nonce file, never reading or writing through it', async () => {
+    const victim = join(dir, 'victim');
+    await writeFile(victim, 'root-owned\n');
+    await mkdir(dirname(path), { recursive: true });
+    await symlink(victim, path);
+    const error = await FileNonceStore.open({ path, clock: new VirtualTime(T0) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NonceStoreFileError);
+    expect((error as Error).message).toBe(
+      `nonce file ${path}: ${path} is a symbolic link, which is never written through; fix: remove it (rm ${path}) and start again`,
+    );
+    expect(await readFile(victim, 'utf8')).toBe('root-owned\n');
+    expect((await lstat(path)).isSymbolicLink()).toBe(true);
+    expect((await readdir(dirname(path))).sort()).toEqual(['nonces.log']);
   });
 
   it('survives a restart: a new instance on the same file still says replay, and keeps the horizon', async () => {
