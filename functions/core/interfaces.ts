@@ -58,7 +58,7 @@ export interface NonceStore {
   record(replayId: string, expiresAt: number, owner?: string): Promise<NonceRecordResult>;
   /**
    * Start-time guard (ms since the epoch), for stores whose memory begins at some instant (the in-memory store:
-   * the process start; the file store: the file's creation). The receiver refuses packets stamped before it,
+   * the process start plus the clock window; the file store: the file's creation). The receiver refuses packets stamped before it,
    * reason 'before-start', because the store cannot tell whether they were already used. Undefined = no horizon
    * (a shared durable store such as DynamoDB).
    */

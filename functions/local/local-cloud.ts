@@ -280,7 +280,13 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     }
 
     // Receiver.
-    const nonces = await FileNonceStore.open({ path: layout.nonceFile, clock });
+    // A data directory with devices but no nonce file lost its replay records: refuse, for one clock window, the
+    // stamps a previous run could have accepted (file-nonce-store.ts, start-time guard).
+    const nonces = await FileNonceStore.open({
+      path: layout.nonceFile,
+      clock,
+      guardMs: firstRun ? 0 : config.clockWindowMs,
+    });
     cleanup.push(() => nonces.close());
     const auditFile = createAuditSink({ destination: { file: layout.auditFile } });
     cleanup.push(() => auditFile.close());
