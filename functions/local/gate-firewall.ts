@@ -12,8 +12,8 @@
  *   are also purged by accept/allow/revoke, so the table stays bounded). The table is an expiry index
  *   (expiry-index.ts: a map by address and a min-heap by expiry), so an allow, a revoke or an accept costs
  *   O(log n) plus the entries that actually expired, never a scan of every open grant; `stats()` reports it. `allow` sets the entry's expiry to the
- *   grant's (the latest allow wins: an extension is an allow with a later `expiresAt`); `revoke` removes it and
- *   succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
+ *   grant's when that is later (an extension is an allow with a later `expiresAt`; a shorter grant for the same
+ *   address never cuts a longer one short); `revoke` removes it and succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
  *   entry.
  * - Established connections outlive the grant (as conntrack and EC2 security groups do). Piped sockets run with
  *   TCP_NODELAY on both sides, so the gate adds no Nagle delay to small MQTT packets (bench/mqtt-overhead.ts).
@@ -254,8 +254,8 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       purgeExpired(now);
       for (const [grant, address] of covered) {
         if (address === undefined || grant.expiresAt <= now) continue;
-        grants.set(address, grant.expiresAt);
-        emit({ type: 'gate.allowed', time: now, source: address, expiresAt: grant.expiresAt });
+        grants.extend(address, grant.expiresAt);
+        emit({ type: 'gate.allowed', time: now, source: address, expiresAt: grants.get(address)! });
       }
     },
     async revoke(list) {
