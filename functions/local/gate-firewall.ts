@@ -24,15 +24,9 @@
  *   `startInProcessBroker`), which then has no listening socket another process could reach without a knock.
  * - `close()` stops listening and destroys the connections it piped or handed off.
  */
-import {
-  isIPv4,
-  isIPv6,
-  createServer as netCreateServer,
-  type Server,
-  type Socket,
-  connect as tcpConnect,
-} from 'node:net';
+import { createServer as netCreateServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import type { Clock, Firewall, Grant } from '../core/interfaces.ts';
+import { canonicalAddress } from '../core/ip-address.ts';
 import { ListenError, listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
 import { ExpiryIndex } from './expiry-index.ts';
 
@@ -121,22 +115,8 @@ export class GateGrantError extends Error {
 
 const systemClock: Clock = { now: () => Date.now() };
 
-/**
- * The canonical text of an IP address, or undefined when it is not one: IPv4-mapped IPv6 becomes dotted quad,
- * IPv6 is lower-case and compressed (RFC 5952, via the WHATWG URL serializer).
- */
-export function canonicalAddress(address: string): string | undefined {
-  if (isIPv4(address)) return address;
-  if (!isIPv6(address) || address.includes('%')) return undefined;
-  const compressed = new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
-  if (mapped) {
-    const high = Number.parseInt(mapped[1] ?? '0', 16);
-    const low = Number.parseInt(mapped[2] ?? '0', 16);
-    return [high >> 8, high & 0xff, low >> 8, low & 0xff].join('.');
-  }
-  return compressed;
-}
+/** The canonical text of an IP address (functions/core/ip-address.ts), re-exported for the gate's callers. */
+export { canonicalAddress };
 
 export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall> {
   const clock = opts.clock ?? systemClock;
