@@ -374,20 +374,29 @@ export class LocalFleet implements Fleet {
   }
 
   /**
-   * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
-   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/local/replace-file.ts; older
-   * versions left `keys/<id>.bc1.tmp-<pid>-<random>`).
+   * Files of a device without a directory entry: its bundle folder and its key files, the rotated ones
+   * (`keys/<id>.<keyId>.bc1`, functions/local/device-file-key-store.ts) included, and the temporary files of an
+   * atomic write interrupted by a kill (`keys/<id>.bc1.tmp-<hex>`, functions/local/replace-file.ts; older versions
+   * left `keys/<id>.bc1.<number>`). Ids may contain dots, so `<id>.<n>.bc1` that is the key file of another
+   * device `<id>.<n>` still in the directory is never taken.
    */
   async #leftovers(deviceId: string): Promise<string[]> {
     checkDeviceName(deviceId); // never build a path from an unchecked name
     const found: string[] = [];
     if (await exists(this.layout.deviceDir(deviceId))) found.push(this.layout.deviceDir(deviceId));
     const names = await readdir(this.layout.keysDir).catch(() => [] as string[]);
+    const others = new Set((await this.#entries().catch(() => [])).map((entry) => entry.id));
+    const rotated = new RegExp(`^${deviceId.replaceAll('.', '\\.')}\\.(\\d{1,10})\\.bc1`);
     for (const name of names) {
-      for (const suffix of KEY_SUFFIXES) {
-        const base = `${deviceId}.${suffix}`;
+      const rotation = rotated.exec(name);
+      const bases = KEY_SUFFIXES.map((suffix) => `${deviceId}.${suffix}`);
+      if (rotation !== null && !others.has(`${deviceId}.${rotation[1]}`)) {
+        bases.push(rotation[0]);
+      }
+      for (const base of bases) {
         if (name === base || (name.startsWith(base) && TEMPORARY_SUFFIX.test(name.slice(base.length)))) {
           found.push(join(this.layout.keysDir, name));
+          break;
         }
       }
     }

@@ -226,6 +226,20 @@ describe('local fleet without a running black cloud', () => {
     ]);
   });
 
+  it("remove also deletes the device's rotated key files, never another device's whose id extends it", async () => {
+    await (await up()).close();
+    cloud = undefined;
+    const fleetOps = await fleet();
+    await fleetOps.enrol({ deviceId: 'meter', format: 'native' });
+    await fleetOps.enrol({ deviceId: 'meter.7', format: 'native' });
+    await writeFile(`${dataDir}/keys/meter.3.bc1`, 'rotated\n', { mode: 0o600 });
+    await writeFile(`${dataDir}/keys/meter.4.bc1.tmp-0123456789abcdef`, 'torn\n', { mode: 0o600 });
+    await fleetOps.remove('meter');
+    expect((await readdir(`${dataDir}/keys`)).sort()).toEqual(['demo-device.bc1', 'meter.7.bc1']);
+    expect(await fleetOps.state('meter')).toBe('absent');
+    expect(await fleetOps.state('meter.7')).toBe('present');
+  });
+
   it('a failed enrolment leaves nothing behind; a half-created device from a killed run is redone', async () => {
     await (await up()).close();
     cloud = undefined;
