@@ -12,17 +12,19 @@
  *   Edits of devices.yaml are serialized within this process; do not run two enrolments on one data directory
  *   at the same time.
  */
-import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pair, YAMLMap } from 'yaml';
-import { isMap, isSeq, parseDocument, parse as parseYaml } from 'yaml';
+import { isMap, isSeq, type parseDocument } from 'yaml';
 import { formatAccessSpec } from '../../functions/core/access-spec.ts';
 import type { Clock, Grant, RandomSource } from '../../functions/core/interfaces.ts';
 import { controlSocketPath } from '../../functions/local/control-server.ts';
 import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../functions/local/data-dir.ts';
 import {
   type ParsedDeviceEntry,
+  readDeviceEntries,
+  readDeviceFileDocument,
   validateDeviceDocument,
   writeFileAtomic,
 } from '../../functions/local/device-file.ts';
@@ -304,7 +306,7 @@ export class LocalFleet implements Fleet {
 
   async #entries(): Promise<ParsedDeviceEntry[]> {
     const file = this.layout.devicesFile;
-    return validateDeviceDocument(file, parseYaml(await readFile(file, 'utf8')));
+    return readDeviceEntries(file);
   }
 
   #summary(entry: ParsedDeviceEntry): DeviceSummary {
@@ -330,7 +332,7 @@ export class LocalFleet implements Fleet {
   ): Promise<boolean> {
     const file = this.layout.devicesFile;
     return withDevicesFileLock(file, async () => {
-      const document = parseDocument(await readFile(file, 'utf8'));
+      const document = await readDeviceFileDocument(file);
       validateDeviceDocument(file, document.toJS());
       const list = document.get('devices', true);
       const items = isSeq(list) ? (list.items as unknown[]) : [];

@@ -15,9 +15,8 @@
  *   `apply` resolves. Errors (bad file, unknown device) are thrown as `DeviceFileError` / `KeyStoreError`.
  * - Key material is read through `loadDeviceFile` (mode checks included) and never logged.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
-import { parseDocument } from 'yaml';
 import {
   type DeviceKeys,
   type KeyChange,
@@ -30,6 +29,7 @@ import { applyToGenerations } from '../key-rotation/rotation-plan.ts';
 import {
   type DeviceFileEntry,
   loadDeviceFile,
+  readDeviceFileDocument,
   validateDeviceDocument,
   writeDeviceFile,
   writeFileAtomic,
@@ -94,7 +94,7 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
   }
 
   async #entries(): Promise<DeviceFileEntry[]> {
-    const document = parseDocument(await readFile(this.path, 'utf8'));
+    const document = await readDeviceFileDocument(this.path);
     const raw = document.toJS() as { devices?: DeviceFileEntry[] } | null;
     validateDeviceDocument(this.path, raw); // throws DeviceFileError naming every problem
     return raw?.devices ?? [];

@@ -352,7 +352,14 @@ export function validateDeviceDocument(file: string, document: unknown): ParsedD
   return parsed.data.devices;
 }
 
-async function readDocument(file: string): Promise<unknown> {
+/** The devices file parsed, comments and layout kept (yaml's Document). */
+export type DeviceFileDocument = ReturnType<typeof parseDocument>;
+
+/**
+ * The devices file as a YAML document (comments kept, for edits): the one way every reader opens it, so a missing,
+ * unreadable or corrupt file is the same `DeviceFileError` everywhere (`up`, the device commands, key rotation).
+ */
+export async function readDeviceFileDocument(file: string): Promise<DeviceFileDocument> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -373,6 +380,11 @@ async function readDocument(file: string): Promise<unknown> {
       { cause: error },
     );
   }
+  return parseDeviceFileText(file, text);
+}
+
+/** Parses the text of the devices file; YAML errors are a `DeviceFileError` naming line, column and the fix. */
+export function parseDeviceFileText(file: string, text: string): DeviceFileDocument {
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new DeviceFileError(
@@ -380,11 +392,16 @@ async function readDocument(file: string): Promise<unknown> {
       document.errors.map((error) => ({
         path: '',
         value: `YAML error at line ${error.linePos?.[0]?.line ?? '?'}, column ${error.linePos?.[0]?.col ?? '?'}`,
-        message: `${error.message.split('\n')[0]}: fix the YAML syntax`,
+        message: `${(error.message.split('\n')[0] ?? '').replace(/:$/, '')}: fix the YAML syntax`,
       })),
     );
   }
-  return document.toJS();
+  return document;
+}
+
+/** The devices file read and validated (no key files read): what the device commands list and edit. */
+export async function readDeviceEntries(file: string): Promise<ParsedDeviceEntry[]> {
+  return validateDeviceDocument(file, (await readDeviceFileDocument(file)).toJS());
 }
 
 /**
@@ -393,7 +410,7 @@ async function readDocument(file: string): Promise<unknown> {
  */
 export async function loadDeviceFile(path: string, options: LoadDeviceFileOptions = {}): Promise<Device[]> {
   const file = resolvePath(path);
-  const entries = validateDeviceDocument(file, await readDocument(file));
+  const entries = await readDeviceEntries(file);
   const checkMode = (options.checkKeyFileMode ?? true) && process.platform !== 'win32';
   const context: KeyContext = { baseDir: dirname(file), checkMode, issues: [] };
 
@@ -532,8 +549,7 @@ async function appendDeviceEntry(file: string, entry: DeviceFileEntry): Promise<
     await writeDeviceFile(file, [entry]);
     return;
   }
-  const document = parseDocument(existing);
-  if (document.errors.length > 0) await readDocument(file); // throws the YAML error as a DeviceFileError
+  const document = parseDeviceFileText(file, existing);
   const current = validateDeviceDocument(file, document.toJS());
   validateDeviceDocument(file, { devices: [...current, entry] });
   const list = document.get('devices', true);

@@ -167,6 +167,31 @@ describe('blackcloud audit', () => {
     expect(byAddress.stdout).toContain('revoked 0 grant(s) for ::1');
   });
 
+  it('a corrupt devices.yaml is reported one way by every command and by up', async () => {
+    const dir = join(workDir, 'corrupt');
+    await writeDeviceFile(join(dir, 'devices.yaml'), []);
+    await writeFile(join(dir, 'devices.yaml'), 'devices:\n  - id: [oops\n', { mode: 0o600 });
+    const expected =
+      `blackcloud: devices file ${join(dir, 'devices.yaml')} is invalid (1 problem): - (file): got YAML error at ` +
+      'line 3, column 1; Flow sequence in block collection must be sufficiently indented and end with a ] at ' +
+      'line 3, column 1: fix the YAML syntax';
+    const runs = [
+      ['devices', 'list'],
+      ['devices', 'show', 'demo-device'],
+      ['devices', 'disable', 'demo-device'],
+      ['devices', 'add', 'sensor-9'],
+      ['up', '--spa-port', '0', '--mqtt-port', '0'],
+    ];
+    for (const args of runs) {
+      const run = await cli([...args, '--data-dir', dir]);
+      expect({ args, code: run.code, stderr: run.stderr.trim() }).toEqual({
+        args,
+        code: 1,
+        stderr: expected,
+      });
+    }
+  });
+
   it('--follow prints records appended later, until stopped', async () => {
     const dir = join(workDir, 'follow');
     await writeDeviceFile(join(dir, 'devices.yaml'), []);
