@@ -60,8 +60,9 @@ export interface EmbeddedBrokerOptions {
   /** 0 = any free port; read it back with `address()`. */
   port: number;
   tls: { key: string | Buffer; cert: string | Buffer; ca: string | Buffer };
-  /** Extra check after the certificate: e.g. refuse a disabled device (CONNACK 5). */
-  authenticate?: (req: { identity: string; clientId: string }) => boolean | Promise<boolean>;
+  /** Extra check after the certificate: e.g. refuse a disabled device, or a certificate of an earlier enrolment
+   *  (`serial`: the client certificate's serial, upper-case hex) (CONNACK 5). */
+  authenticate?: (req: { identity: string; clientId: string; serial: string }) => boolean | Promise<boolean>;
   /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
   authorizePublish?: (req: TopicRequest & { payload: Buffer }) => boolean | Promise<boolean>;
   /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
@@ -130,6 +131,8 @@ async function createBroker(
   validateTls(opts.tls);
   /** Identity of each TLS connection, set once the handshake succeeded. */
   const identities = new WeakMap<object, string>();
+  /** Serial of each TLS connection's client certificate. */
+  const serials = new WeakMap<object, string>();
   /** Connections refused at CONNECT time, with the reason (answered by `authenticate` with CONNACK 5). */
   const refusals = new WeakMap<Client, string>();
   const tlsSockets = new Set<TLSSocket>();
@@ -163,7 +166,8 @@ async function createBroker(
       };
       if (identity === undefined || refusal !== undefined) return deny(refusal ?? 'no certificate identity');
       if (opts.authenticate === undefined) return done(null, true);
-      decide(() => opts.authenticate?.({ identity, clientId: client.id }) ?? true).then((allowed) =>
+      const serial = serials.get(client.conn) ?? '';
+      decide(() => opts.authenticate?.({ identity, clientId: client.id, serial }) ?? true).then((allowed) =>
         allowed ? done(null, true) : deny('refused by the authenticate hook'),
       );
     },
@@ -230,6 +234,7 @@ async function createBroker(
         return;
       }
       identities.set(socket, identity.value);
+      serials.set(socket, String(socket.getPeerCertificate()?.serialNumber ?? ''));
       tlsSockets.add(socket);
       socket.once('close', () => tlsSockets.delete(socket));
       aedes.handle(socket);

@@ -106,6 +106,9 @@ export interface Device {
   readonly maxOpenSeconds: number;
   readonly nativeKeys: readonly DeviceKey[];
   readonly fwknop?: FwknopSettings;
+  /** The serial (upper-case hex) of this enrolment's client certificate, where the directory records it (local):
+   *  the broker then refuses any other certificate with the device's CN. */
+  readonly certificateSerial?: string;
 }
 
 export interface DeviceDirectory {

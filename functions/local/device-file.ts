@@ -8,6 +8,9 @@
  *     enabled: true                  # default true
  *     allowedAccess: [tcp/8883]      # "tcp/PORT" | "udp/PORT", at least one
  *     maxOpenSeconds: 300            # default 300, 1..86400
+ *     certificateSerial: 1F2E...     # optional: the serial of this enrolment's client certificate (hex); the
+ *                                    # embedded broker refuses any other certificate with this CN (a name reused
+ *                                    # after `devices remove` does not revive the old certificate)
  *     nativeKeys:                    # 0..n
  *       - keyId: 305419896           # u32
  *         key: { file: keys/demo-device.bc1 }   # or { base64: "..." }; files relative to this file; 32 bytes
@@ -129,6 +132,10 @@ export const deviceEntrySchema = z.strictObject({
     .default(DEFAULT_MAX_OPEN_SECONDS),
   nativeKeys: z.array(nativeKeySchema, { error: 'expected a list of { keyId, key } entries' }).default([]),
   fwknop: fwknopSettingsSchema.optional(),
+  certificateSerial: z
+    .string({ error: 'expected the hexadecimal serial of the client certificate' })
+    .regex(/^[0-9A-Fa-f]{1,64}$/, { error: 'expected the hexadecimal serial of the client certificate' })
+    .optional(),
 });
 
 export const deviceFileSchema = z.strictObject(
@@ -474,12 +481,20 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
         maxOpenSeconds: entry.maxOpenSeconds,
         nativeKeys: Object.freeze(nativeKeys),
         ...(fwknop === undefined ? {} : { fwknop }),
+        ...(entry.certificateSerial === undefined
+          ? {}
+          : { certificateSerial: normaliseSerial(entry.certificateSerial) }),
       }),
     );
   }
   context.issues.push(...duplicateHmacKeys(devices));
   if (context.issues.length > 0) throw new DeviceFileError(file, context.issues);
   return devices;
+}
+
+/** One text per certificate serial: upper-case hex without leading zeros (how Node's TLS reports it may vary). */
+export function normaliseSerial(serial: string): string {
+  return serial.toUpperCase().replace(/^0+(?=.)/, '');
 }
 
 function hasInlineKey(entry: ParsedDeviceEntry): boolean {

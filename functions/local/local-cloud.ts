@@ -18,7 +18,9 @@
  *   broker, the nonce store and the audit file, in that order; each step runs even when an earlier one fails.
  *   Idempotent.
  * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
- *   the broker refuses new sessions of identities that are not enabled devices.
+ *   the broker refuses new sessions of identities that are not enabled devices, and certificates other than the
+ *   one the directory records for the device (`certificateSerial`, so a reused name does not revive a removed
+ *   device's certificate).
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
  *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
@@ -56,7 +58,7 @@ import { createAuditSink } from './audit.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
-import { writeDeviceFile } from './device-file.ts';
+import { normaliseSerial, writeDeviceFile } from './device-file.ts';
 import { type Endpoints, mqttUrl, refreshDeviceEndpoints, writeEndpoints } from './endpoints.ts';
 import { FileNonceStore } from './file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
@@ -172,8 +174,13 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     let brokerAddress: { host: string; port: number } | undefined;
     const brokerOptions = {
       tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
-      authenticate: ({ identity }: { identity: string }) =>
-        identity === CONTROLLER_IDENTITY || directoryRef.current?.byId(identity)?.enabled === true,
+      // An enabled device, with this enrolment's certificate when the directory records its serial.
+      authenticate: ({ identity, serial }: { identity: string; serial: string }) => {
+        if (identity === CONTROLLER_IDENTITY) return true;
+        const device = directoryRef.current?.byId(identity);
+        if (device?.enabled !== true) return false;
+        return device.certificateSerial === undefined || device.certificateSerial === normaliseSerial(serial);
+      },
     };
     if (config.broker !== undefined) {
       brokerAddress = { host: config.broker.host, port: config.broker.port };

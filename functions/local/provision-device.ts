@@ -13,6 +13,7 @@
  *   whose key files are not written yet.
  * - Randomness comes in as a parameter.
  */
+import { X509Certificate } from 'node:crypto';
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
@@ -29,7 +30,13 @@ import type { RandomSource } from '../core/interfaces.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import { issueCertificate, type Pem, writePemFiles } from '../pki/local-ca.ts';
 import type { DataDirLayout } from './data-dir.ts';
-import { addDeviceEntry, type DeviceFileEntry, parseDeviceFileText, writeFileAtomic } from './device-file.ts';
+import {
+  addDeviceEntry,
+  type DeviceFileEntry,
+  normaliseSerial,
+  parseDeviceFileText,
+  writeFileAtomic,
+} from './device-file.ts';
 import { deviceEndpointFields, type Endpoints } from './endpoints.ts';
 import { DeviceNameError } from './local-errors.ts';
 
@@ -194,6 +201,8 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
     allowedAccess: options.access.map(formatAccessSpec),
     ...(options.maxOpenSeconds === undefined ? {} : { maxOpenSeconds: options.maxOpenSeconds }),
     nativeKeys: [{ keyId, key: { file: nativeRef } }],
+    // This enrolment's certificate only: a later device of the same name never revives it.
+    certificateSerial: normaliseSerial(new X509Certificate(client.cert).serialNumber),
     ...(fwknop === undefined
       ? {}
       : {

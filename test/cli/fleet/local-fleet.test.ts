@@ -189,9 +189,22 @@ describe('local fleet with a running black cloud', () => {
       retryDelayMs: 100,
       attemptTimeoutMs: 300,
     }).catch((error: unknown) => error);
-    await removeDir(copy);
     expect(again).toBeInstanceOf(BrokerConnectError);
     expect(String((again as Error).message)).toMatch(/not authori[sz]ed|refused|Connection refused/i);
+    // The name reused: the new enrolment connects, the removed one's certificate stays refused.
+    await fleetOps.enrol({ deviceId: 'gone-1', format: 'native' });
+    await waitFor(() => running.directory.byId('gone-1'), 'the reload');
+    const reborn = await loadDeviceConfig(running.layout.deviceFile('gone-1'));
+    expect((await knockAndConnect(reborn)).connected).toBe(true);
+    const revived = await connectToBroker(kept, {
+      deadlineMs: 600,
+      retryDelayMs: 100,
+      attemptTimeoutMs: 300,
+    }).catch((error: unknown) => error);
+    await removeDir(copy);
+    expect(revived).toBeInstanceOf(BrokerConnectError);
+    expect(String((revived as Error).message)).toMatch(/not authori[sz]ed|refused|Connection refused/i);
+    await fleetOps.remove('gone-1');
 
     await expect(fleetOps.remove('gone-1')).rejects.toThrow(FleetError);
     await expect(fleetOps.setEnabled('nobody', false)).rejects.toThrow(
