@@ -71,7 +71,7 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option('--json', 'print one JSON object per device')
       .addHelpText(
         'after',
-        '\nExamples:\n  blackcloud devices list\n  blackcloud devices list --data-dir /tmp/bc --json\n  blackcloud devices list --aws',
+        '\nExamples:\n  blackcloud devices list\n  blackcloud devices list --data-dir ~/blackcloud-lab --json\n  blackcloud devices list --aws',
       ),
   ).action((options: Parameters<typeof listDevices>[0]) => listDevices(options, io));
 

@@ -4,9 +4,9 @@
  * for people, or JSON (one object per line) with --json. Local by default (`--data-dir`); `--aws` / `--stack`
  * work on the deployed stack.
  */
-import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { formatAccessSpec, parseAccessSpec } from '../../functions/core/access-spec.ts';
+import { canonicalAddress } from '../../functions/core/ip-address.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
 import type { AccessEntry } from '../../spa/types.ts';
 import type { CliIo } from '../cli-io.ts';
@@ -339,8 +339,16 @@ export function registerGrants(program: Command, io: CliIo): void {
       .argument('<address-or-device>', 'an IPv4/IPv6 source address, or a device id'),
   ).action(async (target: string, options: FleetFlags) => {
     const fleet = await openFleet(options);
-    const revoked = await fleet.revokeGrants(isIP(target) === 0 ? { deviceId: target } : { address: target });
-    io.out(`revoked ${revoked.length} grant(s) for ${target}`);
+    const address = canonicalAddress(target);
+    const revoked = await fleet.revokeGrants(address === undefined ? { deviceId: target } : { address });
+    if (address === undefined && revoked.length === 0 && (await fleet.show(target)) === undefined) {
+      throw new UsageError(
+        '<address-or-device>',
+        `${JSON.stringify(target)} is neither an IP address nor a device of ${fleet.description}; fix: pass a ` +
+          'source address from "blackcloud grants list" or a device id from "blackcloud devices list"',
+      );
+    }
+    io.out(`revoked ${revoked.length} grant(s) for ${address ?? target}`);
     for (const grant of revoked) io.out(`  ${grant.address}  ${grant.deviceId}  ${grant.access.join(',')}`);
   });
 }
@@ -368,6 +376,21 @@ export function registerAudit(program: Command, io: CliIo): void {
       const since = options.since === undefined ? undefined : parseSince(options.since, Date.now());
       const fleet = await openFleet(options);
       const controller = new AbortController();
+      const device = options.device;
+      const unknownDevice = async () =>
+        device !== undefined &&
+        (await fleet.show(device)) === undefined &&
+        new UsageError(
+          '--device',
+          `no device ${JSON.stringify(device)} in ${fleet.description} and no audit record names it; fix: check ` +
+            'the id ("blackcloud devices list")',
+        );
+      // Following a device that does not exist would wait forever for nothing: refused before the first line.
+      if (options.follow) {
+        const refusal = await unknownDevice();
+        if (refusal) throw refusal;
+      }
+      let matched = 0;
       // --follow ends on Ctrl-C, SIGTERM/SIGHUP or a closed stdout (`| head`) (cli/exit-paths.ts).
       const release = options.follow
         ? exitPaths.hold(() => controller.abort(), { stopWhenStdoutCloses: true })
@@ -380,10 +403,16 @@ export function registerAudit(program: Command, io: CliIo): void {
           follow: options.follow === true,
           signal: controller.signal,
         })) {
+          matched += 1;
           io.out(options.json ? JSON.stringify(record) : formatRow(auditRow(record), AUDIT_COLUMN_WIDTHS));
         }
       } finally {
         release();
+      }
+      // A removed device still has its records; an id that never was one is a mistake worth naming.
+      if (matched === 0) {
+        const refusal = await unknownDevice();
+        if (refusal) throw refusal;
       }
     },
   );

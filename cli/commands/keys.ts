@@ -32,6 +32,7 @@ import {
   readControllerEndpoint,
   startKeyRotation,
 } from '../../functions/local/local-controller.ts';
+import { openTrustedDataDir } from '../../functions/local/trusted-dir.ts';
 import { loadPem } from '../../functions/pki/local-ca.ts';
 import type { CliIo } from '../cli-io.ts';
 import { UsageError } from '../usage-error.ts';
@@ -81,6 +82,7 @@ function describe(rotation: DeviceRotation | (RotateOutcome & { status: 'offered
 
 export async function rotateKeys(flags: RotateFlags, io: CliIo): Promise<DeviceRotation[]> {
   const layout = dataDirLayout(flags.dataDir ?? DEFAULT_DATA_DIR);
+  await openTrustedDataDir(layout.root, { create: false });
   // It writes the devices file and key files: as the data directory's owner, or under its running `up`.
   return withDataDirWriter(layout, 'keys rotate', () => rotateKeysNow(flags, layout, io));
 }

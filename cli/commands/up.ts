@@ -85,7 +85,9 @@ export function banner(cloud: LocalCloud): string[] {
   const brokerText =
     config.broker !== undefined
       ? `external broker ${config.broker.url}`
-      : `embedded broker (aedes, mutual TLS) on ${hostPort(cloud.broker.host, cloud.broker.port)}`;
+      : cloud.broker.inProcess
+        ? 'embedded broker (aedes, mutual TLS), in process: no socket of its own, reachable only through the gate'
+        : `embedded broker (aedes, mutual TLS) on ${hostPort(cloud.broker.host, cloud.broker.port)}`;
   const front =
     config.firewall === 'gate'
       ? `gate (userspace) → ${brokerText}`
@@ -127,9 +129,9 @@ export function registerUp(program: Command, io: CliIo): void {
     .command('up')
     .summary('start the local black cloud (receiver, firewall, broker)')
     .description(
-      'Start, in one process: the SPA receiver (UDP), an embedded MQTT broker (aedes, mutual TLS) on a private\n' +
-        'address, and a firewall in front of it: the userspace gate on the public MQTT port (default; works\n' +
-        'anywhere) or nftables (Linux, root). On first run it creates the data directory: a local CA, the broker\n' +
+      'Start, in one process: the SPA receiver (UDP), an embedded MQTT broker (aedes, mutual TLS) and a firewall\n' +
+        'in front of it: the userspace gate on the public MQTT port (default; works anywhere; the broker then has no\n' +
+        'socket of its own, only the gate reaches it) or nftables (Linux, root). On first run it creates the data directory: a local CA, the broker\n' +
         'certificate and a demo device (SPA key, client certificate, device.json). Runs until Ctrl-C.',
     )
     .option('--firewall <kind>', 'gate (userspace TCP gate, default) | nftables (kernel, needs root)')
@@ -162,7 +164,7 @@ export function registerUp(program: Command, io: CliIo): void {
         '  blackcloud up --firewall nftables --host 10.0.0.1\n' +
         '  blackcloud up --public-address 192.168.1.20     # devices on the LAN (listens on 0.0.0.0; docs/local.md)\n' +
         '  blackcloud up --broker mqtts://127.0.0.1:8884   # front Mosquitto (see docs/local.md)\n' +
-        '  blackcloud up --data-dir /tmp/bc --spa-port 40001 --mqtt-port 40002 --json',
+        '  blackcloud up --data-dir ~/blackcloud-lab --spa-port 40001 --mqtt-port 40002 --json',
     )
     .action(async (options: UpOptions) => {
       const file = options.config === undefined ? undefined : await loadUpConfigFile(options.config);

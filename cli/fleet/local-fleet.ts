@@ -13,11 +13,11 @@
  *   `up` runs there, so an `up` starting meanwhile waits for it, and so does another writer; under a running `up`
  *   it cooperates with it (the devices-file lock, the control socket). Changes are serialized within this process.
  */
-import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pair, YAMLMap } from 'yaml';
-import { isMap, isSeq, parseDocument, parse as parseYaml } from 'yaml';
+import { isMap, isSeq, type parseDocument } from 'yaml';
 import { formatAccessSpec } from '../../functions/core/access-spec.ts';
 import type { Clock, Grant, RandomSource } from '../../functions/core/interfaces.ts';
 import { controlSocketPath } from '../../functions/local/control-server.ts';
@@ -25,13 +25,17 @@ import { type DataDirLayout, DEFAULT_DATA_DIR, dataDirLayout } from '../../funct
 import { withDataDirWriter } from '../../functions/local/data-dir-lock.ts';
 import {
   type ParsedDeviceEntry,
+  readDeviceEntries,
+  readDeviceFileDocument,
   validateDeviceDocument,
   writeFileAtomic,
 } from '../../functions/local/device-file.ts';
 import { withDevicesFileLock } from '../../functions/local/devices-file-lock.ts';
 import { type Endpoints, readEndpoints } from '../../functions/local/endpoints.ts';
 import { fwknopCommandLine, fwknoprcStanza } from '../../functions/local/fwknop-hints.ts';
+import { APPEND_FLAGS } from '../../functions/local/open-flags.ts';
 import { checkDeviceName, displayPath, provisionDevice } from '../../functions/local/provision-device.ts';
+import { openTrustedDataDir } from '../../functions/local/trusted-dir.ts';
 import { DEFAULT_HOST, DEFAULT_MQTT_PORT } from '../../functions/local/up-config.ts';
 import { ensureLocalPki, loadPem, type Pem } from '../../functions/pki/local-ca.ts';
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
@@ -64,7 +68,8 @@ export interface LocalFleetOptions {
 }
 
 const KEY_SUFFIXES = ['bc1', 'fwknop-key', 'fwknop-hmac'] as const;
-/** What follows a key file's name in its temporary files: write-file-atomic's `.<number>`, or the older `.tmp-...`. */
+/** What follows a key file's name in its temporary files: replace-file.ts's `.tmp-<hex>`, or write-file-atomic's
+ *  `.<number>` (older versions). */
 const TEMPORARY_SUFFIX = /^\.(\d+|tmp-.*)$/;
 
 /** Throws a UsageError naming --data-dir and the fix when `dir` has no devices file yet. */
@@ -79,6 +84,7 @@ export async function requireDataDir(dir: string): Promise<DataDirLayout> {
         `${dir === DEFAULT_DATA_DIR ? '' : ` --data-dir ${dir}`}" once first, or pass the data directory it uses`,
     );
   }
+  await openTrustedDataDir(layout.root, { create: false });
   return layout;
 }
 
@@ -303,7 +309,7 @@ export class LocalFleet implements Fleet {
 
   async #entries(): Promise<ParsedDeviceEntry[]> {
     const file = this.layout.devicesFile;
-    return validateDeviceDocument(file, parseYaml(await readFile(file, 'utf8')));
+    return readDeviceEntries(file);
   }
 
   #summary(entry: ParsedDeviceEntry): DeviceSummary {
@@ -329,7 +335,7 @@ export class LocalFleet implements Fleet {
   ): Promise<boolean> {
     const file = this.layout.devicesFile;
     return withDevicesFileLock(file, async () => {
-      const document = parseDocument(await readFile(file, 'utf8'));
+      const document = await readDeviceFileDocument(file);
       validateDeviceDocument(file, document.toJS());
       const list = document.get('devices', true);
       const items = isSeq(list) ? (list.items as unknown[]) : [];
@@ -373,20 +379,29 @@ export class LocalFleet implements Fleet {
   }
 
   /**
-   * Files of a device without a directory entry: its bundle folder and its key files, including the temporary
-   * files of an atomic write interrupted by a kill (`keys/<id>.bc1.<number>`, functions/local/replace-file.ts; older
-   * versions left `keys/<id>.bc1.tmp-<pid>-<random>`).
+   * Files of a device without a directory entry: its bundle folder and its key files, the rotated ones
+   * (`keys/<id>.<keyId>.bc1`, functions/local/device-file-key-store.ts) included, and the temporary files of an
+   * atomic write interrupted by a kill (`keys/<id>.bc1.tmp-<hex>`, functions/local/replace-file.ts; older versions
+   * left `keys/<id>.bc1.<number>`). Ids may contain dots, so `<id>.<n>.bc1` that is the key file of another
+   * device `<id>.<n>` still in the directory is never taken.
    */
   async #leftovers(deviceId: string): Promise<string[]> {
     checkDeviceName(deviceId); // never build a path from an unchecked name
     const found: string[] = [];
     if (await exists(this.layout.deviceDir(deviceId))) found.push(this.layout.deviceDir(deviceId));
     const names = await readdir(this.layout.keysDir).catch(() => [] as string[]);
+    const others = new Set((await this.#entries().catch(() => [])).map((entry) => entry.id));
+    const rotated = new RegExp(`^${deviceId.replaceAll('.', '\\.')}\\.(\\d{1,10})\\.bc1`);
     for (const name of names) {
-      for (const suffix of KEY_SUFFIXES) {
-        const base = `${deviceId}.${suffix}`;
+      const rotation = rotated.exec(name);
+      const bases = KEY_SUFFIXES.map((suffix) => `${deviceId}.${suffix}`);
+      if (rotation !== null && !others.has(`${deviceId}.${rotation[1]}`)) {
+        bases.push(rotation[0]);
+      }
+      for (const base of bases) {
         if (name === base || (name.startsWith(base) && TEMPORARY_SUFFIX.test(name.slice(base.length)))) {
           found.push(join(this.layout.keysDir, name));
+          break;
         }
       }
     }
@@ -410,7 +425,7 @@ export class LocalFleet implements Fleet {
       ...(result.revoked === undefined ? {} : { revokedGrants: result.revoked.length }),
       ...(result.disconnected === undefined ? {} : { disconnected: result.disconnected }),
     });
-    const handle = await open(this.layout.auditFile, 'a', 0o600);
+    const handle = await open(this.layout.auditFile, APPEND_FLAGS, 0o600);
     try {
       await handle.write(`${JSON.stringify(record)}\n`);
     } finally {

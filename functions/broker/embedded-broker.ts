@@ -20,9 +20,14 @@
  *   subscribe, nothing delivered but the farewell's topic), gets the farewell as one QoS 0 PUBLISH, then a graceful
  *   close; whatever happens, the socket is destroyed within `FAREWELL_GRACE_MS`.
  * - `close()` disconnects every client and stops listening; it resolves when the port is released.
+ * - `startInProcessBroker` is the same broker with no listening socket at all (docs/local.md, gate mode): it only
+ *   speaks to streams handed to it in this process, `accept(socket)` (the gate's accepted, granted connection)
+ *   and `connect()` (a fresh in-memory stream pair for an in-process client such as the key-rotation controller;
+ *   the TLS and certificate checks above apply to both unchanged). No other process can reach it.
  */
 import type { AddressInfo, Socket } from 'node:net';
-import { createSecureContext, createServer, type TLSSocket } from 'node:tls';
+import { type Duplex, duplexPair } from 'node:stream';
+import { createSecureContext, createServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import {
   Aedes,
   type AedesPublishPacket,
@@ -59,8 +64,9 @@ export interface EmbeddedBrokerOptions {
   /** 0 = any free port; read it back with `address()`. */
   port: number;
   tls: { key: string | Buffer; cert: string | Buffer; ca: string | Buffer };
-  /** Extra check after the certificate: e.g. refuse a disabled device (CONNACK 5). */
-  authenticate?: (req: { identity: string; clientId: string }) => boolean | Promise<boolean>;
+  /** Extra check after the certificate: e.g. refuse a disabled device, or a certificate of an earlier enrolment
+   *  (`serial`: the client certificate's serial, upper-case hex) (CONNACK 5). */
+  authenticate?: (req: { identity: string; clientId: string; serial: string }) => boolean | Promise<boolean>;
   /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
   authorizePublish?: (req: TopicRequest & { payload: Buffer }) => boolean | Promise<boolean>;
   /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
@@ -72,9 +78,12 @@ export interface EmbeddedBrokerOptions {
   connectTimeoutMs?: number;
 }
 
-export interface EmbeddedBroker {
-  address(): { host: string; port: number };
+export interface InProcessBroker {
   aedes: Aedes;
+  /** Serves a connection accepted elsewhere in this process (e.g. by the gate) as if it had been accepted here. */
+  accept(socket: Duplex): void;
+  /** A new in-memory connection to the broker: the client's end (TLS is then negotiated over it). */
+  connect(): Duplex;
   /** The certificate identity behind an aedes client, or undefined. */
   identityOf(client: Client): string | undefined;
   /**
@@ -91,20 +100,58 @@ export interface Farewell {
   readonly payload: Buffer;
 }
 
+export interface EmbeddedBroker extends InProcessBroker {
+  address(): { host: string; port: number };
+}
+
 const NOT_AUTHORIZED = 5;
 /** How long a farewell may take to be written before the socket is destroyed anyway. */
 export const FAREWELL_GRACE_MS = 1000;
 const silentLogger: BrokerLogger = { info: () => undefined, warn: () => undefined };
 
 export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const { broker, server } = await createBroker(opts);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (cause) {
+    await broker.close();
+    throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
+  }
+  return {
+    ...broker,
+    address() {
+      const info = server.address() as AddressInfo;
+      return { host: info.address, port: info.port };
+    },
+  };
+}
+
+/** The broker without any listening socket: reachable only through `accept` and `connect` (see the contract). */
+export async function startInProcessBroker(
+  opts: Omit<EmbeddedBrokerOptions, 'host' | 'port'>,
+): Promise<InProcessBroker> {
+  return (await createBroker(opts)).broker;
+}
+
+async function createBroker(
+  opts: Omit<EmbeddedBrokerOptions, 'host' | 'port'>,
+): Promise<{ broker: InProcessBroker; server: TlsServer }> {
   const logger = opts.logger ?? silentLogger;
   validateTls(opts.tls);
   /** Identity of each TLS connection, set once the handshake succeeded. */
   const identities = new WeakMap<object, string>();
+  /** Serial of each TLS connection's client certificate. */
+  const serials = new WeakMap<object, string>();
   /** Connections refused at CONNECT time, with the reason (answered by `authenticate` with CONNACK 5). */
   const refusals = new WeakMap<Client, string>();
   const tlsSockets = new Set<TLSSocket>();
-  const rawSockets = new Set<Socket>();
+  const rawSockets = new Set<Socket | Duplex>();
   /** Connections being closed with a farewell: served nothing more; the value is the farewell's topic. */
   const leaving = new WeakMap<Client, string>();
   /** Sockets `disconnect` is closing (counted once, even while their farewell is still being written). */
@@ -138,7 +185,8 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       };
       if (identity === undefined || refusal !== undefined) return deny(refusal ?? 'no certificate identity');
       if (opts.authenticate === undefined) return done(null, true);
-      decide(() => opts.authenticate?.({ identity, clientId: client.id }) ?? true).then((allowed) =>
+      const serial = serials.get(client.conn) ?? '';
+      decide(() => opts.authenticate?.({ identity, clientId: client.id, serial }) ?? true).then((allowed) =>
         allowed ? done(null, true) : deny('refused by the authenticate hook'),
       );
     },
@@ -209,12 +257,13 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         return;
       }
       identities.set(socket, identity.value);
+      serials.set(socket, String(socket.getPeerCertificate()?.serialNumber ?? ''));
       tlsSockets.add(socket);
       socket.once('close', () => tlsSockets.delete(socket));
       aedes.handle(socket);
     },
   );
-  server.on('connection', (socket: Socket) => {
+  server.on('connection', (socket: Socket | Duplex) => {
     rawSockets.add(socket);
     socket.once('close', () => rawSockets.delete(socket));
   });
@@ -222,27 +271,19 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     logger.info({ remote: socket.remoteAddress, error: error.message }, 'tls handshake failed');
   });
 
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.port, opts.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  } catch (cause) {
-    await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
-  }
   server.on('error', (error: Error) => logger.warn({ error: error.message }, 'broker listener error'));
 
   let closing: Promise<void> | undefined;
-  return {
-    address() {
-      const info = server.address() as AddressInfo;
-      return { host: info.address, port: info.port };
-    },
+  const broker: InProcessBroker = {
     aedes,
+    accept(socket) {
+      server.emit('connection', socket);
+    },
+    connect() {
+      const [client, served] = duplexPair();
+      server.emit('connection', served);
+      return client;
+    },
     identityOf: (client) => identityOf(client),
     disconnect(identity, farewell) {
       let dropped = 0;
@@ -274,7 +315,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     },
     close() {
       closing ??= (async () => {
-        const released = new Promise<void>((resolve) => server.close(() => resolve()));
+        const released = server.listening
+          ? new Promise<void>((resolve) => server.close(() => resolve()))
+          : Promise.resolve();
         await new Promise<void>((resolve) => aedes.close(() => resolve()));
         for (const socket of rawSockets) socket.destroy();
         await released;
@@ -282,6 +325,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       return closing;
     },
   };
+  return { broker, server };
 }
 
 type IdentityResult = { ok: true; value: string } | { ok: false; reason: string };

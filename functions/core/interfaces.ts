@@ -58,7 +58,7 @@ export interface NonceStore {
   record(replayId: string, expiresAt: number, owner?: string): Promise<NonceRecordResult>;
   /**
    * Start-time guard (ms since the epoch), for stores whose memory begins at some instant (the in-memory store:
-   * the process start; the file store: the file's creation). The receiver refuses packets stamped before it,
+   * the process start plus the clock window; the file store: the file's creation). The receiver refuses packets stamped before it,
    * reason 'before-start', because the store cannot tell whether they were already used. Undefined = no horizon
    * (a shared durable store such as DynamoDB).
    */
@@ -106,6 +106,9 @@ export interface Device {
   readonly maxOpenSeconds: number;
   readonly nativeKeys: readonly DeviceKey[];
   readonly fwknop?: FwknopSettings;
+  /** The serial (upper-case hex) of this enrolment's client certificate, where the directory records it (local):
+   *  the broker then refuses any other certificate with the device's CN. */
+  readonly certificateSerial?: string;
 }
 
 export interface DeviceDirectory {

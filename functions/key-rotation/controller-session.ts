@@ -11,15 +11,21 @@
  * - `lazy: true` (the AWS receiver, whose broker may boot later): resolves at once and keeps connecting in the
  *   background every `reconnectMs`; the ack subscription is made on every (re)connect; while disconnected,
  *   `publish` rejects at once ("not connected"), so the controller records the failure and re-sends later.
+ * - `transport` (the local gate mode, whose broker has no listening socket): each (re)connection runs TLS, with
+ *   the same verification, over the stream `transport()` returns instead of dialling `url` (then only a label).
  * - Handler failures are swallowed (the controller's `handleMessage` never throws anyway).
  */
-import mqtt, { type MqttClient } from 'mqtt';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import mqtt, { MqttClient } from 'mqtt';
 import type { ControllerSession } from '../core/key-rotation-interfaces.ts';
 import { KEY_ACK_LEVEL, KEY_TOPIC_ROOT } from '../core/topics.ts';
 
 export interface ControllerSessionOptions {
-  /** mqtts://host:port */
+  /** mqtts://host:port (with `transport`: only named in messages) */
   readonly url: string;
+  /** A new stream to the broker per connection attempt, instead of dialling `url` (see the contract). */
+  readonly transport?: () => Duplex;
   readonly ca: string | Buffer;
   readonly cert: string | Buffer;
   readonly key: string | Buffer;
@@ -59,7 +65,21 @@ export async function connectControllerSession(
     resubscribe: true,
   };
   let client: MqttClient;
-  if (options.lazy) {
+  if (options.transport !== undefined) {
+    const transport = options.transport;
+    client = await connectOver(
+      () =>
+        tlsConnect({
+          socket: transport(),
+          ca: options.ca,
+          cert: options.cert,
+          key: options.key,
+          rejectUnauthorized: true,
+          servername: options.servername ?? 'localhost',
+        }),
+      mqttOptions,
+    );
+  } else if (options.lazy) {
     client = mqtt.connect(options.url, mqttOptions);
     client.on('error', () => undefined); // connection errors: mqtt.js retries; publish reports "not connected"
     client.on('connect', () => {
@@ -86,4 +106,35 @@ export async function connectControllerSession(
       await client.endAsync(true);
     },
   };
+}
+
+/** Like `mqtt.connectAsync(url, options, false)` over streams from `build`: resolves on the first CONNACK, rejects
+ *  (and ends the client) on the first error or after `connectTimeout`. */
+function connectOver(
+  build: () => Duplex,
+  options: ConstructorParameters<typeof MqttClient>[1],
+): Promise<MqttClient> {
+  const client = new MqttClient(() => build(), options);
+  return new Promise<MqttClient>((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      client.off('connect', connected);
+      client.off('error', failed);
+    };
+    const connected = () => {
+      done();
+      resolve(client);
+    };
+    const failed = (error: Error) => {
+      done();
+      client.end(true);
+      reject(error);
+    };
+    const timer = setTimeout(
+      () => failed(new Error(`no CONNACK within ${options.connectTimeout ?? 30_000} ms`)),
+      options.connectTimeout ?? 30_000,
+    );
+    client.on('connect', connected);
+    client.on('error', failed);
+  });
 }

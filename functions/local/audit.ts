@@ -8,14 +8,21 @@
  *   any byte array and any property named like a key (`key`, `encryptionKey`, `hmacKey`, `secret`, ...) with
  *   "[redacted]" as a second line of defence.
  * - `write` never throws; a failing stream is reported once through `onError` (default: stderr) and then ignored.
- * - A file destination is opened for append with mode 0600 (parent directories created, 0700).
+ * - A file destination is opened for append with mode 0600 (parent directories created, 0700), never through a
+ *   symbolic link (open-flags.ts): a link at its name throws `AuditFileError` naming the file and the fix.
  */
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../core/interfaces.ts';
+import { APPEND_FLAGS, symlinkRefusal } from './open-flags.ts';
 
 const REDACTED = '[redacted]';
+
+/** The audit file cannot be opened safely (a symbolic link at its name). */
+export class AuditFileError extends Error {
+  override readonly name = 'AuditFileError';
+}
 const SECRET_NAME = /^(key|keys|secret|password|encryptionKey|hmacKey|nativeKeys|privateKey)$/i;
 
 /** One JSON line (without the newline), with byte arrays and key-named fields redacted. */
@@ -59,7 +66,16 @@ export function createAuditSink(options: AuditSinkOptions): ClosableAuditSink {
     stream = process.stdout;
   } else if ('file' in destination) {
     mkdirSync(dirname(destination.file), { recursive: true, mode: 0o700 });
-    stream = createWriteStream(destination.file, { flags: 'a', mode: 0o600 });
+    let fd: number;
+    try {
+      fd = openSync(destination.file, APPEND_FLAGS, 0o600);
+    } catch (error) {
+      const refusal = symlinkRefusal(destination.file, error);
+      if (refusal === undefined) throw error;
+      throw new AuditFileError(`audit file ${refusal}`, { cause: error });
+    }
+    fchmodSync(fd, 0o600);
+    stream = createWriteStream('', { fd });
     owned = true;
   } else {
     stream = destination.stream;

@@ -19,6 +19,7 @@ import { chmod, rm, stat } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Grant } from '../core/interfaces.ts';
+import { canonicalAddress } from '../core/ip-address.ts';
 
 export const CONTROL_SOCKET_NAME = 'control.sock';
 /** Longest request line accepted (bytes); a longer one is answered with an error. */
@@ -68,8 +69,14 @@ export async function handleControlRequest(request: unknown, deps: ControlDeps):
         return { ok: true, grants: [...deps.grants.active()] };
       case 'revoke': {
         if (typeof r.address === 'string' && r.address !== '') {
-          const address = r.address;
-          return { ok: true, revoked: await deps.grants.revokeWhere((grant) => grant.address === address) };
+          // One address in any spelling (`0:0:0:0:0:0:0:1` is `::1`): both sides compared canonical.
+          const address = canonicalAddress(r.address) ?? r.address;
+          return {
+            ok: true,
+            revoked: await deps.grants.revokeWhere(
+              (grant) => (canonicalAddress(grant.address) ?? grant.address) === address,
+            ),
+          };
         }
         if (typeof r.deviceId === 'string' && r.deviceId !== '') {
           const deviceId = r.deviceId;

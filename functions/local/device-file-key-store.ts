@@ -21,9 +21,8 @@
  * - Key material is read one key at a time (`loadNativeKey`: that key file only, mode checks included) and never
  *   logged.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
-import { parseDocument } from 'yaml';
 import {
   type DeviceKeys,
   type KeyChange,
@@ -37,6 +36,8 @@ import {
   type DeviceFileEntry,
   type KeyRef,
   loadNativeKey,
+  parseDeviceFileText,
+  readDeviceFileText,
   validateDeviceDocument,
   writeDeviceFile,
   writeFileAtomic,
@@ -133,7 +134,7 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
     const signature = await fileSignature(this.path);
     const cached = this.#snapshot;
     if (cached !== undefined && cached.signature === signature) return cached;
-    return this.#fromText(await readFile(this.path, 'utf8'), signature);
+    return this.#fromText(await readDeviceFileText(this.path), signature);
   }
 
   /** The snapshot of `text`: the cached one when the content is the same, else parsed (throws DeviceFileError). */
@@ -144,7 +145,7 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
       return this.#snapshot;
     }
     this.#parses += 1;
-    const raw = parseDocument(text).toJS() as { devices?: DeviceFileEntry[] } | null;
+    const raw = parseDeviceFileText(this.path, text).toJS() as { devices?: DeviceFileEntry[] } | null;
     validateDeviceDocument(this.path, raw); // throws DeviceFileError naming every problem
     const entries = Object.freeze(raw?.devices ?? []);
     this.#snapshot = { signature, text, entries, byId: new Map(entries.map((entry) => [entry.id, entry])) };
@@ -188,7 +189,7 @@ export class DeviceFileKeyStore implements KeyGenerationStore {
 
   async #apply(deviceId: string, change: KeyChange): Promise<void> {
     // Under the lock: the file as it is now (content compared, never only its signature), copied to be changed.
-    const entries = [...this.#fromText(await readFile(this.path, 'utf8'), undefined).entries];
+    const entries = [...this.#fromText(await readDeviceFileText(this.path), undefined).entries];
     const index = entries.findIndex((entry) => entry.id === deviceId);
     if (index < 0) {
       throw new KeyStoreError(

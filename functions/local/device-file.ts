@@ -8,6 +8,9 @@
  *     enabled: true                  # default true
  *     allowedAccess: [tcp/8883]      # "tcp/PORT" | "udp/PORT", at least one
  *     maxOpenSeconds: 300            # default 300, 1..86400
+ *     certificateSerial: 1F2E...     # optional: the serial of this enrolment's client certificate (hex); the
+ *                                    # embedded broker refuses any other certificate with this CN (a name reused
+ *                                    # after `devices remove` does not revive the old certificate)
  *     nativeKeys:                    # 0..n
  *       - keyId: 305419896           # u32
  *         key: { file: keys/demo-device.bc1 }   # or { base64: "..." }; files relative to this file; 32 bytes
@@ -129,6 +132,10 @@ export const deviceEntrySchema = z.strictObject({
     .default(DEFAULT_MAX_OPEN_SECONDS),
   nativeKeys: z.array(nativeKeySchema, { error: 'expected a list of { keyId, key } entries' }).default([]),
   fwknop: fwknopSettingsSchema.optional(),
+  certificateSerial: z
+    .string({ error: 'expected the hexadecimal serial of the client certificate' })
+    .regex(/^[0-9A-Fa-f]{1,64}$/, { error: 'expected the hexadecimal serial of the client certificate' })
+    .optional(),
 });
 
 export const deviceFileSchema = z.strictObject(
@@ -354,10 +361,21 @@ export function validateDeviceDocument(file: string, document: unknown): ParsedD
   return parsed.data.devices;
 }
 
-async function readDocument(file: string): Promise<unknown> {
-  let text: string;
+/** The devices file parsed, comments and layout kept (yaml's Document). */
+export type DeviceFileDocument = ReturnType<typeof parseDocument>;
+
+/**
+ * The devices file as a YAML document (comments kept, for edits): the one way every reader opens it, so a missing,
+ * unreadable or corrupt file is the same `DeviceFileError` everywhere (`up`, the device commands, key rotation).
+ */
+export async function readDeviceFileDocument(file: string): Promise<DeviceFileDocument> {
+  return parseDeviceFileText(file, await readDeviceFileText(file));
+}
+
+/** The devices file's text; a missing or unreadable file is the same `DeviceFileError` as in readDeviceFileDocument. */
+export async function readDeviceFileText(file: string): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new DeviceFileError(
@@ -375,6 +393,10 @@ async function readDocument(file: string): Promise<unknown> {
       { cause: error },
     );
   }
+}
+
+/** Parses the text of the devices file; YAML errors are a `DeviceFileError` naming line, column and the fix. */
+export function parseDeviceFileText(file: string, text: string): DeviceFileDocument {
   const document = parseDocument(text, { prettyErrors: true });
   if (document.errors.length > 0) {
     throw new DeviceFileError(
@@ -382,11 +404,16 @@ async function readDocument(file: string): Promise<unknown> {
       document.errors.map((error) => ({
         path: '',
         value: `YAML error at line ${error.linePos?.[0]?.line ?? '?'}, column ${error.linePos?.[0]?.col ?? '?'}`,
-        message: `${error.message.split('\n')[0]}: fix the YAML syntax`,
+        message: `${(error.message.split('\n')[0] ?? '').replace(/:$/, '')}: fix the YAML syntax`,
       })),
     );
   }
-  return document.toJS();
+  return document;
+}
+
+/** The devices file read and validated (no key files read): what the device commands list and edit. */
+export async function readDeviceEntries(file: string): Promise<ParsedDeviceEntry[]> {
+  return validateDeviceDocument(file, (await readDeviceFileDocument(file)).toJS());
 }
 
 /** A devices file holding inline keys must not be readable by group or others. */
@@ -407,7 +434,7 @@ async function checkInlineKeyFileMode(file: string, context: KeyContext): Promis
  */
 export async function loadDeviceFile(path: string, options: LoadDeviceFileOptions = {}): Promise<Device[]> {
   const file = resolvePath(path);
-  const entries = validateDeviceDocument(file, await readDocument(file));
+  const entries = await readDeviceEntries(file);
   const checkMode = (options.checkKeyFileMode ?? true) && process.platform !== 'win32';
   const context: KeyContext = { baseDir: dirname(file), checkMode, issues: [] };
 
@@ -457,6 +484,9 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
         maxOpenSeconds: entry.maxOpenSeconds,
         nativeKeys: Object.freeze(nativeKeys),
         ...(fwknop === undefined ? {} : { fwknop }),
+        ...(entry.certificateSerial === undefined
+          ? {}
+          : { certificateSerial: normaliseSerial(entry.certificateSerial) }),
       }),
     );
   }
@@ -483,6 +513,11 @@ export async function loadNativeKey(
   const key = context.issues.length > 0 ? undefined : await resolveKey(ref, where, NATIVE_KEY, context);
   if (key === undefined) throw new DeviceFileError(file, context.issues);
   return key;
+}
+
+/** One text per certificate serial: upper-case hex without leading zeros (how Node's TLS reports it may vary). */
+export function normaliseSerial(serial: string): string {
+  return serial.toUpperCase().replace(/^0+(?=.)/, '');
 }
 
 function hasInlineKey(entry: ParsedDeviceEntry): boolean {
@@ -554,8 +589,7 @@ async function appendDeviceEntry(file: string, entry: DeviceFileEntry): Promise<
     await writeDeviceFile(file, [entry]);
     return;
   }
-  const document = parseDocument(existing);
-  if (document.errors.length > 0) await readDocument(file); // throws the YAML error as a DeviceFileError
+  const document = parseDeviceFileText(file, existing);
   const current = validateDeviceDocument(file, document.toJS());
   validateDeviceDocument(file, { devices: [...current, entry] });
   const list = document.get('devices', true);

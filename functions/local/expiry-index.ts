@@ -3,8 +3,9 @@
  * min-heap of (expiry, key) (the gate's grant table, functions/local/gate-firewall.ts).
  *
  * Contract:
- * - `set(key, expiresAt)` replaces the key's expiry; `delete(key)` forgets it; `get(key)` reads it. Each costs
- *   O(log n) heap steps at most (a replaced or deleted expiry leaves a stale heap node, skipped when it surfaces).
+ * - `set(key, expiresAt)` replaces the key's expiry; `extend(key, expiresAt)` sets it only when the key is absent
+ *   or expires earlier (a shorter grant never cuts a longer one short) and says whether it did; `delete(key)`
+ *   forgets it; `get(key)` reads it. Each costs O(log n) heap steps at most (a replaced or deleted expiry leaves a stale heap node, skipped when it surfaces).
  * - `expire(now)` removes and returns the keys whose expiry is at or before `now`, in expiry order: O(k log n)
  *   for k expired keys (plus the stale nodes it meets), never O(n).
  * - The heap holds at most twice the live keys plus 64 nodes: beyond that it is rebuilt from the map (O(n), at
@@ -41,6 +42,14 @@ export class ExpiryIndex<K> {
     this.#expiries.set(key, expiresAt);
     this.#push({ expiresAt, key });
     this.#maybeRebuild();
+  }
+
+  /** Sets the expiry when the key has none or an earlier one; true when it changed. */
+  extend(key: K, expiresAt: number): boolean {
+    const current = this.#expiries.get(key);
+    if (current !== undefined && current >= expiresAt) return false;
+    this.set(key, expiresAt);
+    return true;
   }
 
   delete(key: K): boolean {

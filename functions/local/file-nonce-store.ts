@@ -2,7 +2,9 @@
  * File-backed NonceStore: replay records that survive a restart of a single receiver.
  *
  * File format (UTF-8 text, mode 0600):
- *   blackcloud-nonces v1 since=<ms>          header: when this file's memory began
+ *   blackcloud-nonces v1 since=<ms> [forgotten=<ms>]
+ *                                            header: when this file's memory began (its start-time guard), and
+ *                                            the latest expiry of a record it dropped (absent in older files)
  *   <replayId> <expiresAt ms> [<owner>]      one line per recorded packet, appended (owner: the device id,
  *                                            URI-encoded; absent in files written before per-device shares)
  *
@@ -14,17 +16,24 @@
  * - `FileNonceStore.open` loads the file, drops expired and torn (incomplete) lines, and rewrites it compacted
  *   (temp file + rename). While running, every `compactAfterLines` appended lines it sweeps expired records
  *   and compacts the file when the appended lines outnumber twice the live records.
- * - Start-time guard: `notBefore` is the file's `since` (its creation), so packets stamped before the store's
- *   memory began are refused by the receiver ('before-start'); a restart on the same file keeps the horizon and
- *   still answers 'replay' for packets recorded before it.
+ * - Start-time guard: `notBefore` is the file's `since`: its creation plus `guardMs` (the receiver's clock window,
+ *   passed when a store could have accepted packets before this file existed, e.g. it was removed; 0 for a new
+ *   data directory), so packets stamped before the store's memory began are refused by the receiver
+ *   ('before-start'); a restart on the same file keeps the horizon and still answers 'replay' for packets
+ *   recorded before it.
+ * - Clock steps (memory-nonce-store.ts `forgottenUntil`): the latest expiry of any record dropped, at load or by a
+ *   sweep, is kept in the header and never goes down, so records dropped under a clock stepped forward cannot be
+ *   replayed after the clock goes back, across restarts too.
  * - Each device's share is bounded (`maxEntriesPerOwner`, MemoryNonceStore's contract): a device holding its
  *   whole share gets 'share-full' and nothing is written; the share survives a restart (the owner is on the line).
- * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix).
+ * - A file that is not a nonce file is a `NonceStoreFileError` (the path, what was found, the fix); so is a symbolic
+ *   link at its name (never read or written through, open-flags.ts).
  */
 import { type FileHandle, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Clock, NonceRecordResult, NonceStore } from '../core/interfaces.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
+import { APPEND_FLAGS, READ_FLAGS, symlinkRefusal } from './open-flags.ts';
 import { replaceFile } from './replace-file.ts';
 
 export class NonceStoreFileError extends Error {
@@ -49,14 +58,16 @@ export interface FileNonceStoreOptions {
   readonly maxEntries?: number;
   /** Live records one device may hold. @default 4096 (DEFAULT_MAX_NONCES_PER_DEVICE) */
   readonly maxEntriesPerOwner?: number;
+  /** How far past a new file's creation its start-time guard reaches (see the contract). @default 0 */
+  readonly guardMs?: number;
 }
 
-const HEADER = /^blackcloud-nonces v1 since=(\d{1,16})$/;
+const HEADER = /^blackcloud-nonces v1 since=(\d{1,16})(?: forgotten=(\d{1,16}))?$/;
 const RECORD = /^(\S+) (\d{1,16})(?: (\S+))?$/;
 const FILE_MODE = 0o600;
 
-function header(since: number): string {
-  return `blackcloud-nonces v1 since=${since}\n`;
+function header(since: number, forgotten: number): string {
+  return `blackcloud-nonces v1 since=${since}${forgotten > 0 ? ` forgotten=${forgotten}` : ''}\n`;
 }
 
 function line(replayId: string, expiresAt: number, owner: string | undefined): string {
@@ -110,11 +121,13 @@ export class FileNonceStore implements NonceStore {
       maxEntries: options.maxEntries ?? 1_000_000,
       ...(options.maxEntriesPerOwner === undefined ? {} : { maxEntriesPerOwner: options.maxEntriesPerOwner }),
     });
-    let since = now;
+    let since = now + (options.guardMs ?? 0);
     let text: string | undefined;
     try {
-      text = await readFile(path, 'utf8');
+      text = await readFile(path, { encoding: 'utf8', flag: READ_FLAGS });
     } catch (error) {
+      const refusal = symlinkRefusal(path, error);
+      if (refusal !== undefined) throw new NonceStoreFileError(path, refusal, { cause: error });
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new NonceStoreFileError(
           path,
@@ -136,11 +149,15 @@ export class FileNonceStore implements NonceStore {
         );
       }
       since = Number(first[1]);
+      if (first[2] !== undefined) memory.forget(Number(first[2]));
       for (const raw of lines.slice(1)) {
         const match = RECORD.exec(raw);
         if (match === null) continue; // empty or torn line (a crash mid-write): that write never answered 'fresh'
         const expiresAt = Number(match[2]);
-        if (expiresAt < now) continue;
+        if (expiresAt < now) {
+          memory.forget(expiresAt);
+          continue;
+        }
         let id: string;
         let owner: string | undefined;
         try {
@@ -235,8 +252,16 @@ export class FileNonceStore implements NonceStore {
   }
 }
 
+/** Opens the log for append, never through a symbolic link (open-flags.ts). */
 async function openAppend(path: string): Promise<FileHandle> {
-  const handle = await open(path, 'a', FILE_MODE);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, APPEND_FLAGS, FILE_MODE);
+  } catch (error) {
+    const refusal = symlinkRefusal(path, error);
+    if (refusal === undefined) throw error;
+    throw new NonceStoreFileError(path, refusal, { cause: error });
+  }
   await handle.chmod(FILE_MODE);
   return handle;
 }
@@ -248,7 +273,7 @@ async function writeCompacted(
   memory: MemoryNonceStore,
   skip: ReadonlySet<string> = new Set(),
 ): Promise<void> {
-  let body = header(since);
+  let body = header(since, memory.forgottenUntil);
   for (const [id, expiresAt, owner] of memory.entries()) {
     if (!skip.has(id)) body += line(id, expiresAt, owner);
   }

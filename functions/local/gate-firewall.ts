@@ -12,24 +12,21 @@
  *   are also purged by accept/allow/revoke, so the table stays bounded). The table is an expiry index
  *   (expiry-index.ts: a map by address and a min-heap by expiry), so an allow, a revoke or an accept costs
  *   O(log n) plus the entries that actually expired, never a scan of every open grant; `stats()` reports it. `allow` sets the entry's expiry to the
- *   grant's (the latest allow wins: an extension is an allow with a later `expiresAt`); `revoke` removes it and
- *   succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
+ *   grant's when that is later (an extension is an allow with a later `expiresAt`; a shorter grant for the same
+ *   address never cuts a longer one short); `revoke` removes it and succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
  *   entry.
  * - Established connections outlive the grant (as conntrack and EC2 security groups do). Piped sockets run with
  *   TCP_NODELAY on both sides, so the gate adds no Nagle delay to small MQTT packets (bench/mqtt-overhead.ts).
  * - Addresses are compared in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 address, IPv6 is
  *   lower-case and compressed. So a grant for `1.2.3.4` admits a dual-stack socket's `::ffff:1.2.3.4`.
- * - `close()` stops listening and destroys the connections it piped.
+ * - The upstream is a TCP endpoint (the gate pipes to it) or an in-process handoff (`{ handoff }`): the granted
+ *   connection itself, not a byte read from it, is handed to a broker in this process (embedded-broker.ts
+ *   `startInProcessBroker`), which then has no listening socket another process could reach without a knock.
+ * - `close()` stops listening and destroys the connections it piped or handed off.
  */
-import {
-  isIPv4,
-  isIPv6,
-  createServer as netCreateServer,
-  type Server,
-  type Socket,
-  connect as tcpConnect,
-} from 'node:net';
+import { createServer as netCreateServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import type { Clock, Firewall, Grant } from '../core/interfaces.ts';
+import { canonicalAddress } from '../core/ip-address.ts';
 import { ListenError, listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
 import { ExpiryIndex } from './expiry-index.ts';
 
@@ -60,11 +57,16 @@ export type GateEvent =
     }
   | { readonly type: 'gate.revoked'; readonly time: number; readonly source: string };
 
+/** A broker in this process that takes over a granted connection (`InProcessBroker.accept`). */
+export interface GateHandoff {
+  handoff(socket: Socket): void;
+}
+
 export interface GateOptions {
   /** The public port devices dial (the broker port their grants name). Port 0 = any free port. */
   listen: GateEndpoint;
-  /** The broker behind the gate. */
-  upstream: GateEndpoint;
+  /** The broker behind the gate: a TCP endpoint, or a broker in this process. */
+  upstream: GateEndpoint | GateHandoff;
   /** @default Date */
   clock?: Clock;
   onEvent?: (e: GateEvent) => void;
@@ -113,22 +115,8 @@ export class GateGrantError extends Error {
 
 const systemClock: Clock = { now: () => Date.now() };
 
-/**
- * The canonical text of an IP address, or undefined when it is not one: IPv4-mapped IPv6 becomes dotted quad,
- * IPv6 is lower-case and compressed (RFC 5952, via the WHATWG URL serializer).
- */
-export function canonicalAddress(address: string): string | undefined {
-  if (isIPv4(address)) return address;
-  if (!isIPv6(address) || address.includes('%')) return undefined;
-  const compressed = new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
-  if (mapped) {
-    const high = Number.parseInt(mapped[1] ?? '0', 16);
-    const low = Number.parseInt(mapped[2] ?? '0', 16);
-    return [high >> 8, high & 0xff, low >> 8, low & 0xff].join('.');
-  }
-  return compressed;
-}
+/** The canonical text of an IP address (functions/core/ip-address.ts), re-exported for the gate's callers. */
+export { canonicalAddress };
 
 export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall> {
   const clock = opts.clock ?? systemClock;
@@ -164,7 +152,16 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   const pipe = (client: Socket, source: string, now: number) => {
     // TCP_NODELAY both ways: MQTT packets are small, and Nagle + delayed ACK would stall each one ~40 ms.
     client.setNoDelay(true);
-    const upstream = tcpConnect({ host: opts.upstream.host, port: opts.upstream.port, noDelay: true });
+    const target = opts.upstream;
+    if ('handoff' in target) {
+      piped.add(client);
+      client.once('close', () => piped.delete(client));
+      client.on('error', () => undefined); // the broker's TLS socket reports it; never an unhandled 'error'
+      emit({ type: 'gate.piped', time: now, source });
+      target.handoff(client);
+      return;
+    }
+    const upstream = tcpConnect({ host: target.host, port: target.port, noDelay: true });
     piped.add(client);
     piped.add(upstream);
     let upstreamConnected = false;
@@ -237,8 +234,8 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       purgeExpired(now);
       for (const [grant, address] of covered) {
         if (address === undefined || grant.expiresAt <= now) continue;
-        grants.set(address, grant.expiresAt);
-        emit({ type: 'gate.allowed', time: now, source: address, expiresAt: grant.expiresAt });
+        grants.extend(address, grant.expiresAt);
+        emit({ type: 'gate.allowed', time: now, source: address, expiresAt: grants.get(address)! });
       }
     },
     async revoke(list) {

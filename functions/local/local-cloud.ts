@@ -3,7 +3,8 @@
  * local adapters.
  *
  *   device ──UDP knock──▶ receiver (host:spaPort) ──grant──▶ firewall ──▶ broker
- *   firewall = gate:     userspace TCP gate on host:mqttPort → embedded broker on 127.0.0.1:<random> (or --broker)
+ *   firewall = gate:     userspace TCP gate on host:mqttPort → embedded broker in this process, no listening socket
+ *                        (the gate hands it each granted connection; or --broker, piped over TCP)
  *   firewall = nftables: kernel table guarding tcp/mqttPort → embedded broker on host:mqttPort (or --broker's port)
  *
  * Contract:
@@ -26,7 +27,9 @@
  *   even when an earlier one fails (cleanup-stack.ts). Idempotent. `lost` resolves (and the cloud closes itself)
  *   when the data directory's lock was removed or taken over under it.
  * - A device disabled in the devices file while `up` runs loses its embedded-broker sessions at the reload, and
- *   the broker refuses new sessions of identities that are not enabled devices.
+ *   the broker refuses new sessions of identities that are not enabled devices, and certificates other than the
+ *   one the directory records for the device (`certificateSerial`, so a reused name does not revive a removed
+ *   device's certificate).
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
  *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
@@ -35,8 +38,14 @@
  *   that session cannot be opened (e.g. an external broker with another CA), `up` runs without rotation and
  *   says so through `onNote`.
  */
-import { mkdir, stat } from 'node:fs/promises';
-import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
+import { stat } from 'node:fs/promises';
+import {
+  BrokerListenError,
+  type EmbeddedBroker,
+  type InProcessBroker,
+  startEmbeddedBroker,
+  startInProcessBroker,
+} from '../broker/embedded-broker.ts';
 import { formatAccessSpec } from '../core/access-spec.ts';
 import type {
   AuditEvent,
@@ -61,7 +70,7 @@ import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
 import { type DataDirLayout, DEMO_DEVICE_ID, dataDirLayout } from './data-dir.ts';
 import { acquireDataDir, describeOwner } from './data-dir-lock.ts';
-import { writeDeviceFile } from './device-file.ts';
+import { normaliseSerial, writeDeviceFile } from './device-file.ts';
 import {
   type Endpoints,
   mqttUrl,
@@ -73,15 +82,17 @@ import { FileNonceStore } from './file-nonce-store.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
 import {
   ensureControllerTls,
+  IN_PROCESS_BROKER,
   type RunningKeyRotation,
   removeControllerEndpoint,
   startKeyRotation,
   writeControllerEndpoint,
 } from './local-controller.ts';
-import { DataDirError, LocalCloudStoppedError, PortInUseError } from './local-errors.ts';
+import { LocalCloudStoppedError, PortInUseError } from './local-errors.ts';
 import { startNftablesFirewall } from './nftables-firewall.ts';
 import { displayPath, type ProvisionedDevice, provisionDevice } from './provision-device.ts';
 import { brokerNames, savePublicAddresses } from './public-address.ts';
+import { openTrustedDataDir } from './trusted-dir.ts';
 import type { UpConfig } from './up-config.ts';
 import { WatchedDeviceDirectory } from './watched-directory.ts';
 
@@ -109,8 +120,10 @@ export interface LocalCloud {
   readonly spa: { readonly host: string; readonly port: number };
   /** The public MQTT endpoint devices dial (gate, or the guarded broker port). */
   readonly mqtt: { readonly host: string; readonly port: number; readonly url: string };
-  /** Where the broker itself listens (private behind the gate). */
-  readonly broker: { readonly host: string; readonly port: number; readonly embedded: boolean };
+  /** Where the broker itself listens; behind the gate the embedded broker is in process, with no socket at all. */
+  readonly broker:
+    | { readonly host: string; readonly port: number; readonly embedded: boolean; readonly inProcess: false }
+    | { readonly embedded: true; readonly inProcess: true };
   readonly endpoints: Endpoints;
   /** The demo device created on this run (first run only). */
   readonly demoDevice?: ProvisionedDevice;
@@ -130,22 +143,6 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function prepareDataDir(layout: DataDirLayout): Promise<void> {
-  try {
-    await mkdir(layout.root, { recursive: true, mode: 0o700 });
-  } catch (error) {
-    throw new DataDirError(
-      layout.root,
-      `cannot be created (${(error as NodeJS.ErrnoException).code ?? String(error)}); fix: pass a writable --data-dir`,
-      { cause: error },
-    );
-  }
-  const info = await stat(layout.root);
-  if (!info.isDirectory()) {
-    throw new DataDirError(layout.root, 'is not a directory; fix: pass a directory path with --data-dir');
   }
 }
 
@@ -185,7 +182,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
 
   try {
     live();
-    await prepareDataDir(layout);
+    await openTrustedDataDir(layout.root, { create: true });
     const owner = await acquireDataDir(
       layout,
       {
@@ -222,33 +219,42 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     const firstRun = !(await exists(layout.devicesFile));
     live();
 
-    // Broker: embedded (private behind the gate, public behind nftables) or external.
-    let broker: EmbeddedBroker | undefined;
-    let brokerAddress: { host: string; port: number };
+    // Broker: embedded (in process behind the gate, public behind nftables) or external.
+    let broker: InProcessBroker | undefined;
+    /** Where the broker listens; undefined for the in-process broker behind the gate (no listening socket). */
+    let brokerAddress: { host: string; port: number } | undefined;
+    const brokerOptions = {
+      tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
+      // An enabled device, with this enrolment's certificate when the directory records its serial.
+      authenticate: ({ identity, serial }: { identity: string; serial: string }) => {
+        if (identity === CONTROLLER_IDENTITY) return true;
+        const device = directoryRef.current?.byId(identity);
+        if (device?.enabled !== true) return false;
+        return device.certificateSerial === undefined || device.certificateSerial === normaliseSerial(serial);
+      },
+    };
     if (config.broker !== undefined) {
       brokerAddress = { host: config.broker.host, port: config.broker.port };
+    } else if (config.firewall === 'gate') {
+      broker = await startInProcessBroker(brokerOptions);
+      const started = broker;
+      cleanup.defer(() => started.close());
+      live();
     } else {
-      const behindGate = config.firewall === 'gate';
-      const listen = behindGate
-        ? { host: '127.0.0.1', port: 0 }
-        : { host: config.host, port: config.mqttPort };
+      const listen = { host: config.host, port: config.mqttPort };
+      let listening: EmbeddedBroker;
       try {
-        broker = await startEmbeddedBroker({
-          ...listen,
-          tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
-          authenticate: ({ identity }) =>
-            identity === CONTROLLER_IDENTITY || directoryRef.current?.byId(identity)?.enabled === true,
-        });
+        listening = await startEmbeddedBroker({ ...listen, ...brokerOptions });
       } catch (error) {
         if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
           throw new PortInUseError('tcp', listen.host, listen.port, '--mqtt-port', { cause: error });
         }
         throw error;
       }
-      const started = broker;
-      cleanup.defer(() => started.close());
+      broker = listening;
+      cleanup.defer(() => listening.close());
       live();
-      brokerAddress = started.address();
+      brokerAddress = listening.address();
     }
 
     // Firewall in front of it.
@@ -258,7 +264,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       try {
         const gate = await startGateFirewall({
           listen: { host: config.host, port: config.mqttPort },
-          upstream: brokerAddress,
+          upstream: brokerAddress ?? { handoff: (socket) => (broker as InProcessBroker).accept(socket) },
           clock,
           ...(hooks.onGateEvent === undefined ? {} : { onEvent: hooks.onGateEvent }),
         });
@@ -271,7 +277,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         throw error;
       }
     } else {
-      publicPort = config.broker?.port ?? brokerAddress.port;
+      publicPort = config.broker?.port ?? (brokerAddress as { port: number }).port;
       firewall = await startNftablesFirewall({
         table: config.nftTable,
         ports: [{ protocol: 'tcp', port: publicPort }],
@@ -336,7 +342,13 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     }
 
     // Receiver.
-    const nonces = await FileNonceStore.open({ path: layout.nonceFile, clock });
+    // A data directory with devices but no nonce file lost its replay records: refuse, for one clock window, the
+    // stamps a previous run could have accepted (file-nonce-store.ts, start-time guard).
+    const nonces = await FileNonceStore.open({
+      path: layout.nonceFile,
+      clock,
+      guardMs: firstRun ? 0 : config.clockWindowMs,
+    });
     cleanup.defer(() => nonces.close());
     live();
     const auditFile = createAuditSink({ destination: { file: layout.auditFile } });
@@ -400,13 +412,18 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     if (control !== undefined) cleanup.defer(() => control.close());
     live();
 
-    // The receiver as key-rotation controller: a direct session to the broker (never through the gate).
+    // The receiver as key-rotation controller: a direct session to the broker (never through the gate; in process
+    // for the gate's in-process broker).
     if (hooks.keyRotation !== false) {
-      const wildcard = brokerAddress.host === '0.0.0.0' || brokerAddress.host === '::';
-      const controllerHost = wildcard ? '127.0.0.1' : brokerAddress.host;
-      const controllerUrl = mqttUrl(controllerHost, brokerAddress.port);
+      const wildcard = brokerAddress?.host === '0.0.0.0' || brokerAddress?.host === '::';
+      const controllerHost = wildcard ? '127.0.0.1' : brokerAddress?.host;
+      const inProcess = brokerAddress === undefined ? (broker as InProcessBroker) : undefined;
+      const controllerUrl =
+        brokerAddress === undefined
+          ? IN_PROCESS_BROKER
+          : mqttUrl(controllerHost ?? brokerAddress.host, brokerAddress.port);
       try {
-        if (config.firewall === 'nftables') {
+        if (config.firewall === 'nftables' && brokerAddress !== undefined && controllerHost !== undefined) {
           // The kernel guards the broker port for local processes too: a short grant lets the controller connect;
           // its established session then outlives the grant, like a device's.
           const now = clock.now();
@@ -423,6 +440,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         }
         keyRotation = await startKeyRotation({
           url: controllerUrl,
+          ...(inProcess === undefined ? {} : { transport: () => inProcess.connect() }),
           caCert: ca.cert,
           tls: await ensureControllerTls(layout.pkiDir, ca),
           devicesFile: layout.devicesFile,
@@ -499,7 +517,10 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       config,
       spa: { host: receiver.address.address, port: receiver.address.port },
       mqtt: { host: config.host, port: publicPort, url: mqttUrl(config.advertisedHost, publicPort) },
-      broker: { ...brokerAddress, embedded: broker !== undefined },
+      broker:
+        brokerAddress === undefined
+          ? { embedded: true, inProcess: true }
+          : { ...brokerAddress, embedded: broker !== undefined, inProcess: false },
       endpoints,
       ...(demoDevice === undefined ? {} : { demoDevice }),
       directory,

@@ -12,11 +12,13 @@
  *   is done, and a failure of it is reported through `onBackgroundError` (the schedule goes on). `close()` stops
  *   the schedule and ends the session; idempotent.
  * - `controllerEndpointFile(root)` is where a running `up` records the broker address its controller uses
- *   (`controller.json`: { "url": "mqtts://..." }), so `blackcloud keys rotate` can reach the same broker.
+ *   (`controller.json`: { "url": "mqtts://..." }, or `IN_PROCESS_BROKER` for gate mode's broker, which only `up`
+ *   reaches), so `blackcloud keys rotate` knows that a running `up` sends the keys.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { AuditSink, Clock, RandomSource, Timers } from '../core/interfaces.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import {
@@ -29,6 +31,9 @@ import { writeFileAtomic } from './device-file.ts';
 import { DeviceFileKeyStore } from './device-file-key-store.ts';
 
 const RENEW_BEFORE_MS = 24 * 3_600_000;
+
+/** What `controller.json` records for the in-process broker of gate mode: no address another process could dial. */
+export const IN_PROCESS_BROKER = 'in-process';
 
 export function controllerEndpointFile(root: string): string {
   return join(root, 'controller.json');
@@ -84,6 +89,8 @@ export async function ensureControllerTls(pkiDir: string, ca: Pem): Promise<Pem>
 export interface StartKeyRotationOptions {
   /** mqtts://host:port of the broker (the controller connects directly, not through the gate). */
   readonly url: string;
+  /** An in-process broker's streams (gate mode; controller-session.ts `transport`), instead of dialling `url`. */
+  readonly transport?: () => Duplex;
   readonly caCert: string;
   readonly tls: Pem;
   readonly servername?: string;
@@ -117,6 +124,7 @@ export async function startKeyRotation(options: StartKeyRotationOptions): Promis
   const session = await connectControllerSession({
     connectTimeoutMs: 5000,
     url: options.url,
+    ...(options.transport === undefined ? {} : { transport: options.transport }),
     ca: options.caCert,
     cert: options.tls.cert,
     key: options.tls.key,

@@ -9,9 +9,10 @@
  *   loopback traffic: local clients need a grant too unless `exemptLoopback` is set. A stale table of the same
  *   name (a crashed run) is replaced. Nothing outside the table is touched.
  * - `allow` adds each grant's (address, guarded port) elements with `timeout` = expiresAt − now: the kernel
- *   expires them by itself. Allowing again replaces the timeout (the latest allow wins). Grant entries naming
- *   unguarded ports are ignored; grants already expired are skipped.
- * - `revoke` deletes the elements; a missing element is success.
+ *   expires them by itself. Allowing again refreshes the timeout only when the new expiry is later (the firewall
+ *   keeps each element's expiry in an expiry-index.ts): a shorter grant never cuts a longer one short. Grant
+ *   entries naming unguarded ports are ignored; grants already expired are skipped.
+ * - `revoke` deletes the elements (and forgets their expiries); a missing element is success.
  * - `close` deletes the table (success when already gone).
  * - Every value is validated before any nft text is built (`NftablesInputError`); a batch is all or nothing.
  * - Without root or without `nft`: `NftablesUnavailableError` ("nftables firewall needs root and the nft command:
@@ -19,12 +20,14 @@
  */
 import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, Firewall } from '../core/interfaces.ts';
+import { ExpiryIndex } from './expiry-index.ts';
 import { type NftRun, nftCommand } from './nftables-command.ts';
 import {
   allowText,
   DEFAULT_TABLE,
   deleteTableText,
   grantElements,
+  type NftElement,
   revokeText,
   tableText,
   validatePorts,
@@ -62,6 +65,11 @@ export interface NftablesFirewall extends Firewall {
 }
 
 const APPLY_FROM_STDIN = ['-f', '-'];
+
+/** One element's identity (set family, address, protocol, port); addresses come canonical from grantElements. */
+function elementId(element: NftElement): string {
+  return `${element.family} ${element.address} ${element.protocol} ${element.port}`;
+}
 const systemClock: Clock = { now: () => Date.now() };
 
 export async function startNftablesFirewall(opts: NftablesOptions): Promise<NftablesFirewall> {
@@ -71,21 +79,37 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
   const clock = opts.clock ?? systemClock;
 
   await run(APPLY_FROM_STDIN, tableText(table, guarded, { exemptLoopback: opts.exemptLoopback === true }));
+  /** Each element's expiry as last applied (the table was just created empty). */
+  const expiries = new ExpiryIndex<string>();
 
   return {
     table,
     async allow(grants) {
       const elements = grantElements(grants, guarded);
       const now = clock.now();
-      const live = elements
-        .map(({ element, grant }) => ({ element, timeoutMs: grant.expiresAt - now }))
-        .filter((item) => item.timeoutMs > 0);
+      expiries.expire(now);
+      const latest = new Map<string, { element: NftElement; expiresAt: number }>();
+      for (const { element, grant } of elements) {
+        const key = elementId(element);
+        const known = latest.get(key)?.expiresAt ?? expiries.get(key) ?? 0;
+        if (grant.expiresAt > now && grant.expiresAt > known)
+          latest.set(key, { element, expiresAt: grant.expiresAt });
+      }
+      const live = [...latest.values()].map(({ element, expiresAt }) => ({
+        element,
+        timeoutMs: expiresAt - now,
+      }));
       const text = allowText(table, live);
-      if (text !== '') await run(APPLY_FROM_STDIN, text);
+      if (text === '') return;
+      await run(APPLY_FROM_STDIN, text);
+      for (const [key, { expiresAt }] of latest) expiries.extend(key, expiresAt);
     },
     async revoke(grants) {
-      const text = revokeText(table, grantElements(grants, guarded));
-      if (text !== '') await run(APPLY_FROM_STDIN, text);
+      const elements = grantElements(grants, guarded);
+      const text = revokeText(table, elements);
+      if (text === '') return;
+      await run(APPLY_FROM_STDIN, text);
+      for (const { element } of elements) expiries.delete(elementId(element));
     },
     async close() {
       await run(APPLY_FROM_STDIN, deleteTableText(table));

@@ -24,7 +24,7 @@
  */
 import type { AccessEntry, AddressFamily, Protocol } from '../../spa/types.ts';
 import type { Grant } from '../core/interfaces.ts';
-import { canonicalAddress } from './gate-firewall.ts';
+import { canonicalAddress } from '../core/ip-address.ts';
 import { NftablesInputError } from './nftables-errors.ts';
 
 export const DEFAULT_TABLE = 'blackcloud';

@@ -13,9 +13,9 @@
  *   whose key files are not written yet.
  * - Randomness comes in as a parameter.
  */
+import { X509Certificate } from 'node:crypto';
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
 import { formatAccessSpec } from '../core/access-spec.ts';
@@ -30,7 +30,13 @@ import type { RandomSource } from '../core/interfaces.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import { issueCertificate, type Pem, writePemFiles } from '../pki/local-ca.ts';
 import type { DataDirLayout } from './data-dir.ts';
-import { addDeviceEntry, type DeviceFileEntry, writeFileAtomic } from './device-file.ts';
+import {
+  addDeviceEntry,
+  type DeviceFileEntry,
+  normaliseSerial,
+  parseDeviceFileText,
+  writeFileAtomic,
+} from './device-file.ts';
 import { deviceEndpointFields, type Endpoints } from './endpoints.ts';
 import { DeviceNameError } from './local-errors.ts';
 
@@ -94,7 +100,7 @@ export async function directoryIds(devicesFile: string): Promise<{ ids: Set<stri
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { ids, keyIds };
     throw error;
   }
-  const document = (parseYaml(text) ?? {}) as {
+  const document = (parseDeviceFileText(devicesFile, text).toJS() ?? {}) as {
     devices?: { id?: unknown; nativeKeys?: { keyId?: unknown }[] }[];
   };
   for (const device of Array.isArray(document.devices) ? document.devices : []) {
@@ -195,6 +201,8 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
     allowedAccess: options.access.map(formatAccessSpec),
     ...(options.maxOpenSeconds === undefined ? {} : { maxOpenSeconds: options.maxOpenSeconds }),
     nativeKeys: [{ keyId, key: { file: nativeRef } }],
+    // This enrolment's certificate only: a later device of the same name never revives it.
+    certificateSerial: normaliseSerial(new X509Certificate(client.cert).serialNumber),
     ...(fwknop === undefined
       ? {}
       : {

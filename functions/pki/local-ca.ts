@@ -18,9 +18,9 @@
 import 'reflect-metadata';
 import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { canonicalAddress } from '../core/ip-address.ts';
 import { replaceFile } from '../local/replace-file.ts';
 import { createCa, issueCertificate, type Pem } from './certificate-authority.ts';
 import { PkiInputError, PkiPermissionError } from './pki-error.ts';
@@ -197,7 +197,7 @@ function subjectAltNames(pem: string): { dns: Set<string>; ip: Set<string> } {
 }
 
 function canonicalIp(address: string): string {
-  return isIPv6(address) ? new URL(`http://[${address}]/`).hostname : address;
+  return canonicalAddress(address) ?? address;
 }
 
 function unique(values: string[]): string[] {

@@ -6,9 +6,15 @@
  *   record lives (an id seen again after its expiry but before the sweep is still 'replay': safe either way,
  *   because such a packet fails the clock window first). Check-and-insert is synchronous, so two concurrent
  *   calls for one id never both get 'fresh'.
- * - Start-time guard: `notBefore` is the clock reading at construction (the process start). The receiver's
- *   clock step refuses packets stamped before it ('before-start'), so a restart, which forgets every record,
- *   cannot re-open a replay of a packet the previous process accepted.
+ * - Start-time guard: `notBefore` is the clock reading at construction (the process start) plus `guardMs` (pass
+ *   the receiver's clock window). The receiver's clock step refuses packets stamped before it ('before-start'):
+ *   the previous process accepted stamps up to its own clock + the window (a device clock running ahead), so a
+ *   restart, which forgets every record, cannot re-open a replay of any packet the previous process accepted.
+ * - Clock steps: the store remembers the latest `expiresAt` it ever dropped (`forgottenUntil`, a high-water mark
+ *   that never goes down). A record whose `expiresAt` is not after it is answered 'replay' whether or not it is
+ *   still held: after the clock was stepped forward (records swept under the wrong time) and back, a packet whose
+ *   record was forgotten cannot be fresh again. Under a clock that only goes forward such a packet fails the
+ *   clock window first, so nothing valid is refused.
  * - Records expire at their `expiresAt` (timestamp + clock window); expired records are swept on insert at most
  *   once per `sweepIntervalMs` of the injected clock. Memory is bounded by `maxEntries`: when full even after a
  *   sweep, `record` throws `NonceStoreFullError` and the receiver fails closed (never evicts a live record,
@@ -32,6 +38,8 @@ export interface MemoryNonceStoreOptions {
   readonly maxEntriesPerOwner?: number;
   /** @default 10_000 */
   readonly sweepIntervalMs?: number;
+  /** How far past the start the start-time guard reaches: the receiver's clock window. @default 0 */
+  readonly guardMs?: number;
 }
 
 /** A device's share of a replay store: far above any real device's knocks within two clock windows. */
@@ -52,14 +60,16 @@ export class MemoryNonceStore implements NonceStore {
   /** Live records per owner. */
   readonly #owned = new Map<string, number>();
   #lastSweep: number;
+  #forgottenUntil = 0;
 
   constructor(options: MemoryNonceStoreOptions) {
     this.#clock = options.clock;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
     this.#maxEntriesPerOwner = options.maxEntriesPerOwner ?? DEFAULT_MAX_NONCES_PER_DEVICE;
     this.#sweepIntervalMs = options.sweepIntervalMs ?? 10_000;
-    this.notBefore = this.#clock.now();
-    this.#lastSweep = this.notBefore;
+    const now = this.#clock.now();
+    this.notBefore = now + (options.guardMs ?? 0);
+    this.#lastSweep = now;
   }
 
   /** Live (not yet swept) records. */
@@ -78,7 +88,7 @@ export class MemoryNonceStore implements NonceStore {
 
   /** The synchronous core of `record`, shared with FileNonceStore. */
   recordSync(replayId: string, expiresAt: number, owner?: string): NonceRecordResult {
-    if (this.#records.has(replayId)) return 'replay';
+    if (this.#records.has(replayId) || expiresAt <= this.#forgottenUntil) return 'replay';
     const now = this.#clock.now();
     const sinceSweep = now - this.#lastSweep;
     const ownerFull = () => owner !== undefined && this.ownedBy(owner) >= this.#maxEntriesPerOwner;
@@ -108,11 +118,22 @@ export class MemoryNonceStore implements NonceStore {
     for (const [id, record] of this.#records) {
       if (record.expiresAt < now) {
         this.#records.delete(id);
+        this.forget(record.expiresAt);
         if (record.owner !== undefined) this.#disown(record.owner);
         dropped += 1;
       }
     }
     return dropped;
+  }
+
+  /** The latest `expiresAt` of a record this store dropped (or was told of): see the contract. */
+  get forgottenUntil(): number {
+    return this.#forgottenUntil;
+  }
+
+  /** Raises the high-water mark (a record with this expiry was dropped, here or by an earlier process). */
+  forget(expiresAt: number): void {
+    if (expiresAt > this.#forgottenUntil) this.#forgottenUntil = expiresAt;
   }
 
   /** Live records as [replayId, expiresAt, owner] (for the file store's compaction). */

@@ -3,33 +3,28 @@
  *
  * Contract:
  * - `canonicalSource` maps an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack udp6 socket reports
- *   for IPv4 senders) to plain IPv4, drops an IPv6 zone id (`%eth0`) and renders IPv6 in RFC 5952 form; anything
+ *   for IPv4 senders) to plain IPv4, drops an IPv6 zone id (`%eth0`) and renders IPv6 in RFC 5952 form (the one
+ *   helper, functions/core/ip-address.ts); anything
  *   it cannot parse is returned unchanged (the socket is the authority on what it saw).
  * - `sameAddress` compares two addresses by their bytes (so `::1` equals `0:0:0:0:0:0:0:1`).
  * - `rateLimitKey` is the source's IPv4 address, or its IPv6 /64 prefix (one subscriber typically holds a whole
  *   /64, so per-address IPv6 limits would be trivially evaded).
  * Pure.
  */
-import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from '../../spa/bc1-address.ts';
+import { formatIpv6, parseIpv4, parseIpv6 } from '../../spa/bc1-address.ts';
 import type { IpAddress } from '../../spa/types.ts';
 import type { RemoteEndpoint } from '../core/interfaces.ts';
-
-const V4_MAPPED_PREFIX = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] as const;
+import { canonicalAddress } from '../core/ip-address.ts';
 
 function addressBytes(address: IpAddress): Uint8Array | undefined {
   return address.family === 4 ? parseIpv4(address.address) : parseIpv6(address.address.split('%')[0]!);
 }
 
-function isV4Mapped(bytes: Uint8Array): boolean {
-  return V4_MAPPED_PREFIX.every((value, i) => bytes[i] === value);
-}
-
 export function canonicalSource(remote: RemoteEndpoint): RemoteEndpoint {
   if (remote.family !== 6) return remote;
-  const bytes = parseIpv6(remote.address.split('%')[0]!);
-  if (bytes === undefined) return remote;
-  if (isV4Mapped(bytes)) return { address: formatIpv4(bytes, 12), family: 4, port: remote.port };
-  return { address: formatIpv6(bytes), family: 6, port: remote.port };
+  const address = canonicalAddress(remote.address.split('%')[0]!);
+  if (address === undefined) return remote;
+  return { address, family: address.includes(':') ? 6 : 4, port: remote.port };
 }
 
 export function sameAddress(a: IpAddress, b: IpAddress): boolean {

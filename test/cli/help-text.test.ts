@@ -33,4 +33,23 @@ describe('help text', () => {
       expect(text, `blackcloud ${command.name()}`).not.toMatch(/[^.:!?\n]\n(?=[^\s-])/);
     }
   });
+
+  it('no example puts a data directory in a world-writable folder such as the temporary folder', () => {
+    const program = createProgram({ out: () => undefined, err: () => undefined });
+    const commands = allCommands(program);
+    for (const command of commands) {
+      let help = '';
+      command.configureOutput({ writeOut: (text) => (help += text), writeErr: () => undefined });
+      command.outputHelp();
+      expect(help, `blackcloud ${command.name()} --help`).not.toMatch(
+        /--data-dir\s+\/(tmp|var\/tmp|dev\/shm)\b/,
+      );
+    }
+    // The check reads the real help: an example with a data directory is there to be checked.
+    let upHelp = '';
+    const up = commands.find((command) => command.name() === 'up')!;
+    up.configureOutput({ writeOut: (text) => (upHelp += text), writeErr: () => undefined });
+    up.outputHelp();
+    expect(upHelp).toContain('--data-dir ~/blackcloud-lab');
+  });
 });

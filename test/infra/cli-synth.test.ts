@@ -2,7 +2,7 @@
  * `npx cdk synth` as an operator runs it, on this machine, proven offline: inside a fresh network namespace (no
  * interface but a down loopback, so any network access fails), without AWS credentials or config, with the EC2
  * metadata lookup disabled. It must succeed, write the template, record no missing context (no lookups), and
- * leave no cdk.context.json behind. A bad setting given with -c must fail, naming it.
+ * leave no cdk.context.json behind. A bad setting given with -c must fail, naming it, without a stack trace.
  * Needs root and `unshare` (util-linux): a missing tool fails the test, naming it.
  */
 import { spawnSync } from 'node:child_process';
@@ -107,7 +107,14 @@ describe('npx cdk synth, offline and without credentials', () => {
     () => {
       const bad = offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
       expect(bad.status).not.toBe(0);
-      expect(bad.output).toContain("prop 'grantSeconds' must be an integer from 1 to 900; received 1000");
+      expect(bad.output).toContain(
+        "blackcloud: prop 'grantSeconds' must be an integer from 1 to 900; received 1000. Fix: set grantSeconds " +
+          'within 1..900 or leave it out for the default 30\n',
+      );
+      // The message alone: no Node stack trace around it.
+      expect(bad.output).not.toMatch(/^\s+at /m);
+      expect(bad.output).not.toContain('file://');
+      expect(bad.output).not.toContain('InvalidPropError');
     },
     SYNTH_TIMEOUT_MS,
   );

@@ -189,9 +189,22 @@ describe('local fleet with a running black cloud', () => {
       retryDelayMs: 100,
       attemptTimeoutMs: 300,
     }).catch((error: unknown) => error);
-    await removeDir(copy);
     expect(again).toBeInstanceOf(BrokerConnectError);
     expect(String((again as Error).message)).toMatch(/not authori[sz]ed|refused|Connection refused/i);
+    // The name reused: the new enrolment connects, the removed one's certificate stays refused.
+    await fleetOps.enrol({ deviceId: 'gone-1', format: 'native' });
+    await waitFor(() => running.directory.byId('gone-1'), 'the reload');
+    const reborn = await loadDeviceConfig(running.layout.deviceFile('gone-1'));
+    expect((await knockAndConnect(reborn)).connected).toBe(true);
+    const revived = await connectToBroker(kept, {
+      deadlineMs: 600,
+      retryDelayMs: 100,
+      attemptTimeoutMs: 300,
+    }).catch((error: unknown) => error);
+    await removeDir(copy);
+    expect(revived).toBeInstanceOf(BrokerConnectError);
+    expect(String((revived as Error).message)).toMatch(/not authori[sz]ed|refused|Connection refused/i);
+    await fleetOps.remove('gone-1');
 
     await expect(fleetOps.remove('gone-1')).rejects.toThrow(FleetError);
     await expect(fleetOps.setEnabled('nobody', false)).rejects.toThrow(
@@ -224,6 +237,20 @@ describe('local fleet without a running black cloud', () => {
     expect((await fleetOps.list()).map((device) => [device.id, device.enabled])).toEqual([
       ['demo-device', false],
     ]);
+  });
+
+  it("remove also deletes the device's rotated key files, never another device's whose id extends it", async () => {
+    await (await up()).close();
+    cloud = undefined;
+    const fleetOps = await fleet();
+    await fleetOps.enrol({ deviceId: 'meter', format: 'native' });
+    await fleetOps.enrol({ deviceId: 'meter.7', format: 'native' });
+    await writeFile(`${dataDir}/keys/meter.3.bc1`, 'rotated\n', { mode: 0o600 });
+    await writeFile(`${dataDir}/keys/meter.4.bc1.tmp-0123456789abcdef`, 'torn\n', { mode: 0o600 });
+    await fleetOps.remove('meter');
+    expect((await readdir(`${dataDir}/keys`)).sort()).toEqual(['demo-device.bc1', 'meter.7.bc1']);
+    expect(await fleetOps.state('meter')).toBe('absent');
+    expect(await fleetOps.state('meter.7')).toBe('present');
   });
 
   it('a failed enrolment leaves nothing behind; a half-created device from a killed run is redone', async () => {

@@ -148,6 +148,56 @@ describe('blackcloud audit', () => {
     );
   });
 
+  it('an unknown device id fails clearly: audit --device nosuch, grants revoke nosuch', async () => {
+    const dir = join(workDir, 'nosuch');
+    await writeDeviceFile(join(dir, 'devices.yaml'), []);
+    await writeFile(join(dir, 'audit.jsonl'), `${JSON.stringify(lines[3])}\n`, { mode: 0o600 });
+    const audit = await cli(['audit', '--data-dir', dir, '--device', 'nosuch', '--json']);
+    expect(audit.code).toBe(1);
+    expect(audit.stdout).toBe('');
+    expect(audit.stderr).toContain(
+      'blackcloud: --device: no device "nosuch" in data directory ' +
+        `${dir} and no audit record names it; fix: check the id ("blackcloud devices list")`,
+    );
+    // A removed device's records are still shown.
+    const removed = await cli(['audit', '--data-dir', dir, '--device', 'cam-2', '--json']);
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout)).toMatchObject({ type: 'device.disabled', deviceId: 'cam-2' });
+    const revoke = await cli(['grants', 'revoke', 'nosuch', '--data-dir', dir]);
+    expect(revoke.code).toBe(1);
+    expect(revoke.stderr).toContain(
+      'blackcloud: <address-or-device>: "nosuch" is neither an IP address nor a device of data directory',
+    );
+    const byAddress = await cli(['grants', 'revoke', '0:0:0:0:0:0:0:1', '--data-dir', dir]);
+    expect(byAddress.code).toBe(0);
+    expect(byAddress.stdout).toContain('revoked 0 grant(s) for ::1');
+  });
+
+  it('a corrupt devices.yaml is reported one way by every command and by up', async () => {
+    const dir = join(workDir, 'corrupt');
+    await writeDeviceFile(join(dir, 'devices.yaml'), []);
+    await writeFile(join(dir, 'devices.yaml'), 'devices:\n  - id: [oops\n', { mode: 0o600 });
+    const expected =
+      `blackcloud: devices file ${join(dir, 'devices.yaml')} is invalid (1 problem): - (file): got YAML error at ` +
+      'line 3, column 1; Flow sequence in block collection must be sufficiently indented and end with a ] at ' +
+      'line 3, column 1: fix the YAML syntax';
+    const runs = [
+      ['devices', 'list'],
+      ['devices', 'show', 'demo-device'],
+      ['devices', 'disable', 'demo-device'],
+      ['devices', 'add', 'sensor-9'],
+      ['up', '--spa-port', '0', '--mqtt-port', '0'],
+    ];
+    for (const args of runs) {
+      const run = await cli([...args, '--data-dir', dir]);
+      expect({ args, code: run.code, stderr: run.stderr.trim() }).toEqual({
+        args,
+        code: 1,
+        stderr: expected,
+      });
+    }
+  });
+
   it('--follow prints records appended later, until stopped', async () => {
     const dir = join(workDir, 'follow');
     await writeDeviceFile(join(dir, 'devices.yaml'), []);

@@ -1,10 +1,10 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../functions/core/interfaces.ts';
-import { createAuditSink, formatAuditEvent } from '../../../functions/local/audit.ts';
+import { AuditFileError, createAuditSink, formatAuditEvent } from '../../../functions/local/audit.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
 import {
   BC1_KEY,
@@ -112,6 +112,18 @@ describe('createAuditSink', () => {
     expect(lines.map((line) => JSON.parse(line).reason)).toEqual(['stale', 'replay', 'auth-failed']);
     expect(JSON.parse(lines[0]!)).toEqual(EVENT);
     expect((await stat(path)).mode & 0o777).toBe(0o600);
+  });
+
+  it('never appends through a symbolic link at the audit file: a typed error naming it and the fix', async () => {
+    const victim = join(dir, 'shadow');
+    await writeFile(victim, 'root:x:0:0\n');
+    const path = join(dir, 'audit.jsonl');
+    await symlink(victim, path);
+    expect(() => createAuditSink({ destination: { file: path } })).toThrow(AuditFileError);
+    expect(() => createAuditSink({ destination: { file: path } })).toThrow(
+      `audit file ${path} is a symbolic link, which is never written through; fix: remove it (rm ${path}) and start again`,
+    );
+    expect(await readFile(victim, 'utf8')).toBe('root:x:0:0\n');
   });
 
   it('stream destination: writes lines; a failing stream is reported once and never throws', async () => {

@@ -29,6 +29,17 @@ describe('ExpiryIndex', () => {
     expect(index.size).toBe(0);
   });
 
+  it('extend sets a later expiry only, never an earlier one', () => {
+    const index = new ExpiryIndex<string>();
+    expect(index.extend('a', 300)).toBe(true);
+    expect(index.extend('a', 100)).toBe(false);
+    expect(index.get('a')).toBe(300);
+    expect(index.expire(200)).toEqual([]);
+    expect(index.extend('a', 400)).toBe(true);
+    expect(index.expire(400)).toEqual(['a']);
+    expect(index.extend('a', 50)).toBe(true); // gone: a new expiry of any time
+  });
+
   it('60,000 keys: each set costs O(log n) steps, expiring k keys O(k log n), extensions stay bounded', () => {
     const index = new ExpiryIndex<string>();
     for (let i = 0; i < N; i++) index.set(addressOf(i), T0 + 1000 + ((i * 7919) % N));

@@ -2,10 +2,11 @@
  * `blackcloud up --broker mqtts://...`: the gate fronts an external broker, a real Mosquitto 2 with TLS and client
  * certificates from the data directory's CA. Before the knock the device cannot reach it; after, pub/sub work.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, writeFile } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
+import { basename, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectToBroker } from '../../../device-client/broker-connection.ts';
@@ -20,6 +21,7 @@ import { ensureLocalPki } from '../../../functions/pki/local-ca.ts';
 import { freePort, removeDir, requireTool, tempDir, waitFor } from './helpers.ts';
 
 let dataDir: string | undefined;
+let certDir: string | undefined;
 let mosquitto: ChildProcess | undefined;
 let cloud: LocalCloud | undefined;
 const clients: MqttClient[] = [];
@@ -50,6 +52,8 @@ afterEach(async () => {
   }
   mosquitto = undefined;
   await removeDir(dataDir);
+  await removeDir(certDir);
+  certDir = undefined;
 });
 
 describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
@@ -58,17 +62,29 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     const layout = dataDirLayout(dataDir!);
     const pki = await ensureLocalPki(layout.pkiDir);
     const brokerPort = await freePort();
+    // docs/local.md's recipe, as root: Mosquitto drops to its own user, which cannot enter the 0700 data
+    // directory, so it gets copies it may read (root:mosquitto, 0750 / 0640), and no `user root`.
+    const gid = Number(execFileSync('id', ['-g', 'mosquitto'], { encoding: 'utf8', timeout: 10_000 }).trim());
+    const certs = await tempDir('bc-mosquitto-certs');
+    certDir = certs;
+    await chown(certs, 0, gid);
+    await chmod(certs, 0o750);
+    for (const file of [pki.caCert, pki.brokerCert, pki.brokerKey]) {
+      const copy = join(certs, basename(file));
+      await copyFile(file, copy);
+      await chown(copy, 0, gid);
+      await chmod(copy, 0o640);
+    }
     const conf = `${dataDir}/mosquitto.conf`;
     await writeFile(
       conf,
       [
-        'user root',
         'persistence false',
         'log_dest stderr',
         `listener ${brokerPort} 127.0.0.1`,
-        `cafile ${pki.caCert}`,
-        `certfile ${pki.brokerCert}`,
-        `keyfile ${pki.brokerKey}`,
+        `cafile ${join(certs, 'ca.crt')}`,
+        `certfile ${join(certs, 'broker.crt')}`,
+        `keyfile ${join(certs, 'broker.key')}`,
         'require_certificate true',
         'use_identity_as_username true',
         '',
@@ -88,7 +104,7 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
       broker: `mqtts://127.0.0.1:${brokerPort}`,
     });
     cloud = await startLocalCloud(config);
-    expect(cloud.broker).toEqual({ host: '127.0.0.1', port: brokerPort, embedded: false });
+    expect(cloud.broker).toEqual({ host: '127.0.0.1', port: brokerPort, embedded: false, inProcess: false });
     const device = await loadDeviceConfig(layout.deviceFile(DEMO_DEVICE_ID));
     expect(device.mqtt.url).toBe(`mqtts://127.0.0.1:${cloud.mqtt.port}`);
 

@@ -187,6 +187,18 @@ describe('gate firewall', () => {
     expect(await track(dial(port)).roundTrip('extended')).toBe('extended');
   });
 
+  it('a second grant with a shorter window does not cut a longer one short', async () => {
+    const g = await openGate();
+    const port = g.address().port;
+    await g.allow([grant('127.0.0.1', T0 + 300_000, port)]);
+    await g.allow([grant('127.0.0.1', T0 + 10_000, port)]);
+    expect(
+      events.filter((e) => e.type === 'gate.allowed').map((e) => (e as { expiresAt: number }).expiresAt),
+    ).toEqual([T0 + 300_000, T0 + 300_000]);
+    now = T0 + 30_000;
+    expect(await track(dial(port)).roundTrip('still open')).toBe('still open');
+  });
+
   it('revoke closes new access and is idempotent', async () => {
     const g = await openGate();
     const port = g.address().port;

@@ -176,6 +176,22 @@ describe('nftables firewall in a network namespace', () => {
     expect(set.match(new RegExp(pair.client.ipv4.replaceAll('.', '\\.'), 'g'))).toHaveLength(1);
   });
 
+  it('a second grant with a shorter window does not cut a longer one short', async () => {
+    await firewall!.allow([grant(pair.client.ipv4, 600_000)]);
+    await firewall!.allow([grant(pair.client.ipv4, 2_500), grant(pair.client.ipv4, 1_000)]);
+    const set = await pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', table, 'allow4']);
+    expect(set).toMatch(
+      new RegExp(`${pair.client.ipv4.replaceAll('.', '\\.')} \\. tcp \\. ${serverPort} timeout (10m|9m59s)`),
+    );
+    // Revoked, it is forgotten: a short grant then applies as given.
+    await firewall!.revoke([grant(pair.client.ipv4, 0)]);
+    await firewall!.allow([grant(pair.client.ipv4, 20_000)]);
+    const after = await pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', table, 'allow4']);
+    expect(after).toMatch(
+      new RegExp(`${pair.client.ipv4.replaceAll('.', '\\.')} \\. tcp \\. ${serverPort} timeout (20s|19s)`),
+    );
+  });
+
   it('revoke removes access; revoking again or revoking the never-granted succeeds', async () => {
     const g = grant(pair.client.ipv4, 30_000);
     await firewall!.allow([g]);

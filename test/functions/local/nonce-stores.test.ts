@@ -1,10 +1,11 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileNonceStore, NonceStoreFileError } from '../../../functions/local/file-nonce-store.ts';
 import { handleDatagram } from '../../../functions/receiver/handle-datagram.ts';
 import { MemoryNonceStore, NonceStoreFullError } from '../../../functions/receiver/memory-nonce-store.ts';
+import { DEFAULT_CLOCK_WINDOW_MS } from '../../../spa/limits.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 import { bc1Packet, harness, T0 } from '../receiver/helpers.ts';
 
@@ -42,6 +43,38 @@ describe('MemoryNonceStore', () => {
     });
   });
 
+  it('the start-time guard covers start + window: a packet from a device 50 s ahead cannot replay after a restart', async () => {
+    const before = harness();
+    const ahead = bc1Packet({ timestampMs: T0 + 50_000 }); // the device clock runs 50 s ahead of the receiver's
+    const source = { address: '192.0.2.10', family: 4 as const, port: 1 };
+    expect((await handleDatagram(ahead, source, before.deps)).ok).toBe(true);
+    const restartedStore = new MemoryNonceStore({
+      clock: { now: () => T0 + 5000 },
+      guardMs: DEFAULT_CLOCK_WINDOW_MS,
+    });
+    expect(restartedStore.notBefore).toBe(T0 + 5000 + DEFAULT_CLOCK_WINDOW_MS);
+    const after = harness({ nonces: restartedStore });
+    await after.time.advance(5000);
+    expect(await handleDatagram(ahead, source, after.deps)).toEqual({ ok: false, reason: 'before-start' });
+    // Without the window in the guard (the old contract) the same replay got in.
+    const unguarded = harness({ nonces: new MemoryNonceStore({ clock: { now: () => T0 + 5000 } }) });
+    await unguarded.time.advance(5000);
+    expect((await handleDatagram(ahead, source, unguarded.deps)).ok).toBe(true);
+  });
+
+  it('a clock stepped forward then back: a record swept under the wrong time still answers replay', async () => {
+    const time = new VirtualTime(T0);
+    const store = new MemoryNonceStore({ clock: time, sweepIntervalMs: 1000 });
+    expect(await store.record('a', T0 + 60_000)).toBe('fresh');
+    time.set(T0 + 3_600_000); // stepped an hour forward: the sweep drops 'a'
+    expect(await store.record('z', T0 + 3_660_000)).toBe('fresh');
+    expect(store.size).toBe(1);
+    expect(store.forgottenUntil).toBe(T0 + 60_000);
+    time.set(T0 + 1000); // and back
+    expect(await store.record('a', T0 + 60_000)).toBe('replay');
+    expect(await store.record('b', T0 + 61_000)).toBe('fresh'); // a later packet is not refused
+  });
+
   it('sweeps expired records on insert (bounded memory), once per sweep interval', async () => {
     const time = new VirtualTime(T0);
     const store = new MemoryNonceStore({ clock: time, sweepIntervalMs: 10_000 });
@@ -74,6 +107,51 @@ describe('FileNonceStore', () => {
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a symbolic link at the nonce file, never reading or writing through it', async () => {
+    const victim = join(dir, 'victim');
+    await writeFile(victim, 'root-owned\n');
+    await mkdir(dirname(path), { recursive: true });
+    await symlink(victim, path);
+    const error = await FileNonceStore.open({ path, clock: new VirtualTime(T0) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NonceStoreFileError);
+    expect((error as Error).message).toBe(
+      `nonce file ${path}: ${path} is a symbolic link, which is never written through; fix: remove it (rm ${path}) and start again`,
+    );
+    expect(await readFile(victim, 'utf8')).toBe('root-owned\n');
+    expect((await lstat(path)).isSymbolicLink()).toBe(true);
+    expect((await readdir(dirname(path))).sort()).toEqual(['nonces.log']);
+  });
+
+  it('a clock stepped forward across a restart and back: the dropped record still answers replay', async () => {
+    const time = new VirtualTime(T0);
+    const first = await FileNonceStore.open({ path, clock: time });
+    expect(await first.record('bc1:abc', T0 + 60_000)).toBe('fresh');
+    await first.close();
+    time.set(T0 + 3_600_000); // restart under a clock an hour ahead: the load drops the record
+    const stepped = await FileNonceStore.open({ path, clock: time });
+    expect(stepped.size).toBe(0);
+    await stepped.close();
+    expect((await readFile(path, 'utf8')).split('\n')[0]).toBe(
+      `blackcloud-nonces v1 since=${T0} forgotten=${T0 + 60_000}`,
+    );
+    time.set(T0 + 2000); // the clock is put right, and the receiver restarts again
+    const corrected = await FileNonceStore.open({ path, clock: time });
+    expect(await corrected.record('bc1:abc', T0 + 60_000)).toBe('replay');
+    expect(await corrected.record('bc1:later', T0 + 62_000)).toBe('fresh');
+    await corrected.close();
+  });
+
+  it('a new file with guardMs starts its horizon one window later; an existing file keeps its own', async () => {
+    const time = new VirtualTime(T0);
+    const created = await FileNonceStore.open({ path, clock: time, guardMs: DEFAULT_CLOCK_WINDOW_MS });
+    expect(created.notBefore).toBe(T0 + DEFAULT_CLOCK_WINDOW_MS);
+    await created.close();
+    await time.advance(10_000);
+    const reopened = await FileNonceStore.open({ path, clock: time, guardMs: DEFAULT_CLOCK_WINDOW_MS });
+    expect(reopened.notBefore).toBe(T0 + DEFAULT_CLOCK_WINDOW_MS);
+    await reopened.close();
   });
 
   it('survives a restart: a new instance on the same file still says replay, and keeps the horizon', async () => {
@@ -136,7 +214,8 @@ describe('FileNonceStore', () => {
     expect(await store.record('live', T0 + 5000)).toBe('replay');
     expect(await store.record('expired', T0 + 60_000)).toBe('fresh');
     expect(await readFile(file, 'utf8')).toBe(
-      `blackcloud-nonces v1 since=${T0 - 100_000}\nlive ${T0 + 5000}\nexpired ${T0 + 60_000}\n`,
+      // The dropped record's expiry is the high-water mark (clock steps, memory-nonce-store.ts).
+      `blackcloud-nonces v1 since=${T0 - 100_000} forgotten=${T0 - 1}\nlive ${T0 + 5000}\nexpired ${T0 + 60_000}\n`,
     );
     await store.close();
   });
@@ -154,7 +233,7 @@ describe('FileNonceStore', () => {
     expect(await store.record('after', T0 + 60_000)).toBe('fresh');
     await store.close();
     expect(await readFile(path, 'utf8')).toBe(
-      `blackcloud-nonces v1 since=${T0}\n${[0, 1, 2, 3, 4].map((i) => `late-${i} ${T0 + 60_000}\n`).join('')}` +
+      `blackcloud-nonces v1 since=${T0} forgotten=${T0 + 1000}\n${[0, 1, 2, 3, 4].map((i) => `late-${i} ${T0 + 60_000}\n`).join('')}` +
         `after ${T0 + 60_000}\n`,
     );
     expect((await stat(path)).mode & 0o777).toBe(0o600);
