@@ -69,6 +69,8 @@ export function readyRecord(cloud: LocalCloud): Record<string, unknown> {
     broker: cloud.broker,
     firewall: cloud.config.firewall,
     ...(cloud.config.firewall === 'nftables' ? { nftTable: cloud.config.nftTable } : {}),
+    prefilter:
+      cloud.prefilter === undefined ? false : { table: cloud.prefilter.table, hook: cloud.prefilter.hook },
     devicesFile: cloud.layout.devicesFile,
     devices: cloud.directory.devices().map((device) => device.id),
     demoDeviceFile: cloud.layout.deviceFile(DEMO_DEVICE_ID),
@@ -100,6 +102,14 @@ export function banner(cloud: LocalCloud): string[] {
     `  grants         ${config.grantSeconds} s by default, capped per device; nothing reaches the broker without a knock`,
     `  audit          ${displayPath(cloud.layout.auditFile)}`,
   ];
+  if (cloud.prefilter !== undefined) {
+    const { hook, table } = cloud.prefilter;
+    const where =
+      hook.kind === 'netdev-ingress' ? `netdev ${table}, ingress of ${hook.device}` : `inet ${table}, input`;
+    lines.push(
+      `  pre-filter     nftables table ${where}: junk to udp/${cloud.spa.port} is dropped in the kernel`,
+    );
+  }
   if (config.publicAddresses.length > 0) {
     lines.push(
       `  public address ${config.publicAddresses.join(', ')}   (in device files and the broker certificate; ` +
@@ -122,6 +132,24 @@ export function banner(cloud: LocalCloud): string[] {
     'Add a device: npx blackcloud devices add NAME [--format fwknop]. Ctrl-C stops (grants are revoked).',
   );
   return lines;
+}
+
+/** What the kernel pre-filter dropped during the run (read before close removes its table). */
+async function reportPrefilter(cloud: LocalCloud, io: CliIo, json: boolean): Promise<void> {
+  if (cloud.prefilter === undefined) return;
+  try {
+    const counts = await cloud.prefilter.counts();
+    if (json) io.out(JSON.stringify({ event: 'prefilter', table: cloud.prefilter.table, ...counts }));
+    else {
+      io.err(
+        `blackcloud: kernel pre-filter dropped ${counts.dropped} datagram(s) (length ${counts.length}, ` +
+          `BC1 magic ${counts.bc1_magic}, fwknop base64 ${counts.fwknop_base64}, per-source rate ${counts.rate}); ` +
+          `${counts.passed} passed to the receiver`,
+      );
+    }
+  } catch (error) {
+    io.err(`blackcloud: kernel pre-filter counters not read: ${(error as Error).message}`);
+  }
 }
 
 export function registerUp(program: Command, io: CliIo): void {
@@ -154,6 +182,12 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
     .option('--nft-table <name>', 'nftables table name (default blackcloud)')
+    .option(
+      '--prefilter',
+      'drop datagrams to the SPA port that cannot be a knock in the kernel (nftables table <nft-table>_spa;\n' +
+        'Linux, root; default with --firewall nftables)',
+    )
+    .option('--no-prefilter', 'no kernel pre-filter: the receiver screens every datagram itself')
     .option('--key-rotation-hours <n>', "rotate each device's SPA key this often (default 24)")
     .option('--print-config', 'print the resolved configuration and exit')
     .option('--json', 'JSON lines on stdout: a "ready" record, then every audit event')
@@ -204,6 +238,7 @@ export function registerUp(program: Command, io: CliIo): void {
             stopping.signal.addEventListener('abort', () => resolve(undefined), { once: true });
           }),
         ]);
+        await reportPrefilter(cloud, io, json);
         try {
           await cloud.close();
         } catch (error) {

@@ -32,6 +32,10 @@
  *   device's certificate).
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
  *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
+ * - With `config.prefilter`, once the receiver is bound, the kernel pre-filter of its port (spa-prefilter.ts,
+ *   table `<nftTable>_spa`) drops in the kernel the datagrams that cannot be a knock; it is removed before the
+ *   receiver closes. Where it cannot be installed (no root, no nft, a kernel without it), `onNote` says so and the
+ *   receiver screens every datagram itself, as without it.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
  * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
  *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
@@ -92,6 +96,7 @@ import { LocalCloudStoppedError, PortInUseError } from './local-errors.ts';
 import { startNftablesFirewall } from './nftables-firewall.ts';
 import { displayPath, type ProvisionedDevice, provisionDevice } from './provision-device.ts';
 import { brokerNames, savePublicAddresses } from './public-address.ts';
+import { prefilterTableName, type SpaPrefilter, startSpaPrefilter } from './spa-prefilter.ts';
 import { openTrustedDataDir } from './trusted-dir.ts';
 import type { UpConfig } from './up-config.ts';
 import { WatchedDeviceDirectory } from './watched-directory.ts';
@@ -131,6 +136,8 @@ export interface LocalCloud {
   readonly deps: WiredReceiverDeps;
   /** The key-rotation controller, when its broker session could be opened. */
   readonly keyRotation?: RunningKeyRotation;
+  /** The kernel pre-filter of the SPA port, when it is installed. */
+  readonly prefilter?: SpaPrefilter;
   counters(): Record<string, number>;
   /** Resolves with the reason when the cloud closes by itself (its data directory's lock was lost). */
   readonly lost: Promise<string>;
@@ -398,6 +405,24 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     const startedReceiver = receiver;
     cleanup.defer(() => startedReceiver.close());
     live();
+    let prefilter: SpaPrefilter | undefined;
+    if (config.prefilter) {
+      try {
+        prefilter = await startSpaPrefilter({
+          table: prefilterTableName(config.nftTable),
+          port: receiver.address.port,
+          host: config.host,
+          onNote: note,
+        });
+        const installed = prefilter;
+        cleanup.defer(() => installed.close());
+      } catch (error) {
+        note(
+          `kernel pre-filter off (${(error as Error).message}); the receiver screens every datagram itself`,
+        );
+      }
+      live();
+    }
     const control = await startControlServer(
       controlSocketPath(layout.root),
       {
@@ -526,6 +551,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       directory,
       deps,
       ...(keyRotation === undefined ? {} : { keyRotation }),
+      ...(prefilter === undefined ? {} : { prefilter }),
       counters: () => receiver.counters(),
       lost,
       close() {

@@ -4,6 +4,7 @@
  *
  * Config file keys (all optional): host, spaPort, mqttPort, firewall (gate | nftables), broker (mqtts://host:port),
  * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false),
+ * prefilter (true|false, default true with firewall nftables: the kernel pre-filter of the SPA port),
  * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once),
  * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts).
  *
@@ -75,6 +76,8 @@ export interface UpConfig {
   readonly clockWindowMs: number;
   /** nftables table name. @default `blackcloud` */
   readonly nftTable: string;
+  /** Install the kernel pre-filter of the SPA port (spa-prefilter.ts). @default firewall === 'nftables' */
+  readonly prefilter: boolean;
   /** Provision `demo-device` on first run. @default true */
   readonly demoDevice: boolean;
   /** How often the controller rotates each device's SPA key (docs/key-lifecycle.md). @default 24 */
@@ -93,6 +96,8 @@ export interface UpFlags {
   readonly broker?: string;
   readonly grantSeconds?: string;
   readonly nftTable?: string;
+  /** `--prefilter` / `--no-prefilter`. */
+  readonly prefilter?: boolean;
   readonly keyRotationHours?: string;
   /** `--public-address` values (each may be comma-separated); `false` = `--no-public-address`. */
   readonly publicAddress?: readonly string[] | false;
@@ -139,6 +144,7 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   demoDevice: z.boolean({ error: 'must be true or false' }).optional(),
+  prefilter: z.boolean({ error: 'must be true or false' }).optional(),
   keyRotationHours: z
     .int({ error: 'must be an integer number of hours 1..8784' })
     .min(1, { error: 'must be an integer number of hours 1..8784' })
@@ -346,6 +352,7 @@ export function resolveUpConfig(
     clockWindowMs:
       file?.clockWindowSeconds === undefined ? DEFAULT_CLOCK_WINDOW_MS : file.clockWindowSeconds * 1000,
     nftTable,
+    prefilter: flags.prefilter ?? file?.prefilter ?? firewallText === 'nftables',
     demoDevice: file?.demoDevice ?? true,
     keyRotationHours,
     maxAddressesPerDevice: file?.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE,

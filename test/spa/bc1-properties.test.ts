@@ -8,14 +8,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   BC1_REASONS,
-  type Bc1Payload,
   bc1EncodingLength,
   bc1ReplayId,
   decodeBc1,
   encodeBc1,
   readBc1Header,
 } from '../../spa/bc1.ts';
-import type { IpAddress } from '../../spa/types.ts';
+import { key, keyId, nonce, payload } from './bc1-arbitraries.ts';
 
 const fixture = JSON.parse(
   readFileSync(new URL('../fixtures/bc1-vectors.json', import.meta.url), 'utf8'),
@@ -24,57 +23,6 @@ const fixture = JSON.parse(
   vectors: { name: string; packet: string }[];
 };
 const VECTOR_KEY = new Uint8Array(Buffer.from(fixture.key, 'hex'));
-
-/** Canonical text of raw address bytes via independent oracles: join for IPv4, the WHATWG URL parser for IPv6. */
-function textOf(bytes: Uint8Array): IpAddress {
-  if (bytes.length === 4) return { family: 4, address: [...bytes].join('.') };
-  const full = Buffer.from(bytes).toString('hex').match(/.{4}/g)!.join(':');
-  return { family: 6, address: new URL(`http://[${full}]/`).hostname.slice(1, -1) };
-}
-
-const claimable = (bytes: Uint8Array): boolean =>
-  bytes.some((b) => b !== 0) &&
-  !(
-    bytes.length === 16 &&
-    bytes.subarray(0, 10).every((b) => b === 0) &&
-    bytes[10] === 0xff &&
-    bytes[11] === 0xff
-  );
-
-/** IPv6 bytes biased towards zero groups so that `::` compression is exercised. */
-const ipv6Bytes = fc
-  .array(fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })), {
-    minLength: 8,
-    maxLength: 8,
-  })
-  .map((groups) => {
-    const out = Buffer.alloc(16);
-    groups.forEach((g, i) => {
-      out.writeUInt16BE(g, 2 * i);
-    });
-    return new Uint8Array(out);
-  });
-const ipv4Bytes = fc.uint8Array({ minLength: 4, maxLength: 4 });
-const claim = fc.oneof(ipv4Bytes, ipv6Bytes).filter(claimable).map(textOf);
-
-const payload: fc.Arbitrary<Bc1Payload> = fc.record(
-  {
-    timestampMs: fc.oneof(fc.maxSafeNat(), fc.integer({ min: 1_600_000_000_000, max: 2_000_000_000_000 })),
-    durationSeconds: fc.integer({ min: 0, max: 65_535 }),
-    access: fc.array(
-      fc.record({
-        protocol: fc.constantFrom('tcp' as const, 'udp' as const),
-        port: fc.integer({ min: 1, max: 65_535 }),
-      }),
-      { minLength: 1, maxLength: 8 },
-    ),
-    claimedSource: claim,
-  },
-  { requiredKeys: ['timestampMs', 'durationSeconds', 'access'] },
-);
-const keyId = fc.integer({ min: 0, max: 0xffff_ffff });
-const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
-const nonce = fc.uint8Array({ minLength: 12, maxLength: 12 });
 
 /** Seals arbitrary plaintext with node:crypto, so the decoder's parser sees authenticated junk. */
 function seal(plaintext: Uint8Array, id: number, k: Uint8Array, n: Uint8Array): Uint8Array {
