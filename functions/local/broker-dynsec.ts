@@ -14,8 +14,15 @@
  *   when the plugin refused or did not answer. Never rejects. Every (re)connect of the session syncs again (a
  *   restarted broker comes back in step).
  * - `close()` ends the session; idempotent.
+ * - `writeBrokerFiles(dir, ...)` writes the recipe's files for that broker (docs/local.md, --broker), made by the
+ *   one generator (functions/broker/mosquitto-config.ts): `mosquitto.conf` (rewritten each time) and the plugin's
+ *   initial `dynamic-security.json` (only when absent: the plugin keeps its state there), both 0600 in a 0700
+ *   directory. Returns the paths.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
+import { debianDynsecPlugin, dynamicSecurityConfig, mosquittoConf } from '../broker/mosquitto-config.ts';
 import type { Pem } from '../pki/local-ca.ts';
 
 export interface BrokerDynsecOptions {
@@ -98,4 +105,31 @@ export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<B
     sync,
     close: () => admin.close(),
   };
+}
+
+export async function writeBrokerFiles(
+  dir: string,
+  broker: { readonly host: string; readonly port: number },
+  tlsDir: string,
+): Promise<{ conf: string; dynsec: string }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const conf = join(dir, 'mosquitto.conf');
+  const dynsec = join(dir, 'dynamic-security.json');
+  const plugin = debianDynsecPlugin(process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu');
+  await writeFile(
+    conf,
+    mosquittoConf({
+      port: broker.port,
+      bindAddress: broker.host,
+      tlsDir,
+      dynamicSecurity: { plugin, configFile: dynsec },
+    }),
+    { mode: 0o600 },
+  );
+  await writeFile(dynsec, dynamicSecurityConfig(), { mode: 0o600, flag: 'wx' }).catch(
+    (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    },
+  );
+  return { conf, dynsec };
 }

@@ -39,6 +39,7 @@
  *   disabled or removed device's sessions at the external broker close too; otherwise `onNote` says it is off.
  */
 import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
 import { formatAccessSpec } from '../core/access-spec.ts';
 import type {
@@ -59,7 +60,7 @@ import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
-import { type BrokerDynsec, startBrokerDynsec } from './broker-dynsec.ts';
+import { type BrokerDynsec, startBrokerDynsec, writeBrokerFiles } from './broker-dynsec.ts';
 import { CleanupStack } from './cleanup-stack.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
@@ -460,6 +461,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
 
     // An external broker's control plane: its dynamic security follows the devices file.
     if (config.broker !== undefined) {
+      const files = await writeBrokerFiles(join(layout.root, 'mosquitto'), brokerAddress, layout.pkiDir);
       const wildcard = brokerAddress.host === '0.0.0.0' || brokerAddress.host === '::';
       const dynsec = await startBrokerDynsec({
         url: mqttUrl(wildcard ? '127.0.0.1' : brokerAddress.host, brokerAddress.port),
@@ -468,7 +470,11 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         devices: () => directory.devices(),
         note,
       });
-      if (dynsec !== undefined) {
+      if (dynsec === undefined) {
+        note(
+          `a Mosquitto 2 configuration for that broker is in ${displayPath(files.conf)} (docs/local.md, --broker)`,
+        );
+      } else {
         dynsecRef.current = dynsec;
         cleanup.defer(() => dynsec.close());
         note(

@@ -6,7 +6,7 @@
  * remove close its session at the broker within 5 s (no restart), enable lets it back.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -50,7 +50,7 @@ afterEach(async () => {
 async function startAll(): Promise<LocalCloud> {
   const layout = dataDirLayout(dataDir!);
   await ensureLocalPki(layout.pkiDir);
-  const work = join(dataDir!, 'mosquitto');
+  const work = join(dataDir!, 'broker-work');
   await mkdir(work);
   mosquitto = await startMosquitto(layout.pkiDir, work, { dynamicSecurity: {} });
   const config = resolveUpConfig({
@@ -98,6 +98,11 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     const layout = dataDirLayout(dataDir!);
     expect(cloud!.broker).toEqual({ host: '127.0.0.1', port: mosquitto!.port, embedded: false });
     expect(notes.some((line) => line.includes('follows the devices file'))).toBe(true);
+    // The recipe's files, from the one generator: the plugin and its file, no ACL file.
+    const conf = await readFile(join(dataDir!, 'mosquitto', 'mosquitto.conf'), 'utf8');
+    expect(conf).toContain(`listener ${mosquitto!.port} 127.0.0.1`);
+    expect(conf).toMatch(/^plugin \/usr\/lib\/.*mosquitto_dynamic_security\.so$/m);
+    expect(conf).not.toContain('acl_file');
     const device = await loadDeviceConfig(layout.deviceFile(DEMO_DEVICE_ID));
     expect(device.mqtt.url).toBe(`mqtts://127.0.0.1:${cloud!.mqtt.port}`);
 
