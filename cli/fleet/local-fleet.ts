@@ -364,13 +364,20 @@ export class LocalFleet implements Fleet {
     }
     const revoked = 'revoked' in answer ? answer.revoked.map(fleetGrant) : [];
     const disconnected = 'disconnected' in answer ? answer.disconnected : undefined;
+    const dynsec = 'brokerCutOff' in answer && answer.brokerCutOff === 'dynsec';
     return {
       revoked,
       disconnected,
       notes:
-        disconnected === undefined
-          ? ['blackcloud up fronts an external broker: close the MQTT sessions of this device at that broker']
-          : [],
+        disconnected !== undefined
+          ? []
+          : dynsec
+            ? [
+                "the external broker's dynamic security closed this device's MQTT sessions and gives it no access",
+              ]
+            : [
+                'blackcloud up fronts an external broker: close the MQTT sessions of this device at that broker',
+              ],
     };
   }
 

@@ -10,7 +10,8 @@
  *   {"op":"cut-off","deviceIds":["s-1"]}     → reloads the devices file first; each listed device that is not an
  *                                              enabled device any more loses its grants and its broker sessions
  *                                              → {"ok":true,"revoked":[...],"disconnected":N} ("disconnected"
- *                                              absent when `up` fronts an external broker)
+ *                                              absent when `up` fronts an external broker; "brokerCutOff":
+ *                                              "dynsec" when that broker's dynamic security took the change)
  * A bad request gets {"ok":false,"error":"<what was wrong and the fix>"}. `handleControlRequest` never throws and
  * the server never crashes `up` (a broken client connection is dropped; an idle one after 10 s; `close()` drops
  * every connection, so a stuck client cannot hold up the shutdown).
@@ -45,6 +46,8 @@ export interface ControlDeps {
   isEnabled(deviceId: string): boolean;
   /** False when `up` fronts an external broker: its sessions cannot be closed from here. */
   readonly brokerEmbedded: boolean;
+  /** An external broker's control plane brought in step now (broker-dynsec.ts); false when there is none. */
+  brokerControl?(): Promise<boolean>;
   /** Cuts devices off (cut-off.ts) and reports everything done to them since the last report. */
   readonly cutOffs: {
     cutOff(ids: Iterable<string>): Promise<void>;
@@ -54,7 +57,12 @@ export interface ControlDeps {
 
 export type ControlResponse =
   | { readonly ok: true; readonly grants: readonly Grant[] }
-  | { readonly ok: true; readonly revoked: readonly Grant[]; readonly disconnected?: number }
+  | {
+      readonly ok: true;
+      readonly revoked: readonly Grant[];
+      readonly disconnected?: number;
+      readonly brokerCutOff?: 'dynsec';
+    }
   | { readonly ok: false; readonly error: string };
 
 function isStringArray(value: unknown): value is string[] {
@@ -90,9 +98,17 @@ export async function handleControlRequest(request: unknown, deps: ControlDeps):
         }
         await deps.reloadDevices();
         const ids = r.deviceIds.filter((id) => !deps.isEnabled(id));
-        await deps.cutOffs.cutOff(ids);
+        const [, dynsec] = await Promise.all([
+          deps.cutOffs.cutOff(ids),
+          deps.brokerControl?.().catch(() => false) ?? false,
+        ]);
         const { revoked, disconnected } = await deps.cutOffs.take(ids);
-        return { ok: true, revoked, ...(deps.brokerEmbedded ? { disconnected } : {}) };
+        return {
+          ok: true,
+          revoked,
+          ...(deps.brokerEmbedded ? { disconnected } : {}),
+          ...(dynsec ? { brokerCutOff: 'dynsec' as const } : {}),
+        };
       }
       default:
         return {

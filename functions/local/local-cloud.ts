@@ -41,8 +41,12 @@
  *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
  *   that session cannot be opened (e.g. an external broker with another CA), `up` runs without rotation and
  *   says so through `onNote`.
+ * - With `--broker`, when that broker answers on the dynamic-security topics (broker-dynsec.ts), its clients and
+ *   roles follow the devices file: every reload syncs them, and a `cut-off` request waits for that sync, so a
+ *   disabled or removed device's sessions at the external broker close too; otherwise `onNote` says it is off.
  */
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   BrokerListenError,
   type EmbeddedBroker,
@@ -69,6 +73,7 @@ import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
+import { type BrokerDynsec, startBrokerDynsec, writeBrokerFiles } from './broker-dynsec.ts';
 import { CleanupStack } from './cleanup-stack.ts';
 import { controlSocketPath, startControlServer } from './control-server.ts';
 import { CutOffTracker } from './cut-off.ts';
@@ -186,6 +191,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
   const directoryRef: { current?: WatchedDeviceDirectory } = {};
   /** Set once the receiver is wired: a reload that disables a device also revokes its grants. */
   const cutOffsRef: { current?: CutOffTracker } = {};
+  /** Set once an external broker's dynamic security answered: it follows every reload. */
+  const dynsecRef: { current?: BrokerDynsec } = {};
 
   try {
     live();
@@ -324,6 +331,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         note(`device directory reloaded: ${devices.length} device(s)`);
         // Keys another process (blackcloud keys rotate) recorded as pending are offered now, not at the next tick.
         rotationRef.current?.controller.tickSoon();
+        void dynsecRef.current?.sync();
         // A disabled device loses its broker sessions and its grants: closing the firewall does not cut an
         // established session (docs/operations-aws.md).
         const enabled = new Set(devices.filter((device) => device.enabled).map((device) => device.id));
@@ -430,6 +438,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         reloadDevices: () => directory.reload(),
         isEnabled: (id) => directory.byId(id)?.enabled === true,
         brokerEmbedded: broker !== undefined,
+        brokerControl: () => dynsecRef.current?.sync() ?? Promise.resolve(false),
         cutOffs: cutOffsRef.current,
       },
       note,
@@ -491,6 +500,30 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           `key rotation is off: the controller could not reach ${controllerUrl} (${(error as Error).message})`,
         );
       }
+    }
+
+    // An external broker's control plane: its dynamic security follows the devices file.
+    if (config.broker !== undefined) {
+      const external = { host: config.broker.host, port: config.broker.port };
+      const files = await writeBrokerFiles(join(layout.root, 'mosquitto'), external, layout.pkiDir);
+      const wildcard = external.host === '0.0.0.0' || external.host === '::';
+      const dynsec = await startBrokerDynsec({
+        url: mqttUrl(wildcard ? '127.0.0.1' : external.host, external.port),
+        caCert: ca.cert,
+        tls: await ensureControllerTls(layout.pkiDir, ca),
+        devices: () => directory.devices(),
+        note,
+      });
+      if (dynsec === undefined) {
+        note(
+          `a Mosquitto 2 configuration for that broker is in ${displayPath(files.conf)} (docs/local.md, --broker)`,
+        );
+      } else {
+        dynsecRef.current = dynsec;
+        cleanup.defer(() => dynsec.close());
+        note(`broker dynamic security: ${mqttUrl(external.host, external.port)} follows the devices file`);
+      }
+      live();
     }
 
     // Tell devices where everything is.

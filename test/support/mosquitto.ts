@@ -4,6 +4,9 @@
  * the OS picked (or `options.port`), plus what a test process needs (stay root, no persistence, log to stderr).
  * `kill()` stops it (SIGTERM, waits for the exit), `restart()` starts it again on the same port, `stop()` ends
  * it for good. A missing `mosquitto` binary rejects naming the Debian package (never a skip).
+ * `dynamicSecurity` runs it with the dynamic-security plugin instead of the ACL file (the same generator,
+ * `dynamicSecurityConfig` writes its initial JSON; the plugin rewrites that file as commands change it, and
+ * `restart()` keeps it); `dynamicSecurityPlugin` is where Debian's package puts the plugin on this machine.
  *
  * `startMosquittoWithClient(brokers)` is the benches' form: a temp directory with a fresh CA (functions/pki), the
  * broker certificate and one client certificate (CN `BENCH_IDENTITY`, so its topics are
@@ -14,7 +17,12 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mosquittoAcl, mosquittoConf } from '../../functions/broker/mosquitto-config.ts';
+import {
+  debianDynsecPlugin,
+  dynamicSecurityConfig,
+  mosquittoAcl,
+  mosquittoConf,
+} from '../../functions/broker/mosquitto-config.ts';
 import { ensureLocalPki, issueCertificate, loadPem, writePemFiles } from '../../functions/pki/local-ca.ts';
 import { freePort, requireTool } from '../functions/local/helpers.ts';
 
@@ -36,6 +44,15 @@ export interface MosquittoOptions {
   readonly logType?: 'all' | 'error';
   /** More mosquitto.conf lines, e.g. `max_queued_messages 100000`. */
   readonly extraConf?: readonly string[];
+  /** The dynamic-security plugin instead of the ACL file, with these devices in its initial JSON. */
+  readonly dynamicSecurity?: {
+    readonly devices?: readonly { readonly id: string; readonly enabled: boolean }[];
+  };
+}
+
+/** Debian's dynamic-security plugin for this machine's architecture. */
+export function dynamicSecurityPlugin(): string {
+  return debianDynsecPlugin(process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu');
 }
 
 function listening(port: number): Promise<boolean> {
@@ -58,13 +75,23 @@ export async function startMosquitto(
   const binary = await requireTool('mosquitto', 'mosquitto');
   const port = options.port ?? (await freePort());
   const aclFile = join(workDir, 'mosquitto.acl');
+  const dynsecFile = join(workDir, 'dynamic-security.json');
   const confFile = join(workDir, 'mosquitto.conf');
-  await writeFile(aclFile, mosquittoAcl(), { mode: 0o600 });
+  const access =
+    options.dynamicSecurity === undefined
+      ? { aclFile }
+      : { dynamicSecurity: { plugin: dynamicSecurityPlugin(), configFile: dynsecFile } };
+  if (options.dynamicSecurity === undefined) await writeFile(aclFile, mosquittoAcl(), { mode: 0o600 });
+  else {
+    await writeFile(dynsecFile, dynamicSecurityConfig({ devices: options.dynamicSecurity.devices ?? [] }), {
+      mode: 0o600,
+    });
+  }
   // The generated configuration as is, plus what a test process needs: stay root, no persistence, log to stderr.
   await writeFile(
     confFile,
     [
-      mosquittoConf({ port, bindAddress: '127.0.0.1', tlsDir, aclFile }),
+      mosquittoConf({ port, bindAddress: '127.0.0.1', tlsDir, ...access }),
       'user root',
       'persistence false',
       'log_dest stderr',

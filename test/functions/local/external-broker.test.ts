@@ -1,123 +1,115 @@
 /**
- * `blackcloud up --broker mqtts://...`: the gate fronts an external broker, a real Mosquitto 2 with TLS and client
- * certificates from the data directory's CA. Before the knock the device cannot reach it; after, pub/sub work.
+ * `blackcloud up --broker mqtts://...`: the gate fronts an external broker, a real Mosquitto 2.0.11 with TLS,
+ * client certificates from the data directory's CA and the dynamic-security plugin (test/support/mosquitto.ts,
+ * the generated configuration). Before the knock the device cannot reach it; after, pub/sub work; the fleet
+ * commands drive the broker's dynamic security while `up` runs: a device added is served at once, disable and
+ * remove close its session at the broker within 5 s (no restart), enable lets it back.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, copyFile, writeFile } from 'node:fs/promises';
-import { connect as tcpConnect } from 'node:net';
-import { basename, join } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalFleet } from '../../../cli/fleet/local-fleet.ts';
 import { connectToBroker } from '../../../device-client/broker-connection.ts';
 import { BrokerConnectError } from '../../../device-client/errors.ts';
 import { buildKnock } from '../../../device-client/knock.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import { sendDatagram } from '../../../device-client/send-datagram.ts';
+import type { DeviceConfig } from '../../../functions/core/device-config.ts';
+import { systemClock, systemRandom } from '../../../functions/core/system.ts';
+import { deviceTopic } from '../../../functions/core/topics.ts';
 import { DEMO_DEVICE_ID, dataDirLayout } from '../../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../../functions/local/local-cloud.ts';
 import { resolveUpConfig } from '../../../functions/local/up-config.ts';
 import { ensureLocalPki } from '../../../functions/pki/local-ca.ts';
-import { freePort, removeDir, requireTool, tempDir, waitFor } from './helpers.ts';
+import { type RunningMosquitto, startMosquitto } from '../../support/mosquitto.ts';
+import { removeDir, tempDir } from './helpers.ts';
 
 let dataDir: string | undefined;
-let certDir: string | undefined;
-let mosquitto: ChildProcess | undefined;
+let mosquitto: RunningMosquitto | undefined;
 let cloud: LocalCloud | undefined;
+let notes: string[] = [];
 const clients: MqttClient[] = [];
-
-function listening(port: number): Promise<true | undefined> {
-  return new Promise((done) => {
-    const socket = tcpConnect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      done(true);
-    });
-    socket.once('error', () => done(undefined));
-  });
-}
 
 beforeEach(async () => {
   dataDir = await tempDir('bc-external');
+  notes = [];
 });
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.end(true);
   await cloud?.close();
   cloud = undefined;
-  if (mosquitto !== undefined && mosquitto.exitCode === null) {
-    const gone = new Promise((done) => mosquitto!.once('exit', done));
-    mosquitto.kill('SIGTERM');
-    await gone;
-  }
+  await mosquitto?.stop();
   mosquitto = undefined;
   await removeDir(dataDir);
-  await removeDir(certDir);
-  certDir = undefined;
 });
+
+/** The PKI, Mosquitto with dynamic security (no device in its file yet), and `up --broker` in front of it. */
+async function startAll(): Promise<LocalCloud> {
+  const layout = dataDirLayout(dataDir!);
+  await ensureLocalPki(layout.pkiDir);
+  const work = join(dataDir!, 'broker-work');
+  await mkdir(work);
+  mosquitto = await startMosquitto(layout.pkiDir, work, { dynamicSecurity: {} });
+  const config = resolveUpConfig({
+    dataDir: dataDir!,
+    spaPort: '0',
+    mqttPort: '0',
+    broker: `mqtts://127.0.0.1:${mosquitto.port}`,
+  });
+  cloud = await startLocalCloud(config, { onNote: (line) => notes.push(line), keyRotation: false });
+  return cloud;
+}
+
+async function knock(device: DeviceConfig): Promise<void> {
+  const { bytes } = buildKnock(device, {
+    now: () => Date.now(),
+    randomBytes: (n) => new Uint8Array(randomBytes(n)),
+  });
+  await sendDatagram('127.0.0.1', cloud!.spa.port, bytes);
+}
+
+async function knockAndConnect(device: DeviceConfig): Promise<MqttClient> {
+  await knock(device);
+  const client = await connectToBroker(device, { deadlineMs: 5000 });
+  clients.push(client);
+  return client;
+}
+
+function fleet(): Promise<LocalFleet> {
+  return LocalFleet.open({
+    dataDir: dataDir!,
+    random: systemRandom,
+    clock: systemClock,
+    operator: 'tester@test',
+  });
+}
+
+function closedWithin(client: MqttClient): Promise<number> {
+  const start = performance.now();
+  return new Promise((resolve) => client.once('close', () => resolve(performance.now() - start)));
+}
 
 describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
   it('keeps Mosquitto dark until the knock, then carries MQTT to it', async () => {
-    const binary = await requireTool('mosquitto', 'mosquitto');
+    await startAll();
     const layout = dataDirLayout(dataDir!);
-    const pki = await ensureLocalPki(layout.pkiDir);
-    const brokerPort = await freePort();
-    // docs/local.md's recipe, as root: Mosquitto drops to its own user, which cannot enter the 0700 data
-    // directory, so it gets copies it may read (root:mosquitto, 0750 / 0640), and no `user root`.
-    const gid = Number(execFileSync('id', ['-g', 'mosquitto'], { encoding: 'utf8', timeout: 10_000 }).trim());
-    const certs = await tempDir('bc-mosquitto-certs');
-    certDir = certs;
-    await chown(certs, 0, gid);
-    await chmod(certs, 0o750);
-    for (const file of [pki.caCert, pki.brokerCert, pki.brokerKey]) {
-      const copy = join(certs, basename(file));
-      await copyFile(file, copy);
-      await chown(copy, 0, gid);
-      await chmod(copy, 0o640);
-    }
-    const conf = `${dataDir}/mosquitto.conf`;
-    await writeFile(
-      conf,
-      [
-        'persistence false',
-        'log_dest stderr',
-        `listener ${brokerPort} 127.0.0.1`,
-        `cafile ${join(certs, 'ca.crt')}`,
-        `certfile ${join(certs, 'broker.crt')}`,
-        `keyfile ${join(certs, 'broker.key')}`,
-        'require_certificate true',
-        'use_identity_as_username true',
-        '',
-      ].join('\n'),
-    );
-    let log = '';
-    mosquitto = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-    mosquitto.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      log += chunk;
-    });
-    await waitFor(() => listening(brokerPort), `mosquitto to listen on ${brokerPort} (log: ${log})`);
-
-    const config = resolveUpConfig({
-      dataDir: dataDir!,
-      spaPort: '0',
-      mqttPort: '0',
-      broker: `mqtts://127.0.0.1:${brokerPort}`,
-    });
-    cloud = await startLocalCloud(config);
-    expect(cloud.broker).toEqual({ host: '127.0.0.1', port: brokerPort, embedded: false, inProcess: false });
+    expect(cloud!.broker).toEqual({ host: '127.0.0.1', port: mosquitto!.port, embedded: false });
+    expect(notes.some((line) => line.includes('follows the devices file'))).toBe(true);
+    // The recipe's files, from the one generator: the plugin and its file, no ACL file.
+    const conf = await readFile(join(dataDir!, 'mosquitto', 'mosquitto.conf'), 'utf8');
+    expect(conf).toContain(`listener ${mosquitto!.port} 127.0.0.1`);
+    expect(conf).toMatch(/^plugin \/usr\/lib\/.*mosquitto_dynamic_security\.so$/m);
+    expect(conf).not.toContain('acl_file');
     const device = await loadDeviceConfig(layout.deviceFile(DEMO_DEVICE_ID));
-    expect(device.mqtt.url).toBe(`mqtts://127.0.0.1:${cloud.mqtt.port}`);
+    expect(device.mqtt.url).toBe(`mqtts://127.0.0.1:${cloud!.mqtt.port}`);
 
     const before = await connectToBroker(device, { deadlineMs: 600 }).catch((error: unknown) => error);
     expect(before).toBeInstanceOf(BrokerConnectError);
 
-    const { bytes } = buildKnock(device, {
-      now: () => Date.now(),
-      randomBytes: (n) => new Uint8Array(randomBytes(n)),
-    });
-    await sendDatagram('127.0.0.1', cloud.spa.port, bytes);
-    const subscriber = await connectToBroker(device, { deadlineMs: 5000 });
-    clients.push(subscriber);
+    const subscriber = await knockAndConnect(device);
     await subscriber.subscribeAsync('blackcloud/devices/demo-device/#', { qos: 1 });
     const arriving = new Promise<string>((done) =>
       subscriber.once('message', (_topic, payload) => done(payload.toString())),
@@ -126,5 +118,34 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     clients.push(publisher);
     await publisher.publishAsync('blackcloud/devices/demo-device/t', 'through mosquitto', { qos: 1 });
     await expect(arriving).resolves.toBe('through mosquitto');
+  });
+
+  it('drives the broker dynamic security: add serves at once, disable and remove cut the session within 5 s', async () => {
+    await startAll();
+    const fleetOps = await fleet();
+    const added = await fleetOps.enrol({ deviceId: 'tracker-1', format: 'native' });
+    const tracker = await loadDeviceConfig(added.deviceFile);
+    const session = await knockAndConnect(tracker);
+    // A device added while up runs is a dynsec client with its role: its own tree is granted (0x80 otherwise).
+    expect(await session.subscribeAsync(deviceTopic('tracker-1', '#'), { qos: 1 })).toEqual([
+      { topic: deviceTopic('tracker-1', '#'), qos: 1 },
+    ]);
+
+    const gone = closedWithin(session);
+    const disabled = await fleetOps.setEnabled('tracker-1', false);
+    expect(await gone).toBeLessThan(5_000);
+    expect(disabled.notes.join(' ')).toMatch(/dynamic security closed/);
+    await knock(tracker);
+    await expect(connectToBroker(tracker, { deadlineMs: 1500 })).rejects.toBeInstanceOf(BrokerConnectError);
+
+    await fleetOps.setEnabled('tracker-1', true);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the file watcher's reload
+    const back = await knockAndConnect(tracker);
+    expect(await back.subscribeAsync(deviceTopic('tracker-1', '#'), { qos: 1 })).toHaveLength(1);
+
+    const removedGone = closedWithin(back);
+    await fleetOps.remove('tracker-1');
+    expect(await removedGone).toBeLessThan(5_000);
+    expect(mosquitto!.log().split('mosquitto version 2.0.11 running').length).toBe(2);
   });
 });
