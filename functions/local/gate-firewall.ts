@@ -19,6 +19,9 @@
  *   TCP_NODELAY on both sides, so the gate adds no Nagle delay to small MQTT packets (bench/mqtt-overhead.ts).
  * - Addresses are compared in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 address, IPv6 is
  *   lower-case and compressed. So a grant for `1.2.3.4` admits a dual-stack socket's `::ffff:1.2.3.4`.
+ * - `originOf(address, port)`: the device source address of the piped connection whose upstream leg leaves the
+ *   gate from that local address and port (what the broker sees as its peer), while that connection is piped;
+ *   undefined otherwise. The broker's session signal (closed on connect, docs/scaling.md) goes through it.
  * - `close()` stops listening and destroys the connections it piped.
  */
 import {
@@ -79,6 +82,8 @@ export interface GateStats {
 
 export interface GateFirewall extends Firewall {
   address(): GateEndpoint;
+  /** The device address behind the upstream leg the broker sees as peer `address`:`port` (while piped). */
+  originOf(address: string, port: number): string | undefined;
   stats(): GateStats;
   close(): Promise<void>;
 }
@@ -136,6 +141,9 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   /** Canonical source address → expiry (ms since the epoch), indexed by expiry. */
   const grants = new ExpiryIndex<string>();
   const piped = new Set<Socket>();
+  /** Upstream leg's local `address|port` → the device source address it carries. */
+  const origins = new Map<string, string>();
+  const legKey = (address: string, port: number) => `${canonicalAddress(address) ?? address}|${port}`;
   let listenPort = opts.listen.port;
 
   const purgeExpired = (now: number) => {
@@ -168,11 +176,18 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
     piped.add(client);
     piped.add(upstream);
     let upstreamConnected = false;
+    let leg: string | undefined;
     upstream.once('connect', () => {
       upstreamConnected = true;
+      if (upstream.localAddress !== undefined && upstream.localPort !== undefined) {
+        leg = legKey(upstream.localAddress, upstream.localPort);
+        origins.set(leg, source);
+      }
       emit({ type: 'gate.piped', time: now, source });
     });
     const teardown = () => {
+      if (leg !== undefined && origins.get(leg) === source) origins.delete(leg);
+      leg = undefined;
       piped.delete(client);
       piped.delete(upstream);
       client.destroy();
@@ -230,6 +245,9 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
     },
     stats() {
       return { grants: grants.size, indexSteps: grants.steps };
+    },
+    originOf(address, port) {
+      return origins.get(legKey(address, port));
     },
     async allow(list) {
       const now = clock.now();

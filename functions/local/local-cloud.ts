@@ -29,6 +29,10 @@
  *   the broker refuses new sessions of identities that are not enabled devices.
  * - While it runs, `<data-dir>/control.sock` (control-server.ts) lets the fleet commands list and revoke grants
  *   and cut off a disabled or removed device at once; a reload that disables a device also revokes its grants.
+ * - Closed on connect (docs/scaling.md): with the embedded broker, a device's claim on its grant is released as soon
+ *   as the broker accepted its MQTT session (`onSession`; behind the gate the broker's peer is mapped back to the
+ *   device's address with `originOf`); the rule closes once no device that knocked for that address still waits.
+ *   An external broker (`--broker`) gives no such signal: its grants live for their window.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
  * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
  *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
@@ -36,7 +40,12 @@
  *   says so through `onNote`.
  */
 import { mkdir, stat } from 'node:fs/promises';
-import { BrokerListenError, type EmbeddedBroker, startEmbeddedBroker } from '../broker/embedded-broker.ts';
+import {
+  BrokerListenError,
+  type BrokerSession,
+  type EmbeddedBroker,
+  startEmbeddedBroker,
+} from '../broker/embedded-broker.ts';
 import { formatAccessSpec } from '../core/access-spec.ts';
 import type {
   AuditEvent,
@@ -182,6 +191,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
   const directoryRef: { current?: WatchedDeviceDirectory } = {};
   /** Set once the receiver is wired: a reload that disables a device also revokes its grants. */
   const cutOffsRef: { current?: CutOffTracker } = {};
+  /** Set once the receiver is wired: the broker accepted a device's session (closed on connect). */
+  const sessionRef: { current?: (session: BrokerSession) => void } = {};
 
   try {
     live();
@@ -238,6 +249,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           tls: { key: tls.key, cert: tls.cert, ca: ca.cert },
           authenticate: ({ identity }) =>
             identity === CONTROLLER_IDENTITY || directoryRef.current?.byId(identity)?.enabled === true,
+          onSession: (session) => sessionRef.current?.(session),
         });
       } catch (error) {
         if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
@@ -254,6 +266,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     // Firewall in front of it.
     let firewall: Firewall & { close(): Promise<void> };
     let publicPort: number;
+    /** The device address behind the broker's peer: the gate maps its upstream leg, nftables passes it through. */
+    let deviceAddressOf: (session: BrokerSession) => string | undefined = (session) => session.remoteAddress;
     if (config.firewall === 'gate') {
       try {
         const gate = await startGateFirewall({
@@ -264,6 +278,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         });
         firewall = gate;
         publicPort = gate.address().port;
+        // Not piped by the gate (a local process on the private broker port): no device address, no release.
+        deviceAddressOf = (session) => gate.originOf(session.remoteAddress, session.remotePort);
       } catch (error) {
         if (error instanceof GateListenError && error.code === 'EADDRINUSE') {
           throw new PortInUseError('tcp', config.host, config.mqttPort, '--mqtt-port', { cause: error });
@@ -351,6 +367,11 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
     });
     cleanup.defer(() => deps.grants.close());
+    sessionRef.current = (session) => {
+      if (session.identity === CONTROLLER_IDENTITY) return;
+      const address = deviceAddressOf(session);
+      if (address !== undefined) void deps.grants.sessionEstablished(session.identity, address);
+    };
     cutOffsRef.current = new CutOffTracker({
       grants: deps.grants,
       disconnect: (id) => {
