@@ -102,7 +102,9 @@ function echo(client: MqttClient, deviceId: string, text: string): Promise<strin
   const topic = `blackcloud/devices/${deviceId}/echo`;
   return (async () => {
     await client.subscribeAsync(topic, { qos: 1 });
-    const arriving = new Promise<string>((done) => client.once('message', (_t, payload) => done(payload.toString())));
+    const arriving = new Promise<string>((done) =>
+      client.once('message', (_t, payload) => done(payload.toString())),
+    );
     await client.publishAsync(topic, text, { qos: 1 });
     return arriving;
   })();

@@ -27,7 +27,11 @@ describe('ConnectClaims', () => {
     const claims = new ConnectClaims();
     claims.knock('dev-a', A, T0 + 30_000);
     claims.knock('dev-b', A, T0 + 30_000);
-    expect(claims.release('dev-a', A, T0 + 1000)).toEqual({ revoke: false, claimed: true, waiting: ['dev-b'] });
+    expect(claims.release('dev-a', A, T0 + 1000)).toEqual({
+      revoke: false,
+      claimed: true,
+      waiting: ['dev-b'],
+    });
     expect(claims.release('dev-b', A, T0 + 2000)).toEqual({ revoke: true, claimed: true, waiting: [] });
   });
 
@@ -202,7 +206,10 @@ describe('GrantManager: closed on connect', () => {
     await manager.open('dev-a', source(A), [TCP_8883], 30);
     firewall.failRevoke = new Error('boom');
     expect(await manager.sessionEstablished('dev-a', A)).toEqual([]);
-    expect(audit.events.at(-1)).toMatchObject({ type: 'grant.failed', error: 'close on connect failed: Error: boom' });
+    expect(audit.events.at(-1)).toMatchObject({
+      type: 'grant.failed',
+      error: 'close on connect failed: Error: boom',
+    });
     firewall.failRevoke = undefined;
     await time.advance(30_000);
     expect(firewall.isOpen(A, 'tcp/8883')).toBe(false);
@@ -248,7 +255,9 @@ describe('GrantManager: closed on connect', () => {
             const held = (waiting.get(key) ?? 0) > time.now();
             waiting.delete(key);
             const closed = await manager.sessionEstablished(step.device, step.address);
-            const others = [...waiting].some(([k, until]) => k.endsWith(` ${step.address}`) && until > time.now());
+            const others = [...waiting].some(
+              ([k, until]) => k.endsWith(` ${step.address}`) && until > time.now(),
+            );
             // Closes exactly when this device waited there and nobody else still does.
             expect(closed.length > 0).toBe(before && held && !others);
           }
