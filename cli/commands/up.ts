@@ -51,8 +51,9 @@ export function describeAuditEvent(event: AuditEvent): string {
       return `${at} knock dropped from ${event.source}: ${event.reason}${event.detail === undefined ? '' : ` (${event.detail})`}${event.deviceId === undefined ? '' : ` [${event.deviceId}]`}`;
     case 'grant.opened':
     case 'grant.extended':
+      return `${at} ${event.type.replace('.', ' ')}: ${event.source} → ${access(event.access)} (${event.deviceId}) until ${clockTime(event.expiresAt)}`;
     case 'grant.revoked':
-      return `${at} ${event.type.replace('.', ' ')}: ${event.source} → ${access(event.access)} (${event.deviceId})${event.type === 'grant.revoked' ? '' : ` until ${clockTime(event.expiresAt)}`}`;
+      return `${at} grant revoked: ${event.source} → ${access(event.access)} (${event.deviceId}), ${event.reason}`;
     case 'grant.failed':
       return `${at} grant failed for ${event.deviceId} from ${event.source}: ${event.error}`;
     default:

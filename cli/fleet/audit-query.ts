@@ -83,7 +83,7 @@ export function auditDetail(record: AuditRecord): string {
     case 'grant.extended':
       return `${accessText(r.access)} until ${typeof r.expiresAt === 'number' ? isoTime(r.expiresAt) : '?'}`;
     case 'grant.revoked':
-      return accessText(r.access);
+      return `${accessText(r.access)}${typeof r.reason === 'string' ? `, ${r.reason}` : ''}`;
     case 'grant.failed':
       return String(r.error);
     default: {

@@ -6,7 +6,8 @@
  *
  * Line shape: `{"kind":"audit", ...event}`; `time` stays epoch milliseconds as in the event, `isoTime` is added.
  * Metrics: packet.accepted → PacketsAccepted; packet.rejected → PacketsRejected{Reason}; grant.opened/extended/
- * revoked → GrantsOpen (gauge: distinct source addresses with an open grant, as this process saw them).
+ * revoked → GrantsOpen (gauge: distinct source addresses with an open grant, as this process saw them);
+ * grant.revoked → GrantsClosed{Reason} as well ('connected' = closed on connect, 'expired' = the window ended, ...).
  */
 import type { AuditEvent, AuditSink } from '../core/interfaces.ts';
 import type { LineWriter, Metrics } from './metrics.ts';
@@ -40,6 +41,7 @@ export class CloudWatchAuditSink implements AuditSink {
       case 'grant.revoked':
         this.#open.delete(event.source);
         this.#metrics.put('GrantsOpen', this.#open.size);
+        this.#metrics.put('GrantsClosed', 1, { Reason: event.reason });
         return;
       case 'grant.failed':
         return;

@@ -14,6 +14,8 @@
  *   PacketsAccepted   counter: accepted knocks                                 dimensions: none
  *   PacketsRejected   counter: rejected knocks                                 dimensions: Reason, and none
  *   GrantsOpen        gauge: grants open in this process                       dimensions: none
+ *   GrantsClosed      counter: grants closed, by why ('connected' = closed on   dimensions: Reason, and none
+ *                     connect, 'expired', 'address-cap', 'operator', 'shutdown')
  *   GrantQueueDepth   gauge: grants waiting for a rule slot                    dimensions: none
  *   ApiErrors         counter: failed AWS calls (also throttled and            dimensions: Code, and none
  *                     RulesPerSecurityGroupLimitExceeded)                      (`Operation` is a property)
@@ -30,6 +32,7 @@ export type MetricName =
   | 'PacketsAccepted'
   | 'PacketsRejected'
   | 'GrantsOpen'
+  | 'GrantsClosed'
   | 'GrantQueueDepth'
   | 'ApiErrors'
   | 'DroppedOverload'

@@ -23,6 +23,7 @@ import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { createCounters } from '../receiver/counters.ts';
+import type { GrantManager } from '../receiver/grant-manager.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
@@ -78,6 +79,11 @@ export interface AwsReceiver {
   /** The device index (refreshed in the background; `refresh()` reloads it now). */
   readonly directory: IotDeviceDirectory;
   readonly firewall: SecurityGroupFirewall;
+  /**
+   * The grant manager: `sessionEstablished(deviceId, address)` is where a broker's session signal enters (closed on
+   * connect, docs/scaling.md); revokes go through `firewall` and the grants table like any other.
+   */
+  readonly grants: GrantManager;
   /**
    * The key-rotation controller while this receiver holds the controller lease and runs it (undefined when
    * rotation is off, another receiver is leader, or it is still starting).
@@ -278,6 +284,7 @@ export async function startAwsReceiver(
   return {
     receiver,
     directory,
+    grants: deps.grants,
     firewall,
     get keyRotation() {
       return current();

@@ -19,6 +19,10 @@
  *   session notice, functions/core/session-notice.ts) each connection first stops being served (no publish, no
  *   subscribe, nothing delivered but the farewell's topic), gets the farewell as one QoS 0 PUBLISH, then a graceful
  *   close; whatever happens, the socket is destroyed within `FAREWELL_GRACE_MS`.
+ * - `onSession` (the closed-on-connect signal, docs/scaling.md): called once per accepted MQTT session, after the
+ *   CONNACK with return code 0 was written, with the session's certificate identity (never the client-chosen
+ *   username or client id) and the TCP peer address and port the broker saw (behind the gate: the gate's upstream
+ *   leg, which the gate maps back to the device's address). A throwing hook is ignored.
  * - `close()` disconnects every client and stops listening; it resolves when the port is released.
  * - `startInProcessBroker` is the same broker with no listening socket at all (docs/local.md, gate mode): it only
  *   speaks to streams handed to it in this process, `accept(socket)` (the gate's accepted, granted connection)
@@ -72,10 +76,23 @@ export interface EmbeddedBrokerOptions {
   /** Extra check after the topic policy; can only narrow it. A rejection or thrown error denies. */
   authorizeSubscribe?: (req: TopicRequest) => boolean | Promise<boolean>;
   logger?: BrokerLogger;
+  /** An MQTT session was accepted (CONNACK 0 written): who (certificate CN) from which TCP peer. */
+  onSession?: (session: BrokerSession) => void;
   /** Milliseconds allowed for the TLS handshake. @default 10000 */
   handshakeTimeoutMs?: number;
   /** Milliseconds allowed between the handshake and CONNECT. @default 10000 */
   connectTimeoutMs?: number;
+}
+
+/** One accepted MQTT session, as the broker saw it. */
+export interface BrokerSession {
+  /** The client certificate's CN. */
+  readonly identity: string;
+  /** The (namespaced) MQTT client id. */
+  readonly clientId: string;
+  /** The TCP peer of the broker's socket. */
+  readonly remoteAddress: string;
+  readonly remotePort: number;
 }
 
 export interface InProcessBroker {
@@ -231,6 +248,22 @@ async function createBroker(
       if (farewellTopic !== undefined && packet.topic !== farewellTopic) return null;
       return identity !== undefined && mayReceive(identity, packet.topic) ? packet : null;
     },
+  });
+  aedes.on('connackSent', (packet, client: Client) => {
+    const identity = identityOf(client);
+    const socket = client.conn as Partial<TLSSocket>;
+    if (packet.returnCode !== 0 || identity === undefined || opts.onSession === undefined) return;
+    if (socket.remoteAddress === undefined || socket.remotePort === undefined) return;
+    try {
+      opts.onSession({
+        identity,
+        clientId: client.id,
+        remoteAddress: socket.remoteAddress,
+        remotePort: socket.remotePort,
+      });
+    } catch (error) {
+      logger.warn({ identity, error: (error as Error).message }, 'session hook failed');
+    }
   });
   aedes.on('clientError', (client: Client, error: Error) => {
     logger.info(

@@ -153,12 +153,22 @@ export type AuditEvent =
       readonly detail?: string;
     }
   | {
-      readonly type: 'grant.opened' | 'grant.extended' | 'grant.revoked';
+      readonly type: 'grant.opened' | 'grant.extended';
       readonly time: number;
       readonly deviceId: string;
       readonly source: string;
       readonly access: readonly AccessEntry[];
       readonly expiresAt: number;
+    }
+  | {
+      readonly type: 'grant.revoked';
+      readonly time: number;
+      readonly deviceId: string;
+      readonly source: string;
+      readonly access: readonly AccessEntry[];
+      readonly expiresAt: number;
+      /** Why the grant closed (GrantRevokeReason); 'connected' and 'expired' are the two a fleet sees most. */
+      readonly reason: GrantRevokeReason;
     }
   | {
       readonly type: 'grant.failed';
@@ -168,6 +178,13 @@ export type AuditEvent =
       readonly error: string;
     }
   | KeyAuditEvent;
+
+/**
+ * Why a grant closed: 'connected' = every device that knocked for the address has its broker session (closed on
+ * connect, docs/scaling.md); 'expired' = the window ended; 'address-cap' = the device knocked from too many newer
+ * addresses; 'operator' = an explicit revoke (fleet commands, a disabled device); 'shutdown' = the receiver stopped.
+ */
+export type GrantRevokeReason = 'connected' | 'expired' | 'address-cap' | 'operator' | 'shutdown';
 
 /** Key rotation (functions/key-rotation/, docs/key-lifecycle.md). Key ids only, never key material. */
 export type KeyAuditEvent =

@@ -36,6 +36,10 @@
  *   table `<nftTable>_spa`) drops in the kernel the datagrams that cannot be a knock; it is removed before the
  *   receiver closes. Where it cannot be installed (no root, no nft, a kernel without it), `onNote` says so and the
  *   receiver screens every datagram itself, as without it.
+ * - Closed on connect (docs/scaling.md): with the embedded broker, a device's claim on its grant is released as soon
+ *   as the broker accepted its MQTT session (`onSession`; behind the gate the broker serves the gate's accepted
+ *   connection itself, so its peer is the device's address); the rule closes once no device that knocked for that address still waits.
+ *   An external broker (`--broker`) gives no such signal: its grants live for their window.
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
  * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
  *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
@@ -49,6 +53,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BrokerListenError,
+  type BrokerSession,
   type EmbeddedBroker,
   type InProcessBroker,
   startEmbeddedBroker,
@@ -63,6 +68,7 @@ import type {
   RandomSource,
   RemoteEndpoint,
 } from '../core/interfaces.ts';
+import { canonicalAddress } from '../core/ip-address.ts';
 import { encodeSessionNotice, sessionNoticeTopic } from '../core/session-notice.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
@@ -193,6 +199,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
   const cutOffsRef: { current?: CutOffTracker } = {};
   /** Set once an external broker's dynamic security answered: it follows every reload. */
   const dynsecRef: { current?: BrokerDynsec } = {};
+  /** Set once the receiver is wired: the broker accepted a device's session (closed on connect). */
+  const sessionRef: { current?: (session: BrokerSession) => void } = {};
 
   try {
     live();
@@ -246,6 +254,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         if (device?.enabled !== true) return false;
         return device.certificateSerial === undefined || device.certificateSerial === normaliseSerial(serial);
       },
+      onSession: (session: BrokerSession) => sessionRef.current?.(session),
     };
     if (config.broker !== undefined) {
       brokerAddress = { host: config.broker.host, port: config.broker.port };
@@ -274,6 +283,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     // Firewall in front of it.
     let firewall: Firewall & { close(): Promise<void> };
     let publicPort: number;
+    /** The device address behind the broker's peer: the gate maps its upstream leg, nftables passes it through. */
     if (config.firewall === 'gate') {
       try {
         const gate = await startGateFirewall({
@@ -378,6 +388,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
     });
     cleanup.defer(() => deps.grants.close());
+    sessionRef.current = (session) => {
+      if (session.identity === CONTROLLER_IDENTITY) return;
+      // The broker's peer is the device's address: behind the gate it serves the gate's accepted connection.
+      const address = canonicalAddress(session.remoteAddress);
+      if (address !== undefined) void deps.grants.sessionEstablished(session.identity, address);
+    };
     cutOffsRef.current = new CutOffTracker({
       grants: deps.grants,
       disconnect: (id) => {

@@ -29,14 +29,33 @@
  *   that address still queued is refused as 'grant-failed', audited 'superseded'), so one stolen key cannot fill
  *   the firewall's rule slots for the fleet. Counted when `open` is called, so concurrent knocks count too. A
  *   grant extended by another device (shared NAT) moves to that device's count.
- * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' | 'grant.failed'; events carry no key material.
+ * - Closed on connect (docs/scaling.md, "A rule lives until the session is established"): every `open` records the
+ *   knocking device's claim on the address until the end of that knock's window (connect-claims.ts; recorded when
+ *   `open` is called, so a queued open counts as waiting). `sessionEstablished(deviceId, address)` (the broker
+ *   accepted an MQTT session of that device from that address) releases that device's claim only; when no device
+ *   that knocked for the address is still waiting, every grant of the address is revoked at once (in each grant's
+ *   operation order, re-checked there: a knock queued meanwhile keeps it open), audited 'grant.revoked' with
+ *   reason 'connected'. A release by a device without a live claim there changes nothing, so a device can never
+ *   shorten another device's grant. A failed revoke is audited and the grant stays under its timer.
+ * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' (with its GrantRevokeReason) | 'grant.failed';
+ *   events carry no key material.
  */
 
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
-import type { AuditSink, Clock, ExpiryScheduler, Firewall, Grant, Timers } from '../core/interfaces.ts';
+import type {
+  AuditSink,
+  Clock,
+  ExpiryScheduler,
+  Firewall,
+  Grant,
+  GrantRevokeReason,
+  Timers,
+} from '../core/interfaces.ts';
+import { ConnectClaims } from './connect-claims.ts';
 import { canonicalAccess, formatAccess } from './policy.ts';
+import { canonicalSource } from './source-address.ts';
 
 export type GrantOpenStatus = 'opened' | 'extended';
 
@@ -119,6 +138,8 @@ export class GrantManager implements GrantOpener {
   readonly #devices = new Map<string, Map<string, AddressClaim>>();
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Devices that knocked for an address and have not connected yet (closed on connect). */
+  readonly #connect = new ConnectClaims();
   #closed = false;
 
   constructor(options: GrantManagerOptions) {
@@ -158,6 +179,7 @@ export class GrantManager implements GrantOpener {
     const key = grantKey(source.address, canonical);
     const claim = this.#claim(deviceId, source.address, key);
     claim.pending += 1;
+    this.#connect.knock(deviceId, source.address, this.#clock.now() + seconds * 1000);
     return this.#serialize(key, async () => {
       try {
         return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
@@ -166,6 +188,42 @@ export class GrantManager implements GrantOpener {
         this.#forgetIfIdle(deviceId, claim);
       }
     });
+  }
+
+  /**
+   * The broker accepted an MQTT session of `deviceId` from `address`: releases that device's claim there and, when
+   * no device that knocked for the address still waits, revokes the address's grants. Resolves with the grants it
+   * closed (none when others still wait, or the device held no claim there). Never throws.
+   */
+  async sessionEstablished(deviceId: string, address: string): Promise<Grant[]> {
+    const canonical = canonicalSource({
+      address,
+      family: address.includes(':') ? 6 : 4,
+      port: 0,
+    }).address;
+    const released = this.#connect.release(deviceId, canonical, this.#clock.now());
+    if (!released.revoke) return [];
+    const closed: Grant[] = [];
+    await Promise.all(
+      [...(this.#byAddress.get(canonical) ?? [])].map((key) =>
+        this.#serialize(key, async () => {
+          const entry = this.#entries.get(key);
+          if (entry === undefined) return;
+          if (this.#connect.waiting(canonical, this.#clock.now()).length > 0) return; // knocked meanwhile
+          try {
+            await this.#firewall.revoke([entry.grant]);
+          } catch (error) {
+            this.#auditFailure(deviceId, canonical, `close on connect failed: ${errorText(error)}`);
+            return;
+          }
+          this.#timers.clearTimeout(entry.timer);
+          this.#deleteEntry(key, entry);
+          this.#auditGrant('grant.revoked', entry.grant, 'connected');
+          closed.push(entry.grant);
+        }),
+      ),
+    );
+    return closed;
   }
 
   async revokeWhere(match: (grant: Grant) => boolean): Promise<Grant[]> {
@@ -188,7 +246,7 @@ export class GrantManager implements GrantOpener {
           }
           this.#timers.clearTimeout(entry.timer);
           this.#deleteEntry(key, entry);
-          this.#auditGrant('grant.revoked', entry.grant);
+          this.#auditGrant('grant.revoked', entry.grant, 'operator');
           revoked.push(entry.grant);
         }),
       ),
@@ -205,13 +263,13 @@ export class GrantManager implements GrantOpener {
     const grants = entries.map(([, entry]) => entry.grant);
     try {
       await this.#firewall.revoke(grants);
-      for (const grant of grants) this.#auditGrant('grant.revoked', grant);
+      for (const grant of grants) this.#auditGrant('grant.revoked', grant, 'shutdown');
     } catch {
       // One coalesced call failed: try each grant alone so one bad rule does not keep the others open.
       for (const grant of grants) {
         try {
           await this.#firewall.revoke([grant]);
-          this.#auditGrant('grant.revoked', grant);
+          this.#auditGrant('grant.revoked', grant, 'shutdown');
         } catch (error) {
           this.#auditFailure(grant.deviceId, grant.address, `revoke failed: ${errorText(error)}`);
         }
@@ -290,6 +348,8 @@ export class GrantManager implements GrantOpener {
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
+    // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued.
+    this.#connect.knock(deviceId, source.address, now + seconds * 1000);
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
       const previous = this.#devices.get(existing.grant.deviceId)?.get(source.address);
@@ -342,7 +402,7 @@ export class GrantManager implements GrantOpener {
       return;
     }
     this.#deleteEntry(key, entry);
-    this.#auditGrant('grant.revoked', grant);
+    this.#auditGrant('grant.revoked', grant, 'expired');
   }
 
   /** The entries of `grant` that no other live, still claimed grant of the same address covers. */
@@ -399,7 +459,7 @@ export class GrantManager implements GrantOpener {
     }
     this.#timers.clearTimeout(entry.timer);
     this.#deleteEntry(key, entry);
-    this.#auditGrant('grant.revoked', entry.grant);
+    this.#auditGrant('grant.revoked', entry.grant, 'address-cap');
   }
 
   #setEntry(key: string, entry: Entry): void {
@@ -417,7 +477,11 @@ export class GrantManager implements GrantOpener {
     this.#entries.delete(key);
     const keys = this.#byAddress.get(entry.grant.address);
     keys?.delete(key);
-    if (keys?.size === 0) this.#byAddress.delete(entry.grant.address);
+    if (keys?.size === 0) {
+      this.#byAddress.delete(entry.grant.address);
+      // No grant left at the address: nothing to close on connect (a queued open records its claim again).
+      this.#connect.forget(entry.grant.address);
+    }
     const claim = this.#devices.get(entry.grant.deviceId)?.get(entry.grant.address);
     if (claim !== undefined) this.#forgetIfIdle(entry.grant.deviceId, claim);
   }
@@ -439,17 +503,26 @@ export class GrantManager implements GrantOpener {
     this.#entries.clear();
     this.#byAddress.clear();
     this.#devices.clear();
+    this.#connect.clear();
   }
 
-  #auditGrant(type: 'grant.opened' | 'grant.extended' | 'grant.revoked', grant: Grant): void {
-    this.#write({
-      type,
+  #auditGrant(type: 'grant.opened' | 'grant.extended', grant: Grant): void;
+  #auditGrant(type: 'grant.revoked', grant: Grant, reason: GrantRevokeReason): void;
+  #auditGrant(
+    type: 'grant.opened' | 'grant.extended' | 'grant.revoked',
+    grant: Grant,
+    reason?: GrantRevokeReason,
+  ): void {
+    const fields = {
       time: this.#clock.now(),
       deviceId: grant.deviceId,
       source: grant.address,
       access: grant.access,
       expiresAt: grant.expiresAt,
-    });
+    };
+    this.#write(
+      type === 'grant.revoked' ? { type, ...fields, reason: reason ?? 'expired' } : { type, ...fields },
+    );
   }
 
   #auditFailure(deviceId: string, source: string, error: string): void {

@@ -175,8 +175,8 @@ describe('blackcloud up --firewall nftables, device in another network namespace
     );
   });
 
-  it('after expiry new SYNs get no answer while the established session lives', async () => {
-    // A device session opened now, kept across the expiry; it waits for "go" on stdin before its checks.
+  it('once the session is up its rule closes (closed on connect): new SYNs get no answer, the session lives', async () => {
+    // A device session opened now, kept after its rule closed; it waits for "go" on stdin before its checks.
     const code = `
       const root = process.argv.at(-2);
       const file = process.argv.at(-1);
@@ -201,6 +201,7 @@ describe('blackcloud up --firewall nftables, device in another network namespace
         process.exit(0);
       }
     `;
+    const knockedAt = Date.now();
     const session = inNs(pair!.client.name, [
       process.execPath,
       '--input-type=module',
@@ -211,11 +212,14 @@ describe('blackcloud up --firewall nftables, device in another network namespace
       deviceFile,
     ]);
     await session.waitForOutput(/"connected":true/);
-    const knockedAt = Date.now();
+    // The broker (nftables: it sees the device's own address) reported the session: the rule closed at once.
     await upSaw(
       (line) =>
-        line.type === 'grant.revoked' && line.source === pair!.client.ipv4 && Number(line.time) >= knockedAt,
-      'the grant to be revoked at expiry',
+        line.type === 'grant.revoked' &&
+        line.reason === 'connected' &&
+        line.source === pair!.client.ipv4 &&
+        Number(line.time) >= knockedAt,
+      'the rule to close on connect (an expiry would say reason "expired")',
       (GRANT_SECONDS + 5) * 1000,
     );
     expect(await synProbe(pair!.server.ipv4, mqttPort)).toBe('timeout');

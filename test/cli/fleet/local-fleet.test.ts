@@ -86,6 +86,16 @@ describe('local fleet with a running black cloud', () => {
     const device = await loadDeviceConfig(running.layout.deviceFile('tracker-1'));
     const session = await knockAndConnect(device);
     const closed = new Promise<void>((done) => session.once('close', () => done()));
+    // Its rule closed on connect (docs/scaling.md); a second knock (it waits to connect again) holds one open.
+    await waitFor(
+      async () => ((await fleetOps.grants()).length === 0 ? true : undefined),
+      'close on connect',
+    );
+    await sendDatagram(device.spa.host, device.spa.port, buildKnock(device, knockIo, 'native').bytes);
+    await waitFor(
+      async () => ((await fleetOps.grants()).length === 1 ? true : undefined),
+      'the second grant',
+    );
     expect((await fleetOps.grants()).map((grant) => grant.deviceId)).toEqual(['tracker-1']);
 
     const result = await fleetOps.setEnabled('tracker-1', false);
@@ -171,18 +181,30 @@ describe('local fleet with a running black cloud', () => {
     const copy = await tempDir('bc9-bundle');
     await cp(running.layout.deviceDir('gone-1'), copy, { recursive: true });
 
+    // Its rule closed on connect (docs/scaling.md): remove closes the session, there is no grant left to revoke.
+    await waitFor(
+      async () => ((await fleetOps.grants()).length === 0 ? true : undefined),
+      'close on connect',
+    );
     const result = await fleetOps.remove('gone-1');
     expect(result).toMatchObject({ changed: true, disconnected: 1 });
-    expect(result.revoked).toHaveLength(1);
+    expect(result.revoked).toEqual([]);
+    expect(events.filter((event) => event.type === 'grant.revoked')).toMatchObject([
+      { deviceId: 'gone-1', reason: 'connected' },
+    ]);
     await closed;
     expect(await fleetOps.state('gone-1')).toBe('absent');
     expect(await readdir(`${dataDir}/keys`)).toEqual(['demo-device.bc1']);
     expect(await readdir(`${dataDir}/devices`)).toEqual(['demo-device']);
     expect(await readFile(running.layout.devicesFile, 'utf8')).not.toContain('gone-1');
-    // Its certificate is no longer accepted: with the gate open for this address (the demo device knocked),
-    // the broker itself refuses the removed identity.
+    // Its certificate is no longer accepted: with the gate open for this address (the demo device knocked and
+    // has not connected yet, so its rule stays open), the broker itself refuses the removed identity.
     const demo = await loadDeviceConfig(running.layout.deviceFile('demo-device'));
-    await knockAndConnect(demo);
+    await sendDatagram(demo.spa.host, demo.spa.port, buildKnock(demo, knockIo, 'native').bytes);
+    await waitFor(
+      async () => ((await fleetOps.grants()).length === 1 ? true : undefined),
+      "the demo's grant",
+    );
     const kept = await loadDeviceConfig(`${copy}/device.json`);
     const again = await connectToBroker(kept, {
       deadlineMs: 600,

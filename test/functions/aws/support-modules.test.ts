@@ -279,6 +279,7 @@ describe('EMF metrics and the CloudWatch audit sink', () => {
       source: '203.0.113.7',
       access,
       expiresAt: 2,
+      reason: 'connected',
     });
     metrics.flush();
     expect(lines.every((l) => l.endsWith('\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
@@ -296,8 +297,9 @@ describe('EMF metrics and the CloudWatch audit sink', () => {
     expect(audit[0]).toMatchObject({ deviceId: 'dev-1', isoTime: '2023-11-14T22:13:20.000Z' });
     expect(docs.slice(0, 5).every((d) => d.kind === 'audit')).toBe(true); // metrics follow, at the flush
     expect(emf.map(({ _aws, ...fields }) => fields)).toEqual([
-      { PacketsAccepted: 1, PacketsRejected: 1, GrantsOpen: [1, 2, 1] },
+      { PacketsAccepted: 1, PacketsRejected: 1, GrantsOpen: [1, 2, 1], GrantsClosed: 1 },
       { Reason: 'replay', PacketsRejected: 1 },
+      { Reason: 'connected', GrantsClosed: 1 },
     ]);
   });
 });
