@@ -97,7 +97,13 @@ describe('blackcloud keys rotate with blackcloud up as controller', () => {
     );
     expect(err).toContain(`[1/1 acks] ${DEMO_DEVICE_ID}: new key ${keyId} confirmed by the device`);
     expect(out).toEqual([`${DEMO_DEVICE_ID}: new key ${keyId} confirmed by the device`]);
-    // `up`'s controller confirmed it (the CLI only offered): one confirmation, by ack.
+    // `up`'s controller confirmed it (the CLI only offered): one confirmation, by ack. The CLI learns of it from
+    // the devices file, which the controller writes before it audits: wait for the audit line, then count.
+    await waitFor(
+      () => events.find((e) => e.type === 'key.confirmed'),
+      'up to audit the confirmation',
+      10_000,
+    );
     expect(events.filter((e) => e.type === 'key.confirmed')).toEqual([
       expect.objectContaining({ deviceId: DEMO_DEVICE_ID, keyId, by: 'ack' }),
     ]);

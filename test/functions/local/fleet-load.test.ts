@@ -17,6 +17,7 @@ import type { AuditEvent } from '../../../functions/core/interfaces.ts';
 import { CONTROLLER_IDENTITY, KEY_TOPIC_ROOT } from '../../../functions/core/topics.ts';
 import { DEFAULT_ROTATION_CONCURRENCY } from '../../../functions/key-rotation/key-rotation-controller.ts';
 import { dataDirLayout } from '../../../functions/local/data-dir.ts';
+import { FileNonceStore } from '../../../functions/local/file-nonce-store.ts';
 import { type LocalCloud, startLocalCloud } from '../../../functions/local/local-cloud.ts';
 import { resolveUpConfig } from '../../../functions/local/up-config.ts';
 import { ensureLocalPki, loadPem } from '../../../functions/pki/local-ca.ts';
@@ -56,6 +57,9 @@ describe(`blackcloud up with ${FLEET} devices awaiting a key offer`, () => {
     const layout = dataDirLayout(dataDir!);
     const pki = await ensureLocalPki(layout.pkiDir);
     const mqttPort = await freePort();
+    // A fleet that ran before (its nonces.log kept): a data directory with devices and no nonce file refuses the
+    // stamps of the last clock window (file-nonce-store.ts, start-time guard), which is not what this test is about.
+    await (await FileNonceStore.open({ path: layout.nonceFile, clock: { now: () => Date.now() } })).close();
     const fleet: FleetDevice[] = await writeFleetFile(layout.root, FLEET, {
       pending: true,
       createdAt: Date.now() - 60_000,
