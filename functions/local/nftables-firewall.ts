@@ -11,15 +11,19 @@
  * - `allow` adds each grant's (address, guarded port) elements with `timeout` = expiresAt − now: the kernel
  *   expires them by itself. Allowing again replaces the timeout (the latest allow wins). Grant entries naming
  *   unguarded ports are ignored; grants already expired are skipped.
+ * - `allow` and `revoke` go through one long-lived `nft -i` session (nftables-session.ts: one line per batch,
+ *   one transaction, acknowledged per line; a dead nft is restarted, bounded, reported through `onSessionEvent`),
+ *   so a grant costs no process. A runner without `openSession` (a test's recorder), or a session that gave up,
+ *   gets one `nft -f -` per batch instead, with the same text.
  * - `revoke` deletes the elements; a missing element is success.
- * - `close` deletes the table (success when already gone).
+ * - `close` ends the session, then deletes the table with `nft -f -` (success when already gone).
  * - Every value is validated before any nft text is built (`NftablesInputError`); a batch is all or nothing.
  * - Without root or without `nft`: `NftablesUnavailableError` ("nftables firewall needs root and the nft command:
  *   run as root, or use --firewall gate").
  */
 import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, Firewall } from '../core/interfaces.ts';
-import { type NftRun, nftCommand } from './nftables-command.ts';
+import { type NftCommand, type NftRun, nftCommand } from './nftables-command.ts';
 import {
   allowText,
   DEFAULT_TABLE,
@@ -30,8 +34,9 @@ import {
   validatePorts,
   validateTable,
 } from './nftables-ruleset.ts';
+import { type NftSession, type NftSessionEvent, NftablesSessionError } from './nftables-session.ts';
 
-export { type NftRun, nftCommand } from './nftables-command.ts';
+export { type NftCommand, type NftRun, nftCommand } from './nftables-command.ts';
 export {
   NFTABLES_UNAVAILABLE_FIX,
   NftablesCommandError,
@@ -44,8 +49,13 @@ export interface NftablesOptions {
   table?: string;
   /** The broker ports guarded, e.g. [{ protocol: 'tcp', port: 8883 }]. */
   ports: readonly AccessEntry[];
-  /** Runs `nft` with these arguments and stdin. @default nftCommand() (the `nft` on PATH) */
-  run?: (args: string[], stdin?: string) => Promise<string>;
+  /**
+   * Runs `nft` with these arguments and stdin; with `openSession` (as `nftCommand` gives) grants go through one
+   * long-lived session of the same command. @default nftCommand() (the `nft` on PATH)
+   */
+  run?: NftRun | NftCommand;
+  /** The session's restarts and its giving up (then grants fall back to one `nft -f -` per batch). */
+  onSessionEvent?: (event: NftSessionEvent) => void;
   /** Used to turn `expiresAt` into element timeouts. @default Date */
   clock?: Clock;
   /**
@@ -71,6 +81,23 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
   const clock = opts.clock ?? systemClock;
 
   await run(APPLY_FROM_STDIN, tableText(table, guarded, { exemptLoopback: opts.exemptLoopback === true }));
+  const session: NftSession | undefined =
+    typeof (run as Partial<NftCommand>).openSession === 'function'
+      ? (run as NftCommand).openSession(opts.onSessionEvent === undefined ? {} : { onEvent: opts.onSessionEvent })
+      : undefined;
+
+  /** One batch, one transaction: a line of the session, or (without one) a `nft -f -` of the same commands. */
+  async function apply(text: string): Promise<void> {
+    if (text === '') return;
+    if (session !== undefined) {
+      try {
+        return await session.apply(text.trimEnd().split('\n').join('; '));
+      } catch (error) {
+        if (!(error instanceof NftablesSessionError)) throw error;
+      }
+    }
+    await run(APPLY_FROM_STDIN, text);
+  }
 
   return {
     table,
@@ -80,14 +107,13 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
       const live = elements
         .map(({ element, grant }) => ({ element, timeoutMs: grant.expiresAt - now }))
         .filter((item) => item.timeoutMs > 0);
-      const text = allowText(table, live);
-      if (text !== '') await run(APPLY_FROM_STDIN, text);
+      await apply(allowText(table, live));
     },
     async revoke(grants) {
-      const text = revokeText(table, grantElements(grants, guarded));
-      if (text !== '') await run(APPLY_FROM_STDIN, text);
+      await apply(revokeText(table, grantElements(grants, guarded)));
     },
     async close() {
+      await session?.close();
       await run(APPLY_FROM_STDIN, deleteTableText(table));
     },
   };
