@@ -74,7 +74,14 @@ export async function main(args: readonly string[] = []): Promise<void> {
   const oneShot = await start(perProcess);
   try {
     const r = await sequential(oneShot, processCount);
-    rows.push(['nft -f - per grant', 'one after the other', processCount, r.p50, r.p99, Math.round(r.perSecond)]);
+    rows.push([
+      'nft -f - per grant',
+      'one after the other',
+      processCount,
+      r.p50,
+      r.p99,
+      Math.round(r.perSecond),
+    ]);
   } finally {
     await oneShot.close();
   }

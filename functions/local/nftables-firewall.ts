@@ -34,7 +34,7 @@ import {
   validatePorts,
   validateTable,
 } from './nftables-ruleset.ts';
-import { type NftSession, type NftSessionEvent, NftablesSessionError } from './nftables-session.ts';
+import { NftablesSessionError, type NftSession, type NftSessionEvent } from './nftables-session.ts';
 
 export { type NftCommand, type NftRun, nftCommand } from './nftables-command.ts';
 export {
@@ -83,7 +83,9 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
   await run(APPLY_FROM_STDIN, tableText(table, guarded, { exemptLoopback: opts.exemptLoopback === true }));
   const session: NftSession | undefined =
     typeof (run as Partial<NftCommand>).openSession === 'function'
-      ? (run as NftCommand).openSession(opts.onSessionEvent === undefined ? {} : { onEvent: opts.onSessionEvent })
+      ? (run as NftCommand).openSession(
+          opts.onSessionEvent === undefined ? {} : { onEvent: opts.onSessionEvent },
+        )
       : undefined;
 
   /** One batch, one transaction: a line of the session, or (without one) a `nft -f -` of the same commands. */

@@ -17,6 +17,7 @@
  *   restart and the giving up are reported through `onEvent`.
  * - A line must not contain a newline (refused with `TypeError`); the text itself comes from nftables-ruleset.ts,
  *   which builds it from validated values only.
+ * - The process starts at once (the first grant does not pay for the spawn).
  * - `close()` ends stdin (nft exits at end of input), waits for the exit, and kills the process after
  *   `closeTimeoutMs`; pending lines reject with `NftablesSessionError`.
  */
@@ -30,6 +31,8 @@ export type NftSessionEvent =
 export interface NftSession {
   apply(line: string): Promise<void>;
   close(): Promise<void>;
+  /** The running nft's process id (none after close, or once given up). */
+  readonly pid: number | undefined;
 }
 
 export interface NftSessionOptions {
@@ -146,7 +149,11 @@ export function startNftSession(opts: NftSessionOptions = {}): NftSession {
     proc.stdin.write(`${p.line}\nbcack ${p.seq}\n`);
   }
 
+  child = spawnChild();
   return {
+    get pid() {
+      return child?.pid;
+    },
     apply(line) {
       if (line.includes('\n')) return Promise.reject(new TypeError('an nft session line has no newline'));
       if (failure !== undefined) return Promise.reject(failure);
