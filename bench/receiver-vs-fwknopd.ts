@@ -257,7 +257,7 @@ async function inProcess(keys: Keys, workload: string, packets: readonly Uint8Ar
     ...(open
       ? {
           rateLimit: { burst: 1e9, ratePerSecond: 1e9 },
-          deviceBounds: { knockBurst: 100_000, knocksPerMinute: 6_000_000 },
+          deviceBounds: { maxAddressesPerDevice: 1000, knockBurst: 100_000, knocksPerMinute: 6_000_000 },
         }
       : {}),
   });

@@ -23,7 +23,7 @@ interface KeyFile {
 }
 
 /** The largest per-device bounds the receiver accepts (receiver-deps.ts). */
-const OPEN_DEVICE_BOUNDS = { knockBurst: 100_000, knocksPerMinute: 6_000_000 };
+const OPEN_DEVICE_BOUNDS = { maxAddressesPerDevice: 1000, knockBurst: 100_000, knocksPerMinute: 6_000_000 };
 
 const [keyFile, mode] = process.argv.slice(2);
 const keys = JSON.parse(readFileSync(keyFile ?? '', 'utf8')) as KeyFile;
