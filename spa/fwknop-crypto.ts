@@ -97,17 +97,12 @@ export function hmacBase64(type: FwknopHashType, key: Uint8Array, data: Uint8Arr
 }
 
 /**
- * Whether `macText` (ASCII bytes, e.g. a view into the wire) is exactly the unpadded base64 of
- * HMAC-`type`(key, data), compared in constant time as text [FKO-4]; false (early) when the lengths differ.
+ * Constant-time equality of an ASCII `text` (e.g. an HMAC's base64) and ASCII bytes (e.g. a view into the wire),
+ * as text [FKO-4]: no string is made of the bytes. False (early) when the lengths differ.
  */
-export function hmacMatchesText(
-  type: FwknopHashType,
-  key: Uint8Array,
-  data: Uint8Array,
-  macText: Uint8Array,
-): boolean {
-  const expected = asciiToBytes(hmacBase64(type, key, data));
-  return expected.length === macText.length && timingSafeEqual(expected, macText);
+export function constantTimeEqualTextBytes(text: string, bytes: Uint8Array): boolean {
+  if (text.length !== bytes.length) return false;
+  return timingSafeEqual(asciiToBytes(text), bytes);
 }
 
 /** Constant-time equality of two ASCII texts of the same length; false (early) when lengths differ. */

@@ -36,11 +36,11 @@ import {
   aes256CbcDecryptStrict,
   aes256CbcEncrypt,
   concatBytes,
+  constantTimeEqualTextBytes,
   evpBytesToKeyMd5,
   FWKNOP_HASH_B64_LENGTH,
   FWKNOP_HASH_TYPES,
   hmacBase64,
-  hmacMatchesText,
   isFwknopHashType,
 } from './fwknop-crypto.ts';
 import { describeFwknopValue, FwknopUsageError } from './fwknop-error.ts';
@@ -197,7 +197,8 @@ function authenticate(
   // characters [FKO-1] and an HMAC at most 86, so the body is never empty.
   const signedLength = text.length - FWKNOP_HASH_B64_LENGTH[hmacType];
   const signed = text.subarray(0, signedLength);
-  return hmacMatchesText(hmacType, hmacKey, signed, text.subarray(signedLength)) ? signed : undefined;
+  const expected = hmacBase64(hmacType, hmacKey, signed);
+  return constantTimeEqualTextBytes(expected, text.subarray(signedLength)) ? signed : undefined;
 }
 
 /**
