@@ -111,10 +111,16 @@ const ASCII_DECODER = new TextDecoder('latin1');
 
 /** The bytes of an ASCII `text` (each char code must be below 128; callers guarantee it). */
 export function asciiToBytes(text: string): Uint8Array {
+  // UTF-8 of ASCII is ASCII: one native encode instead of a loop over char codes (it runs per candidate HMAC).
+  // Any other char (callers never pass one) keeps the exact low-byte result of the loop.
   const out = new Uint8Array(text.length);
+  const { read, written } = ASCII_ENCODER.encodeInto(text, out);
+  if (read === text.length && written === text.length) return out;
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
   return out;
 }
+
+const ASCII_ENCODER = new TextEncoder();
 
 /** Whether every char of `text` is printable ASCII (0x20..0x7e). */
 export function isPrintableAscii(text: string): boolean {

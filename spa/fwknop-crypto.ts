@@ -9,8 +9,22 @@
  *
  * Contract: pure functions over node:crypto. `aes256CbcDecryptStrict` returns `undefined` for bad padding and
  * never throws on ciphertext bytes; the other functions expect arguments the callers have already validated.
+ *
+ * Cost: node:crypto turns a raw key (Uint8Array) into a key object on every createHmac / createCipheriv call,
+ * which costs several times the HMAC itself. So an HMAC key becomes a `KeyObject` once (cached per key array,
+ * checked against a copy of its bytes, so a key changed in place is never used stale), and the AES key, new per
+ * packet (it depends on the salt), is handed over as a `KeyObject` too, which node:crypto takes without the
+ * slow path.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createSecretKey,
+  type KeyObject,
+  timingSafeEqual,
+} from 'node:crypto';
 import { asciiToBytes, encodeBase64 } from './fwknop-base64.ts';
 import { FKO_AES_BLOCK_LENGTH } from './limits.ts';
 import type { FwknopHashType } from './types.ts';
@@ -54,9 +68,41 @@ export function digestBase64(type: FwknopHashType, data: Uint8Array): string {
   return encodeBase64(createHash(type).update(data).digest());
 }
 
+interface CachedKey {
+  readonly bytes: Uint8Array;
+  readonly key: KeyObject;
+}
+
+/** One KeyObject per HMAC key array (a device's key: made once, not per packet). */
+const hmacKeys = new WeakMap<Uint8Array, CachedKey>();
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function hmacKeyObject(key: Uint8Array): KeyObject {
+  const cached = hmacKeys.get(key);
+  if (cached !== undefined && sameBytes(cached.bytes, key)) return cached.key;
+  const bytes = key.slice();
+  const made = createSecretKey(bytes);
+  hmacKeys.set(key, { bytes, key: made });
+  return made;
+}
+
 /** Unpadded base64 of HMAC-`type`(key, data) (RFC 2104). */
 export function hmacBase64(type: FwknopHashType, key: Uint8Array, data: Uint8Array): string {
-  return encodeBase64(createHmac(type, key).update(data).digest());
+  return encodeBase64(createHmac(type, hmacKeyObject(key)).update(data).digest());
+}
+
+/**
+ * Constant-time equality of an ASCII `text` (e.g. an HMAC's base64) and ASCII bytes (e.g. a view into the wire),
+ * as text [FKO-4]: no string is made of the bytes. False (early) when the lengths differ.
+ */
+export function constantTimeEqualTextBytes(text: string, bytes: Uint8Array): boolean {
+  if (text.length !== bytes.length) return false;
+  return timingSafeEqual(asciiToBytes(text), bytes);
 }
 
 /** Constant-time equality of two ASCII texts of the same length; false (early) when lengths differ. */
@@ -92,7 +138,7 @@ export function evpBytesToKeyMd5(password: Uint8Array, salt: Uint8Array): AesKey
 
 /** AES-256-CBC of `plaintext` with PKCS#7 padding (1..16 bytes, always present). */
 export function aes256CbcEncrypt(keyIv: AesKeyIv, plaintext: Uint8Array): Uint8Array {
-  const cipher = createCipheriv('aes-256-cbc', keyIv.key, keyIv.iv);
+  const cipher = createCipheriv('aes-256-cbc', createSecretKey(keyIv.key), keyIv.iv);
   return concatBytes([cipher.update(plaintext), cipher.final()]);
 }
 
@@ -102,7 +148,7 @@ export function aes256CbcEncrypt(keyIv: AesKeyIv, plaintext: Uint8Array): Uint8A
  * Runs only after the HMAC verified (encrypt-then-MAC), so no padding oracle is exposed.
  */
 export function aes256CbcDecryptStrict(keyIv: AesKeyIv, ciphertext: Uint8Array): Uint8Array | undefined {
-  const decipher = createDecipheriv('aes-256-cbc', keyIv.key, keyIv.iv);
+  const decipher = createDecipheriv('aes-256-cbc', createSecretKey(keyIv.key), keyIv.iv);
   decipher.setAutoPadding(false);
   const padded = concatBytes([decipher.update(ciphertext), decipher.final()]);
   const pad = padded[padded.length - 1];

@@ -36,7 +36,7 @@ import {
   aes256CbcDecryptStrict,
   aes256CbcEncrypt,
   concatBytes,
-  constantTimeEqualText,
+  constantTimeEqualTextBytes,
   evpBytesToKeyMd5,
   FWKNOP_HASH_B64_LENGTH,
   FWKNOP_HASH_TYPES,
@@ -198,7 +198,7 @@ function authenticate(
   const signedLength = text.length - FWKNOP_HASH_B64_LENGTH[hmacType];
   const signed = text.subarray(0, signedLength);
   const expected = hmacBase64(hmacType, hmacKey, signed);
-  return constantTimeEqualText(expected, bytesToAscii(text.subarray(signedLength))) ? signed : undefined;
+  return constantTimeEqualTextBytes(expected, text.subarray(signedLength)) ? signed : undefined;
 }
 
 /**

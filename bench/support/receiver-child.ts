@@ -22,6 +22,9 @@ interface KeyFile {
   readonly since: number;
 }
 
+/** The largest per-device bounds the receiver accepts (receiver-deps.ts). */
+const OPEN_DEVICE_BOUNDS = { maxAddressesPerDevice: 1000, knockBurst: 100_000, knocksPerMinute: 6_000_000 };
+
 const [keyFile, mode] = process.argv.slice(2);
 const keys = JSON.parse(readFileSync(keyFile ?? '', 'utf8')) as KeyFile;
 let allowed = 0;
@@ -41,7 +44,11 @@ const deps = createReceiverDeps({
       },
     },
   ]),
-  nonces: new MemoryNonceStore({ clock: { now: () => keys.since } }),
+  // Open mode: one bench device stands for many, so its per-device bounds [BC1-9] are lifted too.
+  nonces: new MemoryNonceStore({
+    clock: { now: () => keys.since },
+    ...(mode === 'open' ? { maxEntriesPerOwner: 1_000_000 } : {}),
+  }),
   firewall: {
     allow: async (grants) => {
       allowed += grants.length;
@@ -50,7 +57,9 @@ const deps = createReceiverDeps({
   },
   audit: { write: () => undefined },
   rejectAudit: false,
-  ...(mode === 'open' ? { rateLimit: { burst: 1e9, ratePerSecond: 1e9 } } : {}),
+  ...(mode === 'open'
+    ? { rateLimit: { burst: 1e9, ratePerSecond: 1e9 }, deviceBounds: OPEN_DEVICE_BOUNDS }
+    : {}),
 });
 const receiver = await startReceiver({ host: '127.0.0.1', port: 0, deps, maxInFlight: 65_536 });
 process.stdout.write(`${JSON.stringify({ port: receiver.address.port })}\n`);

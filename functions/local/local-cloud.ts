@@ -306,6 +306,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         table: config.nftTable,
         ports: [{ protocol: 'tcp', port: publicPort }],
         clock,
+        onSessionEvent: (event) =>
+          note(
+            event.type === 'restarted'
+              ? `nftables: the nft session was restarted (${event.reason}; restart ${event.restarts})`
+              : `nftables: the nft session gave up after ${event.restarts} restarts (${event.reason}); grants now run nft once per batch`,
+          ),
       });
     }
     const startedFirewall = firewall;

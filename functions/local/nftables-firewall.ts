@@ -12,8 +12,12 @@
  *   expires them by itself. Allowing again refreshes the timeout only when the new expiry is later (the firewall
  *   keeps each element's expiry in an expiry-index.ts): a shorter grant never cuts a longer one short. Grant
  *   entries naming unguarded ports are ignored; grants already expired are skipped.
+ * - `allow` and `revoke` go through one long-lived `nft -i` session (nftables-session.ts: one line per batch,
+ *   one transaction, acknowledged per line; a dead nft is restarted, bounded, reported through `onSessionEvent`),
+ *   so a grant costs no process. A runner without `openSession` (a test's recorder), or a session that gave up,
+ *   gets one `nft -f -` per batch instead, with the same text.
  * - `revoke` deletes the elements (and forgets their expiries); a missing element is success.
- * - `close` deletes the table (success when already gone).
+ * - `close` ends the session, then deletes the table with `nft -f -` (success when already gone).
  * - Every value is validated before any nft text is built (`NftablesInputError`); a batch is all or nothing.
  * - Without root or without `nft`: `NftablesUnavailableError` ("nftables firewall needs root and the nft command:
  *   run as root, or use --firewall gate").
@@ -21,7 +25,7 @@
 import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, Firewall } from '../core/interfaces.ts';
 import { ExpiryIndex } from './expiry-index.ts';
-import { type NftRun, nftCommand } from './nftables-command.ts';
+import { type NftCommand, type NftRun, nftCommand } from './nftables-command.ts';
 import {
   allowText,
   DEFAULT_TABLE,
@@ -33,8 +37,9 @@ import {
   validatePorts,
   validateTable,
 } from './nftables-ruleset.ts';
+import { NftablesSessionError, type NftSession, type NftSessionEvent } from './nftables-session.ts';
 
-export { type NftRun, nftCommand } from './nftables-command.ts';
+export { type NftCommand, type NftRun, nftCommand } from './nftables-command.ts';
 export {
   NFTABLES_UNAVAILABLE_FIX,
   NftablesCommandError,
@@ -47,8 +52,13 @@ export interface NftablesOptions {
   table?: string;
   /** The broker ports guarded, e.g. [{ protocol: 'tcp', port: 8883 }]. */
   ports: readonly AccessEntry[];
-  /** Runs `nft` with these arguments and stdin. @default nftCommand() (the `nft` on PATH) */
-  run?: (args: string[], stdin?: string) => Promise<string>;
+  /**
+   * Runs `nft` with these arguments and stdin; with `openSession` (as `nftCommand` gives) grants go through one
+   * long-lived session of the same command. @default nftCommand() (the `nft` on PATH)
+   */
+  run?: NftRun | NftCommand;
+  /** The session's restarts and its giving up (then grants fall back to one `nft -f -` per batch). */
+  onSessionEvent?: (event: NftSessionEvent) => void;
   /** Used to turn `expiresAt` into element timeouts. @default Date */
   clock?: Clock;
   /**
@@ -81,6 +91,25 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
   await run(APPLY_FROM_STDIN, tableText(table, guarded, { exemptLoopback: opts.exemptLoopback === true }));
   /** Each element's expiry as last applied (the table was just created empty). */
   const expiries = new ExpiryIndex<string>();
+  const session: NftSession | undefined =
+    typeof (run as Partial<NftCommand>).openSession === 'function'
+      ? (run as NftCommand).openSession(
+          opts.onSessionEvent === undefined ? {} : { onEvent: opts.onSessionEvent },
+        )
+      : undefined;
+
+  /** One batch, one transaction: a line of the session, or (without one) a `nft -f -` of the same commands. */
+  async function apply(text: string): Promise<void> {
+    if (text === '') return;
+    if (session !== undefined) {
+      try {
+        return await session.apply(text.trimEnd().split('\n').join('; '));
+      } catch (error) {
+        if (!(error instanceof NftablesSessionError)) throw error;
+      }
+    }
+    await run(APPLY_FROM_STDIN, text);
+  }
 
   return {
     table,
@@ -99,19 +128,16 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
         element,
         timeoutMs: expiresAt - now,
       }));
-      const text = allowText(table, live);
-      if (text === '') return;
-      await run(APPLY_FROM_STDIN, text);
+      await apply(allowText(table, live));
       for (const [key, { expiresAt }] of latest) expiries.extend(key, expiresAt);
     },
     async revoke(grants) {
       const elements = grantElements(grants, guarded);
-      const text = revokeText(table, elements);
-      if (text === '') return;
-      await run(APPLY_FROM_STDIN, text);
+      await apply(revokeText(table, elements));
       for (const { element } of elements) expiries.delete(elementId(element));
     },
     async close() {
+      await session?.close();
       await run(APPLY_FROM_STDIN, deleteTableText(table));
     },
   };

@@ -7,12 +7,19 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import {
   NFTABLES_UNAVAILABLE_FIX,
+  NftablesCommandError,
   type NftablesFirewall,
   NftablesInputError,
   NftablesUnavailableError,
   nftCommand,
   startNftablesFirewall,
 } from '../../../functions/local/nftables-firewall.ts';
+import {
+  NftablesSessionError,
+  type NftSession,
+  type NftSessionEvent,
+  startNftSession,
+} from '../../../functions/local/nftables-session.ts';
 import { createNetnsPair, type JsonLineProcess, type NetnsPair, netnsExists } from '../../support/netns.ts';
 
 const SERVER_CODE = `
@@ -268,6 +275,157 @@ describe('nftables firewall in a network namespace', () => {
   });
 });
 
+/** Kills one process by id and waits until it is gone. */
+async function killAndWait(pid: number | undefined): Promise<void> {
+  expect(pid).toBeTypeOf('number');
+  process.kill(pid as number, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid as number, 0);
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`process ${pid} still alive`);
+}
+
+describe('grants through the long-lived nft session, in a network namespace', () => {
+  /** The namespace's command, with the session it opens captured (to find and kill its nft). */
+  // These tests bring their own table: the shared one (beforeEach) would drop what theirs grants.
+  beforeEach(async () => {
+    await firewall?.close();
+    firewall = undefined;
+  });
+
+  function capturing(sessionOpts: { maxRestarts?: number } = {}) {
+    const inner = inServer();
+    const captured: { session?: NftSession; events: NftSessionEvent[] } = { events: [] };
+    const run = Object.assign((args: string[], stdin?: string) => inner(args, stdin), {
+      openSession: (opts: Parameters<typeof inner.openSession>[0] = {}) => {
+        captured.session = startNftSession({
+          ...opts,
+          ...sessionOpts,
+          prefix: ['ip', 'netns', 'exec', pair.server.name, 'nft'],
+          onEvent: (event) => {
+            captured.events.push(event);
+            opts.onEvent?.(event);
+          },
+        });
+        return captured.session;
+      },
+    });
+    return { run, captured };
+  }
+
+  it('grants and revokes without a process per grant: the same nft serves every change', async () => {
+    const { run, captured } = capturing();
+    const fw = await startNftablesFirewall({
+      table: `${table}s`,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run,
+    });
+    try {
+      const pid = captured.session?.pid;
+      expect(pid).toBeTypeOf('number');
+      const g = grant(pair.client.ipv4, 30_000);
+      await fw.allow([g]);
+      const probe = await dial(pair.server.ipv4);
+      expect(probe.outcome).toBe('connected');
+      probe.proc.kill();
+      for (let i = 1; i <= 50; i++) await fw.allow([grant(`192.0.2.${i}`, 30_000)]);
+      const set = await pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', `${table}s`, 'allow4']);
+      expect(set.match(/192\.0\.2\.\d+ \. tcp/g)).toHaveLength(50);
+      await fw.revoke([g]);
+      expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
+      expect(captured.session?.pid).toBe(pid);
+      expect(captured.events).toEqual([]);
+    } finally {
+      await fw.close();
+    }
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'tables'])).not.toContain(`${table}s`);
+  }, 60_000);
+
+  it('a killed nft is replaced and reported; grants keep working', async () => {
+    const notes: NftSessionEvent[] = [];
+    const { run, captured } = capturing();
+    const fw = await startNftablesFirewall({
+      table: `${table}k`,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run,
+      onSessionEvent: (event) => notes.push(event),
+    });
+    try {
+      await fw.allow([grant('192.0.2.1', 30_000)]);
+      const first = captured.session?.pid;
+      await killAndWait(first);
+      await fw.allow([grant(pair.client.ipv4, 30_000)]);
+      expect(captured.session?.pid).not.toBe(first);
+      expect(notes).toEqual([{ type: 'restarted', restarts: 1, reason: 'nft exited (SIGKILL)' }]);
+      expect((await dial(pair.server.ipv4)).outcome).toBe('connected');
+    } finally {
+      await fw.close();
+    }
+  }, 60_000);
+
+  it('past the restart bound the session gives up, reported, and grants fall back to nft -f - per batch', async () => {
+    const notes: NftSessionEvent[] = [];
+    const { run, captured } = capturing({ maxRestarts: 0 });
+    const fw = await startNftablesFirewall({
+      table: `${table}g`,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run,
+      onSessionEvent: (event) => notes.push(event),
+    });
+    try {
+      await killAndWait(captured.session?.pid);
+      await expect(captured.session?.apply('')).rejects.toBeInstanceOf(NftablesSessionError);
+      expect(notes).toEqual([{ type: 'gave-up', restarts: 0, reason: 'nft exited (SIGKILL)' }]);
+      expect(captured.session?.pid).toBeUndefined();
+      await fw.allow([grant(pair.client.ipv4, 30_000)]);
+      expect((await dial(pair.server.ipv4)).outcome).toBe('connected');
+    } finally {
+      await fw.close();
+    }
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'tables'])).not.toContain(`${table}g`);
+  }, 60_000);
+
+  it("acknowledges each line: a refused line rejects with nft's message, the next one succeeds", async () => {
+    const session = startNftSession({ prefix: ['ip', 'netns', 'exec', pair.server.name, 'nft'] });
+    try {
+      const name = `${table}a`;
+      const results = await Promise.allSettled([
+        session.apply(`add table inet ${name}`),
+        session.apply(`add element inet ${name} nosuch { 192.0.2.1 }; add chain inet ${name} never`),
+        session.apply(`add set inet ${name} s { type ipv4_addr; }`),
+        session.apply(`add element inet ${name} s { 192.0.2.300 }`),
+        session.apply(`add element inet ${name} s { 192.0.2.3 }`),
+      ]);
+      expect(results.map((r) => r.status)).toEqual([
+        'fulfilled',
+        'rejected',
+        'fulfilled',
+        'rejected',
+        'fulfilled',
+      ]);
+      const refused = (results[1] as PromiseRejectedResult).reason as NftablesCommandError;
+      expect(refused).toBeInstanceOf(NftablesCommandError);
+      expect(refused.stderr).toContain('No such file or directory');
+      expect(refused.stderr).toContain('nosuch');
+      expect(refused.stderr).not.toContain('bcack');
+      const listed = await pair.exec(pair.server.name, ['nft', 'list', 'table', 'inet', name]);
+      expect(listed).toContain('192.0.2.3');
+      expect(listed).not.toContain('never'); // the refused line was one transaction: nothing of it applied
+      await session.apply(`delete table inet ${name}`);
+      await expect(session.apply('list ruleset\nflush ruleset')).rejects.toBeInstanceOf(TypeError);
+    } finally {
+      await session.close();
+    }
+    await expect(session.apply('')).rejects.toBeInstanceOf(NftablesSessionError);
+  }, 60_000);
+});
+
 describe('nftables firewall without root or without nft', () => {
   it('names the fix when not root', async () => {
     const asNobody = nftCommand(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'nft']);
@@ -374,6 +532,52 @@ describe('nft text', () => {
       ].join('\n'),
     );
     expect(calls[3]?.stdin).toBe('add table inet bc_test\ndelete table inet bc_test\n');
+  });
+
+  it('with a session, each batch is one line of the session; table creation and deletion stay nft -f -', async () => {
+    const { calls, run } = recorder();
+    const lines: string[] = [];
+    const session: NftSession = {
+      pid: undefined,
+      apply: async (line) => {
+        lines.push(line);
+      },
+      close: async () => {
+        lines.push('<closed>');
+      },
+    };
+    const fw = await startNftablesFirewall({
+      table: 'bc_test',
+      ports: [{ protocol: 'tcp', port: 8883 }],
+      run: Object.assign(run, { openSession: () => session }),
+      clock: fixed,
+    });
+    const g: Grant = {
+      deviceId: 'd',
+      address: '203.0.113.7',
+      family: 4,
+      access: [{ protocol: 'tcp', port: 8883 }],
+      openedAt: T,
+      expiresAt: T + 30_000,
+    };
+    await fw.allow([g, { ...g, address: '2001:db8::1' }]);
+    await fw.revoke([g]);
+    await fw.allow([{ ...g, expiresAt: T - 1 }]); // nothing left to send
+    await fw.close();
+    expect(lines).toEqual([
+      'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }; ' +
+        'delete element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }; ' +
+        'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 timeout 30000ms }; ' +
+        'add element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 }; ' +
+        'delete element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 }; ' +
+        'add element inet bc_test allow6 { 2001:db8::1 . tcp . 8883 timeout 30000ms }',
+      'add element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }; delete element inet bc_test allow4 { 203.0.113.7 . tcp . 8883 }',
+      '<closed>',
+    ]);
+    expect(calls.map((c) => c.stdin?.split('\n')[0])).toEqual([
+      'add table inet bc_test',
+      'add table inet bc_test',
+    ]);
   });
 
   it.each([
