@@ -54,7 +54,7 @@ beforeEach(async () => {
   dataDir = await tempDir('bc-c-e2e');
   const layout = dataDirLayout(dataDir);
   await ensureLocalPki(layout.pkiDir);
-  const work = join(dataDir, 'mosquitto');
+  const work = join(dataDir, 'test-broker'); // not <data-dir>/mosquitto/, where up --broker writes its recipe;
   await mkdir(work);
   mosquitto = await startMosquitto(layout.pkiDir, work);
   cloud = await startLocalCloud(

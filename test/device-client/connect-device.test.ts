@@ -86,7 +86,7 @@ afterEach(async () => {
 async function setUp(): Promise<{ config: UpConfig; file: string }> {
   const layout = dataDirLayout(dataDir!);
   await ensureLocalPki(layout.pkiDir);
-  const work = join(dataDir!, 'mosquitto');
+  const work = join(dataDir!, 'test-broker'); // not <data-dir>/mosquitto/, where up --broker writes its recipe;
   await mkdir(join(work, 'db'), { recursive: true });
   mosquitto = await startMosquitto(layout.pkiDir, work, {
     // Persistent sessions survive the broker restart: the subscriber's queued QoS 1 messages are kept.

@@ -96,7 +96,12 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
   it('keeps Mosquitto dark until the knock, then carries MQTT to it', async () => {
     await startAll();
     const layout = dataDirLayout(dataDir!);
-    expect(cloud!.broker).toEqual({ host: '127.0.0.1', port: mosquitto!.port, embedded: false });
+    expect(cloud!.broker).toEqual({
+      host: '127.0.0.1',
+      port: mosquitto!.port,
+      embedded: false,
+      inProcess: false,
+    });
     expect(notes.some((line) => line.includes('follows the devices file'))).toBe(true);
     // The recipe's files, from the one generator: the plugin and its file, no ACL file.
     const conf = await readFile(join(dataDir!, 'mosquitto', 'mosquitto.conf'), 'utf8');

@@ -123,7 +123,9 @@ describe(`blackcloud up with ${FLEET} devices awaiting a key offer`, () => {
     expect({
       inFlight: offers.inFlight >= 1 && offers.inFlight <= DEFAULT_ROTATION_CONCURRENCY,
       done: offers.done,
-      notes,
+      // The test's broker is an embedded one, not Mosquitto: up says its dynamic security is off (and where the
+      // recipe is); nothing else may be noted.
+      notes: notes.filter((line) => !/dynamic security|a Mosquitto 2 configuration/.test(line)),
       failed: events.filter((e) => e.type === 'key.rotation-failed').slice(0, 3),
     }).toEqual({ inFlight: true, done: 0, notes: [], failed: [] });
 
