@@ -294,8 +294,9 @@ export class AwsFleet implements Fleet {
         this.#clock.now(),
       );
       return (
-        `certificate ${serial} (CN ${deviceId}) revoked in ${crlFile} (${count} revoked); publish it: put the ` +
-        'PEM as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")'
+        `certificate ${serial} (CN ${deviceId}) revoked in ${crlFile} (${count} revoked); the broker drops the ` +
+        "device at the receivers' next index refresh (dynamic security); for defence in depth also put the PEM " +
+        'as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")'
       );
     } catch (error) {
       return (
@@ -590,8 +591,8 @@ export class AwsFleet implements Fleet {
 
   #sessionNote(deviceId: string): string {
     return (
-      `the receiver refuses ${deviceId}'s knocks once its directory cache expires (at most 30 s); an MQTT ` +
-      'session already open is not closed from here (the broker is reachable only inside the black cloud)'
+      `the receivers refuse ${deviceId}'s knocks and the broker closes its open MQTT session at their next ` +
+      'device-index refresh (BLACKCLOUD_DIRECTORY_REFRESH_SECONDS, default 30 s; docs/fleet.md)'
     );
   }
 

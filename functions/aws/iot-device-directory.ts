@@ -17,6 +17,9 @@
  *   item bumped by the CLI was not chosen: changes made outside the CLI (console, IaC, another receiver's
  *   rotation) would not bump it, so the period would still be the bound, and the poll would add a request
  *   per few seconds for a shorter delay on one path only.
+ * - After every successful full load `onRefreshed` is called (the receiver brings the broker's dynamic security in
+ *   step then, broker-sync.ts); `deviceStates()` lists every indexed device's id and enabled flag (undefined
+ *   before the first load), from the index.
  * - A failed refresh keeps the last good index (never empties it), calls `onRefreshError` and counts it in
  *   `stats().refreshFailures`; the next period tries again. A malformed device is left out of the index and
  *   reported (`onDeviceError`); the rest load.
@@ -75,6 +78,8 @@ export interface IotDeviceDirectoryOptions {
   readonly onDeviceError?: (deviceId: string, error: unknown) => void;
   /** A refresh failed; the last good index stays. Default: ignored. */
   readonly onRefreshError?: (error: unknown) => void;
+  /** A full load succeeded (the new index is in place). Default: ignored. */
+  readonly onRefreshed?: () => void;
 }
 
 export interface DirectoryStats {
@@ -172,6 +177,12 @@ export class IotDeviceDirectory implements DeviceDirectory {
     return (this.#index ?? (await this.#firstLoad())).devices.get(deviceId);
   }
 
+  /** Every indexed device's id and enabled flag; undefined before the first load. */
+  deviceStates(): readonly { readonly id: string; readonly enabled: boolean }[] | undefined {
+    if (this.#index === undefined) return undefined;
+    return [...this.#index.devices.values()].map((device) => ({ id: device.id, enabled: device.enabled }));
+  }
+
   stats(): DirectoryStats {
     return {
       devices: this.#index?.devices.size ?? 0,
@@ -234,6 +245,7 @@ export class IotDeviceDirectory implements DeviceDirectory {
       (index) => {
         this.#index = index;
         this.#loadedAt = this.#o.clock.now();
+        this.#o.onRefreshed?.();
       },
       (error: unknown) => {
         this.#failures++;

@@ -17,7 +17,12 @@
  * (functions/aws/aws-controller.ts) only while it holds it, so among several receivers at most one rotates
  * keys. A single receiver always wins the lease. If the controller cannot be started it logs a warning and gives
  * the lease up (another receiver, or this one at its next tick, tries again); the receiver runs on regardless.
+ * With the same settings EVERY receiver (leader or not) also holds an admin session with the broker's
+ * dynamic-security plugin (broker-sync.ts, client id `blackcloud-dynsec-<lease holder id>`) and reconciles the
+ * broker's clients with the device index after every successful index refresh, so a device disabled or removed
+ * in the registry loses its broker session within one refresh (docs/fleet.md).
  */
+import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
@@ -33,6 +38,7 @@ import {
   loadAwsControllerConfig,
   startAwsKeyRotation,
 } from './aws-controller.ts';
+import { type AwsBrokerSync, startAwsBrokerSync } from './broker-sync.ts';
 import { type AwsClients, awsClients, destroyAwsClients } from './clients.ts';
 import { CloudWatchAuditSink } from './cloudwatch-audit-sink.ts';
 import { ControllerLease, type LeaseTimings, newHolderId } from './controller-lease.ts';
@@ -70,8 +76,10 @@ export interface StartAwsReceiverOptions {
   readonly keyRotation?: AwsControllerConfig;
   /** Controller lease timings. @default lease 60 s, renew 20 s, safety 10 s */
   readonly lease?: LeaseTimings;
-  /** The lease holder id. @default 16 random bytes, hex */
+  /** The lease holder id (also names this receiver's dynamic-security admin session). @default 16 random bytes, hex */
   readonly leaseHolderId?: string;
+  /** Retry period of the dynamic-security admin session's connect (broker-sync.ts). @default 10000 */
+  readonly brokerSyncRetryMs?: number;
 }
 
 export interface AwsReceiver {
@@ -93,6 +101,8 @@ export interface AwsReceiver {
   readonly lease: ControllerLease | undefined;
   /** The health port, when configured. */
   readonly health: HealthListener | undefined;
+  /** The broker's dynamic security kept in step with the index (undefined when rotation is off). */
+  readonly brokerSync: AwsBrokerSync | undefined;
   /**
    * Stop the key-rotation controller and release the lease, close the health port, stop receiving, then revoke every grant this process
    * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), flush the firewall, and
@@ -137,6 +147,7 @@ export async function startAwsReceiver(
     onGrantStoreError: (error) =>
       log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
   });
+  let brokerSync: AwsBrokerSync | undefined; // set once the index is loaded, below
   const directory = new IotDeviceDirectory({
     iot: clients.iot,
     dynamodb: clients.dynamodb,
@@ -151,6 +162,7 @@ export async function startAwsReceiver(
       counters.increment('directory.refresh.failed');
       log('warn', `device index refresh failed, the last good index stays: ${describeError(error)}`);
     },
+    onRefreshed: () => void brokerSync?.sync(),
   });
   // The index is loaded before the SPA port opens: no datagram ever waits on (or causes) a directory AWS call.
   try {
@@ -164,6 +176,45 @@ export async function startAwsReceiver(
   }
   const indexed = directory.stats();
   log('info', `device index loaded: ${indexed.devices} device(s), ${indexed.keys} key(s)`);
+  const holderId = options.leaseHolderId ?? newHolderId(systemRandom);
+  const brokerConfig = options.keyRotation;
+  if (
+    brokerConfig?.enabled === true &&
+    brokerConfig.brokerHost !== undefined &&
+    brokerConfig.caFile !== undefined &&
+    brokerConfig.certFile !== undefined &&
+    brokerConfig.keyFile !== undefined
+  ) {
+    let ca: Buffer;
+    let cert: Buffer;
+    let key: Buffer;
+    try {
+      [ca, cert, key] = await Promise.all([
+        readFile(brokerConfig.caFile),
+        readFile(brokerConfig.certFile),
+        readFile(brokerConfig.keyFile),
+      ]);
+    } catch (error) {
+      directory.close();
+      metrics.close();
+      throw new Error(`cannot read the controller TLS files for the broker: ${describeError(error)}`);
+    }
+    const host = brokerConfig.brokerHost.includes(':')
+      ? `[${brokerConfig.brokerHost}]`
+      : brokerConfig.brokerHost;
+    brokerSync = startAwsBrokerSync({
+      url: `mqtts://${host}:${config.brokerPort}`,
+      ca,
+      cert,
+      key,
+      ...(brokerConfig.servername === undefined ? {} : { servername: brokerConfig.servername }),
+      clientId: `blackcloud-dynsec-${holderId}`,
+      devices: () => directory.deviceStates(),
+      log,
+      timers,
+      ...(options.brokerSyncRetryMs === undefined ? {} : { retryMs: options.brokerSyncRetryMs }),
+    });
+  }
   const deps = createReceiverDeps({
     directory,
     nonces: new DynamoNonceStore({ dynamodb: clients.dynamodb, tableName: config.nonceTable }),
@@ -248,7 +299,7 @@ export async function startAwsReceiver(
     lease = new ControllerLease({
       dynamodb: clients.dynamodb,
       table: config.devicesTable,
-      holderId: options.leaseHolderId ?? newHolderId(systemRandom),
+      holderId,
       clock,
       timers,
       ...options.lease,
@@ -276,6 +327,7 @@ export async function startAwsReceiver(
     } catch (error) {
       await receiver.close();
       directory.close();
+      await brokerSync?.close();
       throw error;
     }
   }
@@ -291,6 +343,7 @@ export async function startAwsReceiver(
     },
     lease,
     health,
+    brokerSync,
     close() {
       closing ??= (async () => {
         await lease?.stop();
@@ -300,6 +353,7 @@ export async function startAwsReceiver(
         await health?.close();
         await receiver.close();
         directory.close();
+        await brokerSync?.close();
         if (config.shutdown === 'handover') {
           const handed = await deps.grants.release();
           log('info', `${handed.length} open grant(s) handed to the revoke queue and the sweeper`);

@@ -1,8 +1,8 @@
 /**
- * Broker unit: one Debian 12 arm64 instance running Mosquitto 2 with TLS, client certificates and a per-device
- * ACL (infra/host/broker-host.ts), with an Elastic IP. The image comes from Debian's public SSM parameter,
- * resolved by CloudFormation at deploy time (a stack parameter of type AWS::SSM::Parameter::Value; no lookup at
- * synth). The TLS material is read at boot from a Secrets Manager secret created by the operator; the instance
+ * Broker unit: one Debian 12 arm64 instance running Mosquitto 2 with TLS, client certificates and per-device
+ * roles of the dynamic-security plugin (infra/host/broker-host.ts), with an Elastic IP. The image comes from
+ * Debian's public SSM parameter, resolved by CloudFormation at deploy time (a stack parameter of type
+ * AWS::SSM::Parameter::Value; no lookup at synth). The TLS material is read at boot from a Secrets Manager secret created by the operator; the instance
  * role may read only that secret.
  *
  * Security groups: the broker's interface carries `grantSecurityGroupCount` groups. None has an ingress rule
@@ -49,7 +49,7 @@ export interface BrokerProps {
   readonly tlsPort?: number;
   /** Name of the Secrets Manager secret with the broker's TLS material (docs/deploy.md). */
   readonly tlsSecretName: string;
-  /** Common name of the controller's certificate, granted every device tree in the ACL. @default 'blackcloud-controller' */
+  /** Common name of the controller's certificate, the dynamic-security admin, granted every device tree. @default 'blackcloud-controller' */
   readonly controllerIdentity?: string;
   /** Security groups that carry knock rules (1..5). @default 1 */
   readonly grantSecurityGroupCount?: number;

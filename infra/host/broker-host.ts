@@ -1,8 +1,10 @@
 /**
  * What the broker instance (Debian 12 arm64) runs at first boot, as pure text builders: the Mosquitto 2
  * configuration (TLS on the broker port, client certificates required, the certificate's common name as the
- * username, no anonymous access, an ACL file), the per-device ACL, and the boot script that installs Mosquitto,
- * fetches the TLS material from Secrets Manager and starts the broker.
+ * username, no anonymous access, the dynamic-security plugin of Debian's mosquitto package), the plugin's initial
+ * JSON (the controller as its one admin client; the receivers enrol, disable and remove devices at run time,
+ * docs/fleet.md), and the boot script that installs Mosquitto, fetches the TLS material from Secrets Manager and
+ * starts the broker. The plugin's file is written only when absent: the plugin keeps its state there.
  *
  * TLS material never passes through the template, its parameters or the user data: the script only knows the
  * secret's NAME; the instance role may read that one secret. The secret is a JSON object created by the operator
@@ -11,15 +13,18 @@
  */
 
 import {
-  type AclOptions,
+  debianDynsecPlugin,
+  dynamicSecurityConfig,
   MOSQUITTO_TLS_FILES,
-  mosquittoAcl as sharedMosquittoAcl,
   mosquittoConf as sharedMosquittoConf,
 } from '../../functions/broker/mosquitto-config.ts';
 
 export const BROKER_TLS_DIR = '/etc/mosquitto/blackcloud';
 export const BROKER_CONF_FILE = '/etc/mosquitto/conf.d/blackcloud.conf';
-export const BROKER_ACL_FILE = `${BROKER_TLS_DIR}/acl`;
+/** Debian 12's mosquitto package (2.0.11) ships the plugin; the broker host is arm64 (infra/constructs/broker.ts). */
+export const BROKER_DYNSEC_PLUGIN = debianDynsecPlugin('aarch64-linux-gnu');
+/** The plugin's state, rewritten by the broker on every change: in Mosquitto's own data directory. */
+export const BROKER_DYNSEC_FILE = '/var/lib/mosquitto/dynamic-security.json';
 
 /** Topic roots and the Mosquitto text builders: one module shared with the tests (functions/broker/). */
 export { DEVICE_TOPIC_ROOT, KEY_TOPIC_ROOT } from '../../functions/core/topics.ts';
@@ -31,18 +36,17 @@ export const BROKER_SECRET_FILES = MOSQUITTO_TLS_FILES;
 export function mosquittoConf(options: {
   readonly port: number;
   readonly tlsDir?: string;
-  readonly aclFile?: string;
+  readonly plugin?: string;
+  readonly dynsecFile?: string;
 }): string {
   return sharedMosquittoConf({
     port: options.port,
     tlsDir: options.tlsDir ?? BROKER_TLS_DIR,
-    aclFile: options.aclFile ?? BROKER_ACL_FILE,
+    dynamicSecurity: {
+      plugin: options.plugin ?? BROKER_DYNSEC_PLUGIN,
+      configFile: options.dynsecFile ?? BROKER_DYNSEC_FILE,
+    },
   });
-}
-
-/** The broker's ACL (functions/broker/mosquitto-config.ts): the same policy as the embedded broker. */
-export function mosquittoAcl(options: AclOptions): string {
-  return sharedMosquittoAcl(options);
 }
 
 export interface BrokerBootOptions {
@@ -145,14 +149,18 @@ export function brokerBootCommands(options: BrokerBootOptions): string[] {
     `cat > /etc/systemd/system/${BROKER_TLS_SERVICE}.service <<'UNIT'`,
     brokerTlsUnit().trimEnd(),
     'UNIT',
-    '# 3. Configuration and ACL.',
+    '# 3. Configuration and the dynamic-security plugin (its state file only when absent: the plugin keeps it).',
+    `test -f ${BROKER_DYNSEC_PLUGIN} || { echo 'blackcloud: ${BROKER_DYNSEC_PLUGIN} missing from the mosquitto package' >&2; exit 1; }`,
     `cat > ${BROKER_CONF_FILE} <<'CONF'`,
     mosquittoConf({ port: options.port }).trimEnd(),
     'CONF',
-    `cat > ${BROKER_ACL_FILE} <<'ACL'`,
-    mosquittoAcl({ controllerIdentity: options.controllerIdentity }).trimEnd(),
-    'ACL',
-    `chown root:mosquitto ${BROKER_ACL_FILE} && chmod 0640 ${BROKER_ACL_FILE}`,
+    'install -d -o mosquitto -g mosquitto -m 0700 /var/lib/mosquitto',
+    `if [ ! -f ${BROKER_DYNSEC_FILE} ]; then`,
+    `cat > ${BROKER_DYNSEC_FILE} <<'DYNSEC'`,
+    dynamicSecurityConfig({ controllerIdentity: options.controllerIdentity }).trimEnd(),
+    'DYNSEC',
+    'fi',
+    `chown mosquitto:mosquitto ${BROKER_DYNSEC_FILE} && chmod 0600 ${BROKER_DYNSEC_FILE}`,
     '# 4. Mosquitto needs the TLS unit, and restarts on failure.',
     'mkdir -p /etc/systemd/system/mosquitto.service.d',
     `printf '[Unit]\\nRequires=${BROKER_TLS_SERVICE}.service\\nAfter=${BROKER_TLS_SERVICE}.service\\n\\n[Service]\\nRestart=on-failure\\nRestartSec=2\\n' > /etc/systemd/system/mosquitto.service.d/blackcloud.conf`,

@@ -2,7 +2,9 @@
  * What the instances run at boot, exercised for real on this machine (no AWS):
  * - the operator's TLS script (infra/tls/blackcloud-tls.sh) makes a CA, the broker and client certificates and the
  *   Secrets Manager JSON; the broker's boot Python turns that JSON into files; a real Mosquitto 2 started with the
- *   generated configuration and ACL then enforces mutual TLS and per-device topics;
+ *   generated configuration and the boot script's dynamic-security JSON (the controller its one admin), the
+ *   devices enrolled through the controller's admin session as the receivers do, then enforces mutual TLS and
+ *   per-device topics;
  * - the boot scripts parse as bash, the receiver's Python writes the controller files 0640, the heartbeat script
  *   writes the line the "receiver silent" alarm counts, and the agent configuration is valid JSON.
  * Required tools (bash, openssl, python3, mosquitto, node): a missing one fails the test, naming it.
@@ -14,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectDynsecAdmin } from '../../functions/broker/dynsec-admin.ts';
+import { debianDynsecPlugin } from '../../functions/broker/mosquitto-config.ts';
 import { REJECT_REASONS } from '../../functions/receiver/reject-reason.ts';
 import { REPO_ROOT } from '../../infra/bundle.ts';
 import { AUDIT_METRICS } from '../../infra/constructs/audit.ts';
@@ -23,7 +27,6 @@ import {
   brokerTlsFetchScript,
   DEVICE_TOPIC_ROOT,
   KEY_TOPIC_ROOT,
-  mosquittoAcl,
   mosquittoConf,
 } from '../../infra/host/broker-host.ts';
 import {
@@ -48,11 +51,11 @@ function requireTool(tool: string, versionArgs: string[]): void {
     throw new Error(`${tool} is required by test/infra/hosts.test.ts and was not found: install it`);
 }
 
-/** The text between `<<'PYTHON'...` and the closing `PYTHON` line of a boot script. */
-function embeddedPython(script: string[]): string {
+/** The text between `<<'PYTHON'...` (or another here-document mark) and its closing line in a boot script. */
+function embeddedPython(script: string[], mark = 'PYTHON'): string {
   const commands = script.join('\n').split('\n');
-  const start = commands.findIndex((line) => line.includes("<<'PYTHON'"));
-  const end = commands.indexOf('PYTHON', start);
+  const start = commands.findIndex((line) => line.includes(`<<'${mark}'`));
+  const end = commands.indexOf(mark, start);
   expect(start).toBeGreaterThanOrEqual(0);
   expect(end).toBeGreaterThan(start);
   return commands.slice(start + 1, end).join('\n');
@@ -134,11 +137,20 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
     execFileSync('python3', ['-', secret, tlsDir], { input: python });
 
     port = await freePort();
-    const aclFile = join(work, 'acl');
-    writeFileSync(aclFile, mosquittoAcl({ controllerIdentity: CONTROLLER }));
+    // The boot script's own plugin JSON (controller only), at this machine's plugin path.
+    const dynsecFile = join(work, 'dynamic-security.json');
+    writeFileSync(
+      dynsecFile,
+      embeddedPython(
+        brokerBootCommands({ port: 8883, controllerIdentity: CONTROLLER, tlsSecretName: 'x', region: 'r' }),
+        'DYNSEC',
+      ),
+      { mode: 0o600 },
+    );
+    const plugin = debianDynsecPlugin(process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu');
     const confFile = join(work, 'mosquitto.conf');
     // The generated configuration as is; the test runs as root, so tell Mosquitto not to switch users.
-    writeFileSync(confFile, `${mosquittoConf({ port, tlsDir, aclFile })}user root\n`);
+    writeFileSync(confFile, `${mosquittoConf({ port, tlsDir, plugin, dynsecFile })}user root\n`);
     broker = spawn('mosquitto', ['-c', confFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     broker.stdout?.on('data', (chunk: Buffer) => {
       brokerLog += chunk.toString();
@@ -147,7 +159,24 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
       brokerLog += chunk.toString();
     });
     await waitForPort(port, broker, () => brokerLog);
-  });
+    // The devices enrolled as a receiver does at its directory refresh (functions/aws/broker-sync.ts).
+    const admin = await connectDynsecAdmin({
+      url: `mqtts://127.0.0.1:${port}`,
+      ca: readFileSync(join(ca, 'ca.crt')),
+      cert: readFileSync(join(ca, `${CONTROLLER}.crt`)),
+      key: readFileSync(join(ca, `${CONTROLLER}.key`)),
+      servername: SERVER_NAME,
+    });
+    try {
+      const sent = await admin.reconcile([
+        { id: 'dev-a', enabled: true },
+        { id: 'dev-b', enabled: true },
+      ]);
+      expect(sent.length).toBeGreaterThan(0);
+    } finally {
+      await admin.close();
+    }
+  }, 60_000);
 
   afterAll(async () => {
     await Promise.all(clients.map((client) => client.endAsync(true).catch(() => undefined)));
@@ -228,12 +257,22 @@ describe('broker: operator TLS material -> Secrets Manager JSON -> boot script -
     await expect(connect('dev-a', join(work, 'other-ca'))).rejects.toThrow();
   });
 
-  it('GIVEN the ACL WHEN the controller publishes keys to two devices THEN each device receives only its own', async () => {
+  it('GIVEN dynamic security WHEN a device subscribes to every key topic THEN the SUBACK refuses it (0x80)', async () => {
+    const deviceA = await connect('dev-a');
+    await expect(deviceA.subscribeAsync(`${KEY_TOPIC_ROOT}/#`, { qos: 1 })).rejects.toThrow(
+      /Subscribe error/,
+    );
+  });
+
+  it('GIVEN dynamic security WHEN the controller publishes keys to two devices THEN each device receives only its own', async () => {
     const controller = await connect(CONTROLLER);
     const deviceA = await connect('dev-a');
     const received: string[] = [];
     deviceA.on('message', (topic) => received.push(topic));
-    await deviceA.subscribeAsync(`${KEY_TOPIC_ROOT}/#`, { qos: 1 });
+    await deviceA.subscribeAsync(`${KEY_TOPIC_ROOT}/dev-a`, { qos: 1 });
+    await expect(deviceA.subscribeAsync(`${KEY_TOPIC_ROOT}/dev-b`, { qos: 1 })).rejects.toThrow(
+      /Subscribe error/,
+    );
     await controller.publishAsync(`${KEY_TOPIC_ROOT}/dev-b`, 'for b', { qos: 1 });
     const own = new Promise<void>((resolve) =>
       deviceA.on('message', (topic) => topic === `${KEY_TOPIC_ROOT}/dev-a` && resolve()),

@@ -309,7 +309,7 @@ describe('broker', () => {
     expect(instance.Properties.BlockDeviceMappings[0].Ebs.Encrypted).toBe(true);
   });
 
-  it('GIVEN the default stack THEN its user data configures Mosquitto with TLS, client certificates and the ACL', () => {
+  it('GIVEN the default stack THEN its user data configures Mosquitto with TLS, client certificates and dynamic security', () => {
     const { stack, resources } = main;
     const userData = render(resources[logicalId(stack, stack.broker.instance)]!.Properties!.UserData);
     expect(userData).toContain('apt-get install -y --no-install-recommends mosquitto awscli');
@@ -319,12 +319,38 @@ describe('broker', () => {
       'require_certificate true',
       'use_identity_as_username true',
       'allow_anonymous false',
-      'acl_file /etc/mosquitto/blackcloud/acl',
-      'pattern readwrite blackcloud/devices/%u/#',
-      'user blackcloud-controller',
+      'plugin /usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so',
+      'plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json',
+      "cat > /var/lib/mosquitto/dynamic-security.json <<'DYNSEC'",
+      'if [ ! -f /var/lib/mosquitto/dynamic-security.json ]; then',
     ]) {
       expect(userData).toContain(`\n${line}\n`);
     }
+    expect(userData).not.toContain('acl_file');
+    // The plugin's initial JSON: the controller is its one client, with the controller role; no device yet.
+    const json = userData.slice(
+      userData.indexOf("<<'DYNSEC'\n") + "<<'DYNSEC'\n".length,
+      userData.indexOf('\nDYNSEC\n'),
+    );
+    const dynsec = JSON.parse(json) as {
+      clients: { username: string; roles: { rolename: string }[] }[];
+      roles: { rolename: string }[];
+      defaultACLAccess: Record<string, boolean>;
+    };
+    expect(dynsec.clients).toEqual([
+      {
+        username: 'blackcloud-controller',
+        textname: 'blackcloud controller',
+        roles: [{ rolename: 'blackcloud-controller' }],
+      },
+    ]);
+    expect(dynsec.roles.map((role) => role.rolename)).toEqual(['blackcloud-controller']);
+    expect(dynsec.defaultACLAccess).toEqual({
+      publishClientSend: false,
+      publishClientReceive: false,
+      subscribe: false,
+      unsubscribe: true,
+    });
   });
 
   it('GIVEN the default stack THEN the broker role may only read its TLS secret', () => {

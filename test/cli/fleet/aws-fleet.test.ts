@@ -338,7 +338,9 @@ describe('disable, enable, remove and grants on AWS', () => {
     expect(disabled.revoked.map((grant) => [grant.address, grant.deviceId, grant.access])).toEqual([
       ['203.0.113.10', 'cam-1', ['tcp/8883']],
     ]);
-    expect(disabled.notes[0]).toMatch(/refuses cam-1's knocks once its directory cache expires/);
+    expect(disabled.notes[0]).toMatch(
+      /refuse cam-1's knocks and the broker closes its open MQTT session at their next device-index refresh/,
+    );
     const thing = await clients.iot.send(new DescribeThingCommand({ thingName: 'cam-1' }));
     expect(thing.attributes?.enabled).toBe('false');
     expect((await rules()).map((rule) => rule.cidr)).toEqual(['203.0.113.20/32']);
@@ -388,8 +390,9 @@ describe('disable, enable, remove and grants on AWS', () => {
     const removed = await ops.remove('cam-2');
     expect(removed.revoked.map((grant) => grant.address)).toEqual(['203.0.113.20']);
     expect(removed.notes[1]).toBe(
-      `certificate ${serial.toLowerCase()} (CN cam-2) revoked in ${join(caDir, 'crl.pem')} (1 revoked); publish it: ` +
-        'put the PEM as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")',
+      `certificate ${serial.toLowerCase()} (CN cam-2) revoked in ${join(caDir, 'crl.pem')} (1 revoked); the broker ` +
+        "drops the device at the receivers' next index refresh (dynamic security); for defence in depth also put " +
+        'the PEM as "crl" in the broker TLS secret and reboot the broker (docs/deploy.md, "Operating")',
     );
     // The CRL is signed by the CA and lists the certificate (checked by OpenSSL itself).
     const crl = spawnSync(
