@@ -210,7 +210,7 @@ export class GrantManager implements GrantOpener {
     }).address;
     // The device's own claims the session's address falls in: the host itself, or a prefix it knocked for.
     const targets = [canonical];
-    for (const target of this.#devices.get(deviceId)?.keys() ?? []) {
+    for (const target of this.#connect.addressesOf(deviceId)) {
       const slash = target.indexOf('/');
       if (slash < 0) continue;
       if (prefixContains(target.slice(0, slash), Number(target.slice(slash + 1)), canonical))
