@@ -339,13 +339,13 @@ export class GrantManager implements GrantOpener {
     claim: AddressClaim,
   ): Promise<GrantOpenResult> {
     if (this.#closed) {
-      this.#auditFailure(deviceId, source.address, 'grant manager is closed (receiver shutting down)');
+      this.#auditFailure(deviceId, grantTarget(source), 'grant manager is closed (receiver shutting down)');
       return reject('grant-failed');
     }
     if (claim.released) {
       this.#auditFailure(
         deviceId,
-        source.address,
+        grantTarget(source),
         `superseded: the device knocked from ${this.#maxAddressesPerDevice} newer addresses since ` +
           `(maxAddressesPerDevice ${this.#maxAddressesPerDevice})`,
       );
@@ -367,7 +367,7 @@ export class GrantManager implements GrantOpener {
     try {
       await this.#firewall.allow([grant]);
     } catch (error) {
-      this.#auditFailure(deviceId, source.address, `allow failed: ${errorText(error)}`);
+      this.#auditFailure(deviceId, grantTarget(source), `allow failed: ${errorText(error)}`);
       return reject('grant-failed');
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
@@ -384,7 +384,7 @@ export class GrantManager implements GrantOpener {
     try {
       await this.#expiry.schedule(grant);
     } catch (error) {
-      this.#auditFailure(deviceId, source.address, `expiry scheduling failed: ${errorText(error)}`);
+      this.#auditFailure(deviceId, grantTarget(source), `expiry scheduling failed: ${errorText(error)}`);
     }
     return ok({ status, grant });
   }
