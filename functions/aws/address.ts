@@ -1,11 +1,15 @@
 /**
- * Source addresses as security-group CIDRs. A grant is always for one host: IPv4 /32 or IPv6 /128.
+ * Source addresses as security-group CIDRs. A grant is for one host (IPv4 /32 or IPv6 /128) or, under a device's
+ * prefix-grant policy (functions/core/grant-prefix.ts, docs/scaling.md "Prefix grants"), for one network prefix.
+ * A grant's *target* is the text it is keyed by in the grants table, SQS messages and rule bookkeeping: the host
+ * address, or `network/length` (grant-prefix.ts `grantTarget`).
  * IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) become IPv4.
  * IPv6 text is canonicalised (lower case, longest zero run compressed) because EC2 compares CIDR text as given
  * (moto does too): the same host written two ways would otherwise be two rules.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import type { AddressFamily } from '../../spa/types.ts';
+import { GRANT_PREFIX_BOUNDS, grantTarget, prefixOf } from '../core/grant-prefix.ts';
 import { AwsAdapterError } from './errors.ts';
 
 export class InvalidAddressError extends AwsAdapterError {
@@ -50,4 +54,55 @@ export function hostOfCidr(cidr: string): HostAddress | undefined {
     return undefined;
   }
   return undefined;
+}
+
+/** A grant's range: a host (no prefixLength, cidr /32 or /128) or a network prefix. */
+export interface GrantRange extends HostAddress {
+  readonly prefixLength?: number;
+  /** The host address, or `network/length`. */
+  readonly target: string;
+}
+
+/** The range of a grant (address, optional prefixLength). Throws InvalidAddressError for a misaligned or too wide prefix. */
+export function grantRange(address: string, prefixLength?: number): GrantRange {
+  const host = hostAddress(address);
+  if (prefixLength === undefined || prefixLength === (host.family === 4 ? 32 : 128)) {
+    return { ...host, target: host.address };
+  }
+  const { min } = host.family === 4 ? GRANT_PREFIX_BOUNDS.ipv4 : GRANT_PREFIX_BOUNDS.ipv6;
+  const cidr = grantTarget({ address: host.address, prefixLength });
+  if (
+    !Number.isInteger(prefixLength) ||
+    prefixLength < min ||
+    prefixOf(host.address, prefixLength) !== cidr
+  ) {
+    throw new InvalidAddressError(
+      `grant range ${JSON.stringify(`${address}/${String(prefixLength)}`)} is not a network prefix of /${min} or ` +
+        'narrower: pass the network address and length grant-prefix.ts computed (e.g. "198.51.100.0/24")',
+    );
+  }
+  return { family: host.family, address: host.address, prefixLength, cidr, target: cidr };
+}
+
+/** The range of a target (`address` or `network/length`). Throws InvalidAddressError like grantRange. */
+export function parseTarget(target: string): GrantRange {
+  const slash = target.lastIndexOf('/');
+  if (slash < 0) return grantRange(target);
+  const length = target.slice(slash + 1);
+  return grantRange(target.slice(0, slash), /^\d{1,3}$/.test(length) ? Number(length) : Number.NaN);
+}
+
+/** The range of a security-group CIDR if it is a host or a prefix blackcloud could have granted, else undefined. */
+export function rangeOfCidr(cidr: string): GrantRange | undefined {
+  try {
+    const range = parseTarget(cidr);
+    return cidr.includes('/') ? range : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The target of a CIDR blackcloud wrote: the host address of a /32 or /128, else the CIDR itself. */
+export function targetOfCidr(cidr: string): string {
+  return rangeOfCidr(cidr)?.target ?? cidr.slice(0, cidr.lastIndexOf('/'));
 }

@@ -5,6 +5,8 @@
  *   enabled         "true" | "false"                       missing = disabled (fail safe)
  *   allowedAccess   comma-separated "proto/port" entries,    e.g. "tcp/8883" or "tcp/8883,udp/5683"; missing = none
  *   maxOpenSeconds  integer 1..65535                        missing = the receiver's default grant seconds
+ *   grantPrefix     comma-separated ipv4=N, ipv6=N, range=CIDR, e.g. "ipv4=24,ipv6=64" or "range=198.51.100.0/22";
+ *                   missing = single-address grants (prefix grants for carrier NAT, functions/core/grant-prefix.ts)
  *
  * DynamoDB devices/keys table (partition key `pk`, S), two item kinds:
  *   device#<deviceId>  { deviceId S, keyIds NS (the device's current native key ids; a key not listed here is
@@ -20,6 +22,11 @@ import { FWKNOP_HASH_TYPES } from '../../spa/fwknop-crypto.ts';
 import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
 import { formatAccessSpec, parseAccessSpec } from '../core/access-spec.ts';
+import {
+  checkGrantPrefixPolicy,
+  type GrantPrefixPolicy,
+  parseGrantPrefixPolicy,
+} from '../core/grant-prefix.ts';
 import type { DeviceKey, FwknopSettings } from '../core/interfaces.ts';
 import { DeviceRecordError } from './errors.ts';
 
@@ -34,6 +41,7 @@ export interface ThingPolicy {
   readonly enabled: boolean;
   readonly allowedAccess: readonly AccessEntry[];
   readonly maxOpenSeconds: number;
+  readonly grantPrefix?: GrantPrefixPolicy;
 }
 
 export type Item = Record<string, AttributeValue>;
@@ -88,7 +96,25 @@ export function parseThingAttributes(
       );
     }
   }
-  return { enabled: enabledText === 'true', allowedAccess, maxOpenSeconds };
+  const prefixText = attrs.grantPrefix;
+  if (prefixText === undefined) return { enabled: enabledText === 'true', allowedAccess, maxOpenSeconds };
+  const fix = 'use comma-separated ipv4=N, ipv6=N, range=CIDR entries, e.g. "ipv4=24,ipv6=64"';
+  const policy: { ipv4?: unknown; ipv6?: unknown; ranges?: string[] } = {};
+  for (const part of prefixText.split(',')) {
+    const [key, value, ...rest] = part.trim().split('=');
+    if (value === undefined || rest.length > 0) throw bad('grantPrefix', prefixText, fix);
+    if (key === 'ipv4' || key === 'ipv6') policy[key] = /^\d+$/.test(value) ? Number(value) : value;
+    else if (key === 'range') policy.ranges = [...(policy.ranges ?? []), value];
+    else throw bad('grantPrefix', prefixText, fix);
+  }
+  const problems = checkGrantPrefixPolicy(policy);
+  if (problems.length > 0) throw bad('grantPrefix', prefixText, problems.join('; '));
+  return {
+    enabled: enabledText === 'true',
+    allowedAccess,
+    maxOpenSeconds,
+    grantPrefix: parseGrantPrefixPolicy(policy, `thing ${thingName}`),
+  };
 }
 
 export interface DeviceItem {

@@ -2,7 +2,7 @@
  * The grants table: which source addresses have rules open right now, so a restarted receiver, the revoker and
  * the sweeper know what is open without trusting any one process's memory.
  *
- * Item (partition key `pk` = canonical source address, see address.ts):
+ * Item (partition key `pk` = canonical source address, or `network/length` of a prefix grant, see address.ts):
  *   { pk S, deviceId S, family N (4|6), access S ("tcp/8883,..."), openedAt N (ms), expiresAt N (ms),
  *     securityGroupIds SS (groups holding the address's rules), ttl N (epoch s: expiresAt + 1 day, GC only) }
  * `put` only ever moves expiresAt forward (conditional write), so an extension is never undone by a late write
@@ -18,7 +18,7 @@ import {
   paginateScan,
 } from '@aws-sdk/client-dynamodb';
 import type { Grant } from '../core/interfaces.ts';
-import { hostAddress } from './address.ts';
+import { grantRange, parseTarget } from './address.ts';
 import { formatAccessList, parseAccessList } from './device-record.ts';
 import { awsErrorCode, GrantRecordError } from './errors.ts';
 
@@ -49,9 +49,9 @@ export const GRANT_ITEM_GC_SECONDS = 86_400;
 type Item = Record<string, AttributeValue>;
 
 export function grantToItem(grant: ActiveGrant): Item {
-  const host = hostAddress(grant.address);
+  const host = grantRange(grant.address, grant.prefixLength);
   return {
-    pk: { S: host.address },
+    pk: { S: host.target },
     deviceId: { S: grant.deviceId },
     family: { N: String(host.family) },
     access: { S: formatAccessList(grant.access) },
@@ -84,9 +84,11 @@ export function itemToGrant(item: Item): ActiveGrant {
         '(pk, deviceId, family, access, openedAt, expiresAt); delete it and let the sweeper reconcile',
     );
   }
+  const range = parseTarget(pk);
   return {
     deviceId,
-    address: pk,
+    address: range.address,
+    ...(range.prefixLength === undefined ? {} : { prefixLength: range.prefixLength }),
     family,
     access,
     openedAt,
@@ -124,7 +126,7 @@ export class DynamoGrantStore implements GrantStore {
     const result = await this.#dynamodb.send(
       new GetItemCommand({
         TableName: this.#tableName,
-        Key: { pk: { S: hostAddress(address).address } },
+        Key: { pk: { S: parseTarget(address).target } },
         ConsistentRead: true,
       }),
     );
@@ -137,7 +139,7 @@ export class DynamoGrantStore implements GrantStore {
       const result = await this.#dynamodb.send(
         new DeleteItemCommand({
           TableName: this.#tableName,
-          Key: { pk: { S: hostAddress(address).address } },
+          Key: { pk: { S: parseTarget(address).target } },
           ReturnValues: 'ALL_OLD',
           ...(conditional
             ? {

@@ -5,6 +5,7 @@
  * without a `blackcloud:` description are never touched. Idempotent: a second run finds nothing due.
  * A failing group does not stop the others; its error is returned with its result.
  */
+import { targetOfCidr } from './address.ts';
 import { describeIngress, revokeIngressIdempotent, type SgContext } from './sg-api.ts';
 import type { DescribedRule } from './sg-rules.ts';
 
@@ -25,8 +26,8 @@ export interface RevokeExpiredOptions {
   readonly filter?: (rule: DescribedRule) => boolean;
 }
 
-export const addressOfRule = (rule: Pick<DescribedRule, 'cidr'>): string =>
-  rule.cidr.slice(0, rule.cidr.lastIndexOf('/'));
+/** The grant target of a rule: its host address, or `network/length` for a prefix grant (address.ts). */
+export const addressOfRule = (rule: Pick<DescribedRule, 'cidr'>): string => targetOfCidr(rule.cidr);
 
 export async function revokeExpiredRules(options: RevokeExpiredOptions): Promise<GroupSweep[]> {
   return Promise.all(

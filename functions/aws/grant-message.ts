@@ -2,6 +2,7 @@
  * The grant as JSON: the body of the delayed SQS message the revoker consumes (version 1).
  *   {"v":1,"deviceId":"dev-1","address":"203.0.113.7","family":4,"access":[{"protocol":"tcp","port":8883}],
  *    "openedAt":1700000000000,"expiresAt":1700000030000}
+ * A prefix grant (functions/core/grant-prefix.ts) adds "prefixLength":24 (absent for a host grant).
  * Times are epoch milliseconds. Parsing validates every field (zod) and throws GrantRecordError naming them.
  */
 import { z } from 'zod';
@@ -22,6 +23,7 @@ const grantMessage = z.object({
   deviceId: z.string().min(1).max(256),
   address: z.string().min(2).max(64),
   family: z.union([z.literal(4), z.literal(6)]),
+  prefixLength: z.number().int().min(1).max(128).optional(),
   access: z.array(accessEntry).min(1).max(16),
   openedAt: epochMs,
   expiresAt: epochMs,
@@ -33,6 +35,7 @@ export function encodeGrantMessage(grant: Grant): string {
     deviceId: grant.deviceId,
     address: grant.address,
     family: grant.family,
+    ...(grant.prefixLength === undefined ? {} : { prefixLength: grant.prefixLength }),
     access: grant.access.map((a) => ({ protocol: a.protocol, port: a.port })),
     openedAt: grant.openedAt,
     expiresAt: grant.expiresAt,
@@ -58,6 +61,6 @@ export function decodeGrantMessage(body: string): Grant {
       `grant message is invalid (${fields}): it must come from encodeGrantMessage (v1)`,
     );
   }
-  const { v: _v, ...grant } = parsed.data;
-  return grant;
+  const { v: _v, prefixLength, ...grant } = parsed.data;
+  return prefixLength === undefined ? grant : { ...grant, prefixLength };
 }

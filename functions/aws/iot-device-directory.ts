@@ -115,6 +115,7 @@ function toDevice(
     allowedAccess: policy.allowedAccess,
     maxOpenSeconds: policy.maxOpenSeconds,
     nativeKeys,
+    ...(policy.grantPrefix === undefined ? {} : { grantPrefix: policy.grantPrefix }),
     ...(record.fwknop === undefined ? {} : { fwknop: record.fwknop }),
   };
 }

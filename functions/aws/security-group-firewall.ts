@@ -33,6 +33,7 @@
 import type { EC2Client } from '@aws-sdk/client-ec2';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import type { Clock, Firewall, Grant, Timers } from '../core/interfaces.ts';
+import { parseTarget, targetOfCidr } from './address.ts';
 import { Coalescer } from './coalescer.ts';
 import type { GrantStore } from './dynamo-grant-store.ts';
 import {
@@ -122,7 +123,8 @@ class Ticket {
 
 const MAX_ROUNDS = 4;
 
-const addressOfCidr = (cidr: string): string => cidr.slice(0, cidr.lastIndexOf('/'));
+/** The grant target of a rule's CIDR: its host address, or `network/length` of a prefix grant (address.ts). */
+const addressOfCidr = targetOfCidr;
 
 export class SecurityGroupFirewall implements Firewall {
   readonly #o: SecurityGroupFirewallOptions;
@@ -591,7 +593,15 @@ export class SecurityGroupFirewall implements Firewall {
     }
     const writes: Promise<unknown>[] = [];
     for (const [address, grant] of opened) {
-      writes.push(store.put({ ...grant, address, securityGroupIds: [...(groupsOf.get(address) ?? [])] }));
+      const range = parseTarget(address);
+      writes.push(
+        store.put({
+          ...grant,
+          address: range.address,
+          ...(range.prefixLength === undefined ? {} : { prefixLength: range.prefixLength }),
+          securityGroupIds: [...(groupsOf.get(address) ?? [])],
+        }),
+      );
     }
     for (const address of revoked) {
       if (!groupsOf.has(address) && !opened.has(address)) writes.push(store.delete(address));

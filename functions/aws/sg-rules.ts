@@ -7,7 +7,7 @@
 import type { IpPermission } from '@aws-sdk/client-ec2';
 import type { AccessEntry, AddressFamily, Protocol } from '../../spa/types.ts';
 import type { Grant } from '../core/interfaces.ts';
-import { type HostAddress, hostAddress, hostOfCidr } from './address.ts';
+import { type GrantRange, grantRange, hostOfCidr, rangeOfCidr } from './address.ts';
 import { parseRuleDescription, type RuleDescription } from './rule-description.ts';
 
 export interface RuleSpec {
@@ -34,14 +34,15 @@ export const ruleKey = (r: RuleSpec): string => `${r.protocol}/${r.port}/${r.cid
 const accessKey = (a: AccessEntry): string => `${a.protocol}/${a.port}`;
 
 /**
- * The rules a grant opens: its access entries that are broker entries, deduplicated, for its host address.
+ * The rules a grant opens: its access entries that are broker entries, deduplicated, for its host address (or its
+ * prefix, for a prefix grant: functions/core/grant-prefix.ts).
  * `dropped` lists requested entries that are not broker entries (never opened on the broker's groups).
  */
 export function rulesForGrant(
-  grant: Pick<Grant, 'address' | 'access'>,
+  grant: Pick<Grant, 'address' | 'access' | 'prefixLength'>,
   brokerAccess: readonly AccessEntry[],
-): { host: HostAddress; rules: RuleSpec[]; dropped: AccessEntry[] } {
-  const host = hostAddress(grant.address);
+): { host: GrantRange; rules: RuleSpec[]; dropped: AccessEntry[] } {
+  const host = grantRange(grant.address, grant.prefixLength);
   const allowed = new Set(brokerAccess.map(accessKey));
   const seen = new Set<string>();
   const rules: RuleSpec[] = [];
@@ -102,7 +103,8 @@ export function toIpPermissions(rules: readonly RuleWithDescription[]): IpPermis
 
 /**
  * The single-port host rules (tcp/udp, one port, /32 or /128) of a group's ingress permissions, as returned by
- * DescribeSecurityGroups; blackcloud's are marked with their parsed description. Other rules are left out.
+ * DescribeSecurityGroups, plus blackcloud's prefix rules (prefix grants); blackcloud's are marked with their parsed
+ * description. Other rules are left out.
  */
 export function hostRulesOf(groupId: string, permissions: readonly IpPermission[]): DescribedRule[] {
   const rules: DescribedRule[] = [];
@@ -115,7 +117,11 @@ export function hostRulesOf(groupId: string, permissions: readonly IpPermission[
       ...(p.Ipv6Ranges ?? []).map((r) => ({ cidr: r.CidrIpv6, description: r.Description })),
     ];
     for (const range of ranges) {
-      const host = hostOfCidr(range.cidr ?? '');
+      const blackcloud = parseRuleDescription(range.description);
+      // A prefix rule counts only when blackcloud wrote it (a prefix grant); anyone else's wide rule is left out.
+      const host =
+        hostOfCidr(range.cidr ?? '') ??
+        (blackcloud === undefined ? undefined : rangeOfCidr(range.cidr ?? ''));
       if (host === undefined) continue;
       rules.push({
         protocol,
@@ -124,7 +130,7 @@ export function hostRulesOf(groupId: string, permissions: readonly IpPermission[
         cidr: host.cidr,
         groupId,
         description: range.description,
-        blackcloud: parseRuleDescription(range.description),
+        blackcloud,
       });
     }
   }

@@ -5,6 +5,7 @@
  * the gate, nftables); docs/architecture.md draws them. Nothing here reads the clock, the environment or randomness.
  */
 import type { AccessEntry, AddressFamily, FwknopHashType } from '../../spa/types.ts';
+import type { GrantPrefixPolicy } from './grant-prefix.ts';
 
 /** Where a datagram came from, as the socket saw it (never as the packet claims). */
 export interface RemoteEndpoint {
@@ -18,9 +19,13 @@ export type PacketFormat = 'bc1' | 'fwknop';
 /** One open firewall grant: a source address allowed to reach the broker's ports until `expiresAt`. */
 export interface Grant {
   readonly deviceId: string;
-  /** The observed source address (never the claimed one), IPv4 dotted quad or IPv6 text. */
+  /** The observed source address (never the claimed one), IPv4 dotted quad or IPv6 text; for a prefix grant,
+   *  the canonical network address of the prefix. */
   readonly address: string;
   readonly family: AddressFamily;
+  /** Set for a prefix grant (grant-prefix.ts, docs/scaling.md "Prefix grants"): the grant admits every address
+   *  of `address/prefixLength`. Undefined: the single host `address`. */
+  readonly prefixLength?: number;
   readonly access: readonly AccessEntry[];
   /** Milliseconds since the Unix epoch. */
   readonly openedAt: number;
@@ -109,6 +114,8 @@ export interface Device {
   /** The serial (upper-case hex) of this enrolment's client certificate, where the directory records it (local):
    *  the broker then refuses any other certificate with the device's CN. */
   readonly certificateSerial?: string;
+  /** Prefix grants for carrier-grade NAT (grant-prefix.ts); undefined (the default) = single-address grants. */
+  readonly grantPrefix?: GrantPrefixPolicy;
 }
 
 export interface DeviceDirectory {

@@ -11,6 +11,9 @@
  *     certificateSerial: 1F2E...     # optional: the serial of this enrolment's client certificate (hex); the
  *                                    # embedded broker refuses any other certificate with this CN (a name reused
  *                                    # after `devices remove` does not revive the old certificate)
+ *     grantPrefix: { ipv4: 24, ipv6: 64 }   # optional, off by default: prefix grants for carrier-grade NAT
+ *                                    # (ipv4 16..32, ipv6 32..128, and/or ranges: ["198.51.100.0/22"]; see
+ *                                    # functions/core/grant-prefix.ts and docs/scaling.md "Prefix grants")
  *     nativeKeys:                    # 0..n
  *       - keyId: 305419896           # u32
  *         key: { file: keys/demo-device.bc1 }   # or { base64: "..." }; files relative to this file; 32 bytes
@@ -45,6 +48,7 @@ import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AccessEntry, FwknopHashType, Protocol } from '../../spa/types.ts';
 import { ACCESS_SPEC_PATTERN } from '../core/access-spec.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
+import { checkGrantPrefixPolicy, parseGrantPrefixPolicy } from '../core/grant-prefix.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../core/interfaces.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
 import { replaceFile } from './replace-file.ts';
@@ -135,6 +139,12 @@ export const deviceEntrySchema = z.strictObject({
   certificateSerial: z
     .string({ error: 'expected the hexadecimal serial of the client certificate' })
     .regex(/^[0-9A-Fa-f]{1,64}$/, { error: 'expected the hexadecimal serial of the client certificate' })
+    .optional(),
+  grantPrefix: z
+    .unknown()
+    .superRefine((value, ctx) => {
+      for (const problem of checkGrantPrefixPolicy(value)) ctx.addIssue({ code: 'custom', message: problem });
+    })
     .optional(),
 });
 
@@ -487,6 +497,9 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
         ...(entry.certificateSerial === undefined
           ? {}
           : { certificateSerial: normaliseSerial(entry.certificateSerial) }),
+        ...(entry.grantPrefix === undefined
+          ? {}
+          : { grantPrefix: parseGrantPrefixPolicy(entry.grantPrefix, `device ${entry.id}`) }),
       }),
     );
   }

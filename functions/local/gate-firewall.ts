@@ -15,6 +15,9 @@
  *   grant's when that is later (an extension is an allow with a later `expiresAt`; a shorter grant for the same
  *   address never cuts a longer one short); `revoke` removes it and succeeds when it is already gone. Grants are keyed by source address, so all grants of one address share one
  *   entry.
+ * - Prefix grants (`Grant.prefixLength`, functions/core/grant-prefix.ts, docs/scaling.md "Prefix grants") are
+ *   entries keyed `network/length`: a source with no entry of its own is admitted when the prefix of it at one of
+ *   the lengths currently granted has a live entry (one lookup per distinct length in use, never a scan).
  * - Established connections outlive the grant (as conntrack and EC2 security groups do). Piped sockets run with
  *   TCP_NODELAY on both sides, so the gate adds no Nagle delay to small MQTT packets (bench/mqtt-overhead.ts).
  * - Addresses are compared in canonical form: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 address, IPv6 is
@@ -25,6 +28,7 @@
  * - `close()` stops listening and destroys the connections it piped or handed off.
  */
 import { createServer as netCreateServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import { grantTarget, prefixOf } from '../core/grant-prefix.ts';
 import type { Clock, Firewall, Grant } from '../core/interfaces.ts';
 import { canonicalAddress } from '../core/ip-address.ts';
 import { ListenError, listenErrorCode, listenFix, portInUse } from '../core/listen-error.ts';
@@ -126,16 +130,58 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   const piped = new Set<Socket>();
   let listenPort = opts.listen.port;
 
+  /** Prefix length → how many `network/length` entries of it the table holds (the lengths a source is tried at). */
+  const prefixLengths = new Map<number, number>();
+  const lengthOf = (key: string): number | undefined => {
+    const slash = key.indexOf('/');
+    return slash < 0 ? undefined : Number(key.slice(slash + 1));
+  };
+  const forgot = (key: string) => {
+    const length = lengthOf(key);
+    if (length === undefined) return;
+    const count = (prefixLengths.get(length) ?? 1) - 1;
+    if (count <= 0) prefixLengths.delete(length);
+    else prefixLengths.set(length, count);
+  };
+  const extend = (key: string, expiresAt: number) => {
+    const length = lengthOf(key);
+    if (length !== undefined && grants.get(key) === undefined) {
+      prefixLengths.set(length, (prefixLengths.get(length) ?? 0) + 1);
+    }
+    grants.extend(key, expiresAt);
+  };
+  const remove = (key: string): boolean => {
+    if (!grants.delete(key)) return false;
+    forgot(key);
+    return true;
+  };
+
   const purgeExpired = (now: number) => {
-    grants.expire(now);
+    for (const key of grants.expire(now)) forgot(key);
+  };
+
+  /** The table key admitting `source`: its own entry, else the longest granted prefix containing it. */
+  const grantKeyOf = (source: string): string => {
+    if (grants.get(source) !== undefined || prefixLengths.size === 0) return source;
+    let best: string | undefined;
+    let bestLength = -1;
+    for (const length of prefixLengths.keys()) {
+      const key = prefixOf(source, length);
+      if (key !== undefined && length > bestLength && grants.get(key) !== undefined) {
+        best = key;
+        bestLength = length;
+      }
+    }
+    return best ?? source;
   };
 
   const onConnection = (client: Socket) => {
     const now = clock.now();
     const source = canonicalAddress(client.remoteAddress ?? '') ?? String(client.remoteAddress);
-    const expiresAt = grants.get(source);
+    const key = grantKeyOf(source);
+    const expiresAt = grants.get(key);
     if (expiresAt === undefined || expiresAt <= now) {
-      if (expiresAt !== undefined) grants.delete(source);
+      if (expiresAt !== undefined) remove(key);
       client.on('error', () => undefined);
       client.resetAndDestroy();
       emit({
@@ -204,13 +250,21 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   const bound = server.address();
   if (bound !== null && typeof bound === 'object') listenPort = bound.port;
 
-  /** The canonical address of a grant that names this gate's port, or undefined when it names other ports. */
+  /** The table key (canonical address, or `network/length` of a prefix grant) of a grant that names this gate's
+   *  port, or undefined when it names other ports. */
   const coveredAddress = (grant: Grant): string | undefined => {
-    const address = canonicalAddress(grant.address);
+    const canonical = canonicalAddress(grant.address);
+    let address = canonical;
+    if (canonical !== undefined && grant.prefixLength !== undefined) {
+      const target = grantTarget({ address: canonical, prefixLength: grant.prefixLength });
+      address = prefixOf(canonical, grant.prefixLength) === target ? target : undefined; // a network address only
+    }
     if (address === undefined) {
       throw new GateGrantError(
         `grant for device ${JSON.stringify(grant.deviceId)} has address ${JSON.stringify(grant.address)}, ` +
-          'which is not an IPv4 or IPv6 address: pass the source address the socket observed',
+          `${grant.prefixLength === undefined ? '' : ` and prefix length ${grant.prefixLength}`}, ` +
+          'which is not an IPv4 or IPv6 address (or a network address of that length): pass the source address ' +
+          'the socket observed, or the network address of its prefix (functions/core/grant-prefix.ts)',
       );
     }
     const covers = grant.access.some((entry) => entry.protocol === 'tcp' && entry.port === listenPort);
@@ -234,7 +288,7 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       purgeExpired(now);
       for (const [grant, address] of covered) {
         if (address === undefined || grant.expiresAt <= now) continue;
-        grants.extend(address, grant.expiresAt);
+        extend(address, grant.expiresAt);
         emit({ type: 'gate.allowed', time: now, source: address, expiresAt: grants.get(address)! });
       }
     },
@@ -243,7 +297,7 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
       const covered = list.map((grant) => coveredAddress(grant));
       purgeExpired(now);
       for (const address of covered) {
-        if (address !== undefined && grants.delete(address)) {
+        if (address !== undefined && remove(address)) {
           emit({ type: 'gate.revoked', time: now, source: address });
         }
       }

@@ -88,7 +88,7 @@ export function validatePorts(ports: unknown): AccessEntry[] {
 
 /**
  * The set elements of grants, restricted to the guarded ports. Throws `NftablesInputError` for any grant that
- * is malformed, before anything is built. Duplicates collapse to the last grant (the latest allow wins).
+ * is malformed, or is a prefix grant (not supported here yet), before anything is built. Duplicates collapse to the last grant (the latest allow wins).
  */
 export function grantElements(
   grants: readonly Grant[],
@@ -101,6 +101,15 @@ export function grantElements(
       throw new NftablesInputError(
         `grants[${i}].address`,
         `grants[${i}].address must be an IPv4 or IPv6 address, received ${JSON.stringify(grant?.address)}`,
+      );
+    }
+    if (grant.prefixLength !== undefined) {
+      // Never open only the network address of a prefix grant as if it were a host (docs/scaling.md "Prefix grants").
+      throw new NftablesInputError(
+        `grants[${i}].prefixLength`,
+        `grants[${i}] is a prefix grant (${address}/${String(grant.prefixLength)}), which the nftables firewall ` +
+          'does not open yet: use the gate (--firewall gate) for devices with grantPrefix, or remove grantPrefix ' +
+          'from the device entry',
       );
     }
     if (typeof grant.expiresAt !== 'number' || !Number.isFinite(grant.expiresAt)) {

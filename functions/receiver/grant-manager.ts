@@ -37,6 +37,9 @@
  *   operation order, re-checked there: a knock queued meanwhile keeps it open), audited 'grant.revoked' with
  *   reason 'connected'. A release by a device without a live claim there changes nothing, so a device can never
  *   shorten another device's grant. A failed revoke is audited and the grant stays under its timer.
+ * - Prefix grants (grant-prefix.ts): a `source` with `prefixLength` is keyed, claimed and capped by its prefix
+ *   (`network/length`), so every device knocking from one prefix shares its grant. `sessionEstablished` releases the
+ *   device's claims on the session's host address and on each prefix it knocked for that contains that address.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' (with its GrantRevokeReason) | 'grant.failed';
  *   events carry no key material.
  */
@@ -44,6 +47,7 @@
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
+import { grantTarget, prefixContains } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
@@ -66,10 +70,12 @@ export interface GrantOpened {
 
 export type GrantOpenResult = Result<GrantOpened, 'grant-failed'>;
 
-/** The observed source address a grant is for. */
+/** The observed source address a grant is for, or (a prefix grant, grant-prefix.ts) the prefix containing it. */
 export interface GrantSource {
   readonly address: string;
   readonly family: AddressFamily;
+  /** Set for a prefix grant: `address` is then the canonical network address. */
+  readonly prefixLength?: number;
 }
 
 /** What the packet pipeline needs from the grant manager. */
@@ -176,10 +182,11 @@ export class GrantManager implements GrantOpener {
     seconds: number,
   ): Promise<GrantOpenResult> {
     const canonical = canonicalAccess(access);
-    const key = grantKey(source.address, canonical);
-    const claim = this.#claim(deviceId, source.address, key);
+    const target = grantTarget(source);
+    const key = grantKey(target, canonical);
+    const claim = this.#claim(deviceId, target, key);
     claim.pending += 1;
-    this.#connect.knock(deviceId, source.address, this.#clock.now() + seconds * 1000);
+    this.#connect.knock(deviceId, target, this.#clock.now() + seconds * 1000);
     return this.#serialize(key, async () => {
       try {
         return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
@@ -201,19 +208,34 @@ export class GrantManager implements GrantOpener {
       family: address.includes(':') ? 6 : 4,
       port: 0,
     }).address;
-    const released = this.#connect.release(deviceId, canonical, this.#clock.now());
+    // The device's own claims the session's address falls in: the host itself, or a prefix it knocked for.
+    const targets = [canonical];
+    for (const target of this.#connect.addressesOf(deviceId)) {
+      const slash = target.indexOf('/');
+      if (slash < 0) continue;
+      if (prefixContains(target.slice(0, slash), Number(target.slice(slash + 1)), canonical))
+        targets.push(target);
+    }
+    const closed: Grant[] = [];
+    for (const target of targets) closed.push(...(await this.#releaseTarget(deviceId, target)));
+    return closed;
+  }
+
+  /** `deviceId` connected from within `target`: drop its claim there; revoke the target's grants when none waits. */
+  async #releaseTarget(deviceId: string, target: string): Promise<Grant[]> {
+    const released = this.#connect.release(deviceId, target, this.#clock.now());
     if (!released.revoke) return [];
     const closed: Grant[] = [];
     await Promise.all(
-      [...(this.#byAddress.get(canonical) ?? [])].map((key) =>
+      [...(this.#byAddress.get(target) ?? [])].map((key) =>
         this.#serialize(key, async () => {
           const entry = this.#entries.get(key);
           if (entry === undefined) return;
-          if (this.#connect.waiting(canonical, this.#clock.now()).length > 0) return; // knocked meanwhile
+          if (this.#connect.waiting(target, this.#clock.now()).length > 0) return; // knocked meanwhile
           try {
             await this.#firewall.revoke([entry.grant]);
           } catch (error) {
-            this.#auditFailure(deviceId, canonical, `close on connect failed: ${errorText(error)}`);
+            this.#auditFailure(deviceId, target, `close on connect failed: ${errorText(error)}`);
             return;
           }
           this.#timers.clearTimeout(entry.timer);
@@ -317,13 +339,13 @@ export class GrantManager implements GrantOpener {
     claim: AddressClaim,
   ): Promise<GrantOpenResult> {
     if (this.#closed) {
-      this.#auditFailure(deviceId, source.address, 'grant manager is closed (receiver shutting down)');
+      this.#auditFailure(deviceId, grantTarget(source), 'grant manager is closed (receiver shutting down)');
       return reject('grant-failed');
     }
     if (claim.released) {
       this.#auditFailure(
         deviceId,
-        source.address,
+        grantTarget(source),
         `superseded: the device knocked from ${this.#maxAddressesPerDevice} newer addresses since ` +
           `(maxAddressesPerDevice ${this.#maxAddressesPerDevice})`,
       );
@@ -332,10 +354,12 @@ export class GrantManager implements GrantOpener {
     const now = this.#clock.now();
     const existing = this.#entries.get(key);
     const expiresAt = Math.max(existing?.grant.expiresAt ?? 0, now + seconds * 1000);
+    const target = grantTarget(source);
     const grant: Grant = Object.freeze({
       deviceId,
       address: source.address,
       family: source.family,
+      ...(source.prefixLength === undefined ? {} : { prefixLength: source.prefixLength }),
       access: Object.freeze(access.map((entry) => Object.freeze({ ...entry }))),
       openedAt: existing?.grant.openedAt ?? now,
       expiresAt,
@@ -343,16 +367,16 @@ export class GrantManager implements GrantOpener {
     try {
       await this.#firewall.allow([grant]);
     } catch (error) {
-      this.#auditFailure(deviceId, source.address, `allow failed: ${errorText(error)}`);
+      this.#auditFailure(deviceId, grantTarget(source), `allow failed: ${errorText(error)}`);
       return reject('grant-failed');
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
     // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued.
-    this.#connect.knock(deviceId, source.address, now + seconds * 1000);
+    this.#connect.knock(deviceId, target, now + seconds * 1000);
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
-      const previous = this.#devices.get(existing.grant.deviceId)?.get(source.address);
+      const previous = this.#devices.get(existing.grant.deviceId)?.get(target);
       if (previous !== undefined) this.#forgetIfIdle(existing.grant.deviceId, previous);
     }
     const status: GrantOpenStatus = existing === undefined ? 'opened' : 'extended';
@@ -360,7 +384,7 @@ export class GrantManager implements GrantOpener {
     try {
       await this.#expiry.schedule(grant);
     } catch (error) {
-      this.#auditFailure(deviceId, source.address, `expiry scheduling failed: ${errorText(error)}`);
+      this.#auditFailure(deviceId, grantTarget(source), `expiry scheduling failed: ${errorText(error)}`);
     }
     return ok({ status, grant });
   }
@@ -408,10 +432,11 @@ export class GrantManager implements GrantOpener {
   /** The entries of `grant` that no other live, still claimed grant of the same address covers. */
   #uncovered(key: string, grant: Grant, now: number): AccessEntry[] {
     const stillCovered = new Set<string>();
-    for (const otherKey of this.#byAddress.get(grant.address) ?? []) {
+    const target = grantTarget(grant);
+    for (const otherKey of this.#byAddress.get(target) ?? []) {
       const other = this.#entries.get(otherKey);
       if (otherKey === key || other === undefined || other.grant.expiresAt <= now) continue;
-      if (this.#devices.get(other.grant.deviceId)?.has(grant.address) !== true) continue; // being released
+      if (this.#devices.get(other.grant.deviceId)?.has(target) !== true) continue; // being released
       for (const item of other.grant.access) stillCovered.add(`${item.protocol}/${item.port}`);
     }
     return grant.access.filter((item) => !stillCovered.has(`${item.protocol}/${item.port}`));
@@ -447,7 +472,7 @@ export class GrantManager implements GrantOpener {
   async #releaseNow(key: string, deviceId: string): Promise<void> {
     const entry = this.#entries.get(key);
     if (entry === undefined || entry.grant.deviceId !== deviceId) return;
-    if (this.#devices.get(deviceId)?.has(entry.grant.address) === true) return; // claimed again since
+    if (this.#devices.get(deviceId)?.has(grantTarget(entry.grant)) === true) return; // claimed again since
     const now = this.#clock.now();
     const toRevoke = this.#uncovered(key, entry.grant, now);
     try {
@@ -464,10 +489,11 @@ export class GrantManager implements GrantOpener {
 
   #setEntry(key: string, entry: Entry): void {
     this.#entries.set(key, entry);
-    let keys = this.#byAddress.get(entry.grant.address);
+    const target = grantTarget(entry.grant);
+    let keys = this.#byAddress.get(target);
     if (keys === undefined) {
       keys = new Set();
-      this.#byAddress.set(entry.grant.address, keys);
+      this.#byAddress.set(target, keys);
     }
     keys.add(key);
   }
@@ -475,14 +501,15 @@ export class GrantManager implements GrantOpener {
   #deleteEntry(key: string, entry: Entry): void {
     if (this.#entries.get(key) !== entry) return;
     this.#entries.delete(key);
-    const keys = this.#byAddress.get(entry.grant.address);
+    const target = grantTarget(entry.grant);
+    const keys = this.#byAddress.get(target);
     keys?.delete(key);
     if (keys?.size === 0) {
-      this.#byAddress.delete(entry.grant.address);
+      this.#byAddress.delete(target);
       // No grant left at the address: nothing to close on connect (a queued open records its claim again).
-      this.#connect.forget(entry.grant.address);
+      this.#connect.forget(target);
     }
-    const claim = this.#devices.get(entry.grant.deviceId)?.get(entry.grant.address);
+    const claim = this.#devices.get(entry.grant.deviceId)?.get(target);
     if (claim !== undefined) this.#forgetIfIdle(entry.grant.deviceId, claim);
   }
 
@@ -516,7 +543,7 @@ export class GrantManager implements GrantOpener {
     const fields = {
       time: this.#clock.now(),
       deviceId: grant.deviceId,
-      source: grant.address,
+      source: grantTarget(grant),
       access: grant.access,
       expiresAt: grant.expiresAt,
     };

@@ -39,6 +39,7 @@ import {
 import { BC1_MAGIC } from '../../spa/limits.ts';
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, IpAddress } from '../../spa/types.ts';
+import { grantPrefixFor } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
@@ -443,9 +444,13 @@ async function grantStep(
     request.device.maxOpenSeconds,
     deps.config.defaultGrantSeconds,
   );
+  const policy = request.device.grantPrefix;
   const opened = await deps.grants.open(
     request.device.id,
-    { address: source.address, family: source.family },
+    // Off by default: a prefix grant only for a device whose entry sets grantPrefix (docs/scaling.md).
+    policy === undefined
+      ? { address: source.address, family: source.family }
+      : grantPrefixFor(source.address, policy),
     request.access,
     seconds,
   );

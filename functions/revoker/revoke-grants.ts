@@ -13,7 +13,7 @@
  * A message fails (batchItemFailures → SQS redelivers it) only when AWS calls for its grant failed.
  */
 import type { EC2Client } from '@aws-sdk/client-ec2';
-import { hostAddress } from '../aws/address.ts';
+import { grantRange } from '../aws/address.ts';
 import type { ActiveGrant, GrantStore } from '../aws/dynamo-grant-store.ts';
 import { describeError } from '../aws/errors.ts';
 import { addressOfRule, revokeExpiredRules } from '../aws/expired-rules.ts';
@@ -71,7 +71,7 @@ export async function revokeGrantMessages(
       let address: string;
       try {
         grant = decodeGrantMessage(body);
-        address = hostAddress(grant.address).address;
+        address = grantRange(grant.address, grant.prefixLength).target; // a prefix grant: network/length
       } catch (error) {
         outcomes.push({ messageId, result: 'invalid', revokedRules: 0, error: describeError(error) });
         return;

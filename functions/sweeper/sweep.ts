@@ -16,6 +16,7 @@ import type { GrantStore } from '../aws/dynamo-grant-store.ts';
 import { describeError } from '../aws/errors.ts';
 import { addressOfRule, revokeExpiredRules } from '../aws/expired-rules.ts';
 import type { RetryPolicy } from '../aws/retry.ts';
+import { grantTarget } from '../core/grant-prefix.ts';
 import type { Clock } from '../core/interfaces.ts';
 
 export interface SweeperDeps {
@@ -50,7 +51,7 @@ export async function sweepExpiredGrants(deps: SweeperDeps): Promise<SweepReport
   const failures: { where: string; error: string }[] = [];
   const extended = new Set<string>();
   try {
-    for (const grant of await deps.grants.listActive(now)) extended.add(grant.address);
+    for (const grant of await deps.grants.listActive(now)) extended.add(grantTarget(grant));
   } catch (error) {
     failures.push({ where: 'grants table scan (active)', error: describeError(error) });
   }
@@ -85,7 +86,10 @@ export async function sweepExpiredGrants(deps: SweeperDeps): Promise<SweepReport
   for (const r of revoked) note(r.address, [r.groupId]);
   try {
     for (const item of await deps.grants.listExpired(now)) {
-      note(item.address, item.securityGroupIds.length > 0 ? item.securityGroupIds : deps.securityGroupIds);
+      note(
+        grantTarget(item),
+        item.securityGroupIds.length > 0 ? item.securityGroupIds : deps.securityGroupIds,
+      );
     }
   } catch (error) {
     failures.push({ where: 'grants table scan', error: describeError(error) });

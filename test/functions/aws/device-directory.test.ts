@@ -248,6 +248,29 @@ describe('IotDeviceDirectory', () => {
     );
   });
 
+  it('reads a grantPrefix attribute (prefix grants), and refuses a bad one naming the attribute and fix', async () => {
+    const update = (grantPrefix: string) =>
+      clients.iot.send(
+        new UpdateThingCommand({
+          thingName: 'dev-1',
+          attributePayload: { attributes: { grantPrefix }, merge: true },
+        }),
+      );
+    await update('ipv4=24,ipv6=64,range=198.51.100.0/22');
+    expect((await directory().byKeyId(42))?.device.grantPrefix).toEqual({
+      ipv4: 24,
+      ipv6: 64,
+      ranges: ['198.51.100.0/22'],
+    });
+    await update('ipv4=8');
+    const errors: [string, unknown][] = [];
+    expect(await directory({ onDeviceError: (id, e) => errors.push([id, e]) }).byKeyId(42)).toBeUndefined();
+    expect(errors).toHaveLength(1);
+    expect(String(errors[0]?.[1])).toMatch(
+      /thing "dev-1" attribute grantPrefix="ipv4=8": grantPrefix\.ipv4: received 8; expected an integer 16\.\.32/,
+    );
+  });
+
   it('skips a malformed fleet device from fwknop candidates and reports it', async () => {
     await thing('dev-bad', { enabled: 'yes' });
     await put(deviceItem('dev-bad', [], fwknop('carol')));

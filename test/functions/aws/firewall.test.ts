@@ -385,3 +385,38 @@ describe('SecurityGroupFirewall on moto', () => {
     await expect(waiting).rejects.toBeInstanceOf(GrantNotOpenedError);
   });
 });
+
+describe('SecurityGroupFirewall on moto: prefix grants (docs/scaling.md "Prefix grants")', () => {
+  it('opens one rule for the prefix CIDR (IPv4 /24, IPv6 /64), records it by prefix, and revokes it', async () => {
+    const g0 = groupIds[0] ?? '';
+    const store = new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: 'grants' });
+    const f = firewall();
+    const v4 = grant(7, 30, { address: '198.51.100.0', prefixLength: 24 });
+    const v6 = grant(8, 30, { address: '2001:db8:aa:bb::', family: 6, prefixLength: 64 });
+    await f.allow([v4, v6]);
+    expect(rangesOf(commands('AuthorizeSecurityGroupIngressCommand')[0])).toEqual(['198.51.100.0/24']);
+    const v6Ranges = commands('AuthorizeSecurityGroupIngressCommand').flatMap(
+      (c) =>
+        (c.input as { IpPermissions?: { Ipv6Ranges?: { CidrIpv6: string }[] }[] }).IpPermissions?.flatMap(
+          (p) => p.Ipv6Ranges?.map((r) => r.CidrIpv6) ?? [],
+        ) ?? [],
+    );
+    expect(v6Ranges).toEqual(['2001:db8:aa:bb::/64']);
+    expect(await rules(g0)).toEqual([
+      { cidr: '198.51.100.0/24', port: 8883, description: 'blackcloud:dev-7:exp=1700000030' },
+      { cidr: '2001:db8:aa:bb::/64', port: 8883, description: 'blackcloud:dev-8:exp=1700000030' },
+    ]);
+    expect(await store.get('198.51.100.0/24')).toMatchObject({
+      deviceId: 'dev-7',
+      address: '198.51.100.0',
+      prefixLength: 24,
+      securityGroupIds: [g0],
+    });
+    // The host 198.51.100.0 is another grant than its /24.
+    expect(await store.get('198.51.100.0')).toBeUndefined();
+    await f.revoke([v4, v6]);
+    expect(await rules(g0)).toEqual([]);
+    expect(await store.get('198.51.100.0/24')).toBeUndefined();
+    expect(f.openRules()).toEqual([]);
+  });
+});

@@ -8,6 +8,7 @@ import {
 } from '../../../functions/aws/rule-description.ts';
 import { hostRulesOf, ruleCounts, rulesForGrant, toIpPermissions } from '../../../functions/aws/sg-rules.ts';
 
+const TCP = { protocol: 'tcp', port: 8883 } as const;
 const EC2_DESCRIPTION_CHARSET = /^[a-zA-Z0-9 ._\-:/()#,@[\]+=&;{}!$*]*$/;
 
 describe('rule description', () => {
@@ -114,6 +115,32 @@ describe('rules and IpPermissions', () => {
     ]);
   });
 
+  it("reads blackcloud prefix rules (prefix grants) but no one else's prefix", () => {
+    const rules = hostRulesOf('sg-1', [
+      {
+        IpProtocol: 'tcp',
+        FromPort: 8883,
+        ToPort: 8883,
+        IpRanges: [
+          { CidrIp: '203.0.113.0/24', Description: 'blackcloud:cell:exp=9' },
+          { CidrIp: '192.0.2.0/24', Description: 'operator rule' },
+          { CidrIp: '198.51.100.0/23' },
+        ],
+        Ipv6Ranges: [{ CidrIpv6: '2001:db8:aa:bb::/64', Description: 'blackcloud:cell6:exp=9' }],
+      },
+    ]);
+    expect(rules.map((rule) => [rule.cidr, rule.family, rule.blackcloud?.deviceId])).toEqual([
+      ['203.0.113.0/24', 4, 'cell'],
+      ['2001:db8:aa:bb::/64', 6, 'cell6'],
+    ]);
+    expect(rulesForGrant({ address: '203.0.113.0', prefixLength: 24, access: [TCP] }, [TCP]).rules).toEqual([
+      { protocol: 'tcp', port: 8883, family: 4, cidr: '203.0.113.0/24' },
+    ]);
+    expect(() => rulesForGrant({ address: '203.0.113.9', prefixLength: 24, access: [TCP] }, [TCP])).toThrow(
+      /not a network prefix of \/16 or narrower/,
+    );
+  });
+
   it('reads described permissions: single-port host rules only, blackcloud ones marked; counts per family', () => {
     const permissions = [
       {
@@ -123,7 +150,7 @@ describe('rules and IpPermissions', () => {
         IpRanges: [
           { CidrIp: '198.51.100.1/32', Description: 'blackcloud:d:exp=9' },
           { CidrIp: '198.51.100.2/32' },
-          { CidrIp: '10.0.0.0/16', Description: 'blackcloud:x:exp=1' },
+          { CidrIp: '10.0.0.0/8', Description: 'blackcloud:x:exp=1' }, // wider than any prefix grant
         ],
         Ipv6Ranges: [{ CidrIpv6: '2001:db8::1/128', Description: 'blackcloud:e:exp=10' }],
         UserIdGroupPairs: [{ GroupId: 'sg-receiver' }],

@@ -88,6 +88,23 @@ describe('device file', () => {
     expect(Object.isFrozen(devices[0])).toBe(true);
   });
 
+  it('loads a grantPrefix policy (prefix grants, off by default) and refuses an invalid one naming the field', async () => {
+    await writeFile(
+      file,
+      'devices:\n  - id: cell-1\n    allowedAccess: [tcp/8883]\n' +
+        '    grantPrefix: { ipv4: 24, ranges: ["2001:DB8:40::/48"] }\n  - id: plain\n    allowedAccess: [tcp/8883]\n',
+      { mode: 0o600 },
+    );
+    const [cell, plain] = await loadDeviceFile(file);
+    expect(cell!.grantPrefix).toEqual({ ipv4: 24, ranges: ['2001:db8:40::/48'] });
+    expect(plain!.grantPrefix).toBeUndefined();
+    const error = await failure(
+      'devices:\n  - id: cell-2\n    allowedAccess: [tcp/8883]\n    grantPrefix: { ipv4: 8 }\n',
+    );
+    expect(error.message).toMatch(/grantPrefix/);
+    expect(error.message).toMatch(/grantPrefix\.ipv4: received 8; expected an integer 16\.\.32/);
+  });
+
   it('accepts JSON and inline base64 keys', async () => {
     const json = JSON.stringify({
       devices: [

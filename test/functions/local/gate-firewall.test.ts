@@ -356,3 +356,42 @@ describe('canonicalAddress', () => {
     expect(canonicalAddress(input)).toBe(expected);
   });
 });
+
+describe('gate firewall: prefix grants (carrier-grade NAT, docs/scaling.md "Prefix grants")', () => {
+  it('admits another address of a granted prefix and refuses one outside it, until the revoke', async () => {
+    const g = await openGate();
+    const port = g.address().port;
+    const prefix = grant('127.0.0.0', T0 + 30_000, port, { prefixLength: 24 });
+    await g.allow([prefix]);
+    expect(g.stats().grants).toBe(1);
+    expect(await track(dial(port, { localAddress: '127.0.0.2' })).roundTrip('a')).toBe('a');
+    expect(await track(dial(port, { localAddress: '127.0.0.77' })).roundTrip('b')).toBe('b');
+    const outside = track(dial(port, { localAddress: '127.0.1.2' }));
+    await outside.closed;
+    expect(outside.received()).toBe('');
+    expect(echo.connections).toBe(2);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'gate.refused', source: '127.0.1.2', reason: 'no-grant' }),
+    );
+    await g.revoke([prefix]);
+    expect(g.stats().grants).toBe(0);
+    const after = track(dial(port, { localAddress: '127.0.0.2' }));
+    await after.closed;
+    expect(after.received()).toBe('');
+    expect(echo.connections).toBe(2);
+  });
+
+  it('lets a prefix grant expire by itself, and refuses a prefix that is not a network address', async () => {
+    const g = await openGate();
+    const port = g.address().port;
+    await g.allow([grant('127.0.0.0', T0 + 30_000, port, { prefixLength: 24 })]);
+    now = T0 + 30_000;
+    const late = track(dial(port, { localAddress: '127.0.0.9' }));
+    await late.closed;
+    expect(late.received()).toBe('');
+    expect(echo.connections).toBe(0);
+    await expect(g.allow([grant('127.0.0.5', T0 + 60_000, port, { prefixLength: 24 })])).rejects.toThrow(
+      GateGrantError,
+    );
+  });
+});

@@ -229,3 +229,53 @@ describe('GrantManager under a virtual clock', () => {
     });
   });
 });
+
+describe('GrantManager: prefix grants (docs/scaling.md "Prefix grants")', () => {
+  let time: VirtualTime;
+  let firewall: RecordingFirewall;
+  let audit: MemoryAuditSink;
+  let manager: GrantManager;
+  const PREFIX = { address: '203.0.113.0', family: 4 as const, prefixLength: 24 };
+
+  beforeEach(() => {
+    time = new VirtualTime(T0);
+    firewall = new RecordingFirewall();
+    audit = new MemoryAuditSink();
+    manager = new GrantManager({
+      firewall,
+      expiry: new RecordingExpiryScheduler(),
+      audit,
+      clock: time,
+      timers: time,
+    });
+  });
+
+  it('several devices of one prefix share one grant; it closes when the last of them connects', async () => {
+    const a = await manager.open('dev-a', PREFIX, [TCP_8883], 30);
+    const b = await manager.open('dev-b', PREFIX, [TCP_8883], 30);
+    expect(a).toMatchObject({ ok: true, value: { status: 'opened', grant: { prefixLength: 24 } } });
+    expect(b).toMatchObject({ ok: true, value: { status: 'extended' } });
+    expect(manager.active()).toHaveLength(1);
+    expect(audit.events[0]).toMatchObject({ type: 'grant.opened', source: '203.0.113.0/24' });
+    // dev-a's session comes from another address of the prefix: it releases its own claim only.
+    expect(await manager.sessionEstablished('dev-a', '203.0.113.9')).toEqual([]);
+    // A device that never knocked from the prefix, or a session from outside it, changes nothing.
+    expect(await manager.sessionEstablished('dev-x', '203.0.113.10')).toEqual([]);
+    expect(await manager.sessionEstablished('dev-b', '203.0.114.10')).toEqual([]);
+    expect(manager.active()).toHaveLength(1);
+    const closed = await manager.sessionEstablished('dev-b', '203.0.113.200');
+    expect(closed).toMatchObject([{ address: '203.0.113.0', prefixLength: 24 }]);
+    expect(manager.active()).toHaveLength(0);
+    expect(firewall.calls.at(-1)).toMatchObject({ op: 'revoke', grants: [{ prefixLength: 24 }] });
+    expect(audit.events.at(-1)).toMatchObject({ type: 'grant.revoked', reason: 'connected' });
+  });
+
+  it('a prefix grant and a host grant of an address inside it are separate grants', async () => {
+    await manager.open('dev-a', PREFIX, [TCP_8883], 30);
+    await manager.open('dev-h', { address: '203.0.113.0', family: 4 }, [TCP_8883], 30);
+    expect(manager.active()).toHaveLength(2);
+    await time.advance(30_000);
+    expect(manager.active()).toHaveLength(0);
+    expect(audit.events.filter((e) => e.type === 'grant.revoked')).toHaveLength(2);
+  });
+});

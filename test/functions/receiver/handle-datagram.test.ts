@@ -437,6 +437,27 @@ describe('handleDatagram: what an accepted packet produces', () => {
     expect(h.firewall.calls[0]!.grants[0]!.expiresAt).toBe(T0 + granted * 1000);
   });
 
+  it('a device with grantPrefix gets a grant for its source prefix; devices of one prefix share it', async () => {
+    const h = harness({
+      devices: [makeDevice({ grantPrefix: { ipv4: 24 } })],
+    });
+    const first = await send(h, bc1Packet({ timestampMs: T0 - 5000 }));
+    expect(first).toMatchObject({
+      ok: true,
+      value: { status: 'opened', grant: { address: '192.0.2.0', prefixLength: 24, family: 4 } },
+    });
+    const second = await send(h, bc1Packet({ timestampMs: T0 - 4000 }), {
+      address: '192.0.2.77',
+      family: 4,
+      port: 40_000,
+    });
+    expect(second).toMatchObject({ ok: true, value: { status: 'extended', grant: { prefixLength: 24 } } });
+    expect(h.firewall.calls.map((call) => call.grants.map((g) => `${g.address}/${g.prefixLength}`))).toEqual([
+      ['192.0.2.0/24'],
+      ['192.0.2.0/24'],
+    ]);
+  });
+
   it('fwknop type 3: the client timeout is the requested duration, capped by the device', async () => {
     const h = harness({ devices: [makeDevice({ maxOpenSeconds: 120 })] });
     const short = await send(
