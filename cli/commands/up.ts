@@ -168,7 +168,7 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--data-dir <dir>', 'data directory (default ./.blackcloud)')
     .option(
       '--config <file>',
-      'YAML or JSON config file (keys: host, publicAddress, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice)',
+      'YAML or JSON config file (keys: host, publicAddress, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice, readers)',
     )
     .option('--host <ip>', 'address to listen on (default 127.0.0.1; 0.0.0.0 when a public address is set)')
     .option(
@@ -180,6 +180,10 @@ export function registerUp(program: Command, io: CliIo): void {
     )
     .option('--no-public-address', 'forget the public address the data directory keeps')
     .option('--spa-port <n>', 'UDP port of the SPA receiver (default 62201)')
+    .option(
+      '--readers <n>',
+      'SPA sockets on the one UDP port, SO_REUSEPORT, one process (default 1; docs/scaling.md)',
+    )
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
     .option('--nft-table <name>', 'nftables table name (default blackcloud)')

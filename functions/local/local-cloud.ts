@@ -419,6 +419,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         host: config.host,
         port: config.spaPort,
         deps,
+        readers: config.readers,
         onOutcome: (outcome, remote) => {
           if (outcome.ok && outcome.value.keyId !== undefined) {
             void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);

@@ -6,7 +6,8 @@
  * dataDir (relative to the config file), grantSeconds, clockWindowSeconds, nftTable, demoDevice (true|false),
  * prefilter (true|false, default true with firewall nftables: the kernel pre-filter of the SPA port),
  * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once),
- * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts).
+ * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts), readers (1..64,
+ * default 1: SPA sockets on the one port, docs/scaling.md "Readers").
  *
  * The public address: `--public-address` (repeatable, or comma-separated) over the file's `publicAddress` over the
  * one the data directory remembers (public-address.json; `loadUpConfig` reads it); `--no-public-address` forgets
@@ -27,6 +28,7 @@ import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { describeIssue } from '../core/config-issues.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE, MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
+import { MAX_READERS } from '../receiver/udp-receiver.ts';
 import { DEFAULT_DATA_DIR, dataDirLayout } from './data-dir.ts';
 import {
   checkPublicAddress,
@@ -84,6 +86,8 @@ export interface UpConfig {
   readonly keyRotationHours: number;
   /** Source addresses one device may hold grants for at once; the oldest is released beyond. @default 4 */
   readonly maxAddressesPerDevice: number;
+  /** SPA sockets on the one port (udp-receiver.ts `readers`, docs/scaling.md "Readers"). @default 1 */
+  readonly readers: number;
 }
 
 /** What the command line gave, as strings or absent (commander hands over strings). */
@@ -99,6 +103,7 @@ export interface UpFlags {
   /** `--prefilter` / `--no-prefilter`. */
   readonly prefilter?: boolean;
   readonly keyRotationHours?: string;
+  readonly readers?: string;
   /** `--public-address` values (each may be comma-separated); `false` = `--no-public-address`. */
   readonly publicAddress?: readonly string[] | false;
 }
@@ -145,6 +150,11 @@ const fileSchema = z.strictObject({
     .optional(),
   demoDevice: z.boolean({ error: 'must be true or false' }).optional(),
   prefilter: z.boolean({ error: 'must be true or false' }).optional(),
+  readers: z
+    .int({ error: `must be an integer 1..${MAX_READERS}` })
+    .min(1, { error: `must be an integer 1..${MAX_READERS}` })
+    .max(MAX_READERS, { error: `must be an integer 1..${MAX_READERS}` })
+    .optional(),
   keyRotationHours: z
     .int({ error: 'must be an integer number of hours 1..8784' })
     .min(1, { error: 'must be an integer number of hours 1..8784' })
@@ -330,6 +340,20 @@ export function resolveUpConfig(
     }
     keyRotationHours = hours;
   }
+  let readers = file?.readers ?? 1;
+  if (flags.readers !== undefined) {
+    if (
+      !/^[0-9]{1,2}$/.test(flags.readers) ||
+      Number(flags.readers) < 1 ||
+      Number(flags.readers) > MAX_READERS
+    ) {
+      throw new LocalConfigError(
+        '--readers',
+        `must be an integer 1..${MAX_READERS} (SPA sockets on the one port); received ${JSON.stringify(flags.readers)}`,
+      );
+    }
+    readers = Number(flags.readers);
+  }
   const remote = publicAddresses.find((address) => !isLoopbackAddress(address));
   if (remote !== undefined && isLoopbackAddress(host)) {
     throw new LocalConfigError(
@@ -356,6 +380,7 @@ export function resolveUpConfig(
     demoDevice: file?.demoDevice ?? true,
     keyRotationHours,
     maxAddressesPerDevice: file?.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE,
+    readers,
   });
 }
 
