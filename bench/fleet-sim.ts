@@ -10,13 +10,23 @@
  * whole fleet, and a drip of replays and junk. Devices whose grant is refused (every rule slot taken and the
  * receiver's queue full, or expired while queued) knock again after a jittered backoff, at most `--retries` times.
  *
+ * Closed on connect (docs/scaling.md, "A rule lives until the session is established"): a device has its MQTT session
+ * a short time after its rule is in place (bench/fleet/connect-model.ts: `--connect-min-ms` to `--connect-max-ms`,
+ * uniform, default 300 ms to 1 s), and the simulation then tells the receiver that opened the rule, through the real
+ * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 2`
+ * (the default) runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
+ * them side by side; 0 or 1 runs one of them.
+ *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
  * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
- * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked).
+ * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked); storm
+ * devices granted by 10 and 15 simulated minutes, rules in use over time, how long rules stayed (opened to revoked,
+ * p50/p99) and why they closed.
  *
  *   npm run bench -- fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
  *        [--grant-seconds 30] [--queue 1000] [--retries 0] [--ec2-ms 100] [--coalesce-ms 20] [--attempts 8]
  *        [--seed 1]
+ *        [--close-on-connect 2] [--connect-min-ms 300] [--connect-max-ms 1000]
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
@@ -30,7 +40,8 @@ import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
 import { VirtualTime } from '../test/support/virtual-time.ts';
-import { FleetDirectory } from './fleet/fleet-directory.ts';
+import { type ConnectRange, connectDelayMs, DEFAULT_CONNECT_RANGE } from './fleet/connect-model.ts';
+import { FleetDirectory, fleetDeviceId } from './fleet/fleet-directory.ts';
 import { deviceAddress, type FleetParams, fleetSchedule, seededRandom } from './fleet/fleet-model.ts';
 import { ModelledEc2 } from './support/modelled-ec2.ts';
 
@@ -47,6 +58,10 @@ interface SimOptions {
   /** Attempts per EC2 call when throttled (the receiver's BLACKCLOUD_EC2_ATTEMPTS). */
   readonly attempts: number;
   readonly seed: number;
+  /** 0: rules held for the window; 1: closed on connect; 2: both, side by side. */
+  readonly closeOnConnect: number;
+  readonly connectMinMs: number;
+  readonly connectMaxMs: number;
 }
 
 const DEFAULTS: SimOptions = {
@@ -61,7 +76,13 @@ const DEFAULTS: SimOptions = {
   coalesceMs: 20,
   attempts: 8,
   seed: 1,
+  closeOnConnect: 2,
+  connectMinMs: DEFAULT_CONNECT_RANGE.minMs,
+  connectMaxMs: DEFAULT_CONNECT_RANGE.maxMs,
 };
+
+/** Simulated seconds at which the rules in use are sampled (the storm starts at 180 s). */
+const RULE_SAMPLES_S = [60, 180, 210, 240, 300, 360, 480, 600, 900];
 
 const START_MS = Date.UTC(2026, 0, 1);
 
@@ -127,8 +148,51 @@ class QueueGauge {
   }
 }
 
+interface SimResult {
+  readonly rows: [string, string][];
+  readonly notes: string[];
+}
+
 export async function main(argv: readonly string[] = []): Promise<void> {
   const options = parseOptions(argv);
+  if (options.closeOnConnect > 2) throw new Error('fleet-sim: --close-on-connect takes 0, 1 or 2 (both)');
+  const range: ConnectRange = { minMs: options.connectMinMs, maxMs: options.connectMaxMs };
+  connectDelayMs(() => 0, range); // validates the range before minutes of simulation
+  const modes = options.closeOnConnect === 2 ? [false, true] : [options.closeOnConnect === 1];
+  const results: { label: string; result: SimResult }[] = [];
+  for (const closeOnConnect of modes) {
+    const label = closeOnConnect ? 'closed on connect' : 'held for the window';
+    process.stderr.write(`fleet-sim: rules ${label}\n`);
+    results.push({ label, result: await simulate(options, closeOnConnect, range) });
+  }
+  const keys = results[0]!.result.rows.map(([k]) => k);
+  const columns = results.map(({ label, result }) => [label, ...result.rows.map(([, v]) => v)]);
+  const width = Math.max('figure'.length, ...keys.map((k) => k.length));
+  const widths = columns.map((c) => Math.max(...c.map((v) => v.length)));
+  console.log(
+    `fleet-sim: ${options.devices} devices, ${options.receivers} receivers, moto + EC2 model` +
+      (options.closeOnConnect === 1 ? '' : `; rules held for the window`) +
+      (options.closeOnConnect === 0
+        ? ''
+        : `; closed on connect ${range.minMs}-${range.maxMs} ms after the rule`),
+  );
+  console.log(
+    `| ${'figure'.padEnd(width)} | ${columns.map((c, i) => c[0]!.padEnd(widths[i]!)).join(' | ')} |`,
+  );
+  console.log(`|${'-'.repeat(width + 2)}|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  keys.forEach((k, row) => {
+    console.log(
+      `| ${k.padEnd(width)} | ${columns.map((c, i) => c[row + 1]!.padEnd(widths[i]!)).join(' | ')} |`,
+    );
+  });
+  for (const { label, result } of results) for (const note of result.notes) console.log(`${label}: ${note}`);
+}
+
+async function simulate(
+  options: SimOptions,
+  closeOnConnect: boolean,
+  range: ConnectRange,
+): Promise<SimResult> {
   const realStart = performance.now();
   const fleet: FleetParams = {
     devices: options.devices,
@@ -186,8 +250,19 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const gauge = new QueueGauge(options.receivers);
   const apiErrors = new Map<string, number>();
   const failures = { queueFull: 0, expiredInQueue: 0, other: [] as string[] };
+  // How long rules stayed: from the rule in place ('grant.opened') to the rule gone ('grant.revoked'), per address.
+  const openedAt = new Map<string, number>();
+  const ruleLife: number[] = [];
+  const closedBy = new Map<string, number>();
   const audit: AuditSink = {
     write(event: AuditEvent) {
+      if (event.type === 'grant.opened') openedAt.set(event.source, event.time);
+      if (event.type === 'grant.revoked') {
+        closedBy.set(event.reason, (closedBy.get(event.reason) ?? 0) + 1);
+        const at = openedAt.get(event.source);
+        openedAt.delete(event.source);
+        if (at !== undefined && event.reason !== 'shutdown') ruleLife.push(event.time - at);
+      }
       if (event.type !== 'grant.failed') return;
       if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
       else if (event.error.includes('GrantNotOpenedError')) failures.expiredInQueue++;
@@ -238,6 +313,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const episodeStart = new Map<number, { at: number; storm: boolean; attempts: number }>();
   const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
   const granted = new Set<number>();
+  const grantedAt = new Map<number, number>();
   const stormDevices = new Set<number>();
   const refusedForGood = new Set<number>();
 
@@ -247,16 +323,36 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     return receivers[h % receivers.length]!;
   };
 
-  const deliver = (bytes: Uint8Array, address: string, onOutcome?: (outcome: Outcome) => void) => {
+  const deliver = (
+    bytes: Uint8Array,
+    address: string,
+    onOutcome?: (outcome: Outcome, receiver: (typeof receivers)[number]) => void,
+  ) => {
     const port = 1024 + Math.floor(random() * 60_000);
+    const receiver = receiverFor(address, port);
     pending++;
-    void handleDatagram(bytes, { address, family: 4, port }, receiverFor(address, port).deps).then(
-      (outcome) => {
-        pending--;
-        if (outcome.ok) accepted++;
-        else reasons.set(outcome.reason, (reasons.get(outcome.reason) ?? 0) + 1);
-        onOutcome?.(outcome);
+    void handleDatagram(bytes, { address, family: 4, port }, receiver.deps).then((outcome) => {
+      pending--;
+      if (outcome.ok) accepted++;
+      else reasons.set(outcome.reason, (reasons.get(outcome.reason) ?? 0) + 1);
+      onOutcome?.(outcome, receiver);
+    });
+  };
+
+  // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
+  // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
+  const sessions = { reported: 0, closedRules: 0, pending: 0 };
+  const connect = (device: number, address: string, receiver: (typeof receivers)[number]) => {
+    sessions.pending++;
+    time.setTimeout(
+      () => {
+        sessions.reported++;
+        void receiver.deps.grants.sessionEstablished(fleetDeviceId(device), address).then((closed) => {
+          sessions.pending--;
+          sessions.closedRules += closed.length;
+        });
       },
+      connectDelayMs(random, range),
     );
   };
 
@@ -275,10 +371,12 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     const address = deviceAddress(device);
     recent.push({ bytes, address, at: time.now() });
     if (recent.length > 256) recent.shift();
-    deliver(bytes, address, (outcome) => {
+    deliver(bytes, address, (outcome, receiver) => {
       if (outcome.ok) {
         (episode.storm ? latency.storm : latency.steady).push(time.now() - episode.at);
         granted.add(device);
+        if (!grantedAt.has(device)) grantedAt.set(device, time.now());
+        if (closeOnConnect) connect(device, address, receiver);
         episodeStart.delete(device);
       } else if (outcome.reason === 'grant-failed') {
         if (episode.attempts <= options.retries) {
@@ -341,9 +439,13 @@ export async function main(argv: readonly string[] = []): Promise<void> {
 
   const endMs = START_MS + fleet.endSeconds * 1000;
   let lastReport = performance.now();
+  const ruleSamples = new Map<number, number>();
   for (let at = START_MS; at < endMs; ) {
-    at = Math.min(endMs, at + 30_000);
+    const nextSample = RULE_SAMPLES_S.map((s) => START_MS + s * 1000).find((t) => t > at) ?? endMs;
+    at = Math.min(endMs, at + 30_000, nextSample);
     await time.run(at, { inFlight: () => inFlight, quantumMs: 10 });
+    const second = (at - START_MS) / 1000;
+    if (RULE_SAMPLES_S.includes(second)) ruleSamples.set(second, ec2.rules().now);
     if (performance.now() - lastReport > 15_000) {
       lastReport = performance.now();
       process.stderr.write(
@@ -368,7 +470,7 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   });
   await closed;
   // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
-  const lost = pending;
+  const lost = pending + sessions.pending;
   const active = new Set((await store.listActive(time.now())).map((g) => `${g.address}/32`));
   const rules = new Set(ec2.cidrs());
   const tableMatchesRules = active.size === rules.size && [...rules].every((c) => active.has(c));
@@ -379,6 +481,11 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   await moto.stop();
 
   const steady = latency.steady.sort((a, b) => a - b);
+  const life = ruleLife.sort((a, b) => a - b);
+  const stormGrantedBy = (seconds: number) =>
+    [...stormDevices].filter(
+      (d) => (grantedAt.get(d) ?? Number.POSITIVE_INFINITY) <= START_MS + seconds * 1000,
+    ).length;
   const storm = latency.storm.sort((a, b) => a - b);
   const calls = ec2.counts();
   const callText = (action: string) => {
@@ -438,6 +545,24 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     ['knock to rule, storm devices p50 / p99', `${ms(percentile(storm, 50))} / ${ms(percentile(storm, 99))}`],
     ['rules in use: peak / at end of traffic', `${ec2.rules().peak} / ${rulesAtEnd}`],
     ['storm devices granted', `${stormDevices.size - stormNotGranted} of ${stormDevices.size}`],
+    ['storm devices granted by 10 / 15 simulated minutes', `${stormGrantedBy(600)} / ${stormGrantedBy(900)}`],
+    [
+      `rules in use at t = ${RULE_SAMPLES_S.join(', ')} s`,
+      RULE_SAMPLES_S.map((s) => String(ruleSamples.get(s) ?? '?')).join(', '),
+    ],
+    [
+      'how long rules stayed (opened to revoked) p50 / p99',
+      `${ms(percentile(life, 50))} / ${ms(percentile(life, 99))}`,
+    ],
+    [
+      'rules closed: on connect / window ended / other',
+      `${closedBy.get('connected') ?? 0} / ${closedBy.get('expired') ?? 0} / ` +
+        `${[...closedBy].filter(([r]) => r !== 'connected' && r !== 'expired').reduce((n, [, c]) => n + c, 0)}`,
+    ],
+    [
+      'sessions reported to the receiver (closed on connect)',
+      closeOnConnect ? String(sessions.reported) : 'n/a',
+    ],
     ['refused explicitly: queue full', String(failures.queueFull)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
     ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
@@ -445,21 +570,19 @@ export async function main(argv: readonly string[] = []): Promise<void> {
     ['group found full by a receiver (moved on)', String(quotaRaces)],
     ['rules closed by the sweeper (backstop)', String(swept)],
     ['errors', String(errors)],
-    ['lost grants (knocks never answered after the drain)', String(lost)],
+    ['lost grants (knocks or sessions never answered after the drain)', String(lost)],
     ['grants table = rules after the drain', tableMatchesRules ? 'yes' : 'NO'],
     ['rules / table items after the last expiry', `${rulesAfterDrain} / ${tableAfterDrain}`],
     ['real time', `${seconds.toFixed(0)} s`],
   ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  console.log(`fleet-sim: ${options.devices} devices, ${options.receivers} receivers, moto + EC2 model`);
-  console.log(`| ${'figure'.padEnd(width)} | value |`);
-  console.log(`|${'-'.repeat(width + 2)}|-------|`);
-  for (const [k, v] of rows) console.log(`| ${k.padEnd(width)} | ${v} |`);
+  const notes: string[] = [];
   if (failures.other.length > 0)
-    console.log('unexpected grant failures (first 5):', failures.other.slice(0, 5));
-  if (unexpected.length > 0) console.log('unexpected rejections:', Object.fromEntries(unexpected));
+    notes.push(`unexpected grant failures (first 5): ${JSON.stringify(failures.other.slice(0, 5))}`);
+  if (unexpected.length > 0)
+    notes.push(`unexpected rejections: ${JSON.stringify(Object.fromEntries(unexpected))}`);
   const apiErrorList = [...apiErrors].filter(([code]) => !handled(code));
-  if (apiErrorList.length > 0) console.log('API errors:', Object.fromEntries(apiErrorList));
+  if (apiErrorList.length > 0) notes.push(`API errors: ${JSON.stringify(Object.fromEntries(apiErrorList))}`);
+  return { rows, notes };
 }
 
 if (process.argv[1]?.endsWith('fleet-sim.ts')) {

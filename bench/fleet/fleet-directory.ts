@@ -5,6 +5,11 @@
 import type { Device, DeviceDirectory, DeviceKey } from '../../functions/core/interfaces.ts';
 import { seededRandom } from './fleet-model.ts';
 
+/** The device id of simulated device `index` (what the receiver puts on its grants). */
+export function fleetDeviceId(index: number): string {
+  return `dev-${index}`;
+}
+
 export class FleetDirectory implements DeviceDirectory {
   readonly #keys: Uint8Array[] = [];
 
@@ -26,7 +31,7 @@ export class FleetDirectory implements DeviceDirectory {
     return {
       key,
       device: {
-        id: `dev-${index}`,
+        id: fleetDeviceId(index),
         enabled: true,
         allowedAccess: [{ protocol: 'tcp', port: 8883 }],
         maxOpenSeconds: 60,

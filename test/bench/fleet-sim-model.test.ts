@@ -9,6 +9,7 @@ import {
   RevokeSecurityGroupIngressCommand,
 } from '@aws-sdk/client-ec2';
 import { afterEach, describe, expect, it } from 'vitest';
+import { connectDelayMs, DEFAULT_CONNECT_RANGE } from '../../bench/fleet/connect-model.ts';
 import { deviceAddress, fleetSchedule } from '../../bench/fleet/fleet-model.ts';
 import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
@@ -177,5 +178,17 @@ describe('fleet schedule', () => {
     expect(a.filter((e) => e.kind === 'replay')).toHaveLength(149);
     expect(a.every((e, i) => i === 0 || a[i - 1]!.at <= e.at)).toBe(true);
     expect(deviceAddress(99_999)).toBe('100.65.134.159');
+  });
+});
+
+describe('connect model (rule in place to MQTT session, closed on connect)', () => {
+  it('6. draws whole ms within the range, both ends reachable; a reversed or negative range names the flags', () => {
+    const range = DEFAULT_CONNECT_RANGE;
+    expect(connectDelayMs(() => 0, range)).toBe(300);
+    expect(connectDelayMs(() => 0.999_999_9, range)).toBe(1000);
+    expect(connectDelayMs(() => 0.5, range)).toBe(650);
+    expect(connectDelayMs(() => 0.7, { minMs: 400, maxMs: 400 })).toBe(400);
+    expect(() => connectDelayMs(() => 0, { minMs: 1000, maxMs: 300 })).toThrow(/--connect-min-ms/);
+    expect(() => connectDelayMs(() => 0, { minMs: -1, maxMs: 300 })).toThrow(RangeError);
   });
 });
