@@ -18,6 +18,8 @@
  *   drop the other's).
  * - `close()` ends the session and the retries; idempotent.
  */
+
+import { coalescedSync } from '../broker/coalesced-sync.ts';
 import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
 import type { Timers } from '../core/interfaces.ts';
 
@@ -50,8 +52,6 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
   let admin: DynsecAdmin | undefined;
   let closed = false;
   let retry: unknown;
-  let running: Promise<boolean> | undefined;
-  let again = false;
 
   const once = async (): Promise<boolean> => {
     const devices = options.devices();
@@ -74,25 +74,7 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
       return false;
     }
   };
-  const sync = (): Promise<boolean> => {
-    if (running !== undefined) {
-      again = true;
-      return running;
-    }
-    const run = (async () => {
-      let result = await once();
-      while (again) {
-        again = false;
-        result = await once();
-      }
-      return result;
-    })();
-    running = run;
-    void run.finally(() => {
-      if (running === run) running = undefined;
-    });
-    return run;
-  };
+  const sync = coalescedSync(once);
   const connect = async (): Promise<void> => {
     retry = undefined;
     if (closed) return;

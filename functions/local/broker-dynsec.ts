@@ -21,6 +21,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { coalescedSync } from '../broker/coalesced-sync.ts';
 import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
 import { debianDynsecPlugin, dynamicSecurityConfig, mosquittoConf } from '../broker/mosquitto-config.ts';
 import type { Pem } from '../pki/local-ca.ts';
@@ -61,8 +62,6 @@ export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<B
     );
     return undefined;
   }
-  let running: Promise<boolean> | undefined;
-  let again = false;
   const once = async (): Promise<boolean> => {
     try {
       const sent = await admin.reconcile(options.devices());
@@ -73,25 +72,7 @@ export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<B
       return false;
     }
   };
-  const sync = (): Promise<boolean> => {
-    if (running !== undefined) {
-      again = true;
-      return running;
-    }
-    const run = (async () => {
-      let result = await once();
-      while (again) {
-        again = false;
-        result = await once();
-      }
-      return result;
-    })();
-    running = run;
-    void run.finally(() => {
-      if (running === run) running = undefined;
-    });
-    return run;
-  };
+  const sync = coalescedSync(once);
   if (!(await sync())) {
     options.note(
       `broker dynamic security is off: ${options.url} did not take the commands (load the plugin with the ` +
