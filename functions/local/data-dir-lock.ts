@@ -14,8 +14,10 @@
  *   (devices-file-lock.ts), so the two cooperate. Another writer is waited for up to `timeoutMs`.
  * - Stale lock: when the holder named by owner.json ran on this host and its pid is not alive, the lock is taken
  *   over at once (after checking it is still the same lock directory), and `onTakeOver` is told. A lock with no
- *   readable record is waited for like a writer (its holder is between mkdir and writing the record). A lock
- *   nobody refreshed for a day is taken over by proper-lockfile itself (a holder on another host).
+ *   readable record is waited for while its mtime is fresh (its holder is between mkdir and writing the record,
+ *   which takes milliseconds); once nobody refreshed it for `UNRECORDED_STALE_MS` (two heartbeats and a second)
+ *   its holder died in that gap (a SIGKILL), and it is taken over the same way. A recorded lock nobody refreshed
+ *   for a day is taken over by proper-lockfile itself (a holder on another host).
  * - While held, the lock's mtime is refreshed every 5 s; should the lock be removed or replaced under its holder,
  *   `onLost` is called (the holder must stop: another process may own the directory now).
  * - `release()` removes owner.json, then the lock. Idempotent.
@@ -71,6 +73,8 @@ const RETRY_MS = 50;
 const REFRESH_MS = 5_000;
 /** Only for a holder whose pid cannot be checked (another host): the pid check decides on this host. */
 const STALE_MS = 24 * 3_600_000;
+/** A lock without a record and not refreshed for this long lost its holder between mkdir and writing the record. */
+const UNRECORDED_STALE_MS = 2 * REFRESH_MS + 1_000;
 
 function endpoint(value: unknown): OwnerEndpoint | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
@@ -134,10 +138,15 @@ export function describeOwner(owner: OwnerRecord): string {
   return `blackcloud ${owner.command} (${parts.join(', ')})`;
 }
 
-async function lockIdentity(path: string): Promise<string | undefined> {
+interface LockIdentity {
+  readonly key: string;
+  readonly mtimeMs: number;
+}
+
+async function lockIdentity(path: string): Promise<LockIdentity | undefined> {
   try {
     const info = await statPath(path);
-    return `${info.dev}:${info.ino}:${info.mtimeMs}`;
+    return { key: `${info.dev}:${info.ino}:${info.mtimeMs}`, mtimeMs: info.mtimeMs };
   } catch {
     return undefined;
   }
@@ -171,12 +180,14 @@ async function attempt(
     if (unlock !== undefined) return { held: await hold(layout, record, unlock) };
     const seen = await lockIdentity(layout.ownerLock);
     const owner = await readOwner(layout);
-    if (owner !== undefined && isStale(owner)) {
+    const unrecordedDead =
+      owner === undefined && seen !== undefined && Date.now() - seen.mtimeMs > UNRECORDED_STALE_MS;
+    if ((owner !== undefined && isStale(owner)) || unrecordedDead) {
       // The same lock directory as when the record was read: no live process took it over meanwhile.
-      if (seen !== undefined && seen === (await lockIdentity(layout.ownerLock))) {
+      if (seen !== undefined && seen.key === (await lockIdentity(layout.ownerLock))?.key) {
         await rm(layout.ownerRecord, { force: true });
         await rm(layout.ownerLock, { recursive: true, force: true });
-        options.onTakeOver?.(owner);
+        if (owner !== undefined) options.onTakeOver?.(owner);
       }
       continue;
     }

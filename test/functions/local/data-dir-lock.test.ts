@@ -1,6 +1,6 @@
 /** The data directory's owner lock (data-dir-lock.ts): one `up`, writers wait or cooperate, stale takeover. */
 import { spawnSync } from 'node:child_process';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dataDirLayout } from '../../../functions/local/data-dir.ts';
@@ -119,6 +119,17 @@ describe('acquireDataDir', () => {
     expect((error as Error).message).toContain(
       `if no blackcloud process uses this directory, delete ${layout.ownerLock}`,
     );
+  });
+
+  it('takes over a lock without a record that nobody refreshed for two heartbeats (its holder was killed in between)', async () => {
+    const layout = dataDirLayout(dir!);
+    await mkdir(layout.ownerLock);
+    const past = new Date(Date.now() - 12_000);
+    await utimes(layout.ownerLock, past, past);
+    const held = await acquireDataDir(layout, ENDPOINTS, { timeoutMs: 2_000 });
+    expect((await readOwner(layout))?.pid).toBe(process.pid);
+    expect(Date.now() - (await stat(layout.ownerLock)).mtimeMs).toBeLessThan(11_000);
+    await held.release();
   });
 
   it('calls onLost when the lock is removed under its holder', async () => {
