@@ -6,6 +6,7 @@
  */
 import type { AccessEntry, AddressFamily, FwknopHashType } from '../../spa/types.ts';
 import type { GrantPrefixPolicy } from './grant-prefix.ts';
+import type { DeviceTransport } from './transport.ts';
 
 /** Where a datagram came from, as the socket saw it (never as the packet claims). */
 export interface RemoteEndpoint {
@@ -116,6 +117,8 @@ export interface Device {
   readonly certificateSerial?: string;
   /** Prefix grants for carrier-grade NAT (grant-prefix.ts); undefined (the default) = single-address grants. */
   readonly grantPrefix?: GrantPrefixPolicy;
+  /** How it reaches the broker (transport.ts); undefined = `tls`. */
+  readonly transport?: DeviceTransport;
 }
 
 export interface DeviceDirectory {
