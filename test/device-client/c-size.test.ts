@@ -3,9 +3,10 @@
  * (arm-none-eabi-gcc -Os -mcpu=cortex-m4 -mthumb, Debian's gcc-arm-none-eabi, which .ci/run installs) and holds
  * its figures to the budgets stated there. A missing cross compiler fails naming the package (never a skip).
  */
-import { spawnSync } from 'node:child_process';
+
 import { describe, expect, it } from 'vitest';
 import { C_ROOT } from '../support/c-build.ts';
+import { runProcess } from '../support/run-process.ts';
 
 /** The budgets docs/device-sdk.md states, bytes. */
 const BUDGET = {
@@ -22,10 +23,8 @@ const PUBLIC_CALLS = [
   'bc_key_ack_build',
 ];
 
-function report(): Map<string, number> {
-  const result = spawnSync('bash', [`${C_ROOT}size-report.sh`], {
-    encoding: 'utf8',
-    timeout: 120_000,
+async function report(): Promise<Map<string, number>> {
+  const result = await runProcess('bash', [`${C_ROOT}size-report.sh`], {
     env: { ...process.env, MBEDTLS_SRC: '' },
   });
   if (result.error !== undefined) throw result.error;
@@ -39,8 +38,8 @@ function report(): Map<string, number> {
 }
 
 describe('the C library on a Cortex-M4 (size-report.sh)', () => {
-  it('stays within its flash, stack and RAM budgets', () => {
-    const figures = report();
+  it('stays within its flash, stack and RAM budgets', async () => {
+    const figures = await report();
     const get = (name: string): number => {
       const value = figures.get(name);
       if (value === undefined) throw new Error(`size-report.sh printed no figure ${name}`);

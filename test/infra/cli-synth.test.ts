@@ -5,13 +5,13 @@
  * leave no cdk.context.json behind. A bad setting given with -c must fail, naming it, without a stack trace.
  * Needs root and `unshare` (util-linux): a missing tool fails the test, naming it.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STACK_OUTPUTS } from '../../functions/core/stack-outputs.ts';
 import { REPO_ROOT } from '../../infra/bundle.ts';
+import { runProcess } from '../support/run-process.ts';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
@@ -20,7 +20,9 @@ const outdirs: string[] = [];
 const SYNTH_TIMEOUT_MS = 120_000;
 
 /** Runs `npx cdk synth -q` in a network namespace with no credentials; returns status and output. */
-function offlineSynth(extraArgs: string[]): { status: number | null; output: string; outdir: string } {
+async function offlineSynth(
+  extraArgs: string[],
+): Promise<{ status: number | null; output: string; outdir: string }> {
   const outdir = mkdtempSync(join(tmpdir(), 'blackcloud-cli-synth-'));
   outdirs.push(outdir);
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -32,14 +34,13 @@ function offlineSynth(extraArgs: string[]): { status: number | null; output: str
     AWS_CONFIG_FILE: join(outdir, 'no-aws-config'),
     AWS_SHARED_CREDENTIALS_FILE: join(outdir, 'no-aws-credentials'),
   });
-  const result = spawnSync(
+  const result = await runProcess(
     'unshare',
     ['--net', '--', 'npx', 'cdk', 'synth', '-q', '-o', outdir, ...extraArgs],
     {
       cwd: REPO_ROOT,
       env,
-      encoding: 'utf8',
-      timeout: SYNTH_TIMEOUT_MS,
+      timeoutMs: SYNTH_TIMEOUT_MS,
     },
   );
   if (result.error) {
@@ -49,13 +50,13 @@ function offlineSynth(extraArgs: string[]): { status: number | null; output: str
 }
 
 describe('npx cdk synth, offline and without credentials', () => {
-  let synth: ReturnType<typeof offlineSynth>;
+  let synth: Awaited<ReturnType<typeof offlineSynth>>;
   const contextFile = join(REPO_ROOT, 'cdk.context.json');
   let contextFileBefore: boolean;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     contextFileBefore = existsSync(contextFile);
-    synth = offlineSynth([]);
+    synth = await offlineSynth([]);
   }, SYNTH_TIMEOUT_MS);
 
   afterAll(() => {
@@ -83,8 +84,8 @@ describe('npx cdk synth, offline and without credentials', () => {
 
   it(
     'GIVEN -c receivers=3 WHEN synthesizing offline THEN the receivers sit behind a UDP load balancer',
-    () => {
-      const scaled = offlineSynth(['-c', 'receivers=3']);
+    async () => {
+      const scaled = await offlineSynth(['-c', 'receivers=3']);
       expect({ status: scaled.status, output: scaled.status === 0 ? '' : scaled.output }).toEqual({
         status: 0,
         output: '',
@@ -104,8 +105,8 @@ describe('npx cdk synth, offline and without credentials', () => {
 
   it(
     'GIVEN a bad setting on the command line WHEN synthesizing THEN it fails naming the prop',
-    () => {
-      const bad = offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
+    async () => {
+      const bad = await offlineSynth(['-c', 'blackcloud={"grantSeconds":1000}']);
       expect(bad.status).not.toBe(0);
       expect(bad.output).toContain(
         "blackcloud: prop 'grantSeconds' must be an integer from 1 to 900; received 1000. Fix: set grantSeconds " +

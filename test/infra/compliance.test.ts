@@ -4,7 +4,6 @@
  * naming it). The acknowledgements are pinned: each has a reason, and the list is exactly the expected one.
  * A control proves the check is live: the same stack with the broker opened to the internet fails synth.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nagAcknowledgements } from '../../infra/acknowledgements.ts';
 import { cdkJsonContext, createBlackcloudApp } from '../../infra/blackcloud-app.ts';
 import type { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
+import { runProcess } from '../support/run-process.ts';
 
 /** A synth with cdk-nag, then cfn-lint: 20-25 s on an idle 2-core machine, up to 60 s loaded. As long as the spawns. */
 const SYNTH_AND_LINT_TIMEOUT_MS = 120_000;
@@ -125,19 +125,22 @@ describe('cdk-nag AwsSolutions', () => {
 });
 
 /** Runs cfn-lint on a template file; a missing cfn-lint fails, naming it. */
-function cfnLint(template: string): { findings: unknown[]; status: number | null } {
-  const probe = spawnSync('cfn-lint', ['--version'], { encoding: 'utf8' });
+async function cfnLint(template: string): Promise<{ findings: unknown[]; status: number | null }> {
+  const probe = await runProcess('cfn-lint', ['--version']);
   if (probe.error || probe.status !== 0) {
     throw new Error(
       `cfn-lint is required for this test and could not run (${probe.error?.message ?? probe.stderr}); ` +
         'install it with `pip install cfn-lint`',
     );
   }
-  const result = spawnSync(
-    'cfn-lint',
-    ['--format', 'json', '--ignore-checks', ...CFN_LINT_IGNORED, '--', template],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
+  const result = await runProcess('cfn-lint', [
+    '--format',
+    'json',
+    '--ignore-checks',
+    ...CFN_LINT_IGNORED,
+    '--',
+    template,
+  ]);
   return {
     findings: result.stdout.trim() === '' ? [] : (JSON.parse(result.stdout) as unknown[]),
     status: result.status,
@@ -147,8 +150,8 @@ function cfnLint(template: string): { findings: unknown[]; status: number | null
 describe('cfn-lint', () => {
   it(
     'GIVEN the synthesized template WHEN linted THEN cfn-lint reports nothing',
-    () => {
-      const { findings, status } = cfnLint(join(outdir, 'Blackcloud.template.json'));
+    async () => {
+      const { findings, status } = await cfnLint(join(outdir, 'Blackcloud.template.json'));
       expect(findings).toEqual([]);
       expect(status).toBe(0);
     },
@@ -159,7 +162,7 @@ describe('cfn-lint', () => {
 describe('every option switched on', () => {
   it(
     'GIVEN Session Manager, an alarm e-mail, dual-stack, two grant groups and another stack name WHEN synthesized THEN cdk-nag and cfn-lint pass',
-    () => {
+    async () => {
       const variantOut = tempDir();
       const variant = createBlackcloudApp({
         outdir: variantOut,
@@ -179,7 +182,7 @@ describe('every option switched on', () => {
       expect(ids).toContain(
         'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]',
       );
-      const { findings, status } = cfnLint(join(variantOut, 'Edge.template.json'));
+      const { findings, status } = await cfnLint(join(variantOut, 'Edge.template.json'));
       expect(findings).toEqual([]);
       expect(status).toBe(0);
     },
@@ -188,7 +191,7 @@ describe('every option switched on', () => {
 
   it(
     'GIVEN three receivers behind the load balancer with Session Manager WHEN synthesized THEN cdk-nag and cfn-lint pass',
-    () => {
+    async () => {
       const scaledOut = tempDir();
       const scaled = createBlackcloudApp({
         outdir: scaledOut,
@@ -201,7 +204,7 @@ describe('every option switched on', () => {
       const list = nagAcknowledgements(scaled.stack).map(({ scope, id }) => `${scope.node.path} ${id}`);
       expect(list).toContain('Scaled/Receiver/LoadBalancer AwsSolutions::AwsSolutions-ELB2');
       expect(list.filter((entry) => entry.startsWith('Scaled/Receiver/Resource'))).toEqual([]);
-      const { findings, status } = cfnLint(join(scaledOut, 'Scaled.template.json'));
+      const { findings, status } = await cfnLint(join(scaledOut, 'Scaled.template.json'));
       expect(findings).toEqual([]);
       expect(status).toBe(0);
     },
