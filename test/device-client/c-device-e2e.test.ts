@@ -30,7 +30,7 @@ let program = '';
 beforeAll(async () => {
   buildDir = await tempDir('bc-c-e2e-build');
   program = join(buildDir, 'knock_publish');
-  compileC({
+  await compileC({
     program: [`${C_ROOT}examples/knock_publish.c`],
     libraries: ['mbedcrypto', 'mosquitto'],
     output: program,

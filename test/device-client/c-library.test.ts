@@ -38,13 +38,15 @@ const KEY = new Uint8Array(Buffer.from(KEY_HEX, 'hex'));
 let dir = '';
 const binaries: Record<string, string> = {};
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'blackcloud-c-'));
   binaries.plain = join(dir, 'bc_test');
   binaries.sanitized = join(dir, 'bc_test_asan');
   const driver = { program: [`${C_ROOT}test/bc_test.c`], libraries: ['mbedcrypto'] };
-  compileC({ ...driver, output: binaries.plain });
-  compileC({ ...driver, output: binaries.sanitized, extra: SANITIZE });
+  await Promise.all([
+    compileC({ ...driver, output: binaries.plain }),
+    compileC({ ...driver, output: binaries.sanitized, extra: SANITIZE }),
+  ]);
 }, 240_000);
 
 afterAll(() => {

@@ -3,8 +3,8 @@
  * tests build C: C99, -Wall -Wextra -Werror -pedantic, against Debian's libmbedtls-dev (and libmosquitto-dev for
  * the example program). A missing compiler or header throws naming the Debian package to install (never a skip).
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { runProcess } from './run-process.ts';
 
 /** device-client/c/ with a trailing slash. */
 export const C_ROOT = new URL('../../device-client/c/', import.meta.url).pathname;
@@ -37,7 +37,7 @@ export interface CBuild {
   readonly extra?: readonly string[];
 }
 
-export function compileC(build: CBuild): void {
+export async function compileC(build: CBuild): Promise<void> {
   for (const library of build.libraries) {
     const need = HEADERS[library];
     if (need !== undefined && !existsSync(need.header)) {
@@ -53,7 +53,7 @@ export function compileC(build: CBuild): void {
     '-o',
     build.output,
   ];
-  const result = spawnSync('cc', args, { encoding: 'utf8', timeout: 120_000 });
+  const result = await runProcess('cc', args);
   if (result.error !== undefined) {
     throw new Error(`cannot run the C compiler 'cc' (${result.error.message}): apt-get install gcc`);
   }
