@@ -78,7 +78,11 @@ export async function listenForKeys(
           await acknowledge(held);
           emit({ type: 'reacknowledged', keyId: held.keyId });
         } catch (error) {
-          emit({ type: 'failed', keyId: held.keyId, error: error instanceof Error ? error.message : String(error) });
+          emit({
+            type: 'failed',
+            keyId: held.keyId,
+            error: error instanceof Error ? error.message : String(error),
+          });
         }
         return;
       }

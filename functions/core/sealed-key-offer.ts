@@ -79,7 +79,11 @@ export function sealKeyOffer(
   nonce: Uint8Array,
 ): Uint8Array {
   check(sealing.key.length === BC1_KEY_LENGTH, 'sealing key', `${BC1_KEY_LENGTH} bytes`);
-  check(Number.isInteger(sealing.keyId) && sealing.keyId >= 0 && sealing.keyId <= U32_MAX, 'sealing key id', 'a u32');
+  check(
+    Number.isInteger(sealing.keyId) && sealing.keyId >= 0 && sealing.keyId <= U32_MAX,
+    'sealing key id',
+    'a u32',
+  );
   check(DEVICE_ID_PATTERN.test(deviceId), 'device id', `an id matching ${DEVICE_ID_PATTERN}`);
   check(offer.key.length === BC1_KEY_LENGTH, 'new key', `${BC1_KEY_LENGTH} bytes`);
   check(Number.isInteger(offer.keyId) && offer.keyId >= 0 && offer.keyId <= U32_MAX, 'new key id', 'a u32');
@@ -129,7 +133,10 @@ export function openKeyOffer(
     });
     decipher.setAAD(aad(deviceId, header), { plaintextLength: KEY_OFFER_PLAINTEXT_LENGTH });
     decipher.setAuthTag(packet.subarray(tagAt));
-    plaintext = Buffer.concat([decipher.update(packet.subarray(KEY_OFFER_HEADER_LENGTH, tagAt)), decipher.final()]);
+    plaintext = Buffer.concat([
+      decipher.update(packet.subarray(KEY_OFFER_HEADER_LENGTH, tagAt)),
+      decipher.final(),
+    ]);
   } catch {
     return reject('unauthentic');
   }
@@ -146,4 +153,3 @@ export function openKeyOffer(
   plaintext.fill(0);
   return result;
 }
-

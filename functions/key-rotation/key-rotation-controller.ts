@@ -394,7 +394,10 @@ export class KeyRotationController {
       const key = await store.keyMaterial(deviceId, keyId);
       if (key === undefined) throw new Error(`pending key ${keyId} has no key material`);
       const generation = device.keys.find((k) => k.keyId === keyId)?.generation ?? 0;
-      await session.publish(keyTopic(deviceId), await this.#sealOffer(device, { keyId, key, oldKeyNotAfter }));
+      await session.publish(
+        keyTopic(deviceId),
+        await this.#sealOffer(device, { keyId, key, oldKeyNotAfter }),
+      );
       this.#lastSent.set(deviceId, now);
       this.#inRotation.add(deviceId);
       this.#audit({ type: 'key.resent', time: now, deviceId, keyId, generation, oldKeyNotAfter });
@@ -417,7 +420,8 @@ export class KeyRotationController {
    */
   async #sealOffer(device: DeviceKeys, offer: KeyOffer): Promise<Uint8Array> {
     const current = newestCurrent(device);
-    const key = current === undefined ? undefined : await this.#deps.store.keyMaterial(device.deviceId, current.keyId);
+    const key =
+      current === undefined ? undefined : await this.#deps.store.keyMaterial(device.deviceId, current.keyId);
     if (current === undefined || key === undefined) {
       throw new Error(
         `cannot seal the offer of key ${offer.keyId}: the device's current key ${current?.keyId ?? '(none)'} has no key material in the directory; fix: restore its key file or item`,

@@ -41,46 +41,55 @@ describe('BKO1 golden vectors (Python cryptography)', () => {
   it('cover a valid offer and every refusal reason, including a wrong device id and a tampered tag', () => {
     const expected = new Set(FIXTURE.vectors.map((v) => v.expect));
     expect([...expected].sort()).toEqual(['ok', ...EVERY_REASON].sort());
-    expect(FIXTURE.vectors.map((v) => v.name)).toEqual(expect.arrayContaining(['wrong-device', 'tampered-tag']));
-  });
-
-  it.each(FIXTURE.vectors.map((v) => [v.name, v] as const))('%s opens as the vector says', (_name, vector) => {
-    const opened = openKeyOffer([SEALING], vector.deviceId, bytes(vector.packet));
-    if (vector.expect === 'ok') {
-      const offer = vector.offer!;
-      expect(opened).toEqual({
-        ok: true,
-        value: {
-          sealingKeyId: offer.sealingKeyId,
-          keyId: offer.keyId,
-          key: bytes(offer.key),
-          oldKeyNotAfter: offer.oldKeyNotAfter,
-        },
-      });
-    } else {
-      expect(opened).toEqual({ ok: false, reason: vector.expect });
-    }
-  });
-
-  it.each(
-    FIXTURE.vectors.filter((v) => v.expect === 'ok').map((v) => [v.name, v] as const),
-  )('sealing %s reproduces it byte for byte', (_name, vector) => {
-    const offer = vector.offer!;
-    const sealed = sealKeyOffer(
-      SEALING,
-      vector.deviceId,
-      { keyId: offer.keyId, key: bytes(offer.key), oldKeyNotAfter: offer.oldKeyNotAfter },
-      bytes(vector.nonce!),
+    expect(FIXTURE.vectors.map((v) => v.name)).toEqual(
+      expect.arrayContaining(['wrong-device', 'tampered-tag']),
     );
-    expect(Buffer.from(sealed).toString('hex')).toBe(vector.packet);
-    expect(sealed).toHaveLength(KEY_OFFER_LENGTH);
   });
+
+  it.each(FIXTURE.vectors.map((v) => [v.name, v] as const))(
+    '%s opens as the vector says',
+    (_name, vector) => {
+      const opened = openKeyOffer([SEALING], vector.deviceId, bytes(vector.packet));
+      if (vector.expect === 'ok') {
+        const offer = vector.offer!;
+        expect(opened).toEqual({
+          ok: true,
+          value: {
+            sealingKeyId: offer.sealingKeyId,
+            keyId: offer.keyId,
+            key: bytes(offer.key),
+            oldKeyNotAfter: offer.oldKeyNotAfter,
+          },
+        });
+      } else {
+        expect(opened).toEqual({ ok: false, reason: vector.expect });
+      }
+    },
+  );
+
+  it.each(FIXTURE.vectors.filter((v) => v.expect === 'ok').map((v) => [v.name, v] as const))(
+    'sealing %s reproduces it byte for byte',
+    (_name, vector) => {
+      const offer = vector.offer!;
+      const sealed = sealKeyOffer(
+        SEALING,
+        vector.deviceId,
+        { keyId: offer.keyId, key: bytes(offer.key), oldKeyNotAfter: offer.oldKeyNotAfter },
+        bytes(vector.nonce!),
+      );
+      expect(Buffer.from(sealed).toString('hex')).toBe(vector.packet);
+      expect(sealed).toHaveLength(KEY_OFFER_LENGTH);
+    },
+  );
 
   it('opens with the right key among several held, and refuses when the held key id has other bytes', () => {
     const packet = bytes(FIXTURE.vectors[0]!.packet);
     const other = { keyId: 1, key: new Uint8Array(32).fill(9) };
     expect(openKeyOffer([other, SEALING], 'demo-device', packet).ok).toBe(true);
-    expect(openKeyOffer([other], 'demo-device', packet)).toEqual({ ok: false, reason: 'unknown-sealing-key' });
+    expect(openKeyOffer([other], 'demo-device', packet)).toEqual({
+      ok: false,
+      reason: 'unknown-sealing-key',
+    });
     expect(openKeyOffer([], 'demo-device', packet)).toEqual({ ok: false, reason: 'unknown-sealing-key' });
     expect(openKeyOffer([{ keyId: SEALING.keyId, key: other.key }], 'demo-device', packet)).toEqual({
       ok: false,
@@ -92,7 +101,11 @@ describe('BKO1 golden vectors (Python cryptography)', () => {
 const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const deviceId = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
-const offer = fc.record({ keyId: u32, key, oldKeyNotAfter: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) });
+const offer = fc.record({
+  keyId: u32,
+  key,
+  oldKeyNotAfter: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+});
 const nonce = fc.uint8Array({ minLength: 12, maxLength: 12 });
 
 describe('BKO1 properties', () => {
@@ -120,7 +133,9 @@ describe('BKO1 properties', () => {
   it('never throws on arbitrary bytes, and answers one of the documented reasons', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), fc.boolean(), (random, framed) => {
-        const input = framed ? Uint8Array.of(0x42, 0x4b, 0x4f, 0x01, 0x12, 0x34, 0x56, 0x78, ...random) : random;
+        const input = framed
+          ? Uint8Array.of(0x42, 0x4b, 0x4f, 0x01, 0x12, 0x34, 0x56, 0x78, ...random)
+          : random;
         const opened = openKeyOffer([SEALING], 'demo-device', input);
         expect(opened.ok).toBe(false);
         if (!opened.ok) expect(EVERY_REASON).toContain(opened.reason);
