@@ -17,7 +17,7 @@ const BUDGET = {
 const PUBLIC_CALLS = [
   'bc_knock_build',
   'bc_knock_length',
-  'bc_key_offer_parse',
+  'bc_key_offer_open',
   'bc_ack_proof',
   'bc_key_ack_build',
 ];
