@@ -115,12 +115,14 @@ describe('key rotation on the AWS device directory (moto)', () => {
     const second = setup();
     await second.controller.start();
     second.controller.stop();
+    // The re-send is sealed under the device's current key (the one the previous test confirmed), as the first.
+    const current = { keyId: before.keyId, key: (await first.store.keyMaterial('dev-1', before.keyId))! };
     expect(
-      second.session.published.map((p) => [
-        p.topic,
-        openKeyOffer([DEVICE_KEY], 'dev-1', p.payload).ok && keyId,
-      ]),
-    ).toEqual([[keyTopic('dev-1'), keyId]]);
+      second.session.published.map((p) => {
+        const opened = openKeyOffer([current], 'dev-1', p.payload);
+        return [p.topic, opened.ok && opened.value.sealingKeyId, opened.ok && opened.value.keyId];
+      }),
+    ).toEqual([[keyTopic('dev-1'), before.keyId, keyId]]);
     expect(second.audit.ofType('key.resent')).toEqual([
       expect.objectContaining({ deviceId: 'dev-1', keyId }),
     ]);
