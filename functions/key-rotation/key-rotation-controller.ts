@@ -47,7 +47,12 @@ import {
   KeyIdTakenError,
   type ListedDeviceKeys,
 } from '../core/key-rotation-interfaces.ts';
-import { KEY_OFFER_NONCE_LENGTH, type KeyOffer, sealKeyOffer } from '../core/sealed-key-offer.ts';
+import {
+  KEY_OFFER_NONCE_LENGTH,
+  type KeyOffer,
+  type SealingKey,
+  sealKeyOffer,
+} from '../core/sealed-key-offer.ts';
 import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
 import { type Counters, createCounters } from '../receiver/counters.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
@@ -389,6 +394,7 @@ export class KeyRotationController {
     const decision = planRotation(device, now, this.config, force, this.#startedAt);
     if (decision.action === 'skip') return { deviceId, status: 'skipped', reason: decision.reason };
     const oldKeyNotAfter = now + this.config.graceMs;
+    const sealing = await this.#sealingKey(device);
     if (decision.action === 'resend') {
       const { keyId } = decision;
       const key = await store.keyMaterial(deviceId, keyId);
@@ -396,7 +402,7 @@ export class KeyRotationController {
       const generation = device.keys.find((k) => k.keyId === keyId)?.generation ?? 0;
       await session.publish(
         keyTopic(deviceId),
-        await this.#sealOffer(device, { keyId, key, oldKeyNotAfter }),
+        this.#seal(sealing, deviceId, { keyId, key, oldKeyNotAfter }),
       );
       this.#lastSent.set(deviceId, now);
       this.#inRotation.add(deviceId);
@@ -408,27 +414,31 @@ export class KeyRotationController {
     const { generation } = decision;
     this.#inRotation.add(deviceId);
     this.#audit({ type: 'key.offered', time: now, deviceId, keyId, generation, oldKeyNotAfter });
-    await session.publish(keyTopic(deviceId), await this.#sealOffer(device, { keyId, key, oldKeyNotAfter }));
+    await session.publish(keyTopic(deviceId), this.#seal(sealing, deviceId, { keyId, key, oldKeyNotAfter }));
     this.#lastSent.set(deviceId, now);
     return { deviceId, status: 'offered', keyId };
   }
 
   /**
-   * The BKO1 offer (docs/protocol.md [KO-6]): sealed under the device's newest current key, the one it knocks with
-   * until it stores the offered key, with a fresh nonce. A first offer and every re-send alike: a device that has
-   * stored the key already cannot open a re-send and re-acknowledges instead ([KO-8]).
+   * The key a BKO1 offer is sealed under (docs/protocol.md [KO-6]): the device's newest current key, the one it
+   * knocks with until it stores the offered key. A first offer and every re-send alike: a device that has stored
+   * the key already cannot open a re-send and re-acknowledges instead ([KO-8]). Read before anything changes.
    */
-  async #sealOffer(device: DeviceKeys, offer: KeyOffer): Promise<Uint8Array> {
+  async #sealingKey(device: DeviceKeys): Promise<SealingKey> {
     const current = newestCurrent(device);
     const key =
       current === undefined ? undefined : await this.#deps.store.keyMaterial(device.deviceId, current.keyId);
     if (current === undefined || key === undefined) {
       throw new Error(
-        `cannot seal the offer of key ${offer.keyId}: the device's current key ${current?.keyId ?? '(none)'} has no key material in the directory; fix: restore its key file or item`,
+        `cannot seal a key offer: the device's current key ${current?.keyId ?? '(none)'} has no key material in the directory; fix: restore its key file or item`,
       );
     }
-    const nonce = this.#deps.random.randomBytes(KEY_OFFER_NONCE_LENGTH);
-    return sealKeyOffer({ keyId: current.keyId, key }, device.deviceId, offer, nonce);
+    return { keyId: current.keyId, key };
+  }
+
+  /** The sealed offer, with a fresh nonce. */
+  #seal(sealing: SealingKey, deviceId: string, offer: KeyOffer): Uint8Array {
+    return sealKeyOffer(sealing, deviceId, offer, this.#deps.random.randomBytes(KEY_OFFER_NONCE_LENGTH));
   }
 
   /**
