@@ -48,6 +48,8 @@ function describeKeyEvent(event: KeyListenerEvent, file: string): string {
       return `new SPA key ${event.keyId} stored in ${file}`;
     case 'acknowledged':
       return `new SPA key ${event.keyId} acknowledged; the next knock uses it`;
+    case 'reacknowledged':
+      return `SPA key ${event.keyId} acknowledged again (an offer sealed under the key it replaced: its first ack was lost)`;
     case 'ignored':
       return `a key message was ignored (${event.reason})`;
     case 'failed':

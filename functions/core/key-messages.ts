@@ -1,14 +1,13 @@
 /**
- * The two key-rotation messages (docs/key-lifecycle.md) and the acknowledgement's proof of possession. Pure.
+ * The key-rotation acknowledgement (docs/key-lifecycle.md) and its proof of possession. Pure. The offer it answers
+ * is the sealed binary BKO1 (sealed-key-offer.ts, docs/protocol.md).
  *
- * Offer, controller → device on `blackcloud/keys/<id>` (JSON, QoS 1, never retained):
- *   { "v": 1, "keyId": u32, "key": base64 of 32 bytes, "oldKeyNotAfter": ISO 8601 }
  * Ack, device → controller on `blackcloud/keys/<id>/ack` (JSON, QoS 1):
  *   { "v": 1, "keyId": u32, "nonce": base64 of 16 fresh random bytes, "proof": base64 of 32 bytes }
  *   proof = HMAC-SHA256(new key, "blackcloud-key-ack-v1" | 0x00 | keyId u32 big-endian | nonce)
  *
  * Contract:
- * - `parseKeyOffer` / `parseKeyAck` take untrusted bytes and never throw: a result value with a reason. They
+ * - `parseKeyAck` takes untrusted bytes and never throws: a result value with a reason. It
  *   refuse payloads over `MAX_KEY_MESSAGE_BYTES`, non-JSON, unknown or missing fields, wrong sizes.
  * - `verifyAckProof` recomputes the HMAC and compares in constant time (`timingSafeEqual`); it says only
  *   true/false.
@@ -16,7 +15,6 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import { ok, type Result, reject } from '../../spa/result.ts';
 
 export const KEY_MESSAGE_VERSION = 1;
@@ -25,14 +23,6 @@ export const ACK_PROOF_LENGTH = 32;
 export const MAX_KEY_MESSAGE_BYTES = 1024;
 const ACK_LABEL = Buffer.from('blackcloud-key-ack-v1\u0000', 'latin1');
 const U32_MAX = 0xffff_ffff;
-
-export interface KeyOffer {
-  readonly keyId: number;
-  /** 32-byte ChaCha20-Poly1305 key. Never logged. */
-  readonly key: Uint8Array;
-  /** The earliest time (ms) the old key stops working; the controller starts the grace period at the ack. */
-  readonly oldKeyNotAfter: number;
-}
 
 export interface KeyAck {
   readonly keyId: number;
@@ -54,13 +44,6 @@ function base64Bytes(length: number) {
 
 const keyId = z.number().int().min(0).max(U32_MAX);
 
-const offerSchema = z.strictObject({
-  v: z.number(),
-  keyId,
-  key: base64Bytes(BC1_KEY_LENGTH),
-  oldKeyNotAfter: z.iso.datetime({ offset: true }),
-});
-
 const ackSchema = z.strictObject({
   v: z.number(),
   keyId,
@@ -80,28 +63,6 @@ function parseJson(payload: Uint8Array | string): Result<unknown, KeyMessageReas
 
 function versionOf(value: unknown): unknown {
   return typeof value === 'object' && value !== null ? (value as { v?: unknown }).v : undefined;
-}
-
-export function encodeKeyOffer(offer: KeyOffer): string {
-  return JSON.stringify({
-    v: KEY_MESSAGE_VERSION,
-    keyId: offer.keyId,
-    key: Buffer.from(offer.key).toString('base64'),
-    oldKeyNotAfter: new Date(offer.oldKeyNotAfter).toISOString(),
-  });
-}
-
-export function parseKeyOffer(payload: Uint8Array | string): Result<KeyOffer, KeyMessageReason> {
-  const json = parseJson(payload);
-  if (!json.ok) return json;
-  if (versionOf(json.value) !== KEY_MESSAGE_VERSION) return reject('bad-version');
-  const parsed = offerSchema.safeParse(json.value);
-  if (!parsed.success) return reject('bad-shape');
-  return ok({
-    keyId: parsed.data.keyId,
-    key: parsed.data.key,
-    oldKeyNotAfter: Date.parse(parsed.data.oldKeyNotAfter),
-  });
 }
 
 export function encodeKeyAck(ack: KeyAck): string {

@@ -79,7 +79,7 @@ export interface KeyGenerationStore {
   apply(deviceId: string, change: KeyChange): Promise<void>;
 }
 
-/** The controller's privileged broker session (publish keys; acks arrive through `onMessage`). */
+/** The controller's privileged broker session (publish sealed offers; acks arrive through `onMessage`). */
 export interface ControllerSession {
-  publish(topic: string, payload: string): Promise<void>;
+  publish(topic: string, payload: string | Uint8Array): Promise<void>;
 }

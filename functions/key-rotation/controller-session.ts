@@ -100,7 +100,10 @@ export async function connectControllerSession(
     client,
     async publish(topic, payload) {
       if (!client.connected) throw new Error(`the controller session to ${options.url} is not connected`);
-      await client.publishAsync(topic, payload, { qos: 1, retain: false });
+      await client.publishAsync(topic, typeof payload === 'string' ? payload : Buffer.from(payload), {
+        qos: 1,
+        retain: false,
+      });
     },
     async close() {
       await client.endAsync(true);

@@ -5,7 +5,8 @@
  * Contract:
  * - `rotate(id)` (on demand) or `tick()` (schedule: due devices only) generates a fresh 32-byte key and a random
  *   u32 key id, records it as the device's pending generation (durably, before anything is sent), then publishes
- *   the offer to the device's own key topic. The store's 'add-pending' is the key id's reservation: an id already
+ *   the offer to the device's own key topic, sealed (BKO1, functions/core/sealed-key-offer.ts) under the device's
+ *   newest current key with a fresh nonce: no key ever crosses the broker readable. The store's 'add-pending' is the key id's reservation: an id already
  *   in use rejects with `KeyIdTakenError` and another is drawn, at most `KEY_ID_ATTEMPTS` times (then the
  *   rotation fails, naming the cause). No listing of the fleet per offer. A device with a pending key gets the same offer
  *   again instead (`tick` re-sends it every `resendMs`; `start()` re-sends every pending offer at once, so a
@@ -37,7 +38,7 @@
 
 import { BC1_KEY_LENGTH } from '../../spa/limits.ts';
 import type { AuditSink, Clock, NonceStore, RandomSource, Timers } from '../core/interfaces.ts';
-import { encodeKeyOffer, parseKeyAck, verifyAckProof } from '../core/key-messages.ts';
+import { parseKeyAck, verifyAckProof } from '../core/key-messages.ts';
 import {
   type ControllerSession,
   type DeviceKeys,
@@ -46,12 +47,19 @@ import {
   KeyIdTakenError,
   type ListedDeviceKeys,
 } from '../core/key-rotation-interfaces.ts';
+import {
+  KEY_OFFER_NONCE_LENGTH,
+  type KeyOffer,
+  type SealingKey,
+  sealKeyOffer,
+} from '../core/sealed-key-offer.ts';
 import { identityOfKeyAckTopic, keyTopic } from '../core/topics.ts';
 import { type Counters, createCounters } from '../receiver/counters.ts';
 import { MemoryNonceStore } from '../receiver/memory-nonce-store.ts';
 import { TokenBucketRateLimiter } from '../receiver/rate-limiter.ts';
 import {
   checkAckTarget,
+  newestCurrent,
   planAck,
   planExpiry,
   planKeyUsed,
@@ -386,12 +394,16 @@ export class KeyRotationController {
     const decision = planRotation(device, now, this.config, force, this.#startedAt);
     if (decision.action === 'skip') return { deviceId, status: 'skipped', reason: decision.reason };
     const oldKeyNotAfter = now + this.config.graceMs;
+    const sealing = await this.#sealingKey(device);
     if (decision.action === 'resend') {
       const { keyId } = decision;
       const key = await store.keyMaterial(deviceId, keyId);
       if (key === undefined) throw new Error(`pending key ${keyId} has no key material`);
       const generation = device.keys.find((k) => k.keyId === keyId)?.generation ?? 0;
-      await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+      await session.publish(
+        keyTopic(deviceId),
+        this.#seal(sealing, deviceId, { keyId, key, oldKeyNotAfter }),
+      );
       this.#lastSent.set(deviceId, now);
       this.#inRotation.add(deviceId);
       this.#audit({ type: 'key.resent', time: now, deviceId, keyId, generation, oldKeyNotAfter });
@@ -402,9 +414,31 @@ export class KeyRotationController {
     const { generation } = decision;
     this.#inRotation.add(deviceId);
     this.#audit({ type: 'key.offered', time: now, deviceId, keyId, generation, oldKeyNotAfter });
-    await session.publish(keyTopic(deviceId), encodeKeyOffer({ keyId, key, oldKeyNotAfter }));
+    await session.publish(keyTopic(deviceId), this.#seal(sealing, deviceId, { keyId, key, oldKeyNotAfter }));
     this.#lastSent.set(deviceId, now);
     return { deviceId, status: 'offered', keyId };
+  }
+
+  /**
+   * The key a BKO1 offer is sealed under (docs/protocol.md [KO-6]): the device's newest current key, the one it
+   * knocks with until it stores the offered key. A first offer and every re-send alike: a device that has stored
+   * the key already cannot open a re-send and re-acknowledges instead ([KO-8]). Read before anything changes.
+   */
+  async #sealingKey(device: DeviceKeys): Promise<SealingKey> {
+    const current = newestCurrent(device);
+    const key =
+      current === undefined ? undefined : await this.#deps.store.keyMaterial(device.deviceId, current.keyId);
+    if (current === undefined || key === undefined) {
+      throw new Error(
+        `cannot seal a key offer: the device's current key ${current?.keyId ?? '(none)'} has no key material in the directory; fix: restore its key file or item`,
+      );
+    }
+    return { keyId: current.keyId, key };
+  }
+
+  /** The sealed offer, with a fresh nonce. */
+  #seal(sealing: SealingKey, deviceId: string, offer: KeyOffer): Uint8Array {
+    return sealKeyOffer(sealing, deviceId, offer, this.#deps.random.randomBytes(KEY_OFFER_NONCE_LENGTH));
   }
 
   /**

@@ -4,16 +4,19 @@
  * the userspace gate to a real Mosquitto 2 with mutual TLS (the demo device's certificate) and publishes at QoS 1.
  * A subscriber connected straight to the broker (behind the gate, so it opens nothing for the program) sees the
  * message. Without a knock, or with a knock under a wrong key, the gate resets the connection: the broker is dark.
+ * With `-R` the program also takes a key rotation from up's controller: the sealed offer (BKO1) opened in C, the
+ * key stored before the ack, the rotation confirmed by the ack, the next knock under the new key.
  * `blackcloud up --broker` runs in process with port 0 for the receiver and the gate.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadDeviceConfig } from '../../device-client/load-device-config.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
+import type { AuditEvent } from '../../functions/core/interfaces.ts';
 import { DEMO_DEVICE_ID, dataDirLayout } from '../../functions/local/data-dir.ts';
 import type { GateEvent } from '../../functions/local/gate-firewall.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
@@ -48,7 +51,29 @@ let subscriber: mqtt.MqttClient | undefined;
 const outcomes: Outcome[] = [];
 const gate: GateEvent[] = [];
 const received: { topic: string; payload: string }[] = [];
+const audits: AuditEvent[] = [];
 let device: DeviceConfig;
+
+/**
+ * `blackcloud up --broker` in process, with its key-rotation controller (it rotates only when asked here; a pending
+ * offer is re-sent every 300 ms until acknowledged).
+ */
+async function startCloud(): Promise<LocalCloud> {
+  return startLocalCloud(
+    resolveUpConfig({
+      dataDir: dataDir!,
+      spaPort: '0',
+      mqttPort: '0',
+      broker: `mqtts://127.0.0.1:${mosquitto!.port}`,
+    }),
+    {
+      keyRotation: { resendMs: 300, tickMs: 100 },
+      onOutcome: (outcome) => outcomes.push(outcome),
+      onGateEvent: (event) => gate.push(event),
+      onAudit: (event) => audits.push(event),
+    },
+  );
+}
 
 beforeEach(async () => {
   dataDir = await tempDir('bc-c-e2e');
@@ -57,19 +82,7 @@ beforeEach(async () => {
   const work = join(dataDir, 'test-broker'); // not <data-dir>/mosquitto/, where up --broker writes its recipe;
   await mkdir(work);
   mosquitto = await startMosquitto(layout.pkiDir, work);
-  cloud = await startLocalCloud(
-    resolveUpConfig({
-      dataDir,
-      spaPort: '0',
-      mqttPort: '0',
-      broker: `mqtts://127.0.0.1:${mosquitto.port}`,
-    }),
-    {
-      keyRotation: false,
-      onOutcome: (outcome) => outcomes.push(outcome),
-      onGateEvent: (event) => gate.push(event),
-    },
-  );
+  cloud = await startCloud();
   device = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
   // The subscriber dials the broker itself, not the gate: it opens no grant the program could use.
   const tls = {
@@ -98,21 +111,25 @@ afterEach(async () => {
   outcomes.length = 0;
   gate.length = 0;
   received.length = 0;
+  audits.length = 0;
 });
 
 /** Runs the C program against the running cloud with the demo device's files; `key` overrides the SPA key. */
 async function runProgram(options: {
   knock: boolean;
   key?: Uint8Array;
+  keyId?: number;
   message: string;
   timeoutMs?: number;
+  /** -R: wait that long for a key offer after the publish. */
+  rotateMs?: number;
 }) {
   const keyFile = join(dataDir!, 'c-device.key');
   const key = options.key ?? device.spa.native!.key;
   writeFileSync(keyFile, `${Buffer.from(key).toString('hex')}\n`, { mode: 0o600 });
   const args = [
     ...['-s', cloud!.spa.host, '-p', String(cloud!.spa.port)],
-    ...['-i', String(device.spa.native!.keyId), '-k', keyFile],
+    ...['-i', String(options.keyId ?? device.spa.native!.keyId), '-k', keyFile],
     ...['-H', cloud!.mqtt.host, '-P', String(cloud!.mqtt.port)],
     ...['-a', device.mqtt.caFile, '-c', device.mqtt.certFile, '-e', device.mqtt.keyFile],
     ...[
@@ -127,15 +144,18 @@ async function runProgram(options: {
     // A refused connection shows as no CONNACK in time (libmosquitto retries a reset TLS handshake); the gate's
     // own 'refused' event is what proves the refusal, so the refused cases need not wait long.
     ...['-T', String(options.timeoutMs ?? 10_000)],
+    ...(options.rotateMs === undefined ? [] : ['-D', DEMO_DEVICE_ID, '-R', String(options.rotateMs)]),
   ];
   const started = Date.now();
   // Asynchronous: the receiver and the gate run in this process and must serve the program meanwhile.
-  return new Promise<{ status: number | null; stderr: string; ms: number }>((resolve) => {
-    execFile(program, args, { encoding: 'utf8', timeout: 30_000 }, (error, _stdout, stderr) => {
-      const status = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
-      resolve({ status, stderr, ms: Date.now() - started });
-    });
-  });
+  return new Promise<{ status: number | null; stdout: string; stderr: string; ms: number; keyFile: string }>(
+    (resolve) => {
+      execFile(program, args, { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
+        const status = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
+        resolve({ status, stdout, stderr, ms: Date.now() - started, keyFile });
+      });
+    },
+  );
 }
 
 const accepted = () => outcomes.filter((o) => o.ok);
@@ -189,4 +209,47 @@ describe('the C reference device program against a running receiver and Mosquitt
     expect(refusedByGate().map((e) => e.source)).toContain('127.0.0.1');
     expect(received).toEqual([]);
   }, 60_000);
+
+  it('takes a key rotation: opens the sealed offer in C, stores the key before the ack, and knocks with it next', async () => {
+    expect(cloud!.keyRotation).toBeDefined();
+    const oldKeyId = device.spa.native!.keyId;
+    const run = runProgram({ knock: true, message: 'before the rotation', rotateMs: 15_000 });
+    // Offered now (the program may not be subscribed yet: the controller re-sends every 300 ms until the ack).
+    const rotated = await cloud!.keyRotation!.controller.rotate(DEMO_DEVICE_ID);
+    expect(rotated.status).toBe('offered');
+    const keyId = (rotated as { keyId: number }).keyId;
+    const done = await run;
+    expect(done.stderr).toContain(`stored the new key ${keyId}`);
+    expect(done.status).toBe(0);
+    expect(done.stdout).toBe(`key-id ${keyId}\n`);
+    await waitFor(
+      () => (audits.some((e) => e.type === 'key.confirmed' && e.keyId === keyId) ? true : undefined),
+      'the controller to confirm the C device ack',
+      10_000,
+    );
+    expect(audits.find((e) => e.type === 'key.confirmed')).toMatchObject({
+      deviceId: DEMO_DEVICE_ID,
+      keyId,
+      by: 'ack',
+    });
+    // The key file was replaced (0600) by the key the controller holds for that id.
+    expect(statSync(done.keyFile).mode & 0o777).toBe(0o600);
+    const stored = new Uint8Array(Buffer.from(readFileSync(done.keyFile, 'utf8').trim(), 'hex'));
+    expect(await cloud!.keyRotation!.store.keyMaterial(DEMO_DEVICE_ID, keyId)).toEqual(stored);
+
+    // The next run knocks with the new key id and key: accepted under it, and the old key is retired at once.
+    outcomes.length = 0;
+    const next = await runProgram({ knock: true, key: stored, keyId, message: 'after the rotation' });
+    expect(next.status).toBe(0);
+    expect(accepted().map((o) => o.ok && o.value.keyId)).toEqual([keyId]);
+    await waitFor(
+      () => (audits.some((e) => e.type === 'key.retired') ? true : undefined),
+      'the old key retired at first use',
+    );
+    expect(audits.find((e) => e.type === 'key.retired')).toMatchObject({
+      keyIds: [oldKeyId],
+      reason: 'new-key-used',
+    });
+    console.log(`C device: sealed key offer opened, stored and acknowledged in one run of ${done.ms} ms`);
+  }, 90_000);
 });

@@ -3,21 +3,16 @@
  * against Debian's libmbedtls-dev, once plain and once under AddressSanitizer + UndefinedBehaviorSanitizer, and
  * driven through its test program (device-client/c/test/bc_test.c, one command per stdin line). Every check is
  * made against the TypeScript reference: the golden vectors byte for byte, decodeBc1 on knocks built in C,
- * encodeBc1 on the same inputs, parseKeyOffer's reason for every malformed offer, ackProof for the proof.
+ * encodeBc1 on the same inputs, openKeyOffer (and the Python-computed golden vectors of
+ * test/fixtures/key-offer-vectors.json) for every sealed key offer, ackProof for the proof.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ackProof,
-  encodeKeyOffer,
-  type KeyMessageReason,
-  parseKeyAck,
-  parseKeyOffer,
-  verifyAckProof,
-} from '../../functions/core/key-messages.ts';
+import { ackProof, parseKeyAck, verifyAckProof } from '../../functions/core/key-messages.ts';
+import { type KeyOfferReason, openKeyOffer, sealKeyOffer } from '../../functions/core/sealed-key-offer.ts';
 import { type Bc1Payload, decodeBc1, encodeBc1 } from '../../spa/bc1.ts';
 import { parseIpv4, parseIpv6 } from '../../spa/bc1-address.ts';
 import { C_ROOT, compileC, SANITIZE } from '../support/c-build.ts';
@@ -118,150 +113,52 @@ function randomPayload(next: () => number): Bc1Payload {
   return { timestampMs, durationSeconds, access, claimedSource: { family: 6, address } };
 }
 
-const REASON_CODE: Record<KeyMessageReason, string> = {
-  'too-long': 'err -20',
-  'not-json': 'err -21',
+/** The C library's code for each openKeyOffer reason (include/blackcloud.h). */
+const REASON_CODE: Record<KeyOfferReason, string> = {
+  'bad-length': 'err -20',
+  'bad-magic': 'err -21',
   'bad-version': 'err -22',
-  'bad-shape': 'err -23',
+  'unknown-sealing-key': 'err -23',
+  unauthentic: 'err -24',
+  'bad-time': 'err -25',
 };
 
+interface OfferVector {
+  readonly name: string;
+  readonly deviceId: string;
+  readonly packet: string;
+  readonly expect: 'ok' | KeyOfferReason;
+  readonly offer?: { keyId: number; key: string; oldKeyNotAfter: number };
+}
+const OFFERS = JSON.parse(
+  readFileSync(new URL('../fixtures/key-offer-vectors.json', import.meta.url), 'utf8'),
+) as {
+  readonly sealingKeyId: number;
+  readonly sealingKey: string;
+  readonly vectors: readonly OfferVector[];
+};
+const SEALING = { keyId: OFFERS.sealingKeyId, key: new Uint8Array(Buffer.from(OFFERS.sealingKey, 'hex')) };
 const NEW_KEY = new Uint8Array(32).map((_, i) => (i * 37 + 11) & 0xff);
-const GOOD = {
-  v: 1,
-  keyId: 7,
-  key: Buffer.from(NEW_KEY).toString('base64'),
-  oldKeyNotAfter: '2026-01-01T00:00:00.123Z',
-};
-const good = (change: Record<string, unknown>): string => JSON.stringify({ ...GOOD, ...change });
-const without = (field: string): string =>
-  JSON.stringify(Object.fromEntries(Object.entries(GOOD).filter(([name]) => name !== field)));
-const nested = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth);
 
-/** Offers the TypeScript parser accepts; the C parser must return the same key id, key and time. */
-const VALID_OFFERS: readonly [string, string][] = [
-  ['encodeKeyOffer output', encodeKeyOffer({ keyId: 7, key: NEW_KEY, oldKeyNotAfter: 1767225600123 })],
-  ['key id 0', good({ keyId: 0 })],
-  ['key id 2^32-1', good({ keyId: 0xffff_ffff })],
-  [
-    'whitespace everywhere',
-    ` {\n\t"v" : 1 ,\r\n "keyId":7, "key" : "${GOOD.key}","oldKeyNotAfter":"${GOOD.oldKeyNotAfter}" }\n`,
-  ],
-  [
-    'members in another order',
-    JSON.stringify({ oldKeyNotAfter: GOOD.oldKeyNotAfter, key: GOOD.key, keyId: 9, v: 1 }),
-  ],
-  ['v and keyId as 1.0 and 7e0', good({}).replace('"v":1', '"v":1.0').replace('"keyId":7', '"keyId":7e0')],
-  ['keyId as 0.7E+1', good({}).replace('"keyId":7', '"keyId":0.7E+1')],
-  ['keyId as 4294967295.000', good({}).replace('"keyId":7', '"keyId":4294967295.000')],
-  ['keyId as 42949672950e-1', good({}).replace('"keyId":7', '"keyId":42949672950e-1')],
-  ['keyId as 10000000000e-1 (trailing zeros)', good({}).replace('"keyId":7', '"keyId":10000000000e-1')],
-  ['keyId as 0.00000000001e11', good({}).replace('"keyId":7', '"keyId":0.00000000001e11')],
-  ['keyId as -0', good({}).replace('"keyId":7', '"keyId":-0')],
-  ['v as 100e-2', good({}).replace('"v":1', '"v":100e-2')],
-  ['key without padding', good({ key: GOOD.key.replace(/=+$/, '') })],
-  ['key with two pad characters', good({ key: `${GOOD.key.replace(/=+$/, '')}==` })],
-  [
-    'escaped member names and key characters',
-    good({}).replace('"keyId"', '"\\u006beyId"').replace('"v"', '"\\u0076"'),
-  ],
-  ['escaped solidus in the key', good({ key: `////${GOOD.key.slice(4)}` }).replaceAll('/', '\\/')],
-  ['duplicate member: the last wins', good({}).replace('{"v":1,', '{"v":2,"keyId":"x","v":1,')],
-  ['offset +05:30', good({ oldKeyNotAfter: '2026-01-01T05:30:00+05:30' })],
-  ['offset -23:59', good({ oldKeyNotAfter: '2024-02-29T23:59:59.9999-23:59' })],
-  ['one fractional digit', good({ oldKeyNotAfter: '2026-01-01T00:00:00.5Z' })],
-  ['many fractional digits', good({ oldKeyNotAfter: '2026-01-01T00:00:00.123456789Z' })],
-  ['200 fractional digits', good({ oldKeyNotAfter: `2026-01-01T00:00:00.987${'9'.repeat(197)}+01:00` })],
-  ['no fraction', good({ oldKeyNotAfter: '2030-06-15T12:34:56Z' })],
-  ['year 0000', good({ oldKeyNotAfter: '0000-01-01T00:00:00Z' })],
-  ['leap day 2000', good({ oldKeyNotAfter: '2000-02-29T00:00:00Z' })],
-  ['exactly 1024 bytes', good({}).padEnd(1024, ' ')],
-];
+/** The driver's command opening `packet` as `deviceId` holding the key `sealing`. */
+const offerCommand = (
+  sealing: { keyId: number; key: Uint8Array },
+  deviceId: string,
+  packet: Uint8Array,
+): string =>
+  `offer ${sealing.keyId} ${hex(sealing.key)} ${deviceId} ${packet.length === 0 ? '-' : hex(packet)}`;
 
-/** Offers the TypeScript parser rejects; the C parser must give the same reason. */
-const BAD_OFFERS: readonly [string, string, KeyMessageReason][] = [
-  ['1025 bytes', good({}).padEnd(1025, ' '), 'too-long'],
-  ['empty', '', 'not-json'],
-  ['only whitespace', '  \n', 'not-json'],
-  ['unterminated object', '{"v":1', 'not-json'],
-  ['trailing comma', good({}).replace('}', ',}'), 'not-json'],
-  ['single quotes', "{'v':1}", 'not-json'],
-  ['text after the object', `${good({})} x`, 'not-json'],
-  ['two objects', `${good({})}${good({})}`, 'not-json'],
-  ['byte order mark', `\ufeff${good({})}`, 'not-json'],
-  ['raw newline in a string', good({ oldKeyNotAfter: 'a\nb' }).replace('\\n', '\n'), 'not-json'],
-  ['leading zero', good({}).replace('"keyId":7', '"keyId":07'), 'not-json'],
-  ['number ending in a dot', good({}).replace('"keyId":7', '"keyId":7.'), 'not-json'],
-  ['exponent without digits', good({}).replace('"keyId":7', '"keyId":7e'), 'not-json'],
-  ['lone minus', good({}).replace('"keyId":7', '"keyId":-'), 'not-json'],
-  ['plus sign', good({}).replace('"keyId":7', '"keyId":+7'), 'not-json'],
-  ['bad escape', good({}).replace('"key"', '"k\\ey"'), 'not-json'],
-  ['short unicode escape', '{"v\\u07":1}', 'not-json'],
-  ['bad literal', good({ extra: true }).replace('true', 'tru'), 'not-json'],
-  ['broken nested array', good({ extra: [1, { a: 2 }] }).replace('2}]', '2]]'), 'not-json'],
-  ['missing colon', '{"v" 1}', 'not-json'],
-  ['NUL byte', `${good({})}\u0000`, 'not-json'],
-  ['an array', '[]', 'bad-version'],
-  ['a string', '"offer"', 'bad-version'],
-  ['a number', '1', 'bad-version'],
-  ['null', 'null', 'bad-version'],
-  ['deeply nested array', nested(100), 'bad-version'],
-  ['empty object', '{}', 'bad-version'],
-  ['v 2', good({ v: 2 }), 'bad-version'],
-  ['v "1"', good({ v: '1' }), 'bad-version'],
-  ['v true', good({ v: true }), 'bad-version'],
-  ['v 1e400', good({}).replace('"v":1', '"v":1e400'), 'bad-version'],
-  ['v 1.0000000001', good({}).replace('"v":1', '"v":1.0000000001'), 'bad-version'],
-  ['no v', without('v'), 'bad-version'],
-  ['no keyId', without('keyId'), 'bad-shape'],
-  ['no key', without('key'), 'bad-shape'],
-  ['no oldKeyNotAfter', without('oldKeyNotAfter'), 'bad-shape'],
-  ['unknown member', good({ extra: 1 }), 'bad-shape'],
-  ['unknown member, nested', good({ extra: { a: [1, 'x', null, false] } }), 'bad-shape'],
-  ['unknown member nested 100 deep', good({}).replace('}', `,"x":${nested(100)}}`), 'bad-shape'],
-  ['keyId -1', good({ keyId: -1 }), 'bad-shape'],
-  ['keyId 2^32', good({ keyId: 0x1_0000_0000 }), 'bad-shape'],
-  ['keyId 1.5', good({ keyId: 1.5 }), 'bad-shape'],
-  ['keyId 1e10', good({}).replace('"keyId":7', '"keyId":1e10'), 'bad-shape'],
-  ['keyId 4294967296e0', good({}).replace('"keyId":7', '"keyId":4294967296e0'), 'bad-shape'],
-  ['keyId 12345678901e-1', good({}).replace('"keyId":7', '"keyId":12345678901e-1'), 'bad-shape'],
-  ['keyId 70000000001e-10', good({}).replace('"keyId":7', '"keyId":70000000001e-10'), 'bad-shape'],
-  ['unknown member holding every escape', good({ extra: '"\\/\b\f\n\r\t' }), 'bad-shape'],
-  ['keyId "7"', good({ keyId: '7' }), 'bad-shape'],
-  ['keyId null', good({ keyId: null }), 'bad-shape'],
-  ['key of 31 bytes', good({ key: Buffer.alloc(31, 1).toString('base64') }), 'bad-shape'],
-  ['key of 33 bytes', good({ key: Buffer.alloc(33, 1).toString('base64') }), 'bad-shape'],
-  ['key empty', good({ key: '' }), 'bad-shape'],
-  ['key in base64url', good({ key: Buffer.alloc(32, 0xfb).toString('base64url') }), 'bad-shape'],
-  ['key with three pad characters', good({ key: `${GOOD.key.replace(/=+$/, '')}===` }), 'bad-shape'],
-  ['key with padding inside', good({ key: `AAAA=${GOOD.key.slice(5)}` }), 'bad-shape'],
-  ['key with a space', good({ key: ` ${GOOD.key.slice(1)}` }), 'bad-shape'],
-  ['key as hex', good({ key: hex(NEW_KEY) }), 'bad-shape'],
-  ['key as an array', good({ key: [1, 2, 3] }), 'bad-shape'],
-  ['time without offset', good({ oldKeyNotAfter: '2026-01-01T00:00:00' }), 'bad-shape'],
-  ['time without seconds', good({ oldKeyNotAfter: '2026-01-01T00:00+01:00' }), 'bad-shape'],
-  ['time offset without colon', good({ oldKeyNotAfter: '2026-01-01T00:00:00+0100' }), 'bad-shape'],
-  ['time offset +24:00', good({ oldKeyNotAfter: '2026-01-01T00:00:00+24:00' }), 'bad-shape'],
-  ['time hour 24', good({ oldKeyNotAfter: '2026-01-01T24:00:00Z' }), 'bad-shape'],
-  ['time second 60', good({ oldKeyNotAfter: '2026-01-01T00:00:60Z' }), 'bad-shape'],
-  ['time February 29 of 2026', good({ oldKeyNotAfter: '2026-02-29T00:00:00Z' }), 'bad-shape'],
-  ['time February 29 of 1900', good({ oldKeyNotAfter: '1900-02-29T00:00:00Z' }), 'bad-shape'],
-  ['time April 31', good({ oldKeyNotAfter: '2026-04-31T00:00:00Z' }), 'bad-shape'],
-  ['time lowercase z', good({ oldKeyNotAfter: '2026-01-01T00:00:00z' }), 'bad-shape'],
-  ['time with a space', good({ oldKeyNotAfter: '2026-01-01 00:00:00Z' }), 'bad-shape'],
-  ['time empty fraction', good({ oldKeyNotAfter: '2026-01-01T00:00:00.Z' }), 'bad-shape'],
-  ['time as a number', good({ oldKeyNotAfter: 1767225600123 }), 'bad-shape'],
-  [
-    'time with junk after the zone',
-    good({ oldKeyNotAfter: `2026-01-01T00:00:00.123Z${'0'.repeat(40)}` }),
-    'bad-shape',
-  ],
-  [
-    'time with 2 fractional digits then junk',
-    good({ oldKeyNotAfter: '2026-01-01T00:00:00.12xZ' }),
-    'bad-shape',
-  ],
-  ['non-ASCII in a string', good({ oldKeyNotAfter: '2026-01-01T00:00:00Z\u00e9' }), 'bad-shape'],
-];
+/** What the C driver must answer for what openKeyOffer says. */
+function expectedAnswer(
+  sealing: { keyId: number; key: Uint8Array },
+  deviceId: string,
+  packet: Uint8Array,
+): string {
+  const opened = openKeyOffer([sealing], deviceId, packet);
+  if (!opened.ok) return REASON_CODE[opened.reason];
+  const { keyId, key, oldKeyNotAfter } = opened.value;
+  return `ok ${keyId} ${hex(key)} ${oldKeyNotAfter}`;
+}
 
 describe.each([
   ['plain', 'plain'],
@@ -359,35 +256,95 @@ describe.each([
 
   it('returns an error code, never crashes, on NULL pointers, an empty backend or a failing random source', () => {
     // knock: failing random, NULL backend, empty backend, NULL knock, NULL out, no nonce source, NULL key,
-    // NULL entries; offer: NULL message, NULL offer; proof: NULL backend, empty backend, NULL key;
-    // ack: failing random, no nonce source, NULL out.
-    expect(run(exe(), ['nulls'])).toEqual(['ok -8 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -8 -1 -1']);
+    // NULL entries; offer: NULL message, NULL offer, a backend without aead_open, NULL key, NULL, empty and
+    // 65-character device id; proof: NULL backend, empty backend, NULL key; ack: failing random, no nonce source,
+    // NULL out.
+    expect(run(exe(), ['nulls'])).toEqual([
+      'ok -8 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -8 -1 -1',
+    ]);
   });
 
-  it('parses every offer parseKeyOffer accepts to the same key id, key and time', () => {
+  it('opens every golden sealed offer (Python cryptography) as the fixture says, refusals with their codes', () => {
+    expect(new Set(OFFERS.vectors.map((v) => v.expect)).size).toBe(7); // ok and the six reasons
     const answers = run(
       exe(),
-      VALID_OFFERS.map(([, message]) => `offer ${Buffer.from(message).toString('hex')}`),
+      OFFERS.vectors.map((v) => offerCommand(SEALING, v.deviceId, Buffer.from(v.packet, 'hex'))),
     );
-    VALID_OFFERS.forEach(([name, message], i) => {
-      const ts = parseKeyOffer(message);
-      expect(ts.ok, `TypeScript accepts: ${name}`).toBe(true);
-      if (!ts.ok) return;
-      const { keyId, key, oldKeyNotAfter } = ts.value;
-      expect(answers[i], name).toBe(`ok ${keyId} ${hex(key)} ${oldKeyNotAfter}`);
+    OFFERS.vectors.forEach((vector, i) => {
+      const offer = vector.offer;
+      const expected =
+        vector.expect === 'ok' && offer !== undefined
+          ? `ok ${offer.keyId} ${offer.key} ${offer.oldKeyNotAfter}`
+          : REASON_CODE[vector.expect as KeyOfferReason];
+      expect(answers[i], vector.name).toBe(expected);
     });
   });
 
-  it(`rejects ${BAD_OFFERS.length} malformed offers with parseKeyOffer's reason`, () => {
+  it('opens 200 offers sealKeyOffer made (varied devices, keys, times) exactly as openKeyOffer does', () => {
+    const next = generator(0x0ffe_0001);
+    const byte = (): number => Math.floor(next() * 256);
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-';
+    const cases = Array.from({ length: 200 }, (_, i) => {
+      const length = 1 + Math.floor(next() * 64);
+      const deviceId = `d${Array.from({ length: length - 1 }, () => alphabet[Math.floor(next() * alphabet.length)]).join('')}`;
+      const sealing = { keyId: Math.floor(next() * 0x1_0000_0000), key: new Uint8Array(32).map(byte) };
+      const offer = {
+        keyId: i === 0 ? 0 : i === 1 ? 0xffff_ffff : Math.floor(next() * 0x1_0000_0000),
+        key: new Uint8Array(32).map(byte),
+        oldKeyNotAfter: i === 2 ? Number.MAX_SAFE_INTEGER : Math.floor(next() * Number.MAX_SAFE_INTEGER),
+      };
+      const packet = sealKeyOffer(sealing, deviceId, offer, new Uint8Array(12).map(byte));
+      return { deviceId, sealing, offer, packet };
+    });
     const answers = run(
       exe(),
-      BAD_OFFERS.map(([, message]) => `offer ${message === '' ? '-' : Buffer.from(message).toString('hex')}`),
+      cases.map((c) => offerCommand(c.sealing, c.deviceId, c.packet)),
     );
-    BAD_OFFERS.forEach(([name, message, reason], i) => {
-      const ts = parseKeyOffer(message);
-      expect(ts.ok ? 'accepted' : ts.reason, `TypeScript: ${name}`).toBe(reason);
-      expect(answers[i], name).toBe(REASON_CODE[reason]);
+    cases.forEach((c, i) => {
+      expect(answers[i]).toBe(`ok ${c.offer.keyId} ${hex(c.offer.key)} ${c.offer.oldKeyNotAfter}`);
+      expect(answers[i]).toBe(expectedAnswer(c.sealing, c.deviceId, c.packet));
     });
+  });
+
+  it("refuses every single-bit flip, every length but 80, another device's and another key's offer, as openKeyOffer does", () => {
+    const base = new Uint8Array(Buffer.from(OFFERS.vectors[0]!.packet, 'hex'));
+    const device = OFFERS.vectors[0]!.deviceId;
+    const cases: [string, { keyId: number; key: Uint8Array }, string, Uint8Array][] = [];
+    for (let bit = 0; bit < base.length * 8; bit++) {
+      const flipped = base.slice();
+      flipped[bit >> 3]! ^= 1 << (bit & 7);
+      cases.push([`bit ${bit}`, SEALING, device, flipped]);
+    }
+    for (const length of [0, 1, 3, 4, 20, 64, 79, 81, 96, 1024]) {
+      const packet = new Uint8Array(length);
+      packet.set(base.subarray(0, Math.min(length, base.length)));
+      cases.push([`${length} bytes`, SEALING, device, packet]);
+    }
+    cases.push(['another device id', SEALING, 'other-device', base]);
+    cases.push(['a device id one character longer', SEALING, `${device}x`, base]);
+    cases.push([
+      'the current key id with other key bytes',
+      { keyId: SEALING.keyId, key: NEW_KEY },
+      device,
+      base,
+    ]);
+    cases.push([
+      'another current key id [KO-8]',
+      { keyId: SEALING.keyId + 1, key: SEALING.key },
+      device,
+      base,
+    ]);
+    const answers = run(
+      exe(),
+      cases.map(([, sealing, id, packet]) => offerCommand(sealing, id, packet)),
+    );
+    cases.forEach(([name, sealing, id, packet], i) => {
+      const expected = expectedAnswer(sealing, id, packet);
+      expect(expected.startsWith('err '), `TypeScript refuses ${name}`).toBe(true);
+      expect(answers[i], name).toBe(expected);
+    });
+    expect(answers.at(-1)).toBe(REASON_CODE['unknown-sealing-key']);
+    expect(answers.at(-3)).toBe(REASON_CODE.unauthentic);
   });
 
   it('computes the ack proof exactly as ackProof, and an ack that parseKeyAck and verifyAckProof accept', () => {

@@ -11,14 +11,14 @@ import { runProcess } from '../support/run-process.ts';
 /** The budgets docs/device-sdk.md states, bytes. */
 const BUDGET = {
   knockFlash: 700, // the knock alone: inside the 2 KB target with room to spare
-  totalFlash: 4300, // the whole library (2,812 B of it is the offer parser; the 2 KB target is not met, said so)
+  totalFlash: 2048, // the whole library: the 2 KB target (1,761 B since the sealed offer replaced JSON)
   stack: 512, // every public call, library only
 } as const;
 
 const PUBLIC_CALLS = [
   'bc_knock_build',
   'bc_knock_length',
-  'bc_key_offer_parse',
+  'bc_key_offer_open',
   'bc_ack_proof',
   'bc_key_ack_build',
 ];

@@ -17,9 +17,9 @@ import { MemoryAuditSink } from '../../functions/local/audit.ts';
 
 /** A real (in-memory) ControllerSession: what would go to the broker is kept in order. */
 export class RecordingSession implements ControllerSession {
-  readonly published: { topic: string; payload: string }[] = [];
-  async publish(topic: string, payload: string): Promise<void> {
-    this.published.push({ topic, payload });
+  readonly published: { topic: string; payload: Uint8Array }[] = [];
+  async publish(topic: string, payload: string | Uint8Array): Promise<void> {
+    this.published.push({ topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload });
   }
 }
 

@@ -11,6 +11,7 @@ export const C_ROOT = new URL('../../device-client/c/', import.meta.url).pathnam
 /** The library's translation units (what a device links). */
 export const C_LIBRARY_SOURCES: readonly string[] = [
   'src/bc1.c',
+  'src/key_offer.c',
   'src/key_messages.c',
   'src/backend_mbedtls.c',
 ].map((f) => C_ROOT + f);

@@ -1,22 +1,30 @@
 /*
  * The reference device program for the C library (docs/device-sdk.md): knock, then MQTT over mutual TLS, publish
- * one message at QoS 1, disconnect. It runs on a POSIX host (Linux sockets, /dev/urandom, the system clock) with
+ * one message at QoS 1, optionally take one key rotation (a sealed key offer, docs/protocol.md [KO-1]..[KO-8]),
+ * disconnect. It runs on a POSIX host (Linux sockets, /dev/urandom, the system clock) with
  * Debian's libmosquitto; on a microcontroller the same three steps use the platform's UDP socket, CSPRNG, SNTP
  * clock and MQTT client (the porting note in docs/device-sdk.md). Unlike the library it may use stdio.
  *
  *   knock_publish -s SPA_HOST -p SPA_PORT -i KEY_ID -k KEY_FILE      the receiver and the device's BC1 key
  *                 -H MQTT_HOST -P MQTT_PORT -a CA -c CERT -e CERT_KEY the broker and the device's certificate
  *                 -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-n]
+ *                 [-D DEVICE_ID -R ROTATE_WAIT_MS]
  *
  * KEY_FILE holds the 32-byte SPA key as 64 hex digits (mode 0600: the key is never on the command line). The knock
  * asks for tcp/MQTT_PORT. -n: do not knock (the broker stays dark, so the connection must fail). TIMEOUT_MS (5000)
  * bounds the wait for the CONNACK and for the PUBACK: libmosquitto 2.0.11 keeps retrying a TLS handshake whose
  * connection was reset, so a closed gate shows as no CONNACK in time.
+ * -R: after the publish, wait up to ROTATE_WAIT_MS on blackcloud/keys/DEVICE_ID for a sealed key offer; open it
+ * with bc_key_offer_open, store the new key in KEY_FILE (temp file 0600, fsync, rename) BEFORE the ack, then
+ * publish the ack (QoS 1) and print "key-id N" on stdout. An offer sealed under another key id (a re-send after a
+ * lost ack, [KO-8]) is answered by an ack of the key held; other messages on the topic are ignored.
  * Exit codes: 0 published and acknowledged; 2 usage; 3 the knock could not be built or sent; 4 no MQTT connection
- * (TLS or CONNACK refused: the firewall is closed); 5 the publish was not acknowledged in time.
+ * (TLS or CONNACK refused: the firewall is closed); 5 the publish was not acknowledged in time; 6 no key offer
+ * stored and acknowledged in time (with -R).
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,7 +128,70 @@ struct session {
   int connack; /* -1 waiting, -2 connection lost, else the CONNACK reason code */
   int mid;
   int acknowledged;
+  /* key rotation (-R) */
+  const char *device_id;
+  const char *key_file;
+  uint32_t key_id;
+  uint8_t key[BC_KEY_LENGTH];
+  int ack_mid;
+  int ack_done; /* 0 waiting, 1 the ack of a stored key was acknowledged */
+  int stored;
 };
+
+/* Writes the key as 64 hex digits to a temp file (0600), fsyncs it, renames it over `file`: old or new, never torn. */
+static int store_key(const char *file, const uint8_t key[BC_KEY_LENGTH]) {
+  char tmp[4096];
+  char text[2 * BC_KEY_LENGTH + 1];
+  size_t i;
+  int fd;
+  int ok;
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", file) >= (int)sizeof tmp) return -1;
+  for (i = 0; i < BC_KEY_LENGTH; i++) snprintf(text + 2 * i, 3, "%02x", key[i]);
+  text[2 * BC_KEY_LENGTH] = '\n';
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return -1;
+  ok = write(fd, text, sizeof text) == (ssize_t)sizeof text && fsync(fd) == 0;
+  ok = close(fd) == 0 && ok;
+  memset(text, 0, sizeof text);
+  return ok && rename(tmp, file) == 0 ? 0 : -1;
+}
+
+/* A message on the key topic: open the sealed offer, store, then ack ([KO-7]); or re-ack the held key ([KO-8]). */
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *message) {
+  struct session *s = obj;
+  bc_crypto crypto;
+  bc_key_offer offer;
+  char ack[BC_KEY_ACK_MAX_LENGTH];
+  char topic[128];
+  int rc;
+  int n;
+  bc_crypto_mbedtls(&crypto);
+  snprintf(topic, sizeof topic, "blackcloud/keys/%s", s->device_id);
+  if (s->stored || strcmp(message->topic, topic) != 0 || message->payloadlen < 0) return;
+  rc = bc_key_offer_open(&crypto, s->key_id, s->key, s->device_id, (const uint8_t *)message->payload,
+                         (size_t)message->payloadlen, &offer);
+  if (rc == BC_OK) {
+    if (store_key(s->key_file, offer.key) != 0) {
+      fprintf(stderr, "knock_publish: the new key could not be stored; no ack\n");
+      memset(&offer, 0, sizeof offer);
+      return;
+    }
+    s->key_id = offer.key_id;
+    memcpy(s->key, offer.key, BC_KEY_LENGTH);
+    s->stored = 1;
+    fprintf(stderr, "knock_publish: stored the new key %lu\n", (unsigned long)offer.key_id);
+  } else if (rc == BC_ERR_OFFER_SEALING_KEY) {
+    fprintf(stderr, "knock_publish: an offer sealed under a key this device no longer holds: ack of the held key\n");
+  } else {
+    fprintf(stderr, "knock_publish: not a key offer for this device (%d), ignored\n", rc);
+    return;
+  }
+  memset(&offer, 0, sizeof offer);
+  n = bc_key_ack_build(&crypto, s->key, s->key_id, NULL, urandom, NULL, ack, sizeof ack);
+  if (n < 0) return;
+  snprintf(topic, sizeof topic, "blackcloud/keys/%s/ack", s->device_id);
+  mosquitto_publish(mosq, &s->ack_mid, topic, n, ack, 1, false);
+}
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc) {
   (void)mosq;
@@ -138,6 +209,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid) {
   struct session *s = obj;
   (void)mosq;
   if (mid == s->mid) s->acknowledged = 1;
+  if (s->ack_mid != 0 && mid == s->ack_mid && s->stored) s->ack_done = 1;
 }
 
 /* Runs the network loop until *flag changes or the timeout passes; returns 0 when it changed. */
@@ -149,33 +221,51 @@ static int loop_until(struct mosquitto *mosq, const int *flag, int initial) {
   return 0;
 }
 
-/* Steps 3-4: mutual TLS (the broker verified against the CA, the device's certificate), MQTT, QoS 1 publish. */
+/* Steps 3-4: mutual TLS (the broker verified against the CA, the device's certificate), MQTT, QoS 1 publish;
+ * with rotate_ms > 0, step 5: one key rotation. `s` holds the device's key for it. */
 static int publish(const char *host, int port, const char *ca, const char *cert, const char *cert_key,
-                   const char *client_id, const char *topic, const char *message) {
-  struct session s = {-1, 0, 0};
-  struct mosquitto *mosq = mosquitto_new(client_id, true, &s);
+                   const char *client_id, const char *topic, const char *message, struct session *s,
+                   long rotate_ms) {
+  struct mosquitto *mosq = mosquitto_new(client_id, true, s);
   int rc;
   if (mosq == NULL) return 4;
   mosquitto_connect_callback_set(mosq, on_connect);
   mosquitto_disconnect_callback_set(mosq, on_disconnect);
   mosquitto_publish_callback_set(mosq, on_publish);
+  mosquitto_message_callback_set(mosq, on_message);
   rc = mosquitto_tls_set(mosq, ca, NULL, cert, cert_key, NULL);
   if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_connect(mosq, host, port, 30);
-  if (rc != MOSQ_ERR_SUCCESS || loop_until(mosq, &s.connack, -1) != 0 || s.connack != 0) {
+  if (rc != MOSQ_ERR_SUCCESS || loop_until(mosq, &s->connack, -1) != 0 || s->connack != 0) {
     fprintf(stderr, "knock_publish: no MQTT session with %s:%d (%s)\n", host, port,
-            rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : s.connack > 0 ? "CONNACK refused" : s.connack == -2 ? "connection lost" : "timed out");
+            rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : s->connack > 0 ? "CONNACK refused" : s->connack == -2 ? "connection lost" : "timed out");
     mosquitto_destroy(mosq);
     return 4;
   }
-  rc = mosquitto_publish(mosq, &s.mid, topic, (int)strlen(message), message, 1, false);
-  if (rc != MOSQ_ERR_SUCCESS || loop_until(mosq, &s.acknowledged, 0) != 0) {
+  rc = mosquitto_publish(mosq, &s->mid, topic, (int)strlen(message), message, 1, false);
+  if (rc != MOSQ_ERR_SUCCESS || loop_until(mosq, &s->acknowledged, 0) != 0) {
     fprintf(stderr, "knock_publish: the publish was not acknowledged (%s)\n", mosquitto_strerror(rc));
     mosquitto_destroy(mosq);
     return 5;
   }
+  fprintf(stderr, "knock_publish: published to %s\n", topic);
+  if (rotate_ms > 0) {
+    char key_topic[128];
+    long saved = timeout_ms;
+    snprintf(key_topic, sizeof key_topic, "blackcloud/keys/%s", s->device_id);
+    rc = mosquitto_subscribe(mosq, NULL, key_topic, 1);
+    timeout_ms = rotate_ms;
+    if (rc == MOSQ_ERR_SUCCESS) fprintf(stderr, "knock_publish: waiting for a key offer on %s\n", key_topic);
+    rc = rc != MOSQ_ERR_SUCCESS ? -1 : loop_until(mosq, &s->ack_done, 0);
+    timeout_ms = saved;
+    if (rc != 0) {
+      fprintf(stderr, "knock_publish: no key offer stored and acknowledged within %ld ms\n", rotate_ms);
+      mosquitto_destroy(mosq);
+      return 6;
+    }
+    printf("key-id %lu\n", (unsigned long)s->key_id);
+  }
   mosquitto_disconnect(mosq);
   mosquitto_destroy(mosq);
-  fprintf(stderr, "knock_publish: published to %s\n", topic);
   return 0;
 }
 
@@ -185,11 +275,14 @@ int main(int argc, char **argv) {
   unsigned long key_id = 0;
   long mqtt_port = 0;
   long wait_ms = 250;
+  long rotate_ms = 0;
   int no_knock = 0;
-  uint8_t key[BC_KEY_LENGTH];
+  static struct session session; /* zeroed; holds the key from the knock to the rotation */
+  uint8_t *key = session.key;
   int opt;
   int rc;
-  while ((opt = getopt(argc, argv, "s:p:i:k:H:P:a:c:e:I:t:m:w:T:n")) != -1) {
+  session.connack = -1;
+  while ((opt = getopt(argc, argv, "s:p:i:k:H:P:a:c:e:I:t:m:w:T:nD:R:")) != -1) {
     switch (opt) {
     case 's': spa_host = optarg; break;
     case 'p': spa_port = optarg; break;
@@ -206,14 +299,18 @@ int main(int argc, char **argv) {
     case 'w': wait_ms = strtol(optarg, NULL, 10); break;
     case 'T': timeout_ms = strtol(optarg, NULL, 10); break;
     case 'n': no_knock = 1; break;
+    case 'D': session.device_id = optarg; break;
+    case 'R': rotate_ms = strtol(optarg, NULL, 10); break;
     default: return 2;
     }
   }
   if (timeout_ms < 1 || mqtt_host == NULL || mqtt_port < 1 || mqtt_port > 65535 || ca == NULL || cert == NULL || cert_key == NULL ||
       client_id == NULL || topic == NULL || message == NULL ||
-      (!no_knock && (spa_host == NULL || spa_port == NULL || key_file == NULL || key_id > 0xFFFFFFFFul))) {
+      (!no_knock && (spa_host == NULL || spa_port == NULL || key_file == NULL || key_id > 0xFFFFFFFFul)) ||
+      rotate_ms < 0 || (rotate_ms > 0 && (session.device_id == NULL || no_knock))) {
     fprintf(stderr, "usage: knock_publish -s SPA_HOST -p SPA_PORT -i KEY_ID -k KEY_FILE -H MQTT_HOST -P MQTT_PORT "
-                    "-a CA -c CERT -e CERT_KEY -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-n]\n");
+                    "-a CA -c CERT -e CERT_KEY -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-n] "
+                    "[-D DEVICE_ID -R ROTATE_WAIT_MS]\n");
     return 2;
   }
   if (!no_knock) {
@@ -222,12 +319,15 @@ int main(int argc, char **argv) {
       return 2;
     }
     rc = knock(spa_host, spa_port, (uint32_t)key_id, key, (uint16_t)mqtt_port);
-    memset(key, 0, sizeof key);
+    session.key_id = (uint32_t)key_id;
+    session.key_file = key_file;
+    if (rotate_ms == 0) memset(session.key, 0, sizeof session.key); /* kept only for a rotation */
     if (rc != 0) return 3;
     sleep_ms(wait_ms); /* let the firewall open */
   }
   mosquitto_lib_init();
-  rc = publish(mqtt_host, (int)mqtt_port, ca, cert, cert_key, client_id, topic, message);
+  rc = publish(mqtt_host, (int)mqtt_port, ca, cert, cert_key, client_id, topic, message, &session, rotate_ms);
   mosquitto_lib_cleanup();
+  memset(session.key, 0, sizeof session.key);
   return rc;
 }

@@ -1,6 +1,7 @@
 /*
  * blackcloud device library for microcontrollers (C99): the BC1 knock (docs/protocol.md) and the device side of
- * key rotation (docs/key-lifecycle.md, functions/core/key-messages.ts).
+ * key rotation (docs/key-lifecycle.md): opening the sealed key offer BKO1 (docs/protocol.md [KO-1]..[KO-8],
+ * functions/core/sealed-key-offer.ts) and the ack (functions/core/key-messages.ts).
  *
  * Contract:
  * - No heap, no stdio, no global state: everything lives in the caller's buffers and the structs passed in.
@@ -32,10 +33,10 @@ extern "C" {
 #define BC_PROTOCOL_UDP 17u
 #define BC_TIMESTAMP_MAX 9007199254740991ull /* 2^53 - 1 [BC1-5] */
 
-/* Key rotation (functions/core/key-messages.ts). */
+/* Key rotation (functions/core/sealed-key-offer.ts, functions/core/key-messages.ts). */
+#define BC_KEY_OFFER_LENGTH 80u /* the only length a sealed offer has [KO-2] */
 #define BC_ACK_NONCE_LENGTH 16u
 #define BC_ACK_PROOF_LENGTH 32u
-#define BC_MAX_KEY_MESSAGE_BYTES 1024u
 /* {"v":1,"keyId":4294967295,"nonce":"<24 chars>","proof":"<44 chars>"} is at most 116 bytes. */
 #define BC_KEY_ACK_MAX_LENGTH 116u
 
@@ -50,21 +51,30 @@ extern "C" {
 #define BC_ERR_ADDRESS (-7)       /* claimed address family not 4/6, unspecified, or IPv4-mapped IPv6 */
 #define BC_ERR_RANDOM (-8)        /* the random callback failed */
 #define BC_ERR_CRYPTO (-9)        /* the crypto backend failed */
-#define BC_ERR_OFFER_TOO_LONG (-20)    /* key message over 1024 bytes ('too-long') */
-#define BC_ERR_OFFER_NOT_JSON (-21)    /* not JSON ('not-json') */
-#define BC_ERR_OFFER_BAD_VERSION (-22) /* "v" is not 1 ('bad-version') */
-#define BC_ERR_OFFER_BAD_SHAPE (-23)   /* unknown, missing or malformed field ('bad-shape') */
+/* Sealed key offer refusals, in the order they are checked (the TypeScript reasons in parentheses). */
+#define BC_ERR_OFFER_LENGTH (-20)      /* not exactly 80 bytes ('bad-length'); the broker's JSON notice too */
+#define BC_ERR_OFFER_MAGIC (-21)       /* does not start with "BKO" ('bad-magic') */
+#define BC_ERR_OFFER_VERSION (-22)     /* version byte not 0x01 ('bad-version') */
+#define BC_ERR_OFFER_SEALING_KEY (-23) /* sealed under another key id ('unknown-sealing-key'): [KO-8], ack the
+                                          current key again with bc_key_ack_build */
+#define BC_ERR_OFFER_UNAUTHENTIC (-24) /* the tag does not verify: wrong key or device id, changed bytes */
+#define BC_ERR_OFFER_TIME (-25)        /* authentic, but oldKeyNotAfter above 2^53 - 1 ('bad-time') */
 
 /*
  * The crypto backend. Each function returns 0 on success, non-zero on failure. `ctx` is passed through unchanged.
  * aead_seal: ChaCha20-Poly1305 (RFC 8439) encryption of `plaintext` into `ciphertext` (same length, never the
  * same buffer as `plaintext` when called by this library) and the 16-byte tag.
+ * aead_open: ChaCha20-Poly1305 decryption of `ciphertext` into `plaintext` (same length, never the same buffer),
+ * returning 0 only when `tag` verifies (in constant time); non-zero means "not authentic" (or a failure), and the
+ * library then discards `plaintext`.
  * hmac_sha256: HMAC-SHA256(key, message) into 32 bytes.
  */
 typedef struct bc_crypto {
   void *ctx;
   int (*aead_seal)(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
                    const uint8_t *plaintext, size_t length, uint8_t *ciphertext, uint8_t tag[16]);
+  int (*aead_open)(void *ctx, const uint8_t key[32], const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
+                   const uint8_t *ciphertext, size_t length, const uint8_t tag[16], uint8_t *plaintext);
   int (*hmac_sha256)(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *message, size_t message_len,
                      uint8_t out[32]);
 } bc_crypto;
@@ -72,7 +82,8 @@ typedef struct bc_crypto {
 /* Fills `out` with `length` bytes from a CSPRNG; returns 0 on success. */
 typedef int (*bc_random_fn)(void *ctx, uint8_t *out, size_t length);
 
-/* The mbedTLS backend (src/backend_mbedtls.c): ChaCha20-Poly1305 from mbedtls/chachapoly.h, HMAC from md.h. */
+/* The mbedTLS backend (src/backend_mbedtls.c): ChaCha20-Poly1305 (seal and open) from mbedtls/chachapoly.h,
+ * HMAC from md.h. */
 void bc_crypto_mbedtls(bc_crypto *crypto);
 
 typedef struct bc_access {
@@ -107,10 +118,15 @@ typedef struct bc_key_offer {
 } bc_key_offer;
 
 /*
- * Parses a key offer {"v":1,"keyId":u32,"key":base64 of 32 bytes,"oldKeyNotAfter":ISO 8601 with Z or offset}
- * from untrusted bytes; returns BC_OK or BC_ERR_OFFER_* (or BC_ERR_ARGUMENT for NULL pointers).
+ * Opens a sealed key offer (BKO1, 80 bytes) received on blackcloud/keys/<device_id>, with the device's current
+ * key (`key_id`, `key`) and its own id (`device_id`, NUL-terminated, 1..64 characters: it is in the AAD). Untrusted
+ * bytes; returns BC_OK (offer filled) or a BC_ERR_OFFER_* (BC_ERR_ARGUMENT for NULL pointers, a backend without
+ * aead_open, or a device id of 0 or more than 64 characters). On BC_ERR_OFFER_SEALING_KEY, send
+ * bc_key_ack_build for the current key: the controller re-sent an offer of the key this device already stored,
+ * sealed under the key it replaced, because the first ack was lost [KO-8].
  */
-int bc_key_offer_parse(const uint8_t *message, size_t length, bc_key_offer *offer);
+int bc_key_offer_open(const bc_crypto *crypto, uint32_t key_id, const uint8_t key[32], const char *device_id,
+                      const uint8_t *message, size_t length, bc_key_offer *offer);
 
 /* proof = HMAC-SHA256(new key, "blackcloud-key-ack-v1" | 0x00 | key id u32 BE | nonce[16]). */
 int bc_ack_proof(const bc_crypto *crypto, const uint8_t key[32], uint32_t key_id, const uint8_t nonce[16],

@@ -4,7 +4,7 @@
  *
  *   knock <cap> <keyId> <keyHex> <nonceHex|-> <timestampMs> <duration> <claimFamily> <claimHex|-> <proto>:<port>...
  *         nonce "-" draws it from the test's random callback (a counter: 0x40, 0x41, ...)
- *   offer <messageHex|->           ("-" is the empty message)
+ *   offer <keyId> <keyHex> <deviceId> <messageHex|->   open a sealed offer with the current key ("-": empty)
  *   proof <keyHex> <keyId> <nonceHex>
  *   ack <cap> <keyHex> <keyId> <nonceHex|->
  *   nulls                          (NULL pointers and a failing random callback: prints the codes)
@@ -128,13 +128,23 @@ static void cmd_knock(char *rest, const bc_crypto *crypto) {
   printf("\n");
 }
 
-static void cmd_offer(char *rest) {
+static void cmd_offer(char *rest, const bc_crypto *crypto) {
   static uint8_t message[4096];
+  uint8_t key[32];
   bc_key_offer offer;
-  char *tok = strtok(rest, " \n");
-  long n = from_hex(tok == NULL ? "-" : tok, message, sizeof message);
+  uint32_t key_id = (uint32_t)strtoul(strtok(rest, " \n"), NULL, 10);
+  const char *device_id;
+  char *tok;
+  long n;
   int rc;
-  if (n < 0) {
+  if (from_hex(strtok(NULL, " \n"), key, sizeof key) != 32) {
+    puts("bad-input key");
+    return;
+  }
+  device_id = strtok(NULL, " \n");
+  tok = strtok(NULL, " \n");
+  n = from_hex(tok == NULL ? "-" : tok, message, sizeof message);
+  if (device_id == NULL || n < 0) {
     puts("bad-input message");
     return;
   }
@@ -143,7 +153,7 @@ static void cmd_offer(char *rest) {
     uint8_t *exact = (uint8_t *)malloc(n == 0 ? 1u : (size_t)n);
     if (exact == NULL) return;
     memcpy(exact, message, (size_t)n);
-    rc = bc_key_offer_parse(exact, (size_t)n, &offer);
+    rc = bc_key_offer_open(crypto, key_id, key, device_id, exact, (size_t)n, &offer);
     free(exact);
   }
   if (rc != BC_OK) {
@@ -211,11 +221,13 @@ static void cmd_ack(char *rest, const bc_crypto *crypto) {
   printf("\n");
 }
 
+#define LONG_ID "a1234567890123456789012345678901234567890123456789012345678901234" /* 65 characters */
+
 static void cmd_nulls(const bc_crypto *crypto) {
   static const uint8_t key[32] = {1};
   static const uint8_t nonce[16] = {2};
   static const bc_access access[1] = {{BC_PROTOCOL_TCP, 8883}};
-  uint8_t out[128];
+  uint8_t out[128] = {0};
   uint8_t proof[32];
   char text[128];
   bc_key_offer offer;
@@ -241,8 +253,13 @@ static void cmd_nulls(const bc_crypto *crypto) {
   knock.key = key;
   knock.access = NULL;
   printf(" %d", bc_knock_build(crypto, &knock, out, sizeof out));   /* no entries */
-  printf(" %d", bc_key_offer_parse(NULL, 0, &offer));
-  printf(" %d", bc_key_offer_parse((const uint8_t *)"{}", 2, NULL));
+  printf(" %d", bc_key_offer_open(crypto, 1, key, "d", NULL, 80, &offer));     /* no message */
+  printf(" %d", bc_key_offer_open(crypto, 1, key, "d", out, 80, NULL));      /* no offer */
+  printf(" %d", bc_key_offer_open(&empty, 1, key, "d", out, 80, &offer));    /* backend without aead_open */
+  printf(" %d", bc_key_offer_open(crypto, 1, NULL, "d", out, 80, &offer));   /* no key */
+  printf(" %d", bc_key_offer_open(crypto, 1, key, NULL, out, 80, &offer));   /* no device id */
+  printf(" %d", bc_key_offer_open(crypto, 1, key, "", out, 80, &offer));     /* empty device id */
+  printf(" %d", bc_key_offer_open(crypto, 1, key, LONG_ID, out, 80, &offer)); /* 65-character device id */
   printf(" %d", bc_ack_proof(NULL, key, 1, nonce, proof));
   printf(" %d", bc_ack_proof(&empty, key, 1, nonce, proof));
   printf(" %d", bc_ack_proof(crypto, NULL, 1, nonce, proof));
@@ -262,7 +279,7 @@ int main(void) {
     if (space != NULL) *space = '\0';
     else line[strcspn(line, "\n")] = '\0';
     if (strcmp(line, "knock") == 0) cmd_knock(rest, &crypto);
-    else if (strcmp(line, "offer") == 0) cmd_offer(rest);
+    else if (strcmp(line, "offer") == 0) cmd_offer(rest, &crypto);
     else if (strcmp(line, "proof") == 0) cmd_proof(rest, &crypto);
     else if (strcmp(line, "ack") == 0) cmd_ack(rest, &crypto);
     else if (strcmp(line, "nulls") == 0) cmd_nulls(&crypto);

@@ -9,7 +9,8 @@ import { loadAwsControllerConfig } from '../../../functions/aws/aws-controller.t
 import type { AwsClients } from '../../../functions/aws/clients.ts';
 import { deviceItem, keyItem } from '../../../functions/aws/device-record.ts';
 import { AwsConfigError } from '../../../functions/aws/errors.ts';
-import { encodeKeyAck, makeKeyAck, parseKeyOffer } from '../../../functions/core/key-messages.ts';
+import { encodeKeyAck, makeKeyAck } from '../../../functions/core/key-messages.ts';
+import { openKeyOffer } from '../../../functions/core/sealed-key-offer.ts';
 import { systemRandom } from '../../../functions/core/system.ts';
 import { keyAckTopic, keyTopic } from '../../../functions/core/topics.ts';
 import { awsRotation } from '../../support/aws-rotation.ts';
@@ -21,6 +22,7 @@ let moto: MotoServer;
 let clients: AwsClients;
 let now = 1_800_000_000_000;
 const clock = { now: () => now };
+const DEVICE_KEY = { keyId: 42, key: new Uint8Array(32).fill(1) };
 
 function setup() {
   return awsRotation({ clients, fleetThingGroup: FLEET, clock, config: { graceMs: HOUR } });
@@ -42,7 +44,7 @@ beforeAll(async () => {
   await clients.dynamodb.send(
     new PutItemCommand({
       TableName: 'devices',
-      Item: keyItem('dev-1', { keyId: 42, key: new Uint8Array(32).fill(1) }),
+      Item: keyItem('dev-1', DEVICE_KEY),
     }),
   );
 });
@@ -58,9 +60,10 @@ describe('key rotation on the AWS device directory (moto)', () => {
     expect(rotated.status).toBe('offered');
     const keyId = (rotated as { keyId: number }).keyId;
     expect(session.published.map((p) => p.topic)).toEqual([keyTopic('dev-1')]);
-    const offer = parseKeyOffer(session.published[0]!.payload);
+    // Sealed under the device's current key 42, for dev-1 (docs/protocol.md [KO-6]).
+    const offer = openKeyOffer([DEVICE_KEY], 'dev-1', session.published[0]!.payload);
     if (!offer.ok) throw new Error(offer.reason);
-    expect(offer.value.keyId).toBe(keyId);
+    expect(offer.value).toMatchObject({ sealingKeyId: 42, keyId });
 
     // The receiver's directory accepts both keys while the offer is pending; the old key has no end yet.
     expect((await directory.byKeyId(keyId))?.key.key).toEqual(offer.value.key);
@@ -112,9 +115,14 @@ describe('key rotation on the AWS device directory (moto)', () => {
     const second = setup();
     await second.controller.start();
     second.controller.stop();
-    expect(second.session.published.map((p) => [p.topic, parseKeyOffer(p.payload).ok && keyId])).toEqual([
-      [keyTopic('dev-1'), keyId],
-    ]);
+    // The re-send is sealed under the device's current key (the one the previous test confirmed), as the first.
+    const current = { keyId: before.keyId, key: (await first.store.keyMaterial('dev-1', before.keyId))! };
+    expect(
+      second.session.published.map((p) => {
+        const opened = openKeyOffer([current], 'dev-1', p.payload);
+        return [p.topic, opened.ok && opened.value.sealingKeyId, opened.ok && opened.value.keyId];
+      }),
+    ).toEqual([[keyTopic('dev-1'), before.keyId, keyId]]);
     expect(second.audit.ofType('key.resent')).toEqual([
       expect.objectContaining({ deviceId: 'dev-1', keyId }),
     ]);

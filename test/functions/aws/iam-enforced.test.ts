@@ -29,8 +29,9 @@ import { loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts
 import { type AwsReceiver, startAwsReceiver } from '../../../functions/aws/receiver-main.ts';
 import { formatRuleDescription } from '../../../functions/aws/rule-description.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
-import { encodeKeyAck, makeKeyAck, parseKeyOffer } from '../../../functions/core/key-messages.ts';
+import { encodeKeyAck, makeKeyAck } from '../../../functions/core/key-messages.ts';
 import type { ControllerSession } from '../../../functions/core/key-rotation-interfaces.ts';
+import { openKeyOffer } from '../../../functions/core/sealed-key-offer.ts';
 import { STACK_OUTPUTS } from '../../../functions/core/stack-outputs.ts';
 import { systemRandom, systemTimers } from '../../../functions/core/system.ts';
 import { keyAckTopic } from '../../../functions/core/topics.ts';
@@ -297,9 +298,9 @@ describe('the revoker and the sweeper under their synthesized roles', () => {
 });
 
 class RecordingSession implements ControllerSession {
-  readonly published: { topic: string; payload: string }[] = [];
-  async publish(topic: string, payload: string): Promise<void> {
-    this.published.push({ topic, payload });
+  readonly published: { topic: string; payload: Uint8Array }[] = [];
+  async publish(topic: string, payload: string | Uint8Array): Promise<void> {
+    this.published.push({ topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload });
   }
 }
 
@@ -340,7 +341,7 @@ describe('key rotation on AWS under the receiver role', () => {
     expect((await store.list()).map((device) => device.deviceId)).toEqual(['dev-1']);
     const rotated = await controller.rotate('dev-1');
     expect(rotated.status).toBe('offered');
-    const offer = parseKeyOffer(session.published[0]!.payload);
+    const offer = openKeyOffer([{ keyId: 42, key: KEY }], 'dev-1', session.published[0]!.payload);
     if (!offer.ok) throw new Error(offer.reason);
     const ack = encodeKeyAck(makeKeyAck(offer.value.key, offer.value.keyId, systemRandom.randomBytes(16)));
     expect(await controller.handleMessage(keyAckTopic('dev-1'), Buffer.from(ack))).toEqual({

@@ -16,7 +16,8 @@ import { buildKnock } from '../../../device-client/knock.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import { sendDatagram } from '../../../device-client/send-datagram.ts';
 import type { DeviceConfig } from '../../../functions/core/device-config.ts';
-import { encodeKeyAck, makeKeyAck, parseKeyOffer } from '../../../functions/core/key-messages.ts';
+import { encodeKeyAck, makeKeyAck } from '../../../functions/core/key-messages.ts';
+import { KEY_OFFER_LENGTH, openKeyOffer } from '../../../functions/core/sealed-key-offer.ts';
 import { systemRandom, systemTimers } from '../../../functions/core/system.ts';
 import { CONTROLLER_IDENTITY, keyAckTopic, keyTopic } from '../../../functions/core/topics.ts';
 import {
@@ -40,7 +41,7 @@ import { removeDir, tempDir, waitFor } from '../local/helpers.ts';
 
 const HOUR = 3_600_000;
 const RESEND_MS = 10 * 60_000;
-const DEVICES = ['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e', 'dev-f'] as const;
+const DEVICES = ['dev-a', 'dev-b', 'dev-c', 'dev-d', 'dev-e', 'dev-f', 'dev-g'] as const;
 
 const offset = { ms: 0 };
 const clock = { now: () => Date.now() + offset.ms };
@@ -286,7 +287,7 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
     await client.subscribeAsync(keyTopic('dev-f'), { qos: 1 });
     const rotated = await controller!.rotate('dev-f');
     const keyId = (rotated as { keyId: number }).keyId;
-    const offer = parseKeyOffer(await waitFor(() => offers[0], 'the key offer'));
+    const offer = openKeyOffer([old.spa.native!], 'dev-f', await waitFor(() => offers[0], 'the key offer'));
     // The device stores the key, but its ack never arrives.
     await storeNativeKey(layout.deviceFile('dev-f'), keyId, offer.ok ? offer.value.key : new Uint8Array());
     expect((await knock(await device('dev-f'))).ok).toBe(true);
@@ -295,6 +296,45 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
     expect((await store.get('dev-f'))?.keys.map((key) => [key.keyId, key.state])).toEqual([
       [keyId, 'current'],
     ]);
+    expect(await knock(old)).toEqual({ ok: false, reason: 'unknown-key' });
+  });
+
+  it('completes a rotation whose ack was lost: the re-sent offer, sealed under the replaced key, is re-acknowledged [KO-8]', async () => {
+    const old = await device('dev-g');
+    const client = await connectDevice(old);
+    const offers: Buffer[] = [];
+    client.on('message', (topic, payload) => topic === keyTopic('dev-g') && offers.push(payload));
+    await client.subscribeAsync(keyTopic('dev-g'), { qos: 1 });
+    const rotated = await controller!.rotate('dev-g');
+    const keyId = (rotated as { keyId: number }).keyId;
+    const first = await waitFor(() => offers[0], 'the key offer');
+    // On the wire: 80 sealed bytes, the new key nowhere readable in them.
+    expect(first).toHaveLength(KEY_OFFER_LENGTH);
+    const offer = openKeyOffer([old.spa.native!], 'dev-g', first);
+    if (!offer.ok) throw new Error(offer.reason);
+    expect(first.includes(Buffer.from(offer.value.key))).toBe(false);
+    expect(openKeyOffer([old.spa.native!], 'dev-f', first)).toEqual({ ok: false, reason: 'unauthentic' });
+    // The device stores the key; its ack is lost. It knocks no more before the re-send.
+    await storeNativeKey(layout.deviceFile('dev-g'), keyId, offer.value.key);
+    const renewed = await device('dev-g');
+    const events: KeyListenerEvent[] = [];
+    await listenForKeys(client, renewed, {
+      randomBytes: systemRandom.randomBytes,
+      onEvent: (e) => events.push(e),
+    });
+    offset.ms += RESEND_MS;
+    expect(await controller!.tick()).toContainEqual({ deviceId: 'dev-g', status: 'resent', keyId });
+    const [confirmed] = await waitForAudit('key.confirmed', 'dev-g');
+    expect(confirmed).toMatchObject({ keyId, by: 'ack' });
+    // The re-send was sealed under the old key again: the device, holding only the new one, re-acknowledged it.
+    const resent = offers[1]!;
+    expect(resent.readUInt32BE(4)).toBe(old.spa.native!.keyId);
+    expect(openKeyOffer([renewed.spa.native!], 'dev-g', resent)).toEqual({
+      ok: false,
+      reason: 'unknown-sealing-key',
+    });
+    expect(events).toEqual([{ type: 'reacknowledged', keyId }]);
+    expect(await knock(renewed)).toMatchObject({ ok: true, value: { deviceId: 'dev-g', keyId } });
     expect(await knock(old)).toEqual({ ok: false, reason: 'unknown-key' });
   });
 
@@ -337,7 +377,7 @@ describe('key rotation over mutual TLS with a real Mosquitto', () => {
     await client.subscribeAsync(keyTopic('dev-d'), { qos: 1 });
     const rotated = await controller!.rotate('dev-d');
     const keyId = (rotated as { keyId: number }).keyId;
-    const offer = parseKeyOffer(await waitFor(() => offers[0], 'the key offer'));
+    const offer = openKeyOffer([old.spa.native!], 'dev-d', await waitFor(() => offers[0], 'the key offer'));
     expect(offer.ok && offer.value.keyId).toBe(keyId);
     const key = offer.ok ? offer.value.key : new Uint8Array();
     const nonce = (): Uint8Array => systemRandom.randomBytes(16);
