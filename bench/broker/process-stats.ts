@@ -1,0 +1,52 @@
+/**
+ * What the broker-sessions bench reads from /proc about a process and the machine (Linux only):
+ * `residentBytes` (VmRSS of /proc/PID/status), `openDescriptors` (entries of /proc/PID/fd: for Mosquitto, its
+ * listener, its files and one socket per session), `openFileLimit` (the soft "Max open files" of
+ * /proc/PID/limits), `loadAverage` (/proc/loadavg as is) and `machine()` (cores, CPU model, memory, kernel,
+ * Node). CPU time is `cpuSeconds` of bench/support/spa-peers.ts.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { cpus, freemem, release, totalmem } from 'node:os';
+
+export { cpuSeconds } from '../support/spa-peers.ts';
+
+export async function residentBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (match === null) throw new Error(`/proc/${pid}/status has no VmRSS line (is ${pid} a zombie?)`);
+  return Number(match[1]) * 1024;
+}
+
+export async function openDescriptors(pid: number): Promise<number> {
+  return (await readdir(`/proc/${pid}/fd`)).length;
+}
+
+export async function openFileLimit(pid: number): Promise<string> {
+  const limits = await readFile(`/proc/${pid}/limits`, 'utf8');
+  const match = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limits);
+  return match === null ? 'unknown' : `${match[1]} (hard ${match[2]})`;
+}
+
+export async function loadAverage(): Promise<string> {
+  return (await readFile('/proc/loadavg', 'utf8')).trim();
+}
+
+export interface Machine {
+  readonly cores: number;
+  readonly cpuModel: string;
+  readonly memoryGiB: number;
+  readonly freeGiB: number;
+  readonly kernel: string;
+  readonly node: string;
+}
+
+export function machine(): Machine {
+  return {
+    cores: cpus().length,
+    cpuModel: cpus()[0]?.model.trim() ?? 'unknown CPU',
+    memoryGiB: totalmem() / 2 ** 30,
+    freeGiB: freemem() / 2 ** 30,
+    kernel: release(),
+    node: process.version,
+  };
+}
