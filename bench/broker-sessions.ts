@@ -31,7 +31,10 @@ const errorsText = (errors: Record<string, number>): string =>
     .map(([message, n]) => `${n} x ${message}`)
     .join('; ') || '0';
 
-export function printReport(report: SessionBenchReport, options: { keepalive: number; telemetry: number }): void {
+export function printReport(
+  report: SessionBenchReport,
+  options: { keepalive: number; telemetry: number },
+): void {
   const m = report.machine;
   console.log(
     `broker-sessions: Mosquitto ${report.mosquittoVersion}, dynamic security, mutual TLS (ECDSA P-256, one certificate ` +
@@ -45,6 +48,7 @@ export function printReport(report: SessionBenchReport, options: { keepalive: nu
       'target',
       'held',
       'broker',
+      'addrs',
       'ramp conn/s',
       'ramp p50/p99 ms',
       'errors',
@@ -59,6 +63,7 @@ export function printReport(report: SessionBenchReport, options: { keepalive: nu
     ],
     [
       [
+        0,
         0,
         0,
         0,
@@ -78,6 +83,7 @@ export function printReport(report: SessionBenchReport, options: { keepalive: nu
         s.target,
         s.held,
         s.brokerSessions,
+        s.sourceAddresses,
         formatNumber(s.rampConnectsPerSecond, 0),
         `${s.ramp.p50.toFixed(0)} / ${s.ramp.p99.toFixed(0)}`,
         errorsText(s.connectErrors),

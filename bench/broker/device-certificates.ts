@@ -84,7 +84,9 @@ export async function ensureDeviceCertificates(
     if (batch.length === 1000 || i === count - 1) {
       await appendFile(file, batch.join(''), { mode: 0o600 });
       batch = [];
-      progress(`client certificates: ${i + 1} of ${count} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+      progress(
+        `client certificates: ${i + 1} of ${count} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+      );
     }
   }
   const devices = cached.slice(0, count);

@@ -79,6 +79,8 @@ export interface StepFigures {
   readonly target: number;
   readonly held: number;
   readonly brokerSessions: number;
+  /** Distinct source addresses of the held sessions, as their sockets report them. */
+  readonly sourceAddresses: number;
   readonly rampSeconds: number;
   readonly rampConnectsPerSecond: number;
   readonly ramp: Latency;
@@ -158,7 +160,10 @@ async function startWorker(prlimit: string, fileLimit: number): Promise<Worker> 
   const child = spawn(prlimit, [`--nofile=${fileLimit}:${fileLimit}`, process.execPath, WORKER_FILE], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const pending = new Map<number, { resolve: (reply: WorkerReply) => void; reject: (error: Error) => void }>();
+  const pending = new Map<
+    number,
+    { resolve: (reply: WorkerReply) => void; reject: (error: Error) => void }
+  >();
   let nextId = 1;
   child.on('message', (reply: WorkerReply) => {
     const waiter = pending.get(reply.id);
@@ -229,6 +234,7 @@ function sumStats(stats: readonly WorkerStats[]): WorkerStats {
     published: a.published + b.published,
     acked: a.acked + b.acked,
     publishFailed: a.publishFailed + b.publishFailed,
+    localAddresses: [...new Set([...a.localAddresses, ...b.localAddresses])],
   }));
 }
 
@@ -321,7 +327,9 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       rssBytes: await residentBytes(pid),
       descriptors: await openDescriptors(pid),
     };
-    log(`baseline: Mosquitto RSS ${(baseline.rssBytes / 2 ** 20).toFixed(1)} MiB, ${baseline.descriptors} fds`);
+    log(
+      `baseline: Mosquitto RSS ${(baseline.rssBytes / 2 ** 20).toFixed(1)} MiB, ${baseline.descriptors} fds`,
+    );
 
     const probe = async (): Promise<Latency> => {
       const values: number[] = [];
@@ -393,6 +401,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
         target,
         held: s1.held,
         brokerSessions,
+        sourceAddresses: s1.localAddresses.length,
         rampSeconds,
         rampConnectsPerSecond: newConnects / rampSeconds,
         ramp: latency(opened.latencies),
@@ -520,7 +529,9 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       limits: {
         mosquittoOpenFiles: await openFileLimit(pid),
         workerOpenFiles: await openFileLimit(workers[0]!.pid),
-        ephemeralPorts: (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().replace(/\s+/, '-'),
+        ephemeralPorts: (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))
+          .trim()
+          .replace(/\s+/, '-'),
         sourceAddresses: Math.ceil(total / options.sessionsPerAddress),
       },
       certificatesIssued: certs.issued,

@@ -9,7 +9,13 @@
 import type { MqttClient } from 'mqtt';
 import { deviceTopic } from '../../functions/core/topics.ts';
 import { connectOnce } from '../support/mqtt-device.ts';
-import type { AssignedDevice, OpenResult, WorkerCommand, WorkerReply, WorkerStats } from './worker-protocol.ts';
+import type {
+  AssignedDevice,
+  OpenResult,
+  WorkerCommand,
+  WorkerReply,
+  WorkerStats,
+} from './worker-protocol.ts';
 
 interface Session {
   readonly device: AssignedDevice;
@@ -132,9 +138,14 @@ async function burst(): Promise<{ messages: number; failed: number; elapsedMs: n
 }
 
 function stats(): WorkerStats {
+  const held = sessions.filter((session) => session.client?.connected === true);
+  const addresses = new Set(
+    held.map((session) => (session.client!.stream as { localAddress?: string }).localAddress),
+  );
   return {
-    held: sessions.filter((session) => session.client?.connected === true).length,
+    held: held.length,
     ...counts,
+    localAddresses: [...addresses].filter((address): address is string => address !== undefined),
   };
 }
 
@@ -170,7 +181,9 @@ async function handle(command: WorkerCommand & { id: number }): Promise<WorkerRe
 }
 
 if (process.send === undefined) {
-  console.error('bench/broker/session-worker.ts runs only as a child process of bench/broker/session-bench.ts');
+  console.error(
+    'bench/broker/session-worker.ts runs only as a child process of bench/broker/session-bench.ts',
+  );
   process.exit(2);
 }
 process.on('message', (message: WorkerCommand & { id: number }) => {

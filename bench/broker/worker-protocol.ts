@@ -47,6 +47,8 @@ export interface WorkerStats {
   readonly published: number;
   readonly acked: number;
   readonly publishFailed: number;
+  /** The distinct local (source) addresses of the held sessions' sockets. */
+  readonly localAddresses: readonly string[];
 }
 
 export interface BurstResult {
