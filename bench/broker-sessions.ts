@@ -52,6 +52,7 @@ export function printReport(
       'ramp conn/s',
       'ramp p50/p99 ms',
       'errors',
+      'overflows',
       'RSS MiB',
       'CPU %',
       'CPU %/1k',
@@ -70,6 +71,7 @@ export function printReport(
         '-',
         '-',
         '0',
+        '-',
         formatNumber(report.baseline.rssBytes / MiB, 1),
         formatNumber(report.baseline.cpuPercent, 2),
         '-',
@@ -87,6 +89,7 @@ export function printReport(
         formatNumber(s.rampConnectsPerSecond, 0),
         `${s.ramp.p50.toFixed(0)} / ${s.ramp.p99.toFixed(0)}`,
         errorsText(s.connectErrors),
+        String(s.rampListenOverflows),
         formatNumber(s.rssBytes / MiB, 1),
         formatNumber(s.mosquittoCpuPercent, 2),
         formatNumber(s.cpuPercentPer1000, 3),
@@ -124,7 +127,9 @@ export function printReport(
       `reconnect storm: ${thousands(s.sessions)} sessions cut (released by Mosquitto in ${s.releaseSeconds.toFixed(1)} s), ` +
         `${thousands(s.held)} back in ${s.seconds.toFixed(1)} s = ${formatNumber(s.connectsPerSecond, 0)} connects/s ` +
         `(full TLS handshakes), CONNACK p50 ${s.latency.p50.toFixed(0)} ms / p99 ${s.latency.p99.toFixed(0)} ms / max ` +
-        `${s.latency.max.toFixed(0)} ms, errors ${errorsText(s.errors)}`,
+        `${s.latency.max.toFixed(0)} ms, errors ${errorsText(s.errors)}; ${thousands(s.listenOverflows)} connection attempts ` +
+        "dropped by the kernel because Mosquitto's accept queue (backlog 100) was full (TcpExt ListenOverflows; the " +
+        'device retransmits its SYN after 1 s, 3 s, ...)',
       `  Mosquitto CPU ${formatNumber(s.mosquittoCpuMsPerConnect, 3)} ms per connect (${formatNumber(s.mosquittoCpuPercent, 0)} % of a core ` +
         `during the storm; one core ≈ ${formatNumber(1000 / s.mosquittoCpuMsPerConnect, 0)} connects/s), client processes ` +
         `${formatNumber(s.clientCpuPercent, 0)} % of a core`,

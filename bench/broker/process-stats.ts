@@ -2,8 +2,10 @@
  * What the broker-sessions bench reads from /proc about a process and the machine (Linux only):
  * `residentBytes` (VmRSS of /proc/PID/status), `openDescriptors` (entries of /proc/PID/fd: for Mosquitto, its
  * listener, its files and one socket per session), `openFileLimit` (the soft "Max open files" of
- * /proc/PID/limits), `loadAverage` (/proc/loadavg as is) and `machine()` (cores, CPU model, memory, kernel,
- * Node). CPU time is `cpuSeconds` of bench/support/spa-peers.ts.
+ * /proc/PID/limits), `loadAverage` (/proc/loadavg as is), `listenOverflows` (TcpExt ListenOverflows of
+ * /proc/net/netstat: connections the kernel dropped because a listener's accept queue was full, for this network
+ * namespace) and `machine()` (cores, CPU model, memory, kernel, Node). CPU time is `cpuSeconds` of
+ * bench/support/spa-peers.ts.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { cpus, freemem, release, totalmem } from 'node:os';
@@ -29,6 +31,18 @@ export async function openFileLimit(pid: number): Promise<string> {
 
 export async function loadAverage(): Promise<string> {
   return (await readFile('/proc/loadavg', 'utf8')).trim();
+}
+
+export async function listenOverflows(): Promise<number> {
+  const lines = (await readFile('/proc/net/netstat', 'utf8')).split('\n');
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const names = lines[i]!.split(' ');
+    const values = lines[i + 1]!.split(' ');
+    if (names[0] !== 'TcpExt:') continue;
+    const at = names.indexOf('ListenOverflows');
+    if (at > 0) return Number(values[at]);
+  }
+  return Number.NaN;
 }
 
 export interface Machine {

@@ -32,6 +32,7 @@ import { connectOnce, endClient } from '../support/mqtt-device.ts';
 import { ensureDeviceCertificates } from './device-certificates.ts';
 import {
   cpuSeconds,
+  listenOverflows,
   loadAverage,
   type Machine,
   machine,
@@ -86,6 +87,8 @@ export interface StepFigures {
   readonly ramp: Latency;
   readonly connectErrors: Record<string, number>;
   readonly rampMosquittoCpuMsPerConnect: number;
+  /** Kernel listen-queue overflows during the ramp (this namespace). */
+  readonly rampListenOverflows: number;
   readonly rssBytes: number;
   readonly steadySeconds: number;
   /** Mosquitto's CPU over the hold, % of one core. */
@@ -113,6 +116,8 @@ export interface StormFigures {
   readonly clientCpuPercent: number;
   /** How long Mosquitto took to release the cut sessions. */
   readonly releaseSeconds: number;
+  /** Connections the kernel dropped meanwhile because Mosquitto's accept queue (its backlog) was full. */
+  readonly listenOverflows: number;
 }
 
 export interface BurstFigures {
@@ -361,6 +366,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
     let maxHeld = 0;
     for (const target of targets) {
       const rampCpu0 = await cpuSeconds(pid);
+      const rampOverflows0 = await listenOverflows();
       const rampT0 = performance.now();
       const before = (await stats()).held;
       const opened = mergeOpen(
@@ -378,6 +384,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       );
       const rampSeconds = (performance.now() - rampT0) / 1000;
       const rampCpu = (await cpuSeconds(pid)) - rampCpu0;
+      const rampListenOverflows = (await listenOverflows()) - rampOverflows0;
       await sleep(1000);
       const s0 = await stats();
       const cpu0 = await cpuSeconds(pid);
@@ -407,6 +414,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
         ramp: latency(opened.latencies),
         connectErrors: opened.errors,
         rampMosquittoCpuMsPerConnect: newConnects > 0 ? (1000 * rampCpu) / newConnects : Number.NaN,
+        rampListenOverflows,
         rssBytes,
         steadySeconds,
         mosquittoCpuPercent,
@@ -473,6 +481,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       await callAll(workers, () => ({ type: 'drop' }), 'dropped');
       for (let i = 0; i < 600 && (await openDescriptors(pid)) > baseline.descriptors; i++) await sleep(100);
       const releaseSeconds = (performance.now() - cut) / 1000;
+      const overflows0 = await listenOverflows();
       const cpu0 = await cpuSeconds(pid);
       const client0 = await clientCpu();
       const t0 = performance.now();
@@ -492,6 +501,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       const seconds = (performance.now() - t0) / 1000;
       const cpu = (await cpuSeconds(pid)) - cpu0;
       const clientCpuSeconds = (await clientCpu()) - client0;
+      const stormOverflows = (await listenOverflows()) - overflows0;
       storm = {
         sessions: heldNow,
         seconds,
@@ -503,6 +513,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
         mosquittoCpuPercent: (100 * cpu) / seconds,
         clientCpuPercent: (100 * clientCpuSeconds) / seconds,
         releaseSeconds,
+        listenOverflows: stormOverflows,
       };
       log(
         `storm: ${opened.latencies.length} of ${heldNow} reconnected in ${seconds.toFixed(1)} s, ` +

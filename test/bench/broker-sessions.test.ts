@@ -64,6 +64,8 @@ describe('broker-sessions bench, tiny run on the real Mosquitto', () => {
     expect(report.storm!.latency.count).toBe(20);
     expect(report.storm!.connectsPerSecond).toBeGreaterThan(0);
     expect(report.storm!.mosquittoCpuMsPerConnect).toBeGreaterThanOrEqual(0);
+    expect(report.storm!.listenOverflows).toBeGreaterThanOrEqual(0);
+    expect(report.steps.every((step) => step.rampListenOverflows >= 0)).toBe(true);
     expect(report.telemetryDelivered).toBeGreaterThanOrEqual(
       report.steps.reduce((sum, step) => sum + step.telemetryAcked, 0),
     );
