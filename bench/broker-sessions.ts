@@ -7,12 +7,13 @@
  *
  * Run: `npm run bench -- broker-sessions [--sessions N] [--step N] [--keepalive S] [--telemetry-per-min N]
  *   [--workers N] [--sessions-per-address N] [--steady-s S] [--connect-concurrency N] [--storm-concurrency N]
- *   [--connack-p99-ms MS] [--probe N] [--cache-dir DIR]`. Needs mosquitto and prlimit (util-linux); root to raise
+ *   [--connack-p99-ms MS] [--probe N] [--broker-nofile N] [--cache-dir DIR]`. Needs mosquitto and prlimit (util-linux); root to raise
  * the descriptor limit past the hard limit. The first run issues one certificate per session (~7 ms each) into
  * the cache directory; later runs reuse them.
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FileLimits } from './broker/process-stats.ts';
 import { runSessionBench, type SessionBenchReport } from './broker/session-bench.ts';
 import { formatNumber, numberOption, printTable, thousands } from './support/table.ts';
 
@@ -25,6 +26,9 @@ function stringOption(args: readonly string[], name: string, fallback: string): 
   if (value === undefined || value.startsWith('--')) throw new RangeError(`--${name}: expected a value`);
   return value;
 }
+
+const limitText = (limits: FileLimits): string =>
+  limits.soft === limits.hard ? String(limits.soft) : `${limits.soft} (hard ${limits.hard})`;
 
 const errorsText = (errors: Record<string, number>): string =>
   Object.entries(errors)
@@ -136,7 +140,9 @@ export function printReport(
     );
   }
   lines.push(
-    `limits: Mosquitto open files ${report.limits.mosquittoOpenFiles}, client processes ${report.limits.workerOpenFiles}; ` +
+    `limits: Mosquitto open files ${limitText(report.limits.mosquittoOpenFiles)}, client processes ` +
+      `${limitText(report.limits.workerOpenFiles)} (this process's hard limit ${report.limits.benchHardOpenFiles}: ` +
+      'the most the bench can give without CAP_SYS_RESOURCE; one descriptor per session); ' +
       `ephemeral ports ${report.limits.ephemeralPorts} per source address, ${report.limits.sourceAddresses} source addresses`,
     `certificates issued this run: ${report.certificatesIssued} (the rest from the cache)`,
   );
@@ -144,12 +150,12 @@ export function printReport(
 }
 
 export async function main(args: readonly string[] = []): Promise<void> {
-  const sessions = numberOption(args, 'sessions', 20_000, 1, 1_000_000);
+  const sessions = numberOption(args, 'sessions', 10_000, 1, 1_000_000);
   const keepalive = numberOption(args, 'keepalive', 120, 5, 65_535);
   const telemetry = numberOption(args, 'telemetry-per-min', 1, 0, 600);
   const report = await runSessionBench({
     sessions,
-    step: numberOption(args, 'step', 5000, 1, 1_000_000),
+    step: numberOption(args, 'step', 2500, 1, 1_000_000),
     keepaliveSeconds: keepalive,
     telemetryPerMinute: telemetry,
     workers: numberOption(args, 'workers', 3, 1, 64),
@@ -160,6 +166,9 @@ export async function main(args: readonly string[] = []): Promise<void> {
     connackP99Ms: numberOption(args, 'connack-p99-ms', 1000, 1, 600_000),
     probeConnects: numberOption(args, 'probe', 50, 1, 10_000),
     connectTimeoutMs: numberOption(args, 'connect-timeout-ms', 30_000, 100, 600_000),
+    ...(args.includes('--broker-nofile')
+      ? { brokerOpenFiles: numberOption(args, 'broker-nofile', 0, 16, 1 << 24) }
+      : {}),
     cacheDir: stringOption(args, 'cache-dir', join(tmpdir(), 'blackcloud-bench-broker-sessions')),
     log: (line) => console.error(line),
   });

@@ -1,8 +1,8 @@
 /**
  * What the broker-sessions bench reads from /proc about a process and the machine (Linux only):
  * `residentBytes` (VmRSS of /proc/PID/status), `openDescriptors` (entries of /proc/PID/fd: for Mosquitto, its
- * listener, its files and one socket per session), `openFileLimit` (the soft "Max open files" of
- * /proc/PID/limits), `loadAverage` (/proc/loadavg as is), `listenOverflows` (TcpExt ListenOverflows of
+ * listener, its files and one socket per session), `openFileLimits` ("Max open files" of
+ * /proc/PID/limits, soft and hard), `loadAverage` (/proc/loadavg as is), `listenOverflows` (TcpExt ListenOverflows of
  * /proc/net/netstat: connections the kernel dropped because a listener's accept queue was full, for this network
  * namespace) and `machine()` (cores, CPU model, memory, kernel, Node). CPU time is `cpuSeconds` of
  * bench/support/spa-peers.ts.
@@ -23,10 +23,18 @@ export async function openDescriptors(pid: number): Promise<number> {
   return (await readdir(`/proc/${pid}/fd`)).length;
 }
 
-export async function openFileLimit(pid: number): Promise<string> {
+export interface FileLimits {
+  readonly soft: number;
+  readonly hard: number;
+}
+
+/** RLIMIT_NOFILE of a process ('self' for this one); `unlimited` reads as Infinity. */
+export async function openFileLimits(pid: number | 'self'): Promise<FileLimits> {
   const limits = await readFile(`/proc/${pid}/limits`, 'utf8');
   const match = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limits);
-  return match === null ? 'unknown' : `${match[1]} (hard ${match[2]})`;
+  if (match === null) throw new Error(`/proc/${pid}/limits has no "Max open files" line`);
+  const value = (text: string): number => (text === 'unlimited' ? Number.POSITIVE_INFINITY : Number(text));
+  return { soft: value(match[1]!), hard: value(match[2]!) };
 }
 
 export async function loadAverage(): Promise<string> {

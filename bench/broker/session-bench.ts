@@ -32,12 +32,13 @@ import { connectOnce, endClient } from '../support/mqtt-device.ts';
 import { ensureDeviceCertificates } from './device-certificates.ts';
 import {
   cpuSeconds,
+  type FileLimits,
   listenOverflows,
   loadAverage,
   type Machine,
   machine,
   openDescriptors,
-  openFileLimit,
+  openFileLimits,
   residentBytes,
 } from './process-stats.ts';
 import { cpuPercentPer1000, degradation, type Latency, latency, slope } from './session-figures.ts';
@@ -71,6 +72,11 @@ export interface SessionBenchOptions {
   readonly connectTimeoutMs: number;
   /** Where the certificates are cached (bench/broker/device-certificates.ts). */
   readonly cacheDir: string;
+  /**
+   * Mosquitto's RLIMIT_NOFILE (soft and hard). @default sessions + 1024, capped at this process's hard limit
+   * (raising past it needs CAP_SYS_RESOURCE); 1024 reproduces systemd's default soft limit for a service.
+   */
+  readonly brokerOpenFiles?: number;
   /** Second octet of the devices' loopback addresses (127.<block>.x.y). @default 20 */
   readonly addressBlock?: number;
   readonly log?: (line: string) => void;
@@ -143,8 +149,10 @@ export interface SessionBenchReport {
   /** Most sessions held in a clean step. */
   readonly maxHeld: number;
   readonly limits: {
-    readonly mosquittoOpenFiles: string;
-    readonly workerOpenFiles: string;
+    readonly mosquittoOpenFiles: FileLimits;
+    readonly workerOpenFiles: FileLimits;
+    /** This process's hard limit: what the bench could give Mosquitto without CAP_SYS_RESOURCE. */
+    readonly benchHardOpenFiles: number;
     readonly ephemeralPorts: string;
     readonly sourceAddresses: number;
   };
@@ -260,6 +268,8 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
   const total = options.sessions;
   const loadBefore = await loadAverage();
   const prlimit = await requireTool('prlimit', 'util-linux');
+  const benchHardOpenFiles = (await openFileLimits('self')).hard;
+  const brokerOpenFiles = options.brokerOpenFiles ?? Math.min(total + 1024, benchHardOpenFiles);
   const certs = await ensureDeviceCertificates(options.cacheDir, total + 1, log);
   const ids = certs.ids.slice(0, total);
   const probeTls = certs.devices[total]!;
@@ -272,7 +282,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
     mosquitto = await startMosquitto(certs.pkiDir, workDir, {
       logType: 'error',
       dynamicSecurity: { devices: [...ids, probeId].map((id) => ({ id, enabled: true })) },
-      fileLimit: total + 1024,
+      fileLimit: brokerOpenFiles,
       // The backend subscriber takes every device's telemetry: let its queue hold a burst of one message each.
       extraConf: [`max_queued_messages ${total + 1000}`],
     });
@@ -292,7 +302,8 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
     await backend.subscribeAsync(`${DEVICE_TOPIC_ROOT}/+/telemetry`, { qos: 1 });
 
     const perWorker = Math.ceil(total / options.workers);
-    for (let w = 0; w < options.workers; w++) workers.push(await startWorker(prlimit, perWorker + 1024));
+    const workerOpenFiles = Math.min(perWorker + 1024, benchHardOpenFiles);
+    for (let w = 0; w < options.workers; w++) workers.push(await startWorker(prlimit, workerOpenFiles));
     await callAll(
       workers,
       (w) => ({
@@ -538,8 +549,9 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       degradedAt,
       maxHeld,
       limits: {
-        mosquittoOpenFiles: await openFileLimit(pid),
-        workerOpenFiles: await openFileLimit(workers[0]!.pid),
+        mosquittoOpenFiles: await openFileLimits(pid),
+        workerOpenFiles: await openFileLimits(workers[0]!.pid),
+        benchHardOpenFiles,
         ephemeralPorts: (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))
           .trim()
           .replace(/\s+/, '-'),
