@@ -140,6 +140,7 @@ export function printReport(
       `  Mosquitto CPU ${formatNumber(s.mosquittoCpuMsPerConnect, 3)} ms per connect (${formatNumber(s.mosquittoCpuPercent, 0)} % of a core ` +
         `during the storm; one core ≈ ${formatNumber(1000 / s.mosquittoCpuMsPerConnect, 0)} connects/s), client processes ` +
         `${formatNumber(s.clientCpuPercent, 0)} % of a core`,
+      `  storm verdict: ${s.degraded === undefined ? 'every session back, CONNACK p99 within the limit' : `degraded: ${s.degraded}`}`,
     );
   }
   lines.push(

@@ -41,7 +41,14 @@ import {
   openFileLimits,
   residentBytes,
 } from './process-stats.ts';
-import { cpuPercentPer1000, degradation, type Latency, latency, slope } from './session-figures.ts';
+import {
+  cpuPercentPer1000,
+  degradation,
+  type Latency,
+  latency,
+  slope,
+  stormDegradation,
+} from './session-figures.ts';
 import type {
   AssignedDevice,
   BurstResult,
@@ -124,6 +131,8 @@ export interface StormFigures {
   readonly releaseSeconds: number;
   /** Connections the kernel dropped meanwhile because Mosquitto's accept queue (its backlog) was full. */
   readonly listenOverflows: number;
+  /** session-figures.ts `stormDegradation`. */
+  readonly degraded: string | undefined;
 }
 
 export interface BurstFigures {
@@ -513,18 +522,28 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       const cpu = (await cpuSeconds(pid)) - cpu0;
       const clientCpuSeconds = (await clientCpu()) - client0;
       const stormOverflows = (await listenOverflows()) - overflows0;
+      const heldAfter = (await stats()).held;
       storm = {
         sessions: heldNow,
         seconds,
         connectsPerSecond: opened.latencies.length / seconds,
         latency: latency(opened.latencies),
         errors: opened.errors,
-        held: (await stats()).held,
+        held: heldAfter,
         mosquittoCpuMsPerConnect: (1000 * cpu) / Math.max(1, opened.latencies.length),
         mosquittoCpuPercent: (100 * cpu) / seconds,
         clientCpuPercent: (100 * clientCpuSeconds) / seconds,
         releaseSeconds,
         listenOverflows: stormOverflows,
+        degraded: stormDegradation(
+          {
+            sessions: heldNow,
+            held: heldAfter,
+            errors: opened.errorCount,
+            p99Ms: latency(opened.latencies).p99,
+          },
+          options.connackP99Ms,
+        ),
       };
       log(
         `storm: ${opened.latencies.length} of ${heldNow} reconnected in ${seconds.toFixed(1)} s, ` +

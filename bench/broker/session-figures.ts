@@ -1,7 +1,8 @@
 /**
  * The broker-sessions bench's arithmetic, pure: the least-squares slope of Mosquitto's memory over sessions held,
  * latency percentiles, CPU per 1,000 sessions, and the verdict of one step (`degradation`: the first reason the
- * step is not a clean hold, or undefined). docs/scaling.md ("The broker tier") derives instance sizes from these.
+ * step is not a clean hold, or undefined) and of the reconnect storm (`stormDegradation`: connect errors, sessions
+ * not back, or CONNACK p99 over the limit). docs/scaling.md ("The broker tier") derives instance sizes from these.
  */
 import { percentile } from '../support/table.ts';
 
@@ -64,5 +65,22 @@ export function degradation(step: StepHealth, connackP99LimitMs: number): string
   if (step.unacked > 0) return `${step.unacked} QoS 1 messages without PUBACK`;
   if (step.probeP99Ms > connackP99LimitMs)
     return `CONNACK p99 ${step.probeP99Ms.toFixed(0)} ms > ${connackP99LimitMs} ms`;
+  return undefined;
+}
+
+/** Why the reconnect storm is degraded (the first reason found), or undefined when every session came back in time. */
+export function stormDegradation(
+  storm: {
+    readonly sessions: number;
+    readonly held: number;
+    readonly errors: number;
+    readonly p99Ms: number;
+  },
+  connackP99LimitMs: number,
+): string | undefined {
+  if (storm.errors > 0) return `${storm.errors} connect errors`;
+  if (storm.held < storm.sessions) return `${storm.held} of ${storm.sessions} sessions back`;
+  if (storm.p99Ms > connackP99LimitMs)
+    return `CONNACK p99 ${storm.p99Ms.toFixed(0)} ms > ${connackP99LimitMs} ms`;
   return undefined;
 }

@@ -6,7 +6,13 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { runSessionBench } from '../../bench/broker/session-bench.ts';
-import { cpuPercentPer1000, degradation, latency, slope } from '../../bench/broker/session-figures.ts';
+import {
+  cpuPercentPer1000,
+  degradation,
+  latency,
+  slope,
+  stormDegradation,
+} from '../../bench/broker/session-figures.ts';
 import { removeDir, tempDir } from '../functions/local/helpers.ts';
 
 let dir: string | undefined;
@@ -60,7 +66,7 @@ describe('broker-sessions bench, tiny run on the real Mosquitto', () => {
     expect(report.limits.mosquittoOpenFiles).toEqual({ soft: 1044, hard: 1044 });
     expect(report.burst).toMatchObject({ messages: 20, failed: 0 });
     expect(report.burst!.delivered).toBeGreaterThanOrEqual(20);
-    expect(report.storm).toMatchObject({ sessions: 20, held: 20, errors: {} });
+    expect(report.storm).toMatchObject({ sessions: 20, held: 20, errors: {}, degraded: undefined });
     expect(report.storm!.latency.count).toBe(20);
     expect(report.storm!.connectsPerSecond).toBeGreaterThan(0);
     expect(report.storm!.mosquittoCpuMsPerConnect).toBeGreaterThanOrEqual(0);
@@ -123,5 +129,13 @@ describe('the arithmetic', () => {
     expect(degradation({ ...clean, lost: 1 }, 50)).toBe('1 sessions lost');
     expect(degradation({ ...clean, unacked: 3 }, 50)).toBe('3 QoS 1 messages without PUBACK');
     expect(degradation({ ...clean, probeP99Ms: 75.4 }, 50)).toBe('CONNACK p99 75 ms > 50 ms');
+  });
+
+  it('5. a storm is degraded by connect errors, sessions not back, or its CONNACK p99', () => {
+    const storm = { sessions: 10, held: 10, errors: 0, p99Ms: 900 };
+    expect(stormDegradation(storm, 1000)).toBeUndefined();
+    expect(stormDegradation({ ...storm, errors: 2, held: 8 }, 1000)).toBe('2 connect errors');
+    expect(stormDegradation({ ...storm, held: 9 }, 1000)).toBe('9 of 10 sessions back');
+    expect(stormDegradation({ ...storm, p99Ms: 25_233 }, 1000)).toBe('CONNACK p99 25233 ms > 1000 ms');
   });
 });
