@@ -7,7 +7,7 @@
  *
  * Run: `npm run bench -- broker-sessions [--sessions N] [--step N] [--keepalive S] [--telemetry-per-min N]
  *   [--workers N] [--sessions-per-address N] [--steady-s S] [--connect-concurrency N] [--storm-concurrency N]
- *   [--connack-p99-ms MS] [--probe N] [--broker-nofile N] [--cache-dir DIR]`. Needs mosquitto and prlimit (util-linux); root to raise
+ *   [--connack-p99-ms MS] [--probe N] [--connect-timeout-ms MS] [--broker-nofile N] [--cache-dir DIR]`. Needs mosquitto and prlimit (util-linux); root to raise
  * the descriptor limit past the hard limit. The first run issues one certificate per session (~7 ms each) into
  * the cache directory; later runs reuse them.
  */
