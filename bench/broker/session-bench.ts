@@ -19,7 +19,7 @@
  * `stormConcurrency` in flight per client process: connects/s with full TLS handshakes, CONNACK p50/p99, and
  * Mosquitto CPU per connect). Everything started is stopped before it resolves, also on failure.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,14 +49,8 @@ import {
   slope,
   stormDegradation,
 } from './session-figures.ts';
-import type {
-  AssignedDevice,
-  BurstResult,
-  OpenResult,
-  WorkerCommand,
-  WorkerReply,
-  WorkerStats,
-} from './worker-protocol.ts';
+import { callAll, countFor, mergeOpen, startWorker, sumStats, type Worker } from './worker-pool.ts';
+import type { AssignedDevice, BurstResult, WorkerStats } from './worker-protocol.ts';
 
 export interface SessionBenchOptions {
   /** Most sessions to hold (the last step). */
@@ -169,97 +163,6 @@ export interface SessionBenchReport {
   readonly telemetryDelivered: number;
 }
 
-const WORKER_FILE = join(import.meta.dirname, 'session-worker.ts');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface Worker {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  call(command: WorkerCommand): Promise<WorkerReply>;
-}
-
-async function startWorker(prlimit: string, fileLimit: number): Promise<Worker> {
-  const child = spawn(prlimit, [`--nofile=${fileLimit}:${fileLimit}`, process.execPath, WORKER_FILE], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const pending = new Map<
-    number,
-    { resolve: (reply: WorkerReply) => void; reject: (error: Error) => void }
-  >();
-  let nextId = 1;
-  child.on('message', (reply: WorkerReply) => {
-    const waiter = pending.get(reply.id);
-    pending.delete(reply.id);
-    if (reply.type === 'error') waiter?.reject(new Error(`client process: ${reply.message}`));
-    else waiter?.resolve(reply);
-  });
-  child.once('exit', (code, signal) => {
-    for (const waiter of pending.values()) {
-      waiter.reject(new Error(`client process exited (${code ?? signal}) with a command pending`));
-    }
-    pending.clear();
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', () => resolve());
-    child.once('error', reject);
-  });
-  return {
-    child,
-    pid: child.pid!,
-    call(command) {
-      const id = nextId++;
-      return new Promise((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        child.send({ ...command, id });
-      });
-    },
-  };
-}
-
-async function callAll<T extends WorkerReply['type']>(
-  workers: readonly Worker[],
-  command: (w: number) => WorkerCommand,
-  type: T,
-): Promise<Extract<WorkerReply, { type: T }>[]> {
-  const replies = await Promise.all(workers.map((worker, w) => worker.call(command(w))));
-  for (const reply of replies) {
-    if (reply.type !== type) throw new Error(`client process answered ${reply.type}, expected ${type}`);
-  }
-  return replies as Extract<WorkerReply, { type: T }>[];
-}
-
-/** Devices of worker w among the first `target` (device i belongs to worker i % workers). */
-function countFor(target: number, w: number, workers: number): number {
-  return target > w ? Math.floor((target - 1 - w) / workers) + 1 : 0;
-}
-
-function mergeOpen(results: readonly OpenResult[]): {
-  latencies: number[];
-  errors: Record<string, number>;
-  errorCount: number;
-} {
-  const errors: Record<string, number> = {};
-  for (const result of results) {
-    for (const [message, n] of Object.entries(result.errors)) errors[message] = (errors[message] ?? 0) + n;
-  }
-  return {
-    latencies: results.flatMap((result) => result.latenciesMs),
-    errors,
-    errorCount: Object.values(errors).reduce((a, b) => a + b, 0),
-  };
-}
-
-function sumStats(stats: readonly WorkerStats[]): WorkerStats {
-  return stats.reduce((a, b) => ({
-    held: a.held + b.held,
-    lost: a.lost + b.lost,
-    published: a.published + b.published,
-    acked: a.acked + b.acked,
-    publishFailed: a.publishFailed + b.publishFailed,
-    localAddresses: [...new Set([...a.localAddresses, ...b.localAddresses])],
-  }));
-}
-
 async function mosquittoVersion(): Promise<string> {
   const binary = await requireTool('mosquitto', 'mosquitto');
   const child = spawn(binary, ['-h'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -270,6 +173,8 @@ async function mosquittoVersion(): Promise<string> {
   await new Promise((resolve) => child.once('exit', resolve));
   return /mosquitto version (\S+)/.exec(text)?.[1] ?? 'unknown';
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function runSessionBench(options: SessionBenchOptions): Promise<SessionBenchReport> {
   const log = options.log ?? (() => undefined);
