@@ -30,6 +30,8 @@ export interface DeviceConnectOptions {
   readonly timeoutMs: number;
   /** mqtt.js reconnectPeriod, ms. @default 0 (no automatic reconnect) */
   readonly reconnectPeriod?: number;
+  /** MQTT keepalive, s. @default 60 (the device library's) */
+  readonly keepaliveSeconds?: number;
 }
 
 export function connectOnce(options: DeviceConnectOptions): Promise<MqttClient> {
@@ -46,7 +48,7 @@ export function connectOnce(options: DeviceConnectOptions): Promise<MqttClient> 
       protocolVersion: 4,
       reconnectPeriod: options.reconnectPeriod ?? 0,
       connectTimeout: options.timeoutMs,
-      keepalive: 60,
+      keepalive: options.keepaliveSeconds ?? 60,
     } as mqtt.IClientOptions);
     let settled = false;
     // Only our own listeners are removed: mqtt.js listens to its own 'close' to reconnect.

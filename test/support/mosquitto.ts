@@ -7,6 +7,9 @@
  * `dynamicSecurity` runs it with the dynamic-security plugin instead of the ACL file (the same generator,
  * `dynamicSecurityConfig` writes its initial JSON; the plugin rewrites that file as commands change it, and
  * `restart()` keeps it); `dynamicSecurityPlugin` is where Debian's package puts the plugin on this machine.
+ * `fileLimit` starts it under `prlimit --nofile=N:N` (util-linux; raising the hard limit needs root): a broker
+ * holding thousands of sessions needs one descriptor per session. `pid()` is the running broker's process id
+ * (prlimit execs in place, so it is Mosquitto's), for reading /proc.
  *
  * `startMosquittoWithClient(brokers)` is the benches' form: a temp directory with a fresh CA (functions/pki), the
  * broker certificate and one client certificate (CN `BENCH_IDENTITY`, so its topics are
@@ -30,6 +33,8 @@ export interface RunningMosquitto {
   readonly port: number;
   /** Everything Mosquitto logged so far. */
   log(): string;
+  /** The running broker's process id (undefined while stopped). */
+  pid(): number | undefined;
   /** Stops the broker only (its files stay, `restart` may follow). */
   kill(): Promise<void>;
   /** Stops it and starts it again on the same port. */
@@ -48,6 +53,8 @@ export interface MosquittoOptions {
   readonly dynamicSecurity?: {
     readonly devices?: readonly { readonly id: string; readonly enabled: boolean }[];
   };
+  /** RLIMIT_NOFILE (soft and hard) of the broker, set with `prlimit`. @default inherited */
+  readonly fileLimit?: number;
 }
 
 /** Debian's dynamic-security plugin for this machine's architecture. */
@@ -73,6 +80,7 @@ export async function startMosquitto(
   options: MosquittoOptions = {},
 ): Promise<RunningMosquitto> {
   const binary = await requireTool('mosquitto', 'mosquitto');
+  const prlimit = options.fileLimit === undefined ? undefined : await requireTool('prlimit', 'util-linux');
   const port = options.port ?? (await freePort());
   const aclFile = join(workDir, 'mosquitto.acl');
   const dynsecFile = join(workDir, 'dynamic-security.json');
@@ -104,7 +112,12 @@ export async function startMosquitto(
   let output = '';
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const spawned = spawn(binary, ['-c', confFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const spawned =
+      prlimit === undefined
+        ? spawn(binary, ['-c', confFile], { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn(prlimit, [`--nofile=${options.fileLimit}:${options.fileLimit}`, binary, '-c', confFile], {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
     child = spawned;
     const collect = (chunk: Buffer) => {
       output += chunk.toString();
@@ -133,6 +146,7 @@ export async function startMosquitto(
   return {
     port,
     log: () => output,
+    pid: () => child?.pid,
     kill,
     async restart() {
       await kill();
