@@ -57,8 +57,8 @@ import type {
 import { transportOf } from '../core/transport.ts';
 import { type Counters, counterName } from './counters.ts';
 import type { GrantOpener, GrantOpenStatus } from './grant-manager.ts';
-import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
 import type { LiveCredential } from './plain-credentials.ts';
+import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { RejectReason } from './reject-reason.ts';
 import { canonicalSource, rateLimitKey, sameAddress } from './source-address.ts';

@@ -31,12 +31,7 @@ export interface LiveCredential {
   readonly expiresAt: number;
 }
 
-export type CredentialCheck =
-  | 'accepted'
-  | 'no-credential'
-  | 'expired'
-  | 'wrong-address'
-  | 'wrong-credential';
+export type CredentialCheck = 'accepted' | 'no-credential' | 'expired' | 'wrong-address' | 'wrong-credential';
 
 export class PlainCredentialBook {
   readonly #byDevice = new Map<string, LiveCredential>();

@@ -48,6 +48,8 @@ export interface MosquittoOptions {
   readonly dynamicSecurity?: {
     readonly devices?: readonly { readonly id: string; readonly enabled: boolean }[];
   };
+  /** The plain profile's listener on this port, bound to 127.0.0.1 (the generator's `plainListener`; needs dynsec). */
+  readonly plainPort?: number;
 }
 
 /** Debian's dynamic-security plugin for this machine's architecture. */
@@ -91,7 +93,15 @@ export async function startMosquitto(
   await writeFile(
     confFile,
     [
-      mosquittoConf({ port, bindAddress: '127.0.0.1', tlsDir, ...access }),
+      mosquittoConf({
+        port,
+        bindAddress: '127.0.0.1',
+        tlsDir,
+        ...access,
+        ...(options.plainPort === undefined
+          ? {}
+          : { plainListener: { port: options.plainPort, bindAddress: '127.0.0.1' } }),
+      }),
       'user root',
       'persistence false',
       'log_dest stderr',
