@@ -267,9 +267,13 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
     watch.client.end(true);
   }, 30_000);
 
-  it('GIVEN an accepted credential WHEN its window ends THEN the rule is gone and the same credential is refused', async () => {
+  it('GIVEN a session on a credential WHEN its window ends THEN the session ends (Mosquitto 2.0.11), the rule is gone and the credential is refused', async () => {
     const credential = await knockPlain();
-    expect(await admits(credential)).toBe(true);
+    const session = await connectPlain('plain-1', credential);
+    const ended = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
+    const knockedAt = Date.now();
+    // Mosquitto 2.0.11 ends the sessions of a client whose password changes: the session lasts the window.
+    expect((await ended) - knockedAt).toBeLessThan((WINDOW_SECONDS + 5) * 1000);
     await until(
       'the window closed',
       async () => (await ruleRanges()).length === 0,
