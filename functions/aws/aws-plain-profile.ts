@@ -23,6 +23,9 @@ import type { Clock, Firewall, Timers } from '../core/interfaces.ts';
 import type { Counters } from '../receiver/counters.ts';
 import { PlainCredentialKeeper } from '../receiver/plain-credential-keeper.ts';
 
+/** The receiver counter of failed password changes (`RunningReceiver.counters()`; not an EMF metric). */
+export const PLAIN_CREDENTIAL_FAILED_COUNTER = 'plain.credential.failed';
+
 export interface AwsPlainProfileOptions {
   readonly admin: DynsecSender;
   readonly clock: Clock;
@@ -43,7 +46,7 @@ export function startAwsPlainProfile(options: AwsPlainProfileOptions): AwsPlainP
     clock: options.clock,
     timers: options.timers,
     onError: (deviceId, error) => {
-      options.counters.increment('plain.credential.failed');
+      options.counters.increment(PLAIN_CREDENTIAL_FAILED_COUNTER);
       options.log(
         'warn',
         `plain device ${deviceId}: its broker password could not be changed (${error.message}); it cannot log ` +

@@ -121,9 +121,9 @@ describe('AWS receiver config', () => {
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
     // The plain listener is off unless the stack sets its port.
     expect(text).toContain('BLACKCLOUD_PLAIN_BROKER_PORT=(unset)');
-    expect(
-      loadAwsReceiverConfig({ ...required, BLACKCLOUD_PLAIN_BROKER_PORT: '1883' }).plainBrokerPort,
-    ).toBe(1883);
+    expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_PLAIN_BROKER_PORT: '1883' }).plainBrokerPort).toBe(
+      1883,
+    );
     // One line per variable the receiver reads, each named.
     const names = Object.values(awsReceiverVars).map((variable) => variable.name);
     expect(text.split('\n').map((line) => line.split('=')[0])).toEqual(names);
