@@ -211,6 +211,7 @@ function summaryJson(device: DeviceSummary): Record<string, unknown> {
     formats: device.formats,
     maxOpenSeconds: device.maxOpenSeconds,
     keyIds: device.keyIds,
+    ...(device.transport === undefined ? {} : { transport: device.transport }),
     ...(device.bundleDir === undefined
       ? {}
       : { bundleDir: device.bundleDir, deviceFile: `${device.bundleDir}/device.json` }),
