@@ -5,8 +5,8 @@
  * real Mosquitto 2.0.11 with the dynamic-security plugin, its TLS listener and its plain listener from the one
  * generator. A plain device knocks over UDP: the rule opened is the plain port; it connects without TLS with its
  * knock's one-time credential and publishes. The credential is refused once its grant closed, once its window
- * ended, and once a later knock replaced it; a TLS device's name is refused on the plain listener; the credential
- * is in no log line.
+ * ended, and once a later knock replaced it (through the same receiver or another one); a TLS device's name is
+ * refused on the plain listener; the credential is in no log line.
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -55,6 +55,9 @@ let groupId: string;
 let mosquitto: RunningMosquitto | undefined;
 let plainPort: number;
 let receiver: AwsReceiver | undefined;
+/** What a second receiver of the same stack is started with. */
+let receiverEnv: Record<string, string>;
+let receiverKey: Awaited<ReturnType<typeof createIamUser>>;
 let dir: string;
 let pkiDir: string;
 const lines: string[] = [];
@@ -80,7 +83,7 @@ async function thing(name: string, attributes: Record<string, string>, keyId: nu
 }
 
 /** Sends one BC1 knock of the plain device for the plain port; resolves with its credential once accepted. */
-async function knockPlain(): Promise<string> {
+async function knockPlain(through: AwsReceiver = receiver!): Promise<string> {
   const nonce = randomBytes(12);
   const packet = encodeBc1(
     { timestampMs: Date.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: plainPort }] },
@@ -89,7 +92,7 @@ async function knockPlain(): Promise<string> {
   const before = outcomes.length;
   const socket = createSocket('udp4');
   await new Promise<void>((resolve, reject) =>
-    socket.send(packet, receiver!.receiver.address.port, '127.0.0.1', (error) =>
+    socket.send(packet, through.receiver.address.port, '127.0.0.1', (error) =>
       error ? reject(error) : resolve(),
     ),
   );
@@ -215,6 +218,7 @@ beforeAll(async () => {
   );
   await enforceIam(moto);
 
+  receiverKey = key;
   const env = {
     ...stackReceiverEnv(moto.endpoint, groupId, resources.queueUrl),
     [ENV.brokerPort]: String(mosquitto.port),
@@ -226,6 +230,7 @@ beforeAll(async () => {
     [ENV.controllerCertFile]: join(pkiDir, `${CONTROLLER_IDENTITY}.crt`),
     [ENV.controllerKeyFile]: join(pkiDir, `${CONTROLLER_IDENTITY}.key`),
   };
+  receiverEnv = env;
   receiver = await startAwsReceiver(loadAwsReceiverConfig(env), {
     host: '127.0.0.1',
     port: 0,
@@ -308,6 +313,37 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
     }
     await expect(connectPlain(CONTROLLER_IDENTITY, credential)).rejects.toThrow(REFUSED);
   }, 30_000);
+
+  it('GIVEN two receivers WHEN the device knocks through one, then the other THEN only the last credential logs in', async () => {
+    const second = await startAwsReceiver(loadAwsReceiverConfig(receiverEnv), {
+      host: '127.0.0.1',
+      port: 0,
+      clients: iamClients(moto, receiverKey, denied),
+      out: { write: (line: string) => lines.push(line) },
+      keyRotation: loadAwsControllerConfig(receiverEnv),
+      leaseHolderId: 'second-receiver',
+      onOutcome: (outcome) => outcomes.push(outcome),
+    });
+    try {
+      await until(
+        "the second receiver's admin session",
+        async () =>
+          lines.filter((line) => line.includes('broker dynamic security: admin session')).length >= 2,
+        15_000,
+      );
+      const viaFirst = await knockPlain(receiver!);
+      const viaSecond = await knockPlain(second);
+      // One client per device at the broker: the later password replaced the earlier one.
+      await expect(connectPlain('plain-1', viaFirst)).rejects.toThrow(REFUSED);
+      expect(await admits(viaSecond)).toBe(true);
+      // And the other way round: a knock through the first receiver replaces the second's.
+      const again = await knockPlain(receiver!);
+      await expect(connectPlain('plain-1', viaSecond)).rejects.toThrow(REFUSED);
+      expect(await admits(again)).toBe(true);
+    } finally {
+      await second.close();
+    }
+  }, 60_000);
 
   it('GIVEN every knock above THEN no credential is in any receiver line or the broker log, and IAM denied nothing', () => {
     expect(credentials.length).toBeGreaterThan(4);
