@@ -12,12 +12,15 @@
  *   authorized) is final at once: retrying cannot change it.
  * - Missing or unreadable certificate files throw `DeviceConfigError` naming the `mqtt.*` field.
  * - The server certificate is always verified against the device's CA (never `rejectUnauthorized: false`).
+ * - A plain-profile device (`mqtt.transport: "plain"`) has no TLS material and no reusable password: it cannot use
+ *   this (`DeviceConfigError` on `mqtt.transport`); `connectDevice` knocks before every attempt and logs in with
+ *   that knock's one-time credential (docs/device-sdk.md).
  */
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import mqtt, { type MqttClient } from 'mqtt';
 import { DeviceConfigError } from '../functions/core/config-errors.ts';
-import type { DeviceConfig } from '../functions/core/device-config.ts';
+import type { DeviceConfig, TlsMqttConfig } from '../functions/core/device-config.ts';
 import { BrokerConnectError } from './errors.ts';
 
 export interface BrokerConnectOptions {
@@ -56,11 +59,22 @@ async function readPem(config: DeviceConfig, field: string, path: string): Promi
   }
 }
 
+/** The device's TLS settings; a plain-profile device has none (`DeviceConfigError` on `mqtt.transport`). */
+export function tlsSettings(config: DeviceConfig): TlsMqttConfig {
+  if (config.mqtt.transport === 'tls') return config.mqtt;
+  throw new DeviceConfigError(
+    config.file,
+    'mqtt.transport',
+    'is "plain": this device has no TLS material and logs in with each knock\'s one-time credential; fix: use connectDevice (blackcloud pub/sub), which knocks before every attempt',
+  );
+}
+
 export async function readTlsMaterial(config: DeviceConfig): Promise<TlsMaterial> {
+  const mqtt = tlsSettings(config);
   const [ca, cert, key] = await Promise.all([
-    readPem(config, 'mqtt.ca', config.mqtt.caFile),
-    readPem(config, 'mqtt.cert', config.mqtt.certFile),
-    readPem(config, 'mqtt.key', config.mqtt.keyFile),
+    readPem(config, 'mqtt.ca', mqtt.caFile),
+    readPem(config, 'mqtt.cert', mqtt.certFile),
+    readPem(config, 'mqtt.key', mqtt.keyFile),
   ]);
   return { ca, cert, key };
 }
@@ -84,13 +98,14 @@ function attempt(
   clientId: string,
   timeoutMs: number,
 ): Promise<MqttClient> {
+  const settings = tlsSettings(config);
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(config.mqtt.url, {
+    const client = mqtt.connect(settings.url, {
       ca: tls.ca,
       cert: tls.cert,
       key: tls.key,
       rejectUnauthorized: true,
-      ...(config.mqtt.servername === undefined ? {} : { servername: config.mqtt.servername }),
+      ...(settings.servername === undefined ? {} : { servername: settings.servername }),
       clientId,
       clean: true,
       protocolVersion: 4,

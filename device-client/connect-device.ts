@@ -8,6 +8,13 @@
  *   used), build and send a fresh knock (unless `knock: false`), wait `knockWaitMs` for the firewall, then open
  *   TLS (mutual, the server verified against the device's CA). This runs inside mqtt.js's stream builder, so
  *   mqtt.js's own session machinery (offline queue, resubscribe, keepalive) is kept.
+ * - The plain profile (`mqtt.transport: "plain"`, docs/device-sdk.md): every attempt knocks natively (BC1) and
+ *   connects over plain TCP (`mqtt://`) with username = the device id and password = that knock's one-time
+ *   credential (functions/core/connect-credential.ts), recomputed for every attempt. mqtt.js writes CONNECT as
+ *   soon as the stream builder returns, so the knock is built there, synchronously, from the device file as last
+ *   read; the file is re-read after the knock is sent, for the next attempt (a rotated key is used from the
+ *   attempt after it was stored; the old key stays valid through the rotation's grace period). `knock: false` and
+ *   fwknop knocks cannot log in (no credential): `DeviceConfigError` on `mqtt.transport`.
  * - After any drop (broker or receiver restart, grant expiry, network loss, a failed attempt) the client
  *   reconnects by itself after `backoffDelayMs(failures)`: full jitter, random(0, min(cap, base * 2^failures)),
  *   `failures` = consecutive failed attempts (0 right after a drop of a working session). Defaults base 1 s,
@@ -35,16 +42,18 @@
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { isIP } from 'node:net';
+import { isIP, type Socket, connect as tcpConnect } from 'node:net';
 import { Duplex } from 'node:stream';
-import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { type IClientOptions, MqttClient } from 'mqtt';
+import { DeviceConfigError } from '../functions/core/config-errors.ts';
+import { connectCredential } from '../functions/core/connect-credential.ts';
 import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
 import { parseSessionNotice, sessionNoticeTopic } from '../functions/core/session-notice.ts';
 import { readTlsMaterial, type TlsMaterial } from './broker-connection.ts';
 import { BrokerConnectError, SessionEndedError, type SessionEndReason } from './errors.ts';
 import { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
-import { buildKnock } from './knock.ts';
+import { buildKnock, type Knock } from './knock.ts';
 import { loadDeviceConfig } from './load-device-config.ts';
 import { sendDatagram } from './send-datagram.ts';
 
@@ -207,10 +216,10 @@ export interface ConnectDeviceOptions {
  * writes (the CONNECT packet) wait here until `open` resolves with the real socket; then bytes flow both ways.
  */
 class KnockFirstStream extends Duplex {
-  #socket: TLSSocket | undefined;
-  readonly #ready: Promise<TLSSocket>;
+  #socket: Socket | undefined;
+  readonly #ready: Promise<Socket>;
 
-  constructor(open: () => Promise<TLSSocket>) {
+  constructor(open: () => Promise<Socket>) {
     super();
     this.#ready = open().then((socket) => {
       if (this.destroyed) {
@@ -282,7 +291,16 @@ export async function connectDevice(
   const attemptTimeoutMs = options.attemptTimeoutMs ?? 10_000;
 
   let config = await loadDeviceConfig(deviceFile);
-  const tls: TlsMaterial = await readTlsMaterial(config);
+  const plain = config.mqtt.transport === 'plain';
+  if (plain && (options.knock === false || (options.format ?? config.spa.format) !== 'native')) {
+    throw new DeviceConfigError(
+      config.file,
+      'mqtt.transport',
+      'is "plain": each connection logs in with the one-time credential of the native knock just sent, so it ' +
+        'cannot connect without knocking or with an fwknop knock; fix: knock natively (drop --no-knock / --format fwknop)',
+    );
+  }
+  const tls: TlsMaterial | undefined = plain ? undefined : await readTlsMaterial(config);
   const endpoint = brokerEndpoint(config);
   const events = new EventEmitter<DeviceEvents>() as DeviceSession;
   let attempts = 0;
@@ -317,56 +335,94 @@ export async function connectDevice(
     }
   };
 
-  /** Runs before every TLS connect: re-read the file (rotated key), knock, wait for the firewall. */
-  const prepare = async (): Promise<TLSSocket> => {
+  /** Sends `knock` (built already, or now) and waits for the firewall. */
+  const sendKnock = async (attempt: number, prebuilt: Knock | undefined): Promise<void> => {
+    const format = options.format ?? config.spa.format;
+    const host = options.server?.host ?? config.spa.host;
+    const port = options.server?.port ?? config.spa.port;
+    try {
+      const knock = prebuilt ?? buildKnock(config, { now, randomBytes }, format);
+      const sent = await sendDatagram(host, port, knock.bytes);
+      emit({
+        type: 'knock',
+        attempt,
+        format: knock.format,
+        server: sent.address,
+        port: sent.port,
+        bytes: sent.bytes,
+        ...(knock.identity === undefined ? {} : { keyId: knock.identity.keyId }),
+      });
+    } catch (error) {
+      // Reported here; mqtt.js gets an error without a code (it would report it a second time).
+      emit({ type: 'error', error: asError(error) });
+      throw new Error('knock failed; the attempt is skipped');
+    }
+    if (knockWaitMs > 0) await sleep(knockWaitMs);
     if (ended) throw new Error('the session is over; no further attempt');
-    attempts += 1;
-    const attempt = attempts;
+  };
+
+  const reload = async (): Promise<void> => {
     try {
       config = await loadDeviceConfig(deviceFile);
     } catch (error) {
       emit({ type: 'error', error: asError(error) });
       throw new Error('device file unreadable; the attempt is skipped');
     }
-    if (options.knock !== false) {
-      const format = options.format ?? config.spa.format;
-      const host = options.server?.host ?? config.spa.host;
-      const port = options.server?.port ?? config.spa.port;
-      try {
-        const knock = buildKnock(config, { now, randomBytes }, format);
-        const sent = await sendDatagram(host, port, knock.bytes);
-        emit({
-          type: 'knock',
-          attempt,
-          format,
-          server: sent.address,
-          port: sent.port,
-          bytes: sent.bytes,
-          ...(format === 'native' && config.spa.native !== undefined
-            ? { keyId: config.spa.native.keyId }
-            : {}),
-        });
-      } catch (error) {
-        // Reported here; mqtt.js gets an error without a code (it would report it a second time).
-        emit({ type: 'error', error: asError(error) });
-        throw new Error('knock failed; the attempt is skipped');
-      }
-      if (knockWaitMs > 0) await sleep(knockWaitMs);
-      if (ended) throw new Error('the session is over; no further attempt');
-    }
+  };
+
+  /** Runs before every TLS connect: re-read the file (rotated key), knock, wait for the firewall. */
+  const prepareTls = async (): Promise<Socket> => {
+    if (ended) throw new Error('the session is over; no further attempt');
+    attempts += 1;
+    const attempt = attempts;
+    await reload();
+    if (options.knock !== false) await sendKnock(attempt, undefined);
+    const material = tls as TlsMaterial;
+    const settings = config.mqtt.transport === 'tls' ? config.mqtt : undefined;
     return tlsConnect({
       host: endpoint.host,
       port: endpoint.port,
-      ca: tls.ca,
-      cert: tls.cert,
-      key: tls.key,
+      ca: material.ca,
+      cert: material.cert,
+      key: material.key,
       rejectUnauthorized: true,
-      ...(config.mqtt.servername !== undefined
-        ? { servername: config.mqtt.servername }
+      ...(settings?.servername !== undefined
+        ? { servername: settings.servername }
         : isIP(endpoint.host) === 0
           ? { servername: endpoint.host }
           : {}),
     });
+  };
+
+  /** The plain profile: send the knock the CONNECT's credential was made from, re-read the file, plain TCP. */
+  const preparePlain = async (knock: Knock): Promise<Socket> => {
+    if (ended) throw new Error('the session is over; no further attempt');
+    attempts += 1;
+    const attempt = attempts;
+    await sendKnock(attempt, knock);
+    await reload();
+    return tcpConnect({ host: endpoint.host, port: endpoint.port });
+  };
+
+  /**
+   * mqtt.js's stream builder (synchronous; CONNECT is written right after it returns): for a plain device, the
+   * knock is made here and its one-time credential becomes this attempt's password.
+   */
+  const streamBuilder = (mqttClient: MqttClient): Duplex => {
+    if (!plain) return new KnockFirstStream(prepareTls);
+    let knock: Knock;
+    try {
+      knock = buildKnock(config, { now, randomBytes }, 'native');
+    } catch (error) {
+      return new KnockFirstStream(() => Promise.reject(asError(error)));
+    }
+    const native = config.spa.native;
+    const identity = knock.identity;
+    if (native !== undefined && identity !== undefined) {
+      mqttClient.options.username = config.deviceId;
+      mqttClient.options.password = Buffer.from(connectCredential(native.key, identity), 'latin1');
+    }
+    return new KnockFirstStream(() => preparePlain(knock));
   };
 
   const mqttOptions: IClientOptions = {
@@ -379,7 +435,7 @@ export async function connectDevice(
     queueQoSZero: false,
     resubscribe: true,
   };
-  const client = new MqttClient(() => new KnockFirstStream(prepare), mqttOptions) as DeviceClient;
+  const client = new MqttClient(streamBuilder, mqttOptions) as DeviceClient;
   Object.defineProperty(client, 'device', { value: events, enumerable: false });
   events.config = () => config;
   events.stats = () => ({ attempts, connections });

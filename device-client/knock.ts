@@ -7,11 +7,13 @@
  *   claimed source (the receiver grants the address it observes), a 12-byte nonce from `randomBytes` [BC1-8].
  * - fwknop: message type 1 (access), allow IP 0.0.0.0 (= "the packet's source", like `fwknop -s`), or type 3
  *   with a client timeout when `spa.durationSeconds` > 0; an 8-byte salt and 16 random digits from `randomBytes`.
- * - Time and randomness come in as parameters; the result is the datagram's bytes.
+ * - Time and randomness come in as parameters; the result is the datagram's bytes (and, native, its key id and
+ *   nonce: the plain profile's connect credential derives from them).
  * - Throws `DeviceConfigError` (field `spa.format`) when the config has no keys for the requested format.
  */
 
 import { DeviceConfigError } from '../functions/core/config-errors.ts';
+import type { KnockIdentity } from '../functions/core/connect-credential.ts';
 import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { encodeFwknop } from '../spa/fwknop.ts';
@@ -26,6 +28,8 @@ export interface KnockIo {
 export interface Knock {
   readonly format: KnockFormat;
   readonly bytes: Uint8Array;
+  /** Native knocks: what the plain profile's one-time connect credential derives from (connect-credential.ts). */
+  readonly identity?: KnockIdentity;
 }
 
 /** 16 decimal digits from random bytes, by rejection sampling (no modulo bias). */
@@ -53,11 +57,12 @@ export function buildKnock(
         'is missing, so no native knock can be made; fix: use --format fwknop or re-provision the device',
       );
     }
+    const nonce = io.randomBytes(BC1_NONCE_LENGTH);
     const bytes = encodeBc1(
       { timestampMs: io.now(), durationSeconds: config.spa.durationSeconds, access: config.access },
-      { keyId: native.keyId, key: native.key, nonce: io.randomBytes(BC1_NONCE_LENGTH) },
+      { keyId: native.keyId, key: native.key, nonce },
     );
-    return { format, bytes };
+    return { format, bytes, identity: { deviceId: config.deviceId, keyId: native.keyId, nonce } };
   }
   const fwknop = config.spa.fwknop;
   if (fwknop === undefined) {

@@ -75,6 +75,7 @@ export class BlackcloudStack extends Stack {
       vpcSubnets: instanceSubnets,
       instanceType: new ec2.InstanceType(config.brokerInstanceType),
       tlsPort: config.brokerPort,
+      ...(config.plainBrokerPort === undefined ? {} : { plainPort: config.plainBrokerPort }),
       tlsSecretName: config.brokerTlsSecretName,
       controllerIdentity: config.controllerIdentity,
       grantSecurityGroupCount: config.grantSecurityGroupCount,
@@ -110,6 +111,10 @@ export class BlackcloudStack extends Stack {
         ...(config.rulesPerSecurityGroup === DEFAULT_RULES_PER_SECURITY_GROUP
           ? {}
           : { [OPTIONAL_ENV.rulesPerGroup]: String(config.rulesPerSecurityGroup) }),
+        // Only with the plain listener: grants of plain devices may then open its port.
+        ...(config.plainBrokerPort === undefined
+          ? {}
+          : { [OPTIONAL_ENV.plainBrokerPort]: String(config.plainBrokerPort) }),
         [ENV.spaPort]: String(config.spaPort),
         [ENV.brokerPort]: String(config.brokerPort),
         [ENV.nonceTable]: this.grantStore.nonces.tableName,
@@ -277,6 +282,14 @@ export class BlackcloudStack extends Stack {
         description: 'SPA key rotation period, hours',
       },
       [STACK_OUTPUTS.region]: { value: this.region, description: 'Region of the black cloud' },
+      ...(config.plainBrokerPort === undefined
+        ? {}
+        : {
+            [STACK_OUTPUTS.brokerPlainPort]: {
+              value: String(config.plainBrokerPort),
+              description: 'Plain MQTT port of the broker (devices without TLS; opened only by their knocks)',
+            },
+          }),
     };
     for (const [key, output] of Object.entries(outputs)) {
       new CfnOutput(this, key, { value: output.value, description: output.description });

@@ -10,6 +10,7 @@ import {
   DEFAULT_CLOCK_WINDOW_MS,
   DEFAULT_CONTROLLER_IDENTITY,
   DEFAULT_GRANT_SECONDS,
+  DEFAULT_PLAIN_BROKER_PORT,
   DEFAULT_SPA_PORT,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
 } from '../functions/core/deployment.ts';
@@ -19,6 +20,7 @@ export {
   DEFAULT_BROKER_PORT,
   DEFAULT_CONTROLLER_IDENTITY,
   DEFAULT_GRANT_SECONDS,
+  DEFAULT_PLAIN_BROKER_PORT,
   DEFAULT_SPA_PORT,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
 };
@@ -39,6 +41,15 @@ export interface BlackcloudProps {
   readonly spaPort?: number;
   /** TCP port of the broker's MQTT-over-TLS listener (the port knocks open). @default 8883 */
   readonly brokerPort?: number;
+  /**
+   * The plain profile (docs/threat-model.md "The plain profile", docs/deploy.md): the broker also runs a plain MQTT
+   * listener on `plainBrokerPort` for devices that cannot do TLS, dark like the TLS one (a knock of a plain device
+   * opens it for that address only) and checked by the dynamic-security plugin against the knock's one-time
+   * credential. Off by default: no plain listener, no plain grants. @default false
+   */
+  readonly plainListener?: boolean;
+  /** TCP port of the plain listener; only with `plainListener: true`, and not the TLS port. @default 1883 */
+  readonly plainBrokerPort?: number;
   /**
    * How long one knock opens the broker for the device's address, in seconds (the grant window). Also the
    * revoke queue's delivery delay, so at most 900 (the SQS maximum). @default 30
@@ -124,6 +135,8 @@ export interface BlackcloudProps {
 export interface BlackcloudConfig {
   readonly spaPort: number;
   readonly brokerPort: number;
+  /** The plain listener's port; undefined when the plain listener is off (the default). */
+  readonly plainBrokerPort: number | undefined;
   readonly grantSeconds: number;
   readonly clockWindowSeconds: number;
   readonly spaSourceCidrs: readonly string[];
@@ -330,6 +343,32 @@ function entryPath(prop: string, value: string | undefined, fallback: string): s
   return actual;
 }
 
+/** The plain listener's port when `plainListener` is on; undefined otherwise (and `plainBrokerPort` alone fails). */
+function plainPort(props: BlackcloudProps, brokerPort: number): number | undefined {
+  const on = booleanProp('plainListener', props.plainListener, false);
+  if (!on) {
+    if (props.plainBrokerPort !== undefined) {
+      throw new InvalidPropError(
+        'plainBrokerPort',
+        props.plainBrokerPort,
+        'is set but plainListener is off',
+        'add plainListener: true to run the plain listener, or remove plainBrokerPort',
+      );
+    }
+    return undefined;
+  }
+  const port = integerIn('plainBrokerPort', props.plainBrokerPort, DEFAULT_PLAIN_BROKER_PORT, 1, 65_535);
+  if (port === brokerPort) {
+    throw new InvalidPropError(
+      'plainBrokerPort',
+      port,
+      `must differ from brokerPort (${brokerPort}, the TLS listener)`,
+      `choose another port, or leave it out for the default ${DEFAULT_PLAIN_BROKER_PORT}`,
+    );
+  }
+  return port;
+}
+
 /**
  * Validates `props` and fills in the defaults. `stackName` names the defaults that must be unique per stack.
  * Throws `InvalidPropError` on the first prop out of range.
@@ -337,6 +376,7 @@ function entryPath(prop: string, value: string | undefined, fallback: string): s
 export function resolveConfig(props: BlackcloudProps, stackName: string): BlackcloudConfig {
   const spaPort = integerIn('spaPort', props.spaPort, DEFAULT_SPA_PORT, 1, 65_535);
   const brokerPort = integerIn('brokerPort', props.brokerPort, DEFAULT_BROKER_PORT, 1, 65_535);
+  const plainBrokerPort = plainPort(props, brokerPort);
   const receivers = integerIn('receivers', props.receivers, 1, 1, MAX_RECEIVERS);
   const receiverHealthPort = integerIn(
     'receiverHealthPort',
@@ -416,6 +456,7 @@ export function resolveConfig(props: BlackcloudProps, stackName: string): Blackc
   const config: BlackcloudConfig = {
     spaPort,
     brokerPort,
+    plainBrokerPort,
     grantSeconds: integerIn(
       'grantSeconds',
       props.grantSeconds,

@@ -11,6 +11,8 @@ import { InvalidPropError } from './errors.ts';
 const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'spaPort',
   'brokerPort',
+  'plainListener',
+  'plainBrokerPort',
   'grantSeconds',
   'clockWindowSeconds',
   'spaSourceCidrs',

@@ -47,6 +47,11 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option('--format <format>', 'native (BC1, default) | fwknop (the standard fwknop client)', 'native')
       .option('--ports <list>', 'what the device may open, e.g. tcp/8883 (default: the broker port)')
       .option('--max-open-seconds <n>', "upper bound of this device's grants (default 300)")
+      .option(
+        '--transport <transport>',
+        'tls (mutual TLS, default) | plain (a device that cannot do TLS: no certificate; it logs in on the ' +
+          "broker's plain listener with each knock's one-time credential)",
+      )
       .option('--concurrency <n>', 'AWS: devices enrolled at the same time (default 8)')
       .option('--ca <dir>', 'AWS: your CA directory with ca.crt and ca.key (default ~/.blackcloud/ca)')
       .option(
@@ -60,7 +65,8 @@ export function registerDevices(program: Command, io: CliIo): void {
           '  blackcloud devices add sensor-2 --ports tcp/8883 --max-open-seconds 60\n' +
           '  blackcloud devices add legacy-1 --format fwknop --data-dir /var/lib/blackcloud\n' +
           '  blackcloud devices add --count 100 --prefix sensor-\n' +
-          '  blackcloud devices add --count 1000 --prefix meter- --aws --ca ~/.blackcloud/ca --out ./bundles',
+          '  blackcloud devices add --count 1000 --prefix meter- --aws --ca ~/.blackcloud/ca --out ./bundles\n' +
+          '  blackcloud devices add tiny-1 --aws --transport plain',
       ),
   ).action((names: string[], options: Parameters<typeof addDevices>[1]) => addDevices(names, options, io));
 

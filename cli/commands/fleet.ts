@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { formatAccessSpec, parseAccessSpec } from '../../functions/core/access-spec.ts';
 import { canonicalAddress } from '../../functions/core/ip-address.ts';
+import { DEVICE_TRANSPORTS, type DeviceTransport } from '../../functions/core/transport.ts';
 import { displayPath } from '../../functions/local/provision-device.ts';
 import type { AccessEntry } from '../../spa/types.ts';
 import type { CliIo } from '../cli-io.ts';
@@ -96,7 +97,20 @@ interface AddOptions extends FleetFlags {
   readonly count?: string;
   readonly prefix?: string;
   readonly concurrency?: string;
+  readonly transport?: string;
   readonly json?: boolean;
+}
+
+/** `--transport tls|plain` (functions/core/transport.ts); a UsageError names the values. */
+function parseTransport(text: string | undefined): DeviceTransport | undefined {
+  if (text === undefined) return undefined;
+  if (!(DEVICE_TRANSPORTS as readonly string[]).includes(text)) {
+    throw new UsageError(
+      '--transport',
+      `must be "tls" (mutual TLS, the default) or "plain" (a device that cannot do TLS); received ${JSON.stringify(text)}`,
+    );
+  }
+  return text as DeviceTransport;
 }
 
 function printSingle(io: CliIo, device: EnrolledDevice): void {
@@ -125,6 +139,7 @@ function enrolledJson(device: EnrolledDevice): string {
     bundleDir: device.bundleDir,
     keyId: device.keyId,
     access: device.access.map(formatAccessSpec),
+    ...(device.transport === undefined ? {} : { transport: device.transport }),
     ...(device.fwknop === undefined ? {} : { fwknop: device.fwknop }),
   });
 }
@@ -139,11 +154,13 @@ export async function addDevices(names: readonly string[], options: AddOptions, 
   const access = options.ports === undefined ? undefined : parsePorts(options.ports);
   const count = parseCount(options.count, '--count', 100_000);
   const concurrency = parseCount(options.concurrency, '--concurrency', 64);
+  const transport = parseTransport(options.transport);
   const ids = expandNames(names, count, options.prefix);
   const fleet = await openFleet(options);
   const requests: EnrolRequest[] = ids.map((deviceId) => ({
     deviceId,
     format: format as DeviceFormat,
+    ...(transport === undefined ? {} : { transport }),
     ...(access === undefined ? {} : { access }),
     ...(maxOpenSeconds === undefined ? {} : { maxOpenSeconds }),
   }));
@@ -194,6 +211,7 @@ function summaryJson(device: DeviceSummary): Record<string, unknown> {
     formats: device.formats,
     maxOpenSeconds: device.maxOpenSeconds,
     keyIds: device.keyIds,
+    ...(device.transport === undefined ? {} : { transport: device.transport }),
     ...(device.bundleDir === undefined
       ? {}
       : { bundleDir: device.bundleDir, deviceFile: `${device.bundleDir}/device.json` }),

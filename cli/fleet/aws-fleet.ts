@@ -12,9 +12,11 @@
  * 'partial' device that the next `enrol` removes first):
  *   1. device item with `enrolment = pending` (conditional: the id is free) — it names the key ids to clean up;
  *   2. key item (conditional: the key id is free; a collision picks another id);
- *   3. the thing (attributes enabled/allowedAccess/maxOpenSeconds) and its fleet group membership;
- *   4. the client certificate from the operator's CA, and the bundle directory `<out>/<id>/` (files 0600,
- *      written to a temporary directory and renamed into place);
+ *   3. the thing (attributes enabled/allowedAccess/maxOpenSeconds, and transport=plain for a plain device) and its
+ *      fleet group membership;
+ *   4. the client certificate from the operator's CA (none for a plain device: it logs in on the broker's plain
+ *      listener with each knock's one-time credential, docs/fleet.md "Plain devices on AWS"), and the bundle
+ *      directory `<out>/<id>/` (files 0600, written to a temporary directory and renamed into place);
  *   5. `enrolment` removed from the device item: the device is 'present'.
  *
  * What the CLI cannot do on AWS: close a device's established MQTT session (the broker is reachable only from
@@ -180,7 +182,21 @@ export class AwsFleet implements Fleet {
       );
     }
     if (state === 'partial') await this.#cleanUp(deviceId);
-    const ca = await this.#loadCa();
+    const plain = request.transport === 'plain';
+    if (plain && this.stack.brokerPlainPort === undefined) {
+      throw new FleetError(
+        `${this.description} has no plain listener, so a device that cannot do TLS cannot log in; fix: deploy with ` +
+          `-c blackcloud='{"plainListener":true}' (docs/deploy.md, "Devices without TLS"), or enrol ${deviceId} ` +
+          'with --transport tls',
+      );
+    }
+    if (plain && request.format === 'fwknop') {
+      throw new FleetError(
+        `a plain device knocks with BC1 only (its one-time credential comes from the BC1 knock); fix: drop ` +
+          `--format fwknop for ${deviceId}, or use --transport tls`,
+      );
+    }
+    const ca = plain ? undefined : await this.#loadCa();
     try {
       return await this.#enrolNow(request, ca);
     } catch (error) {
@@ -254,14 +270,20 @@ export class AwsFleet implements Fleet {
         if (!notFound(error)) throw error;
       });
     const revoked = await this.revokeGrants({ deviceId });
-    const serial = await this.#certificateSerial(deviceId);
+    const plain = (await this.#describeThing(deviceId))?.transport === 'plain';
+    const serial = plain ? undefined : await this.#certificateSerial(deviceId);
     await this.#cleanUp(deviceId);
     await this.#audit('device.removed', deviceId, { revokedGrants: revoked.length });
     return {
       changed: true,
       revoked,
       disconnected: undefined,
-      notes: [this.#sessionNote(deviceId), await this.#revokeCertificate(deviceId, serial)],
+      notes: [
+        this.#sessionNote(deviceId),
+        plain
+          ? `${deviceId} is a plain device: it has no certificate to revoke`
+          : await this.#revokeCertificate(deviceId, serial),
+      ],
     };
   }
 
@@ -334,11 +356,13 @@ export class AwsFleet implements Fleet {
 
   // ----- internals ---------------------------------------------------------------------------
 
-  async #enrolNow(request: EnrolRequest, ca: Pem): Promise<EnrolledDevice> {
+  /** `ca` undefined: a plain device (the plain listener's port is known, checked by `enrol`). */
+  async #enrolNow(request: EnrolRequest, ca: Pem | undefined): Promise<EnrolledDevice> {
     const { deviceId } = request;
     const { dynamodb, iot } = this.#o.clients;
+    const plainPort = ca === undefined ? this.stack.brokerPlainPort : undefined;
     const access: readonly AccessEntry[] = request.access ?? [
-      { protocol: 'tcp', port: this.stack.brokerPort },
+      { protocol: 'tcp', port: plainPort ?? this.stack.brokerPort },
     ];
     const nativeKey = this.#random.randomBytes(BC1_KEY_LENGTH);
     const fwknop: FwknopSettings | undefined =
@@ -405,6 +429,7 @@ export class AwsFleet implements Fleet {
             ...(request.maxOpenSeconds === undefined
               ? {}
               : { maxOpenSeconds: String(request.maxOpenSeconds) }),
+            ...(plainPort === undefined ? {} : { transport: 'plain' }),
           },
         },
       }),
@@ -413,8 +438,9 @@ export class AwsFleet implements Fleet {
       new AddThingToThingGroupCommand({ thingGroupName: this.stack.fleetThingGroup, thingName: deviceId }),
     );
 
-    // 4. Certificate and bundle.
-    const client = await issueCertificate(ca, { commonName: deviceId, kind: 'client' });
+    // 4. Certificate (TLS devices only) and bundle.
+    const client =
+      ca === undefined ? undefined : await issueCertificate(ca, { commonName: deviceId, kind: 'client' });
     const bundleDir = this.#bundlePath(deviceId);
     const bundle = bundleFiles({
       deviceId,
@@ -429,8 +455,9 @@ export class AwsFleet implements Fleet {
         port: this.stack.brokerPort,
         servername: this.stack.brokerTlsServerName,
       },
-      client,
-      caCert: ca.cert,
+      ...(client === undefined || ca === undefined
+        ? { plainPort: plainPort! }
+        : { tls: { client, caCert: ca.cert } }),
     });
     const tag = `${process.pid}-${Buffer.from(this.#random.randomBytes(6)).toString('hex')}`;
     await writeBundle(bundleDir, bundle.files, tag);
@@ -440,11 +467,15 @@ export class AwsFleet implements Fleet {
       new UpdateItemCommand({
         TableName: this.stack.devicesTable,
         Key: { pk: { S: deviceItemKey(deviceId) } },
-        UpdateExpression: `REMOVE ${ENROLMENT_ATTRIBUTE} SET ${CERT_SERIAL_ATTRIBUTE} = :serial`,
         ConditionExpression: 'attribute_exists(pk)',
-        ExpressionAttributeValues: {
-          ':serial': { S: new X509Certificate(client.cert).serialNumber.toLowerCase() },
-        },
+        ...(client === undefined
+          ? { UpdateExpression: `REMOVE ${ENROLMENT_ATTRIBUTE}` }
+          : {
+              UpdateExpression: `REMOVE ${ENROLMENT_ATTRIBUTE} SET ${CERT_SERIAL_ATTRIBUTE} = :serial`,
+              ExpressionAttributeValues: {
+                ':serial': { S: new X509Certificate(client.cert).serialNumber.toLowerCase() },
+              },
+            }),
       }),
     );
     await this.#audit('device.added', deviceId, {});
@@ -455,6 +486,7 @@ export class AwsFleet implements Fleet {
       deviceFile: join(bundleDir, 'device.json'),
       keyId,
       access,
+      ...(plainPort === undefined ? {} : { transport: 'plain' as const }),
       ...(bundle.fwknop === undefined
         ? {}
         : { fwknop: { ...bundle.fwknop, rcFile: join(bundleDir, 'fwknoprc') } }),
@@ -578,6 +610,7 @@ export class AwsFleet implements Fleet {
       formats: fwknop ? (['native', 'fwknop'] as const) : (['native'] as const),
       maxOpenSeconds: Number.isInteger(maxOpen) && maxOpen > 0 ? maxOpen : 0,
       keyIds,
+      ...(attributes.transport === 'plain' ? { transport: 'plain' as const } : {}),
       bundleDir: this.#bundlePath(deviceId),
     });
   }

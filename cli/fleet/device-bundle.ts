@@ -5,6 +5,8 @@
  * Contract:
  * - `bundleFiles` returns the files (device.json with the SPA keys, client.crt, client.key, ca.crt, and for fwknop
  *   devices fwknoprc) and, for fwknop devices, the knock hints (command line, stanza) the operator is shown.
+ *   A plain device (`broker.plainPort` given, the plain profile) gets device.json alone, whose mqtt is
+ *   `{ transport: "plain", url: "mqtt://<broker>:<plain port>" }`: no certificate, key or CA.
  * - `writeBundle(dir, files, tag)` writes every file 0600 into `<dir>.tmp-<tag>/` (0700) and renames it over
  *   `dir`: a reader sees the whole bundle or none; a failure removes the temporary directory.
  */
@@ -27,9 +29,10 @@ export interface BundleInput {
   readonly fwknop?: FwknopSettings | undefined;
   readonly receiver: { readonly host: string; readonly port: number };
   readonly broker: { readonly host: string; readonly port: number; readonly servername: string };
-  /** The device's client certificate and key. */
-  readonly client: Pem;
-  readonly caCert: string;
+  /** The device's client certificate and key, and the CA; absent for a plain device. */
+  readonly tls?: { readonly client: Pem; readonly caCert: string };
+  /** A plain device: the broker's plain listener port (then `tls` is absent). */
+  readonly plainPort?: number;
 }
 
 export interface Bundle {
@@ -63,19 +66,30 @@ export function bundleFiles(input: BundleInput): Bundle {
           }),
     },
     access: input.access.map(formatAccessSpec),
-    mqtt: {
-      url: `mqtts://${input.broker.host}:${input.broker.port}`,
-      servername: input.broker.servername,
-      ca: 'ca.crt',
-      cert: 'client.crt',
-      key: 'client.key',
-    },
+    mqtt:
+      input.plainPort === undefined
+        ? {
+            url: `mqtts://${hostInUrl(input.broker.host)}:${input.broker.port}`,
+            servername: input.broker.servername,
+            ca: 'ca.crt',
+            cert: 'client.crt',
+            key: 'client.key',
+          }
+        : { transport: 'plain', url: `mqtt://${hostInUrl(input.broker.host)}:${input.plainPort}` },
   };
+  const { tls } = input;
+  if ((tls === undefined) === (input.plainPort === undefined)) {
+    throw new TypeError('bundleFiles needs exactly one of tls (a TLS device) and plainPort (a plain device)');
+  }
   const files: [string, string][] = [
     ['device.json', serializeDeviceConfig(config)],
-    ['client.crt', input.client.cert],
-    ['client.key', input.client.key],
-    ['ca.crt', input.caCert],
+    ...(tls === undefined
+      ? []
+      : ([
+          ['client.crt', tls.client.cert],
+          ['client.key', tls.client.key],
+          ['ca.crt', tls.caCert],
+        ] as [string, string][])),
   ];
   if (fwknop === undefined) return { files };
   const hint = {
@@ -101,6 +115,11 @@ export function bundleFiles(input: BundleInput): Bundle {
       stanza,
     },
   };
+}
+
+/** An IPv6 literal in brackets, as URLs write it. */
+function hostInUrl(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 export async function writeBundle(dir: string, files: Bundle['files'], tag: string): Promise<void> {

@@ -12,6 +12,7 @@
  *   reach the broker) closes its broker sessions; it is audited. Unknown ids throw `FleetError`.
  * - Key material never appears in results other than `EnrolledDevice.fwknop` (what the operator asked to see).
  */
+import type { DeviceTransport } from '../../functions/core/transport.ts';
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
 
 export type DeviceFormat = 'native' | 'fwknop';
@@ -28,6 +29,11 @@ export interface EnrolRequest {
   /** @default the broker port of the black cloud */
   readonly access?: readonly AccessEntry[];
   readonly maxOpenSeconds?: number;
+  /**
+   * How it reaches the broker (functions/core/transport.ts): `plain` for a device that cannot do TLS (no client
+   * certificate; it logs in with each knock's one-time credential on the broker's plain listener). @default 'tls'
+   */
+  readonly transport?: DeviceTransport;
 }
 
 export interface EnrolledDevice {
@@ -38,6 +44,8 @@ export interface EnrolledDevice {
   readonly deviceFile: string;
   readonly keyId: number;
   readonly access: readonly AccessEntry[];
+  /** Set for a plain device (no client.crt/client.key in its bundle); undefined = tls. */
+  readonly transport?: DeviceTransport;
   readonly fwknop?: {
     readonly username: string;
     readonly keyBase64: string;
@@ -56,6 +64,8 @@ export interface DeviceSummary {
   readonly formats: readonly DeviceFormat[];
   readonly maxOpenSeconds: number;
   readonly keyIds: readonly number[];
+  /** Set for a plain device; undefined = tls. */
+  readonly transport?: DeviceTransport;
   /** Where its bundle is, when this machine has it. */
   readonly bundleDir?: string;
 }

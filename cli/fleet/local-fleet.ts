@@ -135,6 +135,14 @@ export class LocalFleet implements Fleet {
   }
 
   enrol(request: EnrolRequest): Promise<EnrolledDevice> {
+    // The local fleet's plain enrolment is branch `plain`'s (this guard goes when it lands).
+    if (request.transport === 'plain') {
+      return Promise.reject(
+        new FleetError(
+          '--transport plain is not available for the local fleet yet; fix: enrol it with --aws',
+        ),
+      );
+    }
     return this.#exclusive('devices add', () => this.#enrolNow(request));
   }
 

@@ -30,6 +30,8 @@ export interface FleetStack {
   readonly brokerAddress: string;
   readonly brokerPort: number;
   readonly brokerTlsServerName: string;
+  /** The broker's plain listener port; undefined when the stack has none (plainListener off, the default). */
+  readonly brokerPlainPort: number | undefined;
 }
 
 const PORT = /^[1-9][0-9]{0,4}$/;
@@ -71,6 +73,9 @@ export function parseFleetStack(stackName: string, region: string, outputs: read
     brokerAddress: text(STACK_OUTPUTS.brokerAddress),
     brokerPort: port(STACK_OUTPUTS.brokerPort),
     brokerTlsServerName: text(STACK_OUTPUTS.brokerTlsServerName),
+    brokerPlainPort: values.has(STACK_OUTPUTS.brokerPlainPort)
+      ? port(STACK_OUTPUTS.brokerPlainPort)
+      : undefined,
   };
   if (problems.length > 0) {
     throw new FleetError(

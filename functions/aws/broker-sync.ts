@@ -16,11 +16,14 @@
  *   run: an empty list would delete every device at the broker.
  * - `clientId` must differ per receiver (several receivers each hold one session; one id would make the broker
  *   drop the other's).
+ * - `send(commands)` sends other commands over the same session (the plain profile's passwords,
+ *   functions/broker/dynsec-credentials.ts); it rejects while there is no session yet, and with the plugin's refusal.
  * - `close()` ends the session and the retries; idempotent.
  */
 
 import { coalescedSync } from '../broker/coalesced-sync.ts';
-import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
+import { connectDynsecAdmin, type DynsecAdmin, DynsecError } from '../broker/dynsec-admin.ts';
+import type { DynsecCommand, DynsecResponse } from '../broker/dynsec-commands.ts';
 import type { Timers } from '../core/interfaces.ts';
 
 export interface AwsBrokerSyncOptions {
@@ -43,6 +46,7 @@ export interface AwsBrokerSyncOptions {
 
 export interface AwsBrokerSync {
   sync(): Promise<boolean>;
+  send(commands: readonly DynsecCommand[]): Promise<DynsecResponse[]>;
   close(): Promise<void>;
 }
 
@@ -109,6 +113,14 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
   void connect();
   return {
     sync,
+    send(commands) {
+      if (admin === undefined) {
+        return Promise.reject(
+          new DynsecError(`no dynamic-security admin session with ${options.url} yet (it is retried)`),
+        );
+      }
+      return admin.send(commands);
+    },
     async close() {
       closed = true;
       if (retry !== undefined) options.timers.clearTimeout(retry);

@@ -7,6 +7,8 @@
  *   maxOpenSeconds  integer 1..65535                        missing = the receiver's default grant seconds
  *   grantPrefix     comma-separated ipv4=N, ipv6=N, range=CIDR, e.g. "ipv4=24,ipv6=64" or "range=198.51.100.0/22";
  *                   missing = single-address grants (prefix grants for carrier NAT, functions/core/grant-prefix.ts)
+ *   transport       "tls" | "plain"                         missing = "tls" (functions/core/transport.ts; a plain
+ *                   device logs in on the broker's plain listener with its knock's one-time credential)
  *
  * DynamoDB devices/keys table (partition key `pk`, S), two item kinds:
  *   device#<deviceId>  { deviceId S, keyIds NS (the device's current native key ids; a key not listed here is
@@ -28,6 +30,7 @@ import {
   parseGrantPrefixPolicy,
 } from '../core/grant-prefix.ts';
 import type { DeviceKey, FwknopSettings } from '../core/interfaces.ts';
+import { DEVICE_TRANSPORTS, type DeviceTransport } from '../core/transport.ts';
 import { DeviceRecordError } from './errors.ts';
 
 export const DEVICE_ITEM_PREFIX = 'device#';
@@ -42,6 +45,8 @@ export interface ThingPolicy {
   readonly allowedAccess: readonly AccessEntry[];
   readonly maxOpenSeconds: number;
   readonly grantPrefix?: GrantPrefixPolicy;
+  /** Set only for a non-default transport (`plain`); undefined = `tls`. */
+  readonly transport?: DeviceTransport;
 }
 
 export type Item = Record<string, AttributeValue>;
@@ -96,8 +101,16 @@ export function parseThingAttributes(
       );
     }
   }
+  const transportText = attrs.transport;
+  if (transportText !== undefined && !(DEVICE_TRANSPORTS as readonly string[]).includes(transportText)) {
+    throw bad('transport', transportText, `set it to one of ${DEVICE_TRANSPORTS.join(', ')} (missing = tls)`);
+  }
+  const transport =
+    transportText === 'plain' ? { transport: 'plain' as const satisfies DeviceTransport } : {};
   const prefixText = attrs.grantPrefix;
-  if (prefixText === undefined) return { enabled: enabledText === 'true', allowedAccess, maxOpenSeconds };
+  if (prefixText === undefined) {
+    return { enabled: enabledText === 'true', allowedAccess, maxOpenSeconds, ...transport };
+  }
   const fix = 'use comma-separated ipv4=N, ipv6=N, range=CIDR entries, e.g. "ipv4=24,ipv6=64"';
   const policy: { ipv4?: unknown; ipv6?: unknown; ranges?: string[] } = {};
   for (const part of prefixText.split(',')) {
@@ -114,6 +127,7 @@ export function parseThingAttributes(
     allowedAccess,
     maxOpenSeconds,
     grantPrefix: parseGrantPrefixPolicy(policy, `thing ${thingName}`),
+    ...transport,
   };
 }
 

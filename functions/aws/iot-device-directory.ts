@@ -116,6 +116,7 @@ function toDevice(
     maxOpenSeconds: policy.maxOpenSeconds,
     nativeKeys,
     ...(policy.grantPrefix === undefined ? {} : { grantPrefix: policy.grantPrefix }),
+    ...(policy.transport === undefined ? {} : { transport: policy.transport }),
     ...(record.fwknop === undefined ? {} : { fwknop: record.fwknop }),
   };
 }

@@ -5,6 +5,7 @@
  *
  *   BLACKCLOUD_SPA_PORT                   UDP port the receiver listens on            default 62201
  *   BLACKCLOUD_BROKER_PORT                TCP port grants open on the broker           default 8883
+ *   BLACKCLOUD_PLAIN_BROKER_PORT          the broker's plain listener (plain devices)  optional (none)
  *   BLACKCLOUD_NONCE_TABLE                DynamoDB nonce table                         required
  *   BLACKCLOUD_DEVICES_TABLE              DynamoDB devices/keys table                  required
  *   BLACKCLOUD_GRANTS_TABLE               DynamoDB grants table                        required
@@ -69,6 +70,13 @@ export const awsReceiverVars = {
     expected: 'a TCP port 1..65535',
     fix: "set the broker's MQTT over TLS port, or unset it for the default",
     default: DEFAULT_BROKER_PORT,
+  },
+  plainBrokerPort: {
+    name: OPTIONAL_ENV.plainBrokerPort,
+    schema: portSchema,
+    expected: 'a TCP port 1..65535',
+    fix: "set the broker's plain MQTT port (the stack does when plainListener is on), or unset it for TLS only",
+    optional: true,
   },
   nonceTable: table(ENV.nonceTable, 'nonce'),
   devicesTable: table(ENV.devicesTable, 'devices/keys'),

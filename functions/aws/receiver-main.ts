@@ -21,6 +21,10 @@
  * dynamic-security plugin (broker-sync.ts, client id `blackcloud-dynsec-<lease holder id>`) and reconciles the
  * broker's clients with the device index after every successful index refresh, so a device disabled or removed
  * in the registry loses its broker session within one refresh (docs/fleet.md).
+ * With BLACKCLOUD_PLAIN_BROKER_PORT (the stack's plain listener) grants may also open that port, and, over the same
+ * admin session, each accepted knock of a plain device sets that device's broker password to the knock's one-time
+ * credential until the grant closes or the window ends (aws-plain-profile.ts; docs/fleet.md, "Plain devices on
+ * AWS"). The credential is never logged, audited or counted.
  */
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
@@ -38,6 +42,7 @@ import {
   loadAwsControllerConfig,
   startAwsKeyRotation,
 } from './aws-controller.ts';
+import { type AwsPlainProfile, startAwsPlainProfile } from './aws-plain-profile.ts';
 import { type AwsBrokerSync, startAwsBrokerSync } from './broker-sync.ts';
 import { type AwsClients, awsClients, destroyAwsClients } from './clients.ts';
 import { CloudWatchAuditSink } from './cloudwatch-audit-sink.ts';
@@ -103,6 +108,8 @@ export interface AwsReceiver {
   readonly health: HealthListener | undefined;
   /** The broker's dynamic security kept in step with the index (undefined when rotation is off). */
   readonly brokerSync: AwsBrokerSync | undefined;
+  /** The plain profile's credentials at the broker (undefined without a plain port or without brokerSync). */
+  readonly plain: AwsPlainProfile | undefined;
   /**
    * Stop the key-rotation controller and release the lease, close the health port, stop receiving, then revoke every grant this process
    * opened (shutdown 'revoke') or hand them to the revoke queue and sweeper ('handover'), flush the firewall, and
@@ -132,7 +139,12 @@ export async function startAwsReceiver(
   });
   const audit = new CloudWatchAuditSink({ out, metrics });
   const grantStore = new DynamoGrantStore({ dynamodb: clients.dynamodb, tableName: config.grantsTable });
-  const brokerAccess: AccessEntry[] = [{ protocol: 'tcp', port: config.brokerPort }];
+  const brokerAccess: AccessEntry[] = [
+    { protocol: 'tcp', port: config.brokerPort },
+    ...(config.plainBrokerPort === undefined
+      ? []
+      : [{ protocol: 'tcp' as const, port: config.plainBrokerPort }]),
+  ];
   const firewall = new SecurityGroupFirewall({
     ec2: clients.ec2,
     securityGroupIds: config.brokerSecurityGroupIds,
@@ -215,10 +227,23 @@ export async function startAwsReceiver(
       ...(options.brokerSyncRetryMs === undefined ? {} : { retryMs: options.brokerSyncRetryMs }),
     });
   }
+  let plain: AwsPlainProfile | undefined;
+  if (config.plainBrokerPort !== undefined) {
+    if (brokerSync === undefined) {
+      log(
+        'warn',
+        `plain listener on port ${config.plainBrokerPort} but no admin session with the broker (set the broker host ` +
+          'and controller TLS files): plain devices get grants but cannot log in',
+      );
+    } else {
+      plain = startAwsPlainProfile({ admin: brokerSync, clock, timers, counters, log });
+    }
+  }
   const deps = createReceiverDeps({
     directory,
     nonces: new DynamoNonceStore({ dynamodb: clients.dynamodb, tableName: config.nonceTable }),
-    firewall,
+    firewall: plain === undefined ? firewall : plain.firewall(firewall),
+    ...(plain === undefined ? {} : { connectCredentials: plain.keeper }),
     audit,
     expiry: new SqsExpiryScheduler({ sqs: clients.sqs, queueUrl: config.revokeQueueUrl, clock }),
     clock,
@@ -327,6 +352,7 @@ export async function startAwsReceiver(
     } catch (error) {
       await receiver.close();
       directory.close();
+      await plain?.close();
       await brokerSync?.close();
       throw error;
     }
@@ -344,6 +370,7 @@ export async function startAwsReceiver(
     lease,
     health,
     brokerSync,
+    plain,
     close() {
       closing ??= (async () => {
         await lease?.stop();
@@ -353,6 +380,7 @@ export async function startAwsReceiver(
         await health?.close();
         await receiver.close();
         directory.close();
+        await plain?.close();
         await brokerSync?.close();
         if (config.shutdown === 'handover') {
           const handed = await deps.grants.release();

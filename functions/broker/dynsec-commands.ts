@@ -48,6 +48,12 @@ export type DynsecCommand =
       readonly username: string;
       readonly rolename: string;
     }
+  | {
+      /** The password is a secret (the plain profile's credential): this command is never logged. */
+      readonly command: 'setClientPassword';
+      readonly username: string;
+      readonly password: string;
+    }
   | { readonly command: 'createRole'; readonly rolename: string; readonly acls?: readonly DynsecAcl[] }
   | { readonly command: 'deleteRole' | 'getRole'; readonly rolename: string }
   | ({ readonly command: 'addRoleACL'; readonly rolename: string } & DynsecAcl)
@@ -83,6 +89,15 @@ export const removeClientRole = (username: string, rolename: string): DynsecComm
   command: 'removeClientRole',
   username,
   rolename,
+});
+/**
+ * Sets the password a client logs in with where no certificate is used (the plain profile's listener). Mosquitto
+ * 2.0.11 disconnects every session of the client when it is set (docs/fleet.md, "Plain devices on AWS").
+ */
+export const setClientPassword = (username: string, password: string): DynsecCommand => ({
+  command: 'setClientPassword',
+  username,
+  password,
 });
 export const createRole = (role: DynsecRole): DynsecCommand => ({
   command: 'createRole',

@@ -12,6 +12,11 @@ export { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT };
 export const DEFAULT_STACK_NAME = 'Blackcloud';
 /** The broker's MQTT-over-TLS port, which grants open. */
 export const DEFAULT_BROKER_PORT = 8883;
+/**
+ * The broker's plain MQTT port (the plain profile, docs/threat-model.md "The plain profile"), when a deployment turns
+ * the plain listener on: IANA's MQTT port. Off unless asked for (infra `plainListener`, `up --broker`).
+ */
+export const DEFAULT_PLAIN_BROKER_PORT = 1883;
 /** The MQTT identity (certificate CN) of the key-rotation controller's session. */
 export const DEFAULT_CONTROLLER_IDENTITY = CONTROLLER_IDENTITY;
 

@@ -15,6 +15,13 @@
  *     "mqtt": { "url": "mqtts://127.0.0.1:8883", "ca": "ca.crt", "cert": "client.crt", "key": "client.key" }
  *   }
  *
+ * The plain profile (docs/threat-model.md, "The plain profile"; transport.ts) for a device that cannot do TLS:
+ *
+ *     "mqtt": { "transport": "plain", "url": "mqtt://127.0.0.1:1883" }
+ *
+ * no ca/cert/key; username = device id, password = the one-time credential of each knock (connect-credential.ts),
+ * so `spa.native` is required (the credential derives from the BC1 knock).
+ *
  * `mqtt.ca|cert|key` are paths relative to the file. At least one of `spa.native` / `spa.fwknop` is required and
  * `spa.format` must name one that is present.
  *
@@ -59,15 +66,24 @@ export interface DeviceConfig {
     };
   };
   readonly access: readonly AccessEntry[];
-  readonly mqtt: {
-    readonly url: string;
-    /** Absolute paths. */
-    readonly caFile: string;
-    readonly certFile: string;
-    readonly keyFile: string;
-    /** TLS server name to verify, when the URL's host is not in the broker certificate. */
-    readonly servername?: string;
-  };
+  readonly mqtt: TlsMqttConfig | PlainMqttConfig;
+}
+
+export interface TlsMqttConfig {
+  readonly transport: 'tls';
+  readonly url: string;
+  /** Absolute paths. */
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** TLS server name to verify, when the URL's host is not in the broker certificate. */
+  readonly servername?: string;
+}
+
+/** The plain profile: `mqtt://`, no TLS material; the password is each knock's one-time credential. */
+export interface PlainMqttConfig {
+  readonly transport: 'plain';
+  readonly url: string;
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
@@ -91,6 +107,9 @@ const base64Key = (what: string, min: number, max: number) =>
           : `must be base64 of ${min}..${max} bytes (the ${what}); fix: use "fwknop --key-gen" output`,
     },
   );
+
+const MQTTS_URL = /^mqtts:\/\/[^/:]+(:[0-9]{1,5})?\/?$|^mqtts:\/\/\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?\/?$/;
+const MQTT_URL = /^mqtt:\/\/[^/:]+(:[0-9]{1,5})?\/?$|^mqtt:\/\/\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?\/?$/;
 
 const relativePath = (what: string) =>
   z
@@ -161,20 +180,42 @@ const schema = z.strictObject({
     )
     .min(1, { error: 'must list 1..8 entries like "tcp/8883"' })
     .max(8, { error: 'must list 1..8 entries like "tcp/8883"' }),
-  mqtt: z.strictObject(
-    {
-      url: z
-        .string({ error: 'must be the broker URL, mqtts://host:port' })
-        .regex(/^mqtts:\/\/[^/:]+(:[0-9]{1,5})?\/?$|^mqtts:\/\/\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?\/?$/, {
+  mqtt: z.union(
+    [
+      z.strictObject(
+        {
+          transport: z.literal('tls').optional(),
+          url: z.string({ error: 'must be the broker URL, mqtts://host:port' }).regex(MQTTS_URL, {
+            error:
+              'must be mqtts://host:port (TLS is required: the broker authenticates devices by certificate; a device that cannot do TLS sets mqtt.transport "plain")',
+          }),
+          ca: relativePath('CA certificate (PEM)'),
+          cert: relativePath('client certificate (PEM)'),
+          key: relativePath('client private key (PEM)'),
+          servername: z.string({ error: 'must be a TLS server name' }).min(1).optional(),
+        },
+        { error: 'must be an object { url, ca, cert, key }' },
+      ),
+      z.strictObject(
+        {
+          transport: z.literal('plain', {
+            error: 'must be "tls" (the default) or "plain" (a device that cannot do TLS)',
+          }),
+          url: z.string({ error: 'must be the broker plain URL, mqtt://host:port' }).regex(MQTT_URL, {
+            error:
+              'must be mqtt://host:port (the broker plain listener); fix: take it from "blackcloud devices add --transport plain"',
+          }),
+        },
+        {
           error:
-            'must be mqtts://host:port (TLS is required: the broker authenticates devices by certificate)',
-        }),
-      ca: relativePath('CA certificate (PEM)'),
-      cert: relativePath('client certificate (PEM)'),
-      key: relativePath('client private key (PEM)'),
-      servername: z.string({ error: 'must be a TLS server name' }).min(1).optional(),
+            'must be an object { transport: "plain", url } (a plain device has no ca, cert or key); fix: re-provision with "blackcloud devices add --transport plain"',
+        },
+      ),
+    ],
+    {
+      error:
+        'must be { url: "mqtts://…", ca, cert, key } (mutual TLS) or { transport: "plain", url: "mqtt://…" } (the plain profile)',
     },
-    { error: 'must be an object { url, ca, cert, key }' },
   ),
 });
 
@@ -206,7 +247,15 @@ export function parseDeviceConfig(input: unknown, file: string): DeviceConfig {
       `is "${value.spa.format}" but spa.${value.spa.format} is missing; fix: set spa.format to the one present`,
     );
   }
+  if (value.mqtt.transport === 'plain' && native === undefined) {
+    throw new DeviceConfigError(
+      file,
+      'spa.native',
+      'is missing but mqtt.transport is "plain": the one-time connect password derives from a native (BC1) knock; fix: add spa.native { keyId, key } or re-provision with "blackcloud devices add --transport plain"',
+    );
+  }
   const base = dirname(resolve(file));
+  const mqtt = value.mqtt;
   return Object.freeze({
     file: resolve(file),
     deviceId: value.deviceId,
@@ -230,13 +279,18 @@ export function parseDeviceConfig(input: unknown, file: string): DeviceConfig {
           }),
     }),
     access: Object.freeze(value.access.map((spec) => Object.freeze(parseAccessSpec(spec)!))),
-    mqtt: Object.freeze({
-      url: value.mqtt.url,
-      caFile: resolve(base, value.mqtt.ca),
-      certFile: resolve(base, value.mqtt.cert),
-      keyFile: resolve(base, value.mqtt.key),
-      ...(value.mqtt.servername === undefined ? {} : { servername: value.mqtt.servername }),
-    }),
+    mqtt: Object.freeze(
+      mqtt.transport === 'plain'
+        ? { transport: 'plain' as const, url: mqtt.url }
+        : {
+            transport: 'tls' as const,
+            url: mqtt.url,
+            caFile: resolve(base, mqtt.ca),
+            certFile: resolve(base, mqtt.cert),
+            keyFile: resolve(base, mqtt.key),
+            ...(mqtt.servername === undefined ? {} : { servername: mqtt.servername }),
+          },
+    ),
   });
 }
 

@@ -31,6 +31,8 @@ export const OPTIONAL_ENV = Object.freeze({
   rulesPerGroup: 'BLACKCLOUD_RULES_PER_GROUP',
   /** Source addresses one device may hold grants for at once (functions/core/deployment.ts's default). */
   maxAddressesPerDevice: 'BLACKCLOUD_MAX_ADDRESSES_PER_DEVICE',
+  /** The broker's plain MQTT port: set only when the stack turns the plain listener on (grants may open it). */
+  plainBrokerPort: 'BLACKCLOUD_PLAIN_BROKER_PORT',
 });
 
 /** Variables the scaled receivers (behind the load balancer) get on top of ENV. */

@@ -28,6 +28,8 @@ export const STACK_OUTPUTS = Object.freeze({
   clockWindowSeconds: 'ClockWindowSeconds',
   keyRotationHours: 'KeyRotationHours',
   region: 'Region',
+  /** Only when the plain listener is on (infra `plainListener`): the broker's plain MQTT port. */
+  brokerPlainPort: 'BrokerPlainPort',
 });
 
 export type StackOutputKey = (typeof STACK_OUTPUTS)[keyof typeof STACK_OUTPUTS];

@@ -23,7 +23,10 @@
  * - `handleDatagram` never throws and never answers: anything unexpected becomes 'internal-error'. Its first,
  *   synchronous steps (frame, rate limit) are also exported as `screenDatagram`, so the socket loop rejects junk
  *   without a promise; `continueDatagram` runs the rest.
- * - I/O only through `deps` (clock, directory, nonces, grants, audit, counters, rate limiter).
+ * - The plain profile: an accepted BC1 knock of a plain device (`Device.transport`) hands its one-time connect
+ *   credential (connect-credential.ts), bound to the observed source and the knock's window, to
+ *   `deps.connectCredentials` before the grant opens. The credential is in no outcome, audit event or counter.
+ * - I/O only through `deps` (clock, directory, nonces, grants, audit, counters, rate limiter, credentials).
  */
 import { createHash } from 'node:crypto';
 import { type Bc1Header, bc1ReplayId, decodeBc1, readBc1Header } from '../../spa/bc1.ts';
@@ -39,6 +42,7 @@ import {
 import { BC1_MAGIC } from '../../spa/limits.ts';
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, IpAddress } from '../../spa/types.ts';
+import { connectCredential } from '../core/connect-credential.ts';
 import { grantPrefixFor } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
@@ -50,8 +54,10 @@ import type {
   PacketFormat,
   RemoteEndpoint,
 } from '../core/interfaces.ts';
+import { transportOf } from '../core/transport.ts';
 import { type Counters, counterName } from './counters.ts';
 import type { GrantOpener, GrantOpenStatus } from './grant-manager.ts';
+import type { LiveCredential } from './plain-credentials.ts';
 import { accessAllowed, grantSeconds, isKeyActive, withinClockWindow } from './policy.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { RejectReason } from './reject-reason.ts';
@@ -80,6 +86,11 @@ export interface ReceiverDeps {
   readonly config: ReceiverConfig;
   /** Optional cap on 'packet.rejected' audit lines (key 'rejected'): a junk flood is counted, not logged line by line. */
   readonly rejectAuditLimiter?: RateLimiter;
+  /**
+   * The plain profile (plain-credential-keeper.ts): a BC1 knock of a plain device installs its one-time connect
+   * credential before the grant opens. Undefined: plain devices get grants but no credential (they cannot log in).
+   */
+  readonly connectCredentials?: { knockAccepted(entry: LiveCredential): Promise<void> };
 }
 
 export interface Accepted {
@@ -121,6 +132,8 @@ interface Request {
   readonly keyId?: number;
   /** BC1: the address the packet claims to come from, if any. */
   readonly claimedSource?: IpAddress;
+  /** BC1: what the plain profile's connect credential is derived from (connect-credential.ts). Never logged. */
+  readonly sealedBy?: { readonly key: Uint8Array; readonly nonce: Uint8Array };
   /** fwknop: the fields the policy step checks. */
   readonly fwknop?: {
     readonly username: string;
@@ -317,6 +330,7 @@ async function authenticateBc1(
     access: payload.access,
     replayId: bc1ReplayId(packet.value.keyId, packet.value.nonce),
     keyId: packet.value.keyId,
+    sealedBy: { key: key.key, nonce: packet.value.nonce },
     ...(payload.claimedSource === undefined ? {} : { claimedSource: payload.claimedSource }),
   });
 }
@@ -444,6 +458,7 @@ async function grantStep(
     request.device.maxOpenSeconds,
     deps.config.defaultGrantSeconds,
   );
+  await installConnectCredential(request, source, seconds, deps);
   const policy = request.device.grantPrefix;
   const opened = await deps.grants.open(
     request.device.id,
@@ -464,6 +479,29 @@ async function grantStep(
     grantSeconds: seconds,
     replayIdHash: replayIdHash(request.replayId),
     ...(request.keyId === undefined ? {} : { keyId: request.keyId }),
+  });
+}
+
+/**
+ * The plain profile: a BC1 knock of a plain device makes its one-time connect credential, bound to the observed
+ * source and this knock's window, live before the grant lets it reach the broker. The credential goes to the
+ * keeper only: never into the outcome, the audit or a counter.
+ */
+async function installConnectCredential(
+  request: Request,
+  source: RemoteEndpoint,
+  seconds: number,
+  deps: ReceiverDeps,
+): Promise<void> {
+  const { device, keyId, sealedBy } = request;
+  if (deps.connectCredentials === undefined || transportOf(device) !== 'plain') return;
+  if (keyId === undefined || sealedBy === undefined) return; // fwknop: no credential (docs/threat-model.md)
+  const credential = connectCredential(sealedBy.key, { deviceId: device.id, keyId, nonce: sealedBy.nonce });
+  await deps.connectCredentials.knockAccepted({
+    deviceId: device.id,
+    credential,
+    address: source.address,
+    expiresAt: deps.clock.now() + seconds * 1000,
   });
 }
 

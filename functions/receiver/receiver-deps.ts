@@ -51,6 +51,8 @@ export interface CreateReceiverDepsOptions {
   /** Cap on 'packet.rejected' audit lines; `false` audits every rejection. @default 200 burst, 50 per second */
   readonly rejectAudit?: { readonly burst: number; readonly ratePerSecond: number } | false;
   readonly counters?: Counters;
+  /** The plain profile's credential keeper (plain-credential-keeper.ts). @default none (no plain logins) */
+  readonly connectCredentials?: ReceiverDeps['connectCredentials'];
 }
 
 export interface DeviceBounds {
@@ -137,6 +139,7 @@ export function createReceiverDeps(options: CreateReceiverDepsOptions): WiredRec
     }),
     counters: options.counters ?? createCounters(),
     config,
+    ...(options.connectCredentials === undefined ? {} : { connectCredentials: options.connectCredentials }),
     ...(rejectAudit === false
       ? {}
       : {

@@ -7,7 +7,7 @@
  *
  * Security groups: the broker's interface carries `grantSecurityGroupCount` groups. None has an ingress rule
  * from the template except the first, which admits the receiver's group on the TLS port (the controller session,
- * via `allowControllerFrom`). Every other inbound rule is a knock grant added and removed at run time by the
+ * via `allowControllerFrom`). The plain listener (`plainPort`, off by default) gets no template rule at all. Every other inbound rule is a knock grant added and removed at run time by the
  * receiver, the revoker and the sweeper, which may touch only these groups (`grantRuleManagement`,
  * `grantRuleRevocation`). Egress: HTTPS and HTTP for packages and Secrets Manager only.
  * Main child: the instance ('Resource').
@@ -47,6 +47,11 @@ export interface BrokerProps {
   readonly instanceType?: ec2.InstanceType;
   /** MQTT over TLS port. @default 8883 */
   readonly tlsPort?: number;
+  /**
+   * The plain profile's listener port (no TLS; each plain device logs in with its knock's one-time credential).
+   * Like the TLS port it has no ingress rule from the template: only knock grants open it. @default none
+   */
+  readonly plainPort?: number;
   /** Name of the Secrets Manager secret with the broker's TLS material (docs/deploy.md). */
   readonly tlsSecretName: string;
   /** Common name of the controller's certificate, the dynamic-security admin, granted every device tree. @default 'blackcloud-controller' */
@@ -64,6 +69,8 @@ export class Broker extends Construct {
   /** The groups on the broker's interface; knock rules go into these. The first also admits the controller. */
   readonly securityGroups: readonly ec2.SecurityGroup[];
   readonly tlsPort: number;
+  /** The plain listener's port; undefined when there is none. */
+  readonly plainPort: number | undefined;
   /** The Elastic IP devices connect to. */
   readonly publicAddress: string;
   /** The private address the receiver's controller connects to. */
@@ -76,6 +83,7 @@ export class Broker extends Construct {
     super(scope, id);
     const stack = Stack.of(this);
     this.tlsPort = props.tlsPort ?? DEFAULT_BROKER_PORT;
+    this.plainPort = props.plainPort;
     const count = props.grantSecurityGroupCount ?? 1;
 
     const groups: ec2.SecurityGroup[] = [];
@@ -111,6 +119,7 @@ export class Broker extends Construct {
     userData.addCommands(
       ...brokerBootCommands({
         port: this.tlsPort,
+        ...(this.plainPort === undefined ? {} : { plainPort: this.plainPort }),
         controllerIdentity: props.controllerIdentity ?? 'blackcloud-controller',
         tlsSecretName: props.tlsSecretName,
         region: Aws.REGION,

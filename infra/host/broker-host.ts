@@ -35,6 +35,8 @@ export const BROKER_SECRET_FILES = MOSQUITTO_TLS_FILES;
 /** mosquitto.conf fragment (included from Debian's /etc/mosquitto/mosquitto.conf via conf.d). */
 export function mosquittoConf(options: {
   readonly port: number;
+  /** The plain profile's listener port (no TLS; dynsec passwords). @default none */
+  readonly plainPort?: number;
   readonly tlsDir?: string;
   readonly plugin?: string;
   readonly dynsecFile?: string;
@@ -46,11 +48,14 @@ export function mosquittoConf(options: {
       plugin: options.plugin ?? BROKER_DYNSEC_PLUGIN,
       configFile: options.dynsecFile ?? BROKER_DYNSEC_FILE,
     },
+    ...(options.plainPort === undefined ? {} : { plainListener: { port: options.plainPort } }),
   });
 }
 
 export interface BrokerBootOptions {
   readonly port: number;
+  /** The plain listener's port (docs/deploy.md, "Devices without TLS"). @default none: TLS only */
+  readonly plainPort?: number;
   readonly controllerIdentity: string;
   /** Name of the Secrets Manager secret holding the broker's TLS material. */
   readonly tlsSecretName: string;
@@ -152,7 +157,10 @@ export function brokerBootCommands(options: BrokerBootOptions): string[] {
     '# 3. Configuration and the dynamic-security plugin (its state file only when absent: the plugin keeps it).',
     `test -f ${BROKER_DYNSEC_PLUGIN} || { echo 'blackcloud: ${BROKER_DYNSEC_PLUGIN} missing from the mosquitto package' >&2; exit 1; }`,
     `cat > ${BROKER_CONF_FILE} <<'CONF'`,
-    mosquittoConf({ port: options.port }).trimEnd(),
+    mosquittoConf({
+      port: options.port,
+      ...(options.plainPort === undefined ? {} : { plainPort: options.plainPort }),
+    }).trimEnd(),
     'CONF',
     'install -d -o mosquitto -g mosquitto -m 0700 /var/lib/mosquitto',
     `if [ ! -f ${BROKER_DYNSEC_FILE} ]; then`,

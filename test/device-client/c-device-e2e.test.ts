@@ -14,6 +14,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { tlsSettings } from '../../device-client/broker-connection.ts';
 import { loadDeviceConfig } from '../../device-client/load-device-config.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
 import type { AuditEvent } from '../../functions/core/interfaces.ts';
@@ -86,9 +87,9 @@ beforeEach(async () => {
   device = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
   // The subscriber dials the broker itself, not the gate: it opens no grant the program could use.
   const tls = {
-    ca: readFileSync(device.mqtt.caFile),
-    cert: readFileSync(device.mqtt.certFile),
-    key: readFileSync(device.mqtt.keyFile),
+    ca: readFileSync(tlsSettings(device).caFile),
+    cert: readFileSync(tlsSettings(device).certFile),
+    key: readFileSync(tlsSettings(device).keyFile),
   };
   subscriber = await mqtt.connectAsync(`mqtts://127.0.0.1:${mosquitto.port}`, {
     ...tls,
@@ -131,7 +132,14 @@ async function runProgram(options: {
     ...['-s', cloud!.spa.host, '-p', String(cloud!.spa.port)],
     ...['-i', String(options.keyId ?? device.spa.native!.keyId), '-k', keyFile],
     ...['-H', cloud!.mqtt.host, '-P', String(cloud!.mqtt.port)],
-    ...['-a', device.mqtt.caFile, '-c', device.mqtt.certFile, '-e', device.mqtt.keyFile],
+    ...[
+      '-a',
+      tlsSettings(device).caFile,
+      '-c',
+      tlsSettings(device).certFile,
+      '-e',
+      tlsSettings(device).keyFile,
+    ],
     ...[
       '-I',
       `${DEMO_DEVICE_ID}/c-e2e`,

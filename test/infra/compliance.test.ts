@@ -161,7 +161,7 @@ describe('cfn-lint', () => {
 
 describe('every option switched on', () => {
   it(
-    'GIVEN Session Manager, an alarm e-mail, dual-stack, two grant groups and another stack name WHEN synthesized THEN cdk-nag and cfn-lint pass',
+    'GIVEN Session Manager, an alarm e-mail, dual-stack, two grant groups, the plain listener and another stack name WHEN synthesized THEN cdk-nag and cfn-lint pass',
     async () => {
       const variantOut = tempDir();
       const variant = createBlackcloudApp({
@@ -175,6 +175,8 @@ describe('every option switched on', () => {
           ipv6: true,
           grantSecurityGroupCount: 2,
           spaSourceCidrs: ['198.51.100.0/24', '2001:db8::/32'],
+          plainListener: true,
+          plainBrokerPort: 1884,
         },
       });
       expect(() => variant.app.synth()).not.toThrow();

@@ -18,6 +18,7 @@ describe('resolveConfig defaults', () => {
     expect(config).toMatchObject({
       spaPort: 62_201,
       brokerPort: 8883,
+      plainBrokerPort: undefined,
       grantSeconds: 30,
       clockWindowSeconds: 60,
       spaSourceCidrs: ['0.0.0.0/0', '::/0'],
@@ -74,6 +75,14 @@ describe('resolveConfig defaults', () => {
     expect(config.alarmEmail).toBe('ops@example.org');
   });
 
+  it('GIVEN plainListener WHEN resolved THEN the plain port is 1883, or the one given', () => {
+    expect(resolveConfig({ plainListener: true }, 'Edge').plainBrokerPort).toBe(1883);
+    expect(resolveConfig({ plainListener: true, plainBrokerPort: 11_883 }, 'Edge').plainBrokerPort).toBe(
+      11_883,
+    );
+    expect(resolveConfig({ plainListener: false }, 'Edge').plainBrokerPort).toBeUndefined();
+  });
+
   it('GIVEN three receivers and raised group quotas WHEN resolved THEN they are kept', () => {
     const config = resolveConfig(
       {
@@ -99,6 +108,9 @@ describe('resolveConfig rejects bad props, naming them', () => {
     ['spaPort zero', { spaPort: 0 }, 'spaPort'],
     ['spaPort fractional', { spaPort: 62_201.5 }, 'spaPort'],
     ['brokerPort negative', { brokerPort: -1 }, 'brokerPort'],
+    ['plainBrokerPort without plainListener', { plainBrokerPort: 1883 }, 'plainBrokerPort'],
+    ['the plain listener on the TLS port', { plainListener: true, plainBrokerPort: 8883 }, 'plainBrokerPort'],
+    ['plainListener not a boolean', { plainListener: 'yes' as never }, 'plainListener'],
     ['grantSeconds above the SQS delay limit', { grantSeconds: 901 }, 'grantSeconds'],
     ['grantSeconds zero', { grantSeconds: 0 }, 'grantSeconds'],
     ['clockWindowSeconds zero', { clockWindowSeconds: 0 }, 'clockWindowSeconds'],

@@ -13,7 +13,7 @@ import { type App, CfnElement } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import type { Asset } from 'aws-cdk-lib/aws-s3-assets';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENV } from '../../functions/core/environment.ts';
+import { ENV, OPTIONAL_ENV } from '../../functions/core/environment.ts';
 import { STACK_OUTPUTS } from '../../functions/core/stack-outputs.ts';
 import { cdkJsonContext, createBlackcloudApp } from '../../infra/blackcloud-app.ts';
 import type { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
@@ -351,6 +351,16 @@ describe('broker', () => {
       subscribe: false,
       unsubscribe: true,
     });
+  });
+
+  it('GIVEN the default stack THEN the broker has no plain listener and the receiver no plain port', () => {
+    const { stack, resources } = main;
+    const brokerData = render(resources[logicalId(stack, stack.broker.instance)]!.Properties!.UserData);
+    expect(brokerData.match(/\nlistener /g)).toHaveLength(1);
+    expect(brokerData).not.toContain('listener 1883');
+    const receiverData = render(resources[logicalId(stack, stack.receiver.instance)]!.Properties!.UserData);
+    expect(receiverData).not.toContain(OPTIONAL_ENV.plainBrokerPort);
+    expect(stack.broker.plainPort).toBeUndefined();
   });
 
   it('GIVEN the default stack THEN the broker role may only read its TLS secret', () => {
@@ -735,7 +745,12 @@ describe('audit', () => {
 describe('outputs and hygiene', () => {
   it('GIVEN the default stack THEN every output the CLI needs is there', () => {
     const outputs = main.template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(Object.keys(outputs).sort()).toEqual(Object.values(STACK_OUTPUTS).sort());
+    // Every output but the plain listener's, which exists only when the plain listener is on.
+    expect(Object.keys(outputs).sort()).toEqual(
+      Object.values(STACK_OUTPUTS)
+        .filter((key) => key !== STACK_OUTPUTS.brokerPlainPort)
+        .sort(),
+    );
     expect(render(outputs.ReceiverAddress!.Value)).toBe(
       `{${logicalId(main.stack, main.stack.receiver.elasticIp)}.PublicIp}`,
     );
@@ -836,5 +851,54 @@ describe('variant: three grant groups, narrowed knock sources, dual-stack', () =
     expect(egress).toContainEqual(
       expect.objectContaining({ CidrIpv6: '::/0', FromPort: 443, IpProtocol: 'tcp' }),
     );
+  });
+});
+
+describe('variant: the plain listener on (plainListener: true)', () => {
+  let plain: Synthesized;
+  beforeAll(() => {
+    plain = synthesize({ stackName: 'Plain', props: { plainListener: true } });
+  });
+  afterAll(() => {
+    rmSync(plain.outdir, { recursive: true, force: true });
+  });
+
+  it('WHEN synthesized THEN Mosquitto gets a plain listener on 1883 besides the TLS one, checked by the same plugin', () => {
+    const { stack, resources } = plain;
+    const userData = render(resources[logicalId(stack, stack.broker.instance)]!.Properties!.UserData);
+    const conf = userData.slice(userData.indexOf("<<'CONF'\n"), userData.indexOf('\nCONF\n'));
+    expect(conf.match(/\nlistener [0-9]+/g)).toEqual(['\nlistener 8883', '\nlistener 1883']);
+    // One plugin, global: the plain listener's logins are the dynamic-security plugin's; no anonymous access.
+    expect(conf).toContain('\nallow_anonymous false\n');
+    expect(conf).toContain('\nplugin /usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so\n');
+    expect(conf).not.toContain('per_listener_settings');
+    expect(stack.broker.plainPort).toBe(1883);
+  });
+
+  it('WHEN synthesized THEN the broker still has no ingress but the controller rule: only knocks open 1883', () => {
+    const { stack, resources } = plain;
+    for (const group of stack.broker.securityGroups) {
+      expect(resources[logicalId(stack, group)]!.Properties!.SecurityGroupIngress).toBeUndefined();
+    }
+    const ingress = ofType(resources, 'AWS::EC2::SecurityGroupIngress').map(([, rule]) => rule);
+    expect(ingress).toEqual([expect.objectContaining({ FromPort: 8883, ToPort: 8883 })]);
+  });
+
+  it('WHEN synthesized THEN the receiver learns the plain port, and the output names it', () => {
+    const { stack, resources, template } = plain;
+    const userData = render(resources[logicalId(stack, stack.receiver.instance)]!.Properties!.UserData);
+    expect(userData).toContain(`\n${OPTIONAL_ENV.plainBrokerPort}=1883\n`);
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(outputs[STACK_OUTPUTS.brokerPlainPort]!.Value).toBe('1883');
+  });
+
+  it('WHEN synthesized THEN every role has exactly the statements of the default stack (no new right)', () => {
+    const shape = (synthesized: Synthesized) =>
+      statements(synthesized.resources)
+        .map(
+          ({ statement }) => `${actionsOf(statement).sort().join(',')} -> ${resourcesOf(statement).length}`,
+        )
+        .sort();
+    expect(shape(plain)).toEqual(shape(main));
   });
 });

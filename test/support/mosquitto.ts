@@ -55,6 +55,8 @@ export interface MosquittoOptions {
   };
   /** RLIMIT_NOFILE (soft and hard) of the broker, set with `prlimit`. @default inherited */
   readonly fileLimit?: number;
+  /** The plain profile's listener on this port, bound to 127.0.0.1 (the generator's `plainListener`; needs dynsec). */
+  readonly plainPort?: number;
 }
 
 /** Debian's dynamic-security plugin for this machine's architecture. */
@@ -99,7 +101,15 @@ export async function startMosquitto(
   await writeFile(
     confFile,
     [
-      mosquittoConf({ port, bindAddress: '127.0.0.1', tlsDir, ...access }),
+      mosquittoConf({
+        port,
+        bindAddress: '127.0.0.1',
+        tlsDir,
+        ...access,
+        ...(options.plainPort === undefined
+          ? {}
+          : { plainListener: { port: options.plainPort, bindAddress: '127.0.0.1' } }),
+      }),
       'user root',
       'persistence false',
       'log_dest stderr',

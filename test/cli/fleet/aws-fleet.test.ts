@@ -87,8 +87,8 @@ function stackOutputs(): Record<string, string> {
   };
 }
 
-async function fleet(overrides: Partial<OperatorClients> = {}): Promise<AwsFleet> {
-  const opened = await openAwsFleet({ stack: STACK, ca: caDir, out: join(work, 'bundles') });
+async function fleet(overrides: Partial<OperatorClients> = {}, stackName = STACK): Promise<AwsFleet> {
+  const opened = await openAwsFleet({ stack: stackName, ca: caDir, out: join(work, 'bundles') });
   expect(opened).toBeInstanceOf(AwsFleet);
   const stack = (opened as AwsFleet).stack;
   return new AwsFleet({
@@ -263,6 +263,59 @@ describe('enrolment on AWS', () => {
         ['truck-1', true, 'native'],
       ],
     );
+  });
+
+  it('enrols a plain device (--transport plain): transport attribute, no certificate, device.json on mqtt://broker:plain port', async () => {
+    // Without the plain listener the stack refuses, naming the fix, and leaves nothing behind.
+    const tlsOnly = await fleet();
+    await expect(tlsOnly.enrol({ deviceId: 'tiny-0', format: 'native', transport: 'plain' })).rejects.toThrow(
+      /has no plain listener.*fix: deploy with -c blackcloud='\{"plainListener":true\}'/,
+    );
+    expect(await fleetThings()).toEqual([]);
+
+    await createStack({ ...stackOutputs(), [STACK_OUTPUTS.brokerPlainPort]: '1883' }, 'Plainstack');
+    const ops = await fleet({}, 'Plainstack');
+    const tiny = await ops.enrol({ deviceId: 'tiny-1', format: 'native', transport: 'plain' });
+    expect(tiny).toMatchObject({ transport: 'plain', access: [{ protocol: 'tcp', port: 1883 }] });
+    const thing = await clients.iot.send(new DescribeThingCommand({ thingName: 'tiny-1' }));
+    expect(thing.attributes).toEqual({ enabled: 'true', allowedAccess: 'tcp/1883', transport: 'plain' });
+    expect((await readdir(tiny.bundleDir)).sort()).toEqual(['device.json']);
+    const config = await loadDeviceConfig(tiny.deviceFile);
+    expect(config.mqtt).toEqual({ transport: 'plain', url: 'mqtt://198.51.100.8:1883' });
+    const item = (await scanDevicesTable()).find(
+      (entry) => (entry.pk as { S: string }).S === 'device#tiny-1',
+    );
+    expect(item).toBeDefined();
+    expect(item).not.toHaveProperty('certSerial');
+    expect(item).not.toHaveProperty('enrolment');
+
+    // The receiver's own directory reads the transport; a TLS device enrolled next to it stays tls.
+    const tls = await ops.enrol({ deviceId: 'truck-2', format: 'native' });
+    expect((await readdir(tls.bundleDir)).sort()).toEqual([
+      'ca.crt',
+      'client.crt',
+      'client.key',
+      'device.json',
+    ]);
+    const directory = new IotDeviceDirectory({
+      iot: clients.iot,
+      dynamodb: clients.dynamodb,
+      devicesTable: 'devices',
+      fleetThingGroup: FLEET,
+      clock: { now: () => now },
+      defaultMaxOpenSeconds: 30,
+    });
+    expect((await directory.byKeyId(tiny.keyId))?.device.transport).toBe('plain');
+    expect((await directory.byKeyId(tls.keyId))?.device.transport).toBeUndefined();
+    expect((await ops.show('tiny-1'))?.transport).toBe('plain');
+
+    // A plain device knocks with BC1 only; its removal has no certificate to revoke.
+    await expect(ops.enrol({ deviceId: 'tiny-2', format: 'fwknop', transport: 'plain' })).rejects.toThrow(
+      /a plain device knocks with BC1 only/,
+    );
+    const removed = await ops.remove('tiny-1');
+    expect(removed.notes).toContain('tiny-1 is a plain device: it has no certificate to revoke');
+    expect(await fleetThings()).toEqual(['truck-2']);
   });
 
   it('a bulk run interrupted half way, then re-run, creates every device exactly once', async () => {

@@ -173,6 +173,16 @@ describe('blackcloud audit', () => {
     expect(byAddress.stdout).toContain('revoked 0 grant(s) for ::1');
   });
 
+  it('devices add --transport takes tls or plain only, naming both', async () => {
+    const dir = join(workDir, 'transport');
+    const added = await cli(['devices', 'add', 'tiny-1', '--transport', 'udp', '--data-dir', dir]);
+    expect(added.code).toBe(1);
+    expect(added.stderr).toContain(
+      'blackcloud: --transport: must be "tls" (mutual TLS, the default) or "plain" (a device that cannot do TLS); received "udp"',
+    );
+    expect(added.stdout).toBe('');
+  });
+
   it('a corrupt devices.yaml is reported one way by every command and by up', async () => {
     const dir = join(workDir, 'corrupt');
     await writeDeviceFile(join(dir, 'devices.yaml'), []);

@@ -119,10 +119,15 @@ describe('AWS receiver config', () => {
     expect(text).toContain('BLACKCLOUD_BROKER_SECURITY_GROUP_IDS=sg-0123456789abcdef0,sg-0fedcba9876543210');
     expect(text).toContain('BLACKCLOUD_SPA_PORT=62201');
     expect(text).toContain('BLACKCLOUD_AWS_ENDPOINT=(unset)');
+    // The plain listener is off unless the stack sets its port.
+    expect(text).toContain('BLACKCLOUD_PLAIN_BROKER_PORT=(unset)');
+    expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_PLAIN_BROKER_PORT: '1883' }).plainBrokerPort).toBe(
+      1883,
+    );
     // One line per variable the receiver reads, each named.
     const names = Object.values(awsReceiverVars).map((variable) => variable.name);
     expect(text.split('\n').map((line) => line.split('=')[0])).toEqual(names);
-    expect(names).toHaveLength(19);
+    expect(names).toHaveLength(20);
   });
 });
 

@@ -10,6 +10,7 @@ import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { AddThingToThingGroupCommand, CreateThingCommand } from '@aws-sdk/client-iot';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tlsSettings } from '../../../device-client/broker-connection.ts';
 import { listenForKeys } from '../../../device-client/key-listener.ts';
 import { buildKnock } from '../../../device-client/knock.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
@@ -136,9 +137,9 @@ describe('AWS receiver as key-rotation controller (moto + Mosquitto)', () => {
     device = await mqtt.connectAsync(
       config.mqtt.url,
       {
-        ca: await readFile(config.mqtt.caFile),
-        cert: await readFile(config.mqtt.certFile),
-        key: await readFile(config.mqtt.keyFile),
+        ca: await readFile(tlsSettings(config).caFile),
+        cert: await readFile(tlsSettings(config).certFile),
+        key: await readFile(tlsSettings(config).keyFile),
         rejectUnauthorized: true,
         reconnectPeriod: 0,
         protocolVersion: 4,
