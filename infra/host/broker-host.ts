@@ -64,6 +64,11 @@ export interface BrokerBootOptions {
 
 export const BROKER_TLS_FETCH_SCRIPT = '/usr/local/libexec/blackcloud-broker-tls';
 export const BROKER_TLS_SERVICE = 'blackcloud-broker-tls';
+/**
+ * Mosquitto's descriptor limit on the broker host: one descriptor per session, and systemd's default of 1,024 held
+ * 1,015 sessions in bench/broker-sessions (docs/scaling.md, "The broker tier"). Far above any one broker's fleet.
+ */
+export const BROKER_FILE_LIMIT = 1_048_576;
 const CRL_CONF_FILE = '/etc/mosquitto/conf.d/blackcloud-crl.conf';
 
 /** Python (Debian's python3) that writes the secret's PEM fields into files 0640 (group set by the caller). */
@@ -169,9 +174,9 @@ export function brokerBootCommands(options: BrokerBootOptions): string[] {
     'DYNSEC',
     'fi',
     `chown mosquitto:mosquitto ${BROKER_DYNSEC_FILE} && chmod 0600 ${BROKER_DYNSEC_FILE}`,
-    '# 4. Mosquitto needs the TLS unit, and restarts on failure.',
+    '# 4. Mosquitto needs the TLS unit, restarts on failure, and may hold a descriptor per device session.',
     'mkdir -p /etc/systemd/system/mosquitto.service.d',
-    `printf '[Unit]\\nRequires=${BROKER_TLS_SERVICE}.service\\nAfter=${BROKER_TLS_SERVICE}.service\\n\\n[Service]\\nRestart=on-failure\\nRestartSec=2\\n' > /etc/systemd/system/mosquitto.service.d/blackcloud.conf`,
+    `printf '[Unit]\\nRequires=${BROKER_TLS_SERVICE}.service\\nAfter=${BROKER_TLS_SERVICE}.service\\n\\n[Service]\\nRestart=on-failure\\nRestartSec=2\\nLimitNOFILE=${BROKER_FILE_LIMIT}\\n' > /etc/systemd/system/mosquitto.service.d/blackcloud.conf`,
     'systemctl daemon-reload',
     `systemctl enable ${BROKER_TLS_SERVICE}.service mosquitto.service`,
     `systemctl start ${BROKER_TLS_SERVICE}.service`,

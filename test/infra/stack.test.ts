@@ -327,6 +327,8 @@ describe('broker', () => {
       expect(userData).toContain(`\n${line}\n`);
     }
     expect(userData).not.toContain('acl_file');
+    // One descriptor per session: systemd's default of 1,024 would cap the broker at about 1,000 devices.
+    expect(userData).toContain('\\nLimitNOFILE=1048576\\n');
     // The plugin's initial JSON: the controller is its one client, with the controller role; no device yet.
     const json = userData.slice(
       userData.indexOf("<<'DYNSEC'\n") + "<<'DYNSEC'\n".length,
