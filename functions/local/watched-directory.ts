@@ -12,6 +12,7 @@
  *   one reload loop reads it again until a pass ends with no new mark and the file's signature after the read
  *   equal to the one before it. The promise `reload()` returns settles only after a read that started after the
  *   call, so the caller sees the file at least as new as when it called.
+ * - `onReload` is called in the same turn as the loaded devices change (before any further await).
  * - A reload that fails (the file is being edited, or invalid) keeps the previous devices in force and is
  *   reported through `onReloadError`; the next change tries again.
  * - Lookups never throw because of a reload problem.
@@ -144,9 +145,10 @@ export class WatchedDeviceDirectory implements DeviceDirectory {
         if (before === this.#loaded) continue; // several watch events for one change
         await this.#inner.reload();
         this.#loaded = before;
+        // Told in the same turn as the devices change, so a lookup never sees devices onReload has not seen.
+        this.#options.onReload?.(this.#inner.devices());
         // Changed during the read: what was loaded may be the older version; read again.
         if ((await fileSignature(this.#inner.path)) !== before) this.#dirty = true;
-        this.#options.onReload?.(this.#inner.devices());
       } catch (error) {
         this.#options.onReloadError?.(error instanceof Error ? error : new Error(String(error)));
       }
