@@ -30,7 +30,7 @@ import type {
 } from '../fleet/fleet.ts';
 import { FleetError } from '../fleet/fleet.ts';
 import type { FleetFlags } from '../fleet/fleet-flags.ts';
-import { openFleet } from '../fleet/open-fleet.ts';
+import { openFleet, wantsAws } from '../fleet/open-fleet.ts';
 import { UsageError } from '../usage-error.ts';
 
 /** Adds the backend flags (local data directory or the AWS stack) to a command. */
@@ -91,6 +91,7 @@ function seconds(ms: number): string {
 
 interface AddOptions extends FleetFlags {
   readonly format?: string;
+  readonly transport?: string;
   readonly ports?: string;
   readonly maxOpenSeconds?: string;
   readonly count?: string;
@@ -102,7 +103,7 @@ interface AddOptions extends FleetFlags {
 function printSingle(io: CliIo, device: EnrolledDevice): void {
   const file = displayPath(device.deviceFile);
   io.out(
-    `added device ${device.deviceId} (${device.format}, may open ${device.access.map(formatAccessSpec).join(',')}): ${file}`,
+    `added device ${device.deviceId} (${device.format}${device.transport === 'plain' ? ', plain MQTT' : ''}, may open ${device.access.map(formatAccessSpec).join(',')}): ${file}`,
   );
   io.out(`  knock and publish:  npx blackcloud pub --device ${file} -t hello -m hi`);
   if (device.fwknop !== undefined) {
@@ -121,6 +122,7 @@ function enrolledJson(device: EnrolledDevice): string {
   return JSON.stringify({
     deviceId: device.deviceId,
     format: device.format,
+    transport: device.transport ?? 'tls',
     deviceFile: device.deviceFile,
     bundleDir: device.bundleDir,
     keyId: device.keyId,
@@ -135,6 +137,26 @@ export async function addDevices(names: readonly string[], options: AddOptions, 
   if (format !== 'native' && format !== 'fwknop') {
     throw new UsageError('--format', `must be "native" or "fwknop"; received ${JSON.stringify(format)}`);
   }
+  const transport = options.transport ?? 'tls';
+  if (transport !== 'tls' && transport !== 'plain') {
+    throw new UsageError(
+      '--transport',
+      `must be "tls" (mutual TLS, the default) or "plain" (a device that cannot do TLS); received ${JSON.stringify(transport)}`,
+    );
+  }
+  if (transport === 'plain' && format !== 'native') {
+    throw new UsageError(
+      '--transport',
+      'plain needs native (BC1) knocks: its one-time connect password derives from the BC1 knock (fwknop knocks ' +
+        'carry no key id and nonce to derive it from); fix: drop --format fwknop, or keep --transport tls',
+    );
+  }
+  if (transport === 'plain' && wantsAws(options)) {
+    throw new UsageError(
+      '--transport',
+      'plain is not available with --aws yet (the cloud broker has no plain listener); fix: enrol it in a local fleet',
+    );
+  }
   const maxOpenSeconds = parseMaxOpen(options.maxOpenSeconds);
   const access = options.ports === undefined ? undefined : parsePorts(options.ports);
   const count = parseCount(options.count, '--count', 100_000);
@@ -144,6 +166,7 @@ export async function addDevices(names: readonly string[], options: AddOptions, 
   const requests: EnrolRequest[] = ids.map((deviceId) => ({
     deviceId,
     format: format as DeviceFormat,
+    ...(transport === 'plain' ? { transport } : {}),
     ...(access === undefined ? {} : { access }),
     ...(maxOpenSeconds === undefined ? {} : { maxOpenSeconds }),
   }));

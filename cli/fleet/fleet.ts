@@ -13,6 +13,7 @@
  * - Key material never appears in results other than `EnrolledDevice.fwknop` (what the operator asked to see).
  */
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
+import type { DeviceTransport } from '../../functions/core/transport.ts';
 
 export type DeviceFormat = 'native' | 'fwknop';
 export type DeviceState = 'absent' | 'present' | 'partial';
@@ -25,6 +26,8 @@ export class FleetError extends Error {
 export interface EnrolRequest {
   readonly deviceId: string;
   readonly format: DeviceFormat;
+  /** @default 'tls'; 'plain': the plain profile (local fleet only; no client certificate) */
+  readonly transport?: DeviceTransport;
   /** @default the broker port of the black cloud */
   readonly access?: readonly AccessEntry[];
   readonly maxOpenSeconds?: number;
@@ -33,6 +36,8 @@ export interface EnrolRequest {
 export interface EnrolledDevice {
   readonly deviceId: string;
   readonly format: DeviceFormat;
+  /** Undefined: 'tls'. */
+  readonly transport?: DeviceTransport;
   /** The device bundle: a directory with device.json, client.crt, client.key, ca.crt (and fwknoprc). */
   readonly bundleDir: string;
   readonly deviceFile: string;

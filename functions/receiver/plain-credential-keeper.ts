@@ -17,7 +17,7 @@
  * - Nothing here logs, audits or emits the credential.
  */
 import { prefixContains } from '../core/grant-prefix.ts';
-import type { Clock, Grant, Timers } from '../core/interfaces.ts';
+import type { Clock, Firewall, Grant, Timers } from '../core/interfaces.ts';
 import { type CredentialCheck, type LiveCredential, PlainCredentialBook } from './plain-credentials.ts';
 
 /** The broker's side of a credential. */
@@ -134,4 +134,26 @@ export class PlainCredentialKeeper {
       Math.max(0, next - this.#options.clock.now()),
     );
   }
+}
+
+/**
+ * `firewall` with every revoke also reported to the keeper (after the firewall closed the grants): the one place
+ * every grant closing passes (expiry, operator, closed on connect, address cap, shutdown), so a credential never
+ * outlives its grant.
+ */
+export function closingCredentials(
+  firewall: Firewall & { close(): Promise<void> },
+  keeper: PlainCredentialKeeper,
+): Firewall & { close(): Promise<void> } {
+  return Object.freeze({
+    allow: (grants: readonly Grant[]) => firewall.allow(grants),
+    async revoke(grants: readonly Grant[]) {
+      try {
+        await firewall.revoke(grants);
+      } finally {
+        keeper.grantsClosed(grants);
+      }
+    },
+    close: () => firewall.close(),
+  });
 }
