@@ -48,7 +48,7 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option(
         '--transport <transport>',
         'tls (default: mutual TLS, a client certificate) | plain (local only, for devices that cannot do TLS:\n' +
-          'plain MQTT on up\'s --plain-port, dark like the TLS port, logging in with a one-time password derived\n' +
+          "plain MQTT on up's --plain-port, dark like the TLS port, logging in with a one-time password derived\n" +
           'from each BC1 knock; no reusable secret on the wire, but the session itself is NOT encrypted: anyone on\n' +
           'the path reads the payloads and can hijack the session after CONNECT; docs/threat-model.md "The plain\n' +
           'profile"). Needs native knocks (not --format fwknop)',

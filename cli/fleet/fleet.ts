@@ -12,8 +12,9 @@
  *   reach the broker) closes its broker sessions; it is audited. Unknown ids throw `FleetError`.
  * - Key material never appears in results other than `EnrolledDevice.fwknop` (what the operator asked to see).
  */
-import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
+
 import type { DeviceTransport } from '../../functions/core/transport.ts';
+import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
 
 export type DeviceFormat = 'native' | 'fwknop';
 export type DeviceState = 'absent' | 'present' | 'partial';

@@ -36,7 +36,12 @@
  *   and `connect()` (a fresh in-memory stream pair for an in-process client such as the key-rotation controller;
  *   the TLS and certificate checks above apply to both unchanged). No other process can reach it.
  */
-import { type AddressInfo, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import {
+  type AddressInfo,
+  createServer as createTcpServer,
+  type Socket,
+  type Server as TcpServer,
+} from 'node:net';
 import { type Duplex, duplexPair } from 'node:stream';
 import { createSecureContext, createServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import {
@@ -297,13 +302,13 @@ async function createBroker(
         if (hook === undefined || remoteAddress === undefined || password === undefined) {
           return deny('plain login refused', claimed);
         }
-        return decide(() => hook.authenticate({ username: claimed, password, clientId: client.id, remoteAddress })).then(
-          (allowed) => {
-            if (!allowed) return deny('plain login refused', claimed);
-            identities.set(client.conn, claimed);
-            done(null, true);
-          },
-        );
+        return decide(() =>
+          hook.authenticate({ username: claimed, password, clientId: client.id, remoteAddress }),
+        ).then((allowed) => {
+          if (!allowed) return deny('plain login refused', claimed);
+          identities.set(client.conn, claimed);
+          done(null, true);
+        });
       }
       const identity = identityOf(client);
       const refusal = identity === undefined ? 'no certificate identity' : refusals.get(client);

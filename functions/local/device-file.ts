@@ -53,9 +53,9 @@ import { ACCESS_SPEC_PATTERN } from '../core/access-spec.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import { checkGrantPrefixPolicy, parseGrantPrefixPolicy } from '../core/grant-prefix.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../core/interfaces.ts';
+import { DEVICE_TRANSPORTS } from '../core/transport.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
 import { replaceFile } from './replace-file.ts';
-import { DEVICE_TRANSPORTS } from '../core/transport.ts';
 
 // ------------------------------------------------------------------------------------------------
 // Schema (the file form). Messages say what is expected and how to fix it.

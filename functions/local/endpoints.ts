@@ -13,8 +13,8 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
-import type { DataDirLayout } from './data-dir.ts';
 import type { DeviceTransport } from '../core/transport.ts';
+import type { DataDirLayout } from './data-dir.ts';
 import { writeFileAtomic } from './device-file.ts';
 import { DEFAULT_PLAIN_PORT } from './up-config.ts';
 

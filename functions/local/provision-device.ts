@@ -31,8 +31,8 @@ import {
 } from '../core/device-config.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import type { RandomSource } from '../core/interfaces.ts';
-import type { DeviceTransport } from '../core/transport.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
+import type { DeviceTransport } from '../core/transport.ts';
 import { issueCertificate, type Pem, writePemFiles } from '../pki/local-ca.ts';
 import type { DataDirLayout } from './data-dir.ts';
 import {

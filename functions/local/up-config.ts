@@ -360,7 +360,7 @@ export function resolveUpConfig(
   if (broker !== undefined && brokerPlain === undefined && givenPlainPort !== undefined) {
     throw new LocalConfigError(
       '--plain-port',
-      'with --broker the plain listener is the external broker\'s; fix: also give --broker-plain mqtt://host:port (docs/local.md, --broker)',
+      "with --broker the plain listener is the external broker's; fix: also give --broker-plain mqtt://host:port (docs/local.md, --broker)",
     );
   }
   let grantSeconds = file?.grantSeconds ?? DEFAULT_GRANT_SECONDS;

@@ -44,6 +44,8 @@ export interface MosquittoOptions {
   readonly logType?: 'all' | 'error';
   /** More mosquitto.conf lines, e.g. `max_queued_messages 100000`. */
   readonly extraConf?: readonly string[];
+  /** The plain profile's listener (mosquittoConf `plainListener`) on this port of 127.0.0.1; needs dynamicSecurity. */
+  readonly plainPort?: number;
   /** The dynamic-security plugin instead of the ACL file, with these devices in its initial JSON. */
   readonly dynamicSecurity?: {
     readonly devices?: readonly { readonly id: string; readonly enabled: boolean }[];
@@ -91,7 +93,15 @@ export async function startMosquitto(
   await writeFile(
     confFile,
     [
-      mosquittoConf({ port, bindAddress: '127.0.0.1', tlsDir, ...access }),
+      mosquittoConf({
+        port,
+        bindAddress: '127.0.0.1',
+        tlsDir,
+        ...access,
+        ...(options.plainPort === undefined
+          ? {}
+          : { plainListener: { port: options.plainPort, bindAddress: '127.0.0.1' } }),
+      }),
       'user root',
       'persistence false',
       'log_dest stderr',
