@@ -34,6 +34,8 @@ export interface CredentialInstaller {
   withdraw(deviceId: string, reason: WithdrawReason): Promise<void>;
 }
 
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** The embedded broker's installer: its CONNECT hook asks the book itself. */
 export const inBookOnly: CredentialInstaller = Object.freeze({
   install: async () => undefined,
@@ -144,7 +146,8 @@ export class PlainCredentialKeeper {
           'expired',
         );
       },
-      Math.max(0, next - this.#options.clock.now()),
+      // Node timers hold at most 2^31-1 ms; an earlier wake-up just re-arms (expire drops nothing yet).
+      Math.min(MAX_TIMER_MS, Math.max(0, next - this.#options.clock.now())),
     );
   }
 }
