@@ -1,0 +1,224 @@
+/**
+ * The plain profile end to end with `blackcloud up` (gate, embedded broker): real UDP knocks, real MQTT over plain
+ * TCP, real sockets bound to 127.0.0.1 (the knocking address) and 127.0.0.2 (an address that knocks only as another
+ * device, so the gate lets it reach the plain port and the broker itself must refuse). A plain device is enrolled
+ * with `devices add --transport plain` (LocalFleet); its one-time credential (connect-credential.ts) logs it in once,
+ * from its address, within its grant; the same CONNECT bytes are refused from elsewhere, a second time, and after
+ * the grant closed; a TLS device's name is refused on the plain listener; the credential is never in the audit.
+ */
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { readFile } from 'node:fs/promises';
+import { connect as tcpConnect } from 'node:net';
+import { generate } from 'mqtt-packet';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalFleet } from '../../../cli/fleet/local-fleet.ts';
+import { connectDevice, type DeviceClient } from '../../../device-client/connect-device.ts';
+import { buildKnock } from '../../../device-client/knock.ts';
+import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
+import { connectCredential } from '../../../functions/core/connect-credential.ts';
+import type { DeviceConfig } from '../../../functions/core/device-config.ts';
+import { systemClock, systemRandom } from '../../../functions/core/system.ts';
+import { deviceTopic } from '../../../functions/core/topics.ts';
+import { DEMO_DEVICE_ID } from '../../../functions/local/data-dir.ts';
+import { type LocalCloud, startLocalCloud } from '../../../functions/local/local-cloud.ts';
+import { resolveUpConfig } from '../../../functions/local/up-config.ts';
+import { removeDir, sleep, tempDir, waitFor } from './helpers.ts';
+
+const PLAIN_ID = 'tiny-1';
+const OTHER_ADDRESS = '127.0.0.2';
+const knockIo = { now: () => Date.now(), randomBytes: (n: number) => new Uint8Array(randomBytes(n)) };
+
+let dataDir: string | undefined;
+let cloud: LocalCloud | undefined;
+const clients: DeviceClient[] = [];
+const credentials: string[] = [];
+
+beforeEach(async () => {
+  dataDir = await tempDir('bc-plain');
+  credentials.length = 0;
+});
+
+afterEach(async () => {
+  for (const client of clients.splice(0)) client.end(true);
+  await cloud?.close();
+  cloud = undefined;
+  await removeDir(dataDir);
+});
+
+async function up(): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: DeviceConfig }> {
+  const config = resolveUpConfig({
+    dataDir: dataDir!,
+    spaPort: '0',
+    mqttPort: '0',
+    plainPort: '0',
+    grantSeconds: '60',
+  });
+  const running = await startLocalCloud(config, { keyRotation: false });
+  cloud = running;
+  const fleet = await LocalFleet.open({
+    dataDir: dataDir!,
+    random: systemRandom,
+    clock: systemClock,
+    operator: 'test',
+  });
+  const enrolled = await fleet.enrol({ deviceId: PLAIN_ID, format: 'native', transport: 'plain' });
+  await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
+  const plain = await loadDeviceConfig(enrolled.deviceFile);
+  const tls = await loadDeviceConfig(running.layout.deviceFile(DEMO_DEVICE_ID));
+  return { running, plain, tls };
+}
+
+/** A knock of `device` sent from `address`; returns its one-time credential (native knocks). */
+async function knockFrom(device: DeviceConfig, address = '127.0.0.1'): Promise<string> {
+  const knock = buildKnock(device, knockIo, 'native');
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, address, resolve));
+  await new Promise<void>((resolve, reject) =>
+    socket.send(knock.bytes, cloud!.spa.port, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
+  );
+  socket.close();
+  await sleep(150);
+  const credential = connectCredential(device.spa.native!.key, knock.identity!);
+  credentials.push(credential);
+  return credential;
+}
+
+function connectBytes(username: string | undefined, password: string | undefined, clientId: string): Buffer {
+  return generate({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    clientId,
+    keepalive: 30,
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined ? {} : { password: Buffer.from(password) }),
+  });
+}
+
+/** Sends raw CONNECT bytes from `localAddress`; the CONNACK return code, or 'reset' when the gate refused. */
+function sendConnect(bytes: Buffer, localAddress: string): Promise<number | 'reset' | 'closed'> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: '127.0.0.1', port: cloud!.plain!.port, localAddress });
+    let settled = false;
+    const done = (value: number | 'reset' | 'closed') => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      resolve(value);
+    };
+    let received = Buffer.alloc(0);
+    socket.on('connect', () => socket.write(bytes));
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      if (received.length >= 4 && received[0] === 0x20) done(received[3]!);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) =>
+      done(error.code === 'ECONNRESET' ? 'reset' : 'closed'),
+    );
+    socket.on('close', () => done('closed'));
+    setTimeout(() => done('closed'), 5000).unref();
+  });
+}
+
+describe('the plain profile with up (gate, embedded broker)', () => {
+  it('enrols without a certificate: transport plain in devices.yaml and device.json, access = the plain port', async () => {
+    const { running, plain } = await up();
+    expect(plain.mqtt).toEqual({ transport: 'plain', url: `mqtt://127.0.0.1:${running.plain!.port}` });
+    expect(plain.access).toEqual([{ protocol: 'tcp', port: running.plain!.port }]);
+    expect(running.directory.byId(PLAIN_ID)?.transport).toBe('plain');
+    expect(running.directory.byId(PLAIN_ID)?.certificateSerial).toBeUndefined();
+    await expect(readFile(`${running.layout.deviceDir(PLAIN_ID)}/client.crt`)).rejects.toThrow(/ENOENT/);
+    expect(await readFile(running.layout.devicesFile, 'utf8')).toMatch(/transport: plain/);
+  });
+
+  it('the device library knocks, logs in with the credential, publishes; a second session receives it; reconnects work', async () => {
+    const { running } = await up();
+    const file = running.layout.deviceFile(PLAIN_ID);
+    const subscriber = await connectDevice(file, { firstConnectDeadlineMs: 8000, keyRotation: false });
+    clients.push(subscriber);
+    const topic = deviceTopic(PLAIN_ID, 'telemetry');
+    await subscriber.subscribeAsync(topic, { qos: 1 });
+    const received = new Promise<string>((resolve) =>
+      subscriber.on('message', (_topic, payload) => resolve(payload.toString())),
+    );
+    const publisher = await connectDevice(file, { firstConnectDeadlineMs: 8000, keyRotation: false });
+    clients.push(publisher);
+    await publisher.publishAsync(topic, 'over plain MQTT', { qos: 1 });
+    expect(await received).toBe('over plain MQTT');
+    // Reconnect: the broker drops the publisher's socket; the library knocks again with a fresh credential.
+    const reconnected = new Promise<void>((resolve) => publisher.once('connect', () => resolve()));
+    (publisher.stream as { destroy(): void }).destroy();
+    await reconnected;
+    expect(publisher.device.stats().connections).toBe(2);
+    // Closed on connect works for plain sessions: the grant of 127.0.0.1 closed once the sessions were up.
+    await waitFor(
+      () => (running.deps.grants.active().length === 0 ? true : undefined),
+      'the grant to close on connect',
+      5000,
+    );
+  });
+
+  it('refuses the same CONNECT bytes from another address, a second time, and after the grant closed', async () => {
+    const { running, plain, tls } = await up();
+    const credential = await knockFrom(plain);
+    const bytes = connectBytes(PLAIN_ID, credential, `${PLAIN_ID}/raw`);
+    // 127.0.0.2 never knocked: the gate resets it before the broker sees a byte.
+    expect(await sendConnect(bytes, OTHER_ADDRESS)).toBe('reset');
+    // A grant for the TLS port does not open the plain port: 127.0.0.2 knocks as the TLS device, still reset.
+    await knockFrom(tls, OTHER_ADDRESS);
+    expect(await sendConnect(bytes, OTHER_ADDRESS)).toBe('reset');
+    // From the knocking address: accepted once (CONNACK 0) ...
+    expect(await sendConnect(bytes, '127.0.0.1')).toBe(0);
+    // ... and the grant closed on connect: the same bytes are reset by the gate now.
+    await waitFor(
+      () => (running.deps.grants.active().some((g) => g.address === '127.0.0.1') ? undefined : true),
+      'the grant to close on connect',
+      5000,
+    );
+    expect(await sendConnect(bytes, '127.0.0.1')).toBe('reset');
+  });
+
+  it('the broker itself refuses a consumed credential, one from another address, and one whose grant closed', async () => {
+    const { running, plain } = await up();
+    // Two plain knocks from two addresses: the second replaces the first credential (only the last one lives).
+    const first = await knockFrom(plain, '127.0.0.1');
+    const second = await knockFrom(plain, OTHER_ADDRESS);
+    // Both addresses hold a plain-port grant now, so these reach the broker, which must refuse:
+    expect(await sendConnect(connectBytes(PLAIN_ID, first, 'a'), '127.0.0.1')).toBe(5); // replaced
+    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'b'), '127.0.0.1')).toBe(5); // wrong address
+    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'c'), OTHER_ADDRESS)).toBe(0); // its own address
+    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'd'), OTHER_ADDRESS)).not.toBe(0); // consumed
+    // A knock whose grant is closed by the operator: its credential dies with the grant.
+    const third = await knockFrom(plain, '127.0.0.1');
+    await running.deps.grants.revokeWhere((grant) => grant.address === '127.0.0.1');
+    expect(running.credentials?.has(PLAIN_ID)).toBe(false);
+    // 127.0.0.2 may reach the plain port again (a fresh knock, whose own credential replaces nothing alive): the
+    // broker refuses `third` there, dead with its grant.
+    await knockFrom(plain, OTHER_ADDRESS);
+    expect(await sendConnect(connectBytes(PLAIN_ID, third, 'e'), OTHER_ADDRESS)).toBe(5);
+  });
+
+  it("refuses a TLS device's name, no password, no username, and the controller's name on the plain listener", async () => {
+    const { plain, tls } = await up();
+    const credential = await knockFrom(plain); // 127.0.0.1 may reach the plain port now
+    for (const password of [credential, 'guess', '']) {
+      expect(await sendConnect(connectBytes(tls.deviceId, password, 'x'), '127.0.0.1')).toBe(5);
+    }
+    expect(await sendConnect(connectBytes(tls.deviceId, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await sendConnect(connectBytes(PLAIN_ID, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await sendConnect(connectBytes(undefined, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await sendConnect(connectBytes('blackcloud-controller', credential, 'x'), '127.0.0.1')).toBe(5);
+    // None of those consumed the plain device's credential.
+    expect(await sendConnect(connectBytes(PLAIN_ID, credential, 'y'), '127.0.0.1')).toBe(0);
+  });
+
+  afterEach(async () => {
+    // Whatever a test did, the one-time credentials never reached the audit file.
+    if (cloud === undefined || credentials.length === 0) return;
+    const audit = await readFile(cloud.layout.auditFile, 'utf8').catch(() => '');
+    expect(audit.length).toBeGreaterThan(0);
+    for (const credential of credentials) expect(audit).not.toContain(credential);
+  });
+});
