@@ -6,28 +6,22 @@
  * from its address, within its grant; the same CONNECT bytes are refused from elsewhere, a second time, and after
  * the grant closed; a TLS device's name is refused on the plain listener; the credential is never in the audit.
  */
-import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
 import { readFile } from 'node:fs/promises';
-import { connect as tcpConnect } from 'node:net';
-import { generate } from 'mqtt-packet';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalFleet } from '../../../cli/fleet/local-fleet.ts';
 import { connectDevice, type DeviceClient } from '../../../device-client/connect-device.ts';
-import { buildKnock } from '../../../device-client/knock.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
-import { connectCredential } from '../../../functions/core/connect-credential.ts';
 import type { DeviceConfig } from '../../../functions/core/device-config.ts';
 import { systemClock, systemRandom } from '../../../functions/core/system.ts';
 import { deviceTopic } from '../../../functions/core/topics.ts';
 import { DEMO_DEVICE_ID } from '../../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../../functions/local/local-cloud.ts';
 import { resolveUpConfig } from '../../../functions/local/up-config.ts';
-import { removeDir, sleep, tempDir, waitFor } from './helpers.ts';
+import { connectBytes, knockFrom, sendConnect } from '../../support/plain-mqtt.ts';
+import { removeDir, tempDir, waitFor } from './helpers.ts';
 
 const PLAIN_ID = 'tiny-1';
 const OTHER_ADDRESS = '127.0.0.2';
-const knockIo = { now: () => Date.now(), randomBytes: (n: number) => new Uint8Array(randomBytes(n)) };
 
 let dataDir: string | undefined;
 let cloud: LocalCloud | undefined;
@@ -69,58 +63,13 @@ async function up(): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: De
   return { running, plain, tls };
 }
 
-/** A knock of `device` sent from `address`; returns its one-time credential (native knocks). */
-async function knockFrom(device: DeviceConfig, address = '127.0.0.1'): Promise<string> {
-  const knock = buildKnock(device, knockIo, 'native');
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, address, resolve));
-  await new Promise<void>((resolve, reject) =>
-    socket.send(knock.bytes, cloud!.spa.port, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
-  );
-  socket.close();
-  await sleep(150);
-  const credential = connectCredential(device.spa.native!.key, knock.identity!);
+async function knock(device: DeviceConfig, address = '127.0.0.1'): Promise<string> {
+  const credential = await knockFrom(device, cloud!.spa.port, address);
   credentials.push(credential);
   return credential;
 }
 
-function connectBytes(username: string | undefined, password: string | undefined, clientId: string): Buffer {
-  return generate({
-    cmd: 'connect',
-    protocolId: 'MQTT',
-    protocolVersion: 4,
-    clean: true,
-    clientId,
-    keepalive: 30,
-    ...(username === undefined ? {} : { username }),
-    ...(password === undefined ? {} : { password: Buffer.from(password) }),
-  });
-}
-
-/** Sends raw CONNECT bytes from `localAddress`; the CONNACK return code, or 'reset' when the gate refused. */
-function sendConnect(bytes: Buffer, localAddress: string): Promise<number | 'reset' | 'closed'> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: '127.0.0.1', port: cloud!.plain!.port, localAddress });
-    let settled = false;
-    const done = (value: number | 'reset' | 'closed') => {
-      if (settled) return;
-      settled = true;
-      socket.destroy();
-      resolve(value);
-    };
-    let received = Buffer.alloc(0);
-    socket.on('connect', () => socket.write(bytes));
-    socket.on('data', (chunk: Buffer) => {
-      received = Buffer.concat([received, chunk]);
-      if (received.length >= 4 && received[0] === 0x20) done(received[3]!);
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) =>
-      done(error.code === 'ECONNRESET' ? 'reset' : 'closed'),
-    );
-    socket.on('close', () => done('closed'));
-    setTimeout(() => done('closed'), 5000).unref();
-  });
-}
+const connect = (bytes: Buffer, localAddress: string) => sendConnect(bytes, cloud!.plain!.port, localAddress);
 
 describe('the plain profile with up (gate, embedded broker)', () => {
   it('enrols without a certificate: transport plain in devices.yaml and device.json, access = the plain port', async () => {
@@ -162,56 +111,56 @@ describe('the plain profile with up (gate, embedded broker)', () => {
 
   it('refuses the same CONNECT bytes from another address, a second time, and after the grant closed', async () => {
     const { running, plain, tls } = await up();
-    const credential = await knockFrom(plain);
+    const credential = await knock(plain);
     const bytes = connectBytes(PLAIN_ID, credential, `${PLAIN_ID}/raw`);
     // 127.0.0.2 never knocked: the gate resets it before the broker sees a byte.
-    expect(await sendConnect(bytes, OTHER_ADDRESS)).toBe('reset');
+    expect(await connect(bytes, OTHER_ADDRESS)).toBe('reset');
     // A grant for the TLS port does not open the plain port: 127.0.0.2 knocks as the TLS device, still reset.
-    await knockFrom(tls, OTHER_ADDRESS);
-    expect(await sendConnect(bytes, OTHER_ADDRESS)).toBe('reset');
+    await knock(tls, OTHER_ADDRESS);
+    expect(await connect(bytes, OTHER_ADDRESS)).toBe('reset');
     // From the knocking address: accepted once (CONNACK 0) ...
-    expect(await sendConnect(bytes, '127.0.0.1')).toBe(0);
+    expect(await connect(bytes, '127.0.0.1')).toBe(0);
     // ... and the grant closed on connect: the same bytes are reset by the gate now.
     await waitFor(
       () => (running.deps.grants.active().some((g) => g.address === '127.0.0.1') ? undefined : true),
       'the grant to close on connect',
       5000,
     );
-    expect(await sendConnect(bytes, '127.0.0.1')).toBe('reset');
+    expect(await connect(bytes, '127.0.0.1')).toBe('reset');
   });
 
   it('the broker itself refuses a consumed credential, one from another address, and one whose grant closed', async () => {
     const { running, plain } = await up();
     // Two plain knocks from two addresses: the second replaces the first credential (only the last one lives).
-    const first = await knockFrom(plain, '127.0.0.1');
-    const second = await knockFrom(plain, OTHER_ADDRESS);
+    const first = await knock(plain, '127.0.0.1');
+    const second = await knock(plain, OTHER_ADDRESS);
     // Both addresses hold a plain-port grant now, so these reach the broker, which must refuse:
-    expect(await sendConnect(connectBytes(PLAIN_ID, first, 'a'), '127.0.0.1')).toBe(5); // replaced
-    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'b'), '127.0.0.1')).toBe(5); // wrong address
-    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'c'), OTHER_ADDRESS)).toBe(0); // its own address
-    expect(await sendConnect(connectBytes(PLAIN_ID, second, 'd'), OTHER_ADDRESS)).not.toBe(0); // consumed
+    expect(await connect(connectBytes(PLAIN_ID, first, 'a'), '127.0.0.1')).toBe(5); // replaced
+    expect(await connect(connectBytes(PLAIN_ID, second, 'b'), '127.0.0.1')).toBe(5); // wrong address
+    expect(await connect(connectBytes(PLAIN_ID, second, 'c'), OTHER_ADDRESS)).toBe(0); // its own address
+    expect(await connect(connectBytes(PLAIN_ID, second, 'd'), OTHER_ADDRESS)).not.toBe(0); // consumed
     // A knock whose grant is closed by the operator: its credential dies with the grant.
-    const third = await knockFrom(plain, '127.0.0.1');
+    const third = await knock(plain, '127.0.0.1');
     await running.deps.grants.revokeWhere((grant) => grant.address === '127.0.0.1');
     expect(running.credentials?.has(PLAIN_ID)).toBe(false);
     // 127.0.0.2 may reach the plain port again (a fresh knock, whose own credential replaces nothing alive): the
     // broker refuses `third` there, dead with its grant.
-    await knockFrom(plain, OTHER_ADDRESS);
-    expect(await sendConnect(connectBytes(PLAIN_ID, third, 'e'), OTHER_ADDRESS)).toBe(5);
+    await knock(plain, OTHER_ADDRESS);
+    expect(await connect(connectBytes(PLAIN_ID, third, 'e'), OTHER_ADDRESS)).toBe(5);
   });
 
   it("refuses a TLS device's name, no password, no username, and the controller's name on the plain listener", async () => {
     const { plain, tls } = await up();
-    const credential = await knockFrom(plain); // 127.0.0.1 may reach the plain port now
+    const credential = await knock(plain); // 127.0.0.1 may reach the plain port now
     for (const password of [credential, 'guess', '']) {
-      expect(await sendConnect(connectBytes(tls.deviceId, password, 'x'), '127.0.0.1')).toBe(5);
+      expect(await connect(connectBytes(tls.deviceId, password, 'x'), '127.0.0.1')).toBe(5);
     }
-    expect(await sendConnect(connectBytes(tls.deviceId, undefined, 'x'), '127.0.0.1')).toBe(5);
-    expect(await sendConnect(connectBytes(PLAIN_ID, undefined, 'x'), '127.0.0.1')).toBe(5);
-    expect(await sendConnect(connectBytes(undefined, undefined, 'x'), '127.0.0.1')).toBe(5);
-    expect(await sendConnect(connectBytes('blackcloud-controller', credential, 'x'), '127.0.0.1')).toBe(5);
+    expect(await connect(connectBytes(tls.deviceId, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await connect(connectBytes(PLAIN_ID, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await connect(connectBytes(undefined, undefined, 'x'), '127.0.0.1')).toBe(5);
+    expect(await connect(connectBytes('blackcloud-controller', credential, 'x'), '127.0.0.1')).toBe(5);
     // None of those consumed the plain device's credential.
-    expect(await sendConnect(connectBytes(PLAIN_ID, credential, 'y'), '127.0.0.1')).toBe(0);
+    expect(await connect(connectBytes(PLAIN_ID, credential, 'y'), '127.0.0.1')).toBe(0);
   });
 
   afterEach(async () => {
