@@ -193,8 +193,8 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
 
   // Device config file.
   const endpointFields = deviceEndpointFields(options.endpoints, transport);
-  const deviceConfig: DeviceConfigFile = {
-    version: 1,
+  const common = {
+    version: 1 as const,
     deviceId,
     spa: {
       ...endpointFields.spa,
@@ -213,11 +213,14 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
           }),
     },
     access: options.access.map(formatAccessSpec),
-    mqtt:
-      transport === 'plain'
-        ? { transport: 'plain', url: endpointFields.mqttUrl }
-        : { url: endpointFields.mqttUrl, ca: 'ca.crt', cert: 'client.crt', key: 'client.key' },
   };
+  const deviceConfig: DeviceConfigFile =
+    transport === 'plain'
+      ? { ...common, mqtt: { transport: 'plain', url: endpointFields.mqttUrl } }
+      : {
+          ...common,
+          mqtt: { url: endpointFields.mqttUrl, ca: 'ca.crt', cert: 'client.crt', key: 'client.key' },
+        };
   const deviceFile = layout.deviceFile(deviceId);
   await writeFileAtomic(deviceFile, serializeDeviceConfig(deviceConfig));
 

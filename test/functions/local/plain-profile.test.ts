@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rotateKeys } from '../../../cli/commands/keys.ts';
 import { LocalFleet } from '../../../cli/fleet/local-fleet.ts';
 import { connectDevice, type DeviceClient } from '../../../device-client/connect-device.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
@@ -40,7 +41,9 @@ afterEach(async () => {
   await removeDir(dataDir);
 });
 
-async function up(): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: DeviceConfig }> {
+async function up(
+  keyRotation = false,
+): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: DeviceConfig }> {
   const config = resolveUpConfig({
     dataDir: dataDir!,
     spaPort: '0',
@@ -48,7 +51,7 @@ async function up(): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: De
     plainPort: '0',
     grantSeconds: '60',
   });
-  const running = await startLocalCloud(config, { keyRotation: false });
+  const running = await startLocalCloud(config, keyRotation ? {} : { keyRotation: false });
   cloud = running;
   const fleet = await LocalFleet.open({
     dataDir: dataDir!,
@@ -161,6 +164,34 @@ describe('the plain profile with up (gate, embedded broker)', () => {
     expect(await connect(connectBytes('blackcloud-controller', credential, 'x'), '127.0.0.1')).toBe(5);
     // None of those consumed the plain device's credential.
     expect(await connect(connectBytes(PLAIN_ID, credential, 'y'), '127.0.0.1')).toBe(0);
+  });
+
+  it("rotates a plain device's key with today's offers over its plain session; the next session uses the new key", async () => {
+    const { running, plain } = await up(true);
+    expect(running.keyRotation).toBeDefined();
+    const file = running.layout.deviceFile(PLAIN_ID);
+    const keys: number[] = [];
+    const device = await connectDevice(file, {
+      firstConnectDeadlineMs: 8000,
+      onEvent: (event) => {
+        if (event.type === 'key-rotated') keys.push(event.keyId);
+      },
+    });
+    clients.push(device);
+    const out: string[] = [];
+    const [result] = await rotateKeys(
+      { device: PLAIN_ID, dataDir: dataDir!, wait: '20' },
+      { out: (line) => out.push(line), err: () => undefined },
+    );
+    expect(result).toMatchObject({ deviceId: PLAIN_ID, status: 'confirmed' });
+    const keyId = (result as { keyId: number }).keyId;
+    expect(keyId).not.toBe(plain.spa.native!.keyId);
+    expect(keys).toEqual([keyId]);
+    expect((await loadDeviceConfig(file)).spa.native?.keyId).toBe(keyId);
+    // A new session knocks with the new key and logs in with the credential derived from it.
+    const again = await connectDevice(file, { firstConnectDeadlineMs: 8000, keyRotation: false });
+    clients.push(again);
+    expect(again.device.config().spa.native?.keyId).toBe(keyId);
   });
 
   afterEach(async () => {
