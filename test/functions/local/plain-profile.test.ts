@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rotateKeys } from '../../../cli/commands/keys.ts';
 import { LocalFleet } from '../../../cli/fleet/local-fleet.ts';
+import { createProgram } from '../../../cli/program.ts';
 import { connectDevice, type DeviceClient } from '../../../device-client/connect-device.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import type { DeviceConfig } from '../../../functions/core/device-config.ts';
@@ -22,6 +23,12 @@ import { connectBytes, knockFrom, sendConnect } from '../../support/plain-mqtt.t
 import { removeDir, tempDir, waitFor } from './helpers.ts';
 
 const PLAIN_ID = 'tiny-1';
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { out: (line: string) => out.push(line), err: (line: string) => err.push(line) }, out, err };
+}
 const OTHER_ADDRESS = '127.0.0.2';
 
 let dataDir: string | undefined;
@@ -194,11 +201,68 @@ describe('the plain profile with up (gate, embedded broker)', () => {
     expect(again.device.config().spa.native?.keyId).toBe(keyId);
   });
 
+  it('blackcloud pub and sub work for a plain device; pub --no-knock is refused with the reason', async () => {
+    const { running } = await up();
+    const file = running.layout.deviceFile(PLAIN_ID);
+    const sub = capture();
+    const subscribing = createProgram(sub.io).parseAsync(
+      ['sub', '--device', file, '-t', 'news', '--count', '1', '--timeout', '10'],
+      { from: 'user' },
+    );
+    await waitFor(() => sub.err.find((line) => line.startsWith('subscribed to')), 'sub to be ready', 10_000);
+    const pub = capture();
+    await createProgram(pub.io).parseAsync(['pub', '--device', file, '-t', 'news', '-m', 'plain hello'], {
+      from: 'user',
+    });
+    await subscribing;
+    expect(sub.out.join('\n')).toContain('plain hello');
+    const refused = capture();
+    await expect(
+      createProgram(refused.io).parseAsync(['pub', '--device', file, '--no-knock', '-t', 'news', '-m', 'x'], {
+        from: 'user',
+      }),
+    ).rejects.toThrow(/mqtt\.transport.*plain.*one-time credential/);
+  });
+
   afterEach(async () => {
     // Whatever a test did, the one-time credentials never reached the audit file.
     if (cloud === undefined || credentials.length === 0) return;
     const audit = await readFile(cloud.layout.auditFile, 'utf8').catch(() => '');
     expect(audit.length).toBeGreaterThan(0);
     for (const credential of credentials) expect(audit).not.toContain(credential);
+  });
+});
+
+describe('devices add --transport', () => {
+  const add = async (...args: string[]) => {
+    const io = capture();
+    await createProgram(io.io).parseAsync(['devices', 'add', ...args, '--data-dir', dataDir!], {
+      from: 'user',
+    });
+    return io;
+  };
+
+  it('refuses plain with fwknop knocks, on AWS, and an unknown transport, naming --transport and the fix', async () => {
+    await expect(add('f-1', '--transport', 'plain', '--format', 'fwknop')).rejects.toThrow(
+      /--transport.*native \(BC1\) knocks.*fix: drop --format fwknop/,
+    );
+    await expect(add('a-1', '--transport', 'plain', '--aws')).rejects.toThrow(/--transport.*--aws/);
+    await expect(add('u-1', '--transport', 'udp')).rejects.toThrow(/--transport.*"tls".*"plain"/);
+  });
+
+  it('enrols in bulk with --count, each without a certificate; --help explains the option and its cost', async () => {
+    await up();
+    const { err } = await add('--count', '3', '--prefix', 'small-', '--transport', 'plain');
+    expect(err.join('\n')).toMatch(/3\/3 \(created 3/);
+    for (const id of ['small-1', 'small-2', 'small-3']) {
+      const config = await loadDeviceConfig(`${dataDir}/devices/${id}/device.json`);
+      expect(config.mqtt.transport).toBe('plain');
+      await expect(readFile(`${dataDir}/devices/${id}/client.crt`)).rejects.toThrow(/ENOENT/);
+    }
+    const help = capture();
+    await expect(
+      createProgram(help.io).parseAsync(['devices', 'add', '--help'], { from: 'user' }),
+    ).rejects.toThrow();
+    expect(help.out.join('\n')).toMatch(/--transport <transport>[\s\S]*NOT encrypted/);
   });
 });
