@@ -30,6 +30,7 @@ import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { describeIssue } from '../core/config-issues.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE, MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
+import { DEFAULT_PLAIN_PORT } from '../core/transport.ts';
 import { MAX_READERS } from '../receiver/udp-receiver.ts';
 import { DEFAULT_DATA_DIR, dataDirLayout } from './data-dir.ts';
 import {
@@ -40,8 +41,7 @@ import {
 } from './public-address.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;
-/** The plain profile's public port when a plain device is enrolled before `up` ever opened one (MQTT's own). */
-export const DEFAULT_PLAIN_PORT = 1883;
+export { DEFAULT_PLAIN_PORT } from '../core/transport.ts';
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_KEY_ROTATION_HOURS = 24;
 
