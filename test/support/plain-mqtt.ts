@@ -2,7 +2,8 @@
  * What the plain-profile tests share: a BC1 knock sent from a chosen local address (127.0.0.1, 127.0.0.2, ...) with
  * the one-time credential it earns (functions/core/connect-credential.ts), a CONNECT packet built with mqtt-packet,
  * and raw CONNECT bytes sent over a TCP socket bound to a chosen local address, answered by the CONNACK return code,
- * 'reset' (a gate or firewall refused the connection) or 'closed' (closed, or nothing within 5 s).
+ * 'reset' (a gate or firewall refused the connection) or 'closed' (closed, or nothing within `timeoutMs`: a SYN
+ * that nftables dropped).
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -53,7 +54,12 @@ export function connectBytes(
 export type ConnectAnswer = number | 'reset' | 'closed';
 
 /** Sends `bytes` to 127.0.0.1:`port` from `localAddress` and reads the answer (see the module comment). */
-export function sendConnect(bytes: Buffer, port: number, localAddress: string): Promise<ConnectAnswer> {
+export function sendConnect(
+  bytes: Buffer,
+  port: number,
+  localAddress: string,
+  timeoutMs = 5000,
+): Promise<ConnectAnswer> {
   return new Promise((resolve) => {
     const socket = tcpConnect({ host: '127.0.0.1', port, localAddress });
     let settled = false;
@@ -73,6 +79,6 @@ export function sendConnect(bytes: Buffer, port: number, localAddress: string): 
       done(error.code === 'ECONNRESET' ? 'reset' : 'closed'),
     );
     socket.on('close', () => done('closed'));
-    setTimeout(() => done('closed'), 5000).unref();
+    setTimeout(() => done('closed'), timeoutMs).unref();
   });
 }

@@ -6,6 +6,7 @@
  * from its address, within its grant; the same CONNECT bytes are refused from elsewhere, a second time, and after
  * the grant closed; a TLS device's name is refused on the plain listener; the credential is never in the audit.
  */
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rotateKeys } from '../../../cli/commands/keys.ts';
@@ -43,6 +44,12 @@ beforeEach(async () => {
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.end(true);
+  // Whatever a test did, the one-time credentials never reached the audit file.
+  if (cloud !== undefined && credentials.length > 0) {
+    const audit = await readFile(cloud.layout.auditFile, 'utf8');
+    expect(audit.length).toBeGreaterThan(0);
+    for (const credential of credentials) expect(audit).not.toContain(credential);
+  }
   await cloud?.close();
   cloud = undefined;
   await removeDir(dataDir);
@@ -223,14 +230,6 @@ describe('the plain profile with up (gate, embedded broker)', () => {
       }),
     ).rejects.toThrow(/mqtt\.transport.*plain.*one-time credential/);
   });
-
-  afterEach(async () => {
-    // Whatever a test did, the one-time credentials never reached the audit file.
-    if (cloud === undefined || credentials.length === 0) return;
-    const audit = await readFile(cloud.layout.auditFile, 'utf8').catch(() => '');
-    expect(audit.length).toBeGreaterThan(0);
-    for (const credential of credentials) expect(audit).not.toContain(credential);
-  });
 });
 
 describe('devices add --transport', () => {
@@ -264,5 +263,43 @@ describe('devices add --transport', () => {
       createProgram(help.io).parseAsync(['devices', 'add', '--help'], { from: 'user' }),
     ).rejects.toThrow();
     expect(help.out.join('\n')).toMatch(/--transport <transport>[\s\S]*NOT encrypted/);
+  });
+});
+
+describe('the plain profile with up --firewall nftables (root, loopback is filtered too)', () => {
+  it('the plain port is dark until the plain device knocks, and stays dark for an address that did not', async () => {
+    const table = `bcplain_${randomBytes(4).toString('hex')}`;
+    const running = await startLocalCloud(
+      resolveUpConfig({
+        dataDir: dataDir!,
+        spaPort: '0',
+        mqttPort: '0',
+        plainPort: '0',
+        firewall: 'nftables',
+        nftTable: table,
+        grantSeconds: '60',
+      }),
+      { keyRotation: false },
+    );
+    cloud = running;
+    const fleet = await LocalFleet.open({
+      dataDir: dataDir!,
+      random: systemRandom,
+      clock: systemClock,
+      operator: 'test',
+    });
+    const enrolled = await fleet.enrol({ deviceId: PLAIN_ID, format: 'native', transport: 'plain' });
+    await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
+    const plain = await loadDeviceConfig(enrolled.deviceFile);
+    const port = running.plain!.port;
+    const probe = (bytes: Buffer, from: string) => sendConnect(bytes, port, from, 1500);
+    const early = connectBytes(PLAIN_ID, 'f'.repeat(64), 'early');
+    expect(await probe(early, '127.0.0.1')).toBe('closed'); // the SYN is dropped: no answer at all
+    const credential = await knockFrom(plain, running.spa.port, '127.0.0.1');
+    credentials.push(credential);
+    const bytes = connectBytes(PLAIN_ID, credential, `${PLAIN_ID}/nft`);
+    expect(await probe(bytes, OTHER_ADDRESS)).toBe('closed'); // never knocked: still dark
+    expect(await probe(bytes, '127.0.0.1')).toBe(0);
+    expect(await probe(bytes, '127.0.0.1')).not.toBe(0); // consumed (and the rule closed on connect)
   });
 });
