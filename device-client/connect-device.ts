@@ -50,6 +50,7 @@ import { DeviceConfigError } from '../functions/core/config-errors.ts';
 import { connectCredential } from '../functions/core/connect-credential.ts';
 import type { DeviceConfig, KnockFormat } from '../functions/core/device-config.ts';
 import { parseSessionNotice, sessionNoticeTopic } from '../functions/core/session-notice.ts';
+import { DEFAULT_PLAIN_PORT } from '../functions/core/transport.ts';
 import { readTlsMaterial, type TlsMaterial } from './broker-connection.ts';
 import { BrokerConnectError, SessionEndedError, type SessionEndReason } from './errors.ts';
 import { type KeyListenerEvent, listenForKeys } from './key-listener.ts';
@@ -267,7 +268,8 @@ class KnockFirstStream extends Duplex {
 function brokerEndpoint(config: DeviceConfig): { host: string; port: number } {
   const url = new URL(config.mqtt.url);
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  return { host, port: url.port === '' ? 8883 : Number(url.port) };
+  const defaultPort = config.mqtt.transport === 'plain' ? DEFAULT_PLAIN_PORT : 8883;
+  return { host, port: url.port === '' ? defaultPort : Number(url.port) };
 }
 
 function asError(value: unknown): Error {

@@ -45,7 +45,19 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option('--count <n>', 'enrol N devices named PREFIX1..PREFIXN (zero-padded, e.g. sensor-001)')
       .option('--prefix <prefix>', 'name prefix for --count')
       .option('--format <format>', 'native (BC1, default) | fwknop (the standard fwknop client)', 'native')
-      .option('--ports <list>', 'what the device may open, e.g. tcp/8883 (default: the broker port)')
+      .option(
+        '--transport <transport>',
+        'tls (default: mutual TLS, a client certificate) | plain (local only, for devices that cannot do TLS:\n' +
+          "plain MQTT on up's --plain-port, dark like the TLS port, logging in with a one-time password derived\n" +
+          'from each BC1 knock; no reusable secret on the wire, but the session itself is NOT encrypted: anyone on\n' +
+          'the path reads the payloads and can hijack the session after CONNECT; docs/threat-model.md "The plain\n' +
+          'profile"). Needs native knocks (not --format fwknop)',
+        'tls',
+      )
+      .option(
+        '--ports <list>',
+        'what the device may open, e.g. tcp/8883 (default: the broker port; plain: the plain port)',
+      )
       .option('--max-open-seconds <n>', "upper bound of this device's grants (default 300)")
       .option(
         '--transport <transport>',
@@ -64,6 +76,7 @@ export function registerDevices(program: Command, io: CliIo): void {
           '  blackcloud devices add sensor-1\n' +
           '  blackcloud devices add sensor-2 --ports tcp/8883 --max-open-seconds 60\n' +
           '  blackcloud devices add legacy-1 --format fwknop --data-dir /var/lib/blackcloud\n' +
+          '  blackcloud devices add tiny-1 --transport plain     # then: blackcloud up --plain-port 1883\n' +
           '  blackcloud devices add --count 100 --prefix sensor-\n' +
           '  blackcloud devices add --count 1000 --prefix meter- --aws --ca ~/.blackcloud/ca --out ./bundles\n' +
           '  blackcloud devices add tiny-1 --aws --transport plain',

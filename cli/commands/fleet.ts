@@ -92,12 +92,12 @@ function seconds(ms: number): string {
 
 interface AddOptions extends FleetFlags {
   readonly format?: string;
+  readonly transport?: string;
   readonly ports?: string;
   readonly maxOpenSeconds?: string;
   readonly count?: string;
   readonly prefix?: string;
   readonly concurrency?: string;
-  readonly transport?: string;
   readonly json?: boolean;
 }
 
@@ -116,7 +116,7 @@ function parseTransport(text: string | undefined): DeviceTransport | undefined {
 function printSingle(io: CliIo, device: EnrolledDevice): void {
   const file = displayPath(device.deviceFile);
   io.out(
-    `added device ${device.deviceId} (${device.format}, may open ${device.access.map(formatAccessSpec).join(',')}): ${file}`,
+    `added device ${device.deviceId} (${device.format}${device.transport === 'plain' ? ', plain MQTT' : ''}, may open ${device.access.map(formatAccessSpec).join(',')}): ${file}`,
   );
   io.out(`  knock and publish:  npx blackcloud pub --device ${file} -t hello -m hi`);
   if (device.fwknop !== undefined) {
@@ -135,11 +135,11 @@ function enrolledJson(device: EnrolledDevice): string {
   return JSON.stringify({
     deviceId: device.deviceId,
     format: device.format,
+    transport: device.transport ?? 'tls',
     deviceFile: device.deviceFile,
     bundleDir: device.bundleDir,
     keyId: device.keyId,
     access: device.access.map(formatAccessSpec),
-    ...(device.transport === undefined ? {} : { transport: device.transport }),
     ...(device.fwknop === undefined ? {} : { fwknop: device.fwknop }),
   });
 }
@@ -155,12 +155,19 @@ export async function addDevices(names: readonly string[], options: AddOptions, 
   const count = parseCount(options.count, '--count', 100_000);
   const concurrency = parseCount(options.concurrency, '--concurrency', 64);
   const transport = parseTransport(options.transport);
+  if (transport === 'plain' && format !== 'native') {
+    throw new UsageError(
+      '--transport',
+      'plain needs native (BC1) knocks: its one-time connect password derives from the BC1 knock (fwknop knocks ' +
+        'carry no key id and nonce to derive it from); fix: drop --format fwknop, or keep --transport tls',
+    );
+  }
   const ids = expandNames(names, count, options.prefix);
   const fleet = await openFleet(options);
   const requests: EnrolRequest[] = ids.map((deviceId) => ({
     deviceId,
     format: format as DeviceFormat,
-    ...(transport === undefined ? {} : { transport }),
+    ...(transport === 'plain' ? { transport } : {}),
     ...(access === undefined ? {} : { access }),
     ...(maxOpenSeconds === undefined ? {} : { maxOpenSeconds }),
   }));

@@ -67,6 +67,9 @@ export function readyRecord(cloud: LocalCloud): Record<string, unknown> {
     dataDir: cloud.layout.root,
     spa: { host: cloud.spa.host, port: cloud.spa.port, protocol: 'udp' },
     mqtt: { host: cloud.mqtt.host, port: cloud.mqtt.port, url: cloud.mqtt.url },
+    ...(cloud.plain === undefined
+      ? {}
+      : { plain: { host: cloud.plain.host, port: cloud.plain.port, url: cloud.plain.url } }),
     broker: cloud.broker,
     firewall: cloud.config.firewall,
     ...(cloud.config.firewall === 'nftables' ? { nftTable: cloud.config.nftTable } : {}),
@@ -99,6 +102,12 @@ export function banner(cloud: LocalCloud): string[] {
     `blackcloud is up (data directory ${displayPath(cloud.layout.root)})`,
     `  SPA receiver   udp ${hostPort(cloud.spa.host, cloud.spa.port)}   (never answers)`,
     `  MQTT           tcp ${hostPort(cloud.mqtt.host, cloud.mqtt.port)}   ${front}`,
+    ...(cloud.plain === undefined
+      ? []
+      : [
+          `  MQTT (plain)   tcp ${hostPort(cloud.plain.host, cloud.plain.port)}   dark like the TLS port; plain devices only, ` +
+            `one-time password per knock; NOT encrypted (docs/threat-model.md "The plain profile")`,
+        ]),
     `  devices        ${cloud.directory.devices().length} in ${displayPath(cloud.layout.devicesFile)} (reloaded on change)`,
     `  grants         ${config.grantSeconds} s by default, capped per device; nothing reaches the broker without a knock`,
     `  audit          ${displayPath(cloud.layout.auditFile)}`,
@@ -168,7 +177,7 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--data-dir <dir>', 'data directory (default ./.blackcloud)')
     .option(
       '--config <file>',
-      'YAML or JSON config file (keys: host, publicAddress, spaPort, mqttPort, firewall, broker, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice, readers)',
+      'YAML or JSON config file (keys: host, publicAddress, spaPort, mqttPort, plainPort, firewall, broker, brokerPlain, dataDir, grantSeconds, clockWindowSeconds, nftTable, demoDevice, readers)',
     )
     .option('--host <ip>', 'address to listen on (default 127.0.0.1; 0.0.0.0 when a public address is set)')
     .option(
@@ -185,6 +194,16 @@ export function registerUp(program: Command, io: CliIo): void {
       'SPA sockets on the one UDP port, SO_REUSEPORT, one process (default 1; docs/scaling.md)',
     )
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
+    .option(
+      '--plain-port <n>',
+      'open the plain-profile MQTT port for devices that cannot do TLS (off unless given, e.g. 1883): dark like\n' +
+        'the TLS port, plain devices log in with a one-time password per knock, but their traffic is NOT\n' +
+        'encrypted (docs/threat-model.md "The plain profile")',
+    )
+    .option(
+      '--broker-plain <url>',
+      "with --broker: that Mosquitto's plain listener (mqtt://host:port; dynsec passwords), for plain devices",
+    )
     .option('--grant-seconds <n>', 'grant length when a knock asks for 0 s (default 30)')
     .option('--nft-table <name>', 'nftables table name (default blackcloud)')
     .option(

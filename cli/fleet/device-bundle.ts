@@ -45,8 +45,8 @@ const base64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base6
 
 export function bundleFiles(input: BundleInput): Bundle {
   const { fwknop } = input;
-  const config: DeviceConfigFile = {
-    version: 1,
+  const common = {
+    version: 1 as const,
     deviceId: input.deviceId,
     spa: {
       host: input.receiver.host,
@@ -66,17 +66,23 @@ export function bundleFiles(input: BundleInput): Bundle {
           }),
     },
     access: input.access.map(formatAccessSpec),
-    mqtt:
-      input.plainPort === undefined
-        ? {
+  };
+  const config: DeviceConfigFile =
+    input.plainPort === undefined
+      ? {
+          ...common,
+          mqtt: {
             url: `mqtts://${hostInUrl(input.broker.host)}:${input.broker.port}`,
             servername: input.broker.servername,
             ca: 'ca.crt',
             cert: 'client.crt',
             key: 'client.key',
-          }
-        : { transport: 'plain', url: `mqtt://${hostInUrl(input.broker.host)}:${input.plainPort}` },
-  };
+          },
+        }
+      : {
+          ...common,
+          mqtt: { transport: 'plain', url: `mqtt://${hostInUrl(input.broker.host)}:${input.plainPort}` },
+        };
   const { tls } = input;
   if ((tls === undefined) === (input.plainPort === undefined)) {
     throw new TypeError('bundleFiles needs exactly one of tls (a TLS device) and plainPort (a plain device)');

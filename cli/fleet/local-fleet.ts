@@ -36,7 +36,7 @@ import { fwknopCommandLine, fwknoprcStanza } from '../../functions/local/fwknop-
 import { APPEND_FLAGS } from '../../functions/local/open-flags.ts';
 import { checkDeviceName, displayPath, provisionDevice } from '../../functions/local/provision-device.ts';
 import { openTrustedDataDir } from '../../functions/local/trusted-dir.ts';
-import { DEFAULT_HOST, DEFAULT_MQTT_PORT } from '../../functions/local/up-config.ts';
+import { DEFAULT_HOST, DEFAULT_MQTT_PORT, DEFAULT_PLAIN_PORT } from '../../functions/local/up-config.ts';
 import { ensureLocalPki, loadPem, type Pem } from '../../functions/pki/local-ca.ts';
 import { DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { UsageError } from '../usage-error.ts';
@@ -135,14 +135,6 @@ export class LocalFleet implements Fleet {
   }
 
   enrol(request: EnrolRequest): Promise<EnrolledDevice> {
-    // The local fleet's plain enrolment is branch `plain`'s (this guard goes when it lands).
-    if (request.transport === 'plain') {
-      return Promise.reject(
-        new FleetError(
-          '--transport plain is not available for the local fleet yet; fix: enrol it with --aws',
-        ),
-      );
-    }
     return this.#exclusive('devices add', () => this.#enrolNow(request));
   }
 
@@ -236,7 +228,10 @@ export class LocalFleet implements Fleet {
     const { deviceId } = request;
     if ((await this.state(deviceId)) === 'partial') await this.#removeFiles(deviceId);
     const endpoints = await this.#endpoints();
-    const access = request.access ?? [{ protocol: 'tcp' as const, port: endpoints.mqttPort }];
+    const plain = request.transport === 'plain';
+    // A plain device may open the plain listener's port (the one up opened, else the default it will open).
+    const brokerPort = plain ? (endpoints.plainPort ?? DEFAULT_PLAIN_PORT) : endpoints.mqttPort;
+    const access = request.access ?? [{ protocol: 'tcp' as const, port: brokerPort }];
     const ca = await this.#loadCa();
     let provisioned: Awaited<ReturnType<typeof provisionDevice>>;
     try {
@@ -244,6 +239,7 @@ export class LocalFleet implements Fleet {
         layout: this.layout,
         deviceId,
         format: request.format,
+        ...(plain ? { transport: 'plain' as const } : {}),
         access,
         ...(request.maxOpenSeconds === undefined ? {} : { maxOpenSeconds: request.maxOpenSeconds }),
         endpoints,
@@ -288,6 +284,7 @@ export class LocalFleet implements Fleet {
     return Object.freeze({
       deviceId,
       format: provisioned.format,
+      ...(plain ? { transport: 'plain' as const } : {}),
       bundleDir: this.layout.deviceDir(deviceId),
       deviceFile: provisioned.deviceFile,
       keyId: provisioned.keyId,

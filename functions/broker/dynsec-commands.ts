@@ -63,7 +63,13 @@ export type DynsecCommand =
       readonly acltype: string;
       readonly topic: string;
     }
-  | { readonly command: 'listClients' | 'listRoles'; readonly verbose: boolean; readonly count: number };
+  | { readonly command: 'listClients' | 'listRoles'; readonly verbose: boolean; readonly count: number }
+  | {
+      /** The plain profile's one-time credential (or its random replacement). Never logged. */
+      readonly command: 'setClientPassword';
+      readonly username: string;
+      readonly password: string;
+    };
 
 export interface DynsecResponse {
   readonly command: string;

@@ -23,13 +23,25 @@
  *   CONNACK with return code 0 was written, with the session's certificate identity (never the client-chosen
  *   username or client id) and the TCP peer address and port the broker saw (behind the gate: the gate's upstream
  *   leg, which the gate maps back to the device's address). A throwing hook is ignored.
+ * - The plain profile (docs/threat-model.md, "The plain profile"), only with `plain`: `acceptPlain(socket)` serves a
+ *   plain TCP connection (the plain listener's granted connection; `startEmbeddedBroker` with `plain.port` listens
+ *   for them itself). There is no certificate: the CONNECT's username is the claimed identity (it must be a valid
+ *   device identity, never the controller's) and `plain.authenticate` decides with the username, the password and
+ *   the TCP peer address; anything it does not accept (no username, no password, a refusal, a throw) gets CONNACK
+ *   5. Only once accepted does the connection get its identity; from then on it is served exactly like a TLS
+ *   connection of that identity (client id namespacing, will check, topic policy, `disconnect`, `onSession`).
  * - `close()` disconnects every client and stops listening; it resolves when the port is released.
  * - `startInProcessBroker` is the same broker with no listening socket at all (docs/local.md, gate mode): it only
  *   speaks to streams handed to it in this process, `accept(socket)` (the gate's accepted, granted connection)
  *   and `connect()` (a fresh in-memory stream pair for an in-process client such as the key-rotation controller;
  *   the TLS and certificate checks above apply to both unchanged). No other process can reach it.
  */
-import type { AddressInfo, Socket } from 'node:net';
+import {
+  type AddressInfo,
+  createServer as createTcpServer,
+  type Socket,
+  type Server as TcpServer,
+} from 'node:net';
 import { type Duplex, duplexPair } from 'node:stream';
 import { createSecureContext, createServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import {
@@ -42,7 +54,7 @@ import {
   type Subscription,
 } from 'aedes';
 import { listenErrorCode } from '../core/listen-error.ts';
-import { isValidIdentity } from '../core/topics.ts';
+import { CONTROLLER_IDENTITY, isValidIdentity } from '../core/topics.ts';
 import { BrokerListenError, BrokerTlsError } from './broker-error.ts';
 import { mayPublish, mayReceive, maySubscribe } from './topic-policy.ts';
 
@@ -78,10 +90,29 @@ export interface EmbeddedBrokerOptions {
   logger?: BrokerLogger;
   /** An MQTT session was accepted (CONNACK 0 written): who (certificate CN) from which TCP peer. */
   onSession?: (session: BrokerSession) => void;
+  /** The plain profile's listener (see the contract). @default none: plain connections are not served */
+  plain?: PlainListenerOptions;
   /** Milliseconds allowed for the TLS handshake. @default 10000 */
   handshakeTimeoutMs?: number;
   /** Milliseconds allowed between the handshake and CONNECT. @default 10000 */
   connectTimeoutMs?: number;
+}
+
+export interface PlainListenerOptions {
+  /** `startEmbeddedBroker` only: listen for plain connections on this port (0 = any free port) of `host`. */
+  readonly port?: number;
+  /** The CONNECT check of a plain connection; only `true` accepts (a rejection or throw refuses). */
+  authenticate(req: PlainLogin): boolean | Promise<boolean>;
+}
+
+/** What a plain connection's CONNECT presented. The password is a secret: never log it. */
+export interface PlainLogin {
+  /** The claimed identity (the CONNECT username). */
+  readonly username: string;
+  readonly password: Buffer | undefined;
+  readonly clientId: string;
+  /** The TCP peer address of the connection (behind the gate: the device's own address). */
+  readonly remoteAddress: string;
 }
 
 /** One accepted MQTT session, as the broker saw it. */
@@ -99,6 +130,8 @@ export interface InProcessBroker {
   aedes: Aedes;
   /** Serves a connection accepted elsewhere in this process (e.g. by the gate) as if it had been accepted here. */
   accept(socket: Duplex): void;
+  /** Serves a plain-profile connection (no TLS) accepted elsewhere in this process; needs the `plain` option. */
+  acceptPlain(socket: Duplex): void;
   /** A new in-memory connection to the broker: the client's end (TLS is then negotiated over it). */
   connect(): Duplex;
   /** The certificate identity behind an aedes client, or undefined. */
@@ -119,6 +152,8 @@ export interface Farewell {
 
 export interface EmbeddedBroker extends InProcessBroker {
   address(): { host: string; port: number };
+  /** The plain listener's address, when `plain.port` was given. */
+  plainAddress(): { host: string; port: number } | undefined;
 }
 
 const NOT_AUTHORIZED = 5;
@@ -140,11 +175,41 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     await broker.close();
     throw new BrokerListenError(opts.host, opts.port, listenErrorCode(cause), { cause });
   }
+  let plainServer: TcpServer | undefined;
+  const plainPort = opts.plain?.port;
+  if (plainPort !== undefined) {
+    const listening = createTcpServer((socket) => broker.acceptPlain(socket));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        listening.once('error', reject);
+        listening.listen(plainPort, opts.host, () => {
+          listening.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (cause) {
+      await broker.close();
+      throw new BrokerListenError(opts.host, plainPort, listenErrorCode(cause), { cause });
+    }
+    plainServer = listening;
+  }
   return {
     ...broker,
     address() {
       const info = server.address() as AddressInfo;
       return { host: info.address, port: info.port };
+    },
+    plainAddress() {
+      const info = plainServer?.address() as AddressInfo | undefined | null;
+      return info === undefined || info === null ? undefined : { host: info.address, port: info.port };
+    },
+    async close() {
+      const released =
+        plainServer?.listening === true
+          ? new Promise<void>((resolve) => plainServer?.close(() => resolve()))
+          : Promise.resolve();
+      await broker.close();
+      await released;
     },
   };
 }
@@ -167,12 +232,19 @@ async function createBroker(
   const serials = new WeakMap<object, string>();
   /** Connections refused at CONNECT time, with the reason (answered by `authenticate` with CONNACK 5). */
   const refusals = new WeakMap<Client, string>();
-  const tlsSockets = new Set<TLSSocket>();
+  /** Connections served (TLS after its handshake, plain from the start). */
+  const tlsSockets = new Set<Duplex>();
   const rawSockets = new Set<Socket | Duplex>();
+  /** Plain-profile connections (no TLS): their identity is set only once `plain.authenticate` accepted. */
+  const plainSockets = new WeakSet<object>();
+  /** The identity a plain connection's CONNECT claims, until it is authenticated. */
+  const claims = new WeakMap<Client, string>();
+  /** The password a plain connection's CONNECT carried (kept only until `authenticate` runs). */
+  const passwords = new WeakMap<Client, Buffer | undefined>();
   /** Connections being closed with a farewell: served nothing more; the value is the farewell's topic. */
   const leaving = new WeakMap<Client, string>();
   /** Sockets `disconnect` is closing (counted once, even while their farewell is still being written). */
-  const beingClosed = new WeakSet<TLSSocket>();
+  const beingClosed = new WeakSet<Duplex>();
 
   const identityOf = (client: Client | null): string | undefined =>
     client === null ? undefined : identities.get(client.conn);
@@ -180,6 +252,25 @@ async function createBroker(
   const aedes = await Aedes.createBroker({
     connectTimeout: opts.connectTimeoutMs ?? 10_000,
     preConnect(client: Client, packet: ConnectPacket, callback: (error: Error | null, ok: boolean) => void) {
+      if (plainSockets.has(client.conn)) {
+        // The plain profile: the username is only a claim until plain.authenticate accepts the password.
+        const claimed = packet.username;
+        const refuse = (reason: string) => {
+          refusals.set(client, reason);
+          callback(null, true); // answered in authenticate with CONNACK 5
+        };
+        passwords.set(client, packet.password === undefined ? undefined : Buffer.from(packet.password));
+        packet.password = undefined;
+        if (!isValidIdentity(claimed) || claimed === CONTROLLER_IDENTITY) {
+          return refuse('plain connection without a device identity as username');
+        }
+        claims.set(client, claimed);
+        packet.clientId = namespacedClientId(claimed, packet.clientId);
+        if (packet.will && !mayPublish(claimed, packet.will.topic)) {
+          return refuse(`will topic ${JSON.stringify(packet.will.topic)} outside the identity's topics`);
+        }
+        return callback(null, true);
+      }
       const identity = identityOf(client);
       if (identity === undefined)
         return callback(new Error('connection without a certificate identity'), false);
@@ -192,19 +283,42 @@ async function createBroker(
       callback(null, true);
     },
     authenticate(client, _username, _password, done) {
-      const identity = identityOf(client);
-      const refusal = identity === undefined ? 'no certificate identity' : refusals.get(client);
-      const deny = (reason: string) => {
+      const deny = (reason: string, identity?: string) => {
         logger.warn({ identity, clientId: client.id, reason }, 'mqtt connect refused');
         const error = new Error(reason) as AuthenticateError;
         error.returnCode = NOT_AUTHORIZED;
         done(error, false);
       };
-      if (identity === undefined || refusal !== undefined) return deny(refusal ?? 'no certificate identity');
+      if (plainSockets.has(client.conn)) {
+        const claimed = claims.get(client);
+        const password = passwords.get(client);
+        passwords.delete(client);
+        const plainRefusal = refusals.get(client);
+        if (plainRefusal !== undefined || claimed === undefined) {
+          return deny(plainRefusal ?? 'no username', claimed);
+        }
+        const hook = opts.plain;
+        const remoteAddress = (client.conn as Partial<Socket>).remoteAddress;
+        if (hook === undefined || remoteAddress === undefined || password === undefined) {
+          return deny('plain login refused', claimed);
+        }
+        return decide(() =>
+          hook.authenticate({ username: claimed, password, clientId: client.id, remoteAddress }),
+        ).then((allowed) => {
+          if (!allowed) return deny('plain login refused', claimed);
+          identities.set(client.conn, claimed);
+          done(null, true);
+        });
+      }
+      const identity = identityOf(client);
+      const refusal = identity === undefined ? 'no certificate identity' : refusals.get(client);
+      if (identity === undefined || refusal !== undefined) {
+        return deny(refusal ?? 'no certificate identity', identity);
+      }
       if (opts.authenticate === undefined) return done(null, true);
       const serial = serials.get(client.conn) ?? '';
       decide(() => opts.authenticate?.({ identity, clientId: client.id, serial }) ?? true).then((allowed) =>
-        allowed ? done(null, true) : deny('refused by the authenticate hook'),
+        allowed ? done(null, true) : deny('refused by the authenticate hook', identity),
       );
     },
     authorizePublish(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void) {
@@ -312,6 +426,19 @@ async function createBroker(
     accept(socket) {
       server.emit('connection', socket);
     },
+    acceptPlain(socket) {
+      rawSockets.add(socket);
+      socket.once('close', () => rawSockets.delete(socket));
+      if (opts.plain === undefined) {
+        socket.destroy();
+        return;
+      }
+      (socket as Partial<Socket>).setNoDelay?.(true);
+      plainSockets.add(socket);
+      tlsSockets.add(socket);
+      socket.once('close', () => tlsSockets.delete(socket));
+      aedes.handle(socket);
+    },
     connect() {
       const [client, served] = duplexPair();
       server.emit('connection', served);
@@ -324,7 +451,7 @@ async function createBroker(
         if (identities.get(socket) === identity && !socket.destroyed && !beingClosed.has(socket)) {
           dropped += 1;
           beingClosed.add(socket);
-          const client = (socket as TLSSocket & { client?: Client }).client;
+          const client = (socket as Duplex & { client?: Client }).client;
           if (farewell === undefined || client === undefined || !client.connected) {
             socket.destroy();
             continue;

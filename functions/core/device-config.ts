@@ -116,6 +116,39 @@ const relativePath = (what: string) =>
     .string({ error: `must be the path of the ${what} (relative to the device file)` })
     .min(1, { error: `must be the path of the ${what} (relative to the device file)` });
 
+const TLS_MQTT = z.strictObject(
+  {
+    transport: z
+      .literal('tls', { error: 'must be "tls" (the default) or "plain" (a device that cannot do TLS)' })
+      .optional(),
+    url: z.string({ error: 'must be the broker URL, mqtts://host:port' }).regex(MQTTS_URL, {
+      error:
+        'must be mqtts://host:port (TLS is required: the broker authenticates devices by certificate; a device that cannot do TLS sets mqtt.transport "plain")',
+    }),
+    ca: relativePath('CA certificate (PEM)'),
+    cert: relativePath('client certificate (PEM)'),
+    key: relativePath('client private key (PEM)'),
+    servername: z.string({ error: 'must be a TLS server name' }).min(1).optional(),
+  },
+  { error: 'must be an object { url, ca, cert, key }' },
+);
+
+const PLAIN_MQTT = z.strictObject(
+  {
+    transport: z.literal('plain', {
+      error: 'must be "tls" (the default) or "plain" (a device that cannot do TLS)',
+    }),
+    url: z.string({ error: 'must be the broker plain URL, mqtt://host:port' }).regex(MQTT_URL, {
+      error:
+        'must be mqtt://host:port (the broker plain listener); fix: take it from "blackcloud devices add --transport plain"',
+    }),
+  },
+  {
+    error:
+      'must be an object { transport: "plain", url } (a plain device has no ca, cert or key); fix: re-provision with "blackcloud devices add --transport plain"',
+  },
+);
+
 const schema = z.strictObject({
   version: z.literal(DEVICE_CONFIG_VERSION, {
     error: `must be ${DEVICE_CONFIG_VERSION}; fix: this client reads version ${DEVICE_CONFIG_VERSION} device files`,
@@ -180,52 +213,21 @@ const schema = z.strictObject({
     )
     .min(1, { error: 'must list 1..8 entries like "tcp/8883"' })
     .max(8, { error: 'must list 1..8 entries like "tcp/8883"' }),
-  mqtt: z.union(
-    [
-      z.strictObject(
-        {
-          transport: z.literal('tls').optional(),
-          url: z.string({ error: 'must be the broker URL, mqtts://host:port' }).regex(MQTTS_URL, {
-            error:
-              'must be mqtts://host:port (TLS is required: the broker authenticates devices by certificate; a device that cannot do TLS sets mqtt.transport "plain")',
-          }),
-          ca: relativePath('CA certificate (PEM)'),
-          cert: relativePath('client certificate (PEM)'),
-          key: relativePath('client private key (PEM)'),
-          servername: z.string({ error: 'must be a TLS server name' }).min(1).optional(),
-        },
-        { error: 'must be an object { url, ca, cert, key }' },
-      ),
-      z.strictObject(
-        {
-          transport: z.literal('plain', {
-            error: 'must be "tls" (the default) or "plain" (a device that cannot do TLS)',
-          }),
-          url: z.string({ error: 'must be the broker plain URL, mqtt://host:port' }).regex(MQTT_URL, {
-            error:
-              'must be mqtt://host:port (the broker plain listener); fix: take it from "blackcloud devices add --transport plain"',
-          }),
-        },
-        {
-          error:
-            'must be an object { transport: "plain", url } (a plain device has no ca, cert or key); fix: re-provision with "blackcloud devices add --transport plain"',
-        },
-      ),
-    ],
-    {
-      error:
-        'must be { url: "mqtts://…", ca, cert, key } (mutual TLS) or { transport: "plain", url: "mqtt://…" } (the plain profile)',
-    },
-  ),
+  mqtt: TLS_MQTT,
 });
 
-export type DeviceConfigFile = z.input<typeof schema>;
+/** The same file with the plain profile's `mqtt` (chosen by `mqtt.transport`, so errors name the exact field). */
+const plainSchema = schema.extend({ mqtt: PLAIN_MQTT });
+
+export type DeviceConfigFile = z.input<typeof schema> | z.input<typeof plainSchema>;
 
 const isSecret = (field: string): boolean => /(^|\.)(key|encryptionKey|hmacKey)$/.test(field);
 
 /** Validates parsed JSON. `file` names the source in errors and anchors relative paths. */
 export function parseDeviceConfig(input: unknown, file: string): DeviceConfig {
-  const parsed = schema.safeParse(input);
+  const mqttInput = (input as { mqtt?: { transport?: unknown } } | null)?.mqtt;
+  const plainFile = typeof mqttInput === 'object' && mqttInput !== null && mqttInput.transport === 'plain';
+  const parsed = (plainFile ? plainSchema : schema).safeParse(input);
   if (!parsed.success) {
     const first = parsed.error.issues[0]!;
     const line = describeIssue(first, input, isSecret);

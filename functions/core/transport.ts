@@ -14,3 +14,7 @@ export const DEFAULT_DEVICE_TRANSPORT: DeviceTransport = 'tls';
 export function transportOf(entry: { readonly transport?: DeviceTransport | undefined }): DeviceTransport {
   return entry.transport ?? DEFAULT_DEVICE_TRANSPORT;
 }
+
+/** The plain profile's port when none is named (MQTT's registered port without TLS): `up`'s plain port for a plain
+ *  device enrolled before any was opened, and the device library's for an `mqtt://` URL without a port. */
+export const DEFAULT_PLAIN_PORT = 1883;

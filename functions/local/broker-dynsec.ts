@@ -13,18 +13,27 @@
  *   the last state always reaches the broker. It resolves true once the broker matched, false (after a `note`)
  *   when the plugin refused or did not answer. Never rejects. Every (re)connect of the session syncs again (a
  *   restarted broker comes back in step).
+ * - `credentials` is the plain profile's installer (plain-credential-keeper.ts) at that broker: `install` sets the
+ *   device client's dynsec password to the knock's one-time credential (`setClientPassword`). Mosquitto 2.0.11's
+ *   plugin closes every session of a client whose password it changes, so a credential can only be withdrawn
+ *   where no session of the device can be hurt: `withdraw` overwrites it with 32 random bytes (hex) for an
+ *   'invalidated' or 'shutdown' credential, and leaves it for 'consumed', 'grant-closed' and 'expired' (the device
+ *   may be connected with it: the firewall keeps every address without a grant off the plain port, and the next
+ *   knock replaces the password). docs/threat-model.md, "The plain profile", says what that leaves open.
  * - `close()` ends the session; idempotent.
  * - `writeBrokerFiles(dir, ...)` writes the recipe's files for that broker (docs/local.md, --broker), made by the
  *   one generator (functions/broker/mosquitto-config.ts): `mosquitto.conf` (rewritten each time) and the plugin's
  *   initial `dynamic-security.json` (only when absent: the plugin keeps its state there), both 0600 in a 0700
  *   directory. Returns the paths.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { coalescedSync } from '../broker/coalesced-sync.ts';
 import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
 import { debianDynsecPlugin, dynamicSecurityConfig, mosquittoConf } from '../broker/mosquitto-config.ts';
 import type { Pem } from '../pki/local-ca.ts';
+import type { CredentialInstaller, WithdrawReason } from '../receiver/plain-credential-keeper.ts';
 
 export interface BrokerDynsecOptions {
   /** The broker itself, mqtts://host:port. */
@@ -40,8 +49,13 @@ export interface BrokerDynsecOptions {
 
 export interface BrokerDynsec {
   sync(): Promise<boolean>;
+  readonly credentials: CredentialInstaller;
   close(): Promise<void>;
 }
+
+/** Credentials whose death the broker is told of (see the contract: the others would close the live session). */
+const WITHDRAWN_AT_THE_BROKER: ReadonlySet<WithdrawReason> = new Set(['invalidated', 'shutdown']);
+const WITHDRAWN_PASSWORD_BYTES = 32;
 
 export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<BrokerDynsec | undefined> {
   const timeoutMs = options.timeoutMs ?? 3_000;
@@ -82,8 +96,18 @@ export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<B
     return undefined;
   }
   admin.onConnect(() => void sync());
+  const setPassword = async (username: string, password: string): Promise<void> => {
+    await admin.send([{ command: 'setClientPassword', username, password }]);
+  };
   return {
     sync,
+    credentials: Object.freeze({
+      install: (deviceId: string, credential: string) => setPassword(deviceId, credential),
+      withdraw: async (deviceId: string, reason: WithdrawReason) => {
+        if (!WITHDRAWN_AT_THE_BROKER.has(reason)) return;
+        await setPassword(deviceId, randomBytes(WITHDRAWN_PASSWORD_BYTES).toString('hex'));
+      },
+    }),
     close: () => admin.close(),
   };
 }
@@ -92,6 +116,8 @@ export async function writeBrokerFiles(
   dir: string,
   broker: { readonly host: string; readonly port: number },
   tlsDir: string,
+  /** The plain profile's listener of that broker (`--broker-plain`). */
+  plain?: { readonly host: string; readonly port: number },
 ): Promise<{ conf: string; dynsec: string }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const conf = join(dir, 'mosquitto.conf');
@@ -104,6 +130,7 @@ export async function writeBrokerFiles(
       bindAddress: broker.host,
       tlsDir,
       dynamicSecurity: { plugin, configFile: dynsec },
+      ...(plain === undefined ? {} : { plainListener: { port: plain.port, bindAddress: plain.host } }),
       // Its files are in the data directory (0700, its owner's): a root `up`'s broker stays root rather than
       // dropping to `mosquitto`, which could not read them (docs/local.md).
       ...(process.getuid?.() === 0 ? { user: 'root' } : {}),

@@ -11,6 +11,9 @@
  *     certificateSerial: 1F2E...     # optional: the serial of this enrolment's client certificate (hex); the
  *                                    # embedded broker refuses any other certificate with this CN (a name reused
  *                                    # after `devices remove` does not revive the old certificate)
+ *     transport: plain               # optional, default tls: the plain profile for a device that cannot do TLS
+ *                                    # (functions/core/transport.ts, docs/threat-model.md "The plain profile");
+ *                                    # it needs nativeKeys (its one-time connect password derives from a BC1 knock)
  *     grantPrefix: { ipv4: 24, ipv6: 64 }   # optional, off by default: prefix grants for carrier-grade NAT
  *                                    # (ipv4 16..32, ipv6 32..128, and/or ranges: ["198.51.100.0/22"]; see
  *                                    # functions/core/grant-prefix.ts and docs/scaling.md "Prefix grants")
@@ -50,6 +53,7 @@ import { ACCESS_SPEC_PATTERN } from '../core/access-spec.ts';
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import { checkGrantPrefixPolicy, parseGrantPrefixPolicy } from '../core/grant-prefix.ts';
 import type { Device, DeviceKey, FwknopSettings } from '../core/interfaces.ts';
+import { DEVICE_TRANSPORTS } from '../core/transport.ts';
 import { withDevicesFileLock } from './devices-file-lock.ts';
 import { replaceFile } from './replace-file.ts';
 
@@ -139,6 +143,12 @@ export const deviceEntrySchema = z.strictObject({
   certificateSerial: z
     .string({ error: 'expected the hexadecimal serial of the client certificate' })
     .regex(/^[0-9A-Fa-f]{1,64}$/, { error: 'expected the hexadecimal serial of the client certificate' })
+    .optional(),
+  transport: z
+    .enum(DEVICE_TRANSPORTS, {
+      error:
+        'expected "tls" (the default: mutual TLS) or "plain" (a device that cannot do TLS; docs/threat-model.md)',
+    })
     .optional(),
   grantPrefix: z
     .unknown()
@@ -452,6 +462,14 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
 
   const devices: Device[] = [];
   for (const [i, entry] of entries.entries()) {
+    if (entry.transport === 'plain' && entry.nativeKeys.length === 0) {
+      context.issues.push({
+        path: `devices[${i}].transport`,
+        value: '"plain"',
+        message:
+          'a plain device logs in with a one-time credential derived from its native (BC1) knock, and this one has no nativeKeys; fix: add nativeKeys or remove "transport: plain"',
+      });
+    }
     const nativeKeys: DeviceKey[] = [];
     for (const [j, native] of entry.nativeKeys.entries()) {
       const key = await resolveKey(native.key, `devices[${i}].nativeKeys[${j}].key`, NATIVE_KEY, context);
@@ -500,6 +518,7 @@ export async function loadDeviceFile(path: string, options: LoadDeviceFileOption
         ...(entry.grantPrefix === undefined
           ? {}
           : { grantPrefix: parseGrantPrefixPolicy(entry.grantPrefix, `device ${entry.id}`) }),
+        ...(entry.transport === undefined ? {} : { transport: entry.transport }),
       }),
     );
   }

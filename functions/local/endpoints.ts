@@ -6,34 +6,49 @@
  *
  * Contract: `readEndpoints` returns undefined when the file is missing or unreadable (callers fall back to
  * defaults); `refreshDeviceEndpoints(layout, endpoints, generated)` rewrites only the endpoint fields (spa.host,
- * spa.port, mqtt.url) of device files, and of those only a field that still holds what blackcloud wrote there
+ * spa.port, mqtt.url; a plain-profile device file's url names `plainPort` with `mqtt://`) of device files, and of those only a field that still holds what blackcloud wrote there
  * (its value for one of the `generated` endpoints: those of the previous `up` and of this run's provisioning).
  * A field with any other value was edited by hand and is kept (docs/local.md "A device on another machine"). It
  * keeps every other field, skips files it cannot parse, and reports the files it updated, kept and skipped.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
+import type { DeviceTransport } from '../core/transport.ts';
 import type { DataDirLayout } from './data-dir.ts';
 import { writeFileAtomic } from './device-file.ts';
+import { DEFAULT_PLAIN_PORT } from './up-config.ts';
 
 export interface Endpoints {
   /** The address devices use (never a wildcard). */
   readonly host: string;
   readonly spaPort: number;
   readonly mqttPort: number;
+  /** The plain profile's public port, when `up` opened one. */
+  readonly plainPort?: number;
 }
 
 export function mqttUrl(host: string, port: number): string {
   return `mqtts://${isIPv6(host) ? `[${host}]` : host}:${port}`;
 }
 
-export function deviceEndpointFields(endpoints: Endpoints): {
+/** The plain profile's URL (no TLS). */
+export function plainMqttUrl(host: string, port: number): string {
+  return `mqtt://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+}
+
+export function deviceEndpointFields(
+  endpoints: Endpoints,
+  transport: DeviceTransport = 'tls',
+): {
   spa: { host: string; port: number };
   mqttUrl: string;
 } {
   return {
     spa: { host: endpoints.host, port: endpoints.spaPort },
-    mqttUrl: mqttUrl(endpoints.host, endpoints.mqttPort),
+    mqttUrl:
+      transport === 'plain'
+        ? plainMqttUrl(endpoints.host, endpoints.plainPort ?? DEFAULT_PLAIN_PORT)
+        : mqttUrl(endpoints.host, endpoints.mqttPort),
   };
 }
 
@@ -52,7 +67,12 @@ export async function readEndpoints(layout: DataDirLayout): Promise<Endpoints | 
       Number.isInteger(value.spaPort) &&
       Number.isInteger(value.mqttPort)
     ) {
-      return { host: value.host, spaPort: value.spaPort!, mqttPort: value.mqttPort! };
+      return {
+        host: value.host,
+        spaPort: value.spaPort!,
+        mqttPort: value.mqttPort!,
+        ...(Number.isInteger(value.plainPort) ? { plainPort: value.plainPort! } : {}),
+      };
     }
   } catch {
     // Missing or damaged: the caller uses defaults.
@@ -83,8 +103,10 @@ export async function refreshDeviceEndpoints(
     return result;
   }
   const { skipped } = result;
-  const fields = deviceEndpointFields(endpoints);
-  const known = generated.map(deviceEndpointFields);
+  const known = generated.flatMap((item) => [
+    deviceEndpointFields(item),
+    deviceEndpointFields(item, 'plain'),
+  ]);
   const wrote = {
     'spa.host': new Set(known.map((item) => item.spa.host)),
     'spa.port': new Set(known.map((item) => item.spa.port)),
@@ -109,6 +131,7 @@ export async function refreshDeviceEndpoints(
       continue;
     }
     const { spa, mqtt } = json;
+    const fields = deviceEndpointFields(endpoints, mqtt.transport === 'plain' ? 'plain' : 'tls');
     const slots = [
       ['spa.host', spa.host, fields.spa.host, (value: string | number) => (spa.host = value)],
       ['spa.port', spa.port, fields.spa.port, (value: string | number) => (spa.port = value)],

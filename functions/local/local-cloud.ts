@@ -40,6 +40,13 @@
  *   as the broker accepted its MQTT session (`onSession`; behind the gate the broker serves the gate's accepted
  *   connection itself, so its peer is the device's address); the rule closes once no device that knocked for that address still waits.
  *   An external broker (`--broker`) gives no such signal: its grants live for their window.
+ * - The plain profile (docs/threat-model.md "The plain profile", docs/local.md "Devices that cannot do TLS"), only
+ *   with `config.plainPort`: a second public port, dark exactly like the TLS one (its own gate, or one more port of
+ *   the nftables table), in front of the embedded broker's plain connections or `--broker-plain`. A BC1 knock of a
+ *   plain device makes its one-time credential live (plain-credential-keeper.ts) before its grant opens; the
+ *   embedded broker accepts a plain CONNECT only as an enabled plain device, from the address that knocked, with
+ *   that live credential, which it consumes. Every grant closing (the firewall's revoke) kills the credentials of
+ *   its address. With `--broker-plain` the credential is the device client's dynsec password (broker-dynsec.ts).
  * - Replay ids are kept in `nonces.log` (file-backed store), so a restart does not reopen replays.
  * - The receiver also acts as key-rotation controller (docs/key-lifecycle.md): a privileged session to the broker
  *   (certificate `pki/controller.crt`), rotation on schedule, first use of a new key noted after each knock. If
@@ -56,6 +63,7 @@ import {
   type BrokerSession,
   type EmbeddedBroker,
   type InProcessBroker,
+  type PlainLogin,
   startEmbeddedBroker,
   startInProcessBroker,
 } from '../broker/embedded-broker.ts';
@@ -72,10 +80,17 @@ import { canonicalAddress } from '../core/ip-address.ts';
 import { encodeSessionNotice, sessionNoticeTopic } from '../core/session-notice.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
+import { transportOf } from '../core/transport.ts';
 import type { KeyRotationConfig } from '../key-rotation/key-rotation-controller.ts';
 import { ensureLocalPki, loadPem } from '../pki/local-ca.ts';
 import { UdpPortInUseError } from '../receiver/errors.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
+import {
+  type CredentialInstaller,
+  closingCredentials,
+  inBookOnly,
+  PlainCredentialKeeper,
+} from '../receiver/plain-credential-keeper.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
@@ -89,11 +104,13 @@ import { normaliseSerial, writeDeviceFile } from './device-file.ts';
 import {
   type Endpoints,
   mqttUrl,
+  plainMqttUrl,
   readEndpoints,
   refreshDeviceEndpoints,
   writeEndpoints,
 } from './endpoints.ts';
 import { FileNonceStore } from './file-nonce-store.ts';
+import { fanOutFirewall } from './firewall-fanout.ts';
 import { type GateEvent, GateListenError, startGateFirewall } from './gate-firewall.ts';
 import {
   ensureControllerTls,
@@ -136,6 +153,10 @@ export interface LocalCloud {
   readonly spa: { readonly host: string; readonly port: number };
   /** The public MQTT endpoint devices dial (gate, or the guarded broker port). */
   readonly mqtt: { readonly host: string; readonly port: number; readonly url: string };
+  /** The plain profile's public endpoint (`config.plainPort`), dark like `mqtt`. */
+  readonly plain?: { readonly host: string; readonly port: number; readonly url: string };
+  /** The plain profile's live credentials (present with `plain`). */
+  readonly credentials?: PlainCredentialKeeper;
   /** Where the broker itself listens; behind the gate the embedded broker is in process, with no socket at all. */
   readonly broker:
     | { readonly host: string; readonly port: number; readonly embedded: boolean; readonly inProcess: false }
@@ -241,6 +262,25 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     const firstRun = !(await exists(layout.devicesFile));
     live();
 
+    // The plain profile's credentials: the embedded broker asks the book; Mosquitto gets each as a dynsec password.
+    const plainOn = config.plainPort !== undefined;
+    const installer: CredentialInstaller = {
+      install: (id, credential) => (dynsecRef.current?.credentials ?? inBookOnly).install(id, credential),
+      withdraw: (id, reason) => (dynsecRef.current?.credentials ?? inBookOnly).withdraw(id, reason),
+    };
+    const keeper = plainOn
+      ? new PlainCredentialKeeper({
+          installer,
+          clock,
+          timers: systemTimers,
+          onError: (id, error) =>
+            note(
+              `plain profile: the broker did not take device ${id}'s credential change (${error.message})`,
+            ),
+        })
+      : undefined;
+    if (keeper !== undefined) cleanup.defer(() => keeper.close());
+
     // Broker: embedded (in process behind the gate, public behind nftables) or external.
     let broker: InProcessBroker | undefined;
     /** Where the broker listens; undefined for the in-process broker behind the gate (no listening socket). */
@@ -255,6 +295,23 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         return device.certificateSerial === undefined || device.certificateSerial === normaliseSerial(serial);
       },
       onSession: (session: BrokerSession) => sessionRef.current?.(session),
+      // The plain profile: an enabled plain device, from the address that knocked, with its live credential.
+      ...(keeper === undefined
+        ? {}
+        : {
+            plain: {
+              ...(config.firewall === 'nftables' && config.broker === undefined
+                ? { port: config.plainPort! }
+                : {}),
+              authenticate: ({ username, password, remoteAddress }: PlainLogin) => {
+                const device = directoryRef.current?.byId(username);
+                if (device?.enabled !== true || transportOf(device) !== 'plain') return false;
+                const address = canonicalAddress(remoteAddress);
+                if (address === undefined) return false;
+                return keeper.consume(username, password, address) === 'accepted';
+              },
+            },
+          }),
     };
     if (config.broker !== undefined) {
       brokerAddress = { host: config.broker.host, port: config.broker.port };
@@ -270,7 +327,14 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         listening = await startEmbeddedBroker({ ...listen, ...brokerOptions });
       } catch (error) {
         if (error instanceof BrokerListenError && error.code === 'EADDRINUSE') {
-          throw new PortInUseError('tcp', listen.host, listen.port, '--mqtt-port', { cause: error });
+          const plainPort = error.port !== listen.port;
+          throw new PortInUseError(
+            'tcp',
+            listen.host,
+            plainPort ? error.port : listen.port,
+            plainPort ? '--plain-port' : '--mqtt-port',
+            { cause: error },
+          );
         }
         throw error;
       }
@@ -280,31 +344,65 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       brokerAddress = listening.address();
     }
 
-    // Firewall in front of it.
+    // Firewall in front of it (and of the plain listener, when on).
     let firewall: Firewall & { close(): Promise<void> };
     let publicPort: number;
+    let plainPublicPort: number | undefined;
     /** The device address behind the broker's peer: the gate maps its upstream leg, nftables passes it through. */
     if (config.firewall === 'gate') {
-      try {
-        const gate = await startGateFirewall({
-          listen: { host: config.host, port: config.mqttPort },
-          upstream: brokerAddress ?? { handoff: (socket) => (broker as InProcessBroker).accept(socket) },
-          clock,
-          ...(hooks.onGateEvent === undefined ? {} : { onEvent: hooks.onGateEvent }),
-        });
-        firewall = gate;
-        publicPort = gate.address().port;
-      } catch (error) {
-        if (error instanceof GateListenError && error.code === 'EADDRINUSE') {
-          throw new PortInUseError('tcp', config.host, config.mqttPort, '--mqtt-port', { cause: error });
+      const startGate = async (
+        port: number,
+        flag: string,
+        upstream: Parameters<typeof startGateFirewall>[0]['upstream'],
+      ) => {
+        try {
+          return await startGateFirewall({
+            listen: { host: config.host, port },
+            upstream,
+            clock,
+            ...(hooks.onGateEvent === undefined ? {} : { onEvent: hooks.onGateEvent }),
+          });
+        } catch (error) {
+          if (error instanceof GateListenError && error.code === 'EADDRINUSE') {
+            throw new PortInUseError('tcp', config.host, port, flag, { cause: error });
+          }
+          throw error;
         }
-        throw error;
+      };
+      const gate = await startGate(
+        config.mqttPort,
+        '--mqtt-port',
+        brokerAddress ?? { handoff: (socket) => (broker as InProcessBroker).accept(socket) },
+      );
+      publicPort = gate.address().port;
+      firewall = gate;
+      if (config.plainPort !== undefined) {
+        let plainGate: Awaited<ReturnType<typeof startGate>>;
+        try {
+          plainGate = await startGate(
+            config.plainPort,
+            '--plain-port',
+            config.brokerPlain ?? { handoff: (socket) => (broker as InProcessBroker).acceptPlain(socket) },
+          );
+        } catch (error) {
+          await gate.close();
+          throw error;
+        }
+        plainPublicPort = plainGate.address().port;
+        firewall = fanOutFirewall([gate, plainGate]);
       }
     } else {
       publicPort = config.broker?.port ?? (brokerAddress as { port: number }).port;
+      plainPublicPort =
+        config.plainPort === undefined
+          ? undefined
+          : (config.brokerPlain?.port ?? (broker as EmbeddedBroker).plainAddress()?.port);
       firewall = await startNftablesFirewall({
         table: config.nftTable,
-        ports: [{ protocol: 'tcp', port: publicPort }],
+        ports: [
+          { protocol: 'tcp', port: publicPort },
+          ...(plainPublicPort === undefined ? [] : [{ protocol: 'tcp' as const, port: plainPublicPort }]),
+        ],
         clock,
         onSessionEvent: (event) =>
           note(
@@ -314,6 +412,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
           ),
       });
     }
+    // Every grant closing kills the plain credentials of its address (a credential never outlives its grant).
+    if (keeper !== undefined) firewall = closingCredentials(firewall, keeper);
     const startedFirewall = firewall;
     cleanup.defer(() => startedFirewall.close());
     live();
@@ -324,6 +424,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       host: config.advertisedHost,
       spaPort: config.spaPort,
       mqttPort: publicPort,
+      ...(plainPublicPort === undefined ? {} : { plainPort: plainPublicPort }),
     };
     if (firstRun) {
       if (config.demoDevice) {
@@ -355,6 +456,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         for (const grant of cutOffsRef.current === undefined ? [] : deps.grants.active()) {
           if (!enabled.has(grant.deviceId)) cutOff.add(grant.deviceId);
         }
+        for (const id of cutOff) keeper?.invalidate(id);
         void cutOffsRef.current?.cutOff(cutOff);
       },
       onReloadError: (error) =>
@@ -364,10 +466,19 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     cleanup.defer(() => directory.close());
     live();
     for (const device of directory.devices()) {
-      if (!device.allowedAccess.some((entry) => entry.protocol === 'tcp' && entry.port === publicPort)) {
+      const plainDevice = transportOf(device) === 'plain';
+      if (plainDevice && plainPublicPort === undefined) {
+        note(
+          `device ${device.id} is a plain-profile device but up has no plain listener: it cannot log in ` +
+            '(fix: start up with --plain-port 1883; docs/local.md "Devices that cannot do TLS")',
+        );
+        continue;
+      }
+      const port = plainDevice ? plainPublicPort : publicPort;
+      if (!device.allowedAccess.some((entry) => entry.protocol === 'tcp' && entry.port === port)) {
         note(
           `device ${device.id} may open ${device.allowedAccess.map(formatAccessSpec).join(',')} but the broker ` +
-            `port is tcp/${publicPort}: its knocks will not open the broker (edit allowedAccess in ${layout.devicesFile})`,
+            `port is tcp/${port}: its knocks will not open the broker (edit allowedAccess in ${layout.devicesFile})`,
         );
       }
     }
@@ -392,6 +503,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       clock,
       config: { clockWindowMs: config.clockWindowMs, defaultGrantSeconds: config.grantSeconds },
       deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
+      ...(keeper === undefined ? {} : { connectCredentials: keeper }),
     });
     cleanup.defer(() => deps.grants.close());
     sessionRef.current = (session) => {
@@ -528,7 +640,12 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     // An external broker's control plane: its dynamic security follows the devices file.
     if (config.broker !== undefined) {
       const external = { host: config.broker.host, port: config.broker.port };
-      const files = await writeBrokerFiles(join(layout.root, 'mosquitto'), external, layout.pkiDir);
+      const files = await writeBrokerFiles(
+        join(layout.root, 'mosquitto'),
+        external,
+        layout.pkiDir,
+        config.brokerPlain,
+      );
       const wildcard = external.host === '0.0.0.0' || external.host === '::';
       const dynsec = await startBrokerDynsec({
         url: mqttUrl(wildcard ? '127.0.0.1' : external.host, external.port),
@@ -538,12 +655,19 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         note,
       });
       if (dynsec === undefined) {
+        if (keeper !== undefined) {
+          note(
+            "plain profile: without the broker's dynamic security no plain device can log in at that broker",
+          );
+        }
         note(
           `a Mosquitto 2 configuration for that broker is in ${displayPath(files.conf)} (docs/local.md, --broker)`,
         );
       } else {
         dynsecRef.current = dynsec;
         cleanup.defer(() => dynsec.close());
+        // Before the admin session ends: live credentials are withdrawn at the broker (LIFO).
+        if (keeper !== undefined) cleanup.defer(() => keeper.close());
         note(`broker dynamic security: ${mqttUrl(external.host, external.port)} follows the devices file`);
       }
       live();
@@ -554,6 +678,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       host: config.advertisedHost,
       spaPort: receiver.address.port,
       mqttPort: publicPort,
+      ...(plainPublicPort === undefined ? {} : { plainPort: plainPublicPort }),
     };
     await writeEndpoints(layout, endpoints);
     // Remembered once this run is up: a start that failed does not change what the next one uses.
@@ -598,6 +723,16 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       config,
       spa: { host: receiver.address.address, port: receiver.address.port },
       mqtt: { host: config.host, port: publicPort, url: mqttUrl(config.advertisedHost, publicPort) },
+      ...(plainPublicPort === undefined
+        ? {}
+        : {
+            plain: {
+              host: config.host,
+              port: plainPublicPort,
+              url: plainMqttUrl(config.advertisedHost, plainPublicPort),
+            },
+          }),
+      ...(keeper === undefined ? {} : { credentials: keeper }),
       broker:
         brokerAddress === undefined
           ? { embedded: true, inProcess: true }

@@ -60,3 +60,8 @@ export class LocalCloudStoppedError extends Error {
     this.reason = reason;
   }
 }
+
+/** `--transport plain` with a knock format that cannot carry its connect credential (provision-device.ts). */
+export class PlainFormatError extends Error {
+  override readonly name = 'PlainFormatError';
+}

@@ -9,6 +9,10 @@
  * - fwknop format: additionally a 32-byte Rijndael key and a 64-byte HMAC key (as `fwknop --key-gen`), HMAC
  *   SHA-256, username = the device id; the device file's default knock format is then fwknop.
  * - Files: keys/<id>.* (0600), devices/<id>/client.key and device.json (0600), client.crt and ca.crt (0644).
+ * - The plain profile (`transport: 'plain'`, docs/threat-model.md "The plain profile"): no client certificate, no
+ *   CA copy; device.json's `mqtt` is `{ transport: "plain", url: mqtt://host:<plain port> }`, the entry records
+ *   `transport: plain`. Its knocks must be native (the connect credential derives from the BC1 knock), so the
+ *   fwknop format is refused (`PlainFormatError`, naming the options and the fix).
  * - The directory entry is appended LAST (atomic rename), so a receiver watching the directory never sees a device
  *   whose key files are not written yet.
  * - Randomness comes in as a parameter.
@@ -28,6 +32,7 @@ import {
 import { DEVICE_ID_PATTERN } from '../core/device-id.ts';
 import type { RandomSource } from '../core/interfaces.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
+import type { DeviceTransport } from '../core/transport.ts';
 import { issueCertificate, type Pem, writePemFiles } from '../pki/local-ca.ts';
 import type { DataDirLayout } from './data-dir.ts';
 import {
@@ -38,7 +43,7 @@ import {
   writeFileAtomic,
 } from './device-file.ts';
 import { deviceEndpointFields, type Endpoints } from './endpoints.ts';
-import { DeviceNameError } from './local-errors.ts';
+import { DeviceNameError, PlainFormatError } from './local-errors.ts';
 
 export type DeviceFormat = 'native' | 'fwknop';
 
@@ -55,6 +60,8 @@ export interface ProvisionDeviceOptions {
   readonly ca: Pem;
   readonly caFile: string;
   readonly random: RandomSource;
+  /** @default 'tls' */
+  readonly transport?: DeviceTransport;
 }
 
 export interface ProvisionedFwknop {
@@ -67,6 +74,7 @@ export interface ProvisionedFwknop {
 export interface ProvisionedDevice {
   readonly deviceId: string;
   readonly format: DeviceFormat;
+  readonly transport: DeviceTransport;
   readonly deviceFile: string;
   readonly keyId: number;
   readonly access: readonly AccessEntry[];
@@ -123,9 +131,21 @@ function freshKeyId(random: RandomSource, taken: ReadonlySet<number>): number {
   }
 }
 
+/** The plain profile knocks natively only: the refusal of any other format, as one line naming the options. */
+export function checkTransportFormat(transport: DeviceTransport, format: DeviceFormat): void {
+  if (transport === 'plain' && format !== 'native') {
+    throw new PlainFormatError(
+      '--transport plain needs native (BC1) knocks: its one-time connect password derives from the BC1 knock, ' +
+        'and fwknop knocks carry no key id and nonce to derive it from; fix: drop --format fwknop, or keep TLS',
+    );
+  }
+}
+
 export async function provisionDevice(options: ProvisionDeviceOptions): Promise<ProvisionedDevice> {
   const { layout, deviceId, random } = options;
+  const transport = options.transport ?? 'tls';
   checkDeviceName(deviceId);
+  checkTransportFormat(transport, options.format);
   const existing = await directoryIds(layout.devicesFile);
   if (existing.ids.has(deviceId)) {
     throw new DeviceNameError(
@@ -162,15 +182,19 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
     );
   }
 
-  // Client certificate: CN = device id = the broker identity.
-  const client = await issueCertificate(options.ca, { commonName: deviceId, kind: 'client' });
-  await writePemFiles(`${deviceDir}/client.crt`, `${deviceDir}/client.key`, client);
-  await copyFile(options.caFile, `${deviceDir}/ca.crt`);
+  // Client certificate: CN = device id = the broker identity. A plain device has none (nothing to steal).
+  let certificateSerial: string | undefined;
+  if (transport === 'tls') {
+    const client = await issueCertificate(options.ca, { commonName: deviceId, kind: 'client' });
+    await writePemFiles(`${deviceDir}/client.crt`, `${deviceDir}/client.key`, client);
+    await copyFile(options.caFile, `${deviceDir}/ca.crt`);
+    certificateSerial = normaliseSerial(new X509Certificate(client.cert).serialNumber);
+  }
 
   // Device config file.
-  const endpointFields = deviceEndpointFields(options.endpoints);
-  const deviceConfig: DeviceConfigFile = {
-    version: 1,
+  const endpointFields = deviceEndpointFields(options.endpoints, transport);
+  const common = {
+    version: 1 as const,
     deviceId,
     spa: {
       ...endpointFields.spa,
@@ -189,8 +213,14 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
           }),
     },
     access: options.access.map(formatAccessSpec),
-    mqtt: { url: endpointFields.mqttUrl, ca: 'ca.crt', cert: 'client.crt', key: 'client.key' },
   };
+  const deviceConfig: DeviceConfigFile =
+    transport === 'plain'
+      ? { ...common, mqtt: { transport: 'plain', url: endpointFields.mqttUrl } }
+      : {
+          ...common,
+          mqtt: { url: endpointFields.mqttUrl, ca: 'ca.crt', cert: 'client.crt', key: 'client.key' },
+        };
   const deviceFile = layout.deviceFile(deviceId);
   await writeFileAtomic(deviceFile, serializeDeviceConfig(deviceConfig));
 
@@ -202,7 +232,8 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
     ...(options.maxOpenSeconds === undefined ? {} : { maxOpenSeconds: options.maxOpenSeconds }),
     nativeKeys: [{ keyId, key: { file: nativeRef } }],
     // This enrolment's certificate only: a later device of the same name never revives it.
-    certificateSerial: normaliseSerial(new X509Certificate(client.cert).serialNumber),
+    ...(certificateSerial === undefined ? {} : { certificateSerial }),
+    ...(transport === 'plain' ? { transport } : {}),
     ...(fwknop === undefined
       ? {}
       : {
@@ -218,6 +249,7 @@ export async function provisionDevice(options: ProvisionDeviceOptions): Promise<
   return Object.freeze({
     deviceId,
     format: options.format,
+    transport,
     deviceFile,
     keyId,
     access: options.access,

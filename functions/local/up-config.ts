@@ -7,7 +7,9 @@
  * prefilter (true|false, default true with firewall nftables: the kernel pre-filter of the SPA port),
  * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once),
  * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts), readers (1..64,
- * default 1: SPA sockets on the one port, docs/scaling.md "Readers").
+ * default 1: SPA sockets on the one port, docs/scaling.md "Readers"), plainPort (the plain profile's listener,
+ * off unless set; docs/local.md "Devices that cannot do TLS"), brokerPlain (mqtt://host:port: the plain listener of
+ * the `broker`).
  *
  * The public address: `--public-address` (repeatable, or comma-separated) over the file's `publicAddress` over the
  * one the data directory remembers (public-address.json; `loadUpConfig` reads it); `--no-public-address` forgets
@@ -28,6 +30,7 @@ import { z } from 'zod';
 import { DEFAULT_CLOCK_WINDOW_MS, DEFAULT_GRANT_SECONDS, DEFAULT_SPA_PORT } from '../../spa/limits.ts';
 import { describeIssue } from '../core/config-issues.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE, MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
+import { DEFAULT_PLAIN_PORT } from '../core/transport.ts';
 import { MAX_READERS } from '../receiver/udp-receiver.ts';
 import { DEFAULT_DATA_DIR, dataDirLayout } from './data-dir.ts';
 import {
@@ -38,6 +41,7 @@ import {
 } from './public-address.ts';
 
 export const DEFAULT_MQTT_PORT = 8883;
+export { DEFAULT_PLAIN_PORT } from '../core/transport.ts';
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_KEY_ROTATION_HOURS = 24;
 
@@ -74,6 +78,14 @@ export interface UpConfig {
   readonly mqttPort: number;
   readonly firewall: FirewallKind;
   readonly broker?: ExternalBroker;
+  /**
+   * The plain profile's public port (docs/threat-model.md, "The plain profile"): devices that cannot do TLS connect
+   * here, dark like the TLS port. 0 = any free port. Undefined (the default) = no plain listener: an extra port is
+   * only opened when the operator asks for it. With an external broker and nftables, `brokerPlain`'s own port.
+   */
+  readonly plainPort?: number;
+  /** The external broker's plain listener (`--broker-plain mqtt://host:port`; Mosquitto with dynsec passwords). */
+  readonly brokerPlain?: ExternalBroker;
   readonly grantSeconds: number;
   readonly clockWindowMs: number;
   /** nftables table name. @default `blackcloud` */
@@ -98,6 +110,8 @@ export interface UpFlags {
   readonly mqttPort?: string;
   readonly firewall?: string;
   readonly broker?: string;
+  readonly plainPort?: string;
+  readonly brokerPlain?: string;
   readonly grantSeconds?: string;
   readonly nftTable?: string;
   /** `--prefilter` / `--no-prefilter`. */
@@ -115,6 +129,7 @@ const port = (what: string) =>
     .max(65_535, { error: `must be an integer ${what} port 0..65535 (0 = any free port)` });
 
 const BROKER_URL = /^mqtts:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):([0-9]{1,5})\/?$/;
+const BROKER_PLAIN_URL = /^mqtt:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):([0-9]{1,5})\/?$/;
 
 const fileSchema = z.strictObject({
   host: z
@@ -127,6 +142,11 @@ const fileSchema = z.strictObject({
   broker: z
     .string({ error: 'must be mqtts://host:port' })
     .regex(BROKER_URL, { error: 'must be mqtts://host:port (an external TLS broker)' })
+    .optional(),
+  plainPort: port('TCP').optional(),
+  brokerPlain: z
+    .string({ error: 'must be mqtt://host:port' })
+    .regex(BROKER_PLAIN_URL, { error: "must be mqtt://host:port (the external broker's plain listener)" })
     .optional(),
   dataDir: z
     .string({ error: 'must be a directory path' })
@@ -238,6 +258,20 @@ export function parseBrokerUrl(flag: string, url: string): ExternalBroker {
   return Object.freeze({ host, port, url });
 }
 
+/** `--broker-plain mqtt://host:port`: the external broker's plain listener (the plain profile). */
+export function parseBrokerPlainUrl(flag: string, url: string): ExternalBroker {
+  const match = BROKER_PLAIN_URL.exec(url);
+  const port = match === null ? 0 : Number(match[2]);
+  if (match === null || port < 1 || port > 65_535) {
+    throw new LocalConfigError(
+      flag,
+      `must be mqtt://host:port, e.g. mqtt://127.0.0.1:1884 (the plain listener of the --broker Mosquitto); received ${JSON.stringify(url)}`,
+    );
+  }
+  const host = match[1]!.replace(/^\[|\]$/g, '');
+  return Object.freeze({ host, port, url });
+}
+
 /** The validated public addresses (canonical, without duplicates) or a `LocalConfigError` naming `field`. */
 export function parsePublicAddresses(field: string, values: readonly string[]): string[] {
   const addresses: string[] = [];
@@ -308,6 +342,27 @@ export function resolveUpConfig(
   }
   const brokerText = flags.broker ?? file?.broker;
   const broker = brokerText === undefined ? undefined : parseBrokerUrl('--broker', brokerText);
+  const brokerPlainText = flags.brokerPlain ?? file?.brokerPlain;
+  const brokerPlain =
+    brokerPlainText === undefined ? undefined : parseBrokerPlainUrl('--broker-plain', brokerPlainText);
+  if (brokerPlain !== undefined && broker === undefined) {
+    throw new LocalConfigError(
+      '--broker-plain',
+      'names the plain listener of an external broker, but no --broker is given; fix: add --broker mqtts://host:port, or drop --broker-plain (the embedded broker takes --plain-port)',
+    );
+  }
+  const givenPlainPort = flagPort('--plain-port', flags.plainPort) ?? file?.plainPort;
+  // With --broker-plain the plain profile is on; under nftables its guarded port is the broker's own.
+  const plainPort =
+    brokerPlain !== undefined && firewallText === 'nftables'
+      ? brokerPlain.port
+      : (givenPlainPort ?? (brokerPlain === undefined ? undefined : DEFAULT_PLAIN_PORT));
+  if (broker !== undefined && brokerPlain === undefined && givenPlainPort !== undefined) {
+    throw new LocalConfigError(
+      '--plain-port',
+      "with --broker the plain listener is the external broker's; fix: also give --broker-plain mqtt://host:port (docs/local.md, --broker)",
+    );
+  }
   let grantSeconds = file?.grantSeconds ?? DEFAULT_GRANT_SECONDS;
   if (flags.grantSeconds !== undefined) {
     if (
@@ -372,6 +427,8 @@ export function resolveUpConfig(
     mqttPort: flagPort('--mqtt-port', flags.mqttPort) ?? file?.mqttPort ?? DEFAULT_MQTT_PORT,
     firewall: firewallText,
     ...(broker === undefined ? {} : { broker }),
+    ...(plainPort === undefined ? {} : { plainPort }),
+    ...(brokerPlain === undefined ? {} : { brokerPlain }),
     grantSeconds,
     clockWindowMs:
       file?.clockWindowSeconds === undefined ? DEFAULT_CLOCK_WINDOW_MS : file.clockWindowSeconds * 1000,
@@ -386,5 +443,5 @@ export function resolveUpConfig(
 
 /** The config as `up --print-config` shows it (nothing secret lives here, but keep the shape explicit). */
 export function printableUpConfig(config: UpConfig): Record<string, unknown> {
-  return { ...config, broker: config.broker?.url };
+  return { ...config, broker: config.broker?.url, brokerPlain: config.brokerPlain?.url };
 }

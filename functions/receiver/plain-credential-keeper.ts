@@ -11,22 +11,30 @@
  *   that uses it), `grantsClosed` for its address (any grant of that address closed: expiry, operator, closed on
  *   connect, address cap, shutdown), the end of its window (a timer at the book's next expiry), `invalidate`, the
  *   next knock of the device (replaced), `close()`.
+ * - `withdraw` says why (`WithdrawReason`): an installer whose broker cannot withdraw without harm (Mosquitto
+ *   2.0.11 closes every session of a client whose password changes) may skip some; the book forgets the credential
+ *   whatever the installer does, so `consume` never accepts a dead one.
  * - Broker calls for one device run one at a time, in call order, so a withdraw never overtakes the next install.
  *   A failing installer is reported through `onError` (device id and message, never the credential) and never
  *   throws out of this module.
  * - Nothing here logs, audits or emits the credential.
  */
 import { prefixContains } from '../core/grant-prefix.ts';
-import type { Clock, Grant, Timers } from '../core/interfaces.ts';
+import type { Clock, Firewall, Grant, Timers } from '../core/interfaces.ts';
 import { type CredentialCheck, type LiveCredential, PlainCredentialBook } from './plain-credentials.ts';
+
+/** Why a credential died (an installer may act on some only: see the Mosquitto one, broker-dynsec.ts). */
+export type WithdrawReason = 'consumed' | 'grant-closed' | 'expired' | 'invalidated' | 'shutdown';
 
 /** The broker's side of a credential. */
 export interface CredentialInstaller {
-  /** From now on the broker accepts `credential` as the device's CONNECT password. */
+  /** From now on the broker accepts `credential` as the device's CONNECT password (the previous one dies). */
   install(deviceId: string, credential: string): Promise<void>;
   /** The device's credential is dead: the broker must refuse it (e.g. overwrite the password with a random one). */
-  withdraw(deviceId: string): Promise<void>;
+  withdraw(deviceId: string, reason: WithdrawReason): Promise<void>;
 }
+
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** The embedded broker's installer: its CONNECT hook asks the book itself. */
 export const inBookOnly: CredentialInstaller = Object.freeze({
@@ -62,7 +70,8 @@ export class PlainCredentialKeeper {
   /** The CONNECT check (see plain-credentials.ts `consume`); an accepted credential is withdrawn at once. */
   consume(deviceId: string, presented: string | Uint8Array | undefined, address: string): CredentialCheck {
     const result = this.#book.consume(deviceId, presented, address, this.#options.clock.now());
-    if (result === 'accepted' || result === 'expired') this.#withdraw([deviceId]);
+    if (result === 'accepted') this.#withdraw([deviceId], 'consumed');
+    if (result === 'expired') this.#withdraw([deviceId], 'expired');
     return result;
   }
 
@@ -77,11 +86,11 @@ export class PlainCredentialKeeper {
           : this.#book.invalidateWhere((entry) => prefixContains(grant.address, prefixLength, entry.address));
       dropped.push(...closed.map((entry) => entry.deviceId));
     }
-    this.#withdraw(dropped);
+    this.#withdraw(dropped, 'grant-closed');
   }
 
   invalidate(deviceId: string): void {
-    if (this.#book.invalidate(deviceId) !== undefined) this.#withdraw([deviceId]);
+    if (this.#book.invalidate(deviceId) !== undefined) this.#withdraw([deviceId], 'invalidated');
   }
 
   has(deviceId: string): boolean {
@@ -92,13 +101,16 @@ export class PlainCredentialKeeper {
   async close(): Promise<void> {
     if (this.#timer !== undefined) this.#options.timers.clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#withdraw(this.#book.expire(Number.POSITIVE_INFINITY).map((entry) => entry.deviceId));
+    this.#withdraw(
+      this.#book.expire(Number.POSITIVE_INFINITY).map((entry) => entry.deviceId),
+      'shutdown',
+    );
     await Promise.all([...this.#chains.values()]);
   }
 
-  #withdraw(deviceIds: readonly string[]): void {
+  #withdraw(deviceIds: readonly string[], reason: WithdrawReason): void {
     for (const deviceId of deviceIds) {
-      void this.#broker(deviceId, (installer) => installer.withdraw(deviceId));
+      void this.#broker(deviceId, (installer) => installer.withdraw(deviceId, reason));
     }
     this.#rearm();
   }
@@ -129,9 +141,35 @@ export class PlainCredentialKeeper {
       () => {
         this.#timer = undefined;
         this.#timerAt = undefined;
-        this.#withdraw(this.#book.expire(this.#options.clock.now()).map((entry) => entry.deviceId));
+        this.#withdraw(
+          this.#book.expire(this.#options.clock.now()).map((entry) => entry.deviceId),
+          'expired',
+        );
       },
-      Math.max(0, next - this.#options.clock.now()),
+      // Node timers hold at most 2^31-1 ms; an earlier wake-up just re-arms (expire drops nothing yet).
+      Math.min(MAX_TIMER_MS, Math.max(0, next - this.#options.clock.now())),
     );
   }
+}
+
+/**
+ * `firewall` with every revoke also reported to the keeper (after the firewall closed the grants): the one place
+ * every grant closing passes (expiry, operator, closed on connect, address cap, shutdown), so a credential never
+ * outlives its grant.
+ */
+export function closingCredentials(
+  firewall: Firewall & { close(): Promise<void> },
+  keeper: PlainCredentialKeeper,
+): Firewall & { close(): Promise<void> } {
+  return Object.freeze({
+    allow: (grants: readonly Grant[]) => firewall.allow(grants),
+    async revoke(grants: readonly Grant[]) {
+      try {
+        await firewall.revoke(grants);
+      } finally {
+        keeper.grantsClosed(grants);
+      }
+    },
+    close: () => firewall.close(),
+  });
 }

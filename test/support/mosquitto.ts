@@ -49,14 +49,14 @@ export interface MosquittoOptions {
   readonly logType?: 'all' | 'error';
   /** More mosquitto.conf lines, e.g. `max_queued_messages 100000`. */
   readonly extraConf?: readonly string[];
+  /** The plain profile's listener (mosquittoConf `plainListener`) on this port of 127.0.0.1; needs dynamicSecurity. */
+  readonly plainPort?: number;
   /** The dynamic-security plugin instead of the ACL file, with these devices in its initial JSON. */
   readonly dynamicSecurity?: {
     readonly devices?: readonly { readonly id: string; readonly enabled: boolean }[];
   };
   /** RLIMIT_NOFILE (soft and hard) of the broker, set with `prlimit`. @default inherited */
   readonly fileLimit?: number;
-  /** The plain profile's listener on this port, bound to 127.0.0.1 (the generator's `plainListener`; needs dynsec). */
-  readonly plainPort?: number;
 }
 
 /** Debian's dynamic-security plugin for this machine's architecture. */
