@@ -47,11 +47,11 @@ export function registerDevices(program: Command, io: CliIo): void {
       .option('--format <format>', 'native (BC1, default) | fwknop (the standard fwknop client)', 'native')
       .option(
         '--transport <transport>',
-        'tls (default: mutual TLS, a client certificate) | plain (local only, for devices that cannot do TLS:\n' +
-          "plain MQTT on up's --plain-port, dark like the TLS port, logging in with a one-time password derived\n" +
-          'from each BC1 knock; no reusable secret on the wire, but the session itself is NOT encrypted: anyone on\n' +
-          'the path reads the payloads and can hijack the session after CONNECT; docs/threat-model.md "The plain\n' +
-          'profile"). Needs native knocks (not --format fwknop)',
+        'tls (default: mutual TLS, a client certificate) | plain (for devices that cannot do TLS: no certificate;\n' +
+          "plain MQTT on the broker's plain listener (up --plain-port; on AWS the plainListener setting), dark like\n" +
+          'the TLS port, logging in with a one-time password derived from each BC1 knock; no reusable secret on the\n' +
+          'wire, but the session itself is NOT encrypted: anyone on the path reads the payloads and can hijack the\n' +
+          'session after CONNECT; docs/threat-model.md "The plain profile"). Needs native knocks (not --format fwknop)',
         'tls',
       )
       .option(
@@ -59,11 +59,6 @@ export function registerDevices(program: Command, io: CliIo): void {
         'what the device may open, e.g. tcp/8883 (default: the broker port; plain: the plain port)',
       )
       .option('--max-open-seconds <n>', "upper bound of this device's grants (default 300)")
-      .option(
-        '--transport <transport>',
-        'tls (mutual TLS, default) | plain (a device that cannot do TLS: no certificate; it logs in on the ' +
-          "broker's plain listener with each knock's one-time credential)",
-      )
       .option('--concurrency <n>', 'AWS: devices enrolled at the same time (default 8)')
       .option('--ca <dir>', 'AWS: your CA directory with ca.crt and ca.key (default ~/.blackcloud/ca)')
       .option(

@@ -241,11 +241,10 @@ describe('devices add --transport', () => {
     return io;
   };
 
-  it('refuses plain with fwknop knocks, on AWS, and an unknown transport, naming --transport and the fix', async () => {
+  it('refuses plain with fwknop knocks and an unknown transport, naming --transport and the fix', async () => {
     await expect(add('f-1', '--transport', 'plain', '--format', 'fwknop')).rejects.toThrow(
       /--transport.*native \(BC1\) knocks.*fix: drop --format fwknop/,
     );
-    await expect(add('a-1', '--transport', 'plain', '--aws')).rejects.toThrow(/--transport.*--aws/);
     await expect(add('u-1', '--transport', 'udp')).rejects.toThrow(/--transport.*"tls".*"plain"/);
   });
 
