@@ -415,7 +415,11 @@ export async function main(args: readonly string[] = []): Promise<void> {
         false,
       ),
     );
-    limitRows.push(...(await limitPhase()));
+    try {
+      limitRows.push(...(await limitPhase()));
+    } catch (error) {
+      console.error(`the flood at the limit failed (the rows above stand): ${String(error)}`);
+    }
   } finally {
     for (const peer of peers) await peer.stop().catch(() => undefined);
     await ns.remove().catch(() => undefined);

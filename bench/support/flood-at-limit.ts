@@ -19,6 +19,7 @@
  * and rejected by the process: not lost at a full socket queue).
  */
 import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { promisify } from 'node:util';
@@ -247,7 +248,15 @@ export async function measureAtLimit(options: AtLimitOptions): Promise<LimitRow[
     );
     await row(
       'fwknopd',
-      await startFwknopdPeer(server, options.fwknopd, options.dir, options.fwknopKeys),
+      // Its own folder: the pid file of the fwknopd of the earlier rows must not stop this one.
+      await startFwknopdPeer(
+        server,
+        options.fwknopd,
+        await mkdir(join(options.dir, 'limit-fwknopd'), { recursive: true }).then(() =>
+          join(options.dir, 'limit-fwknopd'),
+        ),
+        options.fwknopKeys,
+      ),
       false,
       'no pre-filter: read = offered - socket drops',
     );
