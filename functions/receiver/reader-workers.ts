@@ -16,8 +16,9 @@
  * - `counters()` sums the owner's counters (decisions: accepted, replay, ...) and every worker's (screening and
  *   authentication: received, rejections, dropped.overload), including the last counts of workers that died.
  *   Worker counts lag by at most READER_COUNTER_INTERVAL_MS (reader-protocol.ts).
- * - A worker that exits while the receiver runs is replaced on the same port and counted (`readers.restarted`);
- *   a replacement that cannot bind is retried every second. The receiver never stops because one reader died.
+ * - A worker that exits while the receiver runs is replaced on the same port and counted (`readers.restarted`),
+ *   at once, or a second after it bound when it died sooner (no tight crash loop); a replacement that cannot
+ *   bind is retried every second. The receiver never stops because one reader died.
  * - The [BC1-2] failure buckets live in each worker (per source, per reader: a source whose flows the kernel
  *   spreads over k readers gets k buckets); the rejection audit cap is split evenly between workers.
  * - At most `maxInFlight` candidates are decided concurrently by the owner; beyond that `dropped.overload`.
@@ -79,6 +80,8 @@ function readerWorkerUrl(): URL {
 interface Slot {
   /** Undefined only until its first worker is created. */
   worker: Worker | undefined;
+  /** When its worker bound its socket (a worker that dies sooner than RESTART_RETRY_MS is replaced after it). */
+  boundAt: number;
   counters: Record<string, number>;
   reads: number;
   /** Counts of this slot's earlier (dead) workers. */
@@ -177,6 +180,7 @@ export async function startReaderWorkers(options: StartReaderWorkersOptions): Pr
         if (!started) {
           if (message.type === 'bound') {
             started = true;
+            slot.boundAt = Date.now();
             resolve({ worker, bound: message });
           } else if (message.type === 'bind-failed') {
             started = true;
@@ -187,13 +191,20 @@ export async function startReaderWorkers(options: StartReaderWorkersOptions): Pr
         }
         onMessage(slot, message);
       });
+      let failure: Error | undefined;
       worker.on('error', (error) => {
-        logger.warn(`SPA reader thread failed (${error.message}): it is replaced`);
+        failure = error;
+        if (started) logger.warn(`SPA reader thread failed (${error.message}): it is replaced`);
       });
       worker.once('exit', (code) => {
         if (!started) {
           started = true;
-          rejectSpawn(new Error(`SPA reader thread exited with code ${code} before it bound its socket`));
+          const why = failure === undefined ? '' : `: ${failure.message}`;
+          rejectSpawn(
+            new Error(`SPA reader thread exited with code ${code} before it bound its socket${why}`, {
+              cause: failure,
+            }),
+          );
         }
       });
     });
@@ -206,7 +217,7 @@ export async function startReaderWorkers(options: StartReaderWorkersOptions): Pr
       slot.baseReads += slot.reads;
       slot.counters = {};
       slot.reads = 0;
-      deps.counters.increment('readers.restarted');
+      deps.counters.increment(counterName.readersRestarted);
       logger.warn(`SPA reader thread ${slots.indexOf(slot) + 1} exited: starting a replacement`);
       const restart = (): void => {
         if (closing) return;
@@ -224,12 +235,22 @@ export async function startReaderWorkers(options: StartReaderWorkersOptions): Pr
           },
         );
       };
-      restart();
+      // A worker that died at once is not restarted in a tight loop.
+      const lived = Date.now() - slot.boundAt;
+      if (lived >= RESTART_RETRY_MS) restart();
+      else setTimeout(restart, RESTART_RETRY_MS - lived).unref();
     });
   };
 
   for (let i = 0; i < readers; i++) {
-    slots.push({ worker: undefined, counters: {}, reads: 0, base: createCounters(), baseReads: 0 });
+    slots.push({
+      worker: undefined,
+      boundAt: 0,
+      counters: {},
+      reads: 0,
+      base: createCounters(),
+      baseReads: 0,
+    });
   }
   let bound: Bound;
   try {
