@@ -76,11 +76,15 @@ module.exports = {
       name: 'infra-imports-only-core',
       severity: 'error',
       comment:
-        'infra/ imports functions/core/ (the deployment contract) only; the broker host renders its Mosquitto config with the one generator (functions/broker/mosquitto-config.ts). Runtime code reaches the stack as bundled assets (entry paths), not imports.',
+        'infra/ imports functions/core/ (the deployment contract) only; the broker host renders its Mosquitto config with the one generator (functions/broker/mosquitto-config.ts), the receiver host its kernel pre-filter with the one ruleset (functions/local/prefilter-ruleset.ts). Runtime code reaches the stack as bundled assets (entry paths), not imports.',
       from: { path: '^infra/' },
       to: {
         path: '^(spa|functions|device-client|cli)/',
-        pathNot: ['^functions/core/', '^functions/broker/mosquitto-config\\.ts$'],
+        pathNot: [
+          '^functions/core/',
+          '^functions/broker/mosquitto-config\\.ts$',
+          '^functions/local/prefilter-ruleset\\.ts$',
+        ],
       },
     },
     {

@@ -10,6 +10,12 @@
  *    third BC1-framed with unknown key ids) from 64 source addresses at full speed, while 300 devices (one
  *    address each) knock with valid fwknop packets at 100/s: junk absorbed per second, valid knocks lost;
  * 3. native BC1 knocks per second, blackcloud alone (the same method as 1, offered at `--bc1-rate`, default 60,000).
+ * 4. the flood at the machine's limit (bench/support/flood-at-limit.ts): one C `sendmmsg` sender per core over a
+ *    veth pair for `--limit-seconds` (default 3) with 150 valid knocks from another address, against the kernel's
+ *    drop rule alone, an empty-handler reader, blackcloud with 1 reader and with `--readers` threads (default: the
+ *    core count, at least 2), both behind the kernel pre-filter, and fwknopd: offered, dropped in the kernel,
+ *    dropped at the socket, read, valid accepted, CPU per offered datagram, junk absorbed per second.
+ *    `--only limit` runs this part alone.
  * Each server first gets a warm-up of 2,000 datagrams (not measured).
  * Then the same pipeline in-process (handleDatagram, no sockets), which shows the receiver's own ceiling.
  *
@@ -19,7 +25,7 @@
  * many devices; fwknopd has none); for row 2 it runs with its defaults (20 burst, 5/s per source).
  * Senders and servers share this machine's cores with each other (and with whatever else runs).
  * Run: `npm run bench -- receiver-vs-fwknopd [--rate N] [--bc1-rate N] [--stream-seconds S] [--seconds S]
- * [--profile DIR]`; `--profile` writes the receivers' V8 CPU profiles (DIR/valid, DIR/flood; open them as flame
+ * [--limit-seconds S] [--readers N] [--only limit] [--profile DIR]`; `--profile` writes the receivers' V8 CPU profiles (DIR/valid, DIR/flood; open them as flame
  * graphs in Chrome DevTools or speedscope).
  */
 import { randomBytes, randomInt } from 'node:crypto';
@@ -34,6 +40,7 @@ import { createReceiverDeps } from '../functions/receiver/receiver-deps.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { encodeFwknop } from '../spa/fwknop.ts';
 import { makeTempDir, NetworkNamespace, requireTools } from '../test/support/fwknop-tools.ts';
+import { type LimitRow, measureAtLimit } from './support/flood-at-limit.ts';
 import {
   blast,
   cpuSeconds,
@@ -291,6 +298,9 @@ export async function main(args: readonly string[] = []): Promise<void> {
   const bc1Rate = numberOption(args, 'bc1-rate', 60_000, 100, 1_000_000);
   const streamSeconds = numberOption(args, 'stream-seconds', 2, 0.5, 60);
   const floodSeconds = numberOption(args, 'seconds', 3, 1, 60);
+  const limitSeconds = numberOption(args, 'limit-seconds', 3, 1, 60);
+  const readers = numberOption(args, 'readers', Math.max(2, cpus().length), 2, 64);
+  const onlyLimit = args.includes('--only') && args[args.indexOf('--only') + 1] === 'limit';
   const profileAt = args.indexOf('--profile');
   const profileDir = profileAt < 0 ? undefined : resolvePath(args[profileAt + 1] ?? 'bench-profiles');
   const validCount = Math.round(rate * streamSeconds);
@@ -316,9 +326,27 @@ export async function main(args: readonly string[] = []): Promise<void> {
     { mode: 0o600 },
   );
   await chmod(keyFile, 0o600);
+  const limitPhase = () =>
+    measureAtLimit({
+      ip,
+      fwknopd,
+      dir,
+      keyFile,
+      fwknopKeys: { key: keys.fwknopKey, hmacKey: keys.fwknopHmacKey },
+      junk: junkPackets(3000),
+      validKnocks: (count) => fwknopPackets(keys, count),
+      seconds: limitSeconds,
+      readers,
+      validCount: 150,
+    });
   const rows: Measured[] = [];
+  const limitRows: LimitRow[] = [];
   const peers: Peer[] = [];
   try {
+    if (onlyLimit) {
+      limitRows.push(...(await limitPhase()));
+      return;
+    }
     const junkFile = join(dir, 'junk.bin');
     await writePacketFile(junkFile, junkPackets(3000));
     const validSources = addresses('20', 300);
@@ -364,6 +392,17 @@ export async function main(args: readonly string[] = []): Promise<void> {
     await writePacketFile(bc1File, bc1Packets(keys, Math.round(bc1Rate * streamSeconds)));
     rows.push(await measureStream(ns, openReceiver, bc1File, sender, 'valid BC1 stream', bc1Rate));
 
+    // 3b. both streams against reader threads, from 8 source addresses (SO_REUSEPORT spreads flows, not packets).
+    const threadedName = `blackcloud x${readers} threads`;
+    const threaded = await startReceiverPeer(ns, keyFile, 'open', undefined, { readers, name: threadedName });
+    peers.push(threaded);
+    const senders = addresses('40', 8);
+    await warmUp(ns, threaded, dir, keys, senders);
+    await writePacketFile(streamFile, fwknopPackets(keys, validCount));
+    rows.push(await measureStream(ns, threaded, streamFile, senders, 'valid fwknop stream', rate));
+    await writePacketFile(bc1File, bc1Packets(keys, Math.round(bc1Rate * streamSeconds)));
+    rows.push(await measureStream(ns, threaded, bc1File, senders, 'valid BC1 stream', bc1Rate));
+
     // In-process ceilings.
     rows.push(await inProcess(keys, 'valid BC1 (in-process)', bc1Packets(keys, validCount), true));
     rows.push(await inProcess(keys, 'valid fwknop (in-process)', fwknopPackets(keys, validCount), true));
@@ -376,12 +415,19 @@ export async function main(args: readonly string[] = []): Promise<void> {
         false,
       ),
     );
+    try {
+      limitRows.push(...(await limitPhase()));
+    } catch (error) {
+      console.error(`the flood at the limit failed (the rows above stand): ${String(error)}`);
+    }
   } finally {
     for (const peer of peers) await peer.stop().catch(() => undefined);
     await ns.remove().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
+    printLimit(limitRows, rows);
   }
 
+  if (onlyLimit) return;
   console.log(
     `blackcloud receiver vs fwknopd ${'2.6.10'} over UDP on loopback in a network namespace, one after the other ` +
       `(node ${process.version}, ${cpus().length} x ${cpus()[0]?.model.trim() ?? 'unknown CPU'}, load average ` +
@@ -433,4 +479,65 @@ export async function main(args: readonly string[] = []): Promise<void> {
       `${thousands(find('blackcloud', 'valid BC1 stream')?.perSecond ?? 0)}/s over UDP, ` +
       `${thousands(find('blackcloud', 'valid BC1 (in-process)')?.perSecond ?? 0)}/s in-process`,
   );
+}
+
+/** The flood-at-limit table and the targets of issue 18 that it decides (docs/benchmarks.md). */
+function printLimit(limitRows: readonly LimitRow[], rows: readonly Measured[]): void {
+  if (limitRows.length === 0) return;
+  console.log(
+    `\nthe junk flood at the machine's limit: ${cpus().length} sendmmsg sender(s) over a veth pair, 150 valid ` +
+      `fwknop knocks from another address during it (load average ${loadavg()
+        .map((n) => n.toFixed(2))
+        .join(' ')})\n`,
+  );
+  printTable(
+    [
+      'server',
+      'offered',
+      'offered/s',
+      'kernel dropped',
+      'socket drops',
+      'read by process',
+      'valid accepted',
+      'CPU µs/offered',
+      'junk absorbed/s',
+      'note',
+    ],
+    limitRows.map((r) => [
+      r.server,
+      thousands(r.offered),
+      thousands(r.offered / r.seconds),
+      thousands(r.kernelDropped),
+      thousands(r.socketDrops),
+      r.read === undefined ? 'n/a' : thousands(r.read),
+      r.server === 'kernel only' ? 'n/a' : `${r.validAccepted}/${r.validSent}`,
+      ((r.cpu / Math.max(1, r.offered)) * 1e6).toFixed(3),
+      thousands(r.absorbedPerSecond),
+      r.note,
+    ]),
+  );
+  const kernel = limitRows.find((r) => r.server === 'kernel only');
+  const fwknopd = limitRows.find((r) => r.server === 'fwknopd');
+  const ratio = (a: number, b: number | undefined) =>
+    b === undefined || b <= 0 ? 'n/a' : `${(a / b).toFixed(2)}`;
+  for (const r of limitRows.filter((row) => row.server.startsWith('blackcloud'))) {
+    console.log(
+      `target ${r.server}: junk absorbed ${thousands(r.absorbedPerSecond)}/s = ${ratio(r.absorbedPerSecond, kernel?.absorbedPerSecond)} ` +
+        `of kernel only (>= 0.90), ${ratio(r.absorbedPerSecond, fwknopd?.absorbedPerSecond)}x fwknopd (>= 10), valid ` +
+        `${r.validAccepted}/${r.validSent} (all), CPU ${((r.cpu / Math.max(1, r.offered)) * 1e6).toFixed(3)} µs per junk ` +
+        'datagram (<= 0.1)',
+    );
+  }
+  const validFk = rows.find((r) => r.server === 'fwknopd' && r.workload === 'valid fwknop stream');
+  for (const server of [...new Set(rows.map((r) => r.server))].filter((name) =>
+    name.startsWith('blackcloud'),
+  )) {
+    const validBc = rows.find((r) => r.server === server && r.workload === 'valid fwknop stream');
+    const bc1 = rows.find((r) => r.server === server && r.workload === 'valid BC1 stream');
+    if (validBc === undefined || validFk === undefined) continue;
+    console.log(
+      `target ${server}: valid fwknop ${ratio(validBc.perSecond, validFk.perSecond)}x fwknopd (>= 2); valid BC1 ` +
+        `over UDP ${thousands(bc1?.perSecond ?? 0)}/s (>= 50,000)`,
+    );
+  }
 }

@@ -31,5 +31,11 @@ export const PACKAGES: readonly PackageSpec[] = [
     // functions/core/ and shipped in @blackcloud/device, which the CLI imports it from.
     expose: { from: 'functions/core/', as: 'core/' },
   },
-  { dir: 'cli', entries: { blackcloud: 'cli/launch.ts' }, sources: ['cli/', 'functions/'], executable: true },
+  {
+    dir: 'cli',
+    // The reader threads' entry (functions/receiver/reader-workers.ts starts it by path) ships beside the command.
+    entries: { blackcloud: 'cli/launch.ts', 'reader-worker': 'functions/receiver/reader-worker.ts' },
+    sources: ['cli/', 'functions/'],
+    executable: true,
+  },
 ];

@@ -6,7 +6,7 @@
  *   what `accepted()` counts;
  * - `startReceiverPeer`: blackcloud's receiver (bench/support/receiver-child.ts), `accepted()` from its counters;
  * - `cpuSeconds(pid)`: user + system CPU time of a process from /proc/PID/stat (all threads);
- * - `udpDrops(ns, port)`: the kernel's drop counter of the UDP socket bound to `port` (/proc/net/udp
+ * - `udpDrops(ns, port)`: the kernel's drop counters of the UDP sockets bound to `port` (/proc/net/udp
  *   read inside the namespace): datagrams lost because the server did not read fast enough;
  * - `blast`: runs bench/support/udp-blaster.ts inside the namespace and resolves with its report.
  * Every process is started with `ip netns exec`, which execs in place: the child's pid is the server's pid.
@@ -42,13 +42,17 @@ export async function cpuSeconds(pid: number): Promise<number> {
 
 export async function udpDrops(ns: NetworkNamespace, port: number): Promise<number> {
   const table = await ns.exec('cat', ['/proc/net/udp']);
-  // fwknopd binds 0.0.0.0, the receiver 127.0.0.1: match the port (the namespace holds nothing else).
+  // fwknopd binds 0.0.0.0, the receiver its host: match the port (the namespace holds nothing else), and sum
+  // over every socket on it (reader threads each have one, SO_REUSEPORT).
   const suffix = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let drops: number | undefined;
   for (const line of table.split('\n').slice(1)) {
     const columns = line.trim().split(/\s+/);
-    if (columns[1]?.endsWith(suffix)) return Number(columns[columns.length - 1]);
+    if (columns[1]?.endsWith(suffix)) drops = (drops ?? 0) + Number(columns[columns.length - 1]);
   }
-  throw new Error(`no UDP socket on 127.0.0.1:${port} in namespace ${ns.name}:\n${table}`);
+  if (drops === undefined)
+    throw new Error(`no UDP socket on port ${port} in namespace ${ns.name}:\n${table}`);
+  return drops;
 }
 
 function stopChild(child: ChildProcessWithoutNullStreams): Promise<void> {
@@ -134,12 +138,25 @@ export async function startFwknopdPeer(
   };
 }
 
+export interface ReceiverPeerOptions {
+  /** Bound address (default 127.0.0.1). */
+  readonly host?: string;
+  /** Reader worker threads (default 1: one socket). */
+  readonly readers?: number;
+  /** Install the kernel pre-filter on the port (its counters appear as `prefilter.<name>`). */
+  readonly prefilter?: boolean;
+  /** Run this script instead of receiver-child.ts (same stdin/stdout protocol), e.g. empty-reader.ts. */
+  readonly script?: string;
+  readonly name?: string;
+}
+
 export async function startReceiverPeer(
   ns: NetworkNamespace,
   keyFile: string,
-  rateLimit: 'default' | 'open',
+  rateLimit: 'default' | 'open' | 'flood',
   /** Write a V8 CPU profile (`.cpuprofile`: Chrome DevTools or speedscope show it as a flame graph) here. */
   profileDir?: string,
+  options: ReceiverPeerOptions = {},
 ): Promise<Peer> {
   const child = spawn(
     ns.ip,
@@ -149,9 +166,12 @@ export async function startReceiverPeer(
       ns.name,
       process.execPath,
       ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
-      join(ROOT, 'bench/support/receiver-child.ts'),
+      join(ROOT, options.script ?? 'bench/support/receiver-child.ts'),
       keyFile,
       rateLimit,
+      options.host ?? '127.0.0.1',
+      String(options.readers ?? 1),
+      options.prefilter === true ? 'prefilter' : 'no-prefilter',
     ],
     { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] },
   );
@@ -183,7 +203,7 @@ export async function startReceiverPeer(
     return ((await answer) as { counters: Record<string, number> }).counters;
   };
   return {
-    name: 'blackcloud',
+    name: options.name ?? 'blackcloud',
     pid: child.pid ?? 0,
     port,
     accepted: async () => (await stats()).accepted ?? 0,
@@ -224,6 +244,8 @@ export function blast(
   sources: readonly string[],
   seconds: number,
   rate: number,
+  /** Destination address (default 127.0.0.1). */
+  host?: string,
 ): Promise<BlastReport> {
   return execFileAsync(
     ns.ip,
@@ -238,6 +260,7 @@ export function blast(
       sources.join(','),
       String(seconds),
       String(rate),
+      ...(host === undefined ? [] : [host]),
     ],
     { cwd: ROOT, timeout: 300_000, maxBuffer: 1 << 20 },
   ).then(({ stdout }) => JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as BlastReport);

@@ -1,16 +1,17 @@
 /**
  * A UDP load generator for bench/receiver-vs-fwknopd.ts, run as its own process (inside the bench's namespace):
- *   node bench/support/udp-blaster.ts PACKETFILE PORT SOURCES SECONDS RATE
+ *   node bench/support/udp-blaster.ts PACKETFILE PORT SOURCES SECONDS RATE [HOST]
  * PACKETFILE holds length-prefixed datagrams (u16 big-endian length, bytes), sent in order, cycling when SECONDS >
  * 0. SOURCES is a comma-separated list of local addresses (one socket each, used round-robin). SECONDS = 0: send
  * every datagram once, as fast as possible; otherwise keep sending for that long. RATE = 0: as fast as the socket
  * takes them; else at most RATE datagrams per second. Prints one JSON line when done:
- * `{"sent":N,"seconds":S,"errors":E}`. Sends only to 127.0.0.1.
+ * `{"sent":N,"seconds":S,"errors":E}`. Sends only to HOST (default 127.0.0.1).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 
-const [file, portText, sourcesText, secondsText, rateText] = process.argv.slice(2);
+const [file, portText, sourcesText, secondsText, rateText, hostText] = process.argv.slice(2);
+const host = hostText ?? '127.0.0.1';
 const port = Number(portText);
 const seconds = Number(secondsText);
 const rate = Number(rateText);
@@ -27,7 +28,7 @@ const sockets: Socket[] = await Promise.all(
       new Promise<Socket>((resolve) => {
         const socket = createSocket('udp4');
         socket.on('error', () => undefined);
-        socket.bind(0, source, () => socket.connect(port, '127.0.0.1', () => resolve(socket)));
+        socket.bind(0, source, () => socket.connect(port, host, () => resolve(socket)));
       }),
   ),
 );

@@ -191,7 +191,7 @@ export function registerUp(program: Command, io: CliIo): void {
     .option('--spa-port <n>', 'UDP port of the SPA receiver (default 62201)')
     .option(
       '--readers <n>',
-      'SPA sockets on the one UDP port, SO_REUSEPORT, one process (default 1; docs/scaling.md)',
+      'SPA reader threads on the one UDP port (SO_REUSEPORT each; they authenticate in parallel, the main thread decides; default 1; docs/scaling.md)',
     )
     .option('--mqtt-port <n>', 'public MQTT (TLS) port devices dial (default 8883)')
     .option(

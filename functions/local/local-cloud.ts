@@ -91,6 +91,7 @@ import {
   inBookOnly,
   PlainCredentialKeeper,
 } from '../receiver/plain-credential-keeper.ts';
+import { startReaderWorkers } from '../receiver/reader-workers.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
@@ -443,11 +444,14 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       }
     }
     const rotationRef: { current?: RunningKeyRotation } = {};
+    const devicesChangedRef: { current?: () => void } = {};
     const directory = await WatchedDeviceDirectory.open(layout.devicesFile, {
       onReload: (devices) => {
         note(`device directory reloaded: ${devices.length} device(s)`);
         // Keys another process (blackcloud keys rotate) recorded as pending are offered now, not at the next tick.
         rotationRef.current?.controller.tickSoon();
+        // Reader threads authenticate against a snapshot: they get the new devices now.
+        devicesChangedRef.current?.();
         void dynsecRef.current?.sync();
         // A disabled device loses its broker sessions and its grants: closing the firewall does not cut an
         // established session (docs/operations-aws.md).
@@ -527,18 +531,29 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     let receiver: RunningReceiver;
     let keyRotation: RunningKeyRotation | undefined;
     try {
-      receiver = await startReceiver({
+      const receiverOptions = {
         host: config.host,
         port: config.spaPort,
         deps,
-        readers: config.readers,
-        onOutcome: (outcome, remote) => {
+        onOutcome: (outcome: Outcome, remote: RemoteEndpoint) => {
           if (outcome.ok && outcome.value.keyId !== undefined) {
             void keyRotation?.controller.noteKeyUsed(outcome.value.deviceId, outcome.value.keyId);
           }
           hooks.onOutcome?.(outcome, remote);
         },
-      });
+      };
+      // More than one reader: worker threads authenticate in parallel, this thread decides (reader-workers.ts).
+      if (config.readers > 1) {
+        const workers = await startReaderWorkers({
+          ...receiverOptions,
+          readers: config.readers,
+          devices: () => directory.devices(),
+        });
+        devicesChangedRef.current = () => workers.devicesChanged();
+        receiver = workers;
+      } else {
+        receiver = await startReceiver(receiverOptions);
+      }
     } catch (error) {
       if (error instanceof UdpPortInUseError) {
         throw new PortInUseError('udp', config.host, config.spaPort, '--spa-port', { cause: error });

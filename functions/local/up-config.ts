@@ -7,9 +7,9 @@
  * prefilter (true|false, default true with firewall nftables: the kernel pre-filter of the SPA port),
  * maxAddressesPerDevice (1..1000, default 4: source addresses one device may hold grants for at once),
  * publicAddress (a host or IP, or a list: what devices on other machines dial; public-address.ts), readers (1..64,
- * default 1: SPA sockets on the one port, docs/scaling.md "Readers"), plainPort (the plain profile's listener,
- * off unless set; docs/local.md "Devices that cannot do TLS"), brokerPlain (mqtt://host:port: the plain listener of
- * the `broker`).
+ * default 1: SPA reader threads on the one port, docs/scaling.md "Readers"), plainPort (the plain profile's
+ * listener, off unless set; docs/local.md "Devices that cannot do TLS"), brokerPlain (mqtt://host:port: the plain
+ * listener of the `broker`).
  *
  * The public address: `--public-address` (repeatable, or comma-separated) over the file's `publicAddress` over the
  * one the data directory remembers (public-address.json; `loadUpConfig` reads it); `--no-public-address` forgets
@@ -98,7 +98,7 @@ export interface UpConfig {
   readonly keyRotationHours: number;
   /** Source addresses one device may hold grants for at once; the oldest is released beyond. @default 4 */
   readonly maxAddressesPerDevice: number;
-  /** SPA sockets on the one port (udp-receiver.ts `readers`, docs/scaling.md "Readers"). @default 1 */
+  /** SPA reader threads on the one port (reader-workers.ts; 1 = one socket, udp-receiver.ts). @default 1 */
   readonly readers: number;
 }
 
@@ -404,7 +404,7 @@ export function resolveUpConfig(
     ) {
       throw new LocalConfigError(
         '--readers',
-        `must be an integer 1..${MAX_READERS} (SPA sockets on the one port); received ${JSON.stringify(flags.readers)}`,
+        `must be an integer 1..${MAX_READERS} (SPA reader threads on the one port); received ${JSON.stringify(flags.readers)}`,
       );
     }
     readers = Number(flags.readers);

@@ -2,7 +2,7 @@
  * In-process counters for the receiver: monotonically increasing integers by name, read as a plain snapshot
  * (for `RunningReceiver.counters()`, a metrics exporter or a test). Names used by the pipeline:
  * `received`, `accepted`, `accepted.<format>`, `rejected`, `rejected.<reason>`, `audit.suppressed`,
- * `dropped.overload` (main.ts). Never throws; not persisted.
+ * `dropped.overload` (main.ts), `readers.restarted` (reader-workers.ts). Never throws; not persisted.
  */
 import type { PacketFormat } from '../core/interfaces.ts';
 import type { RejectReason } from './reject-reason.ts';
@@ -21,6 +21,7 @@ export const counterName = {
   rejectedReason: (reason: RejectReason): string => `rejected.${reason}`,
   auditSuppressed: 'audit.suppressed',
   droppedOverload: 'dropped.overload',
+  readersRestarted: 'readers.restarted',
 } as const;
 
 export function createCounters(): Counters {

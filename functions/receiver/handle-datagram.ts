@@ -23,8 +23,13 @@
  * - `handleDatagram` never throws and never answers: anything unexpected becomes 'internal-error'. Its first,
  *   synchronous steps (frame, rate limit) are also exported as `screenDatagram`, so the socket loop rejects junk
  *   without a promise; `continueDatagram` runs the rest.
+ * - The pipeline is also exported in its two halves, so reader worker threads can run the CPU half in parallel
+ *   (reader-workers.ts): `authenticateScreened` (key lookup, AEAD / HMAC, parse, clock, policy: needs only the
+ *   `ScreeningDeps`) yields a `Candidate` that carries no key material, and `decideCandidate` (replay record,
+ *   per-device limit, grant: the `DecidingDeps`, one owner) decides it. `continueDatagram` = the two in turn.
  * - The plain profile: an accepted BC1 knock of a plain device (`Device.transport`) hands its one-time connect
- *   credential (connect-credential.ts), bound to the observed source and the knock's window, to
+ *   credential (connect-credential.ts, derived in the authenticating half, where the key is; the candidate carries
+ *   the credential, never the key), bound to the observed source and the knock's window, to
  *   `deps.connectCredentials` before the grant opens. The credential is in no outcome, audit event or counter.
  * - I/O only through `deps` (clock, directory, nonces, grants, audit, counters, rate limiter, credentials).
  */
@@ -109,6 +114,60 @@ export interface Accepted {
 
 export type Outcome = Result<Accepted, RejectReason>;
 
+/** What counting and auditing a rejection needs. */
+export type AccountingDeps = Pick<ReceiverDeps, 'audit' | 'clock' | 'counters' | 'rejectAuditLimiter'>;
+
+/**
+ * What the screening half needs ([BC1-1]..[BC1-7]): no nonce record and no grant, only the start-time guard's
+ * `notBefore`. A reader worker builds these from the owner's snapshot (reader-workers.ts).
+ */
+export type ScreeningDeps = AccountingDeps &
+  Pick<ReceiverDeps, 'directory' | 'rateLimiter' | 'config'> & {
+    readonly nonces: Pick<NonceStore, 'notBefore'>;
+  };
+
+/** What the deciding half needs ([BC1-8] [BC1-9]): the one place that records nonces and opens grants. */
+export type DecidingDeps = AccountingDeps &
+  Pick<ReceiverDeps, 'nonces' | 'grants' | 'deviceRateLimiter' | 'config' | 'connectCredentials'>;
+
+/** The device fields the deciding half uses: no key material. */
+export interface CandidateDevice {
+  readonly id: string;
+  readonly maxOpenSeconds: number;
+  readonly grantPrefix?: Device['grantPrefix'];
+}
+
+/**
+ * An authenticated, fresh, policy-allowed request ([BC1-1]..[BC1-7] passed), ready for the replay record and the
+ * grant. Plain data (structured-clone safe) and free of keys: what a reader worker posts to the owner.
+ */
+export interface Candidate {
+  readonly format: PacketFormat;
+  readonly device: CandidateDevice;
+  /** The observed source (canonical form). */
+  readonly source: RemoteEndpoint;
+  readonly timestampMs: number;
+  readonly requestedSeconds: number;
+  readonly access: readonly AccessEntry[];
+  readonly replayId: string;
+  /** BC1: the native key id that opened the packet. */
+  readonly keyId?: number;
+  /**
+   * The plain profile: the knock's one-time connect credential (a secret for its window; never the key). Only the
+   * owner's `connectCredentials` sees it; never in an outcome, audit event, counter or log.
+   */
+  readonly connectCredential?: string;
+}
+
+function withCredential(credential: string | undefined): { connectCredential?: string } {
+  return credential === undefined ? {} : { connectCredential: credential };
+}
+
+/** What `authenticateScreened` decided: a candidate for the owner, or already rejected (counted and audited). */
+export type Authenticated =
+  | { readonly ok: true; readonly candidate: Candidate }
+  | { readonly ok: false; readonly outcome: Outcome };
+
 /** What every step returns: the value for the next step, or why the packet stops here. */
 type Step<T> = Result<T, RejectReason>;
 
@@ -168,7 +227,7 @@ export type Screened = ScreenedDatagram | { readonly pass: false; readonly outco
  * failing them is rejected here (counted, audited, never answered) without allocating a promise, so a flood of
  * junk costs less than a knock. Never throws. `handleDatagram` = `screenDatagram` then `continueDatagram`.
  */
-export function screenDatagram(bytes: Uint8Array, remote: RemoteEndpoint, deps: ReceiverDeps): Screened {
+export function screenDatagram(bytes: Uint8Array, remote: RemoteEndpoint, deps: ScreeningDeps): Screened {
   const trace: Trace = {};
   let source = remote;
   try {
@@ -192,14 +251,40 @@ export async function continueDatagram(
   screened: ScreenedDatagram,
   deps: ReceiverDeps,
 ): Promise<Outcome> {
+  const authenticated = await authenticateScreened(bytes, screened, deps);
+  return authenticated.ok ? decideCandidate(authenticated.candidate, deps) : authenticated.outcome;
+}
+
+/**
+ * [BC1-3]..[BC1-7] for a screened datagram: key lookup, AEAD / HMAC, parse, clock window, policy. A failure is
+ * counted and audited here (and spends the [BC1-2] bucket when authentication failed). Never throws.
+ */
+export async function authenticateScreened(
+  bytes: Uint8Array,
+  screened: ScreenedDatagram,
+  deps: ScreeningDeps,
+): Promise<Authenticated> {
   const { source, trace } = screened;
   try {
-    const outcome = await runPipeline(bytes, source, screened.frame, deps, trace);
-    if (outcome.ok) return accepted(outcome.value, deps);
-    if (AUTHENTICATION_FAILURES.has(outcome.reason)) deps.rateLimiter.take(screened.limitKey); // [BC1-2]
-    return rejected(outcome.reason, source, trace, deps);
+    const candidate = await screenPipeline(bytes, source, screened.frame, deps, trace);
+    if (candidate.ok) return { ok: true, candidate: candidate.value };
+    if (AUTHENTICATION_FAILURES.has(candidate.reason)) deps.rateLimiter.take(screened.limitKey); // [BC1-2]
+    return { ok: false, outcome: rejected(candidate.reason, source, trace, deps) };
   } catch {
-    return rejected('internal-error', source, trace, deps);
+    return { ok: false, outcome: rejected('internal-error', source, trace, deps) };
+  }
+}
+
+/** [BC1-8] [BC1-9] for an authenticated candidate: replay record, per-device limit, grant. Never throws. */
+export async function decideCandidate(candidate: Candidate, deps: DecidingDeps): Promise<Outcome> {
+  const trace: Trace = { format: candidate.format, deviceId: candidate.device.id };
+  try {
+    const outcome = await decidePipeline(candidate, deps);
+    return outcome.ok
+      ? accepted(outcome.value, deps)
+      : rejected(outcome.reason, candidate.source, trace, deps);
+  } catch {
+    return rejected('internal-error', candidate.source, trace, deps);
   }
 }
 
@@ -212,14 +297,14 @@ export async function handleDatagram(
   return screened.pass ? continueDatagram(bytes, screened, deps) : screened.outcome;
 }
 
-/** [BC1-3] .. [BC1-9], after the frame and rate-limit steps passed. */
-async function runPipeline(
+/** [BC1-3] .. [BC1-7], after the frame and rate-limit steps passed. */
+async function screenPipeline(
   bytes: Uint8Array,
   source: RemoteEndpoint,
   frame: Frame,
-  deps: ReceiverDeps,
+  deps: ScreeningDeps,
   trace: Trace,
-): Promise<Step<Accepted>> {
+): Promise<Step<Candidate>> {
   const request =
     frame.format === 'bc1'
       ? await authenticateBc1(bytes, frame.header, deps, trace) // [BC1-3..5]
@@ -229,11 +314,36 @@ async function runPipeline(
   if (!fresh.ok) return fresh;
   const allowed = policyStep(request.value, source); // [BC1-7]
   if (!allowed.ok) return allowed;
-  const recorded = await replayStep(request.value, deps); // [BC1-8]
+  return ok(candidateOf(request.value, source));
+}
+
+/** The request as the owner sees it: the device's id and grant bounds, never its keys. */
+function candidateOf(request: Request, source: RemoteEndpoint): Candidate {
+  const { device } = request;
+  return {
+    format: request.format,
+    device: {
+      id: device.id,
+      maxOpenSeconds: device.maxOpenSeconds,
+      ...(device.grantPrefix === undefined ? {} : { grantPrefix: device.grantPrefix }),
+    },
+    source,
+    timestampMs: request.timestampMs,
+    requestedSeconds: request.requestedSeconds,
+    access: request.access,
+    replayId: request.replayId,
+    ...(request.keyId === undefined ? {} : { keyId: request.keyId }),
+    ...withCredential(credentialOf(request)),
+  };
+}
+
+/** [BC1-8] .. [BC1-9]: the owner's part. */
+async function decidePipeline(candidate: Candidate, deps: DecidingDeps): Promise<Step<Accepted>> {
+  const recorded = await replayStep(candidate, deps); // [BC1-8]
   if (!recorded.ok) return recorded;
   // [BC1-9] accepted knocks per device, after the replay check (a replay costs the device nothing).
-  if (!deps.deviceRateLimiter.take(request.value.device.id)) return reject('device-rate-limited');
-  return grantStep(request.value, source, deps); // [BC1-9]
+  if (!deps.deviceRateLimiter.take(candidate.device.id)) return reject('device-rate-limited');
+  return grantStep(candidate, deps); // [BC1-9]
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -288,7 +398,7 @@ const AUTHENTICATION_FAILURES: ReadonlySet<RejectReason> = new Set<RejectReason>
 ]);
 
 // [BC1-2] Peeked before any lookup or crypto; spent only when the packet then fails authentication.
-function rateLimitStep(limitKey: string, deps: ReceiverDeps): Step<true> {
+function rateLimitStep(limitKey: string, deps: ScreeningDeps): Step<true> {
   return deps.rateLimiter.peek(limitKey) ? ok(true) : reject('rate-limited');
 }
 
@@ -299,7 +409,7 @@ function rateLimitStep(limitKey: string, deps: ReceiverDeps): Step<true> {
 async function authenticateBc1(
   bytes: Uint8Array,
   header: Bc1Header,
-  deps: ReceiverDeps,
+  deps: ScreeningDeps,
   trace: Trace,
 ): Promise<Step<Request>> {
   // [BC1-3] key id known and the key active: one lookup, at most one AEAD open, never a trial over keys.
@@ -348,7 +458,7 @@ async function authenticateFwknop(
   wire: Uint8Array,
   frame: FwknopFrame,
   source: RemoteEndpoint,
-  deps: ReceiverDeps,
+  deps: ScreeningDeps,
   trace: Trace,
 ): Promise<Step<Request>> {
   // [BC1-3] fwknop carries no key id: the directory names a few candidates and each one's HMAC is tried.
@@ -398,7 +508,7 @@ function fwknopRequest(device: Device, message: FwknopMessage, wire: Uint8Array)
 // Common tail: [BC1-6] clock → [BC1-7] policy → [BC1-8] replay → [BC1-9] grant.
 // ------------------------------------------------------------------------------------------------
 
-function clockStep(timestampMs: number, deps: ReceiverDeps): Step<true> {
+function clockStep(timestampMs: number, deps: ScreeningDeps): Step<true> {
   if (!withinClockWindow(timestampMs, deps.clock.now(), deps.config.clockWindowMs)) return reject('stale');
   // The nonce store cannot vouch for packets stamped before its memory began (e.g. before a restart).
   const notBefore = deps.nonces.notBefore;
@@ -432,14 +542,14 @@ function policyStep(request: Request, source: RemoteEndpoint): Step<true> {
   return accessAllowed(request.access, request.device.allowedAccess) ? ok(true) : reject('port-not-allowed');
 }
 
-async function replayStep(request: Request, deps: ReceiverDeps): Promise<Step<true>> {
+async function replayStep(candidate: Candidate, deps: DecidingDeps): Promise<Step<true>> {
   let result: Awaited<ReturnType<NonceStore['record']>>;
   try {
     // Remembered until the packet could no longer pass the clock step anyway; owned by the device (its share).
     result = await deps.nonces.record(
-      request.replayId,
-      request.timestampMs + deps.config.clockWindowMs,
-      request.device.id,
+      candidate.replayId,
+      candidate.timestampMs + deps.config.clockWindowMs,
+      candidate.device.id,
     );
   } catch {
     return reject('nonce-store-unavailable'); // fail closed
@@ -448,37 +558,34 @@ async function replayStep(request: Request, deps: ReceiverDeps): Promise<Step<tr
   return result === 'fresh' ? ok(true) : reject('replay');
 }
 
-async function grantStep(
-  request: Request,
-  source: RemoteEndpoint,
-  deps: ReceiverDeps,
-): Promise<Step<Accepted>> {
+async function grantStep(candidate: Candidate, deps: DecidingDeps): Promise<Step<Accepted>> {
+  const { device, source } = candidate;
   const seconds = grantSeconds(
-    request.requestedSeconds,
-    request.device.maxOpenSeconds,
+    candidate.requestedSeconds,
+    device.maxOpenSeconds,
     deps.config.defaultGrantSeconds,
   );
-  await installConnectCredential(request, source, seconds, deps);
-  const policy = request.device.grantPrefix;
+  await installConnectCredential(candidate, seconds, deps);
+  const policy = device.grantPrefix;
   const opened = await deps.grants.open(
-    request.device.id,
+    device.id,
     // Off by default: a prefix grant only for a device whose entry sets grantPrefix (docs/scaling.md).
     policy === undefined
       ? { address: source.address, family: source.family }
       : grantPrefixFor(source.address, policy),
-    request.access,
+    candidate.access,
     seconds,
   );
   if (!opened.ok) return reject('grant-failed');
   return ok({
-    format: request.format,
-    deviceId: request.device.id,
+    format: candidate.format,
+    deviceId: device.id,
     source: source.address,
     status: opened.value.status,
     grant: opened.value.grant,
     grantSeconds: seconds,
-    replayIdHash: replayIdHash(request.replayId),
-    ...(request.keyId === undefined ? {} : { keyId: request.keyId }),
+    replayIdHash: replayIdHash(candidate.replayId),
+    ...(candidate.keyId === undefined ? {} : { keyId: candidate.keyId }),
   });
 }
 
@@ -488,28 +595,33 @@ async function grantStep(
  * keeper only: never into the outcome, the audit or a counter.
  */
 async function installConnectCredential(
-  request: Request,
-  source: RemoteEndpoint,
+  candidate: Candidate,
   seconds: number,
-  deps: ReceiverDeps,
+  deps: DecidingDeps,
 ): Promise<void> {
-  const { device, keyId, sealedBy } = request;
-  if (deps.connectCredentials === undefined || transportOf(device) !== 'plain') return;
-  if (keyId === undefined || sealedBy === undefined) return; // fwknop: no credential (docs/threat-model.md)
-  const credential = connectCredential(sealedBy.key, { deviceId: device.id, keyId, nonce: sealedBy.nonce });
+  const { device, connectCredential: credential } = candidate;
+  if (deps.connectCredentials === undefined || credential === undefined) return;
   await deps.connectCredentials.knockAccepted({
     deviceId: device.id,
     credential,
-    address: source.address,
+    address: candidate.source.address,
     expiresAt: deps.clock.now() + seconds * 1000,
   });
+}
+
+/** A plain device's BC1 knock: its one-time connect credential (derived where the key is: the authenticating half). */
+function credentialOf(request: Request): string | undefined {
+  const { device, keyId, sealedBy } = request;
+  if (transportOf(device) !== 'plain') return undefined;
+  if (keyId === undefined || sealedBy === undefined) return undefined; // fwknop: no credential (docs/threat-model.md)
+  return connectCredential(sealedBy.key, { deviceId: device.id, keyId, nonce: sealedBy.nonce });
 }
 
 // ------------------------------------------------------------------------------------------------
 // Accounting: counters and audit. Neither may throw out of handleDatagram.
 // ------------------------------------------------------------------------------------------------
 
-function accepted(value: Accepted, deps: ReceiverDeps): Outcome {
+function accepted(value: Accepted, deps: AccountingDeps): Outcome {
   deps.counters.increment(counterName.accepted);
   deps.counters.increment(counterName.acceptedFormat(value.format));
   safeAudit(deps.audit, {
@@ -525,7 +637,7 @@ function accepted(value: Accepted, deps: ReceiverDeps): Outcome {
   return ok(value);
 }
 
-function rejected(reason: RejectReason, source: RemoteEndpoint, trace: Trace, deps: ReceiverDeps): Outcome {
+function rejected(reason: RejectReason, source: RemoteEndpoint, trace: Trace, deps: AccountingDeps): Outcome {
   try {
     deps.counters.increment(counterName.rejected);
     deps.counters.increment(counterName.rejectedReason(reason));

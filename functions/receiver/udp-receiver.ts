@@ -9,7 +9,8 @@
  * - `readers: N` (default 1, an integer 1..MAX_READERS) binds N sockets with SO_REUSEPORT on the one port (Linux;
  *   the kernel spreads datagrams over them by source). All N live in this process and share the one `deps`: the
  *   nonce record and the grant are decided on one event loop, so a replay is refused exactly once across
- *   readers (docs/scaling.md, "Readers"). With N = 1 the socket has no SO_REUSEPORT, exactly as before.
+ *   readers (docs/scaling.md, "Readers"). With N = 1 the socket has no SO_REUSEPORT, exactly as before. This
+ *   uses one core; reader-workers.ts runs the screening and authentication on N worker threads instead.
  * - Never sends a byte on the socket, whatever arrives; every datagram is handled, a handler failure is
  *   impossible by construction (`handleDatagram` never throws) and socket errors after bind are logged only.
  * - At most `maxInFlight` datagrams are processed concurrently; beyond that they are dropped and counted as
@@ -61,7 +62,7 @@ export const MAX_READERS = 64;
 
 const silentLogger: ReceiverLogger = { info: () => undefined, warn: () => undefined };
 
-function bindError(error: unknown, host: string, port: number): UdpBindError {
+export function bindError(error: unknown, host: string, port: number): UdpBindError {
   const code = listenErrorCode(error);
   if (portInUse(code)) return new UdpPortInUseError(host, port, { cause: error });
   return new UdpBindError(
@@ -87,11 +88,11 @@ function bind(socket: Socket, host: string, port: number): Promise<void> {
   });
 }
 
-function remoteOf(info: RemoteInfo): RemoteEndpoint {
+export function remoteOf(info: RemoteInfo): RemoteEndpoint {
   return { address: info.address, family: info.family === 'IPv6' ? 6 : 4, port: info.port };
 }
 
-function readerCount(readers: number | undefined): number {
+export function readerCount(readers: number | undefined): number {
   const count = readers ?? 1;
   if (!Number.isInteger(count) || count < 1 || count > MAX_READERS) {
     throw new RangeError(

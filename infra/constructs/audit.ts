@@ -21,12 +21,14 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { HEARTBEAT_EVENT_TYPE } from '../host/receiver-host.ts';
+import { HEARTBEAT_EVENT_TYPE, PREFILTER_EVENT_TYPE } from '../host/receiver-host.ts';
 
 /** One metric filter: a CloudWatch Logs JSON pattern over the receiver's audit lines, counted. */
 export interface AuditMetricSpec {
   readonly metricName: string;
   readonly pattern: string;
+  /** The metric value of a matching line. @default '1' (one per line) */
+  readonly value?: string;
 }
 
 /** The metric filters, by key. Patterns match the fields of functions/core/interfaces.ts `AuditEvent`. */
@@ -46,6 +48,12 @@ export const AUDIT_METRICS = Object.freeze({
     pattern: '{ $.Code = "RulesPerSecurityGroupLimitExceeded" }',
   },
   heartbeats: { metricName: 'ReceiverHeartbeats', pattern: `{ $.type = "${HEARTBEAT_EVENT_TYPE}" }` },
+  // The receiver host's pre-filter counts line (infra/host/receiver-host.ts): datagrams dropped in the kernel.
+  prefilterDropped: {
+    metricName: 'PrefilterDropped',
+    pattern: `{ $.type = "${PREFILTER_EVENT_TYPE}" }`,
+    value: '$.dropped',
+  },
 } satisfies Record<string, AuditMetricSpec>);
 
 /** Saved Logs Insights queries: name suffix and query text. */
@@ -121,7 +129,7 @@ export class Audit extends Construct {
         filterPattern: logs.FilterPattern.literal(spec.pattern),
         metricNamespace: this.namespace,
         metricName: spec.metricName,
-        metricValue: '1',
+        metricValue: spec.value ?? '1',
         unit: cloudwatch.Unit.COUNT,
       });
       metrics[key] = filter.metric({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) });

@@ -9,9 +9,20 @@
  *   only CAP_NET_BIND_SERVICE is added), read-only system, restart on failure; stdout (JSON lines) appended to
  *   a log file that the CloudWatch agent ships to the audit log group;
  * - a heartbeat timer writing one JSON line a minute while the receiver service is active (the "receiver silent"
- *   alarm watches it).
+ *   alarm watches it);
+ * - the kernel pre-filter of the SPA port (functions/local/prefilter-ruleset.ts, rendered here at synth time for
+ *   the inet input hook: the receiver binds the wildcard address): installed by the unit's `ExecStartPre=+nft`
+ *   and removed by its `ExecStopPost=+nft` (the `+` runs only those two lines as root; the receiver itself keeps
+ *   no capability). Both are `-`: without nftables the receiver runs as before;
+ * - a root timer that reads the pre-filter's counters once a minute (`nft -j`) and appends their increase as one
+ *   JSON line (`receiver.prefilter`) to a log the CloudWatch agent ships to the audit log group, where a metric
+ *   filter makes `PrefilterDropped` of it (infra/constructs/audit.ts). Why a timer and not the receiver: reading
+ *   nftables needs CAP_NET_ADMIN, and a helper the receiver could call would be one more privileged surface; the
+ *   timer has no input at all (docs/operations-aws.md, "Kernel pre-filter").
  * Values may contain CloudFormation tokens, resolved before the instance sees them.
  */
+import { gzipSync } from 'node:zlib';
+import { deletePrefilterText, prefilterTableText } from '../../functions/local/prefilter-ruleset.ts';
 
 export const RECEIVER_USER = 'blackcloud';
 export const RECEIVER_DIR = '/opt/blackcloud/receiver';
@@ -26,6 +37,28 @@ export const NODE_BINARY = '/usr/bin/node-24';
 export const CLOUDWATCH_AGENT_CONFIG = '/opt/aws/amazon-cloudwatch-agent/etc/blackcloud.json';
 /** The heartbeat line's `type`, matched by the audit's metric filter. */
 export const HEARTBEAT_EVENT_TYPE = 'receiver.heartbeat';
+
+/** The pre-filter's nftables table on the receiver host, and its files (root-owned, read by nft only). */
+export const PREFILTER_TABLE = 'blackcloud_spa';
+export const PREFILTER_RULES_FILE = '/etc/blackcloud/prefilter.nft';
+export const PREFILTER_REMOVE_FILE = '/etc/blackcloud/prefilter-remove.nft';
+export const PREFILTER_LOG_FILE = `${RECEIVER_LOG_DIR}/prefilter.log`;
+export const PREFILTER_COUNTS_SCRIPT = '/usr/local/libexec/blackcloud-prefilter-counts';
+/** The pre-filter counts line's `type`, matched by the audit's metric filter. */
+export const PREFILTER_EVENT_TYPE = 'receiver.prefilter';
+const NFT_BINARY = '/usr/sbin/nft';
+
+/** The pre-filter table for the receiver's port (inet input: the receiver binds 0.0.0.0), and its removal (safe when absent). */
+export function prefilterFiles(options: { readonly spaPort: number }): { rules: string; remove: string } {
+  return {
+    rules: prefilterTableText({
+      table: PREFILTER_TABLE,
+      port: options.spaPort,
+      hook: { kind: 'inet-input' },
+    }),
+    remove: deletePrefilterText(PREFILTER_TABLE),
+  };
+}
 
 /** JSON fields of the controller TLS secret and the files they become. */
 export const CONTROLLER_SECRET_FILES = Object.freeze({
@@ -61,7 +94,10 @@ export function receiverUnit(options: { readonly spaPort: number }): string {
     `User=${RECEIVER_USER}`,
     `Group=${RECEIVER_USER}`,
     `EnvironmentFile=${RECEIVER_ENV_FILE}`,
+    // '+': only these two lines run as root (nft needs CAP_NET_ADMIN); '-': without nftables the receiver runs.
+    `ExecStartPre=-+${NFT_BINARY} -f ${PREFILTER_RULES_FILE}`,
     `ExecStart=${NODE_BINARY} ${RECEIVER_FILE}`,
+    `ExecStopPost=-+${NFT_BINARY} -f ${PREFILTER_REMOVE_FILE}`,
     'Restart=on-failure',
     'RestartSec=2',
     `StandardOutput=append:${RECEIVER_LOG_FILE}`,
@@ -132,6 +168,73 @@ export function heartbeatUnits(logFile: string = HEARTBEAT_LOG_FILE): {
   return { service, timer, script };
 }
 
+/**
+ * The pre-filter counts: a root oneshot run by a one-minute timer. Its Python reads the table's named counters
+ * (`nft -j list table inet blackcloud_spa`), appends one line with their increase since the last run
+ * (`{"type":"receiver.prefilter","time":ms,"dropped":n,"length":n,...,"passed":n}`; a table recreated by a
+ * restart counts from zero) and keeps the totals in `stateFile`. No table (nftables missing, receiver stopped):
+ * no line. `logFile`, `stateFile` and `nft` are for tests.
+ */
+export function prefilterCountsUnits(options: { logFile?: string; stateFile?: string; nft?: string } = {}): {
+  service: string;
+  timer: string;
+  script: string;
+} {
+  const script = [
+    '#!/usr/bin/python3',
+    `# Appends the increase of the ${PREFILTER_TABLE} counters as one ${PREFILTER_EVENT_TYPE} line (the PrefilterDropped metric).`,
+    'import json, os, subprocess, sys, time',
+    `LOG, STATE, NFT = ${JSON.stringify(options.logFile ?? PREFILTER_LOG_FILE)}, ${JSON.stringify(options.stateFile ?? '/run/blackcloud-prefilter.json')}, ${JSON.stringify(options.nft ?? NFT_BINARY)}`,
+    'try:',
+    `    listed = subprocess.run([NFT, '-j', 'list', 'table', 'inet', ${JSON.stringify(PREFILTER_TABLE)}], capture_output=True, check=True, text=True).stdout`,
+    'except (OSError, subprocess.CalledProcessError):',
+    '    sys.exit(0)',
+    'totals = {}',
+    "for item in json.loads(listed).get('nftables', []):",
+    "    counter = item.get('counter')",
+    `    if counter and counter.get('table') == ${JSON.stringify(PREFILTER_TABLE)}:`,
+    "        totals[counter['name']] = int(counter['packets'])",
+    'try:',
+    '    with open(STATE) as handle:',
+    '        previous = json.load(handle)',
+    'except (OSError, ValueError):',
+    '    previous = {}',
+    'delta = {name: value - previous.get(name, 0) if value >= previous.get(name, 0) else value for name, value in totals.items()}',
+    "line = {'type': " + JSON.stringify(PREFILTER_EVENT_TYPE) + ", 'time': int(time.time() * 1000)}",
+    "line['dropped'] = sum(value for name, value in delta.items() if name != 'passed')",
+    'line.update(sorted(delta.items()))',
+    "with open(LOG, 'a') as out:",
+    "    out.write(json.dumps(line) + '\\n')",
+    "with open(STATE + '.tmp', 'w') as handle:",
+    '    json.dump(totals, handle)',
+    "os.replace(STATE + '.tmp', STATE)",
+    '',
+  ].join('\n');
+  const service = [
+    '[Unit]',
+    'Description=blackcloud receiver: kernel pre-filter counters to the audit log',
+    '',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${PREFILTER_COUNTS_SCRIPT}`,
+    '',
+  ].join('\n');
+  const timer = [
+    '[Unit]',
+    'Description=blackcloud receiver: kernel pre-filter counters, every minute',
+    '',
+    '[Timer]',
+    'OnBootSec=60',
+    'OnUnitActiveSec=60',
+    'AccuracySec=5',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n');
+  return { service, timer, script };
+}
+
 /** CloudWatch agent configuration: ship the receiver's JSON lines and the heartbeat to the audit log group. */
 export function cloudWatchAgentConfig(options: { readonly logGroupName: string }): string {
   const config = {
@@ -150,6 +253,12 @@ export function cloudWatchAgentConfig(options: { readonly logGroupName: string }
               file_path: HEARTBEAT_LOG_FILE,
               log_group_name: options.logGroupName,
               log_stream_name: '{instance_id}/heartbeat',
+              timezone: 'UTC',
+            },
+            {
+              file_path: PREFILTER_LOG_FILE,
+              log_group_name: options.logGroupName,
+              log_stream_name: '{instance_id}/prefilter',
               timezone: 'UTC',
             },
           ],
@@ -263,6 +372,8 @@ export interface ReceiverBootOptions {
 /** Commands that run after the asset download (UserData adds the shebang and the download itself). */
 export function receiverBootCommands(options: ReceiverBootOptions): string[] {
   const heartbeat = heartbeatUnits();
+  const prefilter = prefilterFiles({ spaPort: options.spaPort });
+  const counts = prefilterCountsUnits();
   return [
     '# 2. The receiver program and its unprivileged user.',
     `id ${RECEIVER_USER} >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /var/lib/blackcloud --shell /sbin/nologin ${RECEIVER_USER}`,
@@ -287,7 +398,24 @@ export function receiverBootCommands(options: ReceiverBootOptions): string[] {
     `cat > /etc/systemd/system/${CONTROLLER_TLS_SERVICE}.service <<'UNIT'`,
     controllerTlsUnit().trimEnd(),
     'UNIT',
-    '# 5. Units: the receiver, the heartbeat, log rotation.',
+    '# 5. Units: the kernel pre-filter (applied and removed by the receiver unit), the receiver, the heartbeat,',
+    '#    the pre-filter counts, log rotation.',
+    // gzip + base64: the table is repetitive and user data has a 16 KB limit (stack.test.ts keeps a margin).
+    `echo '${gzipSync(prefilter.rules, { level: 9 }).toString('base64')}' | base64 -d | gunzip > ${PREFILTER_RULES_FILE}`,
+    `cat > ${PREFILTER_REMOVE_FILE} <<'NFT'`,
+    prefilter.remove.trimEnd(),
+    'NFT',
+    `chmod 0600 ${PREFILTER_RULES_FILE} ${PREFILTER_REMOVE_FILE}`,
+    `cat > ${PREFILTER_COUNTS_SCRIPT} <<'SCRIPT'`,
+    counts.script.trimEnd(),
+    'SCRIPT',
+    `chmod 0700 ${PREFILTER_COUNTS_SCRIPT}`,
+    "cat > /etc/systemd/system/blackcloud-prefilter-counts.service <<'UNIT'",
+    counts.service.trimEnd(),
+    'UNIT',
+    "cat > /etc/systemd/system/blackcloud-prefilter-counts.timer <<'UNIT'",
+    counts.timer.trimEnd(),
+    'UNIT',
     `cat > /etc/systemd/system/${RECEIVER_SERVICE}.service <<'UNIT'`,
     receiverUnit({ spaPort: options.spaPort }).trimEnd(),
     'UNIT',
@@ -307,7 +435,7 @@ export function receiverBootCommands(options: ReceiverBootOptions): string[] {
     'systemctl daemon-reload',
     `systemctl enable ${CONTROLLER_TLS_SERVICE}.service`,
     `systemctl start ${CONTROLLER_TLS_SERVICE}.service`,
-    `systemctl enable --now ${RECEIVER_SERVICE}.service blackcloud-heartbeat.timer`,
+    `systemctl enable --now ${RECEIVER_SERVICE}.service blackcloud-heartbeat.timer blackcloud-prefilter-counts.timer`,
     '# 6. CloudWatch agent: ship the JSON lines to the audit log group.',
     `cat > ${CLOUDWATCH_AGENT_CONFIG} <<'AGENT'`,
     cloudWatchAgentConfig({ logGroupName: options.logGroupName }),
@@ -320,9 +448,9 @@ export function receiverBootCommands(options: ReceiverBootOptions): string[] {
 export function receiverPackageCommands(): string[] {
   return [
     'set -euo pipefail',
-    '# 1. Node 24, the CloudWatch agent, logrotate, python3 (for the TLS secret) from Amazon Linux 2023.',
+    '# 1. Node 24, the CloudWatch agent, logrotate, python3 (TLS secret, pre-filter counts), nftables (pre-filter).',
     'for attempt in $(seq 1 30); do',
-    '  dnf install -y nodejs24 amazon-cloudwatch-agent logrotate python3 && break',
+    '  dnf install -y nodejs24 amazon-cloudwatch-agent logrotate python3 nftables && break',
     '  sleep 10',
     'done',
     `test -x ${NODE_BINARY}`,

@@ -1,11 +1,13 @@
 /**
  * The replay storm of replay.test.ts against a multi-reader receiver over real UDP (`readers: 2`, SO_REUSEPORT on
- * 127.0.0.1, port 0): the same valid knock sent from many sockets, which the kernel spreads over both readers, is
- * accepted exactly once (both formats); fresh knocks of several devices are all accepted; closing the receiver
- * leaves no socket on the port.
+ * 127.0.0.1, port 0), both as reader worker threads (reader-workers.ts: the workers authenticate, the main thread
+ * decides) and as sockets in one process (udp-receiver.ts): the same valid knock sent from many sockets, which the
+ * kernel spreads over both readers, is accepted exactly once (both formats); fresh knocks of several devices are
+ * all accepted; closing the receiver leaves no socket on the port.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { startReaderWorkers } from '../../functions/receiver/reader-workers.ts';
 import { MAX_READERS, type RunningReceiver, startReceiver } from '../../functions/receiver/udp-receiver.ts';
 import {
   BC1_KEY_ID,
@@ -51,14 +53,15 @@ function send(socket: Socket, bytes: Uint8Array, port: number): Promise<void> {
   );
 }
 
-async function start(h: Harness, readers = READERS): Promise<RunningReceiver> {
-  const receiver = await startReceiver({
-    host: '127.0.0.1',
-    port: 0,
-    deps: h.deps,
-    readers,
-    maxInFlight: 65_536,
-  });
+type Mode = 'reader threads' | 'sockets in one process';
+const MODES: readonly Mode[] = ['reader threads', 'sockets in one process'];
+
+async function start(h: Harness, readers = READERS, mode: Mode = 'reader threads'): Promise<RunningReceiver> {
+  const options = { host: '127.0.0.1', port: 0, deps: h.deps, readers, maxInFlight: 65_536 };
+  const receiver =
+    mode === 'reader threads'
+      ? await startReaderWorkers({ ...options, devices: () => h.directory.devices(), rejectAudit: false })
+      : await startReceiver(options);
   cleanups.push(async () => {
     await receiver.close();
     await h.deps.grants.close();
@@ -101,39 +104,40 @@ async function storm(receiver: RunningReceiver, packet: Uint8Array): Promise<voi
 describe(`replay storm over real UDP against ${READERS} readers on one port (SO_REUSEPORT)`, () => {
   const copies = SENDERS * ROUNDS;
 
-  for (const format of ['BC1', 'fwknop'] as const) {
-    it(
-      `a valid ${format} knock ${copies.toLocaleString('en-US')} times from ${SENDERS} sockets: both readers read copies, accepted exactly once`,
-      async () => {
-        const h = harness();
-        const receiver = await start(h);
-        const packet =
-          format === 'BC1'
-            ? bc1Packet({ timestampMs: T0 })
-            : fwknopPacket({ timestampSeconds: Math.floor(T0 / 1000) });
-        await storm(receiver, packet);
-        await vi.waitFor(() => expect(receiver.counters().received).toBe(copies), {
-          timeout: 10_000,
-          interval: 10,
-        });
-        const perReader = receiver.datagramsPerReader();
-        expect(perReader).toHaveLength(READERS);
-        // The kernel spread the 50 source ports over both readers, so "once" held across readers.
-        for (const read of perReader) expect(read).toBeGreaterThan(0);
-        expect(receiver.counters()).toMatchObject({
-          received: copies,
-          accepted: 1,
-          rejected: copies - 1,
-          'rejected.replay': copies - 1,
-        });
-        expect(h.firewall.calls.filter((call) => call.op === 'allow')).toHaveLength(1);
-      },
-      TIMEOUT,
-    );
-  }
+  for (const mode of MODES)
+    for (const format of ['BC1', 'fwknop'] as const) {
+      it(
+        `${mode}: a valid ${format} knock ${copies.toLocaleString('en-US')} times from ${SENDERS} sockets: both readers read copies, accepted exactly once`,
+        async () => {
+          const h = harness();
+          const receiver = await start(h, READERS, mode);
+          const packet =
+            format === 'BC1'
+              ? bc1Packet({ timestampMs: T0 })
+              : fwknopPacket({ timestampSeconds: Math.floor(T0 / 1000) });
+          await storm(receiver, packet);
+          await vi.waitFor(() => expect(receiver.counters().received).toBe(copies), {
+            timeout: 10_000,
+            interval: 10,
+          });
+          const perReader = receiver.datagramsPerReader();
+          expect(perReader).toHaveLength(READERS);
+          // The kernel spread the 50 source ports over both readers, so "once" held across readers.
+          for (const read of perReader) expect(read).toBeGreaterThan(0);
+          expect(receiver.counters()).toMatchObject({
+            received: copies,
+            accepted: 1,
+            rejected: copies - 1,
+            'rejected.replay': copies - 1,
+          });
+          expect(h.firewall.calls.filter((call) => call.op === 'allow')).toHaveLength(1);
+        },
+        TIMEOUT,
+      );
+    }
 
   it(
-    'fresh BC1 knocks of 8 devices, each from its own socket, sent twice: all 8 accepted, the 8 copies replays',
+    'reader threads: fresh BC1 knocks of 8 devices, each from its own socket, sent twice: all 8 accepted, the 8 copies replays',
     async () => {
       const devices = Array.from({ length: 8 }, (_, i) =>
         makeDevice({

@@ -426,7 +426,7 @@ describe('boot scripts', () => {
     expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
   });
 
-  it('GIVEN the agent configuration THEN it is JSON shipping both files to the audit log group', () => {
+  it('GIVEN the agent configuration THEN it is JSON shipping the receiver, heartbeat and pre-filter files to the audit log group', () => {
     const config = JSON.parse(cloudWatchAgentConfig({ logGroupName: 'audit-group' })) as {
       logs: { logs_collected: { files: { collect_list: { file_path: string; log_group_name: string }[] } } };
     };
@@ -435,6 +435,7 @@ describe('boot scripts', () => {
     ).toEqual([
       ['/var/log/blackcloud/receiver.log', 'audit-group'],
       ['/var/log/blackcloud/heartbeat.log', 'audit-group'],
+      ['/var/log/blackcloud/prefilter.log', 'audit-group'],
     ]);
   });
 

@@ -137,6 +137,11 @@ export class NetworkNamespace {
     this.ip = ip;
   }
 
+  /** An existing namespace (e.g. one end of test/support/netns.ts's pair); `remove()` deletes it. */
+  static adopt(ip: string, name: string): NetworkNamespace {
+    return new NetworkNamespace(name, ip);
+  }
+
   static async create(ip: string, label: string): Promise<NetworkNamespace> {
     const name = `bc-${label}-${process.pid}-${randomBytes(3).toString('hex')}`;
     await execFileAsync(ip, ['netns', 'add', name]);

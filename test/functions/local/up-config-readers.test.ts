@@ -1,15 +1,27 @@
 /**
  * `blackcloud up --readers N` (and the config file's `readers`): default 1, validated 1..MAX_READERS with an
- * error naming the flag, and the local cloud's receiver binds that many sockets on its SPA port.
+ * error naming the flag, and the local cloud's receiver runs that many reader threads on its SPA port
+ * (reader-workers.ts): the demo device's knock is accepted once (its copy is a replay), and a device added while
+ * `up` runs is known to the reader threads after the reload.
  */
+import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { buildKnock } from '../../../device-client/knock.ts';
+import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
+import { sendDatagram } from '../../../device-client/send-datagram.ts';
+import { DEMO_DEVICE_ID } from '../../../functions/local/data-dir.ts';
 import { startLocalCloud } from '../../../functions/local/local-cloud.ts';
+import { provisionDevice } from '../../../functions/local/provision-device.ts';
 import { LocalConfigError, resolveUpConfig } from '../../../functions/local/up-config.ts';
+import { loadPem } from '../../../functions/pki/local-ca.ts';
 import { MAX_READERS } from '../../../functions/receiver/udp-receiver.ts';
+import { waitFor } from './helpers.ts';
+
+const knockIo = { now: () => Date.now(), randomBytes: (n: number) => new Uint8Array(randomBytes(n)) };
 
 describe('up --readers', () => {
   it('defaults to 1; the flag wins over the file; out-of-range or non-integer values name --readers', () => {
@@ -38,6 +50,50 @@ describe('up --readers', () => {
         });
         joiner.close();
         expect(joined).toBe(true);
+      } finally {
+        await cloud.close();
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('with readers 2: the demo knock is accepted once across reader threads, and a device added while up runs is accepted after the reload', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'bc-readers-'));
+    try {
+      const cloud = await startLocalCloud(
+        resolveUpConfig({ dataDir, spaPort: '0', mqttPort: '0', readers: '2' }),
+      );
+      try {
+        const demo = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
+        const { bytes } = buildKnock(demo, knockIo, demo.spa.format);
+        await sendDatagram(demo.spa.host, demo.spa.port, bytes);
+        await sendDatagram(demo.spa.host, demo.spa.port, bytes);
+        await waitFor(
+          () => (cloud.counters()['rejected.replay'] === 1 && cloud.counters().accepted === 1) || undefined,
+          'one acceptance and one replay',
+        );
+        const ca = await loadPem(`${cloud.layout.pkiDir}/ca.crt`, `${cloud.layout.pkiDir}/ca.key`);
+        await provisionDevice({
+          layout: cloud.layout,
+          deviceId: 'late-reader',
+          format: 'fwknop',
+          access: [{ protocol: 'tcp', port: cloud.mqtt.port }],
+          endpoints: cloud.endpoints,
+          ca,
+          caFile: `${cloud.layout.pkiDir}/ca.crt`,
+          random: knockIo,
+        });
+        await waitFor(() => cloud.directory.byId('late-reader'), 'the directory to reload');
+        const late = await loadDeviceConfig(cloud.layout.deviceFile('late-reader'));
+        // The reader threads get the reloaded devices right after the reload; a knock sent before may miss.
+        await waitFor(async () => {
+          const knock = buildKnock(late, knockIo, late.spa.format).bytes;
+          await sendDatagram(late.spa.host, late.spa.port, knock);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          return (cloud.counters()['accepted.fwknop'] ?? 0) >= 1 || undefined;
+        }, 'the new device accepted');
+        expect(cloud.counters().accepted).toBe(2);
       } finally {
         await cloud.close();
       }
