@@ -57,6 +57,7 @@ afterEach(async () => {
 
 async function up(
   keyRotation = false,
+  readers?: string,
 ): Promise<{ running: LocalCloud; plain: DeviceConfig; tls: DeviceConfig }> {
   const config = resolveUpConfig({
     dataDir: dataDir!,
@@ -64,6 +65,7 @@ async function up(
     mqttPort: '0',
     plainPort: '0',
     grantSeconds: '60',
+    ...(readers === undefined ? {} : { readers }),
   });
   const running = await startLocalCloud(config, keyRotation ? {} : { keyRotation: false });
   cloud = running;
@@ -97,6 +99,17 @@ describe('the plain profile with up (gate, embedded broker)', () => {
     expect(running.directory.byId(PLAIN_ID)?.certificateSerial).toBeUndefined();
     await expect(readFile(`${running.layout.deviceDir(PLAIN_ID)}/client.crt`)).rejects.toThrow(/ENOENT/);
     expect(await readFile(running.layout.devicesFile, 'utf8')).toMatch(/transport: plain/);
+  });
+
+  it('with reader threads (up --readers 2) the credential is derived in the thread and the device logs in', async () => {
+    const { running } = await up(false, '2');
+    const client = await connectDevice(running.layout.deviceFile(PLAIN_ID), {
+      firstConnectDeadlineMs: 8000,
+      keyRotation: false,
+    });
+    clients.push(client);
+    await client.publishAsync(deviceTopic(PLAIN_ID, 'telemetry'), 'through a reader thread', { qos: 1 });
+    expect(client.device.stats().connections).toBe(1);
   });
 
   it('the device library knocks, logs in with the credential, publishes; a second session receives it; reconnects work', async () => {
