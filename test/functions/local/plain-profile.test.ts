@@ -16,7 +16,7 @@ import { connectDevice, type DeviceClient } from '../../../device-client/connect
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import type { DeviceConfig } from '../../../functions/core/device-config.ts';
 import { systemClock, systemRandom } from '../../../functions/core/system.ts';
-import { deviceTopic } from '../../../functions/core/topics.ts';
+import { deviceTopic, keyTopic } from '../../../functions/core/topics.ts';
 import { DEMO_DEVICE_ID } from '../../../functions/local/data-dir.ts';
 import { type LocalCloud, startLocalCloud } from '../../../functions/local/local-cloud.ts';
 import { resolveUpConfig } from '../../../functions/local/up-config.ts';
@@ -193,7 +193,7 @@ describe('the plain profile with up (gate, embedded broker)', () => {
     expect(await connect(connectBytes(PLAIN_ID, credential, 'y'), '127.0.0.1')).toBe(0);
   });
 
-  it("rotates a plain device's key with today's offers over its plain session; the next session uses the new key", async () => {
+  it("rotates a plain device's key with a sealed offer (BKO1) over its plain session; the next session uses the new key", async () => {
     const { running, plain } = await up(true);
     expect(running.keyRotation).toBeDefined();
     const file = running.layout.deviceFile(PLAIN_ID);
@@ -205,6 +205,11 @@ describe('the plain profile with up (gate, embedded broker)', () => {
       },
     });
     clients.push(device);
+    // What crossed the unencrypted session on the key topic: the sealed 80-byte offer, never the key in the clear.
+    const offers: Buffer[] = [];
+    device.on('message', (topic, payload) => {
+      if (topic === keyTopic(PLAIN_ID)) offers.push(Buffer.from(payload));
+    });
     const out: string[] = [];
     const [result] = await rotateKeys(
       { device: PLAIN_ID, dataDir: dataDir!, wait: '20' },
@@ -214,7 +219,14 @@ describe('the plain profile with up (gate, embedded broker)', () => {
     const keyId = (result as { keyId: number }).keyId;
     expect(keyId).not.toBe(plain.spa.native!.keyId);
     expect(keys).toEqual([keyId]);
-    expect((await loadDeviceConfig(file)).spa.native?.keyId).toBe(keyId);
+    const stored = await loadDeviceConfig(file);
+    expect(stored.spa.native?.keyId).toBe(keyId);
+    expect(offers.length).toBeGreaterThan(0);
+    for (const offer of offers) {
+      expect(offer.subarray(0, 3).toString('latin1')).toBe('BKO');
+      expect(offer).toHaveLength(80);
+      expect(offer.includes(Buffer.from(stored.spa.native!.key))).toBe(false);
+    }
     // A new session knocks with the new key and logs in with the credential derived from it.
     const again = await connectDevice(file, { firstConnectDeadlineMs: 8000, keyRotation: false });
     clients.push(again);
