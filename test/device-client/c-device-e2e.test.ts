@@ -282,14 +282,15 @@ describe("the C reference device program as a plain device (-L: no TLS, the knoc
       resolveUpConfig({ dataDir: plainDir, spaPort: '0', mqttPort: '0', plainPort: '0', grantSeconds: '60' }),
       { keyRotation: false, onOutcome: (outcome) => outcomes.push(outcome) },
     );
-    const err: string[] = [];
-    await createProgram({ out: () => {}, err: (line) => err.push(line) }).parseAsync(
+    const said: string[] = [];
+    const io = { out: (line: string) => said.push(line), err: (line: string) => said.push(line) };
+    await createProgram(io).parseAsync(
       ['devices', 'add', PLAIN_ID, '--transport', 'plain', '--data-dir', plainDir],
       { from: 'user' },
     );
     const running = plainCloud;
     await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
-    expect(err.join('\n')).toContain(PLAIN_ID);
+    expect(said.join('\n')).toContain(PLAIN_ID);
   }, 60_000);
 
   afterEach(async () => {
