@@ -39,10 +39,11 @@ compile() { # compile SOURCE OBJECT [extra flags...]
   (cd "$WORK" && "$CC" "${CFLAGS[@]}" "$@" -c "$src" -o "$obj") || { echo "size-report: cannot compile $src" >&2; exit 1; }
 }
 
-LIB_OBJECTS=("$WORK/bc1.o" "$WORK/key_offer.o" "$WORK/key_messages.o")
+LIB_OBJECTS=("$WORK/bc1.o" "$WORK/key_offer.o" "$WORK/key_messages.o" "$WORK/connect_credential.o")
 compile "$HERE/src/bc1.c" bc1.o
 compile "$HERE/src/key_offer.c" key_offer.o
 compile "$HERE/src/key_messages.c" key_messages.o
+compile "$HERE/src/connect_credential.c" connect_credential.o
 
 CRYPTO_OBJECTS=()
 if [ -n "${MBEDTLS_SRC:-}" ]; then
@@ -96,17 +97,19 @@ link() {
   echo "$total $helpers"
 }
 
-PUBLIC=(bc_knock_build bc_knock_length bc_key_offer_open bc_ack_proof bc_key_ack_build)
+PUBLIC=(bc_knock_build bc_knock_length bc_key_offer_open bc_ack_proof bc_key_ack_build bc_connect_credential)
 declare -A GROUP_ROOTS=(
   [knock]="bc_knock_build bc_knock_length"
   [offer]="bc_key_offer_open"
   [ack]="bc_key_ack_build bc_ack_proof"
+  [credential]="bc_connect_credential"
   [total]="${PUBLIC[*]}"
 )
 declare -A GROUP_WHAT=(
   [knock]='the knock: `bc_knock_build`, `bc_knock_length`'
   [offer]='open a sealed key offer: `bc_key_offer_open` (BKO1; the AEAD is the backend'"'"'s)'
   [ack]='the ack and its proof: `bc_key_ack_build`, `bc_ack_proof`'
+  [credential]='the plain profile'"'"'s connect credential: `bc_connect_credential` (the HMAC is the backend'"'"'s)'
   [total]='the whole library'
 )
 
@@ -114,7 +117,7 @@ echo "## Flash, Cortex-M4 (arm-none-eabi-gcc $("$CC" -dumpversion), -Os -mthumb)
 echo
 echo "| group | own code | + newlib/libgcc helpers | what |"
 echo "| --- | ---: | ---: | --- |"
-for group in knock offer ack total; do
+for group in knock offer ack credential total; do
   read -r total helpers < <(link "$group" "${LIB_OBJECTS[@]}" -- ${GROUP_ROOTS[$group]})
   own=$((total - helpers))
   echo "| $group | $own | $helpers | ${GROUP_WHAT[$group]} |"
@@ -220,7 +223,7 @@ for fn in "${PUBLIC[@]}"; do
   case "$fn" in
     bc_knock_build) backend=$SEAL ;;
     bc_key_offer_open) backend=$OPEN ;;
-    bc_ack_proof | bc_key_ack_build) backend=$HMAC ;;
+    bc_ack_proof | bc_key_ack_build | bc_connect_credential) backend=$HMAC ;;
     *) backend=0 ;;
   esac
   alone=$(worst "$fn" 0)

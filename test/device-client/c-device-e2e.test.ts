@@ -7,17 +7,24 @@
  * With `-R` the program also takes a key rotation from up's controller: the sealed offer (BKO1) opened in C, the
  * key stored before the ack, the rotation confirmed by the ack, the next knock under the new key.
  * `blackcloud up --broker` runs in process with port 0 for the receiver and the gate.
+ * The plain profile (docs/protocol.md [PC-1]..[PC-6]): `up` in gate mode (embedded broker) with a plain port, a
+ * device enrolled with `blackcloud devices add <id> --transport plain`; the program (-L) knocks, connects without
+ * TLS as username = device id, password = bc_connect_credential of that knock, and publishes; a subscriber (the
+ * TypeScript device library, as the same plain device, before the program) receives it.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createProgram } from '../../cli/program.ts';
 import { tlsSettings } from '../../device-client/broker-connection.ts';
+import { connectDevice, type DeviceClient } from '../../device-client/connect-device.ts';
 import { loadDeviceConfig } from '../../device-client/load-device-config.ts';
 import type { DeviceConfig } from '../../functions/core/device-config.ts';
 import type { AuditEvent } from '../../functions/core/interfaces.ts';
+import { deviceTopic } from '../../functions/core/topics.ts';
 import { DEMO_DEVICE_ID, dataDirLayout } from '../../functions/local/data-dir.ts';
 import type { GateEvent } from '../../functions/local/gate-firewall.ts';
 import { type LocalCloud, startLocalCloud } from '../../functions/local/local-cloud.ts';
@@ -76,45 +83,6 @@ async function startCloud(): Promise<LocalCloud> {
   );
 }
 
-beforeEach(async () => {
-  dataDir = await tempDir('bc-c-e2e');
-  const layout = dataDirLayout(dataDir);
-  await ensureLocalPki(layout.pkiDir);
-  const work = join(dataDir, 'test-broker'); // not <data-dir>/mosquitto/, where up --broker writes its recipe;
-  await mkdir(work);
-  mosquitto = await startMosquitto(layout.pkiDir, work);
-  cloud = await startCloud();
-  device = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
-  // The subscriber dials the broker itself, not the gate: it opens no grant the program could use.
-  const tls = {
-    ca: readFileSync(tlsSettings(device).caFile),
-    cert: readFileSync(tlsSettings(device).certFile),
-    key: readFileSync(tlsSettings(device).keyFile),
-  };
-  subscriber = await mqtt.connectAsync(`mqtts://127.0.0.1:${mosquitto.port}`, {
-    ...tls,
-    clientId: `${DEMO_DEVICE_ID}/c-e2e-watcher`,
-    reconnectPeriod: 0,
-    connectTimeout: 10_000,
-  });
-  subscriber.on('message', (topic, payload) => received.push({ topic, payload: payload.toString() }));
-  await subscriber.subscribeAsync(`blackcloud/devices/${DEMO_DEVICE_ID}/#`, { qos: 1 });
-}, 60_000);
-
-afterEach(async () => {
-  await subscriber?.endAsync(true);
-  subscriber = undefined;
-  await cloud?.close();
-  cloud = undefined;
-  await mosquitto?.stop();
-  mosquitto = undefined;
-  await removeDir(dataDir);
-  outcomes.length = 0;
-  gate.length = 0;
-  received.length = 0;
-  audits.length = 0;
-});
-
 /** Runs the C program against the running cloud with the demo device's files; `key` overrides the SPA key. */
 async function runProgram(options: {
   knock: boolean;
@@ -170,6 +138,45 @@ const accepted = () => outcomes.filter((o) => o.ok);
 const refusedByGate = () => gate.filter((e) => e.type === 'gate.refused');
 
 describe('the C reference device program against a running receiver and Mosquitto (mutual TLS)', () => {
+  beforeEach(async () => {
+    dataDir = await tempDir('bc-c-e2e');
+    const layout = dataDirLayout(dataDir);
+    await ensureLocalPki(layout.pkiDir);
+    const work = join(dataDir, 'test-broker'); // not <data-dir>/mosquitto/, where up --broker writes its recipe;
+    await mkdir(work);
+    mosquitto = await startMosquitto(layout.pkiDir, work);
+    cloud = await startCloud();
+    device = await loadDeviceConfig(cloud.layout.deviceFile(DEMO_DEVICE_ID));
+    // The subscriber dials the broker itself, not the gate: it opens no grant the program could use.
+    const tls = {
+      ca: readFileSync(tlsSettings(device).caFile),
+      cert: readFileSync(tlsSettings(device).certFile),
+      key: readFileSync(tlsSettings(device).keyFile),
+    };
+    subscriber = await mqtt.connectAsync(`mqtts://127.0.0.1:${mosquitto.port}`, {
+      ...tls,
+      clientId: `${DEMO_DEVICE_ID}/c-e2e-watcher`,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+    });
+    subscriber.on('message', (topic, payload) => received.push({ topic, payload: payload.toString() }));
+    await subscriber.subscribeAsync(`blackcloud/devices/${DEMO_DEVICE_ID}/#`, { qos: 1 });
+  }, 60_000);
+
+  afterEach(async () => {
+    await subscriber?.endAsync(true);
+    subscriber = undefined;
+    await cloud?.close();
+    cloud = undefined;
+    await mosquitto?.stop();
+    mosquitto = undefined;
+    await removeDir(dataDir);
+    outcomes.length = 0;
+    gate.length = 0;
+    received.length = 0;
+    audits.length = 0;
+  });
+
   it('knocks over UDP, connects through the opened gate and publishes: the subscriber receives the message', async () => {
     expect(cloud!.mqtt.port).not.toBe(mosquitto!.port); // the program dials the gate, not the broker
     const run = await runProgram({ knock: true, message: 'hello from C' });
@@ -260,4 +267,98 @@ describe('the C reference device program against a running receiver and Mosquitt
     });
     console.log(`C device: sealed key offer opened, stored and acknowledged in one run of ${done.ms} ms`);
   }, 90_000);
+});
+
+describe("the C reference device program as a plain device (-L: no TLS, the knock's one-time credential)", () => {
+  const PLAIN_ID = 'c-plain-1';
+  let plainDir: string | undefined;
+  let plainCloud: LocalCloud | undefined;
+  let watcher: DeviceClient | undefined;
+
+  beforeEach(async () => {
+    plainDir = await tempDir('bc-c-plain');
+    // `blackcloud up` in gate mode (no --broker: the embedded broker) with --plain-port (0: a free port).
+    plainCloud = await startLocalCloud(
+      resolveUpConfig({ dataDir: plainDir, spaPort: '0', mqttPort: '0', plainPort: '0', grantSeconds: '60' }),
+      { keyRotation: false, onOutcome: (outcome) => outcomes.push(outcome) },
+    );
+    const said: string[] = [];
+    const io = { out: (line: string) => said.push(line), err: (line: string) => said.push(line) };
+    await createProgram(io).parseAsync(
+      ['devices', 'add', PLAIN_ID, '--transport', 'plain', '--data-dir', plainDir],
+      { from: 'user' },
+    );
+    const running = plainCloud;
+    await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
+    expect(said.join('\n')).toContain(PLAIN_ID);
+  }, 60_000);
+
+  afterEach(async () => {
+    watcher?.end(true);
+    watcher = undefined;
+    await plainCloud?.close();
+    plainCloud = undefined;
+    await removeDir(plainDir);
+    outcomes.length = 0;
+  });
+
+  async function runPlain(key: Uint8Array, keyId: number, message: string, timeoutMs = 10_000) {
+    const keyFile = join(plainDir!, 'c-plain.key');
+    writeFileSync(keyFile, `${Buffer.from(key).toString('hex')}\n`, { mode: 0o600 });
+    const args = [
+      '-L',
+      ...['-D', PLAIN_ID],
+      ...['-s', plainCloud!.spa.host, '-p', String(plainCloud!.spa.port), '-i', String(keyId), '-k', keyFile],
+      ...['-H', plainCloud!.plain!.host, '-P', String(plainCloud!.plain!.port)],
+      ...['-I', `${PLAIN_ID}/c`, '-t', deviceTopic(PLAIN_ID, 'c'), '-m', message],
+      ...['-w', '200', '-T', String(timeoutMs)],
+    ];
+    return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(program, args, { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
+        resolve({
+          status: error === null ? 0 : typeof error.code === 'number' ? error.code : null,
+          stdout,
+          stderr,
+        });
+      });
+    });
+  }
+
+  it('knocks, logs in over plain MQTT with the credential and publishes: the subscriber receives it', async () => {
+    const file = plainCloud!.layout.deviceFile(PLAIN_ID);
+    const plain = await loadDeviceConfig(file);
+    expect(plain.mqtt).toEqual({ transport: 'plain', url: `mqtt://127.0.0.1:${plainCloud!.plain!.port}` });
+    // The subscriber is the same plain device through the TypeScript library (its own knock and credential),
+    // connected before the program knocks: the program's knock then makes the live credential its own [PC-3].
+    watcher = await connectDevice(file, { firstConnectDeadlineMs: 8000, keyRotation: false });
+    const got: string[] = [];
+    watcher.on('message', (_topic, payload) => got.push(payload.toString()));
+    await watcher.subscribeAsync(deviceTopic(PLAIN_ID, 'c'), { qos: 1 });
+    outcomes.length = 0;
+
+    const run = await runPlain(plain.spa.native!.key, plain.spa.native!.keyId, 'hello from a plain C device');
+    expect(run.stderr).toContain('published to');
+    expect(run.status).toBe(0);
+    await waitFor(() => (got.length > 0 ? true : undefined), 'the message at the subscriber', 10_000);
+    expect(got).toEqual(['hello from a plain C device']);
+    expect(accepted()).toHaveLength(1);
+    expect(accepted()[0]!.ok && accepted()[0]!.value).toMatchObject({
+      format: 'bc1',
+      deviceId: PLAIN_ID,
+      keyId: plain.spa.native!.keyId,
+    });
+    // The credential is never printed by the program, nor in the audit [PC-6]: no 64-hex string anywhere.
+    expect(`${run.stdout}${run.stderr}`).not.toMatch(/[0-9a-f]{64}/);
+    expect(await readFile(plainCloud!.layout.auditFile, 'utf8')).not.toMatch(/[0-9a-f]{64}/);
+  }, 60_000);
+
+  it('a knock under a wrong key opens nothing: no plain session, nothing published', async () => {
+    const plain = await loadDeviceConfig(plainCloud!.layout.deviceFile(PLAIN_ID));
+    const wrong = new Uint8Array(plain.spa.native!.key).map((byte) => byte ^ 0x5a);
+    const run = await runPlain(wrong, plain.spa.native!.keyId, 'must not arrive', 1500);
+    expect(run.status).toBe(4);
+    expect(run.stderr).toContain('no MQTT session');
+    await waitFor(() => (outcomes.length > 0 ? true : undefined), 'the receiver to judge the knock');
+    expect(outcomes.map((o) => (o.ok ? 'accepted' : o.reason))).toEqual(['auth-failed']);
+  }, 60_000);
 });

@@ -4,13 +4,15 @@
  * driven through its test program (device-client/c/test/bc_test.c, one command per stdin line). Every check is
  * made against the TypeScript reference: the golden vectors byte for byte, decodeBc1 on knocks built in C,
  * encodeBc1 on the same inputs, openKeyOffer (and the Python-computed golden vectors of
- * test/fixtures/key-offer-vectors.json) for every sealed key offer, ackProof for the proof.
+ * test/fixtures/key-offer-vectors.json) for every sealed key offer, ackProof for the proof, connectCredential
+ * (and its golden vector) for the plain profile's connect credential.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectCredential } from '../../functions/core/connect-credential.ts';
 import { ackProof, parseKeyAck, verifyAckProof } from '../../functions/core/key-messages.ts';
 import { type KeyOfferReason, openKeyOffer, sealKeyOffer } from '../../functions/core/sealed-key-offer.ts';
 import { type Bc1Payload, decodeBc1, encodeBc1 } from '../../spa/bc1.ts';
@@ -259,8 +261,10 @@ describe.each([
     // NULL entries; offer: NULL message, NULL offer, a backend without aead_open, NULL key, NULL, empty and
     // 65-character device id; proof: NULL backend, empty backend, NULL key; ack: failing random, no nonce source,
     // NULL out.
+    // credential: NULL backend, a backend without hmac_sha256, NULL key, NULL, empty and 65-character device id,
+    // NULL nonce, NULL out, a 63-byte buffer.
     expect(run(exe(), ['nulls'])).toEqual([
-      'ok -8 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -8 -1 -1',
+      'ok -8 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -8 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -2',
     ]);
   });
 
@@ -377,5 +381,69 @@ describe.each([
     expect(drawn.ok && verifyAckProof(KEY, drawn.value)).toBe(false);
     expect(Buffer.from(answers[2 * inputs.length + 1]!.slice(3), 'hex')).toHaveLength(116);
     expect(answers[2 * inputs.length + 2]).toBe('err -2');
+  });
+
+  it('computes the connect credential of the golden vector, with a NUL only when there is room for it', () => {
+    const goldenKey = hex(Uint8Array.from({ length: 32 }, (_, i) => i));
+    const golden = '15d81025ad131fa5dda717b4c3a25e6d0fb1a499120cfbc440ea4e4e5d0d29d9';
+    const args = `${goldenKey} meter-1 ${0x12345678} a0a1a2a3a4a5a6a7a8a9aaab`;
+    // Each buffer is a heap block of exactly that size: under ASan a NUL written past 64 bytes would abort.
+    expect(run(exe(), [`credential 65 ${args}`, `credential 64 ${args}`, `credential 63 ${args}`])).toEqual([
+      `ok 64 ${golden} nul`,
+      `ok 64 ${golden} -`,
+      'err -2',
+    ]);
+  });
+
+  it('computes 200 connect credentials (varied keys, device ids, key ids, nonces) exactly as connectCredential', () => {
+    const next = generator(0xc0_22ec7);
+    const byte = (): number => Math.floor(next() * 256);
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-';
+    const cases = Array.from({ length: 200 }, (_, i) => {
+      const length = i === 0 ? 64 : i === 1 ? 1 : 1 + Math.floor(next() * 64);
+      const deviceId = `d${Array.from({ length: length - 1 }, () => alphabet[Math.floor(next() * alphabet.length)]).join('')}`;
+      return {
+        key: new Uint8Array(32).map(byte),
+        deviceId,
+        keyId: i === 2 ? 0 : i === 3 ? 0xffff_ffff : Math.floor(next() * 0x1_0000_0000),
+        nonce: new Uint8Array(12).map(byte),
+      };
+    });
+    const answers = run(
+      exe(),
+      cases.map((c) => `credential 65 ${hex(c.key)} ${c.deviceId} ${c.keyId} ${hex(c.nonce)}`),
+    );
+    cases.forEach((c, i) => {
+      expect(answers[i], c.deviceId).toBe(`ok 64 ${connectCredential(c.key, c)} nul`);
+    });
+  });
+
+  it('derives the credential from the nonce the knock drew (packet + BC_KNOCK_NONCE_OFFSET), as the receiver does', () => {
+    const next = generator(0x9_1a17);
+    const cases = Array.from({ length: 20 }, (_, i) => ({
+      key: new Uint8Array(32).map(() => Math.floor(next() * 256)),
+      deviceId: `plain-${i}`,
+      keyId: Math.floor(next() * 0x1_0000_0000),
+    }));
+    const answers = run(
+      exe(),
+      cases.map((c) => `plain ${hex(c.key)} ${c.deviceId} ${c.keyId}`),
+    );
+    cases.forEach((c, i) => {
+      const [status, packetHex, credential] = answers[i]!.split(' ');
+      expect(status).toBe('ok');
+      const decoded = decodeBc1(new Uint8Array(Buffer.from(packetHex!, 'hex')), c.key);
+      expect(decoded.ok).toBe(true);
+      if (!decoded.ok) return;
+      expect(hex(decoded.value.nonce)).toBe(COUNTER_NONCE);
+      expect(decoded.value.keyId).toBe(c.keyId);
+      expect(credential).toBe(
+        connectCredential(c.key, {
+          deviceId: c.deviceId,
+          keyId: decoded.value.keyId,
+          nonce: decoded.value.nonce,
+        }),
+      );
+    });
   });
 });

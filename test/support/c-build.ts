@@ -13,6 +13,7 @@ export const C_LIBRARY_SOURCES: readonly string[] = [
   'src/bc1.c',
   'src/key_offer.c',
   'src/key_messages.c',
+  'src/connect_credential.c',
   'src/backend_mbedtls.c',
 ].map((f) => C_ROOT + f);
 const CFLAGS = ['-std=c99', '-Wall', '-Wextra', '-Werror', '-pedantic', '-O1', '-g', `-I${C_ROOT}include`];

@@ -1,5 +1,6 @@
 /*
- * The reference device program for the C library (docs/device-sdk.md): knock, then MQTT over mutual TLS, publish
+ * The reference device program for the C library (docs/device-sdk.md): knock, then MQTT over mutual TLS (or, with
+ * -L, plain MQTT with the knock's one-time credential: the plain profile, docs/protocol.md [PC-1]..[PC-6]), publish
  * one message at QoS 1, optionally take one key rotation (a sealed key offer, docs/protocol.md [KO-1]..[KO-8]),
  * disconnect. It runs on a POSIX host (Linux sockets, /dev/urandom, the system clock) with
  * Debian's libmosquitto; on a microcontroller the same three steps use the platform's UDP socket, CSPRNG, SNTP
@@ -9,6 +10,13 @@
  *                 -H MQTT_HOST -P MQTT_PORT -a CA -c CERT -e CERT_KEY the broker and the device's certificate
  *                 -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-n]
  *                 [-D DEVICE_ID -R ROTATE_WAIT_MS]
+ *   knock_publish -L -D DEVICE_ID -s SPA_HOST -p SPA_PORT -i KEY_ID -k KEY_FILE -H MQTT_HOST -P MQTT_PORT
+ *                 -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-R ROTATE_WAIT_MS]
+ *
+ * -L (plain profile, a device that cannot do TLS): no -a/-c/-e; MQTT_PORT is the plain port, the connection is
+ * mqtt:// without TLS, username = DEVICE_ID, password = bc_connect_credential of the knock just sent (its key id
+ * and the nonce the packet holds at BC_KNOCK_NONCE_OFFSET). The credential is never printed [PC-6] and is wiped
+ * once libmosquitto has it.
  *
  * KEY_FILE holds the 32-byte SPA key as 64 hex digits (mode 0600: the key is never on the command line). The knock
  * asks for tcp/MQTT_PORT. -n: do not knock (the broker stays dark, so the connection must fail). TIMEOUT_MS (5000)
@@ -79,8 +87,10 @@ static int read_key(const char *file, uint8_t key[BC_KEY_LENGTH]) {
   return ok ? 0 : -1;
 }
 
-/* Steps 1-2: build a fresh BC1 knock and send it once over UDP; no answer ever comes back. */
-static int knock(const char *host, const char *port, uint32_t key_id, const uint8_t *key, uint16_t mqtt_port) {
+/* Steps 1-2: build a fresh BC1 knock and send it once over UDP; no answer ever comes back. With `device_id` (the
+ * plain profile) also derive that knock's connect credential into `credential`. */
+static int knock(const char *host, const char *port, uint32_t key_id, const uint8_t *key, uint16_t mqtt_port,
+                 const char *device_id, char credential[BC_CONNECT_CREDENTIAL_SIZE]) {
   bc_access access[1];
   bc_knock k;
   bc_crypto crypto;
@@ -105,6 +115,14 @@ static int knock(const char *host, const char *port, uint32_t key_id, const uint
   if (n < 0) {
     fprintf(stderr, "knock_publish: bc_knock_build failed: %d\n", n);
     return -1;
+  }
+  if (device_id != NULL) {
+    int rc = bc_connect_credential(&crypto, key, device_id, key_id, packet + BC_KNOCK_NONCE_OFFSET, credential,
+                                   BC_CONNECT_CREDENTIAL_SIZE);
+    if (rc < 0) {
+      fprintf(stderr, "knock_publish: bc_connect_credential failed: %d (-D must be 1..64 characters)\n", rc);
+      return -1;
+    }
   }
   memset(&hints, 0, sizeof hints);
   hints.ai_socktype = SOCK_DGRAM;
@@ -136,6 +154,9 @@ struct session {
   int ack_mid;
   int ack_done; /* 0 waiting, 1 the ack of a stored key was acknowledged */
   int stored;
+  /* plain profile (-L): the knock's one-time credential, the CONNECT password */
+  int plain;
+  char credential[BC_CONNECT_CREDENTIAL_SIZE];
 };
 
 /* Writes the key as 64 hex digits to a temp file (0600), fsyncs it, renames it over `file`: old or new, never torn. */
@@ -221,7 +242,8 @@ static int loop_until(struct mosquitto *mosq, const int *flag, int initial) {
   return 0;
 }
 
-/* Steps 3-4: mutual TLS (the broker verified against the CA, the device's certificate), MQTT, QoS 1 publish;
+/* Steps 3-4: mutual TLS (the broker verified against the CA, the device's certificate) or, plain, the device id
+ * and the knock's credential; MQTT, QoS 1 publish;
  * with rotate_ms > 0, step 5: one key rotation. `s` holds the device's key for it. */
 static int publish(const char *host, int port, const char *ca, const char *cert, const char *cert_key,
                    const char *client_id, const char *topic, const char *message, struct session *s,
@@ -233,7 +255,12 @@ static int publish(const char *host, int port, const char *ca, const char *cert,
   mosquitto_disconnect_callback_set(mosq, on_disconnect);
   mosquitto_publish_callback_set(mosq, on_publish);
   mosquitto_message_callback_set(mosq, on_message);
-  rc = mosquitto_tls_set(mosq, ca, NULL, cert, cert_key, NULL);
+  if (s->plain) {
+    rc = mosquitto_username_pw_set(mosq, s->device_id, s->credential); /* libmosquitto keeps its own copy */
+    memset(s->credential, 0, sizeof s->credential);
+  } else {
+    rc = mosquitto_tls_set(mosq, ca, NULL, cert, cert_key, NULL);
+  }
   if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_connect(mosq, host, port, 30);
   if (rc != MOSQ_ERR_SUCCESS || loop_until(mosq, &s->connack, -1) != 0 || s->connack != 0) {
     fprintf(stderr, "knock_publish: no MQTT session with %s:%d (%s)\n", host, port,
@@ -282,7 +309,7 @@ int main(int argc, char **argv) {
   int opt;
   int rc;
   session.connack = -1;
-  while ((opt = getopt(argc, argv, "s:p:i:k:H:P:a:c:e:I:t:m:w:T:nD:R:")) != -1) {
+  while ((opt = getopt(argc, argv, "s:p:i:k:H:P:a:c:e:I:t:m:w:T:nD:R:L")) != -1) {
     switch (opt) {
     case 's': spa_host = optarg; break;
     case 'p': spa_port = optarg; break;
@@ -301,16 +328,20 @@ int main(int argc, char **argv) {
     case 'n': no_knock = 1; break;
     case 'D': session.device_id = optarg; break;
     case 'R': rotate_ms = strtol(optarg, NULL, 10); break;
+    case 'L': session.plain = 1; break;
     default: return 2;
     }
   }
-  if (timeout_ms < 1 || mqtt_host == NULL || mqtt_port < 1 || mqtt_port > 65535 || ca == NULL || cert == NULL || cert_key == NULL ||
+  if (timeout_ms < 1 || mqtt_host == NULL || mqtt_port < 1 || mqtt_port > 65535 ||
+      (!session.plain && (ca == NULL || cert == NULL || cert_key == NULL)) ||
+      (session.plain && (session.device_id == NULL || no_knock)) ||
       client_id == NULL || topic == NULL || message == NULL ||
       (!no_knock && (spa_host == NULL || spa_port == NULL || key_file == NULL || key_id > 0xFFFFFFFFul)) ||
       rotate_ms < 0 || (rotate_ms > 0 && (session.device_id == NULL || no_knock))) {
     fprintf(stderr, "usage: knock_publish -s SPA_HOST -p SPA_PORT -i KEY_ID -k KEY_FILE -H MQTT_HOST -P MQTT_PORT "
                     "-a CA -c CERT -e CERT_KEY -I CLIENT_ID -t TOPIC -m MESSAGE [-w KNOCK_WAIT_MS] [-T TIMEOUT_MS] [-n] "
-                    "[-D DEVICE_ID -R ROTATE_WAIT_MS]\n");
+                    "[-D DEVICE_ID -R ROTATE_WAIT_MS]\n"
+                    "       knock_publish -L -D DEVICE_ID (plain profile: no -a/-c/-e, no -n) ...\n");
     return 2;
   }
   if (!no_knock) {
@@ -318,7 +349,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "knock_publish: %s does not hold a 32-byte key as 64 hex digits\n", key_file);
       return 2;
     }
-    rc = knock(spa_host, spa_port, (uint32_t)key_id, key, (uint16_t)mqtt_port);
+    rc = knock(spa_host, spa_port, (uint32_t)key_id, key, (uint16_t)mqtt_port,
+               session.plain ? session.device_id : NULL, session.credential);
     session.key_id = (uint32_t)key_id;
     session.key_file = key_file;
     if (rotate_ms == 0) memset(session.key, 0, sizeof session.key); /* kept only for a rotation */
@@ -329,5 +361,6 @@ int main(int argc, char **argv) {
   rc = publish(mqtt_host, (int)mqtt_port, ca, cert, cert_key, client_id, topic, message, &session, rotate_ms);
   mosquitto_lib_cleanup();
   memset(session.key, 0, sizeof session.key);
+  memset(session.credential, 0, sizeof session.credential);
   return rc;
 }

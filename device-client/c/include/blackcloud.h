@@ -1,7 +1,8 @@
 /*
  * blackcloud device library for microcontrollers (C99): the BC1 knock (docs/protocol.md) and the device side of
  * key rotation (docs/key-lifecycle.md): opening the sealed key offer BKO1 (docs/protocol.md [KO-1]..[KO-8],
- * functions/core/sealed-key-offer.ts) and the ack (functions/core/key-messages.ts).
+ * functions/core/sealed-key-offer.ts) and the ack (functions/core/key-messages.ts), and the plain profile's
+ * connect credential (docs/protocol.md [PC-1]..[PC-6], functions/core/connect-credential.ts).
  *
  * Contract:
  * - No heap, no stdio, no global state: everything lives in the caller's buffers and the structs passed in.
@@ -39,6 +40,14 @@ extern "C" {
 #define BC_ACK_PROOF_LENGTH 32u
 /* {"v":1,"keyId":4294967295,"nonce":"<24 chars>","proof":"<44 chars>"} is at most 116 bytes. */
 #define BC_KEY_ACK_MAX_LENGTH 116u
+
+/* Plain profile (functions/core/connect-credential.ts): 64 lowercase hex characters. */
+#define BC_CONNECT_CREDENTIAL_LENGTH 64u
+#define BC_CONNECT_CREDENTIAL_SIZE 65u /* a buffer for the 64 characters and a NUL (the C string libraries want) */
+/* Where a built BC1 packet holds its header fields (magic, key id u32 BE, nonce[12]): the nonce the knock used,
+ * whether passed in or drawn from `random`, is packet + BC_KNOCK_NONCE_OFFSET. */
+#define BC_KNOCK_KEY_ID_OFFSET 1u
+#define BC_KNOCK_NONCE_OFFSET 5u
 
 /* Return codes. */
 #define BC_OK 0
@@ -108,7 +117,8 @@ typedef struct bc_knock {
 /* Total packet length the knock will have (17 + 12 + 3N + claim + 16), or a negative error if invalid. */
 int bc_knock_length(const bc_knock *knock);
 
-/* Builds the BC1 packet into out[0..capacity); returns its length (48..85) or a negative BC_ERR_*. */
+/* Builds the BC1 packet into out[0..capacity); returns its length (48..85) or a negative BC_ERR_*. The nonce used
+ * (given or drawn) is out + BC_KNOCK_NONCE_OFFSET (12 bytes): pass it to bc_connect_credential. */
 int bc_knock_build(const bc_crypto *crypto, const bc_knock *knock, uint8_t *out, size_t capacity);
 
 typedef struct bc_key_offer {
@@ -138,6 +148,18 @@ int bc_ack_proof(const bc_crypto *crypto, const uint8_t key[32], uint32_t key_id
  */
 int bc_key_ack_build(const bc_crypto *crypto, const uint8_t key[32], uint32_t key_id, const uint8_t *nonce,
                      bc_random_fn random, void *random_ctx, char *out, size_t capacity);
+
+/*
+ * The plain profile's one-time MQTT password [PC-2]: lowercase hex of HMAC-SHA256(key, "blackcloud-connect-v1" |
+ * 0x00 | device_id | 0x00 | key_id u32 BE | nonce[12]), for the knock just sent with `key`/`key_id` and
+ * `nonce` = that packet + BC_KNOCK_NONCE_OFFSET. `device_id` is NUL-terminated, 1..64 characters (the MQTT
+ * username). Writes the 64 characters into out; with capacity >= BC_CONNECT_CREDENTIAL_SIZE (65) also a NUL at
+ * out[64], so out is a C string (capacity 64: exactly the 64 characters, no NUL). Returns 64, BC_ERR_BUFFER
+ * (capacity < 64), BC_ERR_ARGUMENT (a NULL pointer, a backend without hmac_sha256, a
+ * device id of 0 or more than 64 characters) or BC_ERR_CRYPTO. The credential is a secret: never log it [PC-6].
+ */
+int bc_connect_credential(const bc_crypto *crypto, const uint8_t key[32], const char *device_id, uint32_t key_id,
+                          const uint8_t nonce[12], char *out, size_t capacity);
 
 #ifdef __cplusplus
 }

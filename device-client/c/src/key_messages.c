@@ -11,28 +11,19 @@
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* One loop for the whole groups and the padded tail (fewer bytes of flash than a separate tail). */
 static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
   size_t i;
   size_t o = 0;
-  for (i = 0; i + 2 < n; i += 3) {
-    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-    out[o++] = B64[(v >> 18) & 63];
-    out[o++] = B64[(v >> 12) & 63];
-    out[o++] = B64[(v >> 6) & 63];
-    out[o++] = B64[v & 63];
-  }
-  if (n - i == 1) {
+  for (i = 0; i < n; i += 3) {
+    size_t left = n - i;
     uint32_t v = (uint32_t)in[i] << 16;
+    if (left > 1) v |= (uint32_t)in[i + 1] << 8;
+    if (left > 2) v |= in[i + 2];
     out[o++] = B64[(v >> 18) & 63];
     out[o++] = B64[(v >> 12) & 63];
-    out[o++] = '=';
-    out[o++] = '=';
-  } else if (n - i == 2) {
-    uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8);
-    out[o++] = B64[(v >> 18) & 63];
-    out[o++] = B64[(v >> 12) & 63];
-    out[o++] = B64[(v >> 6) & 63];
-    out[o++] = '=';
+    out[o++] = left > 1 ? B64[(v >> 6) & 63] : '=';
+    out[o++] = left > 2 ? B64[v & 63] : '=';
   }
   return o;
 }

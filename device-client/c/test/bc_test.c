@@ -7,6 +7,10 @@
  *   offer <keyId> <keyHex> <deviceId> <messageHex|->   open a sealed offer with the current key ("-": empty)
  *   proof <keyHex> <keyId> <nonceHex>
  *   ack <cap> <keyHex> <keyId> <nonceHex|->
+ *   credential <cap> <keyHex> <deviceId> <keyId> <nonceHex>
+ *         the connect credential into a heap block of exactly cap bytes: "ok <64 chars> nul|no-nul"
+ *   plain <keyHex> <deviceId> <keyId>   a knock (nonce from the random callback) and the credential computed from
+ *         the nonce the packet holds: "ok <packetHex> <credential>"
  *   nulls                          (NULL pointers and a failing random callback: prints the codes)
  */
 #include <stdio.h>
@@ -221,6 +225,80 @@ static void cmd_ack(char *rest, const bc_crypto *crypto) {
   printf("\n");
 }
 
+static void cmd_credential(char *rest, const bc_crypto *crypto) {
+  uint8_t key[32];
+  uint8_t nonce[12];
+  unsigned long cap = strtoul(strtok(rest, " \n"), NULL, 10);
+  const char *device_id;
+  uint32_t key_id;
+  char *out;
+  int rc;
+  if (from_hex(strtok(NULL, " \n"), key, sizeof key) != 32) {
+    puts("bad-input key");
+    return;
+  }
+  device_id = strtok(NULL, " \n");
+  key_id = (uint32_t)strtoul(strtok(NULL, " \n"), NULL, 10);
+  if (device_id == NULL || from_hex(strtok(NULL, " \n"), nonce, sizeof nonce) != 12) {
+    puts("bad-input nonce");
+    return;
+  }
+  /* Exactly cap bytes: the sanitizer catches any write past them (a NUL the caller did not make room for). */
+  out = (char *)malloc(cap == 0 ? 1u : cap);
+  if (out == NULL) return;
+  memset(out, 'X', cap == 0 ? 1u : cap);
+  rc = bc_connect_credential(crypto, key, device_id, key_id, nonce, out, cap);
+  if (rc < 0) {
+    printf("err %d\n", rc);
+  } else {
+    printf("ok %d %.*s %s\n", rc, rc, out, cap > (unsigned long)rc ? (out[rc] == '\0' ? "nul" : "no-nul") : "-");
+  }
+  free(out);
+}
+
+static void cmd_plain(char *rest, const bc_crypto *crypto) {
+  static const bc_access access[1] = {{BC_PROTOCOL_TCP, 1883}};
+  uint8_t key[32];
+  uint8_t packet[BC_MAX_PACKET_LENGTH];
+  char credential[BC_CONNECT_CREDENTIAL_LENGTH + 1u];
+  uint8_t random_state = 0x40;
+  bc_knock knock;
+  const char *device_id;
+  int length;
+  int rc;
+  memset(&knock, 0, sizeof knock);
+  if (from_hex(strtok(rest, " \n"), key, sizeof key) != 32) {
+    puts("bad-input key");
+    return;
+  }
+  device_id = strtok(NULL, " \n");
+  if (device_id == NULL) {
+    puts("bad-input device");
+    return;
+  }
+  knock.key_id = (uint32_t)strtoul(strtok(NULL, " \n"), NULL, 10);
+  knock.key = key;
+  knock.timestamp_ms = 1767225600000ull;
+  knock.access = access;
+  knock.access_count = 1;
+  knock.random = counter_random;
+  knock.random_ctx = &random_state;
+  length = bc_knock_build(crypto, &knock, packet, sizeof packet);
+  if (length < 0) {
+    printf("err %d\n", length);
+    return;
+  }
+  rc = bc_connect_credential(crypto, key, device_id, knock.key_id, packet + BC_KNOCK_NONCE_OFFSET, credential,
+                             sizeof credential);
+  if (rc < 0) {
+    printf("err %d\n", rc);
+    return;
+  }
+  printf("ok ");
+  print_hex(packet, (size_t)length);
+  printf(" %s\n", credential);
+}
+
 #define LONG_ID "a1234567890123456789012345678901234567890123456789012345678901234" /* 65 characters */
 
 static void cmd_nulls(const bc_crypto *crypto) {
@@ -266,6 +344,15 @@ static void cmd_nulls(const bc_crypto *crypto) {
   printf(" %d", bc_key_ack_build(crypto, key, 1, NULL, failing_random, NULL, text, sizeof text));
   printf(" %d", bc_key_ack_build(crypto, key, 1, NULL, NULL, NULL, text, sizeof text));
   printf(" %d", bc_key_ack_build(crypto, key, 1, nonce, NULL, NULL, NULL, sizeof text));
+  printf(" %d", bc_connect_credential(NULL, key, "d", 1, nonce, text, sizeof text));    /* no backend */
+  printf(" %d", bc_connect_credential(&empty, key, "d", 1, nonce, text, sizeof text));  /* no hmac_sha256 */
+  printf(" %d", bc_connect_credential(crypto, NULL, "d", 1, nonce, text, sizeof text)); /* no key */
+  printf(" %d", bc_connect_credential(crypto, key, NULL, 1, nonce, text, sizeof text)); /* no device id */
+  printf(" %d", bc_connect_credential(crypto, key, "", 1, nonce, text, sizeof text));   /* empty device id */
+  printf(" %d", bc_connect_credential(crypto, key, LONG_ID, 1, nonce, text, sizeof text)); /* 65 characters */
+  printf(" %d", bc_connect_credential(crypto, key, "d", 1, NULL, text, sizeof text));   /* no nonce */
+  printf(" %d", bc_connect_credential(crypto, key, "d", 1, nonce, NULL, sizeof text));  /* no output */
+  printf(" %d", bc_connect_credential(crypto, key, "d", 1, nonce, text, 63));           /* 63 bytes */
   printf("\n");
 }
 
@@ -282,6 +369,8 @@ int main(void) {
     else if (strcmp(line, "offer") == 0) cmd_offer(rest, &crypto);
     else if (strcmp(line, "proof") == 0) cmd_proof(rest, &crypto);
     else if (strcmp(line, "ack") == 0) cmd_ack(rest, &crypto);
+    else if (strcmp(line, "credential") == 0) cmd_credential(rest, &crypto);
+    else if (strcmp(line, "plain") == 0) cmd_plain(rest, &crypto);
     else if (strcmp(line, "nulls") == 0) cmd_nulls(&crypto);
     else printf("unknown-command %s\n", line);
     fflush(stdout);
