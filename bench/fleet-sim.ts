@@ -46,6 +46,7 @@ import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
 import { isThrottling } from '../functions/aws/retry.ts';
 import { SecurityGroupFirewall } from '../functions/aws/security-group-firewall.ts';
+import { prefixOf } from '../functions/core/grant-prefix.ts';
 import type { AuditEvent, AuditSink } from '../functions/core/interfaces.ts';
 import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receiver/receiver-deps.ts';
@@ -401,13 +402,21 @@ async function simulate(
 
   // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
   // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
-  const sessions = { reported: 0, closedRules: 0, pending: 0 };
+  const sessions = { reported: 0, closedRules: 0, pending: 0, noRule: 0 };
   const connect = (device: number, knockAddress: string, receiver: (typeof receivers)[number]) => {
     sessions.pending++;
     // Behind carrier NAT the session may leave from another address of the pool than the knock.
     const address = carrier ? addressOf(device) : knockAddress;
     time.setTimeout(
       () => {
+        // The device's TCP connection needs a rule for its address (or its prefix) right now: another receiver
+        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver).
+        const cidr = carrier ? prefixOf(address, CARRIER_PREFIX_LENGTH) : `${address}/32`;
+        if (cidr === undefined || !ec2.hasRule(cidr)) {
+          sessions.noRule++;
+          sessions.pending--;
+          return;
+        }
         sessions.reported++;
         void receiver.deps.grants.sessionEstablished(fleetDeviceId(device), address).then((closed) => {
           sessions.pending--;
@@ -675,6 +684,7 @@ async function simulate(
       'sessions reported to the receiver (closed on connect)',
       closeOnConnect ? String(sessions.reported) : 'n/a',
     ],
+    ['lost grants: the rule was gone when the device connected', String(sessions.noRule)],
     [
       'rules opened / grants extended (audited)',
       `${audited.opened} / ${audited.extended}` +

@@ -212,6 +212,13 @@ export class ModelledEc2 {
     return { now: this.#ruleCount(), peak: this.#peakRules };
   }
 
+  /** Whether some group holds a rule for `cidr` on `protocol`/`port` (a device about to connect). */
+  hasRule(cidr: string, port = 8883, protocol = 'tcp'): boolean {
+    const key = `${protocol}/${port}/${cidr}`;
+    for (const group of this.#groups.values()) if (group.has(key)) return true;
+    return false;
+  }
+
   /** Every rule's cidr (diagnostics). */
   cidrs(): string[] {
     return [...this.#groups.values()].flatMap((g) => [...g.values()].map((r) => r.cidr));
