@@ -26,8 +26,7 @@
  *     (closing is the safe direction).
  *   - Quota: rules are placed in the first configured group with a free slot for the family (counted from
  *     DescribeSecurityGroups, EC2's per-family limit `rulesPerGroup`); `RulesPerSecurityGroupLimitExceeded`
- *     makes the firewall describe that group again (its picture was stale: another receiver took the slots) and
- *     the rules move to the next group with room. When all are full, grants wait
+ *     marks the group full for that family and the rules move to the next group. When all are full, grants wait
  *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
  *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
  *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
@@ -452,14 +451,9 @@ export class SecurityGroupFirewall implements Firewall {
                   await this.#refreshGroup(step.groupId);
                   again.push(...step.ops);
                 } else {
-                  // EC2 says full although our count disagrees (another receiver took the slots): look again;
-                  // if the group cannot be described, trust EC2 until the next describe.
-                  try {
-                    await this.#refreshGroup(step.groupId);
-                  } catch {
-                    const used = this.#usage(step.groupId);
-                    used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
-                  }
+                  // EC2 says full although our count disagrees: trust EC2 until the next describe.
+                  const used = this.#usage(step.groupId);
+                  used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
                   again.push(...step.ops);
                 }
               } catch (error) {
