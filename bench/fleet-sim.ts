@@ -22,9 +22,11 @@
  * Closed on connect (docs/scaling.md, "A rule lives until the session is established"): a device has its MQTT session
  * a short time after its rule is in place (bench/fleet/connect-model.ts: `--connect-min-ms` to `--connect-max-ms`,
  * uniform, default 300 ms to 1 s), and the simulation then tells the receiver that opened the rule, through the real
- * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 2`
- * (the default) runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
- * them side by side; 0 or 1 runs one of them.
+ * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 1`
+ * is the default; 2 runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
+ * them side by side; 0 or 1 runs one of them. When the device connects the simulation checks that a rule for its
+ * address (or prefix) is in place at that moment: one closed under it (by another receiver's claims) is a lost
+ * grant, counted, and that session is not reported.
  *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
  * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
