@@ -7,15 +7,26 @@
  * (test/support/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
  *
  * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
- * whole fleet, and a drip of replays and junk. Devices whose grant is refused (every rule slot taken and the
- * receiver's queue full, or expired while queued) knock again after a jittered backoff, at most `--retries` times.
+ * whole fleet, and a drip of replays and junk. A device whose grant is refused (the receiver's queue full, the
+ * EC2 budget spent, or expired while waiting) hears nothing, as a real one: like the device library
+ * (device-client/connect-device.ts) its attempt times out (10 s) and it knocks again after the library's own
+ * backoff (full jitter, 1 s doubling to 60 s), at most `--retries` times, and not after the end of traffic.
+ *
+ * Pacing (`--pacing 1`, the default, as the AWS receiver runs): each receiver paces its EC2 calls with the real
+ * client-side AIMD buckets (functions/aws/call-pacer.ts); `--pacing 0` sends calls as soon as planned.
+ * Carrier NAT (`--prefixes N`, default 0: one address per device): devices sit behind N carrier /24 pools, each
+ * flow from any address of the device's pool (bench/fleet/fleet-model.ts `carrierAddress`), and every device has
+ * the prefix policy `grantPrefix: { ipv4: 24 }` (functions/core/grant-prefix.ts), so devices share one rule per
+ * /24; the session is reported from another address of the pool than the knock.
  *
  * Closed on connect (docs/scaling.md, "A rule lives until the session is established"): a device has its MQTT session
  * a short time after its rule is in place (bench/fleet/connect-model.ts: `--connect-min-ms` to `--connect-max-ms`,
  * uniform, default 300 ms to 1 s), and the simulation then tells the receiver that opened the rule, through the real
- * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 2`
- * (the default) runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
- * them side by side; 0 or 1 runs one of them.
+ * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 1`
+ * is the default; 2 runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
+ * them side by side; 0 or 1 runs one of them. When the device connects the simulation checks that a rule for its
+ * address (or prefix) is in place at that moment: one closed under it (by another receiver's claims) is a lost
+ * grant, counted, and that session is not reported.
  *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
  * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
@@ -24,25 +35,37 @@
  * p50/p99) and why they closed.
  *
  *   npm run bench -- fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
- *        [--grant-seconds 30] [--queue 1000] [--retries 0] [--ec2-ms 100] [--coalesce-ms 20] [--attempts 8]
- *        [--seed 1]
- *        [--close-on-connect 2] [--connect-min-ms 300] [--connect-max-ms 1000]
+ *        [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
+ *        [--seed 1] [--pacing 1] [--prefixes 0]
+ *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
+ * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { backoffDelayMs, DEFAULT_ATTEMPT_TIMEOUT_MS } from '../device-client/connect-device.ts';
+import { Ec2Pacing } from '../functions/aws/call-pacer.ts';
 import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
 import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
+import { isThrottling } from '../functions/aws/retry.ts';
 import { SecurityGroupFirewall } from '../functions/aws/security-group-firewall.ts';
+import { prefixOf } from '../functions/core/grant-prefix.ts';
 import type { AuditEvent, AuditSink } from '../functions/core/interfaces.ts';
 import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receiver/receiver-deps.ts';
 import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
+import { SCALED_COALESCE_MS, SCALED_EC2_ATTEMPTS } from '../infra/constructs/receiver.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
 import { VirtualTime } from '../test/support/virtual-time.ts';
 import { type ConnectRange, connectDelayMs, DEFAULT_CONNECT_RANGE } from './fleet/connect-model.ts';
 import { FleetDirectory, fleetDeviceId } from './fleet/fleet-directory.ts';
-import { deviceAddress, type FleetParams, fleetSchedule, seededRandom } from './fleet/fleet-model.ts';
+import {
+  carrierAddress,
+  deviceAddress,
+  type FleetParams,
+  fleetSchedule,
+  seededRandom,
+} from './fleet/fleet-model.ts';
 import { ModelledEc2 } from './support/modelled-ec2.ts';
 
 interface SimOptions {
@@ -62,6 +85,10 @@ interface SimOptions {
   readonly closeOnConnect: number;
   readonly connectMinMs: number;
   readonly connectMaxMs: number;
+  /** 1: each receiver paces its EC2 calls (call-pacer.ts), as deployed; 0: no pacing. */
+  readonly pacing: number;
+  /** 0: one address per device; N: devices behind N carrier /24 pools, with prefix grants (/24). */
+  readonly prefixes: number;
 }
 
 const DEFAULTS: SimOptions = {
@@ -71,18 +98,23 @@ const DEFAULTS: SimOptions = {
   rulesPerGroup: 200,
   grantSeconds: 30,
   queue: 1000,
-  retries: 0,
+  retries: 20,
   ec2Ms: 100,
-  coalesceMs: 20,
-  attempts: 8,
+  coalesceMs: SCALED_COALESCE_MS,
+  attempts: SCALED_EC2_ATTEMPTS,
   seed: 1,
-  closeOnConnect: 2,
+  closeOnConnect: 1,
   connectMinMs: DEFAULT_CONNECT_RANGE.minMs,
   connectMaxMs: DEFAULT_CONNECT_RANGE.maxMs,
+  pacing: 1,
+  prefixes: 0,
 };
 
+/** The carrier pools' prefix grant (docs/scaling.md, "Prefix grants"). */
+const CARRIER_PREFIX_LENGTH = 24;
+
 /** Simulated seconds at which the rules in use are sampled (the storm starts at 180 s). */
-const RULE_SAMPLES_S = [60, 180, 210, 240, 300, 360, 480, 600, 900];
+const RULE_SAMPLES_S = [60, 180, 210, 240, 270, 300, 330, 360, 420, 480, 540, 600, 900];
 
 const START_MS = Date.UTC(2026, 0, 1);
 
@@ -217,7 +249,15 @@ async function simulate(
     rulesPerGroup: options.rulesPerGroup,
     latencyMs: options.ec2Ms,
   });
-  const directory = new FleetDirectory(options.devices, options.seed);
+  const carrier = options.prefixes > 0;
+  if (carrier) carrierAddress(0, options.prefixes, () => 0); // validates --prefixes before minutes of simulation
+  const directory = new FleetDirectory(
+    options.devices,
+    options.seed,
+    carrier ? { ipv4: CARRIER_PREFIX_LENGTH } : undefined,
+  );
+  const addressOf = (device: number) =>
+    carrier ? carrierAddress(device, options.prefixes, random) : deviceAddress(device);
 
   const moto = await startMoto();
   let inFlight = 0;
@@ -249,14 +289,19 @@ async function simulate(
 
   const gauge = new QueueGauge(options.receivers);
   const apiErrors = new Map<string, number>();
-  const failures = { queueFull: 0, expiredInQueue: 0, other: [] as string[] };
+  const failures = { queueFull: 0, budgetFull: 0, expiredInQueue: 0, other: [] as string[] };
+  const audited = { opened: 0, extended: 0 };
   // How long rules stayed: from the rule in place ('grant.opened') to the rule gone ('grant.revoked'), per address.
   const openedAt = new Map<string, number>();
   const ruleLife: number[] = [];
   const closedBy = new Map<string, number>();
   const audit: AuditSink = {
     write(event: AuditEvent) {
-      if (event.type === 'grant.opened') openedAt.set(event.source, event.time);
+      if (event.type === 'grant.opened') {
+        audited.opened++;
+        openedAt.set(event.source, event.time);
+      }
+      if (event.type === 'grant.extended') audited.extended++;
       if (event.type === 'grant.revoked') {
         closedBy.set(event.reason, (closedBy.get(event.reason) ?? 0) + 1);
         const at = openedAt.get(event.source);
@@ -264,7 +309,9 @@ async function simulate(
         if (at !== undefined && event.reason !== 'shutdown') ruleLife.push(event.time - at);
       }
       if (event.type !== 'grant.failed') return;
-      if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
+      if (event.error.includes('GrantQueueFullError') && event.error.includes('wait to be sent'))
+        failures.budgetFull++;
+      else if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
       else if (event.error.includes('GrantNotOpenedError')) failures.expiredInQueue++;
       else failures.other.push(event.error);
     },
@@ -272,6 +319,10 @@ async function simulate(
   const receivers: { deps: WiredReceiverDeps; firewall: SecurityGroupFirewall }[] = [];
   for (let r = 0; r < options.receivers; r++) {
     const client = dynamo();
+    const pacing =
+      options.pacing === 0
+        ? undefined
+        : new Ec2Pacing({ clock: time, sleep: (ms) => time.sleep(ms), isThrottling });
     const firewall = new SecurityGroupFirewall({
       ec2: ec2.client,
       securityGroupIds: groupIds,
@@ -290,6 +341,8 @@ async function simulate(
       rulesPerGroup: options.rulesPerGroup,
       maxQueuedRules: options.queue,
       coalesceWindowMs: options.coalesceMs,
+      maxUnsentRules: options.queue,
+      pacing,
     });
     const deps = createReceiverDeps({
       directory,
@@ -310,7 +363,17 @@ async function simulate(
   let accepted = 0;
   let pending = 0;
   const latency = { steady: [] as number[], storm: [] as number[] };
-  const episodeStart = new Map<number, { at: number; storm: boolean; attempts: number }>();
+  /** Steady devices' knock to rule with the knock's time: the steady state is outside the storm's busy period. */
+  const steadyAt: { at: number; ms: number }[] = [];
+  let stormFirstKnock = Number.POSITIVE_INFINITY;
+  let stormLastGrant = Number.NEGATIVE_INFINITY;
+  /** Rules in place later than the device's attempt lasts (the device library would have knocked again). */
+  let lateForAttempt = 0;
+  let notRetriedAtEnd = 0;
+  const episodeStart = new Map<
+    number,
+    { at: number; storm: boolean; attempts: number; lastKnockAt: number }
+  >();
   const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
   const granted = new Set<number>();
   const grantedAt = new Map<number, number>();
@@ -341,11 +404,21 @@ async function simulate(
 
   // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
   // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
-  const sessions = { reported: 0, closedRules: 0, pending: 0 };
-  const connect = (device: number, address: string, receiver: (typeof receivers)[number]) => {
+  const sessions = { reported: 0, closedRules: 0, pending: 0, noRule: 0 };
+  const connect = (device: number, knockAddress: string, receiver: (typeof receivers)[number]) => {
     sessions.pending++;
+    // Behind carrier NAT the session may leave from another address of the pool than the knock.
+    const address = carrier ? addressOf(device) : knockAddress;
     time.setTimeout(
       () => {
+        // The device's TCP connection needs a rule for its address (or its prefix) right now: another receiver
+        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver).
+        const cidr = carrier ? prefixOf(address, CARRIER_PREFIX_LENGTH) : `${address}/32`;
+        if (cidr === undefined || !ec2.hasRule(cidr)) {
+          sessions.noRule++;
+          sessions.pending--;
+          return;
+        }
         sessions.reported++;
         void receiver.deps.grants.sessionEstablished(fleetDeviceId(device), address).then((closed) => {
           sessions.pending--;
@@ -358,9 +431,13 @@ async function simulate(
 
   const knock = (device: number, storm: boolean) => {
     knocks++;
-    if (storm) stormDevices.add(device);
-    const episode = episodeStart.get(device) ?? { at: time.now(), storm, attempts: 0 };
+    if (storm) {
+      stormDevices.add(device);
+      stormFirstKnock = Math.min(stormFirstKnock, time.now());
+    }
+    const episode = episodeStart.get(device) ?? { at: time.now(), storm, attempts: 0, lastKnockAt: 0 };
     episode.attempts++;
+    episode.lastKnockAt = time.now();
     episodeStart.set(device, episode);
     const key = directory.keyOf(device);
     const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
@@ -368,21 +445,29 @@ async function simulate(
       { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
       { keyId: key.keyId, key: key.key, nonce },
     );
-    const address = deviceAddress(device);
+    const address = addressOf(device);
     recent.push({ bytes, address, at: time.now() });
     if (recent.length > 256) recent.shift();
     deliver(bytes, address, (outcome, receiver) => {
       if (outcome.ok) {
-        (episode.storm ? latency.storm : latency.steady).push(time.now() - episode.at);
+        const waited = time.now() - episode.at;
+        (episode.storm ? latency.storm : latency.steady).push(waited);
+        if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
+        else steadyAt.push({ at: episode.at, ms: waited });
+        // The rule came after this knock's attempt ended: the device has re-knocked (not modelled: it connects).
+        const sinceKnock = time.now() - episode.lastKnockAt;
+        if (sinceKnock > DEFAULT_ATTEMPT_TIMEOUT_MS) lateForAttempt++;
         granted.add(device);
         if (!grantedAt.has(device)) grantedAt.set(device, time.now());
         if (closeOnConnect) connect(device, address, receiver);
         episodeStart.delete(device);
       } else if (outcome.reason === 'grant-failed') {
-        if (episode.attempts <= options.retries) {
-          const backoff = (30_000 + random() * 60_000) * 2 ** (episode.attempts - 1);
-          time.setTimeout(() => knock(device, episode.storm), Math.min(600_000, backoff));
+        // As the device library: the attempt times out, then the backoff of `failures` failed attempts.
+        const again = DEFAULT_ATTEMPT_TIMEOUT_MS + backoffDelayMs(episode.attempts, random);
+        if (episode.attempts <= options.retries && time.now() + again < endMs) {
+          time.setTimeout(() => knock(device, episode.storm), again);
         } else {
+          if (episode.attempts <= options.retries) notRetriedAtEnd++;
           refusedForGood.add(device);
           episodeStart.delete(device);
         }
@@ -417,6 +502,7 @@ async function simulate(
     if (next !== undefined) time.setTimeout(feed, START_MS + next.at - time.now());
   };
   time.setTimeout(feed, schedule[0]?.at ?? 0);
+  const endMs = START_MS + fleet.endSeconds * 1000;
 
   // The sweeper Lambda, every minute: closes what a failed revoke left open (the backstop), as deployed.
   const sweeperStore = new DynamoGrantStore({ dynamodb: dynamo(), tableName: 'grants' });
@@ -437,7 +523,6 @@ async function simulate(
   };
   time.setTimeout(sweep, 60_000);
 
-  const endMs = START_MS + fleet.endSeconds * 1000;
   let lastReport = performance.now();
   const ruleSamples = new Map<number, number>();
   for (let at = START_MS; at < endMs; ) {
@@ -471,7 +556,9 @@ async function simulate(
   await closed;
   // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
   const lost = pending + sessions.pending;
-  const active = new Set((await store.listActive(time.now())).map((g) => `${g.address}/32`));
+  const active = new Set(
+    (await store.listActive(time.now())).map((g) => `${g.address}/${g.prefixLength ?? 32}`),
+  );
   const rules = new Set(ec2.cidrs());
   const tableMatchesRules = active.size === rules.size && [...rules].every((c) => active.has(c));
   const rulesAfterDrain = ec2.rules().now;
@@ -480,14 +567,23 @@ async function simulate(
   ec2.restore();
   await moto.stop();
 
+  const calls = ec2.counts();
   const steady = latency.steady.sort((a, b) => a - b);
+  // The steady state: steady devices' knocks before the storm's first knock or after its last grant.
+  const steadyState = steadyAt
+    .filter(({ at }) => at < stormFirstKnock || at > stormLastGrant)
+    .map(({ ms }) => ms)
+    .sort((a, b) => a - b);
+  const okCalls = (action: string) => {
+    const c = calls[action];
+    return c === undefined ? 0 : c.calls - Object.values(c.errors).reduce((n, e) => n + e, 0);
+  };
   const life = ruleLife.sort((a, b) => a - b);
   const stormGrantedBy = (seconds: number) =>
     [...stormDevices].filter(
       (d) => (grantedAt.get(d) ?? Number.POSITIVE_INFINITY) <= START_MS + seconds * 1000,
     ).length;
   const storm = latency.storm.sort((a, b) => a - b);
-  const calls = ec2.counts();
   const callText = (action: string) => {
     const c = calls[action];
     if (c === undefined) return '0';
@@ -522,6 +618,13 @@ async function simulate(
       `${options.grantSeconds} s / ${options.coalesceMs} ms / ${options.queue} / ${options.retries}`,
     ],
     ['EC2 call attempts when throttled (200 ms base, 20 s cap, full jitter)', String(options.attempts)],
+    ['client-side pacing of EC2 calls (AIMD, call-pacer.ts)', options.pacing === 0 ? 'off' : 'on'],
+    [
+      'source addresses',
+      carrier
+        ? `${options.prefixes} carrier /24 pools, prefix grants /${CARRIER_PREFIX_LENGTH}`
+        : 'one per device (/32 grants)',
+    ],
     ['simulated time', `${fleet.endSeconds} s (storm: ${stormDevices.size} devices from t=180 s over 120 s)`],
     ['knocks sent (devices)', String(knocks)],
     ['knocks accepted (rule opened)', String(accepted)],
@@ -537,14 +640,34 @@ async function simulate(
     ['  RevokeSecurityGroupIngress', callText('RevokeSecurityGroupIngress')],
     ['  UpdateSecurityGroupRuleDescriptionsIngress', callText('UpdateSecurityGroupRuleDescriptionsIngress')],
     ['  DescribeSecurityGroups', callText('DescribeSecurityGroups')],
+    [
+      'rules per call: Authorize / Revoke (mean of successful calls; largest)',
+      `${(ec2.applied.authorized / Math.max(1, okCalls('AuthorizeSecurityGroupIngress'))).toFixed(1)} / ` +
+        `${(ec2.applied.revoked / Math.max(1, okCalls('RevokeSecurityGroupIngress'))).toFixed(1)} ` +
+        `(${ec2.stats.largestCall})`,
+    ],
     ['largest grant queue (all receivers)', String(gauge.peak)],
     [
-      'knock to rule, steady devices p50 / p99',
+      'knock to rule, steady state p50 / p99 (steady devices outside the storm)',
+      `${ms(percentile(steadyState, 50))} / ${ms(percentile(steadyState, 99))} (${steadyState.length} grants)`,
+    ],
+    [
+      'knock to rule, steady devices p50 / p99 (whole run)',
       `${ms(percentile(steady, 50))} / ${ms(percentile(steady, 99))}`,
     ],
     ['knock to rule, storm devices p50 / p99', `${ms(percentile(storm, 50))} / ${ms(percentile(storm, 99))}`],
     ['rules in use: peak / at end of traffic', `${ec2.rules().peak} / ${rulesAtEnd}`],
     ['storm devices granted', `${stormDevices.size - stormNotGranted} of ${stormDevices.size}`],
+    [
+      'storm: first knock to last grant',
+      stormDevices.size === 0
+        ? 'n/a'
+        : `t = ${((stormFirstKnock - START_MS) / 1000).toFixed(0)} s to ${((stormLastGrant - START_MS) / 1000).toFixed(0)} s`,
+    ],
+    [
+      `grants later than the knock's device attempt (${DEFAULT_ATTEMPT_TIMEOUT_MS / 1000} s)`,
+      String(lateForAttempt),
+    ],
     ['storm devices granted by 10 / 15 simulated minutes', `${stormGrantedBy(600)} / ${stormGrantedBy(900)}`],
     [
       `rules in use at t = ${RULE_SAMPLES_S.join(', ')} s`,
@@ -563,7 +686,15 @@ async function simulate(
       'sessions reported to the receiver (closed on connect)',
       closeOnConnect ? String(sessions.reported) : 'n/a',
     ],
+    ['lost grants: the rule was gone when the device connected', String(sessions.noRule)],
+    [
+      'rules opened / grants extended (audited)',
+      `${audited.opened} / ${audited.extended}` +
+        (carrier ? ` (${(accepted / Math.max(1, audited.opened)).toFixed(1)} accepted knocks per rule)` : ''),
+    ],
     ['refused explicitly: queue full', String(failures.queueFull)],
+    ['refused explicitly: EC2 budget spent (rules waiting to be sent)', String(failures.budgetFull)],
+    ['device re-knocks not made (end of traffic)', String(notRetriedAtEnd)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
     ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
     ['in progress at end of traffic (coalescing, EC2 retries, queue)', String(pendingAtEnd)],

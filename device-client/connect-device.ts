@@ -67,6 +67,9 @@ export interface BackoffPolicy {
 
 export const DEFAULT_BACKOFF: BackoffPolicy = Object.freeze({ baseMs: 1000, capMs: 60_000 });
 
+/** One attempt's limit by default (knock wait + TCP + TLS + CONNACK), ms. */
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 10_000;
+
 /**
  * Full jitter: a uniform delay in [0, min(cap, base * 2^failures)). `random` returns a number in [0, 1).
  * Pure; the exponent is bounded so that large failure counts stay finite.
@@ -290,7 +293,7 @@ export async function connectDevice(
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((done) => setTimeout(done, ms)));
   const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff };
   const knockWaitMs = options.knockWaitMs ?? 250;
-  const attemptTimeoutMs = options.attemptTimeoutMs ?? 10_000;
+  const attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
 
   let config = await loadDeviceConfig(deviceFile);
   const plain = config.mqtt.transport === 'plain';

@@ -1,7 +1,9 @@
 /**
  * The simulated fleet's DeviceDirectory: N native-key devices held in memory (the simulation measures the grant
- * path, not IoT lookups). Device `i` is `dev-<i>`, key id i + 1, allowed tcp/8883, grants up to 60 s.
+ * path, not IoT lookups). Device `i` is `dev-<i>`, key id i + 1, allowed tcp/8883, grants up to 60 s; with a
+ * `grantPrefix` policy (carrier NAT, functions/core/grant-prefix.ts) every device carries it.
  */
+import type { GrantPrefixPolicy } from '../../functions/core/grant-prefix.ts';
 import type { Device, DeviceDirectory, DeviceKey } from '../../functions/core/interfaces.ts';
 import { seededRandom } from './fleet-model.ts';
 
@@ -12,8 +14,10 @@ export function fleetDeviceId(index: number): string {
 
 export class FleetDirectory implements DeviceDirectory {
   readonly #keys: Uint8Array[] = [];
+  readonly #grantPrefix: GrantPrefixPolicy | undefined;
 
-  constructor(devices: number, seed: number) {
+  constructor(devices: number, seed: number, grantPrefix?: GrantPrefixPolicy) {
+    this.#grantPrefix = grantPrefix;
     const random = seededRandom(seed ^ 0x5eed);
     for (let i = 0; i < devices; i++) {
       this.#keys.push(Uint8Array.from({ length: 32 }, () => Math.floor(random() * 256)));
@@ -36,6 +40,7 @@ export class FleetDirectory implements DeviceDirectory {
         allowedAccess: [{ protocol: 'tcp', port: 8883 }],
         maxOpenSeconds: 60,
         nativeKeys: [key],
+        ...(this.#grantPrefix === undefined ? {} : { grantPrefix: this.#grantPrefix }),
       },
     };
   }

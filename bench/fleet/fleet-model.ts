@@ -6,7 +6,8 @@
  *     knocks again `outageSeconds` later plus a uniform jitter of up to `stormSpreadSeconds` (the reconnect storm);
  *   - a slow drip of attacks: a captured knock re-sent every `replayEverySeconds` (a replay), and `junkPerSecond`
  *     random datagrams from random addresses.
- * Devices get addresses in 100.64.0.0/10 (one each), key ids 1..N, and keys drawn from the seeded generator.
+ * Devices get addresses in 100.64.0.0/10 (one each, or, behind carrier NAT, any address of one of a few /24 pools:
+ * `carrierAddress`), key ids 1..N, and keys drawn from the seeded generator.
  */
 
 export interface FleetParams {
@@ -42,6 +43,20 @@ export function seededRandom(seed: number): () => number {
 /** Device `i`'s source address (100.64.0.0/10 holds 4 million). */
 export function deviceAddress(i: number): string {
   return `100.${64 + ((i >> 16) & 63)}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+/**
+ * A carrier-NAT fleet (prefix grants): device `i` sits behind carrier pool `i % prefixes`, a /24 in 100.64.0.0/10
+ * (at most 16,384 pools); each flow leaves from an address of the pool that `random` draws (hosts 1 to 254), so the
+ * knock and the session may come from different addresses of one /24.
+ */
+export function carrierAddress(i: number, prefixes: number, random: () => number): string {
+  if (!Number.isInteger(prefixes) || prefixes < 1 || prefixes > 16_384)
+    throw new RangeError(
+      `fleet-sim: --prefixes must be a whole number from 1 to 16384, got ${String(prefixes)}`,
+    );
+  const pool = i % prefixes;
+  return `100.${64 + (pool >> 8)}.${pool & 255}.${1 + Math.floor(random() * 254)}`;
 }
 
 export function fleetSchedule(params: FleetParams): FleetEvent[] {

@@ -17,8 +17,8 @@
  *   missing rule. An unknown group is `InvalidGroup.NotFound`.
  * - Time comes from the injected clock; each call answers `latencyMs` (default 0: at once) later on the injected
  *   timers, so a bench models EC2's round trip in real time and the fleet simulation in virtual time.
- * It counts every call and error code per action, the largest number of ranges in one call and the most rules
- * open at once.
+ * It counts every call and error code per action, the largest number of ranges in one call, the rules added and
+ * removed by successful calls, and the most rules open at once.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
@@ -132,6 +132,7 @@ export class ModelledEc2 {
   readonly #timers: Timers;
   #largestCall = 0;
   #peakRules = 0;
+  readonly #applied = { authorized: 0, revoked: 0 };
 
   constructor(options: ModelledEc2Options) {
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
@@ -194,6 +195,11 @@ export class ModelledEc2 {
     return { calls, errors, largestCall: this.#largestCall };
   }
 
+  /** Rules added by successful Authorize calls and removed by successful Revoke calls, in total. */
+  get applied(): { readonly authorized: number; readonly revoked: number } {
+    return { ...this.#applied };
+  }
+
   /** Total calls made (every action). */
   get totalCalls(): number {
     let n = 0;
@@ -204,6 +210,13 @@ export class ModelledEc2 {
   /** Rules in all groups now, and the most there ever were at once. */
   rules(): { now: number; peak: number } {
     return { now: this.#ruleCount(), peak: this.#peakRules };
+  }
+
+  /** Whether some group holds a rule for `cidr` on `protocol`/`port` (a device about to connect). */
+  hasRule(cidr: string, port = 8883, protocol = 'tcp'): boolean {
+    const key = `${protocol}/${port}/${cidr}`;
+    for (const group of this.#groups.values()) if (group.has(key)) return true;
+    return false;
   }
 
   /** Every rule's cidr (diagnostics). */
@@ -292,6 +305,7 @@ export class ModelledEc2 {
       }
     }
     for (const r of rules) group.set(r.key, r);
+    this.#applied.authorized += rules.length;
     this.#peakRules = Math.max(this.#peakRules, this.#ruleCount());
     return { Return: true };
   }
@@ -301,6 +315,7 @@ export class ModelledEc2 {
     this.#largestCall = Math.max(this.#largestCall, rules.length);
     this.#mustExist(group, rules);
     for (const r of rules) group.delete(r.key);
+    this.#applied.revoked += rules.length;
     return { Return: true };
   }
 

@@ -44,6 +44,7 @@ import {
 } from './aws-controller.ts';
 import { type AwsPlainProfile, startAwsPlainProfile } from './aws-plain-profile.ts';
 import { type AwsBrokerSync, startAwsBrokerSync } from './broker-sync.ts';
+import { Ec2Pacing } from './call-pacer.ts';
 import { type AwsClients, awsClients, destroyAwsClients } from './clients.ts';
 import { CloudWatchAuditSink } from './cloudwatch-audit-sink.ts';
 import { ControllerLease, type LeaseTimings, newHolderId } from './controller-lease.ts';
@@ -54,7 +55,7 @@ import { type HealthListener, startHealthListener } from './health-listener.ts';
 import { IotDeviceDirectory } from './iot-device-directory.ts';
 import { EmfMetrics, type LineWriter } from './metrics.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './receiver-config.ts';
-import { defaultRetryPolicy, type RetryPolicy } from './retry.ts';
+import { defaultRetryPolicy, isThrottling, type RetryPolicy } from './retry.ts';
 import { SecurityGroupFirewall } from './security-group-firewall.ts';
 import { SqsExpiryScheduler } from './sqs-expiry-scheduler.ts';
 
@@ -145,15 +146,22 @@ export async function startAwsReceiver(
       ? []
       : [{ protocol: 'tcp' as const, port: config.plainBrokerPort }]),
   ];
+  const retry = options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts };
   const firewall = new SecurityGroupFirewall({
     ec2: clients.ec2,
     securityGroupIds: config.brokerSecurityGroupIds,
     brokerAccess,
     clock,
     timers,
-    retry: options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts },
+    retry,
     metrics,
     grantStore,
+    // Several receivers share the account's EC2 budget: each paces its calls (docs/scaling.md).
+    pacing: new Ec2Pacing({
+      clock,
+      sleep: (ms) => retry.sleep(ms),
+      isThrottling, // throttled calls are already counted: ApiErrors by Code
+    }),
     rulesPerGroup: config.rulesPerGroup,
     coalesceWindowMs: config.coalesceMs,
     onGrantStoreError: (error) =>

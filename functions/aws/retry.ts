@@ -36,6 +36,18 @@ const THROTTLING_CODES = new Set([
   'Unavailable',
 ]);
 
+/** Codes meaning "slow down" (the service's request budget), a subset of the transient ones: what pacing adapts to. */
+const SLOW_DOWN_CODES = new Set([
+  'RequestLimitExceeded',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'TooManyRequestsException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'SlowDown',
+]);
+
 const NETWORK_CODES = new Set([
   'ECONNRESET',
   'ECONNREFUSED',
@@ -54,6 +66,11 @@ export function isTransient(error: unknown): boolean {
     if (typeof status === 'number' && status >= 500) return true;
   }
   return false;
+}
+
+/** True for an answer that says the request budget is spent (call-pacer.ts halves the rate on it). */
+export function isThrottling(error: unknown): boolean {
+  return SLOW_DOWN_CODES.has(awsErrorCode(error));
 }
 
 /** The delay before the attempt following failed attempt `attempt` (1-based), full jitter. */

@@ -5,8 +5,15 @@
  *
  * Guarantees:
  *   - Coalescing: allows and revokes arriving within `coalesceWindowMs` (and all that arrive while a call is in
- *     flight) go out together: one Authorize / Update / Revoke call per security group (and per address family
- *     for Authorize), many ranges per call, each permission once (coalescer.ts, sg-plan.ts).
+ *     flight) go out together, up to `maxBatchOps` per batch: one Authorize / Update / Revoke call per security
+ *     group (and per address family for Authorize) for each `maxBatchRules` ranges, each permission once
+ *     (coalescer.ts, sg-plan.ts).
+ *   - Pacing (optional `pacing`, call-pacer.ts; docs/scaling.md "Staying inside the EC2 API budget"): every call
+ *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
+ *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
+ *     wait, the next batch grows, so calls carry more ranges exactly when the budget is short.
+ *   - A grant that expires while waiting to be sent (coalescing, pacing) is never opened: it rejects with
+ *     GrantNotOpenedError ("expired") and the device must knock again.
  *   - Reuse: a rule already open for the address and port is extended, never duplicated: its description's
  *     expiry moves forward with UpdateSecurityGroupRuleDescriptionsIngress (one call per group, no new rule slot,
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
@@ -23,9 +30,11 @@
  *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
  *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
  *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
+ *     Allows still unsettled after the batch's rounds (groups racing with other receivers) wait in that queue too.
  *     Nothing is dropped silently: every failed grant rejects `allow` (the receiver audits grant.failed).
- *   - Throttling (`RequestLimitExceeded`) retried with exponential backoff and full jitter (retry.ts). Every
- *     failed call is an ApiErrors data point (by Code).
+ *   - Throttling (`RequestLimitExceeded`) retried with exponential backoff and full jitter (retry.ts), the whole
+ *     call again with all its ranges (EC2 applied none of them). Every failed call is an ApiErrors data point (by
+ *     Code).
  *   - `allow` resolves when all the grants' rules are open (and recorded in the grant store, if given); rules for
  *     access entries that are not broker entries are never opened (a grant with none rejects GrantNotPermittedError).
  *   - Rules this firewall did not write (no `blackcloud:` description) are never extended or revoked.
@@ -34,6 +43,7 @@ import type { EC2Client } from '@aws-sdk/client-ec2';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import type { Clock, Firewall, Grant, Timers } from '../core/interfaces.ts';
 import { parseTarget, targetOfCidr } from './address.ts';
+import type { Ec2Pacing } from './call-pacer.ts';
 import { Coalescer } from './coalescer.ts';
 import type { GrantStore } from './dynamo-grant-store.ts';
 import {
@@ -56,6 +66,7 @@ import {
 } from './sg-api.ts';
 import {
   type AllowOp,
+  callChunks,
   coalesceOps,
   type OpenRule,
   planBatch,
@@ -81,10 +92,20 @@ export interface SecurityGroupFirewallOptions {
   readonly rulesPerGroup?: number;
   /** Default 20 ms. */
   readonly coalesceWindowMs?: number;
-  /** Rules per batch. Default 100. */
+  /** Rules (IP ranges) per EC2 call. Default 100. */
   readonly maxBatchRules?: number;
+  /** Rule operations per coalesced batch (split into calls of `maxBatchRules`). Default 10 × maxBatchRules. */
+  readonly maxBatchOps?: number;
+  /** Client-side AIMD pacing of the EC2 calls (call-pacer.ts). Default none: calls go out as soon as planned. */
+  readonly pacing?: Ec2Pacing | undefined;
   /** Rules waiting for a slot, at most. Default 1000. */
   readonly maxQueuedRules?: number;
+  /**
+   * Rules waiting to be sent (coalescing, pacing), at most: a grant beyond it rejects at once with
+   * GrantQueueFullError, so under a storm a device is told to come back rather than kept past its attempt.
+   * Default 1000.
+   */
+  readonly maxUnsentRules?: number;
   /** While grants wait, look again after this long. Default 5000 ms. */
   readonly queueRetryMs?: number;
   /** Called when the grant store could not be written (the rule itself is open; the sweeper still closes it). */
@@ -122,6 +143,12 @@ class Ticket {
 }
 
 const MAX_ROUNDS = 4;
+/** EC2 takes up to 100 IP ranges in one Authorize / Revoke call (docs/scaling.md). */
+const DEFAULT_CALL_RULES = 100;
+/** A coalesced batch holds up to this many calls' worth of rule operations. */
+const BATCH_CALLS = 10;
+/** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
+const DEFAULT_WAITING_RULES = 1000;
 
 /** The grant target of a rule's CIDR: its host address, or `network/length` of a prefix grant (address.ts). */
 const addressOfCidr = targetOfCidr;
@@ -132,6 +159,11 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #rulesPerGroup: number;
   readonly #maxQueuedRules: number;
   readonly #queueRetryMs: number;
+  readonly #maxCallRules: number;
+  readonly #maxUnsentRules: number;
+  /** Allows handed to the coalescer and not yet taken by a flush. */
+  readonly #unsentOps = new WeakSet<RuleOp<Ticket>>();
+  #unsent = 0;
   readonly #coalescer: Coalescer<RuleOp<Ticket>>;
   readonly #brokerKeys: Set<string>;
   readonly #used = new Map<string, Record<AddressFamily, number>>();
@@ -155,12 +187,15 @@ export class SecurityGroupFirewall implements Firewall {
     }
     this.#o = options;
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
-    this.#maxQueuedRules = options.maxQueuedRules ?? 1000;
+    this.#maxQueuedRules = options.maxQueuedRules ?? DEFAULT_WAITING_RULES;
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
+    this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
+    this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
     this.#brokerKeys = new Set(options.brokerAccess.map((a) => `${a.protocol}/${a.port}`));
     for (const id of options.securityGroupIds) this.#used.set(id, { 4: 0, 6: 0 });
     this.#ctx = {
       ec2: options.ec2,
+      pacing: options.pacing,
       retry: {
         ...options.retry,
         onError: (operation, code) =>
@@ -169,7 +204,7 @@ export class SecurityGroupFirewall implements Firewall {
     };
     this.#coalescer = new Coalescer<RuleOp<Ticket>>({
       windowMs: options.coalesceWindowMs ?? 20,
-      maxBatch: options.maxBatchRules ?? 100,
+      maxBatch: options.maxBatchOps ?? BATCH_CALLS * this.#maxCallRules,
       timers: options.timers,
       flush: (batch) => this.#flush(batch),
     });
@@ -191,6 +226,16 @@ export class SecurityGroupFirewall implements Firewall {
       return Promise.reject(error);
     }
     const count = planned.reduce((n, p) => n + p.rules.length, 0);
+    if (count > 0 && this.#unsent + count > this.#maxUnsentRules) {
+      return Promise.reject(
+        new GrantQueueFullError(
+          `${this.#unsent} rules already wait to be sent to EC2 (at most ${this.#maxUnsentRules}: the API budget ` +
+            `is spent): grant ${planned.map((p) => `${p.grant.deviceId}@${p.grant.address}`).join(', ')} not ` +
+            'opened, the device must knock again. More receivers do not help (they share the budget); see ' +
+            'docs/scaling.md "Staying inside the EC2 API budget"',
+        ),
+      );
+    }
     const ticket = new Ticket(
       count,
       refused.length === 0
@@ -201,10 +246,13 @@ export class SecurityGroupFirewall implements Firewall {
           ),
     );
     tickets.push(ticket);
+    const askedAt = this.#o.clock.now();
     for (const { grant, rules } of planned) {
       const expiresAtSeconds = toEpochSeconds(grant.expiresAt);
-      for (const spec of rules) ops.push({ kind: 'allow', spec, grant, expiresAtSeconds, tickets });
+      for (const spec of rules) ops.push({ kind: 'allow', spec, grant, expiresAtSeconds, tickets, askedAt });
     }
+    for (const op of ops) this.#unsentOps.add(op);
+    this.#unsent += ops.length;
     this.#coalescer.add(...ops);
     return ticket.promise;
   }
@@ -263,6 +311,11 @@ export class SecurityGroupFirewall implements Firewall {
     return [...this.#open.values()].filter((r) => !r.foreign);
   }
 
+  /** Allows waiting to be sent (coalescing, pacing). */
+  get unsentDepth(): number {
+    return this.#unsent;
+  }
+
   /** Rule operations waiting for a free slot. */
   get queueDepth(): number {
     return this.#queue.length;
@@ -274,6 +327,7 @@ export class SecurityGroupFirewall implements Firewall {
   }
 
   async #flush(batch: RuleOp<Ticket>[]): Promise<void> {
+    for (const op of batch) if (this.#unsentOps.delete(op)) this.#unsent--;
     const settled: [RuleOp<Ticket>, Error | undefined][] = [];
     const done = (op: RuleOp<Ticket>, error?: Error) => settled.push([op, error]);
     const opened = new Map<string, Grant>();
@@ -289,17 +343,20 @@ export class SecurityGroupFirewall implements Firewall {
         return;
       }
     }
-    const due = await this.#notExtendedElsewhere(batch);
+    const due = await this.#notExtendedElsewhere(this.#withoutExpired(batch));
     {
       let ops = coalesceOps(due);
       let refreshedForUnknown = false;
       for (let round = 1; ops.length > 0; round++) {
         if (round > MAX_ROUNDS) {
           for (const op of ops) {
-            done(
-              op,
-              new FirewallApiError(`rule ${ruleKey(op.spec)} could not be settled in ${MAX_ROUNDS} rounds`),
-            );
+            // An allow still racing other receivers for a slot waits for one like any other.
+            if (op.kind === 'allow') this.#enqueue(op);
+            else
+              done(
+                op,
+                new FirewallApiError(`rule ${ruleKey(op.spec)} could not be settled in ${MAX_ROUNDS} rounds`),
+              );
           }
           break;
         }
@@ -315,7 +372,7 @@ export class SecurityGroupFirewall implements Firewall {
         for (const op of plan.noop) done(op);
 
         await Promise.all(
-          [...plan.revoke].map(async ([groupId, revokes]) => {
+          this.#perCall(plan.revoke).map(async ([groupId, revokes]) => {
             try {
               await revokeIngressIdempotent(
                 this.#ctx,
@@ -350,7 +407,7 @@ export class SecurityGroupFirewall implements Firewall {
         }
 
         await Promise.all(
-          [...plan.update].map(async ([groupId, updates]) => {
+          this.#perCall(plan.update).map(async ([groupId, updates]) => {
             try {
               const outcome = await updateIngressDescriptions(
                 this.#ctx,
@@ -374,33 +431,35 @@ export class SecurityGroupFirewall implements Firewall {
         );
 
         await Promise.all(
-          plan.authorize.map(async (step) => {
-            try {
-              const outcome = await authorizeIngress(
-                this.#ctx,
-                step.groupId,
-                step.ops.map(this.#withDescription),
-              );
-              if (outcome === 'ok') {
-                this.#usage(step.groupId)[step.family] += step.ops.length;
-                for (const op of step.ops) {
-                  this.#remember(op, step.groupId);
-                  this.#noteOpened(opened, op);
-                  done(op);
+          plan.authorize
+            .flatMap((step) => callChunks(step.ops, this.#maxCallRules).map((ops) => ({ ...step, ops })))
+            .map(async (step) => {
+              try {
+                const outcome = await authorizeIngress(
+                  this.#ctx,
+                  step.groupId,
+                  step.ops.map(this.#withDescription),
+                );
+                if (outcome === 'ok') {
+                  this.#usage(step.groupId)[step.family] += step.ops.length;
+                  for (const op of step.ops) {
+                    this.#remember(op, step.groupId);
+                    this.#noteOpened(opened, op);
+                    done(op);
+                  }
+                } else if (outcome === 'duplicate') {
+                  await this.#refreshGroup(step.groupId);
+                  again.push(...step.ops);
+                } else {
+                  // EC2 says full although our count disagrees: trust EC2 until the next describe.
+                  const used = this.#usage(step.groupId);
+                  used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
+                  again.push(...step.ops);
                 }
-              } else if (outcome === 'duplicate') {
-                await this.#refreshGroup(step.groupId);
-                again.push(...step.ops);
-              } else {
-                // EC2 says full although our count disagrees: trust EC2 until the next describe.
-                const used = this.#usage(step.groupId);
-                used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
-                again.push(...step.ops);
+              } catch (error) {
+                for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
               }
-            } catch (error) {
-              for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
-            }
-          }),
+            }),
         );
 
         for (const op of plan.queue) this.#enqueue(op);
@@ -453,6 +512,30 @@ export class SecurityGroupFirewall implements Firewall {
       this.#settle(op);
     }
     return due;
+  }
+
+  /** The batch without the allows whose grant expired while they waited (rejected: never opened). */
+  #withoutExpired(batch: RuleOp<Ticket>[]): RuleOp<Ticket>[] {
+    const now = this.#o.clock.now();
+    const live: RuleOp<Ticket>[] = [];
+    for (const op of batch) {
+      if (
+        op.kind === 'allow' &&
+        op.askedAt !== undefined &&
+        op.grant.expiresAt > op.askedAt &&
+        op.grant.expiresAt <= now
+      )
+        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'expired', 'to be sent')));
+      else live.push(op);
+    }
+    return live;
+  }
+
+  /** A group's operations in calls of at most maxBatchRules. */
+  #perCall<O>(byGroup: ReadonlyMap<string, readonly O[]>): [string, O[]][] {
+    return [...byGroup].flatMap(([groupId, ops]) =>
+      callChunks(ops, this.#maxCallRules).map((chunk): [string, O[]] => [groupId, chunk]),
+    );
   }
 
   #settle(op: RuleOp<Ticket>, error?: Error): void {
@@ -565,10 +648,10 @@ export class SecurityGroupFirewall implements Firewall {
     this.#o.metrics.put('GrantQueueDepth', this.#queue.length);
   }
 
-  #notOpened(op: AllowOp<Ticket>, what: string): string {
+  #notOpened(op: AllowOp<Ticket>, what: string, waitingFor = 'for a free rule slot'): string {
     return (
-      `grant ${op.grant.deviceId}@${op.grant.address} ${ruleKey(op.spec)} ${what} while waiting for a free rule ` +
-      `slot in ${this.#o.securityGroupIds.join(', ')}: the device must knock again`
+      `grant ${op.grant.deviceId}@${op.grant.address} ${ruleKey(op.spec)} ${what} while waiting ${waitingFor} ` +
+      `in ${this.#o.securityGroupIds.join(', ')}: the device must knock again`
     );
   }
 

@@ -1,7 +1,8 @@
 /**
  * The EC2 security-group calls blackcloud makes, with EC2's error semantics turned into outcomes. Shared by the
  * receiver's firewall, the revoker and the sweeper. Every call goes through the retry policy (throttling and
- * transient errors back off with jitter); codes that are outcomes (not failures) are not counted as ApiErrors.
+ * transient errors back off with jitter) and, when the context has one, the client-side pacing (call-pacer.ts:
+ * every attempt waits for its action's turn); codes that are outcomes (not failures) are not counted as ApiErrors.
  *
  *   authorize: `InvalidPermission.Duplicate` → 'duplicate' (some rule is already open; EC2 adds nothing from the
  *              call, moto may add the ranges before the duplicate), `RulesPerSecurityGroupLimitExceeded` → 'full'.
@@ -19,6 +20,7 @@ import {
   UpdateSecurityGroupRuleDescriptionsIngressCommand,
 } from '@aws-sdk/client-ec2';
 import type { AddressFamily } from '../../spa/types.ts';
+import type { Ec2Pacing } from './call-pacer.ts';
 import { awsErrorCode } from './errors.ts';
 import { type RetryPolicy, withRetry } from './retry.ts';
 import {
@@ -34,6 +36,8 @@ import {
 export interface SgContext {
   readonly ec2: EC2Client;
   readonly retry: RetryPolicy;
+  /** Client-side pacing per action (call-pacer.ts): each attempt waits for its turn. @default none */
+  readonly pacing?: Ec2Pacing | undefined;
 }
 
 export interface GroupSnapshot {
@@ -56,7 +60,9 @@ function call<T>(
   fn: () => Promise<T>,
 ): Promise<T> {
   const onError = ctx.retry.onError;
-  return withRetry(operation, fn, {
+  const pacing = ctx.pacing;
+  const attempt = pacing === undefined ? fn : () => pacing.send(operation, fn);
+  return withRetry(operation, attempt, {
     ...ctx.retry,
     onError: (op, code) => {
       if (!outcomes.includes(code)) onError?.(op, code);

@@ -12,6 +12,7 @@
  *           open, same or earlier expiry, or not ours → noop (already open)
  *           not open                    → authorize in the first group (configured order) with a free slot for
  *                                         the address family (EC2 counts IPv4 and IPv6 separately); none → queue
+ * callChunks: the firewall sends each group's revokes, updates and authorizes in calls of at most `maxBatchRules`.
  */
 import type { AddressFamily } from '../../spa/types.ts';
 import type { Grant } from '../core/interfaces.ts';
@@ -44,6 +45,8 @@ export interface AllowOp<T> {
   readonly grant: Grant;
   readonly expiresAtSeconds: number;
   readonly tickets: readonly T[];
+  /** When the firewall was asked (ms): a grant that expires after this while still waiting is never opened. */
+  readonly askedAt?: number;
 }
 
 export interface RevokeOp<T> {
@@ -69,6 +72,15 @@ export interface Plan<T> {
   readonly authorize: readonly AuthorizeStep<T>[];
   readonly noop: readonly RuleOp<T>[];
   readonly queue: readonly AllowOp<T>[];
+}
+
+/** `items` in runs of at most `size` (one EC2 call carries at most so many rules), order kept. */
+export function callChunks<V>(items: readonly V[], size: number): V[][] {
+  if (!Number.isInteger(size) || size < 1)
+    throw new RangeError(`callChunks: size must be a whole number >= 1, got ${size}`);
+  const out: V[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
 }
 
 export function coalesceOps<T>(ops: readonly RuleOp<T>[]): RuleOp<T>[] {

@@ -10,9 +10,12 @@ import {
 } from '@aws-sdk/client-ec2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectDelayMs, DEFAULT_CONNECT_RANGE } from '../../bench/fleet/connect-model.ts';
-import { deviceAddress, fleetSchedule } from '../../bench/fleet/fleet-model.ts';
+import { deviceAddress, fleetSchedule, seededRandom } from '../../bench/fleet/fleet-model.ts';
 import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
+import { Ec2Pacing } from '../../functions/aws/call-pacer.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
+import { isThrottling } from '../../functions/aws/retry.ts';
+import { SecurityGroupFirewall } from '../../functions/aws/security-group-firewall.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 import { VirtualTime } from '../support/virtual-time.ts';
 
@@ -191,4 +194,85 @@ describe('connect model (rule in place to MQTT session, closed on connect)', () 
     expect(() => connectDelayMs(() => 0, { minMs: 1000, maxMs: 300 })).toThrow(/--connect-min-ms/);
     expect(() => connectDelayMs(() => 0, { minMs: -1, maxMs: 300 })).toThrow(RangeError);
   });
+});
+
+describe('Paced receivers on the EC2 model (functions/aws/call-pacer.ts, docs/scaling.md "Staying inside the EC2 API budget")', () => {
+  it('7. four paced firewalls sharing the budget open and close every grant of a 3,000-grant burst, in full calls', async () => {
+    const time = new VirtualTime(1_000_000);
+    const groupIds = ['sg-1', 'sg-2', 'sg-3', 'sg-4', 'sg-5'];
+    const ec2 = new ModelledEc2({ clock: time, timers: time, groupIds, rulesPerGroup: 200, latencyMs: 100 });
+    const random = seededRandom(7);
+    const firewalls = Array.from(
+      { length: 4 },
+      () =>
+        new SecurityGroupFirewall({
+          ec2: ec2.client,
+          securityGroupIds: groupIds,
+          brokerAccess: [{ protocol: 'tcp', port: 8883 }],
+          clock: time,
+          timers: time,
+          retry: {
+            maxAttempts: 20,
+            baseDelayMs: 200,
+            maxDelayMs: 20_000,
+            sleep: (ms) => time.sleep(ms),
+            random,
+          },
+          metrics: { put() {} },
+          rulesPerGroup: 200,
+          maxUnsentRules: 10_000,
+          coalesceWindowMs: 1000,
+          pacing: new Ec2Pacing({ clock: time, sleep: (ms) => time.sleep(ms), isThrottling }),
+        }),
+    );
+    // 3,000 grants over 10 s, 750 per receiver; each rule is revoked 1 s after it is open (closed on connect).
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const grant = {
+        deviceId: `dev-${i}`,
+        address: deviceAddress(i),
+        family: 4 as const,
+        access: [{ protocol: 'tcp' as const, port: 8883 }],
+        openedAt: 0,
+        expiresAt: 0,
+      };
+      time.setTimeout(
+        () => {
+          const live = { ...grant, openedAt: time.now(), expiresAt: time.now() + 60_000 };
+          const firewall = firewalls[i % 4]!;
+          firewall.allow([live]).then(
+            () =>
+              time.setTimeout(() => {
+                firewall.revoke([live]).then(
+                  () => outcomes.push('closed'),
+                  (error: Error) => outcomes.push(`revoke: ${error.name}`),
+                );
+              }, 1000),
+            (error: Error) => outcomes.push(`allow: ${error.name}`),
+          );
+        },
+        Math.floor((i / 3000) * 10_000),
+      );
+    }
+    await time.run(1_000_000 + 60_000, { inFlight: () => 0, quantumMs: 10 });
+    expect(outcomes.filter((o) => o !== 'closed')).toEqual([]);
+    expect(outcomes.length).toBe(3000);
+    expect(ec2.rules().now).toBe(0);
+    expect(ec2.rules().peak).toBeLessThanOrEqual(1000);
+    const calls = ec2.counts();
+    const authorize = calls.AuthorizeSecurityGroupIngress!;
+    const revoke = calls.RevokeSecurityGroupIngress!;
+    // 300 grants/s need 3 full calls/s of the 5/s budget; the pacers keep throttling to a small share of calls.
+    expect(ec2.applied.authorized).toBe(3000);
+    expect(ec2.applied.revoked).toBe(3000);
+    expect(authorize.errors.RequestLimitExceeded ?? 0).toBeLessThan(authorize.calls * 0.2);
+    expect(
+      ec2.applied.authorized / (authorize.calls - (authorize.errors.RequestLimitExceeded ?? 0)),
+    ).toBeGreaterThan(20);
+    expect(ec2.stats.largestCall).toBeLessThanOrEqual(100);
+    console.log(
+      `paced burst: Authorize ${JSON.stringify(authorize)}, Revoke ${JSON.stringify(revoke)}, peak rules ${ec2.rules().peak}`,
+    );
+    ec2.restore();
+  }, 120_000);
 });

@@ -420,3 +420,53 @@ describe('SecurityGroupFirewall on moto: prefix grants (docs/scaling.md "Prefix 
     expect(f.openRules()).toEqual([]);
   });
 });
+
+describe('SecurityGroupFirewall on moto: inside the EC2 budget (docs/scaling.md "Staying inside the EC2 API budget")', () => {
+  const ranges = (input: unknown) =>
+    ((input as { IpPermissions?: { IpRanges?: unknown[] }[] }).IpPermissions ?? []).reduce(
+      (n, p) => n + (p.IpRanges?.length ?? 0),
+      0,
+    );
+
+  it('sends one batch in calls of at most maxBatchRules ranges, every grant opened', async () => {
+    const f = firewall({ maxBatchRules: 10, coalesceWindowMs: 20 });
+    await Promise.all(Array.from({ length: 25 }, (_, i) => f.allow([grant(i + 1)])));
+    const authorize = commands('AuthorizeSecurityGroupIngressCommand');
+    expect(authorize.map((c) => ranges(c.input))).toEqual([10, 10, 5]);
+    expect((await rules(groupIds[0] ?? '')).length).toBe(25);
+    await Promise.all(Array.from({ length: 25 }, (_, i) => f.revoke([grant(i + 1)])));
+    expect(commands('RevokeSecurityGroupIngressCommand').map((c) => ranges(c.input))).toEqual([10, 10, 5]);
+    expect(await rules(groupIds[0] ?? '')).toEqual([]);
+  });
+
+  it('refuses at once a grant beyond maxUnsentRules (GrantQueueFullError naming the EC2 budget), opens the rest', async () => {
+    const f = firewall({ maxUnsentRules: 3, coalesceWindowMs: 20 });
+    const results = await Promise.allSettled([1, 2, 3, 4].map((n) => f.allow([grant(n)])));
+    expect(results.slice(0, 3).map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    const refused = results[3];
+    expect(refused?.status).toBe('rejected');
+    const error = (refused as PromiseRejectedResult).reason as Error;
+    expect(error).toBeInstanceOf(GrantQueueFullError);
+    expect(error.message).toMatch(/3 rules already wait to be sent to EC2 .*dev-4@198\.51\.100\.4/);
+    expect((await rules(groupIds[0] ?? '')).map((r) => r.cidr)).toEqual([
+      '198.51.100.1/32',
+      '198.51.100.2/32',
+      '198.51.100.3/32',
+    ]);
+    // Sent: the bound counts only what still waits.
+    await f.allow([grant(4)]);
+    expect((await rules(groupIds[0] ?? '')).length).toBe(4);
+  });
+
+  it('never opens a grant that expired while waiting to be sent (GrantNotOpenedError), and makes no call for it', async () => {
+    const f = firewall({ coalesceWindowMs: 50 });
+    const late = f.allow([grant(7, 1)]);
+    const onTime = f.allow([grant(8, 30)]);
+    now += 2000; // the grant of 1 s ends before its batch goes out
+    await expect(late).rejects.toThrow(GrantNotOpenedError);
+    await expect(late).rejects.toThrow(/dev-7@198\.51\.100\.7 .* expired while waiting to be sent/);
+    await onTime;
+    expect(commands('AuthorizeSecurityGroupIngressCommand').map((c) => ranges(c.input))).toEqual([1]);
+    expect((await rules(groupIds[0] ?? '')).map((r) => r.cidr)).toEqual(['198.51.100.8/32']);
+  });
+});
