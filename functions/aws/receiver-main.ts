@@ -25,10 +25,17 @@
  * admin session, each accepted knock of a plain device sets that device's broker password to the knock's one-time
  * credential until the grant closes or the window ends (aws-plain-profile.ts; docs/fleet.md, "Plain devices on
  * AWS"). The credential is never logged, audited or counted.
+ * Every receiver with that admin session also watches the broker's connection log (`$SYS/broker/log/N`,
+ * functions/broker/mosquitto-session-watcher.ts): a session of a device from address A calls the grant manager's
+ * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md), and a plain device's credential is held while
+ * the session it opened lives (Mosquitto 2.0.11 would end that session on a password change) and withdrawn when it
+ * ends.
  */
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
+import { MOSQUITTO_NOTICE_LOG_TOPIC } from '../broker/mosquitto-session-log.ts';
+import { watchMosquittoSessions } from '../broker/mosquitto-session-watcher.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { createCounters } from '../receiver/counters.ts';
@@ -252,6 +259,34 @@ export async function startAwsReceiver(
     config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
     deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
   });
+
+  if (brokerSync !== undefined) {
+    const grants = deps.grants;
+    void watchMosquittoSessions({
+      subscriber: brokerSync,
+      onEvent: (event) => {
+        if (event.kind === 'disconnected') {
+          plain?.keeper.sessionEnded(event.clientId, event.username);
+          return;
+        }
+        // The keeper first: a credential held by its session survives the grant's close that follows.
+        plain?.keeper.sessionConnected(event);
+        grants.sessionEstablished(event.username, event.address).catch((error: unknown) => {
+          log('warn', `closed on connect for ${event.username} failed: ${describeError(error)}`);
+        });
+      },
+      onError: (error) => log('warn', `broker session signal: ${describeError(error)}`),
+    }).then((granted) =>
+      log(
+        granted ? 'info' : 'warn',
+        granted
+          ? `broker session signal: watching ${MOSQUITTO_NOTICE_LOG_TOPIC}`
+          : `broker session signal: the broker refused ${MOSQUITTO_NOTICE_LOG_TOPIC} (give the controller's ` +
+              'dynamic-security role $SYS/broker/log/#, functions/broker/dynsec-policy.ts): grants live for their ' +
+              'window and plain sessions end with it',
+      ),
+    );
+  }
 
   try {
     const previous = await grantStore.listActive(clock.now());
