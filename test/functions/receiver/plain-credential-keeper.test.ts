@@ -36,6 +36,7 @@ function setup(holdWhileSessionLives: boolean) {
     address,
     family: 4,
     access: [TCP_1883],
+    openedAt: time.now(),
     expiresAt: time.now() + WINDOW_MS,
   });
   const session = (clientId = 'cid-1', address = '203.0.113.7') => ({
