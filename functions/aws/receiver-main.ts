@@ -34,6 +34,7 @@
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
+import { grantControllerLog } from '../broker/dynsec-commands.ts';
 import { MOSQUITTO_NOTICE_LOG_TOPIC } from '../broker/mosquitto-session-log.ts';
 import { watchMosquittoSessions } from '../broker/mosquitto-session-watcher.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
@@ -262,8 +263,10 @@ export async function startAwsReceiver(
 
   if (brokerSync !== undefined) {
     const grants = deps.grants;
+    const admin = brokerSync;
     void watchMosquittoSessions({
       subscriber: brokerSync,
+      ensureAccess: () => admin.send(grantControllerLog()),
       onEvent: (event) => {
         if (event.kind === 'disconnected') {
           plain?.keeper.sessionEnded(event.clientId, event.username);
@@ -281,9 +284,9 @@ export async function startAwsReceiver(
         granted ? 'info' : 'warn',
         granted
           ? `broker session signal: watching ${MOSQUITTO_NOTICE_LOG_TOPIC}`
-          : `broker session signal: the broker refused ${MOSQUITTO_NOTICE_LOG_TOPIC} (give the controller's ` +
-              'dynamic-security role $SYS/broker/log/#, functions/broker/dynsec-policy.ts): grants live for their ' +
-              'window and plain sessions end with it',
+          : `broker session signal: the broker refused ${MOSQUITTO_NOTICE_LOG_TOPIC}, also after adding ` +
+              "$SYS/broker/log/# to the controller's dynamic-security role " +
+              '(functions/broker/dynsec-policy.ts): grants live for their window and plain sessions end with it',
       ),
     );
   }

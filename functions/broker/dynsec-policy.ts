@@ -107,8 +107,15 @@ export function controllerRole(controllerIdentity: string = CONTROLLER_IDENTITY)
       allow('publishClientSend', trees),
       allow('subscribePattern', trees),
       allow('publishClientReceive', trees),
-      allow('subscribePattern', MOSQUITTO_LOG_TOPICS),
-      allow('publishClientReceive', MOSQUITTO_LOG_TOPICS),
+      ...controllerLogAcls(),
     ],
   };
+}
+
+/** The controller's ACLs on the broker's log (the session signal); also added to a role that predates them. */
+export function controllerLogAcls(): DynsecAcl[] {
+  return [
+    allow('subscribePattern', MOSQUITTO_LOG_TOPICS),
+    allow('publishClientReceive', MOSQUITTO_LOG_TOPICS),
+  ];
 }

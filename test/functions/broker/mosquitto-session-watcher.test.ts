@@ -3,14 +3,15 @@
  * `use_identity_as_username`, configured by the one generator (functions/broker/mosquitto-config.ts, `log_dest
  * topic`): the admin session (dynsec-admin.ts, the controller's role) watches `$SYS/broker/log/N`
  * (mosquitto-session-watcher.ts) and sees a device's connect with its certificate name and address, its disconnect,
- * and the disconnect the plugin causes when the device is disabled; a device's SUBSCRIBE to the log is refused.
+ * and the disconnect the plugin causes when the device is disabled; a device's SUBSCRIBE to the log is refused; on a
+ * broker whose dynamic-security file predates the log ACLs the watcher adds them (`grantControllerLog`) and watches.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectDynsecAdmin, type DynsecAdmin } from '../../../functions/broker/dynsec-admin.ts';
-import { disableDevice } from '../../../functions/broker/dynsec-commands.ts';
+import { disableDevice, grantControllerLog } from '../../../functions/broker/dynsec-commands.ts';
 import type { SessionEvent } from '../../../functions/broker/mosquitto-session-log.ts';
 import { watchMosquittoSessions } from '../../../functions/broker/mosquitto-session-watcher.ts';
 import { CONTROLLER_IDENTITY } from '../../../functions/core/topics.ts';
@@ -146,4 +147,60 @@ describe('the session signal from Mosquitto 2.0.11 log_dest topic', () => {
     });
     device.end(true);
   }, 20_000);
+
+  it('GIVEN a broker whose controller role predates the log ACLs WHEN watched with ensureAccess THEN the ACLs are added and the signal flows', async () => {
+    const work = join(dir!, 'old-broker');
+    await mkdir(work);
+    const old = await startMosquitto(join(dir!, 'pki'), work, { logType: 'error', dynamicSecurity: {} });
+    let oldAdmin: DynsecAdmin | undefined;
+    try {
+      // The file as written before: the controller's role without $SYS/broker/log/#.
+      await old.kill();
+      const file = join(work, 'dynamic-security.json');
+      const json = JSON.parse(await readFile(file, 'utf8')) as {
+        roles: { acls: { topic: string }[] }[];
+      };
+      for (const role of json.roles) role.acls = role.acls.filter((acl) => !acl.topic.startsWith('$SYS'));
+      await writeFile(file, JSON.stringify(json));
+      await old.restart();
+      oldAdmin = await connectDynsecAdmin({
+        url: `mqtts://127.0.0.1:${old.port}`,
+        ca: ca.cert,
+        ...certs.get(CONTROLLER_IDENTITY)!,
+        clientId: 'old-admin',
+      });
+      const seen: SessionEvent[] = [];
+      const errors: string[] = [];
+      const admin = oldAdmin;
+      expect(await watchMosquittoSessions({ subscriber: admin, onEvent: (event) => seen.push(event) })).toBe(
+        false,
+      );
+      const ensured = await watchMosquittoSessions({
+        subscriber: admin,
+        onEvent: (event) => seen.push(event),
+        ensureAccess: () => admin.send(grantControllerLog()),
+        onError: (error) => errors.push(error.message),
+      });
+      expect(ensured).toBe(true);
+      // 2.0.11 kicked this session when the role changed: the answer was lost, the change made.
+      expect(errors).toEqual([expect.stringMatching(/no answer from the dynamic-security plugin/)]);
+      expect(old.log()).toContain('Client old-admin been disconnected by administrative action.');
+      const probe = await connectAsync(
+        `mqtts://127.0.0.1:${old.port}`,
+        {
+          ca: ca.cert,
+          ...certs.get(CONTROLLER_IDENTITY)!,
+          rejectUnauthorized: true,
+          reconnectPeriod: 0,
+          clientId: 'probe',
+        },
+        false,
+      );
+      await waitFor(() => seen.find((event) => event.clientId === 'probe'), 'the probe connect', 5_000);
+      await probe.endAsync(true);
+    } finally {
+      await oldAdmin?.close();
+      await old.stop();
+    }
+  }, 30_000);
 });
