@@ -43,6 +43,7 @@ import { createCounters } from '../receiver/counters.ts';
 import type { GrantManager } from '../receiver/grant-manager.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps } from '../receiver/receiver-deps.ts';
+import { sessionSignalHandler } from '../receiver/session-signal.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import {
   type AwsControllerConfig,
@@ -262,22 +263,16 @@ export async function startAwsReceiver(
   });
 
   if (brokerSync !== undefined) {
-    const grants = deps.grants;
     const admin = brokerSync;
     void watchMosquittoSessions({
       subscriber: brokerSync,
       ensureAccess: () => admin.send(grantControllerLog()),
-      onEvent: (event) => {
-        if (event.kind === 'disconnected') {
-          plain?.keeper.sessionEnded(event.clientId, event.username);
-          return;
-        }
-        // The keeper first: a credential held by its session survives the grant's close that follows.
-        plain?.keeper.sessionConnected(event);
-        grants.sessionEstablished(event.username, event.address).catch((error: unknown) => {
-          log('warn', `closed on connect for ${event.username} failed: ${describeError(error)}`);
-        });
-      },
+      onEvent: sessionSignalHandler({
+        grants: deps.grants,
+        ...(plain === undefined ? {} : { keeper: plain.keeper }),
+        onError: (deviceId, error) =>
+          log('warn', `closed on connect for ${deviceId} failed: ${describeError(error)}`),
+      }),
       onError: (error) => log('warn', `broker session signal: ${describeError(error)}`),
     }).then((granted) =>
       log(
