@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2';
-import { AddThingToThingGroupCommand, CreateThingCommand } from '@aws-sdk/client-iot';
+import { AddThingToThingGroupCommand, CreateThingCommand, UpdateThingCommand } from '@aws-sdk/client-iot';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAwsControllerConfig } from '../../../functions/aws/aws-controller.ts';
@@ -411,6 +411,22 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
       await second.close();
     }
   }, 60_000);
+
+  it('GIVEN a plain session holding its credential WHEN the device is disabled in the registry THEN the session ends within one refresh + 5 s and the credential is refused (last: plain-1 stays disabled)', async () => {
+    const credential = await knockPlain();
+    const session = await connectPlain('plain-1', credential);
+    await until('the rule revoked on connect', async () => (await ruleRanges()).length === 0, 5_000);
+    const ended = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
+    const start = Date.now();
+    await admin.iot.send(
+      new UpdateThingCommand({
+        thingName: 'plain-1',
+        attributePayload: { attributes: { enabled: 'false' }, merge: true },
+      }),
+    );
+    expect((await ended) - start).toBeLessThan((5 + 5) * 1000);
+    await expect(connectPlain('plain-1', credential)).rejects.toThrow(REFUSED);
+  }, 30_000);
 
   it('GIVEN every knock above THEN no credential is in any receiver line or the broker log, and IAM denied nothing', () => {
     expect(credentials.length).toBeGreaterThan(4);
