@@ -27,7 +27,8 @@
  * AWS"). The credential is never logged, audited or counted.
  * Every receiver with that admin session also watches the broker's connection log (`$SYS/broker/log/N`,
  * functions/broker/mosquitto-session-watcher.ts): a session of a device from address A calls the grant manager's
- * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md), and a plain device's credential is held while
+ * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md; not with BLACKCLOUD_CLOSE_ON_CONNECT=off,
+ * which the stack sets for receivers behind the load balancer), and a plain device's credential is held while
  * the session it opened lives (Mosquitto 2.0.11 would end that session on a password change) and withdrawn when it
  * ends.
  */
@@ -268,7 +269,8 @@ export async function startAwsReceiver(
       subscriber: brokerSync,
       ensureAccess: () => admin.send(grantControllerLog()),
       onEvent: sessionSignalHandler({
-        grants: deps.grants,
+        // Off behind the load balancer: connect claims are per receiver (docs/scaling.md, "The signal on AWS").
+        grants: config.closeOnConnect === 'on' ? deps.grants : { sessionEstablished: async () => [] },
         ...(plain === undefined ? {} : { keeper: plain.keeper }),
         onError: (deviceId, error) =>
           log('warn', `closed on connect for ${deviceId} failed: ${describeError(error)}`),
