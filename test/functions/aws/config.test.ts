@@ -49,6 +49,7 @@ describe('AWS receiver config', () => {
       directoryRefreshSeconds: 30,
       healthPort: undefined,
       shutdown: 'revoke',
+      closeOnConnect: 'on',
       region: 'eu-west-1',
       endpoint: undefined,
     });
