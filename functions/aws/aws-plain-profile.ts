@@ -9,6 +9,12 @@
  * - `keeper.knockAccepted` (called by the receiver for an accepted BC1 knock of a plain device, before its grant
  *   opens) sets the password; it is replaced by a random value when the device's grant closes (window end, revoke,
  *   shutdown), when its knock's window ends, or when the device knocks again (the new credential replaces it).
+ * - Mosquitto 2.0.11 ends a client's sessions whenever its password changes, so the keeper holds the credential
+ *   while the session it opened lives (`holdWhileSessionLives`): the receiver feeds it the broker's session signal
+ *   (receiver-main.ts, functions/broker/mosquitto-session-watcher.ts: `keeper.sessionConnected` before the grant
+ *   manager's `sessionEstablished`, `keeper.sessionEnded`), and the password is replaced when that session ends,
+ *   at the device's next knock, or when the device is disabled or removed (the broker ends the session, the signal
+ *   reports it). A session that never comes up leaves the rules above as they were.
  * - `firewall(inner)` is `inner` whose `revoke` first tells the keeper (grantsClosed), then closes the rules.
  * - A failed password change is logged (`warn`, the device id and the reason, never the credential) and counted as
  *   `plain.credential.failed`; the grant still opens (the device then cannot log in: fail closed).
@@ -45,6 +51,7 @@ export function startAwsPlainProfile(options: AwsPlainProfileOptions): AwsPlainP
     installer: dynsecCredentialInstaller(options.admin),
     clock: options.clock,
     timers: options.timers,
+    holdWhileSessionLives: true,
     onError: (deviceId, error) => {
       options.counters.increment(PLAIN_CREDENTIAL_FAILED_COUNTER);
       options.log(

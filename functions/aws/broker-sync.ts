@@ -18,6 +18,9 @@
  *   drop the other's).
  * - `send(commands)` sends other commands over the same session (the plain profile's passwords,
  *   functions/broker/dynsec-credentials.ts); it rejects while there is no session yet, and with the plugin's refusal.
+ * - `subscribe(topic, handler)` subscribes the admin session to one more topic (dynsec-admin.ts `subscribe`: the
+ *   broker's log, functions/broker/mosquitto-session-watcher.ts), once the session is up; resolves with whether the
+ *   broker granted it (false when closed first). Never rejects.
  * - `close()` ends the session and the retries; idempotent.
  */
 
@@ -47,6 +50,7 @@ export interface AwsBrokerSyncOptions {
 export interface AwsBrokerSync {
   sync(): Promise<boolean>;
   send(commands: readonly DynsecCommand[]): Promise<DynsecResponse[]>;
+  subscribe(topic: string, handler: (payload: Buffer) => void): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -56,6 +60,8 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
   let admin: DynsecAdmin | undefined;
   let closed = false;
   let retry: unknown;
+  /** Subscriptions asked for before the session was up. */
+  const waiting: { topic: string; handler: (payload: Buffer) => void; resolve: (ok: boolean) => void }[] = [];
 
   const once = async (): Promise<boolean> => {
     const devices = options.devices();
@@ -98,6 +104,8 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
         return;
       }
       admin = opened;
+      for (const { topic, handler, resolve } of waiting.splice(0))
+        void opened.subscribe(topic, handler).then(resolve);
       opened.onConnect(() => void sync());
       options.log('info', `broker dynamic security: admin session with ${options.url}`);
       await sync();
@@ -121,8 +129,14 @@ export function startAwsBrokerSync(options: AwsBrokerSyncOptions): AwsBrokerSync
       }
       return admin.send(commands);
     },
+    subscribe(topic, handler) {
+      if (admin !== undefined) return admin.subscribe(topic, handler);
+      if (closed) return Promise.resolve(false);
+      return new Promise<boolean>((resolve) => waiting.push({ topic, handler, resolve }));
+    },
     async close() {
       closed = true;
+      for (const { resolve } of waiting.splice(0)) resolve(false);
       if (retry !== undefined) options.timers.clearTimeout(retry);
       retry = undefined;
       await admin?.close();

@@ -21,6 +21,7 @@
  *   BLACKCLOUD_DIRECTORY_REFRESH_SECONDS  device index full refresh period, s          default 30
  *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
  *   BLACKCLOUD_SHUTDOWN                   revoke | handover (grants at shutdown)       default revoke
+ *   BLACKCLOUD_CLOSE_ON_CONNECT           on | off (revoke a rule once the session is up) default on
  *   AWS_REGION                            Region of all the above                      required
  *   BLACKCLOUD_AWS_ENDPOINT               one endpoint for every service (moto/tests)  optional
  * Nothing here is secret (keys live in the devices table), so `formatAwsReceiverConfig` prints everything.
@@ -159,6 +160,14 @@ export const awsReceiverVars = {
       '"revoke" (close every grant this receiver opened) or "handover" (leave them to the revoke queue and sweeper)',
     fix: 'use handover behind a load balancer, so replacing a receiver never closes a grant a device still needs',
     default: 'revoke' as const,
+  },
+  closeOnConnect: {
+    name: SCALED_RECEIVER_ENV.closeOnConnect,
+    schema: z.enum(['on', 'off']),
+    expected:
+      '"on" (revoke a grant once the device\'s broker session is up) or "off" (grants live for their window)',
+    fix: 'use off when several receivers share the broker (their connect claims are not shared yet, docs/scaling.md)',
+    default: 'on' as const,
   },
   region: commonAwsVars.region,
   endpoint: commonAwsVars.endpoint,

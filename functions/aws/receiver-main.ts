@@ -25,16 +25,26 @@
  * admin session, each accepted knock of a plain device sets that device's broker password to the knock's one-time
  * credential until the grant closes or the window ends (aws-plain-profile.ts; docs/fleet.md, "Plain devices on
  * AWS"). The credential is never logged, audited or counted.
+ * Every receiver with that admin session also watches the broker's connection log (`$SYS/broker/log/N`,
+ * functions/broker/mosquitto-session-watcher.ts): a session of a device from address A calls the grant manager's
+ * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md; not with BLACKCLOUD_CLOSE_ON_CONNECT=off,
+ * which the stack sets for receivers behind the load balancer), and a plain device's credential is held while
+ * the session it opened lives (Mosquitto 2.0.11 would end that session on a password change) and withdrawn when it
+ * ends.
  */
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { AccessEntry } from '../../spa/types.ts';
+import { grantControllerLog } from '../broker/dynsec-commands.ts';
+import { MOSQUITTO_NOTICE_LOG_TOPIC } from '../broker/mosquitto-session-log.ts';
+import { watchMosquittoSessions } from '../broker/mosquitto-session-watcher.ts';
 import type { Clock, RemoteEndpoint, Timers } from '../core/interfaces.ts';
 import { systemClock, systemRandom, systemTimers } from '../core/system.ts';
 import { createCounters } from '../receiver/counters.ts';
 import type { GrantManager } from '../receiver/grant-manager.ts';
 import type { Outcome } from '../receiver/handle-datagram.ts';
 import { createReceiverDeps } from '../receiver/receiver-deps.ts';
+import { sessionSignalHandler } from '../receiver/session-signal.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import {
   type AwsControllerConfig,
@@ -260,6 +270,31 @@ export async function startAwsReceiver(
     config: { clockWindowMs: config.clockWindowSeconds * 1000, defaultGrantSeconds: config.grantSeconds },
     deviceBounds: { maxAddressesPerDevice: config.maxAddressesPerDevice },
   });
+
+  if (brokerSync !== undefined) {
+    const admin = brokerSync;
+    void watchMosquittoSessions({
+      subscriber: brokerSync,
+      ensureAccess: () => admin.send(grantControllerLog()),
+      onEvent: sessionSignalHandler({
+        // Off behind the load balancer: connect claims are per receiver (docs/scaling.md, "The signal on AWS").
+        grants: config.closeOnConnect === 'on' ? deps.grants : { sessionEstablished: async () => [] },
+        ...(plain === undefined ? {} : { keeper: plain.keeper }),
+        onError: (deviceId, error) =>
+          log('warn', `closed on connect for ${deviceId} failed: ${describeError(error)}`),
+      }),
+      onError: (error) => log('warn', `broker session signal: ${describeError(error)}`),
+    }).then((granted) =>
+      log(
+        granted ? 'info' : 'warn',
+        granted
+          ? `broker session signal: watching ${MOSQUITTO_NOTICE_LOG_TOPIC}`
+          : `broker session signal: the broker refused ${MOSQUITTO_NOTICE_LOG_TOPIC}, also after adding ` +
+              "$SYS/broker/log/# to the controller's dynamic-security role " +
+              '(functions/broker/dynsec-policy.ts): grants live for their window and plain sessions end with it',
+      ),
+    );
+  }
 
   try {
     const previous = await grantStore.listActive(clock.now());

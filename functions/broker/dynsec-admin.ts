@@ -14,6 +14,10 @@
  *   the controller role: the broker drops what the session may not publish).
  * - `reconcile(devices)` reads the clients and roles, then sends `planReconcile`'s commands (nothing when the
  *   broker already matches); resolves with the commands sent.
+ * - `subscribe(topic, handler)` subscribes the session (QoS 0) to one more literal topic (e.g. the broker's log,
+ *   mosquitto-session-watcher.ts) and calls `handler` with each payload published on it; mqtt.js restores the
+ *   subscription on every reconnect. Resolves true when the broker granted it, false when it refused (the
+ *   controller's role lacks the ACL) or the session failed; never rejects.
  * - `close()` ends the session; pending sends reject. Idempotent.
  */
 import { randomUUID } from 'node:crypto';
@@ -61,6 +65,7 @@ export interface DynsecAdmin {
   send(commands: readonly DynsecCommand[]): Promise<DynsecResponse[]>;
   reconcile(devices: readonly { readonly id: string; readonly enabled: boolean }[]): Promise<DynsecCommand[]>;
   onConnect(handler: () => void): void;
+  subscribe(topic: string, handler: (payload: Buffer) => void): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -89,10 +94,14 @@ export async function connectDynsecAdmin(options: DynsecAdminOptions): Promise<D
   });
   const pending = new Map<string, Pending>();
   const connectHandlers: (() => void)[] = [];
+  const topicHandlers = new Map<string, (payload: Buffer) => void>();
   let closed = false;
 
   client.on('message', (topic, payload) => {
-    if (topic !== DYNSEC_RESPONSE_TOPIC) return;
+    if (topic !== DYNSEC_RESPONSE_TOPIC) {
+      topicHandlers.get(topic)?.(payload);
+      return;
+    }
     const parsed = parseResponses(payload);
     if (!parsed.ok) return;
     for (const response of parsed.value) {
@@ -187,6 +196,16 @@ export async function connectDynsecAdmin(options: DynsecAdminOptions): Promise<D
     },
     onConnect(handler) {
       connectHandlers.push(handler);
+    },
+    async subscribe(topic, handler) {
+      if (closed || topic === DYNSEC_RESPONSE_TOPIC || /[+#]/.test(topic)) return false;
+      topicHandlers.set(topic, handler);
+      try {
+        const granted = await client.subscribeAsync(topic, { qos: 0 });
+        return granted.every((grant) => grant.qos < 0x80);
+      } catch {
+        return false;
+      }
     },
     async close() {
       if (closed) return;

@@ -22,6 +22,7 @@
 import { ok, type Result, reject } from '../../spa/result.ts';
 import { CONTROLLER_IDENTITY } from '../core/topics.ts';
 import {
+  controllerLogAcls,
   DYNSEC_TOPIC_ROOT,
   type DynsecAcl,
   type DynsecRole,
@@ -116,6 +117,13 @@ export const addRoleAcl = (rolename: string, acl: DynsecAcl): DynsecCommand => (
   rolename,
   ...acl,
 });
+/**
+ * Gives the controller's role the broker-log ACLs (dynsec-policy.ts `controllerLogAcls`): for a broker whose
+ * dynamic-security file was written before them (the plugin keeps its file across reboots and upgrades).
+ */
+export function grantControllerLog(controllerIdentity: string = CONTROLLER_IDENTITY): DynsecCommand[] {
+  return controllerLogAcls().map((acl) => addRoleAcl(controllerIdentity, acl));
+}
 /** Every client / role, with details (`count: -1` = no paging). */
 export const listClients = (): DynsecCommand => ({ command: 'listClients', verbose: true, count: -1 });
 export const listRoles = (): DynsecCommand => ({ command: 'listRoles', verbose: true, count: -1 });

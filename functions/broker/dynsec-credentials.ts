@@ -9,7 +9,8 @@
  * - `withdraw(deviceId)` overwrites it with a fresh random 32-byte value (hex) that nobody ever learns: the
  *   credential is refused from then on. Nothing can clear a dynsec password in 2.0.11; an unknown one is as good.
  * - Either rejects with the admin session's error (no session, the plugin refused: e.g. the device is not yet
- *   enrolled at the broker). Errors never carry the password: the command text is never part of a message.
+ *   enrolled at the broker), except that `withdraw` of a client the plugin no longer has (`Client not found`: the
+ *   device was removed, which ended its session) resolves: there is no password left to withdraw. Errors never carry the password: the command text is never part of a message.
  * - Mosquitto 2.0.11 disconnects the client's open sessions on every password change, so installing a credential
  *   ends the device's previous session, and withdrawing it ends the session that used it.
  */
@@ -35,7 +36,21 @@ export function dynsecCredentialInstaller(admin: DynsecSender): DynsecCredential
       await admin.send([setClientPassword(deviceId, credential)]);
     },
     async withdraw(deviceId: string): Promise<void> {
-      await admin.send([setClientPassword(deviceId, randomBytes(WITHDRAWN_PASSWORD_BYTES).toString('hex'))]);
+      try {
+        await admin.send([
+          setClientPassword(deviceId, randomBytes(WITHDRAWN_PASSWORD_BYTES).toString('hex')),
+        ]);
+      } catch (error) {
+        if (!clientGone(error)) throw error;
+      }
     },
   });
+}
+
+/** The plugin's answer for a client it does not have (dynsec-admin.ts `DynsecError.failures`). */
+const CLIENT_NOT_FOUND = 'Client not found';
+
+function clientGone(error: unknown): boolean {
+  const failures = (error as { failures?: readonly { error: string }[] } | undefined)?.failures;
+  return failures !== undefined && failures.length > 0 && failures.every((f) => f.error === CLIENT_NOT_FOUND);
 }

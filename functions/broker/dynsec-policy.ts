@@ -11,7 +11,9 @@
  *   `blackcloud/keys/<id>/ack`. Nothing else: `DEFAULT_ACL_ACCESS` denies what no role allows.
  * - `controllerRole()`: the receiver/controller (certificate CN `blackcloud-controller`): the dynamic-security
  *   control topics (`$CONTROL/dynamic-security/#`: send commands, read responses), publish every key topic,
- *   subscribe to and read every acknowledgement, publish, subscribe to and read the device data trees.
+ *   subscribe to and read every acknowledgement, publish, subscribe to and read the device data trees, subscribe to
+ *   and read the broker's log topics `$SYS/broker/log/#` (the session signal, mosquitto-session-log.ts). No device
+ *   role grants them, so a device's SUBSCRIBE there is refused.
  * - Throws `TypeError` for an id that is not a valid identity (it would widen the topics).
  */
 import {
@@ -24,6 +26,7 @@ import {
   keyAckTopic,
   keyTopic,
 } from '../core/topics.ts';
+import { MOSQUITTO_LOG_TOPICS } from './mosquitto-session-log.ts';
 
 export type DynsecAclType =
   | 'publishClientSend'
@@ -104,6 +107,15 @@ export function controllerRole(controllerIdentity: string = CONTROLLER_IDENTITY)
       allow('publishClientSend', trees),
       allow('subscribePattern', trees),
       allow('publishClientReceive', trees),
+      ...controllerLogAcls(),
     ],
   };
+}
+
+/** The controller's ACLs on the broker's log (the session signal); also added to a role that predates them. */
+export function controllerLogAcls(): DynsecAcl[] {
+  return [
+    allow('subscribePattern', MOSQUITTO_LOG_TOPICS),
+    allow('publishClientReceive', MOSQUITTO_LOG_TOPICS),
+  ];
 }

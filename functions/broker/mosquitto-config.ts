@@ -10,6 +10,9 @@
  *   listens, unless `plainListener` adds the plain profile's listener (docs/threat-model.md, "The plain profile"):
  *   plain MQTT, no anonymous access, passwords checked by the dynamic-security plugin (so it requires
  *   `dynamicSecurity`); only plain devices have a password there, and only while a knock's credential is live.
+ *   The log goes to stderr (unless `stderrLog: false`) and to the topic `$SYS/broker/log/<type>` (`log_dest
+ *   topic`, `MOSQUITTO_LOG_TYPES`): the receivers' session signal (mosquitto-session-log.ts). With the ACL file
+ *   nobody is granted `$SYS/broker/log/#`; with dynamic security only the controller's role.
  * - `dynamicSecurityConfig`: the plugin's initial JSON file (its documented format: clients, roles,
  *   defaultACLAccess): the controller as the one admin client (no password: it logs in with its certificate) with
  *   `controllerRole()`, each given device as client `<id>` with `deviceRole(id)` (dynsec-policy.ts), everything
@@ -53,7 +56,19 @@ export interface MosquittoConfOptions {
   readonly user?: string;
   /** The plain profile's listener (no TLS; dynsec passwords). Requires `dynamicSecurity`. @default none */
   readonly plainListener?: { readonly port: number; readonly bindAddress?: string };
+  /**
+   * Also log to stderr (`log_dest stderr`). Off where another file sets the destination (Debian's main
+   * mosquitto.conf logs to its file; the conf.d fragment only adds the topic). @default true
+   */
+  readonly stderrLog?: boolean;
 }
+
+/**
+ * The log lines every generated configuration writes: Mosquitto's default types (its notices carry the connect and
+ * disconnect lines, mosquitto-session-log.ts), published on `$SYS/broker/log/<type>` too, which only the controller's
+ * role may read (dynsec-policy.ts; docs/scaling.md, "The signal on AWS").
+ */
+export const MOSQUITTO_LOG_TYPES = Object.freeze(['error', 'warning', 'notice', 'information'] as const);
 
 export interface DynamicSecurityFiles {
   /** The plugin, e.g. `debianDynsecPlugin('aarch64-linux-gnu')`. */
@@ -99,6 +114,10 @@ export function mosquittoConf(options: MosquittoConfOptions): string {
           'protocol mqtt',
         ]),
     ...(options.user === undefined ? [] : [`user ${options.user}`]),
+    '# The session signal: connect/disconnect notices on $SYS/broker/log/N, read only by the controller.',
+    ...(options.stderrLog === false ? [] : ['log_dest stderr']),
+    'log_dest topic',
+    ...MOSQUITTO_LOG_TYPES.map((type) => `log_type ${type}`),
     ...(dynamicSecurity === undefined
       ? [`acl_file ${aclFile}`]
       : [`plugin ${dynamicSecurity.plugin}`, `plugin_opt_config_file ${dynamicSecurity.configFile}`]),

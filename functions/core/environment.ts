@@ -41,6 +41,8 @@ export const SCALED_RECEIVER_ENV = Object.freeze({
   shutdown: 'BLACKCLOUD_SHUTDOWN',
   coalesceMs: 'BLACKCLOUD_COALESCE_MS',
   ec2Attempts: 'BLACKCLOUD_EC2_ATTEMPTS',
+  /** Closed on connect from the broker's session signal (on | off): off behind the load balancer (docs/scaling.md). */
+  closeOnConnect: 'BLACKCLOUD_CLOSE_ON_CONNECT',
 });
 
 /** One endpoint for every AWS service (moto in the tests); never set by the stack. */

@@ -54,7 +54,11 @@ export interface BrokerDynsec {
 }
 
 /** Credentials whose death the broker is told of (see the contract: the others would close the live session). */
-const WITHDRAWN_AT_THE_BROKER: ReadonlySet<WithdrawReason> = new Set(['invalidated', 'shutdown']);
+const WITHDRAWN_AT_THE_BROKER: ReadonlySet<WithdrawReason> = new Set([
+  'invalidated',
+  'shutdown',
+  'session-ended',
+]);
 const WITHDRAWN_PASSWORD_BYTES = 32;
 
 export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<BrokerDynsec | undefined> {

@@ -16,6 +16,8 @@
  *   disabled); `invalidateAt(address)` drops every credential bound to that address (its grant closed),
  *   `invalidateWhere(match)` those `match` selects, and `expire(now)` every expired one; each returns the dropped
  *   entries.
+ * - `boundAddress(deviceId)` is the address the device's credential is bound to (a broker's session signal checks a
+ *   session against it).
  * - `nextExpiry()` is the earliest `expiresAt` held (undefined when empty), for an installer's timer.
  * - The credential text is never part of anything this module returns to be logged: refusals are reason codes.
  */
@@ -64,6 +66,11 @@ export class PlainCredentialBook {
   has(deviceId: string, now: number): boolean {
     const live = this.#byDevice.get(deviceId);
     return live !== undefined && now < live.expiresAt;
+  }
+
+  /** The address the device's credential is bound to (expired or not), or undefined; never the credential. */
+  boundAddress(deviceId: string): string | undefined {
+    return this.#byDevice.get(deviceId)?.address;
   }
 
   invalidate(deviceId: string): LiveCredential | undefined {

@@ -49,6 +49,8 @@ export function mosquittoConf(options: {
       configFile: options.dynsecFile ?? BROKER_DYNSEC_FILE,
     },
     ...(options.plainPort === undefined ? {} : { plainListener: { port: options.plainPort } }),
+    // Debian's main mosquitto.conf already logs to /var/log/mosquitto/mosquitto.log; the fragment adds the topic.
+    stderrLog: false,
   });
 }
 

@@ -195,6 +195,7 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_SHUTDOWN=handover\n');
     expect(userData).toContain('BLACKCLOUD_COALESCE_MS=1000\n');
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
+    expect(userData).toContain('BLACKCLOUD_CLOSE_ON_CONNECT=off\n');
   });
 
   it('THEN the scaled receivers get the key-rotation switch (they elect one controller with the lease)', () => {
@@ -274,6 +275,7 @@ describe('the default stack keeps one receiver instance', () => {
     const userData = JSON.stringify(t.toJSON());
     expect(userData).not.toContain('BLACKCLOUD_HEALTH_PORT');
     expect(userData).not.toContain('BLACKCLOUD_SHUTDOWN');
+    expect(userData).not.toContain('BLACKCLOUD_CLOSE_ON_CONNECT');
   });
 });
 

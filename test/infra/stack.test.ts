@@ -321,6 +321,8 @@ describe('broker', () => {
       'allow_anonymous false',
       'plugin /usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so',
       'plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json',
+      'log_dest topic',
+      'log_type notice',
       "cat > /var/lib/mosquitto/dynamic-security.json <<'DYNSEC'",
       'if [ ! -f /var/lib/mosquitto/dynamic-security.json ]; then',
     ]) {

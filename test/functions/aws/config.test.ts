@@ -49,6 +49,7 @@ describe('AWS receiver config', () => {
       directoryRefreshSeconds: 30,
       healthPort: undefined,
       shutdown: 'revoke',
+      closeOnConnect: 'on',
       region: 'eu-west-1',
       endpoint: undefined,
     });
@@ -127,7 +128,14 @@ describe('AWS receiver config', () => {
     // One line per variable the receiver reads, each named.
     const names = Object.values(awsReceiverVars).map((variable) => variable.name);
     expect(text.split('\n').map((line) => line.split('=')[0])).toEqual(names);
-    expect(names).toHaveLength(20);
+    expect(names).toHaveLength(21);
+    expect(text).toContain('BLACKCLOUD_CLOSE_ON_CONNECT=on');
+    expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_CLOSE_ON_CONNECT: 'off' }).closeOnConnect).toBe(
+      'off',
+    );
+    expect(
+      configError(() => loadAwsReceiverConfig({ ...required, BLACKCLOUD_CLOSE_ON_CONNECT: 'yes' })),
+    ).toContain('BLACKCLOUD_CLOSE_ON_CONNECT');
   });
 });
 

@@ -4,8 +4,11 @@
  * receiver signs as a moto IAM user whose only policy is what the synthesized stack grants the receiver role) and a
  * real Mosquitto 2.0.11 with the dynamic-security plugin, its TLS listener and its plain listener from the one
  * generator. A plain device knocks over UDP: the rule opened is the plain port; it connects without TLS with its
- * knock's one-time credential and publishes. The credential is refused once its grant closed, once its window
- * ended, and once a later knock replaced it (through the same receiver or another one); a TLS device's name is
+ * knock's one-time credential and publishes. The receivers watch the broker's connection log ($SYS/broker/log/N):
+ * the rule is revoked within a few seconds of CONNACK (closed on connect, for a plain and a TLS device), and a plain
+ * session outlives its grant window (Mosquitto 2.0.11 would end it on a password change, so the credential is held
+ * while that session lives) and the credential is refused once the session ended, once its grant closed with no
+ * session, and once a later knock replaced it (through the same receiver or another one); a TLS device's name is
  * refused on the plain listener; the credential is in no log line.
  */
 import { randomBytes } from 'node:crypto';
@@ -15,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2';
-import { AddThingToThingGroupCommand, CreateThingCommand } from '@aws-sdk/client-iot';
+import { AddThingToThingGroupCommand, CreateThingCommand, UpdateThingCommand } from '@aws-sdk/client-iot';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAwsControllerConfig } from '../../../functions/aws/aws-controller.ts';
@@ -272,21 +275,79 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
     watch.client.end(true);
   }, 30_000);
 
-  it('GIVEN a session on a credential WHEN its window ends THEN the session ends (Mosquitto 2.0.11), the rule is gone and the credential is refused', async () => {
+  it('GIVEN a session on a credential WHEN its grant window ends THEN the session lives on and publishes; once it ends the credential is refused, replayed from its own address too', async () => {
+    const watch = await observer();
     const credential = await knockPlain();
     const session = await connectPlain('plain-1', credential);
-    const ended = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
-    const knockedAt = Date.now();
-    // Mosquitto 2.0.11 ends the sessions of a client whose password changes: the session lasts the window.
-    expect((await ended) - knockedAt).toBeLessThan((WINDOW_SECONDS + 5) * 1000);
-    await until(
-      'the window closed',
-      async () => (await ruleRanges()).length === 0,
-      (WINDOW_SECONDS + 10) * 1000,
-    );
-    await until('the credential withdrawn', async () => !(await admits(credential)), 5_000);
+    const connackAt = Date.now();
+    let endedAt: number | undefined;
+    session.on('close', () => {
+      endedAt ??= Date.now();
+    });
+    // Closed on connect from the broker's log: the rule goes within a few seconds of CONNACK, the session stays.
+    await until('the rule revoked on connect', async () => (await ruleRanges()).length === 0, 5_000);
+    expect(Date.now() - connackAt).toBeLessThan(5_000);
+    // Well past the grant window (Mosquitto 2.0.11 would end the session on a password change: none happens).
+    await new Promise((resolve) => setTimeout(resolve, (WINDOW_SECONDS + 4) * 1000));
+    expect(endedAt).toBeUndefined();
+    expect(session.connected).toBe(true);
+    await session.publishAsync(deviceTopic('plain-1', 'late'), 'still here', { qos: 1 });
+    await until('the late reading delivered', async () => watch.messages.length > 0, 5_000);
+    expect(watch.messages).toEqual([`${deviceTopic('plain-1', 'late')} still here`]);
+    watch.client.end(true);
+    // The session ends: its credential dies with it, also from the device's own address after the window.
+    await session.endAsync();
+    await until('the credential withdrawn after the session', async () => !(await admits(credential)), 5_000);
     await expect(connectPlain('plain-1', credential)).rejects.toThrow(REFUSED);
-  }, 40_000);
+    expect(lines.join('')).toContain(`watching $SYS/broker/log/N`);
+  }, 60_000);
+
+  it('GIVEN a TLS device WHEN it connects after its knock THEN its rule is revoked within a few seconds of CONNACK (the broker log) and its session lives on', async () => {
+    const nonce = randomBytes(12);
+    const packet = encodeBc1(
+      { timestampMs: Date.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: mosquitto!.port }] },
+      { keyId: 22, key: TLS_KEY, nonce },
+    );
+    const before = outcomes.length;
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve, reject) =>
+      socket.send(packet, receiver!.receiver.address.port, '127.0.0.1', (error) =>
+        error ? reject(error) : resolve(),
+      ),
+    );
+    socket.close();
+    while (outcomes.length === before) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(outcomes.at(-1)?.ok).toBe(true);
+    expect(await ruleRanges()).toEqual([`tcp/${mosquitto!.port}-${mosquitto!.port} 127.0.0.1/32`]);
+    const read = (file: string) => readFile(join(pkiDir, file));
+    const device = await mqtt.connectAsync(
+      `mqtts://127.0.0.1:${mosquitto!.port}`,
+      {
+        ca: await read('ca.crt'),
+        cert: await read('tls-1.crt'),
+        key: await read('tls-1.key'),
+        servername: 'localhost',
+        rejectUnauthorized: true,
+        reconnectPeriod: 0,
+        clientId: `tls-1-${randomBytes(4).toString('hex')}`,
+        protocolVersion: 4,
+      },
+      false,
+    );
+    clients.push(device);
+    const connackAt = Date.now();
+    // Its window is 60 s: only the session signal can close the rule this early.
+    await until('the rule revoked on connect', async () => (await ruleRanges()).length === 0, 5_000);
+    expect(Date.now() - connackAt).toBeLessThan(5_000);
+    const revoked = lines
+      .filter((line) => line.includes('"kind":"audit"'))
+      .map((line) => JSON.parse(line))
+      .filter((event) => event.type === 'grant.revoked' && event.deviceId === 'tls-1');
+    expect(revoked).toMatchObject([{ source: '127.0.0.1', reason: 'connected' }]);
+    expect(device.connected).toBe(true);
+    await device.publishAsync(deviceTopic('tls-1', 'reading'), '1', { qos: 1 });
+    await device.endAsync();
+  }, 30_000);
 
   it('GIVEN a credential WHEN its grant closes before the window ends THEN the same credential is refused at once', async () => {
     const credential = await knockPlain();
@@ -336,6 +397,12 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
       // One client per device at the broker: the later password replaced the earlier one.
       await expect(connectPlain('plain-1', viaFirst)).rejects.toThrow(REFUSED);
       expect(await admits(viaSecond)).toBe(true);
+      // That session ended: the credential dies with it (both receivers saw it in the broker's log).
+      await until(
+        'the credential withdrawn after the session',
+        async () => !(await admits(viaSecond)),
+        5_000,
+      );
       // And the other way round: a knock through the first receiver replaces the second's.
       const again = await knockPlain(receiver!);
       await expect(connectPlain('plain-1', viaSecond)).rejects.toThrow(REFUSED);
@@ -344,6 +411,22 @@ describe('the plain profile on AWS: a knock installs a one-time credential at th
       await second.close();
     }
   }, 60_000);
+
+  it('GIVEN a plain session holding its credential WHEN the device is disabled in the registry THEN the session ends within one refresh + 5 s and the credential is refused (last: plain-1 stays disabled)', async () => {
+    const credential = await knockPlain();
+    const session = await connectPlain('plain-1', credential);
+    await until('the rule revoked on connect', async () => (await ruleRanges()).length === 0, 5_000);
+    const ended = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
+    const start = Date.now();
+    await admin.iot.send(
+      new UpdateThingCommand({
+        thingName: 'plain-1',
+        attributePayload: { attributes: { enabled: 'false' }, merge: true },
+      }),
+    );
+    expect((await ended) - start).toBeLessThan((5 + 5) * 1000);
+    await expect(connectPlain('plain-1', credential)).rejects.toThrow(REFUSED);
+  }, 30_000);
 
   it('GIVEN every knock above THEN no credential is in any receiver line or the broker log, and IAM denied nothing', () => {
     expect(credentials.length).toBeGreaterThan(4);

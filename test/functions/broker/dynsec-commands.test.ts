@@ -72,6 +72,24 @@ describe('the initial JSON file and the configuration', () => {
     expect(conf).not.toContain('acl_file');
     expect(() => mosquittoConf({ port: 1, tlsDir: '/t' })).toThrow(/exactly one/);
   });
+
+  it('publishes its log on $SYS/broker/log/<type> with the default types, to stderr unless told otherwise, and only the controller reads it', () => {
+    const dynamicSecurity = { plugin: '/p.so', configFile: '/d.json' };
+    const conf = mosquittoConf({ port: 8883, tlsDir: '/t', dynamicSecurity });
+    expect(conf).toContain(
+      '\nlog_dest stderr\nlog_dest topic\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n',
+    );
+    const fragment = mosquittoConf({ port: 8883, tlsDir: '/t', dynamicSecurity, stderrLog: false });
+    expect(fragment).toContain('\nlog_dest topic\n');
+    expect(fragment).not.toContain('log_dest stderr');
+    const logAcls = (acls: readonly { acltype: string; topic: string }[]) =>
+      acls.filter((acl) => acl.topic.startsWith('$SYS')).map((acl) => `${acl.acltype} ${acl.topic}`);
+    expect(logAcls(controllerRole().acls)).toEqual([
+      'subscribePattern $SYS/broker/log/#',
+      'publishClientReceive $SYS/broker/log/#',
+    ]);
+    expect(logAcls(deviceRole('dev-1').acls)).toEqual([]);
+  });
 });
 
 describe('commands and answers', () => {

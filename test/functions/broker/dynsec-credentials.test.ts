@@ -47,4 +47,19 @@ describe('dynsecCredentialInstaller', () => {
     });
     await expect(installer.install('ghost', 'c'.repeat(64))).rejects.toThrow(/Client not found/);
   });
+
+  it('GIVEN a removed client WHEN withdrawing THEN it resolves (no password left); any other refusal rejects', async () => {
+    const refusing = (error: string) =>
+      dynsecCredentialInstaller({
+        send: () =>
+          Promise.reject(
+            Object.assign(new Error(`the dynamic-security plugin refused setClientPassword (${error})`), {
+              failures: [{ command: 'setClientPassword', error }],
+            }),
+          ),
+      });
+    await expect(refusing('Client not found').withdraw('gone-1')).resolves.toBeUndefined();
+    await expect(refusing('Internal error').withdraw('tiny-1')).rejects.toThrow(/Internal error/);
+    await expect(refusing('Client not found').install('gone-1', 'd'.repeat(64))).rejects.toThrow(/not found/);
+  });
 });
