@@ -152,19 +152,7 @@ export function heartbeatUnits(logFile: string = HEARTBEAT_LOG_FILE): {
     'ExecStart=/usr/local/libexec/blackcloud-heartbeat',
     '',
   ].join('\n');
-  const timer = [
-    '[Unit]',
-    'Description=blackcloud receiver heartbeat, every minute',
-    '',
-    '[Timer]',
-    'OnBootSec=60',
-    'OnUnitActiveSec=60',
-    'AccuracySec=5',
-    '',
-    '[Install]',
-    'WantedBy=timers.target',
-    '',
-  ].join('\n');
+  const timer = everyMinuteTimer('blackcloud receiver heartbeat, every minute');
   return { service, timer, script };
 }
 
@@ -219,19 +207,7 @@ export function prefilterCountsUnits(options: { logFile?: string; stateFile?: st
     `ExecStart=${PREFILTER_COUNTS_SCRIPT}`,
     '',
   ].join('\n');
-  const timer = [
-    '[Unit]',
-    'Description=blackcloud receiver: kernel pre-filter counters, every minute',
-    '',
-    '[Timer]',
-    'OnBootSec=60',
-    'OnUnitActiveSec=60',
-    'AccuracySec=5',
-    '',
-    '[Install]',
-    'WantedBy=timers.target',
-    '',
-  ].join('\n');
+  const timer = everyMinuteTimer('blackcloud receiver: kernel pre-filter counters, every minute');
   return { service, timer, script };
 }
 
@@ -455,4 +431,21 @@ export function receiverPackageCommands(): string[] {
     'done',
     `test -x ${NODE_BINARY}`,
   ];
+}
+
+/** A systemd timer that starts its service a minute after boot, then every minute. */
+function everyMinuteTimer(description: string): string {
+  return [
+    '[Unit]',
+    `Description=${description}`,
+    '',
+    '[Timer]',
+    'OnBootSec=60',
+    'OnUnitActiveSec=60',
+    'AccuracySec=5',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n');
 }
