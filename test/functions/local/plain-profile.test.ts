@@ -55,6 +55,19 @@ afterEach(async () => {
   await removeDir(dataDir);
 });
 
+/** Enrols the plain device with the local fleet (as `devices add --transport plain`) and waits until up loads it. */
+async function enrolPlain(running: LocalCloud): Promise<DeviceConfig> {
+  const fleet = await LocalFleet.open({
+    dataDir: dataDir!,
+    random: systemRandom,
+    clock: systemClock,
+    operator: 'test',
+  });
+  const enrolled = await fleet.enrol({ deviceId: PLAIN_ID, format: 'native', transport: 'plain' });
+  await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
+  return loadDeviceConfig(enrolled.deviceFile);
+}
+
 async function up(
   keyRotation = false,
   readers?: string,
@@ -69,15 +82,7 @@ async function up(
   });
   const running = await startLocalCloud(config, keyRotation ? {} : { keyRotation: false });
   cloud = running;
-  const fleet = await LocalFleet.open({
-    dataDir: dataDir!,
-    random: systemRandom,
-    clock: systemClock,
-    operator: 'test',
-  });
-  const enrolled = await fleet.enrol({ deviceId: PLAIN_ID, format: 'native', transport: 'plain' });
-  await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
-  const plain = await loadDeviceConfig(enrolled.deviceFile);
+  const plain = await enrolPlain(running);
   const tls = await loadDeviceConfig(running.layout.deviceFile(DEMO_DEVICE_ID));
   return { running, plain, tls };
 }
@@ -306,15 +311,7 @@ describe('the plain profile with up --firewall nftables (root, loopback is filte
       { keyRotation: false },
     );
     cloud = running;
-    const fleet = await LocalFleet.open({
-      dataDir: dataDir!,
-      random: systemRandom,
-      clock: systemClock,
-      operator: 'test',
-    });
-    const enrolled = await fleet.enrol({ deviceId: PLAIN_ID, format: 'native', transport: 'plain' });
-    await waitFor(() => running.directory.byId(PLAIN_ID), 'the plain device to be loaded', 5000);
-    const plain = await loadDeviceConfig(enrolled.deviceFile);
+    const plain = await enrolPlain(running);
     const port = running.plain!.port;
     const probe = (bytes: Buffer, from: string) => sendConnect(bytes, port, from, 1500);
     const early = connectBytes(PLAIN_ID, 'f'.repeat(64), 'early');
