@@ -20,6 +20,9 @@
  *   'invalidated' or 'shutdown' credential, and leaves it for 'consumed', 'grant-closed' and 'expired' (the device
  *   may be connected with it: the firewall keeps every address without a grant off the plain port, and the next
  *   knock replaces the password). docs/threat-model.md, "The plain profile", says what that leaves open.
+ * - `subscribe(topic, handler)` subscribes the admin session to one more topic (the broker's notice log, for the
+ *   session signal: functions/broker/mosquitto-session-watcher.ts); `grantLogAccess()` adds that log to the
+ *   controller's role at a broker whose dynamic-security file predates it (dynsec-commands.ts `grantControllerLog`).
  * - `close()` ends the session; idempotent.
  * - `writeBrokerFiles(dir, ...)` writes the recipe's files for that broker (docs/local.md, --broker), made by the
  *   one generator (functions/broker/mosquitto-config.ts): `mosquitto.conf` (rewritten each time) and the plugin's
@@ -31,7 +34,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { coalescedSync } from '../broker/coalesced-sync.ts';
 import { connectDynsecAdmin, type DynsecAdmin } from '../broker/dynsec-admin.ts';
+import { grantControllerLog } from '../broker/dynsec-commands.ts';
 import { debianDynsecPlugin, dynamicSecurityConfig, mosquittoConf } from '../broker/mosquitto-config.ts';
+import type { BrokerLogSubscriber } from '../broker/mosquitto-session-watcher.ts';
 import type { Pem } from '../pki/local-ca.ts';
 import type { CredentialInstaller, WithdrawReason } from '../receiver/plain-credential-keeper.ts';
 
@@ -47,9 +52,10 @@ export interface BrokerDynsecOptions {
   readonly timeoutMs?: number;
 }
 
-export interface BrokerDynsec {
+export interface BrokerDynsec extends BrokerLogSubscriber {
   sync(): Promise<boolean>;
   readonly credentials: CredentialInstaller;
+  grantLogAccess(): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -112,6 +118,8 @@ export async function startBrokerDynsec(options: BrokerDynsecOptions): Promise<B
         await setPassword(deviceId, randomBytes(WITHDRAWN_PASSWORD_BYTES).toString('hex'));
       },
     }),
+    subscribe: (topic, handler) => admin.subscribe(topic, handler),
+    grantLogAccess: () => admin.send(grantControllerLog()),
     close: () => admin.close(),
   };
 }

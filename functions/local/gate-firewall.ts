@@ -25,6 +25,10 @@
  * - The upstream is a TCP endpoint (the gate pipes to it) or an in-process handoff (`{ handoff }`): the granted
  *   connection itself, not a byte read from it, is handed to a broker in this process (embedded-broker.ts
  *   `startInProcessBroker`), which then has no listening socket another process could reach without a knock.
+ * - `originOf(address, port)`: for a TCP upstream, the device address behind one of the gate's own upstream legs
+ *   (the local address and port the upstream broker sees as its peer), while that connection is piped; undefined
+ *   for any other endpoint. It is how a broker's session signal behind the gate (Mosquitto's log for `up --broker`,
+ *   docs/scaling.md "The signal, locally") names the device's address rather than the gate's loopback leg.
  * - `close()` stops listening and destroys the connections it piped or handed off.
  */
 import { createServer as netCreateServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
@@ -85,6 +89,8 @@ export interface GateStats {
 
 export interface GateFirewall extends Firewall {
   address(): GateEndpoint;
+  /** The device address behind the gate's upstream leg `address`:`port` (see the contract), if it is one. */
+  originOf(address: string, port: number): string | undefined;
   stats(): GateStats;
   close(): Promise<void>;
 }
@@ -128,6 +134,9 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
   /** Canonical source address → expiry (ms since the epoch), indexed by expiry. */
   const grants = new ExpiryIndex<string>();
   const piped = new Set<Socket>();
+  /** `address:port` of each upstream leg, as the upstream sees its peer → the device address it carries. */
+  const legs = new Map<string, string>();
+  const legKey = (address: string, port: number) => `${canonicalAddress(address) ?? address}:${port}`;
   let listenPort = opts.listen.port;
 
   /** Prefix length → how many `network/length` entries of it the table holds (the lengths a source is tried at). */
@@ -211,11 +220,18 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
     piped.add(client);
     piped.add(upstream);
     let upstreamConnected = false;
+    let leg: string | undefined;
     upstream.once('connect', () => {
       upstreamConnected = true;
+      if (upstream.localAddress !== undefined && upstream.localPort !== undefined) {
+        leg = legKey(upstream.localAddress, upstream.localPort);
+        legs.set(leg, source);
+      }
       emit({ type: 'gate.piped', time: now, source });
     });
     const teardown = () => {
+      if (leg !== undefined) legs.delete(leg);
+      leg = undefined;
       piped.delete(client);
       piped.delete(upstream);
       client.destroy();
@@ -282,6 +298,9 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
     stats() {
       return { grants: grants.size, indexSteps: grants.steps };
     },
+    originOf(address, port) {
+      return legs.get(legKey(address, port));
+    },
     async allow(list) {
       const now = clock.now();
       const covered = list.map((grant) => [grant, coveredAddress(grant)] as const);
@@ -307,6 +326,7 @@ export async function startGateFirewall(opts: GateOptions): Promise<GateFirewall
         server.close(() => resolve());
         for (const socket of piped) socket.destroy();
         piped.clear();
+        legs.clear();
       });
       return closing;
     },

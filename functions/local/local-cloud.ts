@@ -39,7 +39,11 @@
  * - Closed on connect (docs/scaling.md): with the embedded broker, a device's claim on its grant is released as soon
  *   as the broker accepted its MQTT session (`onSession`; behind the gate the broker serves the gate's accepted
  *   connection itself, so its peer is the device's address); the rule closes once no device that knocked for that address still waits.
- *   An external broker (`--broker`) gives no such signal: its grants live for their window.
+ *   With an external broker (`--broker`) whose dynamic security answers, the signal is Mosquitto's connection log
+ *   (`watchBrokerSessions`: the admin session reads `$SYS/broker/log/N`, mosquitto-session-watcher.ts); the log's
+ *   peer is the gate's upstream leg, mapped back to the device's address by the gate (`originOf`), or the device's
+ *   own address behind nftables. Without dynamic security (or when the broker refuses the log) grants live for
+ *   their window, and `onNote` says so.
  * - The plain profile (docs/threat-model.md "The plain profile", docs/local.md "Devices that cannot do TLS"), only
  *   with `config.plainPort`: a second public port, dark exactly like the TLS one (its own gate, or one more port of
  *   the nftables table), in front of the embedded broker's plain connections or `--broker-plain`. A BC1 knock of a
@@ -67,6 +71,8 @@ import {
   startEmbeddedBroker,
   startInProcessBroker,
 } from '../broker/embedded-broker.ts';
+import { MOSQUITTO_NOTICE_LOG_TOPIC } from '../broker/mosquitto-session-log.ts';
+import { watchMosquittoSessions } from '../broker/mosquitto-session-watcher.ts';
 import { formatAccessSpec } from '../core/access-spec.ts';
 import type {
   AuditEvent,
@@ -93,6 +99,7 @@ import {
 } from '../receiver/plain-credential-keeper.ts';
 import { startReaderWorkers } from '../receiver/reader-workers.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../receiver/receiver-deps.ts';
+import { sessionSignalHandler } from '../receiver/session-signal.ts';
 import { type RunningReceiver, startReceiver } from '../receiver/udp-receiver.ts';
 import { createAuditSink } from './audit.ts';
 import { type BrokerDynsec, startBrokerDynsec, writeBrokerFiles } from './broker-dynsec.ts';
@@ -175,6 +182,42 @@ export interface LocalCloud {
   /** Resolves with the reason when the cloud closes by itself (its data directory's lock was lost). */
   readonly lost: Promise<string>;
   close(): Promise<void>;
+}
+
+/**
+ * Closed on connect and the plain profile's session hold at an external Mosquitto (the contract above): its notice
+ * log, read by the admin session, reaches the grant manager and the credential keeper with the device's address.
+ * A connect whose peer is not one of the firewall's device connections (a local client straight to the broker) is
+ * ignored: only a device behind the firewall can hold a claim.
+ */
+function watchBrokerSessions(
+  dynsec: BrokerDynsec,
+  deps: WiredReceiverDeps,
+  keeper: PlainCredentialKeeper | undefined,
+  deviceAddressOf: (peer: { address: string; port: number }) => string | undefined,
+  note: (line: string) => void,
+): void {
+  const onEvent = sessionSignalHandler({
+    grants: deps.grants,
+    ...(keeper === undefined ? {} : { keeper }),
+    onError: (deviceId, error) => note(`closed on connect for ${deviceId} failed: ${error.message}`),
+  });
+  void watchMosquittoSessions({
+    subscriber: dynsec,
+    ensureAccess: () => dynsec.grantLogAccess(),
+    onEvent: (event) => {
+      if (event.kind === 'disconnected') return onEvent(event);
+      const address = deviceAddressOf(event);
+      if (address !== undefined) onEvent({ ...event, address });
+    },
+    onError: (error) => note(`broker session signal: ${error.message}`),
+  }).then((granted) =>
+    note(
+      granted
+        ? `broker session signal: watching ${MOSQUITTO_NOTICE_LOG_TOPIC} (a rule closes once its devices connected)`
+        : `broker session signal: the broker refused ${MOSQUITTO_NOTICE_LOG_TOPIC}: grants live for their window`,
+    ),
+  );
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -350,6 +393,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
     let publicPort: number;
     let plainPublicPort: number | undefined;
     /** The device address behind the broker's peer: the gate maps its upstream leg, nftables passes it through. */
+    let deviceAddressOf: (peer: { address: string; port: number }) => string | undefined;
     if (config.firewall === 'gate') {
       const startGate = async (
         port: number,
@@ -377,6 +421,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       );
       publicPort = gate.address().port;
       firewall = gate;
+      deviceAddressOf = ({ address, port }) => gate.originOf(address, port);
       if (config.plainPort !== undefined) {
         let plainGate: Awaited<ReturnType<typeof startGate>>;
         try {
@@ -391,6 +436,8 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         }
         plainPublicPort = plainGate.address().port;
         firewall = fanOutFirewall([gate, plainGate]);
+        deviceAddressOf = ({ address, port }) =>
+          gate.originOf(address, port) ?? plainGate.originOf(address, port);
       }
     } else {
       publicPort = config.broker?.port ?? (brokerAddress as { port: number }).port;
@@ -398,6 +445,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
         config.plainPort === undefined
           ? undefined
           : (config.brokerPlain?.port ?? (broker as EmbeddedBroker).plainAddress()?.port);
+      deviceAddressOf = ({ address }) => canonicalAddress(address);
       firewall = await startNftablesFirewall({
         table: config.nftTable,
         ports: [
@@ -681,6 +729,7 @@ export async function startLocalCloud(config: UpConfig, hooks: LocalCloudHooks =
       } else {
         dynsecRef.current = dynsec;
         cleanup.defer(() => dynsec.close());
+        watchBrokerSessions(dynsec, deps, keeper, deviceAddressOf, note);
         // Before the admin session ends: live credentials are withdrawn at the broker (LIFO).
         if (keeper !== undefined) cleanup.defer(() => keeper.close());
         note(`broker dynamic security: ${mqttUrl(external.host, external.port)} follows the devices file`);

@@ -3,7 +3,8 @@
  * client certificates from the data directory's CA and the dynamic-security plugin (test/support/mosquitto.ts,
  * the generated configuration). Before the knock the device cannot reach it; after, pub/sub work; the fleet
  * commands drive the broker's dynamic security while `up` runs: a device added is served at once, disable and
- * remove close its session at the broker within 5 s (no restart), enable lets it back.
+ * remove close its session at the broker within 5 s (no restart), enable lets it back. Closed on connect through
+ * Mosquitto's own connection log: the rule goes once every device that knocked for the address has its session.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -17,6 +18,7 @@ import { buildKnock } from '../../../device-client/knock.ts';
 import { loadDeviceConfig } from '../../../device-client/load-device-config.ts';
 import { sendDatagram } from '../../../device-client/send-datagram.ts';
 import type { DeviceConfig } from '../../../functions/core/device-config.ts';
+import type { AuditEvent } from '../../../functions/core/interfaces.ts';
 import { systemClock, systemRandom } from '../../../functions/core/system.ts';
 import { deviceTopic } from '../../../functions/core/topics.ts';
 import { DEMO_DEVICE_ID, dataDirLayout } from '../../../functions/local/data-dir.ts';
@@ -24,17 +26,19 @@ import { type LocalCloud, startLocalCloud } from '../../../functions/local/local
 import { resolveUpConfig } from '../../../functions/local/up-config.ts';
 import { ensureLocalPki } from '../../../functions/pki/local-ca.ts';
 import { type RunningMosquitto, startMosquitto } from '../../support/mosquitto.ts';
-import { removeDir, tempDir } from './helpers.ts';
+import { removeDir, sleep, tempDir, waitFor } from './helpers.ts';
 
 let dataDir: string | undefined;
 let mosquitto: RunningMosquitto | undefined;
 let cloud: LocalCloud | undefined;
 let notes: string[] = [];
+let audits: AuditEvent[] = [];
 const clients: MqttClient[] = [];
 
 beforeEach(async () => {
   dataDir = await tempDir('bc-external');
   notes = [];
+  audits = [];
 });
 
 afterEach(async () => {
@@ -59,7 +63,11 @@ async function startAll(): Promise<LocalCloud> {
     mqttPort: '0',
     broker: `mqtts://127.0.0.1:${mosquitto.port}`,
   });
-  cloud = await startLocalCloud(config, { onNote: (line) => notes.push(line), keyRotation: false });
+  cloud = await startLocalCloud(config, {
+    onNote: (line) => notes.push(line),
+    onAudit: (event) => audits.push(event),
+    keyRotation: false,
+  });
   return cloud;
 }
 
@@ -119,8 +127,8 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     const arriving = new Promise<string>((done) =>
       subscriber.once('message', (_topic, payload) => done(payload.toString())),
     );
-    const publisher = await connectToBroker(device, { deadlineMs: 5000 });
-    clients.push(publisher);
+    // A knock per connection (the device library's way): the subscriber's session closed its rule.
+    const publisher = await knockAndConnect(device);
     await publisher.publishAsync('blackcloud/devices/demo-device/t', 'through mosquitto', { qos: 1 });
     await expect(arriving).resolves.toBe('through mosquitto');
   });
@@ -152,5 +160,47 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     await fleetOps.remove('tracker-1');
     expect(await removedGone).toBeLessThan(5_000);
     expect(mosquitto!.log().split('mosquitto version 2.0.11 running').length).toBe(2);
+  });
+
+  it("closes the rule on connect, from Mosquitto's log: two devices on one address keep it until both connected", async () => {
+    await startAll();
+    await waitFor(
+      () => (notes.some((line) => line.includes('broker session signal: watching')) ? true : undefined),
+      'the session signal',
+    );
+    const demo = await loadDeviceConfig(dataDirLayout(dataDir!).deviceFile(DEMO_DEVICE_ID));
+    const tracker = await loadDeviceConfig(
+      (await (await fleet()).enrol({ deviceId: 'tracker-2', format: 'native' })).deviceFile,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the file watcher's reload
+    const revoked = () => audits.filter((e) => e.type === 'grant.revoked');
+    // Both knock from 127.0.0.1: one rule, two claims.
+    await knock(demo);
+    await knock(tracker);
+    const first = await connectToBroker(demo, { deadlineMs: 5000 });
+    clients.push(first);
+    // demo's session is logged and released; tracker still waits, so the rule stays.
+    await waitFor(
+      () => (mosquitto!.log().includes(`u'${DEMO_DEVICE_ID}'`) ? true : undefined),
+      "demo-device's connect in Mosquitto's log",
+    );
+    await sleep(1_000);
+    expect(revoked()).toEqual([]);
+    const second = await connectToBroker(tracker, { deadlineMs: 5000 });
+    clients.push(second);
+    const connackAt = Date.now();
+    await waitFor(() => (revoked().length > 0 ? true : undefined), 'the rule closed on connect', 5_000);
+    const [closed] = revoked();
+    expect(closed).toMatchObject({ type: 'grant.revoked', reason: 'connected', source: '127.0.0.1' });
+    expect((closed as { time: number }).time - connackAt).toBeLessThan(5_000);
+    // The rule is gone: a connection without a knock is refused; the established sessions live on.
+    await expect(connectToBroker(demo, { deadlineMs: 800 })).rejects.toBeInstanceOf(BrokerConnectError);
+    await second.subscribeAsync(deviceTopic('tracker-2', '#'), { qos: 1 });
+    const arriving = new Promise<string>((done) =>
+      second.once('message', (_t, payload) => done(payload.toString())),
+    );
+    await second.publishAsync(deviceTopic('tracker-2', 't'), 'after the rule closed', { qos: 1 });
+    await expect(arriving).resolves.toBe('after the rule closed');
+    expect(first.connected).toBe(true);
   });
 });

@@ -24,12 +24,15 @@ interface Echo {
   port: number;
   connections: number;
   received: string;
+  /** Each upstream connection's peer, as the upstream sees it (the gate's upstream leg). */
+  peers: { address: string; port: number }[];
 }
 
 async function startEcho(): Promise<Echo> {
-  const echo: Echo = { server: createServer(), port: 0, connections: 0, received: '' };
+  const echo: Echo = { server: createServer(), port: 0, connections: 0, received: '', peers: [] };
   echo.server.on('connection', (socket: Socket) => {
     echo.connections += 1;
+    echo.peers.push({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     socket.on('data', (data) => {
       echo.received += data.toString();
       socket.write(data);
@@ -156,6 +159,23 @@ describe('gate firewall', () => {
     expect(echo.received).toBe('ping');
     expect(echo.connections).toBe(1);
     expect(events.map((e) => e.type)).toEqual(['gate.allowed', 'gate.piped']);
+  });
+
+  it('maps its upstream leg back to the device address while the connection is piped (originOf)', async () => {
+    const g = await openGate();
+    const port = g.address().port;
+    await g.allow([grant('127.0.0.2', T0 + 30_000, port)]);
+    const d = track(dial(port, { localAddress: '127.0.0.2' }));
+    expect(await d.roundTrip('ping')).toBe('ping');
+    const [leg] = echo.peers;
+    expect(leg?.address).toBe('127.0.0.1');
+    expect(g.originOf(leg!.address, leg!.port)).toBe('127.0.0.2');
+    expect(g.originOf(`::ffff:${leg!.address}`, leg!.port)).toBe('127.0.0.2'); // canonical form
+    expect(g.originOf(leg!.address, leg!.port === 1 ? 2 : 1)).toBeUndefined(); // not a leg of the gate
+    d.socket.destroy();
+    await d.closed;
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the gate's teardown of both legs
+    expect(g.originOf(leg!.address, leg!.port)).toBeUndefined();
   });
 
   it('refuses new connections after expiry while the established one keeps working', async () => {
