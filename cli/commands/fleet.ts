@@ -29,7 +29,7 @@ import type {
   Fleet,
   FleetGrant,
 } from '../fleet/fleet.ts';
-import { FleetError } from '../fleet/fleet.ts';
+import { FleetError, plainKnockProblem } from '../fleet/fleet.ts';
 import type { FleetFlags } from '../fleet/fleet-flags.ts';
 import { openFleet } from '../fleet/open-fleet.ts';
 import { UsageError } from '../usage-error.ts';
@@ -155,11 +155,11 @@ export async function addDevices(names: readonly string[], options: AddOptions, 
   const count = parseCount(options.count, '--count', 100_000);
   const concurrency = parseCount(options.concurrency, '--concurrency', 64);
   const transport = parseTransport(options.transport);
-  if (transport === 'plain' && format !== 'native') {
+  const plainProblem = plainKnockProblem(transport, format);
+  if (plainProblem !== undefined) {
     throw new UsageError(
       '--transport',
-      'plain needs native (BC1) knocks: its one-time connect password derives from the BC1 knock (fwknop knocks ' +
-        'carry no key id and nonce to derive it from); fix: drop --format fwknop, or keep --transport tls',
+      `plain: ${plainProblem}; fix: drop --format fwknop, or keep --transport tls`,
     );
   }
   const ids = expandNames(names, count, options.prefix);

@@ -75,6 +75,7 @@ import {
   type AuditQuery,
   type AuditRecord,
   type CutOffResult,
+  checkEnrolRequest,
   type DeviceState,
   type DeviceSummary,
   type EnrolledDevice,
@@ -173,6 +174,7 @@ export class AwsFleet implements Fleet {
   }
 
   async enrol(request: EnrolRequest): Promise<EnrolledDevice> {
+    checkEnrolRequest(request);
     const { deviceId } = request;
     const state = await this.state(deviceId);
     if (state === 'present') {
@@ -188,12 +190,6 @@ export class AwsFleet implements Fleet {
         `${this.description} has no plain listener, so a device that cannot do TLS cannot log in; fix: deploy with ` +
           `-c blackcloud='{"plainListener":true}' (docs/deploy.md, "Devices without TLS"), or enrol ${deviceId} ` +
           'with --transport tls',
-      );
-    }
-    if (plain && request.format === 'fwknop') {
-      throw new FleetError(
-        `a plain device knocks with BC1 only (its one-time credential comes from the BC1 knock); fix: drop ` +
-          `--format fwknop for ${deviceId}, or use --transport tls`,
       );
     }
     const ca = plain ? undefined : await this.#loadCa();

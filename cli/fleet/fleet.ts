@@ -11,6 +11,7 @@
  * - `setEnabled(id, false)` refuses the device's new knocks, revokes its open grants and (where the backend can
  *   reach the broker) closes its broker sessions; it is audited. Unknown ids throw `FleetError`.
  * - Key material never appears in results other than `EnrolledDevice.fwknop` (what the operator asked to see).
+ * - `enrol` refuses a plain device with fwknop knocks (`plainKnockProblem`) before creating anything.
  */
 import type { DeviceTransport } from '../../functions/core/transport.ts';
 import type { AccessEntry, FwknopHashType } from '../../spa/types.ts';
@@ -21,6 +22,32 @@ export type DeviceState = 'absent' | 'present' | 'partial';
 /** Misuse, or a device / grant that does not exist. Messages name the value and the fix. */
 export class FleetError extends Error {
   override readonly name = 'FleetError';
+}
+
+/**
+ * Why a device of this transport cannot knock in this format, or undefined when it can: a plain device knocks BC1
+ * only, since its one-time connect credential derives from the BC1 knock's key id and nonce
+ * (functions/core/connect-credential.ts), which fwknop knocks do not carry. The one statement of that rule; callers
+ * add the fix in their own terms (a flag, a device id).
+ */
+export function plainKnockProblem(
+  transport: DeviceTransport | undefined,
+  format: DeviceFormat,
+): string | undefined {
+  return transport === 'plain' && format !== 'native'
+    ? 'a plain device knocks with BC1 only (its one-time connect credential derives from the BC1 knock; fwknop ' +
+        'knocks carry no key id and nonce to derive it from)'
+    : undefined;
+}
+
+/** `enrol`'s check of a request, shared by every fleet: throws FleetError naming the device and the fix. */
+export function checkEnrolRequest(request: EnrolRequest): void {
+  const problem = plainKnockProblem(request.transport, request.format);
+  if (problem !== undefined) {
+    throw new FleetError(
+      `${problem}; fix: drop --format fwknop for ${request.deviceId}, or use --transport tls`,
+    );
+  }
 }
 
 export interface EnrolRequest {

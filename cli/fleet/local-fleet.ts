@@ -46,6 +46,7 @@ import {
   type AuditQuery,
   type AuditRecord,
   type CutOffResult,
+  checkEnrolRequest,
   type DeviceState,
   type DeviceSummary,
   type EnrolledDevice,
@@ -225,6 +226,7 @@ export class LocalFleet implements Fleet {
   // ----------------------------------------------------------------------------------------------
 
   async #enrolNow(request: EnrolRequest): Promise<EnrolledDevice> {
+    checkEnrolRequest(request);
     const { deviceId } = request;
     if ((await this.state(deviceId)) === 'partial') await this.#removeFiles(deviceId);
     const endpoints = await this.#endpoints();

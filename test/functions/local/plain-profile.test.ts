@@ -273,8 +273,20 @@ describe('devices add --transport', () => {
 
   it('refuses plain with fwknop knocks and an unknown transport, naming --transport and the fix', async () => {
     await expect(add('f-1', '--transport', 'plain', '--format', 'fwknop')).rejects.toThrow(
-      /--transport.*native \(BC1\) knocks.*fix: drop --format fwknop/,
+      /--transport.*BC1 only.*fix: drop --format fwknop/,
     );
+    // The fleet itself refuses it too (one rule for every fleet, cli/fleet/fleet.ts), before creating anything.
+    await up();
+    const fleet = await LocalFleet.open({
+      dataDir: dataDir!,
+      random: systemRandom,
+      clock: systemClock,
+      operator: 'tester@test',
+    });
+    await expect(fleet.enrol({ deviceId: 'f-2', format: 'fwknop', transport: 'plain' })).rejects.toThrow(
+      /plain device knocks with BC1 only.*fix: drop --format fwknop for f-2/,
+    );
+    expect(await fleet.state('f-2')).toBe('absent');
     await expect(add('u-1', '--transport', 'udp')).rejects.toThrow(/--transport.*"tls".*"plain"/);
   });
 
