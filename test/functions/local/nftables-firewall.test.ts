@@ -15,6 +15,7 @@ import {
   nftCommand,
   startNftablesFirewall,
 } from '../../../functions/local/nftables-firewall.ts';
+import { prefixLayoutText } from '../../../functions/local/nftables-ruleset.ts';
 import {
   NftablesSessionError,
   type NftSession,
@@ -383,6 +384,17 @@ describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")
     expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected');
     const chain = await pair.exec(pair.server.name, ['nft', 'list', 'chain', 'inet', table, 'prefixes']);
     expect(chain.match(/@allow4_2[46] accept/g)).toHaveLength(2);
+    // The layout sent again (a session line resent after a restart) changes nothing: no second rule, no element lost.
+    const sets = [
+      { family: 4, prefixLength: 24 },
+      { family: 4, prefixLength: 26 },
+    ] as const;
+    await pair.exec(pair.server.name, ['nft', '-f', '-'], prefixLayoutText(table, sets));
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'chain', 'inet', table, 'prefixes'])).toBe(
+      chain,
+    );
+    expect(await listSet('allow4_26')).toContain(`${v4(64)}/26 . tcp . ${serverPort} timeout`);
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected');
   });
 
   it('the prefix expires by itself: new SYNs get no answer, the established connection and a host grant stay', async () => {
