@@ -16,6 +16,13 @@
  *   one transaction, acknowledged per line; a dead nft is restarted, bounded, reported through `onSessionEvent`),
  *   so a grant costs no process. A runner without `openSession` (a test's recorder), or a session that gave up,
  *   gets one `nft -f -` per batch instead, with the same text.
+ * - Prefix grants (`Grant.prefixLength`, docs/scaling.md "Prefix grants") open the whole prefix: elements such as
+ *   `198.51.100.0/24 . tcp . 8883` of an interval set with per-element timeouts, one set per family and length
+ *   (nftables-ruleset.ts), created with its `prefixes` rule when the length is first granted (in the same
+ *   transaction as the element) and kept until the table goes. Extension, the no-shortening rule, revoke and the
+ *   kernel's expiry work on them as on host elements; a host inside a granted prefix and the prefix are separate
+ *   elements (revoking or expiring one keeps the other). A prefix whose address is not its network address, or
+ *   whose length is outside the devices file's bounds, is refused (`NftablesInputError`).
  * - `revoke` deletes the elements (and forgets their expiries); a missing element is success.
  * - `close` ends the session, then deletes the table with `nft -f -` (success when already gone).
  * - Every value is validated before any nft text is built (`NftablesInputError`); a batch is all or nothing.
@@ -30,8 +37,13 @@ import {
   allowText,
   DEFAULT_TABLE,
   deleteTableText,
+  elementKey,
+  elementSet,
   grantElements,
   type NftElement,
+  type PrefixSet,
+  prefixLayoutText,
+  prefixSetName,
   revokeText,
   tableText,
   validatePorts,
@@ -76,9 +88,9 @@ export interface NftablesFirewall extends Firewall {
 
 const APPLY_FROM_STDIN = ['-f', '-'];
 
-/** One element's identity (set family, address, protocol, port); addresses come canonical from grantElements. */
+/** One element's identity (its set and its text); addresses come canonical from grantElements. */
 function elementId(element: NftElement): string {
-  return `${element.family} ${element.address} ${element.protocol} ${element.port}`;
+  return `${elementSet(element)} ${elementKey(element)}`;
 }
 const systemClock: Clock = { now: () => Date.now() };
 
@@ -97,6 +109,33 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
           opts.onSessionEvent === undefined ? {} : { onEvent: opts.onSessionEvent },
         )
       : undefined;
+
+  /** The prefix sets wanted (each length granted so far), and the layout version last applied without error. */
+  const prefixSets = new Map<string, PrefixSet>();
+  let layoutVersion = 0;
+  let appliedLayout = 0;
+
+  /**
+   * `text` for `elements`, preceded by the prefix layout (every wanted set and the `prefixes` chain) when a
+   * prefix set is new or an earlier layout may not have been applied; the layout is idempotent, so sending it
+   * twice (concurrent batches, a resent session line) is harmless.
+   */
+  async function applyWithLayout(elements: readonly NftElement[], text: string): Promise<void> {
+    for (const { family, prefixLength } of elements) {
+      if (prefixLength === undefined) continue;
+      const name = prefixSetName(family, prefixLength);
+      if (prefixSets.has(name)) continue;
+      prefixSets.set(name, { family, prefixLength });
+      layoutVersion += 1;
+    }
+    const version = layoutVersion;
+    const layout =
+      appliedLayout < version && elements.some((e) => e.prefixLength !== undefined)
+        ? prefixLayoutText(table, prefixSets.values())
+        : '';
+    await apply(text === '' ? '' : layout + text);
+    if (layout !== '') appliedLayout = Math.max(appliedLayout, version);
+  }
 
   /** One batch, one transaction: a line of the session, or (without one) a `nft -f -` of the same commands. */
   async function apply(text: string): Promise<void> {
@@ -128,12 +167,21 @@ export async function startNftablesFirewall(opts: NftablesOptions): Promise<Nfta
         element,
         timeoutMs: expiresAt - now,
       }));
-      await apply(allowText(table, live));
+      await applyWithLayout(
+        live.map(({ element }) => element),
+        allowText(table, live),
+      );
       for (const [key, { expiresAt }] of latest) expiries.extend(key, expiresAt);
     },
     async revoke(grants) {
-      const elements = grantElements(grants, guarded);
-      await apply(revokeText(table, elements));
+      // A prefix of a length never granted has no set (and no element) to delete.
+      const elements = grantElements(grants, guarded).filter(
+        ({ element }) => element.prefixLength === undefined || prefixSets.has(elementSet(element)),
+      );
+      await applyWithLayout(
+        elements.map(({ element }) => element),
+        revokeText(table, elements),
+      );
       for (const { element } of elements) expiries.delete(elementId(element));
     },
     async close() {

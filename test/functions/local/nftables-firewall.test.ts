@@ -4,6 +4,7 @@
  * client namespace. Plus the nft text itself and its refusal of malicious input.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { prefixOf } from '../../../functions/core/grant-prefix.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import {
   NFTABLES_UNAVAILABLE_FIX,
@@ -14,6 +15,7 @@ import {
   nftCommand,
   startNftablesFirewall,
 } from '../../../functions/local/nftables-firewall.ts';
+import { prefixLayoutText } from '../../../functions/local/nftables-ruleset.ts';
 import {
   NftablesSessionError,
   type NftSession,
@@ -32,13 +34,16 @@ const server = createServer((socket) => {
 server.listen(0, '::', () => console.log(JSON.stringify({ event: 'listening', port: server.address().port })));
 `;
 
-/** argv: host port connectTimeoutMs. Prints connected | timeout | error{code}, then data lines; stdin → socket. */
+/**
+ * argv: host port connectTimeoutMs [localAddress]. Prints connected | timeout | error{code}, then data lines;
+ * stdin → socket.
+ */
 const CLIENT_CODE = `
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
-const [host, port, timeoutMs] = process.argv.slice(1);
+const [host, port, timeoutMs, localAddress] = process.argv.slice(1);
 const out = (o) => console.log(JSON.stringify(o));
-const socket = connect({ host, port: Number(port) });
+const socket = connect({ host, port: Number(port), ...(localAddress ? { localAddress } : {}) });
 const timer = setTimeout(() => { out({ event: 'timeout' }); process.exit(0); }, Number(timeoutMs));
 socket.on('connect', () => { clearTimeout(timer); out({ event: 'connected' }); });
 socket.on('data', (data) => out({ event: 'data', data: data.toString() }));
@@ -107,12 +112,21 @@ function grant(address: string, lifetimeMs: number, extra: Partial<Grant> = {}):
   };
 }
 
-/** Dials from the client namespace and reports the first outcome; leaves the connection open when it connects. */
+/**
+ * Dials from the client namespace (from `from`, one of its addresses, when given) and reports the first outcome;
+ * leaves the connection open when it connects.
+ */
 async function dial(
   host: string,
   port = serverPort,
+  from?: string,
 ): Promise<{ outcome: string; code?: unknown; proc: JsonLineProcess }> {
-  const proc = pair.node(pair.client.name, CLIENT_CODE, [host, String(port), String(CONNECT_TIMEOUT_MS)]);
+  const proc = pair.node(pair.client.name, CLIENT_CODE, [
+    host,
+    String(port),
+    String(CONNECT_TIMEOUT_MS),
+    ...(from === undefined ? [] : [from]),
+  ]);
   clients.push(proc);
   const first = await proc.waitFor((l) => ['connected', 'timeout', 'error'].includes(String(l.event)));
   return { outcome: String(first.event), code: first.code, proc };
@@ -272,6 +286,151 @@ describe('nftables firewall in a network namespace', () => {
     );
     expect((await dial(pair.server.ipv4)).outcome).toBe('timeout');
     firewall = restarted;
+  });
+});
+
+describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")', () => {
+  // The client's link is a /24 (IPv4) and a /64 (IPv6); extra client addresses give sources inside and outside
+  // a granted prefix: .77 and .90 lie in .64/26, .2 (the client's own) and .200 outside it.
+  const v4 = (last: number) => pair.client.ipv4.replace(/\.\d+$/, `.${last}`);
+  const inside = () => v4(77);
+  const alsoInside = () => v4(90);
+  const outside = () => v4(200);
+  const v6Link = () => (prefixOf(pair.client.ipv6, 64) as string).split('/')[0] as string;
+  const v6Inside = () => `${v6Link()}77`;
+  const pattern = (text: string) => text.replace(/[.:/]/g, (c) => `\\${c}`);
+  const listSet = (set: string) => pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', table, set]);
+  const prefixGrant = (address: string, prefixLength: number, lifetimeMs: number) =>
+    grant(address, lifetimeMs, { prefixLength });
+  /** The remote address the server saw for its latest connection. */
+  const lastRemote = () =>
+    serverProcess.lines.filter((l) => l.event === 'connection').at(-1)?.remote as string | undefined;
+
+  beforeAll(async () => {
+    for (const address of [inside(), alsoInside(), outside()]) {
+      await pair.exec(pair.client.name, ['ip', 'addr', 'add', `${address}/24`, 'dev', pair.client.iface]);
+    }
+    await pair.exec(pair.client.name, [
+      'ip',
+      'addr',
+      'add',
+      `${v6Inside()}/64`,
+      'dev',
+      pair.client.iface,
+      'nodad',
+    ]);
+  });
+
+  it('a source inside the prefix connects and data flows; sources outside it get no answer', async () => {
+    await firewall!.allow([prefixGrant(v4(64), 26, 30_000)]);
+    const probe = await dial(pair.server.ipv4, serverPort, inside());
+    expect(probe.outcome).toBe('connected');
+    expect(await roundTrip(probe.proc)).toContain('token-');
+    expect(lastRemote()).toBe(`::ffff:${inside()}`);
+    expect((await dial(pair.server.ipv4, serverPort, alsoInside())).outcome).toBe('connected');
+    expect((await dial(pair.server.ipv4, serverPort, outside())).outcome).toBe('timeout');
+    expect((await dial(pair.server.ipv4, serverPort, pair.client.ipv4)).outcome).toBe('timeout');
+    expect(await listSet('allow4_26')).toMatch(
+      new RegExp(`${pattern(v4(64))}/26 \\. tcp \\. ${serverPort} timeout (30s|29s)`),
+    );
+    // Not opened as a host either: the host set stays empty.
+    expect(await listSet('allow4')).not.toContain('elements');
+  });
+
+  it('an IPv6 /64 opens every address of the /64, and a /64 elsewhere opens none of them', async () => {
+    await firewall!.allow([prefixGrant('fd00:bc:ffff:ffff::', 64, 30_000)]);
+    expect((await dial(pair.server.ipv6)).outcome).toBe('timeout');
+    await firewall!.allow([prefixGrant(v6Link(), 64, 30_000)]);
+    const own = await dial(pair.server.ipv6, serverPort, pair.client.ipv6);
+    expect(own.outcome).toBe('connected');
+    expect(await roundTrip(own.proc)).toContain('token-');
+    expect((await dial(pair.server.ipv6, serverPort, v6Inside())).outcome).toBe('connected');
+    expect(lastRemote()).toBe(v6Inside());
+    const set = await listSet('allow6_64');
+    expect(set).toContain(`${v6Link()}/64 . tcp . ${serverPort} timeout`);
+    expect(set).toContain(`fd00:bc:ffff:ffff::/64 . tcp . ${serverPort} timeout`);
+  });
+
+  it('allowing the prefix again extends it; a shorter grant does not cut it short', async () => {
+    await firewall!.allow([prefixGrant(v4(64), 26, 2_500)]);
+    await firewall!.allow([prefixGrant(v4(64), 26, 600_000)]);
+    await firewall!.allow([prefixGrant(v4(64), 26, 1_000)]);
+    const set = await listSet('allow4_26');
+    expect(set).toMatch(new RegExp(`${pattern(v4(64))}/26 \\. tcp \\. ${serverPort} timeout (10m|9m59s)`));
+    expect(set.match(new RegExp(pattern(v4(64)), 'g'))).toHaveLength(1);
+  });
+
+  it('revoke closes the prefix; a host grant inside it and the prefix are independent', async () => {
+    await firewall!.allow([grant(inside(), 30_000), prefixGrant(v4(64), 26, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, alsoInside())).outcome).toBe('connected');
+    await firewall!.revoke([prefixGrant(v4(64), 26, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, alsoInside())).outcome).toBe('timeout');
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected'); // its host grant
+    await firewall!.allow([prefixGrant(v4(64), 26, 30_000)]);
+    await firewall!.revoke([grant(inside(), 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected'); // the prefix again
+    expect(await listSet('allow4')).not.toContain('elements');
+    // Revoking again, or a prefix of a length never granted, succeeds.
+    await firewall!.revoke([prefixGrant(v4(64), 26, 30_000)]);
+    await firewall!.revoke([prefixGrant(v4(64), 26, 30_000), prefixGrant(v4(0), 24, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('timeout');
+  });
+
+  it('nested prefixes of different lengths are separate grants (an interval set refuses overlaps)', async () => {
+    await firewall!.allow([prefixGrant(v4(0), 24, 30_000), prefixGrant(v4(64), 26, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, outside())).outcome).toBe('connected');
+    await firewall!.revoke([prefixGrant(v4(0), 24, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, outside())).outcome).toBe('timeout');
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected');
+    const chain = await pair.exec(pair.server.name, ['nft', 'list', 'chain', 'inet', table, 'prefixes']);
+    expect(chain.match(/@allow4_2[46] accept/g)).toHaveLength(2);
+    // The layout sent again (a session line resent after a restart) changes nothing: no second rule, no element lost.
+    const sets = [
+      { family: 4, prefixLength: 24 },
+      { family: 4, prefixLength: 26 },
+    ] as const;
+    await pair.exec(pair.server.name, ['nft', '-f', '-'], prefixLayoutText(table, sets));
+    expect(await pair.exec(pair.server.name, ['nft', 'list', 'chain', 'inet', table, 'prefixes'])).toBe(
+      chain,
+    );
+    expect(await listSet('allow4_26')).toContain(`${v4(64)}/26 . tcp . ${serverPort} timeout`);
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected');
+  });
+
+  it('the prefix expires by itself: new SYNs get no answer, the established connection and a host grant stay', async () => {
+    await firewall!.allow([prefixGrant(v4(64), 26, 3_000), grant(alsoInside(), 30_000)]);
+    const established = await dial(pair.server.ipv4, serverPort, inside());
+    expect(established.outcome).toBe('connected');
+    let outcome = 'connected';
+    const deadline = Date.now() + 15_000;
+    while (outcome !== 'timeout' && Date.now() < deadline) {
+      const probe = await dial(pair.server.ipv4, serverPort, inside());
+      outcome = probe.outcome;
+      probe.proc.kill();
+    }
+    expect(outcome).toBe('timeout');
+    expect(await listSet('allow4_26')).not.toContain('elements');
+    expect(await roundTrip(established.proc)).toContain('token-');
+    expect((await dial(pair.server.ipv4, serverPort, alsoInside())).outcome).toBe('connected');
+  }, 30_000);
+
+  it('close() removes the prefix sets with the table; a restart starts with no prefix open', async () => {
+    await firewall!.allow([prefixGrant(v4(64), 26, 30_000), prefixGrant(v6Link(), 64, 30_000)]);
+    const restarted = await startNftablesFirewall({
+      table,
+      ports: [{ protocol: 'tcp', port: serverPort }],
+      run: inServer(),
+    });
+    firewall = restarted;
+    const listed = await pair.exec(pair.server.name, ['nft', 'list', 'table', 'inet', table]);
+    expect(listed).not.toContain('allow4_26');
+    expect(listed).not.toContain('allow6_64');
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('timeout');
+    await firewall.allow([prefixGrant(v4(64), 26, 30_000)]);
+    expect((await dial(pair.server.ipv4, serverPort, inside())).outcome).toBe('connected');
+    await firewall.close();
+    firewall = undefined;
+    expect(await listRuleset()).toBe(rulesetBefore);
   });
 });
 
@@ -502,11 +661,14 @@ describe('nft text', () => {
         'table inet bc_test {',
         '  set allow4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }',
         '  set allow6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
+        '  chain prefixes {',
+        '  }',
         '  chain input {',
         '    type filter hook input priority filter; policy accept;',
         '    ct state established,related accept',
         '    ip saddr . meta l4proto . th dport @allow4 accept',
         '    ip6 saddr . meta l4proto . th dport @allow6 accept',
+        '    jump prefixes',
         '    meta l4proto . th dport { tcp . 8883, udp . 8883 } drop',
         '  }',
         '}',
@@ -580,6 +742,120 @@ describe('nft text', () => {
     ]);
   });
 
+  describe('prefix grants (docs/scaling.md "Prefix grants")', () => {
+    const base: Grant = {
+      deviceId: 'd',
+      address: '198.51.100.0',
+      family: 4,
+      prefixLength: 24,
+      access: [{ protocol: 'tcp', port: 8883 }],
+      openedAt: T,
+      expiresAt: T + 30_000,
+    };
+    const layout4 = [
+      'add set inet bc_test allow4_24 { type ipv4_addr . inet_proto . inet_service; flags interval, timeout; }',
+      'flush chain inet bc_test prefixes',
+      'add rule inet bc_test prefixes ip saddr . meta l4proto . th dport @allow4_24 accept',
+    ];
+
+    it("writes the set and the prefixes rule in the element's transaction, once per length", async () => {
+      const { calls, run } = recorder();
+      const fw = await startNftablesFirewall({
+        table: 'bc_test',
+        ports: [{ protocol: 'tcp', port: 8883 }],
+        run,
+        clock: fixed,
+      });
+      await fw.allow([base]);
+      // Same length again, with a host inside it and a /32 "prefix" (a host): no layout, host set first.
+      await fw.allow([
+        { ...base, address: '203.0.113.0', expiresAt: T + 10_000 },
+        { ...base, address: '198.51.100.7', prefixLength: undefined },
+        { ...base, address: '198.51.100.8', prefixLength: 32 },
+      ]);
+      await fw.allow([{ ...base, address: '2001:DB8:40::', family: 6, prefixLength: 48 }]);
+      await fw.revoke([{ ...base, prefixLength: 22 }]); // a length never granted: nothing to send
+      await fw.revoke([base]);
+      expect(calls.map((c) => c.stdin)).toEqual([
+        expect.stringContaining('jump prefixes'),
+        [
+          ...layout4,
+          'add element inet bc_test allow4_24 { 198.51.100.0/24 . tcp . 8883 }',
+          'delete element inet bc_test allow4_24 { 198.51.100.0/24 . tcp . 8883 }',
+          'add element inet bc_test allow4_24 { 198.51.100.0/24 . tcp . 8883 timeout 30000ms }',
+          '',
+        ].join('\n'),
+        [
+          'add element inet bc_test allow4 { 198.51.100.7 . tcp . 8883, 198.51.100.8 . tcp . 8883 }',
+          'delete element inet bc_test allow4 { 198.51.100.7 . tcp . 8883, 198.51.100.8 . tcp . 8883 }',
+          'add element inet bc_test allow4 { 198.51.100.7 . tcp . 8883 timeout 30000ms, 198.51.100.8 . tcp . 8883 timeout 30000ms }',
+          'add element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 }',
+          'delete element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 }',
+          'add element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 timeout 10000ms }',
+          '',
+        ].join('\n'),
+        [
+          layout4[0],
+          'add set inet bc_test allow6_48 { type ipv6_addr . inet_proto . inet_service; flags interval, timeout; }',
+          layout4[1],
+          layout4[2],
+          'add rule inet bc_test prefixes ip6 saddr . meta l4proto . th dport @allow6_48 accept',
+          'add element inet bc_test allow6_48 { 2001:db8:40::/48 . tcp . 8883 }',
+          'delete element inet bc_test allow6_48 { 2001:db8:40::/48 . tcp . 8883 }',
+          'add element inet bc_test allow6_48 { 2001:db8:40::/48 . tcp . 8883 timeout 30000ms }',
+          '',
+        ].join('\n'),
+        [
+          'add element inet bc_test allow4_24 { 198.51.100.0/24 . tcp . 8883 }',
+          'delete element inet bc_test allow4_24 { 198.51.100.0/24 . tcp . 8883 }',
+          '',
+        ].join('\n'),
+      ]);
+    });
+
+    it('sends the layout again after a batch that carried it failed', async () => {
+      const { calls, run } = recorder();
+      let fail = false;
+      const failing = async (args: string[], stdin?: string) => {
+        await run(args, stdin);
+        if (fail) throw new NftablesCommandError(args, 1, 'Error: Could not process rule\n');
+        return '';
+      };
+      const fw = await startNftablesFirewall({
+        table: 'bc_test',
+        ports: [{ protocol: 'tcp', port: 8883 }],
+        run: failing,
+        clock: fixed,
+      });
+      fail = true;
+      await expect(fw.allow([base])).rejects.toBeInstanceOf(NftablesCommandError);
+      fail = false;
+      await fw.allow([base]);
+      await fw.allow([base, { ...base, address: '203.0.113.0' }]);
+      expect(calls.slice(1).map((c) => c.stdin?.split('\n').slice(0, 3))).toEqual([
+        layout4,
+        layout4,
+        [
+          'add element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 }',
+          'delete element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 }',
+          'add element inet bc_test allow4_24 { 203.0.113.0/24 . tcp . 8883 timeout 30000ms }',
+        ],
+      ]);
+    });
+
+    it('names the network address to write for a prefix with host bits set', async () => {
+      const { calls, run } = recorder();
+      const fw = await startNftablesFirewall({ ports: [{ protocol: 'tcp', port: 8883 }], run, clock: fixed });
+      const error = await fw.allow([{ ...base, address: '198.51.100.77' }]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(NftablesInputError);
+      expect((error as Error).message).toBe(
+        'grants[0].address of a prefix grant must be the network address of its prefix: received ' +
+          '198.51.100.77/24, write 198.51.100.0/24',
+      );
+      expect(calls).toHaveLength(1);
+    });
+  });
+
   it.each([
     ['space', '1.2.3.4 5.6.7.8'],
     ['semicolon', '1.2.3.4;flush ruleset'],
@@ -621,8 +897,17 @@ describe('nft text', () => {
     ],
     ['unknown protocol', { access: [{ protocol: 'tcp;', port: 8883 }] }, 'grants[0].access[0].protocol'],
     ['non-numeric expiry', { expiresAt: '30s' }, 'grants[0].expiresAt'],
-    // Not yet supported: never opened as the bare network address (docs/scaling.md "Prefix grants").
-    ['a prefix (prefix grant)', { address: '198.51.100.0', prefixLength: 24 }, 'grants[0].prefixLength'],
+    // Prefix grants (docs/scaling.md "Prefix grants"): a network address, a length within the devices file's bounds.
+    ['a prefix with host bits set', { address: '198.51.100.7', prefixLength: 24 }, 'grants[0].address'],
+    ['an IPv4 prefix wider than /16', { address: '198.0.0.0', prefixLength: 8 }, 'grants[0].prefixLength'],
+    [
+      'an IPv4 prefix longer than /32',
+      { address: '198.51.100.0', prefixLength: 33 },
+      'grants[0].prefixLength',
+    ],
+    ['an IPv6 prefix wider than /32', { address: '2001:db8::', prefixLength: 16 }, 'grants[0].prefixLength'],
+    ['a fractional prefix length', { address: '198.51.100.0', prefixLength: 24.5 }, 'grants[0].prefixLength'],
+    ['a prefix length as text', { address: '198.51.100.0', prefixLength: '24' }, 'grants[0].prefixLength'],
   ])('refuses a grant with %s', async (_label, patch, field) => {
     const { calls, run } = recorder();
     const fw = await startNftablesFirewall({ ports: [{ protocol: 'tcp', port: 8883 }], run, clock: fixed });
