@@ -17,17 +17,13 @@
  * - `addressesOf(deviceId)` lists the addresses (keys) the device holds claims on, live or not yet purged: how
  *   the grant manager finds the prefix grants (`network/length` keys) a session's address may fall in.
  * - A claim is live while `now < until`. Size: one entry per (device, address) with a live window.
- * Pure, synchronous, no clock of its own (callers pass `now`).
+ * Pure, synchronous, no clock of its own (callers pass `now`). `InMemoryConnectClaimStore` below is this process's
+ * `ConnectClaimStore` (functions/core/interfaces.ts) over it: local firewalls and a single receiver. Receivers
+ * behind a load balancer share theirs in the grants table (functions/aws/dynamo-connect-claims.ts).
  */
+import type { ConnectClaimRelease, ConnectClaimStore } from '../core/interfaces.ts';
 
-export interface ReleaseResult {
-  /** True when the device's release left no device waiting on the address: close its rule now. */
-  readonly revoke: boolean;
-  /** Whether the device held a live claim on the address (false: the release changed nothing). */
-  readonly claimed: boolean;
-  /** Devices still waiting on the address after the release. */
-  readonly waiting: readonly string[];
-}
+export type ReleaseResult = ConnectClaimRelease;
 
 export class ConnectClaims {
   /** address → device id → end of that device's window (ms). */
@@ -108,5 +104,38 @@ export class ConnectClaims {
     const addresses = this.#byDevice.get(deviceId);
     addresses?.delete(address);
     if (addresses?.size === 0) this.#byDevice.delete(deviceId);
+  }
+}
+
+/**
+ * The in-process `ConnectClaimStore`: every method acts on `ConnectClaims` when called (synchronously) and
+ * returns a settled promise, so the grant manager's ordering is the same as with direct calls.
+ */
+export class InMemoryConnectClaimStore implements ConnectClaimStore {
+  readonly #claims: ConnectClaims;
+
+  constructor(claims: ConnectClaims = new ConnectClaims()) {
+    this.#claims = claims;
+  }
+
+  knock(deviceId: string, target: string, until: number): Promise<void> {
+    this.#claims.knock(deviceId, target, until);
+    return Promise.resolve();
+  }
+
+  release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease> {
+    return Promise.resolve(this.#claims.release(deviceId, target, now));
+  }
+
+  waiting(target: string, now: number): Promise<readonly string[]> {
+    return Promise.resolve(this.#claims.waiting(target, now));
+  }
+
+  targetsOf(deviceId: string): Promise<readonly string[]> {
+    return Promise.resolve(this.#claims.addressesOf(deviceId));
+  }
+
+  forget(target: string): void {
+    this.#claims.forget(target);
   }
 }

@@ -51,13 +51,14 @@ import { grantTarget, prefixContains } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
+  ConnectClaimStore,
   ExpiryScheduler,
   Firewall,
   Grant,
   GrantRevokeReason,
   Timers,
 } from '../core/interfaces.ts';
-import { ConnectClaims } from './connect-claims.ts';
+import { InMemoryConnectClaimStore } from './connect-claims.ts';
 import { canonicalAccess, formatAccess } from './policy.ts';
 import { canonicalSource } from './source-address.ts';
 
@@ -100,6 +101,11 @@ export interface GrantManagerOptions {
   readonly maxRevokeAttempts?: number;
   /** Source addresses one device may hold grants for at once (the oldest released beyond). @default 4 */
   readonly maxAddressesPerDevice?: number;
+  /**
+   * Where the connect claims live (closed on connect). @default this process only (InMemoryConnectClaimStore);
+   * receivers behind a load balancer share them (the grants table, functions/aws/dynamo-connect-claims.ts).
+   */
+  readonly connectClaims?: ConnectClaimStore;
 }
 
 /** One device's claim on one source address: the grant keys it opened there, and its opens still queued. */
@@ -145,7 +151,7 @@ export class GrantManager implements GrantOpener {
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
   readonly #chains = new Map<string, Promise<void>>();
   /** Devices that knocked for an address and have not connected yet (closed on connect). */
-  readonly #connect = new ConnectClaims();
+  readonly #connect: ConnectClaimStore;
   #closed = false;
 
   constructor(options: GrantManagerOptions) {
@@ -154,6 +160,7 @@ export class GrantManager implements GrantOpener {
     this.#audit = options.audit;
     this.#clock = options.clock;
     this.#timers = options.timers;
+    this.#connect = options.connectClaims ?? new InMemoryConnectClaimStore();
     this.#revokeRetryMs = options.revokeRetryMs ?? 5000;
     this.#maxRevokeAttempts = options.maxRevokeAttempts ?? 5;
     const cap = options.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE;
@@ -186,9 +193,10 @@ export class GrantManager implements GrantOpener {
     const key = grantKey(target, canonical);
     const claim = this.#claim(deviceId, target, key);
     claim.pending += 1;
-    this.#connect.knock(deviceId, target, this.#clock.now() + seconds * 1000);
+    const knocked = this.#knock(deviceId, target, this.#clock.now() + seconds * 1000);
     return this.#serialize(key, async () => {
       try {
+        await knocked;
         return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
       } finally {
         claim.pending -= 1;
@@ -210,7 +218,13 @@ export class GrantManager implements GrantOpener {
     }).address;
     // The device's own claims the session's address falls in: the host itself, or a prefix it knocked for.
     const targets = [canonical];
-    for (const target of this.#connect.addressesOf(deviceId)) {
+    let claimed: readonly string[] = [];
+    try {
+      claimed = await this.#connect.targetsOf(deviceId);
+    } catch (error) {
+      this.#auditFailure(deviceId, canonical, `close on connect failed: ${errorText(error)}`);
+    }
+    for (const target of claimed) {
       const slash = target.indexOf('/');
       if (slash < 0) continue;
       if (prefixContains(target.slice(0, slash), Number(target.slice(slash + 1)), canonical))
@@ -223,7 +237,13 @@ export class GrantManager implements GrantOpener {
 
   /** `deviceId` connected from within `target`: drop its claim there; revoke the target's grants when none waits. */
   async #releaseTarget(deviceId: string, target: string): Promise<Grant[]> {
-    const released = this.#connect.release(deviceId, target, this.#clock.now());
+    let released: Awaited<ReturnType<ConnectClaimStore['release']>>;
+    try {
+      released = await this.#connect.release(deviceId, target, this.#clock.now());
+    } catch (error) {
+      this.#auditFailure(deviceId, target, `close on connect failed: ${errorText(error)}`);
+      return [];
+    }
     if (!released.revoke) return [];
     const closed: Grant[] = [];
     await Promise.all(
@@ -231,8 +251,8 @@ export class GrantManager implements GrantOpener {
         this.#serialize(key, async () => {
           const entry = this.#entries.get(key);
           if (entry === undefined) return;
-          if (this.#connect.waiting(target, this.#clock.now()).length > 0) return; // knocked meanwhile
           try {
+            if ((await this.#connect.waiting(target, this.#clock.now())).length > 0) return; // knocked meanwhile
             await this.#firewall.revoke([entry.grant]);
           } catch (error) {
             this.#auditFailure(deviceId, target, `close on connect failed: ${errorText(error)}`);
@@ -373,7 +393,7 @@ export class GrantManager implements GrantOpener {
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
     // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued.
-    this.#connect.knock(deviceId, target, now + seconds * 1000);
+    await this.#knock(deviceId, target, now + seconds * 1000);
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
       const previous = this.#devices.get(existing.grant.deviceId)?.get(target);
@@ -527,10 +547,21 @@ export class GrantManager implements GrantOpener {
   }
 
   #forgetAll(): void {
+    const targets = new Set(this.#byAddress.keys());
+    for (const claims of this.#devices.values()) for (const target of claims.keys()) targets.add(target);
+    for (const target of targets) this.#connect.forget(target);
     this.#entries.clear();
     this.#byAddress.clear();
     this.#devices.clear();
-    this.#connect.clear();
+  }
+
+  /** Records the device's connect claim; a store that cannot record it is audited and the open goes on. */
+  async #knock(deviceId: string, target: string, until: number): Promise<void> {
+    try {
+      await this.#connect.knock(deviceId, target, until);
+    } catch (error) {
+      this.#auditFailure(deviceId, target, `connect claim not recorded: ${errorText(error)}`);
+    }
   }
 
   #auditGrant(type: 'grant.opened' | 'grant.extended', grant: Grant): void;
