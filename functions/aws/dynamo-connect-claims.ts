@@ -13,6 +13,8 @@
  *   `ttl` N           set when absent (until + 1 day): DynamoDB's TTL collects a claims-only item.
  * and, for prefix targets only, on the device's claim index item `claims#<deviceId>` (no address parses so):
  *   `targets` SS (the prefix targets it knocked for, `targetsOf`), `ttl` N (the latest knock's until + 1 day).
+ *   A release leaves its target there: every receiver told of the session must find it (the index only says where
+ *   to look; a target whose claim is gone costs one release that finds none). TTL collects the item.
  * Neither carries `expiresAt`, so the grant store's `get` and scans ignore them; deleting the grant item (its
  * rule was revoked) drops its claims with it.
  *
@@ -20,7 +22,9 @@
  *   knock    SET w = :until, ttl = if_not_exists(ttl, :ttl) REMOVE r   IF attribute_not_exists(w) OR w < :until
  *   release  REMOVE w SET r = :now   IF w > :now   (ALL_NEW: the live claims left). Only one release of a live
  *            claim can pass the condition: that receiver gets `claimed`. Any other (the condition failed) reads
- *            the item (strongly consistent): `revoke` when `r:<deviceId>` is there and no live claim is left.
+ *            the item (strongly consistent): `revoke` when `r:<deviceId>` is there and no live claim is left, or
+ *            when there is no item at all (the grants table is the single record of what is open: a rule revoked
+ *            by another receiver deleted its item, markers included, so the caller's grants there are stale).
  * Reads (`waiting`, `targetsOf`) are strongly consistent GetItems. `forget` does nothing: the claims belong to
  * every receiver and go with the grant item.
  */
@@ -89,13 +93,15 @@ export class DynamoConnectClaims implements ConnectClaimStore {
         }),
       );
       const waiting = liveClaims(result.Attributes, now);
-      if (key.includes('/')) await this.#unindex(deviceId, key);
       return { revoke: waiting.length === 0, claimed: true, waiting };
     } catch (error) {
       if (awsErrorCode(error) !== 'ConditionalCheckFailedException') throw error;
     }
     // No live claim of the device here: released by another receiver told of the same session, or never there.
     const item = await this.#get(key);
+    // No item at all: the rule was revoked and its grants item deleted (with the markers): whatever the caller
+    // still holds there is already closed at the firewall.
+    if (item === undefined) return { revoke: true, claimed: false, waiting: [] };
     const waiting = liveClaims(item, now);
     const releasedElsewhere = item?.[RELEASED_PREFIX + deviceId] !== undefined;
     return { revoke: releasedElsewhere && waiting.length === 0, claimed: false, waiting };
@@ -145,23 +151,6 @@ export class DynamoConnectClaims implements ConnectClaimStore {
         ExpressionAttributeValues: { ':target': { SS: [key] }, ':ttl': { N: gcSeconds(until) } },
       }),
     );
-  }
-
-  async #unindex(deviceId: string, key: string): Promise<void> {
-    try {
-      await this.#dynamodb.send(
-        new UpdateItemCommand({
-          TableName: this.#tableName,
-          Key: { pk: { S: CLAIM_INDEX_PREFIX + deviceId } },
-          UpdateExpression: 'DELETE #targets :target',
-          ConditionExpression: 'attribute_exists(pk)',
-          ExpressionAttributeNames: { '#targets': 'targets' },
-          ExpressionAttributeValues: { ':target': { SS: [key] } },
-        }),
-      );
-    } catch {
-      // The index only says where to look: a target left in it costs one release that finds no claim.
-    }
   }
 
   async #get(key: string): Promise<Item | undefined> {

@@ -166,7 +166,9 @@ export interface ConnectClaimRelease {
  *   all the releases of one live claim, through any sharer, exactly one gets `claimed: true`. `revoke` is true
  *   for every release of the device's released claim while no live claim is left (so each receiver told of the
  *   session closes the grants it holds; revokes are idempotent), and false when the device never knocked for the
- *   target, or its window ended unreleased: a device can never shorten another device's grant.
+ *   target, or its window ended unreleased: a device can never shorten another device's grant. A shared store
+ *   also says `revoke` when it has no record of the target at all (its rule was revoked and its record deleted
+ *   by another receiver): the caller's grants there are stale.
  * - `waiting(target, now)` lists the devices with a live claim (`now < until`).
  * - `targetsOf(deviceId)` includes every prefix target (`network/length`) the device holds a claim on (host
  *   targets may be left out: the caller knows the session's host), live or not yet purged.
