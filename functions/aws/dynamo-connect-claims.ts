@@ -11,12 +11,9 @@
  *                     receiver told of the same session after another receiver released it still close its own
  *                     grants (`revoke: true, claimed: false`). A device has at most one of the two.
  *   `ttl` N           set when absent (until + 1 day): DynamoDB's TTL collects a claims-only item.
- * and, for prefix targets only, on the device's claim index item `claims#<deviceId>` (no address parses so):
- *   `targets` SS (the prefix targets it knocked for, `targetsOf`), `ttl` N (the latest knock's until + 1 day).
- *   A release leaves its target there: every receiver told of the session must find it (the index only says where
- *   to look; a target whose claim is gone costs one release that finds none). TTL collects the item.
- * Neither carries `expiresAt`, so the grant store's `get` and scans ignore them; deleting the grant item (its
- * rule was revoked) drops its claims with it.
+ * A claims-only item carries no `expiresAt`, so the grant store's `get` and scans ignore it; deleting the grant
+ * item (its rule was revoked) drops its claims with it. Each device's claims on an item: one attribute, so
+ * an item holds as many waiting devices as DynamoDB's 400 KB allow (thousands behind one NAT or prefix).
  *
  * Writes (atomic UpdateItems; each claim is its own attribute, so concurrent knocks and releases never conflict):
  *   knock    SET w = :until, ttl = if_not_exists(ttl, :ttl) REMOVE r   IF attribute_not_exists(w) OR w < :until
@@ -25,7 +22,7 @@
  *            the item (strongly consistent): `revoke` when `r:<deviceId>` is there and no live claim is left, or
  *            when there is no item at all (the grants table is the single record of what is open: a rule revoked
  *            by another receiver deleted its item, markers included, so the caller's grants there are stale).
- * Reads (`waiting`, `targetsOf`) are strongly consistent GetItems. `forget` does nothing: the claims belong to
+ * Reads (`waiting`) are strongly consistent GetItems. `forget` does nothing: the claims belong to
  * every receiver and go with the grant item.
  */
 import {
@@ -45,8 +42,6 @@ type Item = Record<string, AttributeValue>;
 export const WAITING_PREFIX = 'w:';
 /** Attribute of a device's released claim on a target item. */
 export const RELEASED_PREFIX = 'r:';
-/** Key prefix of a device's claim index item. */
-export const CLAIM_INDEX_PREFIX = 'claims#';
 
 /** The devices with a live claim (`w:<deviceId>` > now) on an item. */
 export function liveClaims(item: Item | undefined, now: number): string[] {
@@ -72,10 +67,25 @@ export class DynamoConnectClaims implements ConnectClaimStore {
   }
 
   async knock(deviceId: string, target: string, until: number): Promise<void> {
-    const range = parseTarget(target);
-    const writes = [this.#recordClaim(deviceId, range.target, until)];
-    if (range.prefixLength !== undefined) writes.push(this.#index(deviceId, range.target, until));
-    await Promise.all(writes);
+    try {
+      await this.#dynamodb.send(
+        new UpdateItemCommand({
+          TableName: this.#tableName,
+          Key: { pk: { S: parseTarget(target).target } },
+          UpdateExpression: 'SET #w = :until, #ttl = if_not_exists(#ttl, :ttl) REMOVE #r',
+          ConditionExpression: 'attribute_not_exists(#w) OR #w < :until',
+          ExpressionAttributeNames: {
+            '#w': WAITING_PREFIX + deviceId,
+            '#r': RELEASED_PREFIX + deviceId,
+            '#ttl': 'ttl',
+          },
+          ExpressionAttributeValues: { ':until': { N: String(until) }, ':ttl': { N: gcSeconds(until) } },
+        }),
+      );
+    } catch (error) {
+      // A later window of the device is already recorded: that one stands.
+      if (awsErrorCode(error) !== 'ConditionalCheckFailedException') throw error;
+    }
   }
 
   async release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease> {
@@ -111,46 +121,8 @@ export class DynamoConnectClaims implements ConnectClaimStore {
     return liveClaims(await this.#get(parseTarget(target).target), now);
   }
 
-  async targetsOf(deviceId: string): Promise<readonly string[]> {
-    return (await this.#get(CLAIM_INDEX_PREFIX + deviceId))?.targets?.SS ?? [];
-  }
-
   forget(_target: string): void {
     // Shared: the claims stay for the other receivers' grants and go with the grant item.
-  }
-
-  async #recordClaim(deviceId: string, key: string, until: number): Promise<void> {
-    try {
-      await this.#dynamodb.send(
-        new UpdateItemCommand({
-          TableName: this.#tableName,
-          Key: { pk: { S: key } },
-          UpdateExpression: 'SET #w = :until, #ttl = if_not_exists(#ttl, :ttl) REMOVE #r',
-          ConditionExpression: 'attribute_not_exists(#w) OR #w < :until',
-          ExpressionAttributeNames: {
-            '#w': WAITING_PREFIX + deviceId,
-            '#r': RELEASED_PREFIX + deviceId,
-            '#ttl': 'ttl',
-          },
-          ExpressionAttributeValues: { ':until': { N: String(until) }, ':ttl': { N: gcSeconds(until) } },
-        }),
-      );
-    } catch (error) {
-      // A later window of the device is already recorded: that one stands.
-      if (awsErrorCode(error) !== 'ConditionalCheckFailedException') throw error;
-    }
-  }
-
-  async #index(deviceId: string, key: string, until: number): Promise<void> {
-    await this.#dynamodb.send(
-      new UpdateItemCommand({
-        TableName: this.#tableName,
-        Key: { pk: { S: CLAIM_INDEX_PREFIX + deviceId } },
-        UpdateExpression: 'ADD #targets :target SET #ttl = :ttl',
-        ExpressionAttributeNames: { '#targets': 'targets', '#ttl': 'ttl' },
-        ExpressionAttributeValues: { ':target': { SS: [key] }, ':ttl': { N: gcSeconds(until) } },
-      }),
-    );
   }
 
   async #get(key: string): Promise<Item | undefined> {

@@ -8,8 +8,8 @@
  * `put` only ever moves expiresAt forward (conditional write), so an extension is never undone by a late write
  * of the shorter grant; it is an UpdateItem that sets these fields and keeps every other attribute: the item also
  * carries the receivers' connect claims (dynamo-connect-claims.ts, `w:<deviceId>` / `r:<deviceId>`), which may be
- * written before the grant itself. An item without `expiresAt` (claims only, or a device's claim index
- * `claims#<deviceId>`) is no grant: `get` answers undefined for it and the scans skip it. `delete` can be conditional on the item having expired by `now` so a revoker never deletes
+ * written before the grant itself. An item without `expiresAt` (claims only) is no grant: `get` answers undefined
+ * for it and the scans skip it. `delete` can be conditional on the item having expired by `now` so a revoker never deletes
  * a grant that was extended meanwhile. Reads are eventually consistent except `get` (strongly consistent).
  */
 import {

@@ -170,8 +170,6 @@ export interface ConnectClaimRelease {
  *   also says `revoke` when it has no record of the target at all (its rule was revoked and its record deleted
  *   by another receiver): the caller's grants there are stale.
  * - `waiting(target, now)` lists the devices with a live claim (`now < until`).
- * - `targetsOf(deviceId)` includes every prefix target (`network/length`) the device holds a claim on (host
- *   targets may be left out: the caller knows the session's host), live or not yet purged.
  * - `forget(target)`: this process holds no grant of the target any more. An in-process store drops the
  *   target's claims; a shared store keeps them (they live on the grants item and go with it).
  */
@@ -179,7 +177,6 @@ export interface ConnectClaimStore {
   knock(deviceId: string, target: string, until: number): Promise<void>;
   release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease>;
   waiting(target: string, now: number): Promise<readonly string[]>;
-  targetsOf(deviceId: string): Promise<readonly string[]>;
   forget(target: string): void;
 }
 

@@ -37,9 +37,17 @@
  *   operation order, re-checked there: a knock queued meanwhile keeps it open), audited 'grant.revoked' with
  *   reason 'connected'. A release by a device without a live claim there changes nothing, so a device can never
  *   shorten another device's grant. A failed revoke is audited and the grant stays under its timer.
+ * - The claims live in a `ConnectClaimStore` (functions/core/interfaces.ts): this process's by default; receivers
+ *   behind a load balancer share one (the grants table, functions/aws/dynamo-connect-claims.ts) and every one of
+ *   them is told of every session. A manager releases only the targets it holds grants of (or the device is
+ *   opening), so a release always comes from a holder; each holder told of the session closes its own grants
+ *   when the store says `revoke` (the firewall's revokes are idempotent, and on AWS a rule another receiver
+ *   extended is left to that receiver, which is told of the same session). A store that cannot record a claim is
+ *   audited 'grant.failed' and the open goes on; one that cannot answer a release closes nothing (the window
+ *   still does).
  * - Prefix grants (grant-prefix.ts): a `source` with `prefixLength` is keyed, claimed and capped by its prefix
  *   (`network/length`), so every device knocking from one prefix shares its grant. `sessionEstablished` releases the
- *   device's claims on the session's host address and on each prefix it knocked for that contains that address.
+ *   device's claims on the session's host address and on each prefix held here that contains that address.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' (with its GrantRevokeReason) | 'grant.failed';
  *   events carry no key material.
  */
@@ -47,7 +55,7 @@
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
-import { grantTarget, prefixContains } from '../core/grant-prefix.ts';
+import { grantTarget, prefixContains, prefixOf } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
@@ -146,6 +154,8 @@ export class GrantManager implements GrantOpener {
   readonly #entries = new Map<string, Entry>();
   /** Grant keys by address (coverage checks at expiry look at one address, never at every grant). */
   readonly #byAddress = new Map<string, Set<string>>();
+  /** Prefix length → how many prefix targets of #byAddress have it (a session's prefixes, without a scan). */
+  readonly #prefixLengths = new Map<number, number>();
   /** Device → its address claims, least recently knocked first (the address cap). */
   readonly #devices = new Map<string, Map<string, AddressClaim>>();
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
@@ -216,19 +226,20 @@ export class GrantManager implements GrantOpener {
       family: address.includes(':') ? 6 : 4,
       port: 0,
     }).address;
-    // The device's own claims the session's address falls in: the host itself, or a prefix it knocked for.
-    const targets = [canonical];
-    let claimed: readonly string[] = [];
-    try {
-      claimed = await this.#connect.targetsOf(deviceId);
-    } catch (error) {
-      this.#auditFailure(deviceId, canonical, `close on connect failed: ${errorText(error)}`);
+    // The targets the session's address falls in that this manager holds grants of (or the device is opening):
+    // the host itself, or a prefix. Only holders release: a shared claim store then always tells a holder.
+    const own = this.#devices.get(deviceId);
+    const targets = new Set<string>();
+    if (this.#byAddress.has(canonical) || own?.has(canonical) === true) targets.add(canonical);
+    for (const length of this.#prefixLengths.keys()) {
+      const prefix = prefixOf(canonical, length);
+      if (prefix !== undefined && this.#byAddress.has(prefix)) targets.add(prefix);
     }
-    for (const target of claimed) {
+    for (const target of own?.keys() ?? []) {
       const slash = target.indexOf('/');
       if (slash < 0) continue;
       if (prefixContains(target.slice(0, slash), Number(target.slice(slash + 1)), canonical))
-        targets.push(target);
+        targets.add(target);
     }
     const closed: Grant[] = [];
     for (const target of targets) closed.push(...(await this.#releaseTarget(deviceId, target)));
@@ -514,6 +525,8 @@ export class GrantManager implements GrantOpener {
     if (keys === undefined) {
       keys = new Set();
       this.#byAddress.set(target, keys);
+      const length = entry.grant.prefixLength;
+      if (length !== undefined) this.#prefixLengths.set(length, (this.#prefixLengths.get(length) ?? 0) + 1);
     }
     keys.add(key);
   }
@@ -526,6 +539,10 @@ export class GrantManager implements GrantOpener {
     keys?.delete(key);
     if (keys?.size === 0) {
       this.#byAddress.delete(target);
+      const length = entry.grant.prefixLength;
+      const count = length === undefined ? 0 : (this.#prefixLengths.get(length) ?? 0) - 1;
+      if (length !== undefined && count > 0) this.#prefixLengths.set(length, count);
+      else if (length !== undefined) this.#prefixLengths.delete(length);
       // No grant left at the address: nothing to close on connect (a queued open records its claim again).
       this.#connect.forget(target);
     }
@@ -552,6 +569,7 @@ export class GrantManager implements GrantOpener {
     for (const target of targets) this.#connect.forget(target);
     this.#entries.clear();
     this.#byAddress.clear();
+    this.#prefixLengths.clear();
     this.#devices.clear();
   }
 

@@ -118,14 +118,6 @@ describe.each([
     await store.knock('dev-x', ADDRESS, T0 + 40_000);
     expect(await store.waiting(ADDRESS, T0 + 35_000)).toEqual(['dev-x']);
   });
-
-  it('lists the prefix targets a device knocked for', async () => {
-    const store = makeStore();
-    await store.knock('dev-x', PREFIX, T0 + 30_000);
-    await store.knock('dev-x', ADDRESS, T0 + 30_000);
-    expect(await store.targetsOf('dev-x')).toContain(PREFIX);
-    expect(await store.targetsOf('dev-y')).toEqual([]);
-  });
 });
 
 describe('shared in the grants table: several receivers', () => {
