@@ -59,6 +59,7 @@ import { grantTarget, prefixContains, prefixOf } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
+  ConnectClaimRelease,
   ConnectClaimStore,
   ExpiryScheduler,
   Firewall,
@@ -248,7 +249,7 @@ export class GrantManager implements GrantOpener {
 
   /** `deviceId` connected from within `target`: drop its claim there; revoke the target's grants when none waits. */
   async #releaseTarget(deviceId: string, target: string): Promise<Grant[]> {
-    let released: Awaited<ReturnType<ConnectClaimStore['release']>>;
+    let released: ConnectClaimRelease;
     try {
       released = await this.#connect.release(deviceId, target, this.#clock.now());
     } catch (error) {
