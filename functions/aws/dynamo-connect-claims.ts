@@ -113,7 +113,7 @@ export class DynamoConnectClaims implements ConnectClaimStore {
     // still holds there is already closed at the firewall.
     if (item === undefined) return { revoke: true, claimed: false, waiting: [] };
     const waiting = liveClaims(item, now);
-    const releasedElsewhere = item?.[RELEASED_PREFIX + deviceId] !== undefined;
+    const releasedElsewhere = item[RELEASED_PREFIX + deviceId] !== undefined;
     return { revoke: releasedElsewhere && waiting.length === 0, claimed: false, waiting };
   }
 
