@@ -6,7 +6,10 @@
  *   { pk S, deviceId S, family N (4|6), access S ("tcp/8883,..."), openedAt N (ms), expiresAt N (ms),
  *     securityGroupIds SS (groups holding the address's rules), ttl N (epoch s: expiresAt + 1 day, GC only) }
  * `put` only ever moves expiresAt forward (conditional write), so an extension is never undone by a late write
- * of the shorter grant. `delete` can be conditional on the item having expired by `now` so a revoker never deletes
+ * of the shorter grant; it is an UpdateItem that sets these fields and keeps every other attribute: the item also
+ * carries the receivers' connect claims (dynamo-connect-claims.ts, `w:<deviceId>` / `r:<deviceId>`), which may be
+ * written before the grant itself. An item without `expiresAt` (claims only) is no grant: `get` answers undefined
+ * for it and the scans skip it. `delete` can be conditional on the item having expired by `now` so a revoker never deletes
  * a grant that was extended meanwhile. Reads are eventually consistent except `get` (strongly consistent).
  */
 import {
@@ -14,8 +17,8 @@ import {
   DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
-  PutItemCommand,
   paginateScan,
+  UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import type { Grant } from '../core/interfaces.ts';
 import { grantRange, parseTarget } from './address.ts';
@@ -107,13 +110,28 @@ export class DynamoGrantStore implements GrantStore {
   }
 
   async put(grant: ActiveGrant): Promise<void> {
+    const { pk, ...fields } = grantToItem(grant);
+    const names: Record<string, string> = {};
+    const values: Item = {};
+    const sets: string[] = [];
+    for (const [index, [name, value]] of Object.entries(fields).entries()) {
+      names[`#f${index}`] = name;
+      values[`:f${index}`] = value;
+      sets.push(`#f${index} = :f${index}`);
+    }
+    const keepsGroups = 'securityGroupIds' in fields;
+    if (!keepsGroups) names['#groups'] = 'securityGroupIds';
+    names['#expiresAt'] = 'expiresAt';
+    values[':e'] = { N: String(grant.expiresAt) };
     try {
       await this.#dynamodb.send(
-        new PutItemCommand({
+        new UpdateItemCommand({
           TableName: this.#tableName,
-          Item: grantToItem(grant),
-          ConditionExpression: 'attribute_not_exists(pk) OR expiresAt <= :e',
-          ExpressionAttributeValues: { ':e': { N: String(grant.expiresAt) } },
+          Key: { pk: pk as AttributeValue },
+          UpdateExpression: `SET ${sets.join(', ')}${keepsGroups ? '' : ' REMOVE #groups'}`,
+          ConditionExpression: 'attribute_not_exists(#expiresAt) OR #expiresAt <= :e',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
         }),
       );
     } catch (error) {
@@ -130,7 +148,7 @@ export class DynamoGrantStore implements GrantStore {
         ConsistentRead: true,
       }),
     );
-    return result.Item === undefined ? undefined : itemToGrant(result.Item);
+    return result.Item?.expiresAt === undefined ? undefined : itemToGrant(result.Item);
   }
 
   async delete(address: string, options?: { readonly ifExpiredBy?: number }): Promise<GrantDeleteResult> {

@@ -166,7 +166,7 @@ export const awsReceiverVars = {
     schema: z.enum(['on', 'off']),
     expected:
       '"on" (revoke a grant once the device\'s broker session is up) or "off" (grants live for their window)',
-    fix: 'use off when several receivers share the broker (their connect claims are not shared yet, docs/scaling.md)',
+    fix: 'use off to keep every grant for its whole window (docs/scaling.md, "A rule lives until the session is established")',
     default: 'on' as const,
   },
   region: commonAwsVars.region,

@@ -27,8 +27,9 @@
  * AWS"). The credential is never logged, audited or counted.
  * Every receiver with that admin session also watches the broker's connection log (`$SYS/broker/log/N`,
  * functions/broker/mosquitto-session-watcher.ts): a session of a device from address A calls the grant manager's
- * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md; not with BLACKCLOUD_CLOSE_ON_CONNECT=off,
- * which the stack sets for receivers behind the load balancer), and a plain device's credential is held while
+ * `sessionEstablished(device, A)` (closed on connect, docs/scaling.md; the connect claims are shared by every
+ * receiver in the grants table, dynamo-connect-claims.ts; not with BLACKCLOUD_CLOSE_ON_CONNECT=off, the operator's
+ * switch), and a plain device's credential is held while
  * the session it opened lives (Mosquitto 2.0.11 would end that session on a password change) and withdrawn when it
  * ends.
  */
@@ -58,6 +59,7 @@ import { Ec2Pacing } from './call-pacer.ts';
 import { type AwsClients, awsClients, destroyAwsClients } from './clients.ts';
 import { CloudWatchAuditSink } from './cloudwatch-audit-sink.ts';
 import { ControllerLease, type LeaseTimings, newHolderId } from './controller-lease.ts';
+import { DynamoConnectClaims } from './dynamo-connect-claims.ts';
 import { DynamoGrantStore } from './dynamo-grant-store.ts';
 import { DynamoNonceStore } from './dynamo-nonce-store.ts';
 import { AwsConfigError, describeError } from './errors.ts';
@@ -263,6 +265,8 @@ export async function startAwsReceiver(
     firewall: plain === undefined ? firewall : plain.firewall(firewall),
     ...(plain === undefined ? {} : { connectCredentials: plain.keeper }),
     audit,
+    // Shared by every receiver on the grants table: closed on connect behind the load balancer (docs/scaling.md).
+    connectClaims: new DynamoConnectClaims({ dynamodb: clients.dynamodb, tableName: config.grantsTable }),
     expiry: new SqsExpiryScheduler({ sqs: clients.sqs, queueUrl: config.revokeQueueUrl, clock }),
     clock,
     timers,
@@ -277,7 +281,7 @@ export async function startAwsReceiver(
       subscriber: brokerSync,
       ensureAccess: () => admin.send(grantControllerLog()),
       onEvent: sessionSignalHandler({
-        // Off behind the load balancer: connect claims are per receiver (docs/scaling.md, "The signal on AWS").
+        // The operator's switch (BLACKCLOUD_CLOSE_ON_CONNECT=off): grants then live for their window.
         grants: config.closeOnConnect === 'on' ? deps.grants : { sessionEstablished: async () => [] },
         ...(plain === undefined ? {} : { keeper: plain.keeper }),
         onError: (deviceId, error) =>

@@ -140,6 +140,46 @@ export interface ExpiryScheduler {
   schedule(grant: Grant): Promise<void>;
 }
 
+/** What releasing one device's connect claim on one grant target found (ConnectClaimStore.release). */
+export interface ConnectClaimRelease {
+  /**
+   * Close the grants you hold for the target now: the device's claim there has been released (by this call, or,
+   * with a shared store, by another receiver told of the same session) and no live claim is left on the target.
+   */
+  readonly revoke: boolean;
+  /** This call ended a live claim of the device (false: it changed nothing). */
+  readonly claimed: boolean;
+  /** Devices with a live claim on the target after the release. */
+  readonly waiting: readonly string[];
+}
+
+/**
+ * Connect claims (closed on connect, docs/scaling.md "A rule lives until the session is established"): which
+ * devices that knocked for a grant target (a source address, or a prefix grant's `network/length`) still wait
+ * to connect from it. In process (functions/receiver/connect-claims.ts) for local firewalls and one receiver; in
+ * the grants table (functions/aws/dynamo-connect-claims.ts) for receivers behind a load balancer.
+ *
+ * Contract, whoever shares the store:
+ * - `knock(deviceId, target, until)` records or refreshes the device's claim until `until` (ms); a later knock
+ *   only moves it forward. Resolves once the claim is visible to every sharer's `release` and `waiting`.
+ * - `release(deviceId, target, now)` is "the broker accepted a session of `deviceId` from `target`". Atomic: of
+ *   all the releases of one live claim, through any sharer, exactly one gets `claimed: true`. `revoke` is true
+ *   for every release of the device's released claim while no live claim is left (so each receiver told of the
+ *   session closes the grants it holds; revokes are idempotent), and false when the device never knocked for the
+ *   target, or its window ended unreleased: a device can never shorten another device's grant. A shared store
+ *   also says `revoke` when it has no record of the target at all (its rule was revoked and its record deleted
+ *   by another receiver): the caller's grants there are stale.
+ * - `waiting(target, now)` lists the devices with a live claim (`now < until`).
+ * - `forget(target)`: this process holds no grant of the target any more. An in-process store drops the
+ *   target's claims; a shared store keeps them (they live on the grants item and go with it).
+ */
+export interface ConnectClaimStore {
+  knock(deviceId: string, target: string, until: number): Promise<void>;
+  release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease>;
+  waiting(target: string, now: number): Promise<readonly string[]>;
+  forget(target: string): void;
+}
+
 export type AuditEvent =
   | {
       readonly type: 'packet.accepted';

@@ -14,26 +14,18 @@
  * - `waiting(address, now)` lists the devices with a live claim on the address; `expire(now)` drops every claim
  *   whose window ended (also done lazily per address by `release` and `waiting`); `forget(address)` drops the
  *   address's claims (its rule was closed by other means).
- * - `addressesOf(deviceId)` lists the addresses (keys) the device holds claims on, live or not yet purged: how
- *   the grant manager finds the prefix grants (`network/length` keys) a session's address may fall in.
  * - A claim is live while `now < until`. Size: one entry per (device, address) with a live window.
- * Pure, synchronous, no clock of its own (callers pass `now`).
+ * Pure, synchronous, no clock of its own (callers pass `now`). `InMemoryConnectClaimStore` below is this process's
+ * `ConnectClaimStore` (functions/core/interfaces.ts) over it: local firewalls and a single receiver. Receivers
+ * behind a load balancer share theirs in the grants table (functions/aws/dynamo-connect-claims.ts).
  */
+import type { ConnectClaimRelease, ConnectClaimStore } from '../core/interfaces.ts';
 
-export interface ReleaseResult {
-  /** True when the device's release left no device waiting on the address: close its rule now. */
-  readonly revoke: boolean;
-  /** Whether the device held a live claim on the address (false: the release changed nothing). */
-  readonly claimed: boolean;
-  /** Devices still waiting on the address after the release. */
-  readonly waiting: readonly string[];
-}
+export type ReleaseResult = ConnectClaimRelease;
 
 export class ConnectClaims {
   /** address → device id → end of that device's window (ms). */
   readonly #byAddress = new Map<string, Map<string, number>>();
-  /** device id → addresses it holds claims on (the reverse of #byAddress, kept in step with it). */
-  readonly #byDevice = new Map<string, Set<string>>();
 
   knock(deviceId: string, address: string, until: number): void {
     let devices = this.#byAddress.get(address);
@@ -42,16 +34,6 @@ export class ConnectClaims {
       this.#byAddress.set(address, devices);
     }
     devices.set(deviceId, Math.max(devices.get(deviceId) ?? Number.NEGATIVE_INFINITY, until));
-    let addresses = this.#byDevice.get(deviceId);
-    if (addresses === undefined) {
-      addresses = new Set();
-      this.#byDevice.set(deviceId, addresses);
-    }
-    addresses.add(address);
-  }
-
-  addressesOf(deviceId: string): string[] {
-    return [...(this.#byDevice.get(deviceId) ?? [])];
   }
 
   release(deviceId: string, address: string, now: number): ReleaseResult {
@@ -60,7 +42,6 @@ export class ConnectClaims {
       return { revoke: false, claimed: false, waiting: devices === undefined ? [] : [...devices.keys()] };
     }
     devices.delete(deviceId);
-    this.#unindex(deviceId, address);
     if (devices.size === 0) this.#byAddress.delete(address);
     return { revoke: devices.size === 0, claimed: true, waiting: [...devices.keys()] };
   }
@@ -74,13 +55,11 @@ export class ConnectClaims {
   }
 
   forget(address: string): void {
-    for (const deviceId of this.#byAddress.get(address)?.keys() ?? []) this.#unindex(deviceId, address);
     this.#byAddress.delete(address);
   }
 
   clear(): void {
     this.#byAddress.clear();
-    this.#byDevice.clear();
   }
 
   /** Claims (device, address) held, live or not yet purged. */
@@ -97,16 +76,38 @@ export class ConnectClaims {
     for (const [deviceId, until] of devices) {
       if (until > now) continue;
       devices.delete(deviceId);
-      this.#unindex(deviceId, address);
     }
     if (devices.size > 0) return devices;
     this.#byAddress.delete(address);
     return undefined;
   }
+}
 
-  #unindex(deviceId: string, address: string): void {
-    const addresses = this.#byDevice.get(deviceId);
-    addresses?.delete(address);
-    if (addresses?.size === 0) this.#byDevice.delete(deviceId);
+/**
+ * The in-process `ConnectClaimStore`: every method acts on `ConnectClaims` when called (synchronously) and
+ * returns a settled promise, so the grant manager's ordering is the same as with direct calls.
+ */
+export class InMemoryConnectClaimStore implements ConnectClaimStore {
+  readonly #claims: ConnectClaims;
+
+  constructor(claims: ConnectClaims = new ConnectClaims()) {
+    this.#claims = claims;
+  }
+
+  knock(deviceId: string, target: string, until: number): Promise<void> {
+    this.#claims.knock(deviceId, target, until);
+    return Promise.resolve();
+  }
+
+  release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease> {
+    return Promise.resolve(this.#claims.release(deviceId, target, now));
+  }
+
+  waiting(target: string, now: number): Promise<readonly string[]> {
+    return Promise.resolve(this.#claims.waiting(target, now));
+  }
+
+  forget(target: string): void {
+    this.#claims.forget(target);
   }
 }

@@ -37,9 +37,17 @@
  *   operation order, re-checked there: a knock queued meanwhile keeps it open), audited 'grant.revoked' with
  *   reason 'connected'. A release by a device without a live claim there changes nothing, so a device can never
  *   shorten another device's grant. A failed revoke is audited and the grant stays under its timer.
+ * - The claims live in a `ConnectClaimStore` (functions/core/interfaces.ts): this process's by default; receivers
+ *   behind a load balancer share one (the grants table, functions/aws/dynamo-connect-claims.ts) and every one of
+ *   them is told of every session. A manager releases only the targets it holds grants of (or the device is
+ *   opening), so a release always comes from a holder; each holder told of the session closes its own grants
+ *   when the store says `revoke` (the firewall's revokes are idempotent, and on AWS a rule another receiver
+ *   extended is left to that receiver, which is told of the same session). A store that cannot record a claim is
+ *   audited 'grant.failed' and the open goes on; one that cannot answer a release closes nothing (the window
+ *   still does).
  * - Prefix grants (grant-prefix.ts): a `source` with `prefixLength` is keyed, claimed and capped by its prefix
  *   (`network/length`), so every device knocking from one prefix shares its grant. `sessionEstablished` releases the
- *   device's claims on the session's host address and on each prefix it knocked for that contains that address.
+ *   device's claims on the session's host address and on each prefix held here that contains that address.
  * - Audits 'grant.opened' | 'grant.extended' | 'grant.revoked' (with its GrantRevokeReason) | 'grant.failed';
  *   events carry no key material.
  */
@@ -47,17 +55,19 @@
 import { ok, type Result, reject } from '../../spa/result.ts';
 import type { AccessEntry, AddressFamily } from '../../spa/types.ts';
 import { DEFAULT_MAX_ADDRESSES_PER_DEVICE } from '../core/deployment.ts';
-import { grantTarget, prefixContains } from '../core/grant-prefix.ts';
+import { grantTarget, prefixContains, prefixOf } from '../core/grant-prefix.ts';
 import type {
   AuditSink,
   Clock,
+  ConnectClaimRelease,
+  ConnectClaimStore,
   ExpiryScheduler,
   Firewall,
   Grant,
   GrantRevokeReason,
   Timers,
 } from '../core/interfaces.ts';
-import { ConnectClaims } from './connect-claims.ts';
+import { InMemoryConnectClaimStore } from './connect-claims.ts';
 import { canonicalAccess, formatAccess } from './policy.ts';
 import { canonicalSource } from './source-address.ts';
 
@@ -100,6 +110,11 @@ export interface GrantManagerOptions {
   readonly maxRevokeAttempts?: number;
   /** Source addresses one device may hold grants for at once (the oldest released beyond). @default 4 */
   readonly maxAddressesPerDevice?: number;
+  /**
+   * Where the connect claims live (closed on connect). @default this process only (InMemoryConnectClaimStore);
+   * receivers behind a load balancer share them (the grants table, functions/aws/dynamo-connect-claims.ts).
+   */
+  readonly connectClaims?: ConnectClaimStore;
 }
 
 /** One device's claim on one source address: the grant keys it opened there, and its opens still queued. */
@@ -140,12 +155,14 @@ export class GrantManager implements GrantOpener {
   readonly #entries = new Map<string, Entry>();
   /** Grant keys by address (coverage checks at expiry look at one address, never at every grant). */
   readonly #byAddress = new Map<string, Set<string>>();
+  /** Prefix length → how many prefix targets of #byAddress have it (a session's prefixes, without a scan). */
+  readonly #prefixLengths = new Map<number, number>();
   /** Device → its address claims, least recently knocked first (the address cap). */
   readonly #devices = new Map<string, Map<string, AddressClaim>>();
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
   readonly #chains = new Map<string, Promise<void>>();
   /** Devices that knocked for an address and have not connected yet (closed on connect). */
-  readonly #connect = new ConnectClaims();
+  readonly #connect: ConnectClaimStore;
   #closed = false;
 
   constructor(options: GrantManagerOptions) {
@@ -154,6 +171,7 @@ export class GrantManager implements GrantOpener {
     this.#audit = options.audit;
     this.#clock = options.clock;
     this.#timers = options.timers;
+    this.#connect = options.connectClaims ?? new InMemoryConnectClaimStore();
     this.#revokeRetryMs = options.revokeRetryMs ?? 5000;
     this.#maxRevokeAttempts = options.maxRevokeAttempts ?? 5;
     const cap = options.maxAddressesPerDevice ?? DEFAULT_MAX_ADDRESSES_PER_DEVICE;
@@ -186,9 +204,10 @@ export class GrantManager implements GrantOpener {
     const key = grantKey(target, canonical);
     const claim = this.#claim(deviceId, target, key);
     claim.pending += 1;
-    this.#connect.knock(deviceId, target, this.#clock.now() + seconds * 1000);
+    const knocked = this.#knock(deviceId, target, this.#clock.now() + seconds * 1000);
     return this.#serialize(key, async () => {
       try {
+        await knocked;
         return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
       } finally {
         claim.pending -= 1;
@@ -208,13 +227,20 @@ export class GrantManager implements GrantOpener {
       family: address.includes(':') ? 6 : 4,
       port: 0,
     }).address;
-    // The device's own claims the session's address falls in: the host itself, or a prefix it knocked for.
-    const targets = [canonical];
-    for (const target of this.#connect.addressesOf(deviceId)) {
+    // The targets the session's address falls in that this manager holds grants of (or the device is opening):
+    // the host itself, or a prefix. Only holders release: a shared claim store then always tells a holder.
+    const own = this.#devices.get(deviceId);
+    const targets = new Set<string>();
+    if (this.#byAddress.has(canonical) || own?.has(canonical) === true) targets.add(canonical);
+    for (const length of this.#prefixLengths.keys()) {
+      const prefix = prefixOf(canonical, length);
+      if (prefix !== undefined && this.#byAddress.has(prefix)) targets.add(prefix);
+    }
+    for (const target of own?.keys() ?? []) {
       const slash = target.indexOf('/');
       if (slash < 0) continue;
       if (prefixContains(target.slice(0, slash), Number(target.slice(slash + 1)), canonical))
-        targets.push(target);
+        targets.add(target);
     }
     const closed: Grant[] = [];
     for (const target of targets) closed.push(...(await this.#releaseTarget(deviceId, target)));
@@ -223,7 +249,13 @@ export class GrantManager implements GrantOpener {
 
   /** `deviceId` connected from within `target`: drop its claim there; revoke the target's grants when none waits. */
   async #releaseTarget(deviceId: string, target: string): Promise<Grant[]> {
-    const released = this.#connect.release(deviceId, target, this.#clock.now());
+    let released: ConnectClaimRelease;
+    try {
+      released = await this.#connect.release(deviceId, target, this.#clock.now());
+    } catch (error) {
+      this.#auditFailure(deviceId, target, `close on connect failed: ${errorText(error)}`);
+      return [];
+    }
     if (!released.revoke) return [];
     const closed: Grant[] = [];
     await Promise.all(
@@ -231,8 +263,8 @@ export class GrantManager implements GrantOpener {
         this.#serialize(key, async () => {
           const entry = this.#entries.get(key);
           if (entry === undefined) return;
-          if (this.#connect.waiting(target, this.#clock.now()).length > 0) return; // knocked meanwhile
           try {
+            if ((await this.#connect.waiting(target, this.#clock.now())).length > 0) return; // knocked meanwhile
             await this.#firewall.revoke([entry.grant]);
           } catch (error) {
             this.#auditFailure(deviceId, target, `close on connect failed: ${errorText(error)}`);
@@ -373,7 +405,7 @@ export class GrantManager implements GrantOpener {
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
     // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued.
-    this.#connect.knock(deviceId, target, now + seconds * 1000);
+    await this.#knock(deviceId, target, now + seconds * 1000);
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
       const previous = this.#devices.get(existing.grant.deviceId)?.get(target);
@@ -494,6 +526,8 @@ export class GrantManager implements GrantOpener {
     if (keys === undefined) {
       keys = new Set();
       this.#byAddress.set(target, keys);
+      const length = entry.grant.prefixLength;
+      if (length !== undefined) this.#prefixLengths.set(length, (this.#prefixLengths.get(length) ?? 0) + 1);
     }
     keys.add(key);
   }
@@ -506,6 +540,10 @@ export class GrantManager implements GrantOpener {
     keys?.delete(key);
     if (keys?.size === 0) {
       this.#byAddress.delete(target);
+      const length = entry.grant.prefixLength;
+      const count = length === undefined ? 0 : (this.#prefixLengths.get(length) ?? 0) - 1;
+      if (length !== undefined && count > 0) this.#prefixLengths.set(length, count);
+      else if (length !== undefined) this.#prefixLengths.delete(length);
       // No grant left at the address: nothing to close on connect (a queued open records its claim again).
       this.#connect.forget(target);
     }
@@ -527,10 +565,22 @@ export class GrantManager implements GrantOpener {
   }
 
   #forgetAll(): void {
+    const targets = new Set(this.#byAddress.keys());
+    for (const claims of this.#devices.values()) for (const target of claims.keys()) targets.add(target);
+    for (const target of targets) this.#connect.forget(target);
     this.#entries.clear();
     this.#byAddress.clear();
+    this.#prefixLengths.clear();
     this.#devices.clear();
-    this.#connect.clear();
+  }
+
+  /** Records the device's connect claim; a store that cannot record it is audited and the open goes on. */
+  async #knock(deviceId: string, target: string, until: number): Promise<void> {
+    try {
+      await this.#connect.knock(deviceId, target, until);
+    } catch (error) {
+      this.#auditFailure(deviceId, target, `connect claim not recorded: ${errorText(error)}`);
+    }
   }
 
   #auditGrant(type: 'grant.opened' | 'grant.extended', grant: Grant): void;

@@ -9,7 +9,8 @@
  *   entry the device's live credential, replacing the previous knock's, and installs it at the broker.
  * - The credential dies, and is withdrawn at the broker, at the first of: `consume` accepting it (the first CONNECT
  *   that uses it), `grantsClosed` for its address (any grant of that address closed: expiry, operator, closed on
- *   connect, address cap, shutdown), the end of its window (a timer at the book's next expiry), `invalidate`, the
+ *   connect, address cap, shutdown; not one whose expiry is before the credential's window end: that grant closed
+ *   before the credential's knock extended it), the end of its window (a timer at the book's next expiry), `invalidate`, the
  *   next knock of the device (replaced), `close()`.
  * - `withdraw` says why (`WithdrawReason`): an installer whose broker cannot withdraw without harm (Mosquitto
  *   2.0.11 closes every session of a client whose password changes) may skip some; the book forgets the credential
@@ -157,15 +158,22 @@ export class PlainCredentialKeeper {
     return result;
   }
 
-  /** Grants closed: every credential bound to an address they covered dies. */
+  /**
+   * Grants closed: every credential bound to an address they covered dies, unless its window ends after the
+   * closed grant's: that credential's knock came after the grant's last extension (a close that was under way
+   * when the device knocked again, e.g. closed on connect of its previous session), and its own grant follows.
+   */
   grantsClosed(grants: readonly Grant[]): void {
     const dropped: string[] = [];
     for (const grant of grants) {
       const { prefixLength } = grant;
+      const covered = (entry: LiveCredential) => entry.expiresAt <= grant.expiresAt;
       const closed =
         prefixLength === undefined
-          ? this.#book.invalidateAt(grant.address)
-          : this.#book.invalidateWhere((entry) => prefixContains(grant.address, prefixLength, entry.address));
+          ? this.#book.invalidateWhere((entry) => entry.address === grant.address && covered(entry))
+          : this.#book.invalidateWhere(
+              (entry) => prefixContains(grant.address, prefixLength, entry.address) && covered(entry),
+            );
       dropped.push(...closed.map((entry) => entry.deviceId));
     }
     this.#withdraw(dropped, 'grant-closed');

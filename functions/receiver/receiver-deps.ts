@@ -16,6 +16,7 @@ import {
 import type {
   AuditSink,
   Clock,
+  ConnectClaimStore,
   DeviceDirectory,
   ExpiryScheduler,
   Firewall,
@@ -51,6 +52,8 @@ export interface CreateReceiverDepsOptions {
   /** Cap on 'packet.rejected' audit lines; `false` audits every rejection. @default 200 burst, 50 per second */
   readonly rejectAudit?: { readonly burst: number; readonly ratePerSecond: number } | false;
   readonly counters?: Counters;
+  /** Where the grant manager keeps the connect claims (closed on connect). @default this process only */
+  readonly connectClaims?: ConnectClaimStore;
   /** The plain profile's credential keeper (plain-credential-keeper.ts). @default none (no plain logins) */
   readonly connectCredentials?: ReceiverDeps['connectCredentials'];
 }
@@ -123,6 +126,7 @@ export function createReceiverDeps(options: CreateReceiverDepsOptions): WiredRec
     audit: options.audit,
     clock,
     timers: options.timers ?? systemTimers,
+    ...(options.connectClaims === undefined ? {} : { connectClaims: options.connectClaims }),
   });
   const rejectAudit = options.rejectAudit ?? { burst: 200, ratePerSecond: 50 };
   return Object.freeze({

@@ -39,8 +39,11 @@ const DEVICE_LOOKUP = ['dynamodb:GetItem', 'dynamodb:BatchGetItem'];
  * PutItem/DeleteItem hold, renew and release the controller lease item (functions/aws/controller-lease.ts).
  */
 const KEY_ROTATION = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'];
-/** The receiver records, reads, lists and deletes active grants. */
-const GRANT_BOOKKEEPING = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Scan'];
+/**
+ * The receiver records (UpdateItem: the grant's fields, keeping the connect claims on the item), reads, lists and
+ * deletes active grants, and records and releases the connect claims (UpdateItem, GetItem; dynamo-connect-claims.ts).
+ */
+const GRANT_BOOKKEEPING = ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:Scan'];
 /** The revoker and the sweeper read and list grants and delete the ones they revoked. */
 const GRANT_CLEANUP = ['dynamodb:GetItem', 'dynamodb:DeleteItem', 'dynamodb:Scan'];
 

@@ -166,8 +166,6 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
               [SCALED_RECEIVER_ENV.shutdown]: 'handover',
               [SCALED_RECEIVER_ENV.coalesceMs]: String(SCALED_COALESCE_MS),
               [SCALED_RECEIVER_ENV.ec2Attempts]: String(SCALED_EC2_ATTEMPTS),
-              // Connect claims are per receiver: one receiver's device connecting must not close another's grant.
-              [SCALED_RECEIVER_ENV.closeOnConnect]: 'off',
             }
           : props.environment,
         controllerTlsSecretName: props.controllerTlsSecretName,

@@ -195,7 +195,8 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_SHUTDOWN=handover\n');
     expect(userData).toContain('BLACKCLOUD_COALESCE_MS=1000\n');
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
-    expect(userData).toContain('BLACKCLOUD_CLOSE_ON_CONNECT=off\n');
+    // Closed on connect stays on: the receivers share the connect claims in the grants table (docs/scaling.md).
+    expect(userData).not.toContain('BLACKCLOUD_CLOSE_ON_CONNECT');
   });
 
   it('THEN the scaled receivers get the key-rotation switch (they elect one controller with the lease)', () => {

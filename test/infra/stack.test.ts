@@ -444,13 +444,13 @@ describe('IAM least privilege', () => {
       }
     }
     const table = (construct: { node: { defaultChild?: unknown } }) => `{${logicalId(stack, construct)}.Arn}`;
-    // PutItem: nonces (replay record), devices (key rotation), grants (bookkeeping); never more.
+    // PutItem: nonces (replay record), devices (key rotation); never more.
     expect(granted.get('dynamodb:PutItem')?.sort()).toEqual(
-      [
-        table(stack.grantStore.nonces),
-        table(stack.grantStore.devices),
-        table(stack.grantStore.grants),
-      ].sort(),
+      [table(stack.grantStore.nonces), table(stack.grantStore.devices)].sort(),
+    );
+    // UpdateItem: devices (key rotation, the lease), grants (the grant's fields and the connect claims).
+    expect(granted.get('dynamodb:UpdateItem')?.sort()).toEqual(
+      [table(stack.grantStore.devices), table(stack.grantStore.grants)].sort(),
     );
     // Nothing on the nonce table but PutItem.
     const onNonces = [...granted].filter(([, arns]) => arns.includes(table(stack.grantStore.nonces)));

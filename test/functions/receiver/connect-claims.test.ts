@@ -6,8 +6,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { ConnectClaimRelease, ConnectClaimStore } from '../../../functions/core/interfaces.ts';
 import { MemoryAuditSink } from '../../../functions/local/audit.ts';
-import { ConnectClaims } from '../../../functions/receiver/connect-claims.ts';
+import { ConnectClaims, InMemoryConnectClaimStore } from '../../../functions/receiver/connect-claims.ts';
 import { GrantManager } from '../../../functions/receiver/grant-manager.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 import { RecordingExpiryScheduler, RecordingFirewall, T0, TCP_8883 } from './helpers.ts';
@@ -267,5 +268,89 @@ describe('GrantManager: closed on connect', () => {
       }),
       { numRuns: 150 },
     );
+  });
+});
+
+/** A claim store over the in-process one that records each call and can be made to fail. */
+class RecordingClaimStore implements ConnectClaimStore {
+  readonly calls: string[] = [];
+  readonly #inner = new InMemoryConnectClaimStore();
+  fail: Error | undefined;
+
+  async knock(deviceId: string, target: string, until: number): Promise<void> {
+    this.calls.push(`knock ${deviceId} ${target}`);
+    if (this.fail !== undefined) throw this.fail;
+    await this.#inner.knock(deviceId, target, until);
+  }
+
+  async release(deviceId: string, target: string, now: number): Promise<ConnectClaimRelease> {
+    this.calls.push(`release ${deviceId} ${target}`);
+    if (this.fail !== undefined) throw this.fail;
+    return this.#inner.release(deviceId, target, now);
+  }
+
+  async waiting(target: string, now: number): Promise<readonly string[]> {
+    if (this.fail !== undefined) throw this.fail;
+    return this.#inner.waiting(target, now);
+  }
+
+  forget(target: string): void {
+    this.#inner.forget(target);
+  }
+}
+
+describe('GrantManager: the claim store it is given', () => {
+  const setup = () => {
+    const time = new VirtualTime(T0);
+    const firewall = new RecordingFirewall();
+    const audit = new MemoryAuditSink();
+    const claims = new RecordingClaimStore();
+    const manager = new GrantManager({
+      firewall,
+      expiry: new RecordingExpiryScheduler(),
+      audit,
+      clock: time,
+      timers: time,
+      connectClaims: claims,
+    });
+    return { time, firewall, audit, claims, manager };
+  };
+
+  it('releases only the targets it holds: the host, and its prefixes containing the session address', async () => {
+    const { claims, manager, firewall } = setup();
+    await manager.open('dev-a', { address: A, family: 4 }, [TCP_8883], 30);
+    await manager.open('dev-b', { address: '203.0.113.0', family: 4, prefixLength: 24 }, [TCP_8883], 30);
+    claims.calls.length = 0;
+    // Nothing held at 192.0.2.1 (and no prefix of it): the store is not asked.
+    expect(await manager.sessionEstablished('dev-a', '192.0.2.1')).toEqual([]);
+    expect(await manager.sessionEstablished('dev-b', '203.0.114.9')).toEqual([]);
+    expect(claims.calls).toEqual([]);
+    // A device that knocked elsewhere connecting from inside the held /24 is asked about, and changes nothing.
+    expect(await manager.sessionEstablished('dev-a', '203.0.113.77')).toEqual([]);
+    expect(claims.calls).toEqual(['release dev-a 203.0.113.0/24']);
+    expect((await manager.sessionEstablished('dev-b', '203.0.113.9')).map((g) => g.address)).toEqual([
+      '203.0.113.0',
+    ]);
+    expect(firewall.isOpen('203.0.113.0', 'tcp/8883')).toBe(false);
+    expect(firewall.isOpen(A, 'tcp/8883')).toBe(true);
+  });
+
+  it('GIVEN the store cannot record a claim THEN the open goes on, audited; GIVEN it cannot release THEN nothing closes', async () => {
+    const { claims, manager, audit, firewall } = setup();
+    claims.fail = new Error('ProvisionedThroughputExceededException');
+    expect((await manager.open('dev-a', { address: A, family: 4 }, [TCP_8883], 30)).ok).toBe(true);
+    expect(audit.events.filter((e) => e.type === 'grant.failed').map((e) => e.error)).toEqual([
+      'connect claim not recorded: Error: ProvisionedThroughputExceededException',
+      'connect claim not recorded: Error: ProvisionedThroughputExceededException',
+    ]);
+    expect(await manager.sessionEstablished('dev-a', A)).toEqual([]);
+    expect(firewall.isOpen(A, 'tcp/8883')).toBe(true);
+    expect(audit.events.at(-1)).toMatchObject({
+      type: 'grant.failed',
+      error: 'close on connect failed: Error: ProvisionedThroughputExceededException',
+    });
+    claims.fail = undefined;
+    await manager.open('dev-a', { address: A, family: 4 }, [TCP_8883], 30);
+    expect((await manager.sessionEstablished('dev-a', A)).map((g) => g.address)).toEqual([A]);
   });
 });

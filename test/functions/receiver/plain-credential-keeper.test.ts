@@ -59,6 +59,23 @@ describe('PlainCredentialKeeper without holdWhileSessionLives (the embedded brok
   });
 });
 
+describe('PlainCredentialKeeper: which grant closes a credential', () => {
+  it('GIVEN a knock after the grant was last extended WHEN that older grant closes THEN the new credential lives; its own grant closing withdraws it', async () => {
+    const { time, calls, keeper, knock, grant } = setup(false);
+    const older = grant(); // ends at T0 + 30 s
+    await time.advance(1000);
+    await knock(); // its window ends at T0 + 31 s: the knock's own grant will end then too
+    keeper.grantsClosed([older]); // a close under way when the device knocked again (closed on connect)
+    await time.advance(0);
+    expect(calls).toEqual(['install plain-1']);
+    expect(keeper.has('plain-1')).toBe(true);
+    keeper.grantsClosed([grant()]);
+    await keeper.close();
+    expect(calls).toEqual(['install plain-1', 'withdraw plain-1']);
+    expect(keeper.has('plain-1')).toBe(false);
+  });
+});
+
 describe('PlainCredentialKeeper with holdWhileSessionLives (Mosquitto)', () => {
   it('GIVEN a session from the bound address WHEN the grant closes and the window ends THEN nothing is withdrawn until the session ends', async () => {
     const { time, calls, keeper, knock, grant, session } = setup(true);
