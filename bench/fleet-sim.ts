@@ -66,9 +66,15 @@ import {
   fleetSchedule,
   seededRandom,
 } from './fleet/fleet-model.ts';
+import { ModelledDynamoDb } from './support/modelled-dynamodb.ts';
 import { ModelledEc2 } from './support/modelled-ec2.ts';
 
+/** Where the nonce and grants tables live: the in-process model (the default) or a moto server. */
+const DYNAMO_BACKENDS = ['model', 'moto'] as const;
+type DynamoBackend = (typeof DYNAMO_BACKENDS)[number];
+
 interface SimOptions {
+  readonly dynamo: DynamoBackend;
   readonly devices: number;
   readonly receivers: number;
   readonly groups: number;
@@ -92,6 +98,7 @@ interface SimOptions {
 }
 
 const DEFAULTS: SimOptions = {
+  dynamo: 'model',
   devices: 100_000,
   receivers: 4,
   groups: 5,
@@ -132,15 +139,21 @@ const EXPECTED_REJECTIONS: ReadonlySet<string> = new Set([
 ]);
 
 function parseOptions(argv: readonly string[]): SimOptions {
-  const options: Record<string, number> = { ...DEFAULTS };
+  const options: Record<string, number | string> = { ...DEFAULTS };
   for (let i = 0; i < argv.length; i += 2) {
     const flag = argv[i] ?? '';
     const key = flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-    const value = Number(argv[i + 1]);
-    if (!(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
+    const text = String(argv[i + 1]);
+    if (key === 'dynamo' && (DYNAMO_BACKENDS as readonly string[]).includes(text)) {
+      options[key] = text;
+      continue;
+    }
+    const value = Number(text);
+    if (key === 'dynamo' || !(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
       throw new Error(
-        `fleet-sim: bad option ${flag} ${String(argv[i + 1])}: expected one of ` +
+        `fleet-sim: bad option ${flag} ${text}: expected --dynamo ${DYNAMO_BACKENDS.join('|')}, or one of ` +
           `${Object.keys(DEFAULTS)
+            .filter((k) => k !== 'dynamo')
             .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
             .join(', ')} followed by a whole number`,
       );
@@ -202,7 +215,8 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const width = Math.max('figure'.length, ...keys.map((k) => k.length));
   const widths = columns.map((c) => Math.max(...c.map((v) => v.length)));
   console.log(
-    `fleet-sim: ${options.devices} devices, ${options.receivers} receivers, moto + EC2 model` +
+    `fleet-sim: ${options.devices} devices, ${options.receivers} receivers, ` +
+      `${options.dynamo === 'model' ? 'DynamoDB model' : 'moto'} + EC2 model` +
       (options.closeOnConnect === 1 ? '' : `; rules held for the window`) +
       (options.closeOnConnect === 0
         ? ''
@@ -259,10 +273,15 @@ async function simulate(
   const addressOf = (device: number) =>
     carrier ? carrierAddress(device, options.prefixes, random) : deviceAddress(device);
 
-  const moto = await startMoto();
+  // DynamoDB: the model answers in-process, at once (one shared client); moto over HTTP (a client per user, each
+  // call counted in flight so virtual time waits for its answer). Either takes no simulated time.
+  const moto = options.dynamo === 'moto' ? await startMoto() : undefined;
+  const dynamoModel = moto === undefined ? new ModelledDynamoDb() : undefined;
   let inFlight = 0;
   const dynamoClients: DynamoDBClient[] = [];
   const dynamo = () => {
+    if (dynamoModel !== undefined) return dynamoModel.client;
+    if (moto === undefined) throw new Error('fleet-sim: no DynamoDB backend');
     const client = new DynamoDBClient({
       region: MOTO_REGION,
       endpoint: moto.endpoint,
@@ -367,18 +386,27 @@ async function simulate(
   const steadyAt: { at: number; ms: number }[] = [];
   let stormFirstKnock = Number.POSITIVE_INFINITY;
   let stormLastGrant = Number.NEGATIVE_INFINITY;
-  /** Rules in place later than the device's attempt lasts (the device library would have knocked again). */
-  let lateForAttempt = 0;
-  let notRetriedAtEnd = 0;
-  const episodeStart = new Map<
-    number,
-    { at: number; storm: boolean; attempts: number; lastKnockAt: number }
-  >();
+  /**
+   * A device's episode: from its first knock until it ends in exactly one of connected, lost (its connect found no
+   * rule), refused for good (`--retries` re-knocks spent) or not retried (the backoff would pass the end of
+   * traffic). Each knock starts an attempt of DEFAULT_ATTEMPT_TIMEOUT_MS, as the device library's.
+   */
+  interface Episode {
+    readonly at: number;
+    readonly storm: boolean;
+    attempts: number;
+  }
+  const episodes = new Map<number, Episode>();
+  const ended = { connected: 0, lost: 0, refusedForGood: 0, notRetriedAtEnd: 0 };
+  let episodesStarted = 0;
+  /** Rules opened (ok outcomes) after the device's attempt had ended: the device had given up on that knock. */
+  let orphans = 0;
+  /** Scheduled reconnects of a device already in an episode (it is still trying: nothing to reconnect). */
+  let alreadyTrying = 0;
   const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
   const granted = new Set<number>();
   const grantedAt = new Map<number, number>();
   const stormDevices = new Set<number>();
-  const refusedForGood = new Set<number>();
 
   const receiverFor = (address: string, port: number) => {
     let h = port;
@@ -405,17 +433,29 @@ async function simulate(
   // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
   // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
   const sessions = { reported: 0, closedRules: 0, pending: 0, noRule: 0 };
-  const connect = (device: number, knockAddress: string, receiver: (typeof receivers)[number]) => {
+  const connect = (
+    device: number,
+    knockAddress: string,
+    receiver: (typeof receivers)[number],
+    done: (outcome: 'connected' | 'lost') => void,
+  ) => {
     sessions.pending++;
     // Behind carrier NAT the session may leave from another address of the pool than the knock.
     const address = carrier ? addressOf(device) : knockAddress;
     time.setTimeout(
       () => {
         // The device's TCP connection needs a rule for its address (or its prefix) right now: another receiver
-        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver).
+        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver), or the rule's
+        // window ended before the connect.
         const cidr = carrier ? prefixOf(address, CARRIER_PREFIX_LENGTH) : `${address}/32`;
         if (cidr === undefined || !ec2.hasRule(cidr)) {
           sessions.noRule++;
+          sessions.pending--;
+          done('lost');
+          return;
+        }
+        done('connected');
+        if (!closeOnConnect) {
           sessions.pending--;
           return;
         }
@@ -429,16 +469,28 @@ async function simulate(
     );
   };
 
-  const knock = (device: number, storm: boolean) => {
+  const endEpisode = (device: number, how: keyof typeof ended) => {
+    ended[how]++;
+    episodes.delete(device);
+  };
+
+  // One attempt, as the device library makes it (device-client/connect-device.ts): knock, then try to connect
+  // until DEFAULT_ATTEMPT_TIMEOUT_MS after the knock. A refused knock is silent (the device hears nothing), so
+  // only the rule (the ok outcome) within the attempt leads to a connect; otherwise the attempt fails at its end
+  // and the device knocks again after backoffDelayMs(failed attempts), at most `--retries` times, never after
+  // the end of traffic. An ok outcome after the attempt ended is an orphan: the device does not use it.
+  const attempt = (device: number, episode: Episode) => {
     knocks++;
-    if (storm) {
-      stormDevices.add(device);
-      stormFirstKnock = Math.min(stormFirstKnock, time.now());
-    }
-    const episode = episodeStart.get(device) ?? { at: time.now(), storm, attempts: 0, lastKnockAt: 0 };
     episode.attempts++;
-    episode.lastKnockAt = time.now();
-    episodeStart.set(device, episode);
+    if (episode.storm) stormFirstKnock = Math.min(stormFirstKnock, time.now());
+    let over = false;
+    const timeout = time.setTimeout(() => {
+      over = true;
+      const again = backoffDelayMs(episode.attempts, random);
+      if (episode.attempts > options.retries) endEpisode(device, 'refusedForGood');
+      else if (time.now() + again >= endMs) endEpisode(device, 'notRetriedAtEnd');
+      else time.setTimeout(() => attempt(device, episode), again);
+    }, DEFAULT_ATTEMPT_TIMEOUT_MS);
     const key = directory.keyOf(device);
     const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
     const bytes = encodeBc1(
@@ -449,32 +501,33 @@ async function simulate(
     recent.push({ bytes, address, at: time.now() });
     if (recent.length > 256) recent.shift();
     deliver(bytes, address, (outcome, receiver) => {
-      if (outcome.ok) {
-        const waited = time.now() - episode.at;
-        (episode.storm ? latency.storm : latency.steady).push(waited);
-        if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
-        else steadyAt.push({ at: episode.at, ms: waited });
-        // The rule came after this knock's attempt ended: the device has re-knocked (not modelled: it connects).
-        const sinceKnock = time.now() - episode.lastKnockAt;
-        if (sinceKnock > DEFAULT_ATTEMPT_TIMEOUT_MS) lateForAttempt++;
-        granted.add(device);
-        if (!grantedAt.has(device)) grantedAt.set(device, time.now());
-        if (closeOnConnect) connect(device, address, receiver);
-        episodeStart.delete(device);
-      } else if (outcome.reason === 'grant-failed') {
-        // As the device library: the attempt times out, then the backoff of `failures` failed attempts.
-        const again = DEFAULT_ATTEMPT_TIMEOUT_MS + backoffDelayMs(episode.attempts, random);
-        if (episode.attempts <= options.retries && time.now() + again < endMs) {
-          time.setTimeout(() => knock(device, episode.storm), again);
-        } else {
-          if (episode.attempts <= options.retries) notRetriedAtEnd++;
-          refusedForGood.add(device);
-          episodeStart.delete(device);
-        }
-      } else {
-        episodeStart.delete(device);
+      if (!outcome.ok) return; // silent: the attempt runs to its end
+      if (over) {
+        orphans++;
+        return;
       }
+      over = true;
+      time.clearTimeout(timeout);
+      const waited = time.now() - episode.at;
+      (episode.storm ? latency.storm : latency.steady).push(waited);
+      if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
+      else steadyAt.push({ at: episode.at, ms: waited });
+      granted.add(device);
+      if (!grantedAt.has(device)) grantedAt.set(device, time.now());
+      connect(device, address, receiver, (how) => endEpisode(device, how));
     });
+  };
+
+  const knock = (device: number, storm: boolean) => {
+    if (storm) stormDevices.add(device);
+    if (episodes.has(device)) {
+      alreadyTrying++;
+      return;
+    }
+    const episode: Episode = { at: time.now(), storm, attempts: 0 };
+    episodes.set(device, episode);
+    episodesStarted++;
+    attempt(device, episode);
   };
 
   const dispatch = (event: (typeof schedule)[number]) => {
@@ -556,6 +609,8 @@ async function simulate(
   await closed;
   // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
   const lost = pending + sessions.pending;
+  const episodesUnfinished = episodes.size;
+  const episodesEnded = Object.values(ended).reduce((n, c) => n + c, 0);
   const active = new Set(
     (await store.listActive(time.now())).map((g) => `${g.address}/${g.prefixLength ?? 32}`),
   );
@@ -564,8 +619,10 @@ async function simulate(
   const rulesAfterDrain = ec2.rules().now;
   const tableAfterDrain = (await store.listActive(time.now())).length;
   for (const client of dynamoClients) client.destroy();
+  const dynamoCalls = dynamoModel?.counts();
+  dynamoModel?.restore();
   ec2.restore();
-  await moto.stop();
+  await moto?.stop();
 
   const calls = ec2.counts();
   const steady = latency.steady.sort((a, b) => a - b);
@@ -609,6 +666,10 @@ async function simulate(
 
   const rows: [string, string][] = [
     ['devices / receivers', `${options.devices} / ${options.receivers}`],
+    [
+      'DynamoDB (nonce and grants tables)',
+      options.dynamo === 'model' ? 'in-process model (bench/support/modelled-dynamodb.ts)' : 'moto server',
+    ],
     [
       'grant groups x rules per group (per family)',
       `${options.groups} x ${options.rulesPerGroup} = ${options.groups * options.rulesPerGroup}`,
@@ -665,8 +726,8 @@ async function simulate(
         : `t = ${((stormFirstKnock - START_MS) / 1000).toFixed(0)} s to ${((stormLastGrant - START_MS) / 1000).toFixed(0)} s`,
     ],
     [
-      `grants later than the knock's device attempt (${DEFAULT_ATTEMPT_TIMEOUT_MS / 1000} s)`,
-      String(lateForAttempt),
+      "rules opened after the device's attempt ended (orphans, closed by their window or the device's later session)",
+      String(orphans),
     ],
     ['storm devices granted by 10 / 15 simulated minutes', `${stormGrantedBy(600)} / ${stormGrantedBy(900)}`],
     [
@@ -694,7 +755,15 @@ async function simulate(
     ],
     ['refused explicitly: queue full', String(failures.queueFull)],
     ['refused explicitly: EC2 budget spent (rules waiting to be sent)', String(failures.budgetFull)],
-    ['device re-knocks not made (end of traffic)', String(notRetriedAtEnd)],
+    [
+      'device episodes: connected / lost (no rule at connect) / refused for good / not retried at end of traffic',
+      `${ended.connected} / ${ended.lost} / ${ended.refusedForGood} / ${ended.notRetriedAtEnd}`,
+    ],
+    [
+      'every episode ended in exactly one of those (episodes started / unfinished after the drain)',
+      `${episodesUnfinished === 0 && episodesStarted === episodesEnded ? 'yes' : 'NO'} (${episodesStarted} / ${episodesUnfinished})`,
+    ],
+    ['scheduled reconnects of a device already trying (no knock)', String(alreadyTrying)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
     ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
     ['in progress at end of traffic (coalescing, EC2 retries, queue)', String(pendingAtEnd)],
@@ -704,6 +773,14 @@ async function simulate(
     ['lost grants (knocks or sessions never answered after the drain)', String(lost)],
     ['grants table = rules after the drain', tableMatchesRules ? 'yes' : 'NO'],
     ['rules / table items after the last expiry', `${rulesAfterDrain} / ${tableAfterDrain}`],
+    [
+      'DynamoDB calls: Put / Get / Delete / Update / Scan (model only)',
+      dynamoCalls === undefined
+        ? 'n/a (moto)'
+        : ['PutItem', 'GetItem', 'DeleteItem', 'UpdateItem', 'Scan']
+            .map((c) => String(dynamoCalls[c]?.calls ?? 0))
+            .join(' / '),
+    ],
     ['real time', `${seconds.toFixed(0)} s`],
   ];
   const notes: string[] = [];
