@@ -58,6 +58,7 @@ import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
 import { VirtualTime } from '../test/support/virtual-time.ts';
 import { type ConnectRange, connectDelayMs, DEFAULT_CONNECT_RANGE } from './fleet/connect-model.ts';
+import { DeviceAttempts } from './fleet/device-attempts.ts';
 import { FleetDirectory, fleetDeviceId } from './fleet/fleet-directory.ts';
 import {
   carrierAddress,
@@ -376,6 +377,7 @@ async function simulate(
     receivers.push({ deps, firewall });
   }
 
+  const endMs = START_MS + fleet.endSeconds * 1000;
   // Tallies.
   const reasons = new Map<string, number>();
   let knocks = 0;
@@ -386,21 +388,6 @@ async function simulate(
   const steadyAt: { at: number; ms: number }[] = [];
   let stormFirstKnock = Number.POSITIVE_INFINITY;
   let stormLastGrant = Number.NEGATIVE_INFINITY;
-  /**
-   * A device's episode: from its first knock until it ends in exactly one of connected, lost (its connect found no
-   * rule), refused for good (`--retries` re-knocks spent) or not retried (the backoff would pass the end of
-   * traffic). Each knock starts an attempt of DEFAULT_ATTEMPT_TIMEOUT_MS, as the device library's.
-   */
-  interface Episode {
-    readonly at: number;
-    readonly storm: boolean;
-    attempts: number;
-  }
-  const episodes = new Map<number, Episode>();
-  const ended = { connected: 0, lost: 0, refusedForGood: 0, notRetriedAtEnd: 0 };
-  let episodesStarted = 0;
-  /** Rules opened (ok outcomes) after the device's attempt had ended: the device had given up on that knock. */
-  let orphans = 0;
   /** Scheduled reconnects of a device already in an episode (it is still trying: nothing to reconnect). */
   let alreadyTrying = 0;
   const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
@@ -469,65 +456,46 @@ async function simulate(
     );
   };
 
-  const endEpisode = (device: number, how: keyof typeof ended) => {
-    ended[how]++;
-    episodes.delete(device);
-  };
-
-  // One attempt, as the device library makes it (device-client/connect-device.ts): knock, then try to connect
-  // until DEFAULT_ATTEMPT_TIMEOUT_MS after the knock. A refused knock is silent (the device hears nothing), so
-  // only the rule (the ok outcome) within the attempt leads to a connect; otherwise the attempt fails at its end
-  // and the device knocks again after backoffDelayMs(failed attempts), at most `--retries` times, never after
-  // the end of traffic. An ok outcome after the attempt ended is an orphan: the device does not use it.
-  const attempt = (device: number, episode: Episode) => {
-    knocks++;
-    episode.attempts++;
-    if (episode.storm) stormFirstKnock = Math.min(stormFirstKnock, time.now());
-    let over = false;
-    const timeout = time.setTimeout(() => {
-      over = true;
-      const again = backoffDelayMs(episode.attempts, random);
-      if (episode.attempts > options.retries) endEpisode(device, 'refusedForGood');
-      else if (time.now() + again >= endMs) endEpisode(device, 'notRetriedAtEnd');
-      else time.setTimeout(() => attempt(device, episode), again);
-    }, DEFAULT_ATTEMPT_TIMEOUT_MS);
-    const key = directory.keyOf(device);
-    const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
-    const bytes = encodeBc1(
-      { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
-      { keyId: key.keyId, key: key.key, nonce },
-    );
-    const address = addressOf(device);
-    recent.push({ bytes, address, at: time.now() });
-    if (recent.length > 256) recent.shift();
-    deliver(bytes, address, (outcome, receiver) => {
-      if (!outcome.ok) return; // silent: the attempt runs to its end
-      if (over) {
-        orphans++;
-        return;
-      }
-      over = true;
-      time.clearTimeout(timeout);
-      const waited = time.now() - episode.at;
-      (episode.storm ? latency.storm : latency.steady).push(waited);
-      if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
-      else steadyAt.push({ at: episode.at, ms: waited });
-      granted.add(device);
-      if (!grantedAt.has(device)) grantedAt.set(device, time.now());
-      connect(device, address, receiver, (how) => endEpisode(device, how));
-    });
-  };
+  // Each device's attempts, as the device library makes them (bench/fleet/device-attempts.ts): a knock, then
+  // DEFAULT_ATTEMPT_TIMEOUT_MS to connect; a refused knock is silent, so only a rule within the attempt leads to a
+  // connect; otherwise a re-knock after the library's backoff, at most `--retries`, never after the end of traffic.
+  const devices: DeviceAttempts = new DeviceAttempts({
+    clock: time,
+    timers: time,
+    timeoutMs: DEFAULT_ATTEMPT_TIMEOUT_MS,
+    retries: options.retries,
+    endMs,
+    backoffMs: (failures) => backoffDelayMs(failures, random),
+    knock: (device, attempt) => {
+      knocks++;
+      const { episode } = attempt;
+      if (episode.storm) stormFirstKnock = Math.min(stormFirstKnock, time.now());
+      const key = directory.keyOf(device);
+      const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
+      const bytes = encodeBc1(
+        { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
+        { keyId: key.keyId, key: key.key, nonce },
+      );
+      const address = addressOf(device);
+      recent.push({ bytes, address, at: time.now() });
+      if (recent.length > 256) recent.shift();
+      deliver(bytes, address, (outcome, receiver) => {
+        // A refusal is silent (the attempt runs to its end); a rule after the attempt ended is an orphan.
+        if (!outcome.ok || !attempt.ruleInPlace()) return;
+        const waited = time.now() - episode.at;
+        (episode.storm ? latency.storm : latency.steady).push(waited);
+        if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
+        else steadyAt.push({ at: episode.at, ms: waited });
+        granted.add(device);
+        if (!grantedAt.has(device)) grantedAt.set(device, time.now());
+        connect(device, address, receiver, (how) => devices.end(device, how));
+      });
+    },
+  });
 
   const knock = (device: number, storm: boolean) => {
     if (storm) stormDevices.add(device);
-    if (episodes.has(device)) {
-      alreadyTrying++;
-      return;
-    }
-    const episode: Episode = { at: time.now(), storm, attempts: 0 };
-    episodes.set(device, episode);
-    episodesStarted++;
-    attempt(device, episode);
+    if (!devices.start(device, storm)) alreadyTrying++;
   };
 
   const dispatch = (event: (typeof schedule)[number]) => {
@@ -555,7 +523,6 @@ async function simulate(
     if (next !== undefined) time.setTimeout(feed, START_MS + next.at - time.now());
   };
   time.setTimeout(feed, schedule[0]?.at ?? 0);
-  const endMs = START_MS + fleet.endSeconds * 1000;
 
   // The sweeper Lambda, every minute: closes what a failed revoke left open (the backstop), as deployed.
   const sweeperStore = new DynamoGrantStore({ dynamodb: dynamo(), tableName: 'grants' });
@@ -609,7 +576,8 @@ async function simulate(
   await closed;
   // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
   const lost = pending + sessions.pending;
-  const episodesUnfinished = episodes.size;
+  const episodes = devices.stats();
+  const ended = episodes.ended;
   const episodesEnded = Object.values(ended).reduce((n, c) => n + c, 0);
   const active = new Set(
     (await store.listActive(time.now())).map((g) => `${g.address}/${g.prefixLength ?? 32}`),
@@ -727,7 +695,7 @@ async function simulate(
     ],
     [
       "rules opened after the device's attempt ended (orphans, closed by their window or the device's later session)",
-      String(orphans),
+      String(episodes.orphans),
     ],
     ['storm devices granted by 10 / 15 simulated minutes', `${stormGrantedBy(600)} / ${stormGrantedBy(900)}`],
     [
@@ -761,7 +729,7 @@ async function simulate(
     ],
     [
       'every episode ended in exactly one of those (episodes started / unfinished after the drain)',
-      `${episodesUnfinished === 0 && episodesStarted === episodesEnded ? 'yes' : 'NO'} (${episodesStarted} / ${episodesUnfinished})`,
+      `${episodes.running === 0 && episodes.started === episodesEnded ? 'yes' : 'NO'} (${episodes.started} / ${episodes.running})`,
     ],
     ['scheduled reconnects of a device already trying (no knock)', String(alreadyTrying)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
