@@ -1,16 +1,25 @@
 /**
  * Fleet simulation: 100,000 devices knocking on several in-process receivers, as behind the UDP load balancer.
  * Each receiver is the real pipeline (handleDatagram, GrantManager, SecurityGroupFirewall with its coalescing,
- * spreading, queueing and retries) with its own DynamoDB client; all share one moto server (python3 -m moto.server)
- * for the nonce and grants tables, and one EC2 model (bench/support/modelled-ec2.ts: per-action token buckets, 50
- * burst and 5/s for Authorize/Revoke, the rules-per-group quota, EC2's error codes). Time is virtual
- * (test/support/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
+ * spreading, queueing and retries) with the real DynamoNonceStore and DynamoGrantStore on a real DynamoDBClient,
+ * and one EC2 model (bench/support/modelled-ec2.ts: per-action token buckets, 50 burst and 5/s for
+ * Authorize/Revoke, the rules-per-group quota, EC2's error codes). The nonce and grants tables live in the
+ * in-process DynamoDB model (`--dynamo model`, the default: bench/support/modelled-dynamodb.ts, checked against
+ * moto by test/bench/modelled-dynamodb.test.ts) or in one moto server (`--dynamo moto`: python3 -m moto.server,
+ * about 20 times slower in real time). Time is virtual (test/support/virtual-time.ts): DynamoDB takes no simulated
+ * time on either backend; EC2 calls take `--ec2-ms`.
  *
  * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
- * whole fleet, and a drip of replays and junk. A device whose grant is refused (the receiver's queue full, the
- * EC2 budget spent, or expired while waiting) hears nothing, as a real one: like the device library
- * (device-client/connect-device.ts) its attempt times out (10 s) and it knocks again after the library's own
- * backoff (full jitter, 1 s doubling to 60 s), at most `--retries` times, and not after the end of traffic.
+ * whole fleet, and a drip of replays and junk. Devices attempt as the device library does
+ * (device-client/connect-device.ts; bench/fleet/device-attempts.ts): an attempt is a knock and then
+ * DEFAULT_ATTEMPT_TIMEOUT_MS (10 s) to connect. A refused grant (the receiver's queue full, the EC2 budget spent,
+ * or expired while waiting) is silent, as for a real device; if the rule (the receiver's ok outcome) comes within
+ * the attempt the device connects (below), otherwise the attempt fails at its end and the device knocks again after
+ * the library's backoff (full jitter, 1 s doubling to 60 s), at most `--retries` times, and not after the end of
+ * traffic. A rule that comes after its attempt ended is an orphan: the device does not use it (counted; the rule
+ * closes by its window, or by the device's later session through the same receiver). A scheduled reconnect of a
+ * device still trying sends nothing (counted). Every device's episode ends in exactly one of connected, lost (its
+ * connect found no rule), refused for good, not retried at the end of traffic; the table checks it.
  *
  * Pacing (`--pacing 1`, the default, as the AWS receiver runs): each receiver paces its EC2 calls with the real
  * client-side AIMD buckets (functions/aws/call-pacer.ts); `--pacing 0` sends calls as soon as planned.
@@ -19,23 +28,24 @@
  * the prefix policy `grantPrefix: { ipv4: 24 }` (functions/core/grant-prefix.ts), so devices share one rule per
  * /24; the session is reported from another address of the pool than the knock.
  *
- * Closed on connect (docs/scaling.md, "A rule lives until the session is established"): a device has its MQTT session
- * a short time after its rule is in place (bench/fleet/connect-model.ts: `--connect-min-ms` to `--connect-max-ms`,
- * uniform, default 300 ms to 1 s), and the simulation then tells the receiver that opened the rule, through the real
- * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 1`
- * is the default; 2 runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
- * them side by side; 0 or 1 runs one of them. When the device connects the simulation checks that a rule for its
- * address (or prefix) is in place at that moment: one closed under it (by another receiver's claims) is a lost
- * grant, counted, and that session is not reported.
+ * Connect (docs/scaling.md, "A rule lives until the session is established"): a device whose rule came within its
+ * attempt has its MQTT session a short time after the rule (bench/fleet/connect-model.ts: `--connect-min-ms` to
+ * `--connect-max-ms`, uniform, default 300 ms to 1 s). At that moment the simulation checks that a rule for its
+ * address (or prefix) is in place: one closed under it (by another receiver's claims, or its window ended) is a
+ * lost grant, counted, and that session is not reported. Closed on connect (`--close-on-connect 1`, the default)
+ * then tells the receiver that opened the rule, through the real `GrantManager.sessionEstablished`, which releases
+ * the device's claim and revokes the rule; 0 holds rules for the window; 2 runs the whole simulation twice (0 and 1)
+ * and prints them side by side.
  *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
- * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
- * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked); storm
- * devices granted by 10 and 15 simulated minutes, rules in use over time, how long rules stayed (opened to revoked,
- * p50/p99) and why they closed.
+ * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, orphaned rules, how the
+ * devices' episodes ended, errors, and the checks "no lost grant" (after the drain every knock has its answer; no
+ * connect found its rule gone; rules and grants table agree; all revoked); storm devices granted by 10 and 15
+ * simulated minutes, rules in use over time, how long rules stayed (opened to revoked, p50/p99), why they closed,
+ * and the DynamoDB calls (model only).
  *
- *   npm run bench -- fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
- *        [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
+ *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
+ *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
  *        [--seed 1] [--pacing 1] [--prefixes 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
  * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
