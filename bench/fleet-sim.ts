@@ -77,6 +77,7 @@ import {
   fleetSchedule,
   seededRandom,
 } from './fleet/fleet-model.ts';
+import { TimerHeap } from './fleet/timer-heap.ts';
 import { ModelledDynamoDb } from './support/modelled-dynamodb.ts';
 import { ModelledEc2 } from './support/modelled-ec2.ts';
 
@@ -266,6 +267,9 @@ async function simulate(
   const schedule = fleetSchedule(fleet);
   const random = seededRandom(options.seed ^ 0xbeef);
   const time = new VirtualTime(START_MS);
+  // The receivers', the devices' and the connects' timers (thousands at once in the storm) on one virtual timer
+  // (bench/fleet/timer-heap.ts): the virtual clock scans all its timers per timer fired.
+  const timers = new TimerHeap(time, time);
   const groupIds = Array.from({ length: options.groups }, (_, i) => `sg-${(0x10000000 + i).toString(16)}`);
   const ec2 = new ModelledEc2({
     clock: time,
@@ -358,7 +362,7 @@ async function simulate(
       securityGroupIds: groupIds,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
-      timers: time,
+      timers,
       retry: {
         maxAttempts: options.attempts,
         baseDelayMs: 200,
@@ -380,7 +384,7 @@ async function simulate(
       firewall,
       audit,
       clock: time,
-      timers: time,
+      timers,
       config: { defaultGrantSeconds: options.grantSeconds, clockWindowMs: 60_000 },
       rejectAudit: false,
     });
@@ -439,7 +443,7 @@ async function simulate(
     sessions.pending++;
     // Behind carrier NAT the session may leave from another address of the pool than the knock.
     const address = carrier ? addressOf(device) : knockAddress;
-    time.setTimeout(
+    timers.setTimeout(
       () => {
         // The device's TCP connection needs a rule for its address (or its prefix) right now: another receiver
         // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver), or the rule's
@@ -471,7 +475,7 @@ async function simulate(
   // connect; otherwise a re-knock after the library's backoff, at most `--retries`, never after the end of traffic.
   const devices: DeviceAttempts = new DeviceAttempts({
     clock: time,
-    timers: time,
+    timers,
     timeoutMs: DEFAULT_ATTEMPT_TIMEOUT_MS,
     retries: options.retries,
     endMs,
@@ -565,7 +569,7 @@ async function simulate(
       lastReport = performance.now();
       process.stderr.write(
         `  [${((performance.now() - realStart) / 1000).toFixed(0)} s real] virtual ${((at - START_MS) / 1000).toFixed(0)} s, ` +
-          `${knocks} knocks, ${accepted} accepted, ${ec2.rules().now} rules\n`,
+          `${knocks} knocks, ${accepted} accepted, ${ec2.rules().now} rules, ${timers.pending} timers\n`,
       );
     }
   }

@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { connectDelayMs, DEFAULT_CONNECT_RANGE } from '../../bench/fleet/connect-model.ts';
 import { type Attempt, DeviceAttempts } from '../../bench/fleet/device-attempts.ts';
 import { deviceAddress, fleetSchedule, seededRandom } from '../../bench/fleet/fleet-model.ts';
+import { TimerHeap } from '../../bench/fleet/timer-heap.ts';
 import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { Ec2Pacing } from '../../functions/aws/call-pacer.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
@@ -342,5 +343,29 @@ describe("devices' attempts (bench/fleet/device-attempts.ts, as device-client/co
       ended: { connected: 0, lost: 0, refusedForGood: 0, notRetriedAtEnd: 1 },
       running: 0,
     });
+  });
+});
+
+describe('TimerHeap (many timers on one virtual timer)', () => {
+  it('10. fires in due order, ties in setting order, at their due time; cleared ones never; 0 ms is 1 ms', async () => {
+    const time = new VirtualTime(1000);
+    const heap = new TimerHeap(time, time);
+    const fired: string[] = [];
+    heap.setTimeout(() => fired.push(`b@${time.now()}`), 20);
+    heap.setTimeout(() => {
+      fired.push(`a@${time.now()}`);
+      heap.setTimeout(() => fired.push(`nested@${time.now()}`), 0);
+    }, 10);
+    heap.setTimeout(() => fired.push(`c@${time.now()}`), 20);
+    const cancelled = heap.setTimeout(() => fired.push('never'), 5);
+    heap.clearTimeout(cancelled);
+    heap.clearTimeout({}); // a foreign handle: nothing
+    time.setTimeout(() => fired.push(`direct@${time.now()}`), 15);
+    heap.setTimeout(() => fired.push('late'), 100);
+    expect(heap.pending).toBe(4);
+    await time.run(1050, idle);
+    expect(fired).toEqual(['a@1010', 'nested@1011', 'direct@1015', 'b@1020', 'c@1020']);
+    expect(heap.pending).toBe(1);
+    expect(time.pendingTimers).toBe(1); // one underlying timer, for the 'late' one
   });
 });
