@@ -323,12 +323,18 @@ async function simulate(
 
   const gauge = new QueueGauge(options.receivers);
   const apiErrors = new Map<string, number>();
-  const failures = { queueFull: 0, budgetFull: 0, expiredInQueue: 0, other: [] as string[] };
+  const failures = { queueFull: 0, budgetFull: 0, expiredInQueue: 0, atDrain: 0, other: [] as string[] };
+  /** From the end of traffic on: the receivers' firewalls are closed (knocks still in the pipeline are refused). */
+  let draining = false;
   const audited = { opened: 0, extended: 0 };
   // How long rules stayed: from the rule in place ('grant.opened') to the rule gone ('grant.revoked'), per address.
   const openedAt = new Map<string, number>();
   const ruleLife: number[] = [];
   const closedBy = new Map<string, number>();
+  /** The reason of each target's last revoke by a receiver (to say why a connect found no rule). */
+  const lastRevoked = new Map<string, string>();
+  /** Lost grants by the last receiver revoke of their target ('none': closed by the sweeper). */
+  const lostBy = new Map<string, number>();
   const audit: AuditSink = {
     write(event: AuditEvent) {
       if (event.type === 'grant.opened') {
@@ -337,6 +343,7 @@ async function simulate(
       }
       if (event.type === 'grant.extended') audited.extended++;
       if (event.type === 'grant.revoked') {
+        lastRevoked.set(event.source, event.reason);
         closedBy.set(event.reason, (closedBy.get(event.reason) ?? 0) + 1);
         const at = openedAt.get(event.source);
         openedAt.delete(event.source);
@@ -347,6 +354,7 @@ async function simulate(
         failures.budgetFull++;
       else if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
       else if (event.error.includes('GrantNotOpenedError')) failures.expiredInQueue++;
+      else if (draining && event.error.includes('firewall is closed')) failures.atDrain++;
       else failures.other.push(event.error);
     },
   };
@@ -450,6 +458,9 @@ async function simulate(
         // window ended before the connect.
         const cidr = carrier ? prefixOf(address, CARRIER_PREFIX_LENGTH) : `${address}/32`;
         if (cidr === undefined || !ec2.hasRule(cidr)) {
+          const target = carrier ? (cidr ?? address) : address;
+          const by = lastRevoked.get(target) ?? 'none (the sweeper)';
+          lostBy.set(by, (lostBy.get(by) ?? 0) + 1);
           sessions.noRule++;
           sessions.pending--;
           done('lost');
@@ -582,6 +593,7 @@ async function simulate(
   // Drain: close the receivers (waiting grants are refused explicitly), then let every open grant expire.
   // (close() flushes through the EC2 model, whose answers need virtual time to pass: run it meanwhile; the
   // sweeper runs at least once more.)
+  draining = true;
   const closed = Promise.all(receivers.map((r) => r.firewall.close()));
   await time.run(time.now() + (options.grantSeconds + 90) * 1000, {
     inFlight: () => inFlight,
@@ -729,7 +741,10 @@ async function simulate(
       'sessions reported to the receiver (closed on connect)',
       closeOnConnect ? String(sessions.reported) : 'n/a',
     ],
-    ['lost grants: the rule was gone when the device connected', String(sessions.noRule)],
+    [
+      'lost grants: the rule was gone when the device connected (last closed by)',
+      `${sessions.noRule}${lostBy.size === 0 ? '' : ` (${[...lostBy].map(([by, n]) => `${by}: ${n}`).join(', ')})`}`,
+    ],
     [
       'rules opened / grants extended (audited)',
       `${audited.opened} / ${audited.extended}` +
@@ -747,6 +762,7 @@ async function simulate(
     ],
     ['scheduled reconnects of a device already trying (no knock)', String(alreadyTrying)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
+    ['refused at the drain (knocks in the pipeline when the firewalls closed)', String(failures.atDrain)],
     ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
     ['in progress at end of traffic (coalescing, EC2 retries, queue)', String(pendingAtEnd)],
     ['group found full by a receiver (moved on)', String(quotaRaces)],
