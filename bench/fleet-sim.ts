@@ -7,7 +7,9 @@
  * in-process DynamoDB model (`--dynamo model`, the default: bench/support/modelled-dynamodb.ts, checked against
  * moto by test/bench/modelled-dynamodb.test.ts) or in one moto server (`--dynamo moto`: python3 -m moto.server,
  * about 20 times slower in real time). Time is virtual (test/support/virtual-time.ts): DynamoDB takes no simulated
- * time on either backend; EC2 calls take `--ec2-ms`.
+ * time on either backend; EC2 calls take `--ec2-ms`. The receivers', devices' and connects' timers run on one
+ * virtual timer (bench/fleet/timer-heap.ts). At the end of traffic the firewalls close: knocks still in the
+ * pipeline are refused (counted as refused at the drain), then every open grant expires.
  *
  * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
  * whole fleet, and a drip of replays and junk. Devices attempt as the device library does
