@@ -1,16 +1,27 @@
 /**
  * Fleet simulation: 100,000 devices knocking on several in-process receivers, as behind the UDP load balancer.
  * Each receiver is the real pipeline (handleDatagram, GrantManager, SecurityGroupFirewall with its coalescing,
- * spreading, queueing and retries) with its own DynamoDB client; all share one moto server (python3 -m moto.server)
- * for the nonce and grants tables, and one EC2 model (bench/support/modelled-ec2.ts: per-action token buckets, 50
- * burst and 5/s for Authorize/Revoke, the rules-per-group quota, EC2's error codes). Time is virtual
- * (test/support/virtual-time.ts): DynamoDB round trips to moto take no simulated time; EC2 calls take `--ec2-ms`.
+ * spreading, queueing and retries) with the real DynamoNonceStore and DynamoGrantStore on a real DynamoDBClient,
+ * and one EC2 model (bench/support/modelled-ec2.ts: per-action token buckets, 50 burst and 5/s for
+ * Authorize/Revoke, the rules-per-group quota, EC2's error codes). The nonce and grants tables live in the
+ * in-process DynamoDB model (`--dynamo model`, the default: bench/support/modelled-dynamodb.ts, checked against
+ * moto by test/bench/modelled-dynamodb.test.ts) or in one moto server (`--dynamo moto`: python3 -m moto.server,
+ * about 20 times slower in real time). Time is virtual (test/support/virtual-time.ts): DynamoDB takes no simulated
+ * time on either backend; EC2 calls take `--ec2-ms`. The receivers', devices' and connects' timers run on one
+ * virtual timer (bench/fleet/timer-heap.ts). At the end of traffic the firewalls close: knocks still in the
+ * pipeline are refused (counted as refused at the drain), then every open grant expires.
  *
  * Traffic (bench/fleet/fleet-model.ts): steady reconnects, a regional outage followed by a reconnect storm of the
- * whole fleet, and a drip of replays and junk. A device whose grant is refused (the receiver's queue full, the
- * EC2 budget spent, or expired while waiting) hears nothing, as a real one: like the device library
- * (device-client/connect-device.ts) its attempt times out (10 s) and it knocks again after the library's own
- * backoff (full jitter, 1 s doubling to 60 s), at most `--retries` times, and not after the end of traffic.
+ * whole fleet, and a drip of replays and junk. Devices attempt as the device library does
+ * (device-client/connect-device.ts; bench/fleet/device-attempts.ts): an attempt is a knock and then
+ * DEFAULT_ATTEMPT_TIMEOUT_MS (10 s) to connect. A refused grant (the receiver's queue full, the EC2 budget spent,
+ * or expired while waiting) is silent, as for a real device; if the rule (the receiver's ok outcome) comes within
+ * the attempt the device connects (below), otherwise the attempt fails at its end and the device knocks again after
+ * the library's backoff (full jitter, 1 s doubling to 60 s), at most `--retries` times, and not after the end of
+ * traffic. A rule that comes after its attempt ended is an orphan: the device does not use it (counted; the rule
+ * closes by its window, or by the device's later session through the same receiver). A scheduled reconnect of a
+ * device still trying sends nothing (counted). Every device's episode ends in exactly one of connected, lost (its
+ * connect found no rule), refused for good, not retried at the end of traffic; the table checks it.
  *
  * Pacing (`--pacing 1`, the default, as the AWS receiver runs): each receiver paces its EC2 calls with the real
  * client-side AIMD buckets (functions/aws/call-pacer.ts); `--pacing 0` sends calls as soon as planned.
@@ -19,23 +30,24 @@
  * the prefix policy `grantPrefix: { ipv4: 24 }` (functions/core/grant-prefix.ts), so devices share one rule per
  * /24; the session is reported from another address of the pool than the knock.
  *
- * Closed on connect (docs/scaling.md, "A rule lives until the session is established"): a device has its MQTT session
- * a short time after its rule is in place (bench/fleet/connect-model.ts: `--connect-min-ms` to `--connect-max-ms`,
- * uniform, default 300 ms to 1 s), and the simulation then tells the receiver that opened the rule, through the real
- * `GrantManager.sessionEstablished`, which releases the device's claim and revokes the rule. `--close-on-connect 1`
- * is the default; 2 runs the whole simulation twice, rules held for the window (0) and closed on connect (1), and prints
- * them side by side; 0 or 1 runs one of them. When the device connects the simulation checks that a rule for its
- * address (or prefix) is in place at that moment: one closed under it (by another receiver's claims) is a lost
- * grant, counted, and that session is not reported.
+ * Connect (docs/scaling.md, "A rule lives until the session is established"): a device whose rule came within its
+ * attempt has its MQTT session a short time after the rule (bench/fleet/connect-model.ts: `--connect-min-ms` to
+ * `--connect-max-ms`, uniform, default 300 ms to 1 s). At that moment the simulation checks that a rule for its
+ * address (or prefix) is in place: one closed under it (by another receiver's claims, or its window ended) is a
+ * lost grant, counted, and that session is not reported. Closed on connect (`--close-on-connect 1`, the default)
+ * then tells the receiver that opened the rule, through the real `GrantManager.sessionEstablished`, which releases
+ * the device's claim and revokes the rule; 0 holds rules for the window; 2 runs the whole simulation twice (0 and 1)
+ * and prints them side by side.
  *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
- * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, errors, and the checks
- * "no lost grant" (after the drain every knock has its answer; rules and grants table agree; all revoked); storm
- * devices granted by 10 and 15 simulated minutes, rules in use over time, how long rules stayed (opened to revoked,
- * p50/p99) and why they closed.
+ * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, orphaned rules, how the
+ * devices' episodes ended, errors, and the checks "no lost grant" (after the drain every knock has its answer; no
+ * connect found its rule gone; rules and grants table agree; all revoked); storm devices granted by 10 and 15
+ * simulated minutes, rules in use over time, how long rules stayed (opened to revoked, p50/p99), why they closed,
+ * and the DynamoDB calls (model only).
  *
- *   npm run bench -- fleet-sim [--devices 100000] [--receivers 4] [--groups 5] [--rules-per-group 200]
- *        [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
+ *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
+ *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
  *        [--seed 1] [--pacing 1] [--prefixes 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
  * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
@@ -58,6 +70,7 @@ import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
 import { VirtualTime } from '../test/support/virtual-time.ts';
 import { type ConnectRange, connectDelayMs, DEFAULT_CONNECT_RANGE } from './fleet/connect-model.ts';
+import { DeviceAttempts } from './fleet/device-attempts.ts';
 import { FleetDirectory, fleetDeviceId } from './fleet/fleet-directory.ts';
 import {
   carrierAddress,
@@ -66,9 +79,16 @@ import {
   fleetSchedule,
   seededRandom,
 } from './fleet/fleet-model.ts';
+import { TimerHeap } from './fleet/timer-heap.ts';
+import { ModelledDynamoDb } from './support/modelled-dynamodb.ts';
 import { ModelledEc2 } from './support/modelled-ec2.ts';
 
+/** Where the nonce and grants tables live: the in-process model (the default) or a moto server. */
+const DYNAMO_BACKENDS = ['model', 'moto'] as const;
+type DynamoBackend = (typeof DYNAMO_BACKENDS)[number];
+
 interface SimOptions {
+  readonly dynamo: DynamoBackend;
   readonly devices: number;
   readonly receivers: number;
   readonly groups: number;
@@ -92,6 +112,7 @@ interface SimOptions {
 }
 
 const DEFAULTS: SimOptions = {
+  dynamo: 'model',
   devices: 100_000,
   receivers: 4,
   groups: 5,
@@ -132,15 +153,21 @@ const EXPECTED_REJECTIONS: ReadonlySet<string> = new Set([
 ]);
 
 function parseOptions(argv: readonly string[]): SimOptions {
-  const options: Record<string, number> = { ...DEFAULTS };
+  const options: Record<string, number | string> = { ...DEFAULTS };
   for (let i = 0; i < argv.length; i += 2) {
     const flag = argv[i] ?? '';
     const key = flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-    const value = Number(argv[i + 1]);
-    if (!(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
+    const text = String(argv[i + 1]);
+    if (key === 'dynamo' && (DYNAMO_BACKENDS as readonly string[]).includes(text)) {
+      options[key] = text;
+      continue;
+    }
+    const value = Number(text);
+    if (key === 'dynamo' || !(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
       throw new Error(
-        `fleet-sim: bad option ${flag} ${String(argv[i + 1])}: expected one of ` +
+        `fleet-sim: bad option ${flag} ${text}: expected --dynamo ${DYNAMO_BACKENDS.join('|')}, or one of ` +
           `${Object.keys(DEFAULTS)
+            .filter((k) => k !== 'dynamo')
             .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
             .join(', ')} followed by a whole number`,
       );
@@ -202,7 +229,8 @@ export async function main(argv: readonly string[] = []): Promise<void> {
   const width = Math.max('figure'.length, ...keys.map((k) => k.length));
   const widths = columns.map((c) => Math.max(...c.map((v) => v.length)));
   console.log(
-    `fleet-sim: ${options.devices} devices, ${options.receivers} receivers, moto + EC2 model` +
+    `fleet-sim: ${options.devices} devices, ${options.receivers} receivers, ` +
+      `${options.dynamo === 'model' ? 'DynamoDB model' : 'moto'} + EC2 model` +
       (options.closeOnConnect === 1 ? '' : `; rules held for the window`) +
       (options.closeOnConnect === 0
         ? ''
@@ -241,6 +269,9 @@ async function simulate(
   const schedule = fleetSchedule(fleet);
   const random = seededRandom(options.seed ^ 0xbeef);
   const time = new VirtualTime(START_MS);
+  // The receivers', the devices' and the connects' timers (thousands at once in the storm) on one virtual timer
+  // (bench/fleet/timer-heap.ts): the virtual clock scans all its timers per timer fired.
+  const timers = new TimerHeap(time, time);
   const groupIds = Array.from({ length: options.groups }, (_, i) => `sg-${(0x10000000 + i).toString(16)}`);
   const ec2 = new ModelledEc2({
     clock: time,
@@ -259,10 +290,15 @@ async function simulate(
   const addressOf = (device: number) =>
     carrier ? carrierAddress(device, options.prefixes, random) : deviceAddress(device);
 
-  const moto = await startMoto();
+  // DynamoDB: the model answers in-process, at once (one shared client); moto over HTTP (a client per user, each
+  // call counted in flight so virtual time waits for its answer). Either takes no simulated time.
+  const moto = options.dynamo === 'moto' ? await startMoto() : undefined;
+  const dynamoModel = moto === undefined ? new ModelledDynamoDb() : undefined;
   let inFlight = 0;
   const dynamoClients: DynamoDBClient[] = [];
   const dynamo = () => {
+    if (dynamoModel !== undefined) return dynamoModel.client;
+    if (moto === undefined) throw new Error('fleet-sim: no DynamoDB backend');
     const client = new DynamoDBClient({
       region: MOTO_REGION,
       endpoint: moto.endpoint,
@@ -289,12 +325,18 @@ async function simulate(
 
   const gauge = new QueueGauge(options.receivers);
   const apiErrors = new Map<string, number>();
-  const failures = { queueFull: 0, budgetFull: 0, expiredInQueue: 0, other: [] as string[] };
+  const failures = { queueFull: 0, budgetFull: 0, expiredInQueue: 0, atDrain: 0, other: [] as string[] };
+  /** From the end of traffic on: the receivers' firewalls are closed (knocks still in the pipeline are refused). */
+  let draining = false;
   const audited = { opened: 0, extended: 0 };
   // How long rules stayed: from the rule in place ('grant.opened') to the rule gone ('grant.revoked'), per address.
   const openedAt = new Map<string, number>();
   const ruleLife: number[] = [];
   const closedBy = new Map<string, number>();
+  /** The reason of each target's last revoke by a receiver (to say why a connect found no rule). */
+  const lastRevoked = new Map<string, string>();
+  /** Lost grants by the last receiver revoke of their target ('none': closed by the sweeper). */
+  const lostBy = new Map<string, number>();
   const audit: AuditSink = {
     write(event: AuditEvent) {
       if (event.type === 'grant.opened') {
@@ -303,6 +345,7 @@ async function simulate(
       }
       if (event.type === 'grant.extended') audited.extended++;
       if (event.type === 'grant.revoked') {
+        lastRevoked.set(event.source, event.reason);
         closedBy.set(event.reason, (closedBy.get(event.reason) ?? 0) + 1);
         const at = openedAt.get(event.source);
         openedAt.delete(event.source);
@@ -313,6 +356,7 @@ async function simulate(
         failures.budgetFull++;
       else if (event.error.includes('GrantQueueFullError')) failures.queueFull++;
       else if (event.error.includes('GrantNotOpenedError')) failures.expiredInQueue++;
+      else if (draining && event.error.includes('firewall is closed')) failures.atDrain++;
       else failures.other.push(event.error);
     },
   };
@@ -328,7 +372,7 @@ async function simulate(
       securityGroupIds: groupIds,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
-      timers: time,
+      timers,
       retry: {
         maxAttempts: options.attempts,
         baseDelayMs: 200,
@@ -350,13 +394,14 @@ async function simulate(
       firewall,
       audit,
       clock: time,
-      timers: time,
+      timers,
       config: { defaultGrantSeconds: options.grantSeconds, clockWindowMs: 60_000 },
       rejectAudit: false,
     });
     receivers.push({ deps, firewall });
   }
 
+  const endMs = START_MS + fleet.endSeconds * 1000;
   // Tallies.
   const reasons = new Map<string, number>();
   let knocks = 0;
@@ -367,18 +412,12 @@ async function simulate(
   const steadyAt: { at: number; ms: number }[] = [];
   let stormFirstKnock = Number.POSITIVE_INFINITY;
   let stormLastGrant = Number.NEGATIVE_INFINITY;
-  /** Rules in place later than the device's attempt lasts (the device library would have knocked again). */
-  let lateForAttempt = 0;
-  let notRetriedAtEnd = 0;
-  const episodeStart = new Map<
-    number,
-    { at: number; storm: boolean; attempts: number; lastKnockAt: number }
-  >();
+  /** Scheduled reconnects of a device already in an episode (it is still trying: nothing to reconnect). */
+  let alreadyTrying = 0;
   const recent: { bytes: Uint8Array; address: string; at: number }[] = [];
   const granted = new Set<number>();
   const grantedAt = new Map<number, number>();
   const stormDevices = new Set<number>();
-  const refusedForGood = new Set<number>();
 
   const receiverFor = (address: string, port: number) => {
     let h = port;
@@ -405,17 +444,32 @@ async function simulate(
   // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
   // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
   const sessions = { reported: 0, closedRules: 0, pending: 0, noRule: 0 };
-  const connect = (device: number, knockAddress: string, receiver: (typeof receivers)[number]) => {
+  const connect = (
+    device: number,
+    knockAddress: string,
+    receiver: (typeof receivers)[number],
+    done: (outcome: 'connected' | 'lost') => void,
+  ) => {
     sessions.pending++;
     // Behind carrier NAT the session may leave from another address of the pool than the knock.
     const address = carrier ? addressOf(device) : knockAddress;
-    time.setTimeout(
+    timers.setTimeout(
       () => {
         // The device's TCP connection needs a rule for its address (or its prefix) right now: another receiver
-        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver).
+        // may have closed a shared rule meanwhile (docs/scaling.md: the claims are per receiver), or the rule's
+        // window ended before the connect.
         const cidr = carrier ? prefixOf(address, CARRIER_PREFIX_LENGTH) : `${address}/32`;
         if (cidr === undefined || !ec2.hasRule(cidr)) {
+          const target = carrier ? (cidr ?? address) : address;
+          const by = lastRevoked.get(target) ?? 'none (the sweeper)';
+          lostBy.set(by, (lostBy.get(by) ?? 0) + 1);
           sessions.noRule++;
+          sessions.pending--;
+          done('lost');
+          return;
+        }
+        done('connected');
+        if (!closeOnConnect) {
           sessions.pending--;
           return;
         }
@@ -429,52 +483,46 @@ async function simulate(
     );
   };
 
-  const knock = (device: number, storm: boolean) => {
-    knocks++;
-    if (storm) {
-      stormDevices.add(device);
-      stormFirstKnock = Math.min(stormFirstKnock, time.now());
-    }
-    const episode = episodeStart.get(device) ?? { at: time.now(), storm, attempts: 0, lastKnockAt: 0 };
-    episode.attempts++;
-    episode.lastKnockAt = time.now();
-    episodeStart.set(device, episode);
-    const key = directory.keyOf(device);
-    const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
-    const bytes = encodeBc1(
-      { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
-      { keyId: key.keyId, key: key.key, nonce },
-    );
-    const address = addressOf(device);
-    recent.push({ bytes, address, at: time.now() });
-    if (recent.length > 256) recent.shift();
-    deliver(bytes, address, (outcome, receiver) => {
-      if (outcome.ok) {
+  // Each device's attempts, as the device library makes them (bench/fleet/device-attempts.ts): a knock, then
+  // DEFAULT_ATTEMPT_TIMEOUT_MS to connect; a refused knock is silent, so only a rule within the attempt leads to a
+  // connect; otherwise a re-knock after the library's backoff, at most `--retries`, never after the end of traffic.
+  const devices: DeviceAttempts = new DeviceAttempts({
+    clock: time,
+    timers,
+    timeoutMs: DEFAULT_ATTEMPT_TIMEOUT_MS,
+    retries: options.retries,
+    endMs,
+    backoffMs: (failures) => backoffDelayMs(failures, random),
+    knock: (device, attempt) => {
+      knocks++;
+      const { episode } = attempt;
+      if (episode.storm) stormFirstKnock = Math.min(stormFirstKnock, time.now());
+      const key = directory.keyOf(device);
+      const nonce = Uint8Array.from({ length: 12 }, () => Math.floor(random() * 256));
+      const bytes = encodeBc1(
+        { timestampMs: time.now(), durationSeconds: 0, access: [{ protocol: 'tcp', port: 8883 }] },
+        { keyId: key.keyId, key: key.key, nonce },
+      );
+      const address = addressOf(device);
+      recent.push({ bytes, address, at: time.now() });
+      if (recent.length > 256) recent.shift();
+      deliver(bytes, address, (outcome, receiver) => {
+        // A refusal is silent (the attempt runs to its end); a rule after the attempt ended is an orphan.
+        if (!outcome.ok || !attempt.ruleInPlace()) return;
         const waited = time.now() - episode.at;
         (episode.storm ? latency.storm : latency.steady).push(waited);
         if (episode.storm) stormLastGrant = Math.max(stormLastGrant, time.now());
         else steadyAt.push({ at: episode.at, ms: waited });
-        // The rule came after this knock's attempt ended: the device has re-knocked (not modelled: it connects).
-        const sinceKnock = time.now() - episode.lastKnockAt;
-        if (sinceKnock > DEFAULT_ATTEMPT_TIMEOUT_MS) lateForAttempt++;
         granted.add(device);
         if (!grantedAt.has(device)) grantedAt.set(device, time.now());
-        if (closeOnConnect) connect(device, address, receiver);
-        episodeStart.delete(device);
-      } else if (outcome.reason === 'grant-failed') {
-        // As the device library: the attempt times out, then the backoff of `failures` failed attempts.
-        const again = DEFAULT_ATTEMPT_TIMEOUT_MS + backoffDelayMs(episode.attempts, random);
-        if (episode.attempts <= options.retries && time.now() + again < endMs) {
-          time.setTimeout(() => knock(device, episode.storm), again);
-        } else {
-          if (episode.attempts <= options.retries) notRetriedAtEnd++;
-          refusedForGood.add(device);
-          episodeStart.delete(device);
-        }
-      } else {
-        episodeStart.delete(device);
-      }
-    });
+        connect(device, address, receiver, (how) => devices.end(device, how));
+      });
+    },
+  });
+
+  const knock = (device: number, storm: boolean) => {
+    if (storm) stormDevices.add(device);
+    if (!devices.start(device, storm)) alreadyTrying++;
   };
 
   const dispatch = (event: (typeof schedule)[number]) => {
@@ -502,7 +550,6 @@ async function simulate(
     if (next !== undefined) time.setTimeout(feed, START_MS + next.at - time.now());
   };
   time.setTimeout(feed, schedule[0]?.at ?? 0);
-  const endMs = START_MS + fleet.endSeconds * 1000;
 
   // The sweeper Lambda, every minute: closes what a failed revoke left open (the backstop), as deployed.
   const sweeperStore = new DynamoGrantStore({ dynamodb: dynamo(), tableName: 'grants' });
@@ -535,7 +582,7 @@ async function simulate(
       lastReport = performance.now();
       process.stderr.write(
         `  [${((performance.now() - realStart) / 1000).toFixed(0)} s real] virtual ${((at - START_MS) / 1000).toFixed(0)} s, ` +
-          `${knocks} knocks, ${accepted} accepted, ${ec2.rules().now} rules\n`,
+          `${knocks} knocks, ${accepted} accepted, ${ec2.rules().now} rules, ${timers.pending} timers\n`,
       );
     }
   }
@@ -548,6 +595,7 @@ async function simulate(
   // Drain: close the receivers (waiting grants are refused explicitly), then let every open grant expire.
   // (close() flushes through the EC2 model, whose answers need virtual time to pass: run it meanwhile; the
   // sweeper runs at least once more.)
+  draining = true;
   const closed = Promise.all(receivers.map((r) => r.firewall.close()));
   await time.run(time.now() + (options.grantSeconds + 90) * 1000, {
     inFlight: () => inFlight,
@@ -556,6 +604,9 @@ async function simulate(
   await closed;
   // Every knock has an answer by now (a grant still pending here would be lost); table and rules agree.
   const lost = pending + sessions.pending;
+  const episodes = devices.stats();
+  const ended = episodes.ended;
+  const episodesEnded = Object.values(ended).reduce((n, c) => n + c, 0);
   const active = new Set(
     (await store.listActive(time.now())).map((g) => `${g.address}/${g.prefixLength ?? 32}`),
   );
@@ -564,8 +615,10 @@ async function simulate(
   const rulesAfterDrain = ec2.rules().now;
   const tableAfterDrain = (await store.listActive(time.now())).length;
   for (const client of dynamoClients) client.destroy();
+  const dynamoCalls = dynamoModel?.counts();
+  dynamoModel?.restore();
   ec2.restore();
-  await moto.stop();
+  await moto?.stop();
 
   const calls = ec2.counts();
   const steady = latency.steady.sort((a, b) => a - b);
@@ -609,6 +662,10 @@ async function simulate(
 
   const rows: [string, string][] = [
     ['devices / receivers', `${options.devices} / ${options.receivers}`],
+    [
+      'DynamoDB (nonce and grants tables)',
+      options.dynamo === 'model' ? 'in-process model (bench/support/modelled-dynamodb.ts)' : 'moto server',
+    ],
     [
       'grant groups x rules per group (per family)',
       `${options.groups} x ${options.rulesPerGroup} = ${options.groups * options.rulesPerGroup}`,
@@ -665,8 +722,8 @@ async function simulate(
         : `t = ${((stormFirstKnock - START_MS) / 1000).toFixed(0)} s to ${((stormLastGrant - START_MS) / 1000).toFixed(0)} s`,
     ],
     [
-      `grants later than the knock's device attempt (${DEFAULT_ATTEMPT_TIMEOUT_MS / 1000} s)`,
-      String(lateForAttempt),
+      "rules opened after the device's attempt ended (orphans, closed by their window or the device's later session)",
+      String(episodes.orphans),
     ],
     ['storm devices granted by 10 / 15 simulated minutes', `${stormGrantedBy(600)} / ${stormGrantedBy(900)}`],
     [
@@ -686,7 +743,10 @@ async function simulate(
       'sessions reported to the receiver (closed on connect)',
       closeOnConnect ? String(sessions.reported) : 'n/a',
     ],
-    ['lost grants: the rule was gone when the device connected', String(sessions.noRule)],
+    [
+      'lost grants: the rule was gone when the device connected (last closed by)',
+      `${sessions.noRule}${lostBy.size === 0 ? '' : ` (${[...lostBy].map(([by, n]) => `${by}: ${n}`).join(', ')})`}`,
+    ],
     [
       'rules opened / grants extended (audited)',
       `${audited.opened} / ${audited.extended}` +
@@ -694,8 +754,17 @@ async function simulate(
     ],
     ['refused explicitly: queue full', String(failures.queueFull)],
     ['refused explicitly: EC2 budget spent (rules waiting to be sent)', String(failures.budgetFull)],
-    ['device re-knocks not made (end of traffic)', String(notRetriedAtEnd)],
+    [
+      'device episodes: connected / lost (no rule at connect) / refused for good / not retried at end of traffic',
+      `${ended.connected} / ${ended.lost} / ${ended.refusedForGood} / ${ended.notRetriedAtEnd}`,
+    ],
+    [
+      'every episode ended in exactly one of those (episodes started / unfinished after the drain)',
+      `${episodes.running === 0 && episodes.started === episodesEnded ? 'yes' : 'NO'} (${episodes.started} / ${episodes.running})`,
+    ],
+    ['scheduled reconnects of a device already trying (no knock)', String(alreadyTrying)],
     ['refused explicitly: expired while queued', String(failures.expiredInQueue)],
+    ['refused at the drain (knocks in the pipeline when the firewalls closed)', String(failures.atDrain)],
     ['still queued at end of traffic (GrantQueueDepth)', String(queuedAtEnd)],
     ['in progress at end of traffic (coalescing, EC2 retries, queue)', String(pendingAtEnd)],
     ['group found full by a receiver (moved on)', String(quotaRaces)],
@@ -704,6 +773,14 @@ async function simulate(
     ['lost grants (knocks or sessions never answered after the drain)', String(lost)],
     ['grants table = rules after the drain', tableMatchesRules ? 'yes' : 'NO'],
     ['rules / table items after the last expiry', `${rulesAfterDrain} / ${tableAfterDrain}`],
+    [
+      'DynamoDB calls: Put / Get / Delete / Update / Scan (model only)',
+      dynamoCalls === undefined
+        ? 'n/a (moto)'
+        : ['PutItem', 'GetItem', 'DeleteItem', 'UpdateItem', 'Scan']
+            .map((c) => String(dynamoCalls[c]?.calls ?? 0))
+            .join(' / '),
+    ],
     ['real time', `${seconds.toFixed(0)} s`],
   ];
   const notes: string[] = [];

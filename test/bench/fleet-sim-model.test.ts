@@ -1,7 +1,8 @@
 /**
  * The fleet simulation's models: the EC2 token buckets and security-group semantics the figures in
  * docs/scaling.md rest on (bench/support/modelled-ec2.ts, on the receiver's token bucket), the virtual clock
- * (test/support/virtual-time.ts) and the seeded schedule (bench/fleet/). Virtual time only: no real sleeps.
+ * (test/support/virtual-time.ts), the seeded schedule and the devices' attempts (bench/fleet/). Virtual time only:
+ * no real sleeps.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
@@ -10,7 +11,9 @@ import {
 } from '@aws-sdk/client-ec2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectDelayMs, DEFAULT_CONNECT_RANGE } from '../../bench/fleet/connect-model.ts';
+import { type Attempt, DeviceAttempts } from '../../bench/fleet/device-attempts.ts';
 import { deviceAddress, fleetSchedule, seededRandom } from '../../bench/fleet/fleet-model.ts';
+import { TimerHeap } from '../../bench/fleet/timer-heap.ts';
 import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { Ec2Pacing } from '../../functions/aws/call-pacer.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
@@ -275,4 +278,94 @@ describe('Paced receivers on the EC2 model (functions/aws/call-pacer.ts, docs/sc
     );
     ec2.restore();
   }, 120_000);
+});
+
+describe("devices' attempts (bench/fleet/device-attempts.ts, as device-client/connect-device.ts makes them)", () => {
+  /** Devices whose knocks are logged; `rules` says, per knock number (from 1), when its rule comes (ms), if ever. */
+  function fleet(rules: (knock: number) => number | undefined, retries = 3, endMs = 1_000_000) {
+    const time = new VirtualTime(0);
+    const knocks: number[] = [];
+    const used: boolean[] = [];
+    const attempts = new DeviceAttempts({
+      clock: time,
+      timers: time,
+      timeoutMs: 10_000,
+      retries,
+      endMs,
+      backoffMs: (failures) => failures * 1000,
+      knock: (device, attempt: Attempt) => {
+        knocks.push(time.now());
+        const ruleAfter = rules(knocks.length);
+        if (ruleAfter === undefined) return;
+        time.setTimeout(() => {
+          const connects = attempt.ruleInPlace();
+          used.push(connects);
+          if (connects) time.setTimeout(() => attempts.end(device, 'connected'), 500);
+        }, ruleAfter);
+      },
+    });
+    return { time, knocks, used, attempts };
+  }
+
+  it('8. a rule within the attempt connects; a late one is an orphan and the device has knocked again', async () => {
+    const { time, knocks, used, attempts } = fleet((n) => (n === 1 ? 12_000 : n === 2 ? 3000 : undefined));
+    expect(attempts.start(7, false)).toBe(true);
+    expect(attempts.start(7, true)).toBe(false); // already trying
+    await time.run(100_000, idle);
+    // First attempt 0..10 s fails; re-knock after backoff(1) = 1 s at 11 s; its rule at 14 s connects.
+    expect(knocks).toEqual([0, 11_000]);
+    expect(used).toEqual([false, true]);
+    expect(attempts.stats()).toEqual({
+      started: 1,
+      ended: { connected: 1, lost: 0, refusedForGood: 0, notRetriedAtEnd: 0 },
+      running: 0,
+      orphans: 1,
+    });
+  });
+
+  it('9. a silent refusal: re-knocks after each failed attempt until the retries are spent, or the end of traffic', async () => {
+    const never = fleet(() => undefined, 3);
+    never.attempts.start(1, false);
+    await never.time.run(200_000, idle);
+    // Attempts end at knock + 10 s; backoff 1, 2, 3 s: knocks at 0, 11, 23, 36 s; the 4th failure ends it.
+    expect(never.knocks).toEqual([0, 11_000, 23_000, 36_000]);
+    expect(never.attempts.stats().ended).toEqual({
+      connected: 0,
+      lost: 0,
+      refusedForGood: 1,
+      notRetriedAtEnd: 0,
+    });
+    const late = fleet(() => undefined, 3, 22_000);
+    late.attempts.start(1, false);
+    await late.time.run(200_000, idle);
+    expect(late.knocks).toEqual([0, 11_000]); // the next knock (23 s) would be after the end of traffic
+    expect(late.attempts.stats()).toMatchObject({
+      ended: { connected: 0, lost: 0, refusedForGood: 0, notRetriedAtEnd: 1 },
+      running: 0,
+    });
+  });
+});
+
+describe('TimerHeap (many timers on one virtual timer)', () => {
+  it('10. fires in due order, ties in setting order, at their due time; cleared ones never; 0 ms is 1 ms', async () => {
+    const time = new VirtualTime(1000);
+    const heap = new TimerHeap(time, time);
+    const fired: string[] = [];
+    heap.setTimeout(() => fired.push(`b@${time.now()}`), 20);
+    heap.setTimeout(() => {
+      fired.push(`a@${time.now()}`);
+      heap.setTimeout(() => fired.push(`nested@${time.now()}`), 0);
+    }, 10);
+    heap.setTimeout(() => fired.push(`c@${time.now()}`), 20);
+    const cancelled = heap.setTimeout(() => fired.push('never'), 5);
+    heap.clearTimeout(cancelled);
+    heap.clearTimeout({}); // a foreign handle: nothing
+    time.setTimeout(() => fired.push(`direct@${time.now()}`), 15);
+    heap.setTimeout(() => fired.push('late'), 100);
+    expect(heap.pending).toBe(4);
+    await time.run(1050, idle);
+    expect(fired).toEqual(['a@1010', 'nested@1011', 'direct@1015', 'b@1020', 'c@1020']);
+    expect(heap.pending).toBe(1);
+    expect(time.pendingTimers).toBe(1); // one underlying timer, for the 'late' one
+  });
 });
