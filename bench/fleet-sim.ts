@@ -35,8 +35,9 @@
  * `--connect-max-ms`, uniform, default 300 ms to 1 s). At that moment the simulation checks that a rule for its
  * address (or prefix) is in place: one closed under it (by another receiver's claims, or its window ended) is a
  * lost grant, counted, and that session is not reported. Closed on connect (`--close-on-connect 1`, the default)
- * then tells the receiver that opened the rule, through the real `GrantManager.sessionEstablished`, which releases
- * the device's claim and revokes the rule; 0 holds rules for the window; 2 runs the whole simulation twice (0 and 1)
+ * then tells every receiver, as on AWS where each watches the broker's log, through the real
+ * `GrantManager.sessionEstablished`: the claims are shared in the grants table (functions/aws/dynamo-connect-claims.ts),
+ * so the release of the device's claim revokes the rule once no device that knocked for it still waits; 0 holds rules for the window; 2 runs the whole simulation twice (0 and 1)
  * and prints them side by side.
  *
  * Prints: knocks accepted, replays caught, junk dropped, EC2 calls (and throttles), largest grant queue, knock to
@@ -55,6 +56,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { backoffDelayMs, DEFAULT_ATTEMPT_TIMEOUT_MS } from '../device-client/connect-device.ts';
 import { Ec2Pacing } from '../functions/aws/call-pacer.ts';
+import { DynamoConnectClaims } from '../functions/aws/dynamo-connect-claims.ts';
 import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
 import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
@@ -397,6 +399,7 @@ async function simulate(
       timers,
       config: { defaultGrantSeconds: options.grantSeconds, clockWindowMs: 60_000 },
       rejectAudit: false,
+      connectClaims: new DynamoConnectClaims({ dynamodb: client, tableName: 'grants' }),
     });
     receivers.push({ deps, firewall });
   }
@@ -441,15 +444,10 @@ async function simulate(
     });
   };
 
-  // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches the
-  // receiver that opened the rule (docs/scaling.md: closed on connect is kept to the receiver holding the claims).
+  // Closed on connect: the device's MQTT session is up a moment after its rule is; the broker's signal reaches every
+  // receiver (docs/scaling.md, "The signal on AWS"), and the claims they share decide when the rule closes.
   const sessions = { reported: 0, closedRules: 0, pending: 0, noRule: 0 };
-  const connect = (
-    device: number,
-    knockAddress: string,
-    receiver: (typeof receivers)[number],
-    done: (outcome: 'connected' | 'lost') => void,
-  ) => {
+  const connect = (device: number, knockAddress: string, done: (outcome: 'connected' | 'lost') => void) => {
     sessions.pending++;
     // Behind carrier NAT the session may leave from another address of the pool than the knock.
     const address = carrier ? addressOf(device) : knockAddress;
@@ -474,9 +472,13 @@ async function simulate(
           return;
         }
         sessions.reported++;
-        void receiver.deps.grants.sessionEstablished(fleetDeviceId(device), address).then((closed) => {
+        // Every receiver watches the broker's log (functions/aws/receiver-main.ts), so each is told of every
+        // session; the claims are shared in the grants table (functions/aws/dynamo-connect-claims.ts).
+        void Promise.all(
+          receivers.map((r) => r.deps.grants.sessionEstablished(fleetDeviceId(device), address)),
+        ).then((lists) => {
           sessions.pending--;
-          sessions.closedRules += closed.length;
+          sessions.closedRules += lists.flat().length;
         });
       },
       connectDelayMs(random, range),
@@ -506,7 +508,7 @@ async function simulate(
       const address = addressOf(device);
       recent.push({ bytes, address, at: time.now() });
       if (recent.length > 256) recent.shift();
-      deliver(bytes, address, (outcome, receiver) => {
+      deliver(bytes, address, (outcome) => {
         // A refusal is silent (the attempt runs to its end); a rule after the attempt ended is an orphan.
         if (!outcome.ok || !attempt.ruleInPlace()) return;
         const waited = time.now() - episode.at;
@@ -515,7 +517,7 @@ async function simulate(
         else steadyAt.push({ at: episode.at, ms: waited });
         granted.add(device);
         if (!grantedAt.has(device)) grantedAt.set(device, time.now());
-        connect(device, address, receiver, (how) => devices.end(device, how));
+        connect(device, address, (how) => devices.end(device, how));
       });
     },
   });
