@@ -37,6 +37,8 @@
  *   operation order, re-checked there: a knock queued meanwhile keeps it open), audited 'grant.revoked' with
  *   reason 'connected'. A release by a device without a live claim there changes nothing, so a device can never
  *   shorten another device's grant. A failed revoke is audited and the grant stays under its timer.
+ *   A session reported while that device's own open of the address is still under way (it connected through the
+ *   rule of an earlier knock) releases that knock's claim too: the grant closes as soon as it is open.
  * - The claims live in a `ConnectClaimStore` (functions/core/interfaces.ts): this process's by default; receivers
  *   behind a load balancer share one (the grants table, functions/aws/dynamo-connect-claims.ts) and every one of
  *   them is told of every session. A manager releases only the targets it holds grants of (or the device is
@@ -124,6 +126,8 @@ interface AddressClaim {
   pending: number;
   /** Released by the address cap: queued opens are refused, its grants revoked. */
   released: boolean;
+  /** When a session of the device from this target was last reported (closed on connect). */
+  sessionAt?: number;
 }
 
 interface Entry {
@@ -204,11 +208,12 @@ export class GrantManager implements GrantOpener {
     const key = grantKey(target, canonical);
     const claim = this.#claim(deviceId, target, key);
     claim.pending += 1;
-    const knocked = this.#knock(deviceId, target, this.#clock.now() + seconds * 1000);
+    const knockedAt = this.#clock.now();
+    const knocked = this.#knock(deviceId, target, knockedAt + seconds * 1000);
     return this.#serialize(key, async () => {
       try {
         await knocked;
-        return await this.#openNow(key, deviceId, source, canonical, seconds, claim);
+        return await this.#openNow(key, deviceId, source, canonical, seconds, claim, knockedAt);
       } finally {
         claim.pending -= 1;
         this.#forgetIfIdle(deviceId, claim);
@@ -249,6 +254,8 @@ export class GrantManager implements GrantOpener {
 
   /** `deviceId` connected from within `target`: drop its claim there; revoke the target's grants when none waits. */
   async #releaseTarget(deviceId: string, target: string): Promise<Grant[]> {
+    const own = this.#devices.get(deviceId)?.get(target);
+    if (own !== undefined) own.sessionAt = this.#clock.now();
     let released: ConnectClaimRelease;
     try {
       released = await this.#connect.release(deviceId, target, this.#clock.now());
@@ -258,8 +265,14 @@ export class GrantManager implements GrantOpener {
     }
     if (!released.revoke) return [];
     const closed: Grant[] = [];
+    // The target's grants, and the device's own opens there still under way (a session may come before its own
+    // knock's rule is reported open, e.g. through the rule of an earlier knock): each closes in its turn.
+    const keys = new Set([
+      ...(this.#byAddress.get(target) ?? []),
+      ...(this.#devices.get(deviceId)?.get(target)?.keys ?? []),
+    ]);
     await Promise.all(
-      [...(this.#byAddress.get(target) ?? [])].map((key) =>
+      [...keys].map((key) =>
         this.#serialize(key, async () => {
           const entry = this.#entries.get(key);
           if (entry === undefined) return;
@@ -369,6 +382,7 @@ export class GrantManager implements GrantOpener {
     access: readonly AccessEntry[],
     seconds: number,
     claim: AddressClaim,
+    knockedAt: number,
   ): Promise<GrantOpenResult> {
     if (this.#closed) {
       this.#auditFailure(deviceId, grantTarget(source), 'grant manager is closed (receiver shutting down)');
@@ -404,8 +418,11 @@ export class GrantManager implements GrantOpener {
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
-    // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued.
-    await this.#knock(deviceId, target, now + seconds * 1000);
+    // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued;
+    // unless the device's session was reported since this knock (it connected meanwhile: the claim is released).
+    if (claim.sessionAt === undefined || claim.sessionAt < knockedAt) {
+      await this.#knock(deviceId, target, now + seconds * 1000);
+    }
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
       const previous = this.#devices.get(existing.grant.deviceId)?.get(target);

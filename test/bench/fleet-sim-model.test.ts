@@ -281,11 +281,22 @@ describe('Paced receivers on the EC2 model (functions/aws/call-pacer.ts, docs/sc
 });
 
 describe("devices' attempts (bench/fleet/device-attempts.ts, as device-client/connect-device.ts makes them)", () => {
-  /** Devices whose knocks are logged; `rules` says, per knock number (from 1), when its rule comes (ms), if ever. */
-  function fleet(rules: (knock: number) => number | undefined, retries = 3, endMs = 1_000_000) {
+  /**
+   * Devices whose knocks are logged; `rules` says, per knock number (from 1), when its rule comes (ms after the
+   * knock), if ever; a rule stays `ruleLifeMs`. The device dials at 0.25, 1.25, 3.25 and 7.25 s after each knock.
+   */
+  function fleet(
+    rules: (knock: number) => number | undefined,
+    retries = 3,
+    endMs = 1_000_000,
+    ruleLifeMs = 30_000,
+  ) {
     const time = new VirtualTime(0);
     const knocks: number[] = [];
-    const used: boolean[] = [];
+    const granted: boolean[] = [];
+    const connectedAt: number[] = [];
+    let ruleUntil = Number.NEGATIVE_INFINITY;
+    let ruleFrom = Number.POSITIVE_INFINITY;
     const attempts = new DeviceAttempts({
       clock: time,
       timers: time,
@@ -293,61 +304,77 @@ describe("devices' attempts (bench/fleet/device-attempts.ts, as device-client/co
       retries,
       endMs,
       backoffMs: (failures) => failures * 1000,
-      knock: (device, attempt: Attempt) => {
+      admits: () => time.now() >= ruleFrom && time.now() < ruleUntil,
+      connected: () => connectedAt.push(time.now()),
+      knock: (_device, attempt: Attempt) => {
         knocks.push(time.now());
         const ruleAfter = rules(knocks.length);
         if (ruleAfter === undefined) return;
         time.setTimeout(() => {
-          const connects = attempt.ruleInPlace();
-          used.push(connects);
-          if (connects) time.setTimeout(() => attempts.end(device, 'connected'), 500);
+          ruleFrom = time.now();
+          ruleUntil = time.now() + ruleLifeMs;
+          granted.push(attempt.granted());
         }, ruleAfter);
       },
     });
-    return { time, knocks, used, attempts };
+    return { time, knocks, granted, connectedAt, attempts };
   }
 
-  it('8. a rule within the attempt connects; a late one is an orphan and the device has knocked again', async () => {
-    const { time, knocks, used, attempts } = fleet((n) => (n === 1 ? 12_000 : n === 2 ? 3000 : undefined));
+  it('8. the device connects at its first dial after the rule; a rule after a failed attempt is an orphan, used by the re-knock', async () => {
+    const { time, knocks, granted, connectedAt, attempts } = fleet((n) => (n === 1 ? 12_000 : undefined));
     expect(attempts.start(7, false)).toBe(true);
     expect(attempts.start(7, true)).toBe(false); // already trying
     await time.run(100_000, idle);
-    // First attempt 0..10 s fails; re-knock after backoff(1) = 1 s at 11 s; its rule at 14 s connects.
+    // First attempt 0..10 s fails (no rule at 0.25/1.25/3.25/7.25 s); re-knock after backoff(1) = 1 s at 11 s; the
+    // first knock's rule comes at 12 s (an orphan of the failed attempt) and the re-knock's dial at 12.25 s uses it.
     expect(knocks).toEqual([0, 11_000]);
-    expect(used).toEqual([false, true]);
+    expect(granted).toEqual([false]);
+    expect(connectedAt).toEqual([12_250]);
     expect(attempts.stats()).toEqual({
       started: 1,
-      ended: { connected: 1, lost: 0, refusedForGood: 0, notRetriedAtEnd: 0 },
+      ended: { connected: 1, refusedForGood: 0, notRetriedAtEnd: 0 },
       running: 0,
       orphans: 1,
+      lost: 0,
     });
   });
 
-  it('9. a silent refusal: re-knocks after each failed attempt until the retries are spent, or the end of traffic', async () => {
+  it('9. a rule gone before the next dial is a lost grant; the device goes on as after any failed attempt', async () => {
+    // The rule comes 2 s after the first knock and lives 1 s: dials at 1.25 s (before) and 3.25 s (after) miss it.
+    const { time, knocks, granted, connectedAt, attempts } = fleet(
+      (n) => (n === 1 ? 2000 : n === 2 ? 500 : undefined),
+      3,
+      1_000_000,
+      1000,
+    );
+    attempts.start(3, false);
+    await time.run(100_000, idle);
+    expect(knocks).toEqual([0, 11_000]);
+    expect(granted).toEqual([true, true]);
+    expect(connectedAt).toEqual([11_000 + 1250]); // the re-knock's rule at 11.5 s, its dial at 12.25 s
+    expect(attempts.stats()).toMatchObject({ lost: 1, orphans: 0, ended: { connected: 1 } });
+  });
+
+  it('10. a silent refusal: re-knocks after each failed attempt until the retries are spent, or the end of traffic', async () => {
     const never = fleet(() => undefined, 3);
     never.attempts.start(1, false);
     await never.time.run(200_000, idle);
     // Attempts end at knock + 10 s; backoff 1, 2, 3 s: knocks at 0, 11, 23, 36 s; the 4th failure ends it.
     expect(never.knocks).toEqual([0, 11_000, 23_000, 36_000]);
-    expect(never.attempts.stats().ended).toEqual({
-      connected: 0,
-      lost: 0,
-      refusedForGood: 1,
-      notRetriedAtEnd: 0,
-    });
+    expect(never.attempts.stats().ended).toEqual({ connected: 0, refusedForGood: 1, notRetriedAtEnd: 0 });
     const late = fleet(() => undefined, 3, 22_000);
     late.attempts.start(1, false);
     await late.time.run(200_000, idle);
     expect(late.knocks).toEqual([0, 11_000]); // the next knock (23 s) would be after the end of traffic
     expect(late.attempts.stats()).toMatchObject({
-      ended: { connected: 0, lost: 0, refusedForGood: 0, notRetriedAtEnd: 1 },
+      ended: { connected: 0, refusedForGood: 0, notRetriedAtEnd: 1 },
       running: 0,
     });
   });
 });
 
 describe('TimerHeap (many timers on one virtual timer)', () => {
-  it('10. fires in due order, ties in setting order, at their due time; cleared ones never; 0 ms is 1 ms', async () => {
+  it('11. fires in due order, ties in setting order, at their due time; cleared ones never; 0 ms is 1 ms', async () => {
     const time = new VirtualTime(1000);
     const heap = new TimerHeap(time, time);
     const fired: string[] = [];

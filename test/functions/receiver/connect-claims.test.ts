@@ -202,6 +202,25 @@ describe('GrantManager: closed on connect', () => {
     expect(firewall.isOpen(A, 'tcp/8883')).toBe(true);
   });
 
+  it("a session before the device's own open completes closes that grant once it is open", async () => {
+    const { firewall, audit, manager } = setup();
+    let release: () => void = () => undefined;
+    const slowAllow = firewall.allow.bind(firewall);
+    firewall.allow = (grants) =>
+      new Promise<void>((done) => {
+        release = () => void slowAllow(grants).then(done);
+      });
+    const knock = manager.open('dev-a', source(A), [TCP_8883], 30); // its rule call is still under way
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const closing = manager.sessionEstablished('dev-a', A); // connected through an earlier rule of the address
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    release();
+    expect(await knock).toMatchObject({ ok: true });
+    expect(await closing).toHaveLength(1);
+    expect(firewall.isOpen(A, 'tcp/8883')).toBe(false);
+    expect(audit.events.at(-1)).toMatchObject({ type: 'grant.revoked', reason: 'connected' });
+  });
+
   it('a failed revoke on connect is audited and the grant stays under its timer', async () => {
     const { time, firewall, audit, manager } = setup();
     await manager.open('dev-a', source(A), [TCP_8883], 30);
