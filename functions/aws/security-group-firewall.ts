@@ -8,6 +8,12 @@
  *     flight) go out together, up to `maxBatchOps` per batch: one Authorize / Update / Revoke call per security
  *     group (and per address family for Authorize) for each `maxBatchRules` ranges, each permission once
  *     (coalescer.ts, sg-plan.ts).
+ *   - Ordering within a batch (docs/scaling.md "Staying inside the EC2 API budget"): its revokes, its updates and
+ *     the authorizes that fit in slots free BEFORE the revokes are sent at once (each action has its own EC2
+ *     bucket and pacer), so an authorize never waits for a revoke that frees no slot it needs. Only allows that
+ *     need a slot one of the batch's revokes frees wait: they are planned again once the revokes are done (the
+ *     next round; past the last round, the queue, re-tried after the freeing revoke). A batch's unknown revokes
+ *     are described after its calls, so that describe never races the batch's own writes.
  *   - Pacing (optional `pacing`, call-pacer.ts; docs/scaling.md "Staying inside the EC2 API budget"): every call
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
@@ -24,9 +30,11 @@
  *     expiry being revoked, its rule is left open (the later expiry wins) and this firewall's picture takes the
  *     later expiry, so it never shortens the rule's description either. An unreadable item revokes as asked
  *     (closing is the safe direction).
- *   - Quota: rules are placed in the first configured group with a free slot for the family (counted from
- *     DescribeSecurityGroups, EC2's per-family limit `rulesPerGroup`); `RulesPerSecurityGroupLimitExceeded`
- *     marks the group full for that family and the rules move to the next group. When all are full, grants wait
+ *   - Quota: rules are placed in the first group, in this receiver's fill order (from `fillOffset`, wrapping),
+ *     with a free slot for the family (counted from DescribeSecurityGroups, EC2's per-family limit
+ *     `rulesPerGroup`): with distinct offsets, receivers fill distinct groups and a batch's rules land in one
+ *     group (one call) while it has room; `RulesPerSecurityGroupLimitExceeded` marks the group full for that
+ *     family and the rules move to the next group. When all are full, grants wait
  *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
  *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
  *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
@@ -77,8 +85,14 @@ import { type RuleSpec, ruleKey, rulesForGrant } from './sg-rules.ts';
 
 export interface SecurityGroupFirewallOptions {
   readonly ec2: EC2Client;
-  /** The broker's security groups, in fill order. */
+  /** The broker's security groups (the configured order; each receiver starts filling at its `fillOffset`). */
   readonly securityGroupIds: readonly string[];
+  /**
+   * Index of the group this receiver fills first (modulo the groups' number; sg-plan.ts fillOrder): receiver i
+   * of several passes i (or, on AWS, fillOffsetOf(its id)) so each fills its own group and batches go out as
+   * one call. Default 0: the configured order.
+   */
+  readonly fillOffset?: number;
   /** What may be opened on the broker (e.g. tcp/8883). Other requested entries are never opened. */
   readonly brokerAccess: readonly AccessEntry[];
   readonly clock: Clock;
@@ -161,6 +175,7 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #queueRetryMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
+  readonly #fillOffset: number;
   /** Allows handed to the coalescer and not yet taken by a flush. */
   readonly #unsentOps = new WeakSet<RuleOp<Ticket>>();
   #unsent = 0;
@@ -191,6 +206,11 @@ export class SecurityGroupFirewall implements Firewall {
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
+    this.#fillOffset = options.fillOffset ?? 0;
+    if (!Number.isInteger(this.#fillOffset) || this.#fillOffset < 0)
+      throw new AwsConfigError(
+        `SecurityGroupFirewall fillOffset must be a whole number >= 0, got ${this.#fillOffset}`,
+      );
     this.#brokerKeys = new Set(options.brokerAccess.map((a) => `${a.protocol}/${a.port}`));
     for (const id of options.securityGroupIds) this.#used.set(id, { 4: 0, 6: 0 });
     this.#ctx = {
@@ -365,14 +385,18 @@ export class SecurityGroupFirewall implements Firewall {
             groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#usage(groupId) })),
             open: this.#open,
             rulesPerGroup: this.#rulesPerGroup,
+            fillOffset: this.#fillOffset,
           },
           ops,
         );
         const again: RuleOp<Ticket>[] = [];
         for (const op of plan.noop) done(op);
 
-        await Promise.all(
-          this.#perCall(plan.revoke).map(async ([groupId, revokes]) => {
+        // Revokes, updates and the authorizes that fit in slots free now go out together: an authorize never
+        // waits for a revoke (each action has its own EC2 bucket and pacer). Allows that need a slot one of these
+        // revokes frees are planned again in the next round, once the revokes are done.
+        await Promise.all([
+          ...this.#perCall(plan.revoke).map(async ([groupId, revokes]) => {
             try {
               await revokeIngressIdempotent(
                 this.#ctx,
@@ -389,25 +413,7 @@ export class SecurityGroupFirewall implements Firewall {
               for (const op of revokes) done(op, this.#apiError('revoke', groupId, error));
             }
           }),
-        );
-
-        if (plan.unknownRevoke.length > 0) {
-          if (refreshedForUnknown) {
-            for (const op of plan.unknownRevoke) done(op); // not in any group: already gone
-          } else {
-            try {
-              await this.#refreshAll();
-              refreshedForUnknown = true;
-              again.push(...plan.unknownRevoke);
-            } catch (error) {
-              const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
-              for (const op of plan.unknownRevoke) done(op, reason);
-            }
-          }
-        }
-
-        await Promise.all(
-          this.#perCall(plan.update).map(async ([groupId, updates]) => {
+          ...this.#perCall(plan.update).map(async ([groupId, updates]) => {
             try {
               const outcome = await updateIngressDescriptions(
                 this.#ctx,
@@ -428,10 +434,7 @@ export class SecurityGroupFirewall implements Firewall {
               for (const op of updates) done(op, this.#apiError('extend', groupId, error));
             }
           }),
-        );
-
-        await Promise.all(
-          plan.authorize
+          ...plan.authorize
             .flatMap((step) => callChunks(step.ops, this.#maxCallRules).map((ops) => ({ ...step, ops })))
             .map(async (step) => {
               try {
@@ -460,7 +463,23 @@ export class SecurityGroupFirewall implements Firewall {
                 for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
               }
             }),
-        );
+        ]);
+        again.push(...plan.afterRevoke);
+
+        if (plan.unknownRevoke.length > 0) {
+          if (refreshedForUnknown) {
+            for (const op of plan.unknownRevoke) done(op); // not in any group: already gone
+          } else {
+            try {
+              await this.#refreshAll();
+              refreshedForUnknown = true;
+              again.push(...plan.unknownRevoke);
+            } catch (error) {
+              const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
+              for (const op of plan.unknownRevoke) done(op, reason);
+            }
+          }
+        }
 
         for (const op of plan.queue) this.#enqueue(op);
         ops = again;
