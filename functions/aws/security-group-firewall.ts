@@ -12,8 +12,8 @@
  *     the authorizes that fit in slots free BEFORE the revokes are sent at once (each action has its own EC2
  *     bucket and pacer), so an authorize never waits for a revoke that frees no slot it needs. Only allows that
  *     need a slot one of the batch's revokes frees wait: they are planned again once the revokes are done (the
- *     next round; past the last round, the queue, re-tried after the freeing revoke). A batch's unknown revokes
- *     are described after its calls, so that describe never races the batch's own writes.
+ *     next round; past the last round, the queue, re-tried after the freeing revoke). The describes a round needs
+ *     (unknown revokes, a Duplicate or a vanished rule) are sent after its calls, never racing its own writes.
  *   - Pacing (optional `pacing`, call-pacer.ts; docs/scaling.md "Staying inside the EC2 API budget"): every call
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
@@ -390,6 +390,8 @@ export class SecurityGroupFirewall implements Firewall {
           ops,
         );
         const again: RuleOp<Ticket>[] = [];
+        /** Groups our picture of is stale (a vanished or duplicate rule): described once the round's calls end. */
+        const stale: { groupId: string; action: string; ops: readonly AllowOp<Ticket>[] }[] = [];
         for (const op of plan.noop) done(op);
 
         // Revokes, updates and the authorizes that fit in slots free now go out together: an authorize never
@@ -427,8 +429,7 @@ export class SecurityGroupFirewall implements Firewall {
                   done(op);
                 }
               } else {
-                await this.#refreshGroup(groupId);
-                again.push(...updates);
+                stale.push({ groupId, action: 'extend', ops: updates });
               }
             } catch (error) {
               for (const op of updates) done(op, this.#apiError('extend', groupId, error));
@@ -451,8 +452,7 @@ export class SecurityGroupFirewall implements Firewall {
                     done(op);
                   }
                 } else if (outcome === 'duplicate') {
-                  await this.#refreshGroup(step.groupId);
-                  again.push(...step.ops);
+                  stale.push({ groupId: step.groupId, action: 'authorize', ops: step.ops });
                 } else {
                   // EC2 says full although our count disagrees: trust EC2 until the next describe.
                   const used = this.#usage(step.groupId);
@@ -465,6 +465,21 @@ export class SecurityGroupFirewall implements Firewall {
             }),
         ]);
         again.push(...plan.afterRevoke);
+        // Described after the round's calls, so a describe never races this batch's own writes to the group.
+        const described = new Map<string, Promise<{ failed: unknown } | undefined>>();
+        for (const { groupId } of stale) {
+          if (described.has(groupId)) continue;
+          const refreshed = this.#refreshGroup(groupId).then(
+            () => undefined,
+            (failed: unknown) => ({ failed }),
+          );
+          described.set(groupId, refreshed);
+        }
+        for (const { groupId, action, ops: staleOps } of stale) {
+          const outcome = await described.get(groupId);
+          if (outcome === undefined) again.push(...staleOps);
+          else for (const op of staleOps) done(op, this.#apiError(action, groupId, outcome.failed));
+        }
 
         if (plan.unknownRevoke.length > 0) {
           if (refreshedForUnknown) {
