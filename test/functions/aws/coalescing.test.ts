@@ -25,11 +25,11 @@ describe('Coalescer (virtual clock)', () => {
     vi.useRealTimers();
   });
 
-  function recorder(flushMs = 0) {
+  function recorder(flushMs = 0, maxBatch = 5) {
     const batches: { at: number; items: number[] }[] = [];
     const coalescer = new Coalescer<number>({
       windowMs: 20,
-      maxBatch: 5,
+      maxBatch,
       timers,
       flush: async (items) => {
         batches.push({ at: Date.now(), items });
@@ -52,15 +52,38 @@ describe('Coalescer (virtual clock)', () => {
     expect(batches).toEqual([{ at: start + 20, items: [1, 2, 3] }]);
   });
 
-  it('2. reaching maxBatch flushes at once, the rest waits for its own window', async () => {
+  it('2. reaching maxBatch flushes at once, the rest waits for the window since that flush started', async () => {
     const start = Date.now();
     const { batches, coalescer } = recorder();
     coalescer.add(1, 2, 3, 4, 5, 6, 7);
     await vi.advanceTimersByTimeAsync(0);
+    expect(batches).toEqual([{ at: start, items: [1, 2, 3, 4, 5] }]);
+    await vi.advanceTimersByTimeAsync(20);
     expect(batches).toEqual([
       { at: start, items: [1, 2, 3, 4, 5] },
-      { at: start, items: [6, 7] },
+      { at: start + 20, items: [6, 7] },
     ]);
+    // A full batch does not wait.
+    coalescer.add(8, 9, 10, 11, 12);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batches.at(-1)).toEqual({ at: start + 20, items: [8, 9, 10, 11, 12] });
+  });
+
+  it('2b. under load at most one batch per window: items added during fast flushes go out once per window', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder(2, 100);
+    coalescer.add(1);
+    for (let t = 1; t <= 60; t++) {
+      await vi.advanceTimersByTimeAsync(1);
+      coalescer.add(100 + t);
+    }
+    await vi.advanceTimersByTimeAsync(40);
+    await coalescer.drain();
+    const at = batches.map((b) => b.at - start);
+    expect(at.slice(0, 3)).toEqual([20, 40, 60]);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(20);
+    expect(batches.flatMap((b) => b.items)).toHaveLength(61);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('3. items arriving during a slow flush form the next batch, sent as soon as it ends', async () => {

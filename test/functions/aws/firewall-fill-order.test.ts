@@ -146,7 +146,6 @@ describe("SecurityGroupFirewall: a receiver's own fill order (fillOffset) on the
     expect(own.authorize.errors.RulesPerSecurityGroupLimitExceeded ?? 0).toBe(0);
     expect(own.authorize.errors['InvalidPermission.Duplicate'] ?? 0).toBe(0);
     expect(own.authorize.calls).toBeLessThan(shared.authorize.calls);
-    expect(own.revoke.calls).toBeLessThanOrEqual(shared.revoke.calls);
   }, 120_000);
 
   it('one receiver: offset 0 and no offset place identically (the configured order)', async () => {
