@@ -290,14 +290,7 @@ export class SecurityGroupFirewall implements Firewall {
     } catch (error) {
       return Promise.reject(error);
     }
-    // A grant still waiting for a slot is simply never opened.
-    const keys = new Set(specs.map(ruleKey));
-    const waiting = this.#queue.filter((op) => keys.has(ruleKey(op.spec)));
-    if (waiting.length > 0) {
-      this.#queue = this.#queue.filter((op) => !keys.has(ruleKey(op.spec)));
-      this.#reportQueue();
-      for (const op of waiting) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked')));
-    }
+    this.#dropQueued(new Set(specs.map(ruleKey)));
     const ticket = new Ticket(specs.length);
     const tickets = [ticket];
     this.#coalescer.add(
@@ -363,6 +356,9 @@ export class SecurityGroupFirewall implements Firewall {
         return;
       }
     }
+    // An allow that went to the queue while this batch's revoke waited (its flush still ran) is older than the
+    // revoke: it is never opened either.
+    this.#dropQueued(new Set(batch.filter((op) => op.kind === 'revoke').map((op) => ruleKey(op.spec))));
     const due = await this.#notExtendedElsewhere(this.#withoutExpired(batch));
     {
       let ops = coalesceOps(due);
@@ -661,6 +657,16 @@ export class SecurityGroupFirewall implements Firewall {
         this.#requeue();
       }, this.#queueRetryMs);
     }
+  }
+
+  /** A grant still waiting for a slot whose rule is revoked is simply never opened. */
+  #dropQueued(keys: ReadonlySet<string>): void {
+    if (keys.size === 0) return;
+    const waiting = this.#queue.filter((op) => keys.has(ruleKey(op.spec)));
+    if (waiting.length === 0) return;
+    this.#queue = this.#queue.filter((op) => !keys.has(ruleKey(op.spec)));
+    this.#reportQueue();
+    for (const op of waiting) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked')));
   }
 
   /** Put waiting grants back in front of the batch (FIFO), failing those that expired while waiting. */

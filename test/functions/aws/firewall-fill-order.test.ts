@@ -5,7 +5,9 @@
  *  - receivers with their own fill order (`fillOffset`) make fewer calls for the same load than receivers all
  *    filling the groups in the same order, and never race each other for a group's last slots;
  *  - a batch's authorizes into slots free now are sent with its revokes, not after them; only an allow that
- *    needs the slot a revoke frees waits for that revoke.
+ *    needs the slot a revoke frees waits for that revoke;
+ *  - a revoke that arrives while its allow's flush is still running (the allow then queued for a slot) keeps that
+ *    allow from ever being opened.
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -247,5 +249,45 @@ describe('SecurityGroupFirewall: authorizes do not wait for revokes that free no
     expect(firewall.queueDepth).toBe(0);
     expect(model.hasRule(`${deviceAddress(3)}/32`)).toBe(true);
     expect(model.hasRule(`${deviceAddress(2)}/32`)).toBe(false);
+  });
+});
+
+describe('SecurityGroupFirewall: a revoke overtaking its allow on the way to the queue', () => {
+  it('the allow queued by a flush that ran while its revoke waited is never opened, even once a slot frees', async () => {
+    const time = new VirtualTime(T0);
+    const model = new ModelledEc2({
+      clock: time,
+      timers: time,
+      groupIds: ['sg-a'],
+      rulesPerGroup: 1,
+      latencyMs: LATENCY_MS,
+    });
+    ec2 = model;
+    const firewall = firewallOn(model, time, ['sg-a'], 1);
+    const first = grantFor(1, T0);
+    const openedFirst = firewall.allow([first]);
+    await time.advance(1000);
+    await openedFirst;
+    // One batch: extend grant 1 (an Update call of LATENCY_MS) and grant 2, which finds no slot.
+    const later = { ...first, expiresAt: first.expiresAt + 30_000 };
+    const extended = firewall.allow([later]);
+    const second = grantFor(2, time.now());
+    const outcome = firewall.allow([second]).then(
+      () => 'opened',
+      (error: Error) => error.name,
+    );
+    await time.advance(20 + LATENCY_MS / 2); // the batch's Update is in flight: grant 2 is not queued yet
+    expect(firewall.queueDepth).toBe(0);
+    const revokedSecond = firewall.revoke([second]);
+    await time.advance(1000);
+    await Promise.all([extended, revokedSecond]);
+    expect(await outcome).toBe('GrantNotOpenedError');
+    expect(firewall.queueDepth).toBe(0);
+    // The slot frees: nothing is waiting for it, so grant 2's rule never appears.
+    const revokedFirst = firewall.revoke([later]);
+    await time.advance(10_000);
+    await revokedFirst;
+    expect(model.hasRule(`${deviceAddress(2)}/32`)).toBe(false);
+    expect(model.rules().now).toBe(0);
   });
 });
