@@ -25,6 +25,8 @@
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
  *     the group is described again and the batch re-planned (existing rules become extensions).
  *   - Idempotent revoke: `InvalidPermission.NotFound` / `UnknownIpPermissions` = already gone (sg-api.ts).
+ *     A revoked grant still waiting for a slot is never opened (GrantNotOpenedError "was revoked"), also when
+ *     its allow reached the queue only after the revoke was asked (the revoke's batch drops it).
  *   - Several receivers: with a grant store, a batch's revokes first read their addresses' grants-table items
  *     (the single record of what is open, strongly consistent): when another receiver extended a grant past the
  *     expiry being revoked, its rule is left open (the later expiry wins) and this firewall's picture takes the
