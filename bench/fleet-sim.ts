@@ -372,6 +372,7 @@ async function simulate(
     const firewall = new SecurityGroupFirewall({
       ec2: ec2.client,
       securityGroupIds: groupIds,
+      fillOffset: r,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
       timers,

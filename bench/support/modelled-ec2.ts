@@ -18,7 +18,8 @@
  * - Time comes from the injected clock; each call answers `latencyMs` (default 0: at once) later on the injected
  *   timers, so a bench models EC2's round trip in real time and the fleet simulation in virtual time.
  * It counts every call and error code per action, the largest number of ranges in one call, the rules added and
- * removed by successful calls, and the most rules open at once.
+ * removed by successful calls, and the most rules open at once; `callLog()` lists every call with its group,
+ * ranges, and when (on the injected clock) it was sent and answered, for tests of call ordering.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
@@ -76,6 +77,19 @@ export interface Ec2CallCount {
   readonly errors: Readonly<Record<string, number>>;
 }
 
+/** One call as the model saw it (times on the injected clock, ms). */
+export interface Ec2CallRecord {
+  readonly action: Ec2Action;
+  readonly groupId: string | undefined;
+  /** IP ranges in the call (0 for Describe). */
+  readonly ranges: number;
+  readonly sentAt: number;
+  /** When it was answered; undefined while in flight. */
+  answeredAt: number | undefined;
+  /** 'ok' or the error code answered. */
+  outcome: string | undefined;
+}
+
 const nodeTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
@@ -130,6 +144,8 @@ export class ModelledEc2 {
   readonly #rulesPerGroup: number;
   readonly #latencyMs: number;
   readonly #timers: Timers;
+  readonly #clock: Clock;
+  readonly #log: Ec2CallRecord[] = [];
   #largestCall = 0;
   #peakRules = 0;
   readonly #applied = { authorized: 0, revoked: 0 };
@@ -138,6 +154,7 @@ export class ModelledEc2 {
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
     this.#latencyMs = options.latencyMs ?? 0;
     this.#timers = options.timers ?? nodeTimers;
+    this.#clock = options.clock;
     for (const id of options.groupIds) this.#groups.set(id, new Map());
     for (const [action, spec] of Object.entries(EC2_BUCKETS) as [Ec2Action, BucketSpec][]) {
       const { burst, ratePerSecond } = options.buckets?.[action] ?? spec;
@@ -154,29 +171,36 @@ export class ModelledEc2 {
     this.#mock
       .on(DescribeSecurityGroupsCommand)
       .callsFake((input) =>
-        this.#answer('DescribeSecurityGroups', () => this.#describe(input.GroupIds ?? [])),
+        this.#answer('DescribeSecurityGroups', input.GroupIds?.join(','), undefined, () =>
+          this.#describe(input.GroupIds ?? []),
+        ),
       );
     this.#mock
       .on(AuthorizeSecurityGroupIngressCommand)
       .callsFake((input) =>
-        this.#answer('AuthorizeSecurityGroupIngress', () =>
+        this.#answer('AuthorizeSecurityGroupIngress', input.GroupId, input.IpPermissions, () =>
           this.#authorize(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
     this.#mock
       .on(RevokeSecurityGroupIngressCommand)
       .callsFake((input) =>
-        this.#answer('RevokeSecurityGroupIngress', () =>
+        this.#answer('RevokeSecurityGroupIngress', input.GroupId, input.IpPermissions, () =>
           this.#revoke(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
     this.#mock
       .on(UpdateSecurityGroupRuleDescriptionsIngressCommand)
       .callsFake((input) =>
-        this.#answer('UpdateSecurityGroupRuleDescriptionsIngress', () =>
+        this.#answer('UpdateSecurityGroupRuleDescriptionsIngress', input.GroupId, input.IpPermissions, () =>
           this.#update(this.#group(input.GroupId), input.IpPermissions),
         ),
       );
+  }
+
+  /** Every call so far, in the order sent (throttled ones included). */
+  callLog(): readonly Readonly<Ec2CallRecord>[] {
+    return this.#log;
   }
 
   /** Calls per action (throttled ones included) and the error codes answered. */
@@ -239,18 +263,36 @@ export class ModelledEc2 {
     this.#mock.restore();
   }
 
-  #answer<T>(action: Ec2Action, run: () => T): Promise<T> {
+  #answer<T>(
+    action: Ec2Action,
+    groupId: string | undefined,
+    permissions: readonly IpPermission[] | undefined,
+    run: () => T,
+  ): Promise<T> {
     const count = this.#counts.get(action) ?? { calls: 0, errors: {} };
     this.#counts.set(action, count);
     count.calls++;
+    const record: Ec2CallRecord = {
+      action,
+      groupId,
+      ranges: rulesOf(permissions).length,
+      sentAt: this.#clock.now(),
+      answeredAt: undefined,
+      outcome: undefined,
+    };
+    this.#log.push(record);
     const respond = (): T => {
+      record.answeredAt = this.#clock.now();
       try {
         if (this.#buckets.get(action)?.take(action) !== true)
           throw ec2Error('RequestLimitExceeded', 'Request limit exceeded.', 503);
-        return run();
+        const result = run();
+        record.outcome = 'ok';
+        return result;
       } catch (error) {
         const code = (error as Error).name;
         count.errors[code] = (count.errors[code] ?? 0) + 1;
+        record.outcome = code;
         throw error;
       }
     };

@@ -4,9 +4,12 @@
  * Contract:
  *   - The first item after an idle period opens a window of `windowMs`; everything added before it closes is
  *     flushed as one batch. A batch never exceeds `maxBatch` items: reaching it flushes at once.
- *   - At most one flush runs at a time. Items added while a flush runs wait for it, then go out immediately as
- *     the next batch (they have waited long enough): under load (e.g. EC2 throttling slows each call), batches
- *     grow by themselves, which is what keeps the call rate down.
+ *   - At most one flush runs at a time. Items added while a flush runs wait for it, then go out as the next batch
+ *     once `windowMs` has passed since the previous flush STARTED (at once if that flush took longer, or if the
+ *     next batch is full, or while draining): under load batches go out at most once per window and grow by
+ *     themselves (e.g. EC2 throttling slows each call), which keeps one receiver's call rate to about one call per
+ *     action and group per window, leaving the shared EC2 budget to the others (docs/scaling.md, "Staying inside
+ *     the EC2 API budget").
  *   - Order is preserved across and within batches (`addFirst` puts items ahead of what is pending).
  *   - `flush` should not reject; if it does, `onFlushError` receives the error and the next batch still runs.
  */
@@ -25,6 +28,9 @@ export class Coalescer<T> {
   #pending: T[] = [];
   #timer: unknown;
   #flushing: Promise<void> | undefined;
+  /** Set while `windowMs` has not yet passed since the running (or last) flush started. */
+  #gap: unknown;
+  #draining = false;
   #idleWaiters: (() => void)[] = [];
 
   constructor(options: CoalescerOptions<T>) {
@@ -52,6 +58,8 @@ export class Coalescer<T> {
     if (this.#flushing !== undefined) return;
     if (this.#pending.length >= this.#o.maxBatch) {
       this.#flushNow();
+    } else if (this.#gap !== undefined) {
+      // The gap timer sends what gathered once the window since the last flush's start has passed.
     } else if (this.#timer === undefined) {
       this.#timer = this.#o.timers.setTimeout(() => {
         this.#timer = undefined;
@@ -68,8 +76,11 @@ export class Coalescer<T> {
 
   /** Flush what is pending now (no waiting for the window) and resolve when idle. */
   drain(): Promise<void> {
+    this.#draining = true;
     if (this.#flushing === undefined && this.#pending.length > 0) this.#flushNow();
-    return this.idle();
+    return this.idle().finally(() => {
+      this.#draining = false;
+    });
   }
 
   #flushNow(): void {
@@ -77,6 +88,12 @@ export class Coalescer<T> {
       this.#o.timers.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    if (this.#gap !== undefined) this.#o.timers.clearTimeout(this.#gap);
+    this.#gap = this.#o.timers.setTimeout(() => {
+      this.#gap = undefined;
+      // A batch that gathered during a fast flush goes out once the window since that flush's start has passed.
+      if (this.#flushing === undefined && this.#pending.length > 0) this.#flushNow();
+    }, this.#o.windowMs);
     const batch = this.#pending.splice(0, this.#o.maxBatch);
     this.#flushing = (async () => {
       try {
@@ -87,8 +104,13 @@ export class Coalescer<T> {
     })().then(() => {
       this.#flushing = undefined;
       if (this.#pending.length > 0) {
-        this.#flushNow();
+        if (this.#gap === undefined || this.#draining || this.#pending.length >= this.#o.maxBatch)
+          this.#flushNow();
+        // else: the gap timer sends it when the window since this flush's start has passed
       } else {
+        // Nothing gathered: the next item opens its own window (no timer is left behind when idle).
+        if (this.#gap !== undefined) this.#o.timers.clearTimeout(this.#gap);
+        this.#gap = undefined;
         const waiters = this.#idleWaiters;
         this.#idleWaiters = [];
         for (const resolve of waiters) resolve();

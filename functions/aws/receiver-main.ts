@@ -11,6 +11,8 @@
  *   node functions/aws/receiver-main.ts --print-config  print the configuration as understood, exit
  * Exit codes: 0 after a clean shutdown, 78 (EX_CONFIG) for invalid configuration, 1 for anything else.
  * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
+ * The firewall fills the broker groups from `fillOffsetOf(lease holder id)` on (sg-plan.ts): the id is random per
+ * process, so receivers mostly start at distinct groups (two may share one, as all did before).
  * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
  * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also competes for the controller lease
  * (functions/aws/controller-lease.ts, an item in the devices table) and runs the key-rotation controller
@@ -69,6 +71,7 @@ import { EmfMetrics, type LineWriter } from './metrics.ts';
 import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig } from './receiver-config.ts';
 import { defaultRetryPolicy, isThrottling, type RetryPolicy } from './retry.ts';
 import { SecurityGroupFirewall } from './security-group-firewall.ts';
+import { fillOffsetOf } from './sg-plan.ts';
 import { SqsExpiryScheduler } from './sqs-expiry-scheduler.ts';
 
 export const DEFAULT_AWS_RECEIVER_HOST = '0.0.0.0';
@@ -159,9 +162,14 @@ export async function startAwsReceiver(
       : [{ protocol: 'tcp' as const, port: config.plainBrokerPort }]),
   ];
   const retry = options.retry ?? { ...defaultRetryPolicy(), maxAttempts: config.ec2Attempts };
+  const holderId = options.leaseHolderId ?? newHolderId(systemRandom);
   const firewall = new SecurityGroupFirewall({
     ec2: clients.ec2,
     securityGroupIds: config.brokerSecurityGroupIds,
+    // Receivers in an Auto Scaling group know no index of their own: each starts filling at the group its
+    // process id hashes to, so receivers mostly fill distinct groups (docs/scaling.md "Staying inside the EC2
+    // API budget").
+    fillOffset: fillOffsetOf(holderId),
     brokerAccess,
     clock,
     timers,
@@ -208,7 +216,6 @@ export async function startAwsReceiver(
   }
   const indexed = directory.stats();
   log('info', `device index loaded: ${indexed.devices} device(s), ${indexed.keys} key(s)`);
-  const holderId = options.leaseHolderId ?? newHolderId(systemRandom);
   const brokerConfig = options.keyRotation;
   if (
     brokerConfig?.enabled === true &&

@@ -8,6 +8,12 @@
  *     flight) go out together, up to `maxBatchOps` per batch: one Authorize / Update / Revoke call per security
  *     group (and per address family for Authorize) for each `maxBatchRules` ranges, each permission once
  *     (coalescer.ts, sg-plan.ts).
+ *   - Ordering within a batch (docs/scaling.md "Staying inside the EC2 API budget"): its revokes, its updates and
+ *     the authorizes that fit in slots free BEFORE the revokes are sent at once (each action has its own EC2
+ *     bucket and pacer), so an authorize never waits for a revoke that frees no slot it needs. Only allows that
+ *     need a slot one of the batch's revokes frees wait: they are planned again once the revokes are done (the
+ *     next round; past the last round, the queue, re-tried after the freeing revoke). The describes a round needs
+ *     (unknown revokes, a Duplicate or a vanished rule) are sent after its calls, never racing its own writes.
  *   - Pacing (optional `pacing`, call-pacer.ts; docs/scaling.md "Staying inside the EC2 API budget"): every call
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
@@ -19,14 +25,18 @@
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
  *     the group is described again and the batch re-planned (existing rules become extensions).
  *   - Idempotent revoke: `InvalidPermission.NotFound` / `UnknownIpPermissions` = already gone (sg-api.ts).
+ *     A revoked grant still waiting for a slot is never opened (GrantNotOpenedError "was revoked"), also when
+ *     its allow reached the queue only after the revoke was asked (the revoke's batch drops it).
  *   - Several receivers: with a grant store, a batch's revokes first read their addresses' grants-table items
  *     (the single record of what is open, strongly consistent): when another receiver extended a grant past the
  *     expiry being revoked, its rule is left open (the later expiry wins) and this firewall's picture takes the
  *     later expiry, so it never shortens the rule's description either. An unreadable item revokes as asked
  *     (closing is the safe direction).
- *   - Quota: rules are placed in the first configured group with a free slot for the family (counted from
- *     DescribeSecurityGroups, EC2's per-family limit `rulesPerGroup`); `RulesPerSecurityGroupLimitExceeded`
- *     marks the group full for that family and the rules move to the next group. When all are full, grants wait
+ *   - Quota: rules are placed in the first group, in this receiver's fill order (from `fillOffset`, wrapping),
+ *     with a free slot for the family (counted from DescribeSecurityGroups, EC2's per-family limit
+ *     `rulesPerGroup`): with distinct offsets, receivers fill distinct groups and a batch's rules land in one
+ *     group (one call) while it has room; `RulesPerSecurityGroupLimitExceeded` marks the group full for that
+ *     family and the rules move to the next group. When all are full, grants wait
  *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
  *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
  *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
@@ -77,8 +87,14 @@ import { type RuleSpec, ruleKey, rulesForGrant } from './sg-rules.ts';
 
 export interface SecurityGroupFirewallOptions {
   readonly ec2: EC2Client;
-  /** The broker's security groups, in fill order. */
+  /** The broker's security groups (the configured order; each receiver starts filling at its `fillOffset`). */
   readonly securityGroupIds: readonly string[];
+  /**
+   * Index of the group this receiver fills first (modulo the groups' number; sg-plan.ts fillOrder): receiver i
+   * of several passes i (or, on AWS, fillOffsetOf(its id)) so each fills its own group and batches go out as
+   * one call. Default 0: the configured order.
+   */
+  readonly fillOffset?: number;
   /** What may be opened on the broker (e.g. tcp/8883). Other requested entries are never opened. */
   readonly brokerAccess: readonly AccessEntry[];
   readonly clock: Clock;
@@ -161,6 +177,7 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #queueRetryMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
+  readonly #fillOffset: number;
   /** Allows handed to the coalescer and not yet taken by a flush. */
   readonly #unsentOps = new WeakSet<RuleOp<Ticket>>();
   #unsent = 0;
@@ -191,6 +208,11 @@ export class SecurityGroupFirewall implements Firewall {
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
+    this.#fillOffset = options.fillOffset ?? 0;
+    if (!Number.isInteger(this.#fillOffset) || this.#fillOffset < 0)
+      throw new AwsConfigError(
+        `SecurityGroupFirewall fillOffset must be a whole number >= 0, got ${this.#fillOffset}`,
+      );
     this.#brokerKeys = new Set(options.brokerAccess.map((a) => `${a.protocol}/${a.port}`));
     for (const id of options.securityGroupIds) this.#used.set(id, { 4: 0, 6: 0 });
     this.#ctx = {
@@ -270,14 +292,7 @@ export class SecurityGroupFirewall implements Firewall {
     } catch (error) {
       return Promise.reject(error);
     }
-    // A grant still waiting for a slot is simply never opened.
-    const keys = new Set(specs.map(ruleKey));
-    const waiting = this.#queue.filter((op) => keys.has(ruleKey(op.spec)));
-    if (waiting.length > 0) {
-      this.#queue = this.#queue.filter((op) => !keys.has(ruleKey(op.spec)));
-      this.#reportQueue();
-      for (const op of waiting) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked')));
-    }
+    this.#dropQueued(new Set(specs.map(ruleKey)));
     const ticket = new Ticket(specs.length);
     const tickets = [ticket];
     this.#coalescer.add(
@@ -343,6 +358,9 @@ export class SecurityGroupFirewall implements Firewall {
         return;
       }
     }
+    // An allow that went to the queue while this batch's revoke waited (its flush still ran) is older than the
+    // revoke: it is never opened either.
+    this.#dropQueued(new Set(batch.filter((op) => op.kind === 'revoke').map((op) => ruleKey(op.spec))));
     const due = await this.#notExtendedElsewhere(this.#withoutExpired(batch));
     {
       let ops = coalesceOps(due);
@@ -365,14 +383,20 @@ export class SecurityGroupFirewall implements Firewall {
             groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#usage(groupId) })),
             open: this.#open,
             rulesPerGroup: this.#rulesPerGroup,
+            fillOffset: this.#fillOffset,
           },
           ops,
         );
         const again: RuleOp<Ticket>[] = [];
+        /** Groups our picture of is stale (a vanished or duplicate rule): described once the round's calls end. */
+        const stale: { groupId: string; action: string; ops: readonly AllowOp<Ticket>[] }[] = [];
         for (const op of plan.noop) done(op);
 
-        await Promise.all(
-          this.#perCall(plan.revoke).map(async ([groupId, revokes]) => {
+        // Revokes, updates and the authorizes that fit in slots free now go out together: an authorize never
+        // waits for a revoke (each action has its own EC2 bucket and pacer). Allows that need a slot one of these
+        // revokes frees are planned again in the next round, once the revokes are done.
+        await Promise.all([
+          ...this.#perCall(plan.revoke).map(async ([groupId, revokes]) => {
             try {
               await revokeIngressIdempotent(
                 this.#ctx,
@@ -389,25 +413,7 @@ export class SecurityGroupFirewall implements Firewall {
               for (const op of revokes) done(op, this.#apiError('revoke', groupId, error));
             }
           }),
-        );
-
-        if (plan.unknownRevoke.length > 0) {
-          if (refreshedForUnknown) {
-            for (const op of plan.unknownRevoke) done(op); // not in any group: already gone
-          } else {
-            try {
-              await this.#refreshAll();
-              refreshedForUnknown = true;
-              again.push(...plan.unknownRevoke);
-            } catch (error) {
-              const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
-              for (const op of plan.unknownRevoke) done(op, reason);
-            }
-          }
-        }
-
-        await Promise.all(
-          this.#perCall(plan.update).map(async ([groupId, updates]) => {
+          ...this.#perCall(plan.update).map(async ([groupId, updates]) => {
             try {
               const outcome = await updateIngressDescriptions(
                 this.#ctx,
@@ -421,17 +427,13 @@ export class SecurityGroupFirewall implements Firewall {
                   done(op);
                 }
               } else {
-                await this.#refreshGroup(groupId);
-                again.push(...updates);
+                stale.push({ groupId, action: 'extend', ops: updates });
               }
             } catch (error) {
               for (const op of updates) done(op, this.#apiError('extend', groupId, error));
             }
           }),
-        );
-
-        await Promise.all(
-          plan.authorize
+          ...plan.authorize
             .flatMap((step) => callChunks(step.ops, this.#maxCallRules).map((ops) => ({ ...step, ops })))
             .map(async (step) => {
               try {
@@ -448,8 +450,7 @@ export class SecurityGroupFirewall implements Firewall {
                     done(op);
                   }
                 } else if (outcome === 'duplicate') {
-                  await this.#refreshGroup(step.groupId);
-                  again.push(...step.ops);
+                  stale.push({ groupId: step.groupId, action: 'authorize', ops: step.ops });
                 } else {
                   // EC2 says full although our count disagrees: trust EC2 until the next describe.
                   const used = this.#usage(step.groupId);
@@ -460,7 +461,38 @@ export class SecurityGroupFirewall implements Firewall {
                 for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
               }
             }),
-        );
+        ]);
+        again.push(...plan.afterRevoke);
+        // Described after the round's calls, so a describe never races this batch's own writes to the group.
+        const described = new Map<string, Promise<{ failed: unknown } | undefined>>();
+        for (const { groupId } of stale) {
+          if (described.has(groupId)) continue;
+          const refreshed = this.#refreshGroup(groupId).then(
+            () => undefined,
+            (failed: unknown) => ({ failed }),
+          );
+          described.set(groupId, refreshed);
+        }
+        for (const { groupId, action, ops: staleOps } of stale) {
+          const outcome = await described.get(groupId);
+          if (outcome === undefined) again.push(...staleOps);
+          else for (const op of staleOps) done(op, this.#apiError(action, groupId, outcome.failed));
+        }
+
+        if (plan.unknownRevoke.length > 0) {
+          if (refreshedForUnknown) {
+            for (const op of plan.unknownRevoke) done(op); // not in any group: already gone
+          } else {
+            try {
+              await this.#refreshAll();
+              refreshedForUnknown = true;
+              again.push(...plan.unknownRevoke);
+            } catch (error) {
+              const reason = this.#apiError('describe', this.#o.securityGroupIds.join(','), error);
+              for (const op of plan.unknownRevoke) done(op, reason);
+            }
+          }
+        }
 
         for (const op of plan.queue) this.#enqueue(op);
         ops = again;
@@ -627,6 +659,16 @@ export class SecurityGroupFirewall implements Firewall {
         this.#requeue();
       }, this.#queueRetryMs);
     }
+  }
+
+  /** A grant still waiting for a slot whose rule is revoked is simply never opened. */
+  #dropQueued(keys: ReadonlySet<string>): void {
+    if (keys.size === 0) return;
+    const waiting = this.#queue.filter((op) => keys.has(ruleKey(op.spec)));
+    if (waiting.length === 0) return;
+    this.#queue = this.#queue.filter((op) => !keys.has(ruleKey(op.spec)));
+    this.#reportQueue();
+    for (const op of waiting) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked')));
   }
 
   /** Put waiting grants back in front of the batch (FIFO), failing those that expired while waiting. */

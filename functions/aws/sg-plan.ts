@@ -10,8 +10,17 @@
  *           rule not written by us      → noop (blackcloud never revokes a rule it did not write)
  *   allow   open, later expiry          → update the description in its group (extend, no new rule)
  *           open, same or earlier expiry, or not ours → noop (already open)
- *           not open                    → authorize in the first group (configured order) with a free slot for
- *                                         the address family (EC2 counts IPv4 and IPv6 separately); none → queue
+ *           not open                    → authorize in the first group, in this receiver's fill order, with a slot
+ *                                         free NOW (before this batch's revokes) for the address family (EC2
+ *                                         counts IPv4 and IPv6 separately): sent alongside the revokes, never
+ *                                         waiting for them;
+ *                                         no such slot, but one of this batch's revokes frees one → afterRevoke
+ *                                         (the firewall plans it again once the revokes are done);
+ *                                         neither → queue
+ * Fill order (fillOrder): the groups from index `fillOffset` (mod their number) on, wrapping: receiver i of n
+ *   starts at group i and moves on only when it is full, so one receiver's rules (and later its revokes) land in
+ *   one group, one call per batch, and receivers do not race for the same group's last slots. Offset 0 is the
+ *   configured order (one receiver: nothing changes). fillOffsetOf derives an offset from a receiver's id.
  * callChunks: the firewall sends each group's revokes, updates and authorizes in calls of at most `maxBatchRules`.
  */
 import type { AddressFamily } from '../../spa/types.ts';
@@ -37,6 +46,8 @@ export interface SlotState {
   readonly groups: readonly GroupUsage[];
   readonly open: ReadonlyMap<string, OpenRule>;
   readonly rulesPerGroup: number;
+  /** Index of the group this receiver fills first (taken modulo the groups' number). @default 0 */
+  readonly fillOffset?: number;
 }
 
 export interface AllowOp<T> {
@@ -69,7 +80,10 @@ export interface Plan<T> {
   readonly revoke: ReadonlyMap<string, readonly RevokeOp<T>[]>;
   readonly unknownRevoke: readonly RevokeOp<T>[];
   readonly update: ReadonlyMap<string, readonly AllowOp<T>[]>;
+  /** Placed in slots free before this batch's revokes: sent without waiting for them. */
   readonly authorize: readonly AuthorizeStep<T>[];
+  /** Allows that fit only in a slot one of this batch's revokes frees: planned again after the revokes. */
+  readonly afterRevoke: readonly AllowOp<T>[];
   readonly noop: readonly RuleOp<T>[];
   readonly queue: readonly AllowOp<T>[];
 }
@@ -81,6 +95,31 @@ export function callChunks<V>(items: readonly V[], size: number): V[][] {
   const out: V[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
+}
+
+/**
+ * The groups in the order a receiver fills them: from index `fillOffset` (mod their number) on, wrapping.
+ * A negative or fractional offset is a programming error (RangeError).
+ */
+export function fillOrder<G>(groups: readonly G[], fillOffset = 0): G[] {
+  if (!Number.isInteger(fillOffset) || fillOffset < 0)
+    throw new RangeError(`fillOrder: fillOffset must be a whole number >= 0, got ${fillOffset}`);
+  if (groups.length === 0) return [];
+  const start = fillOffset % groups.length;
+  return [...groups.slice(start), ...groups.slice(0, start)];
+}
+
+/**
+ * A fill offset from a receiver's id (FNV-1a, 32 bits): the same id always gives the same offset; distinct ids
+ * spread over the groups, though two receivers may share one (then they share a first group, as all did before).
+ */
+export function fillOffsetOf(id: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    hash ^= id.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
 }
 
 export function coalesceOps<T>(ops: readonly RuleOp<T>[]): RuleOp<T>[] {
@@ -111,10 +150,17 @@ export function planBatch<T>(state: SlotState, ops: readonly RuleOp<T>[]): Plan<
   const update = new Map<string, AllowOp<T>[]>();
   const authorize = new Map<string, AuthorizeStep<T> & { ops: AllowOp<T>[] }>();
   const unknownRevoke: RevokeOp<T>[] = [];
+  const afterRevoke: AllowOp<T>[] = [];
   const noop: RuleOp<T>[] = [];
   const queue: AllowOp<T>[] = [];
-  const delta = new Map<string, Record<AddressFamily, number>>(
-    state.groups.map((g) => [g.groupId, { 4: 0, 6: 0 }]),
+  const groups = fillOrder(state.groups, state.fillOffset ?? 0);
+  /** Slots this batch takes now, per group and family. */
+  const taken = new Map<string, Record<AddressFamily, number>>(
+    groups.map((g) => [g.groupId, { 4: 0, 6: 0 }]),
+  );
+  /** Slots this batch's revokes free (and afterRevoke allows already count on), per group and family. */
+  const freed = new Map<string, Record<AddressFamily, number>>(
+    groups.map((g) => [g.groupId, { 4: 0, 6: 0 }]),
   );
 
   for (const op of ops) {
@@ -126,11 +172,13 @@ export function planBatch<T>(state: SlotState, ops: readonly RuleOp<T>[]): Plan<
       noop.push(op);
     } else {
       push(revoke, open.groupId, op);
-      const d = delta.get(open.groupId);
-      if (d !== undefined) d[op.spec.family]--;
+      const f = freed.get(open.groupId);
+      if (f !== undefined) f[op.spec.family]++;
     }
   }
 
+  const freeNow = (g: GroupUsage, family: AddressFamily) =>
+    state.rulesPerGroup - g.used[family] - (taken.get(g.groupId)?.[family] ?? 0);
   for (const op of ops) {
     if (op.kind !== 'allow') continue;
     const open = state.open.get(ruleKey(op.spec));
@@ -140,20 +188,25 @@ export function planBatch<T>(state: SlotState, ops: readonly RuleOp<T>[]): Plan<
       continue;
     }
     const family = op.spec.family;
-    const group = state.groups.find(
-      (g) => g.used[family] + (delta.get(g.groupId)?.[family] ?? 0) < state.rulesPerGroup,
-    );
+    const group = groups.find((g) => freeNow(g, family) > 0);
     if (group === undefined) {
-      queue.push(op);
+      const freeing = groups.find((g) => freeNow(g, family) + (freed.get(g.groupId)?.[family] ?? 0) > 0);
+      const f = freeing === undefined ? undefined : freed.get(freeing.groupId);
+      if (f === undefined) {
+        queue.push(op);
+      } else {
+        f[family]--;
+        afterRevoke.push(op);
+      }
       continue;
     }
-    const d = delta.get(group.groupId);
-    if (d !== undefined) d[family]++;
+    const t = taken.get(group.groupId);
+    if (t !== undefined) t[family]++;
     const stepKey = `${group.groupId}|${family}`;
     const step = authorize.get(stepKey);
     if (step === undefined) authorize.set(stepKey, { groupId: group.groupId, family, ops: [op] });
     else step.ops.push(op);
   }
 
-  return { revoke, unknownRevoke, update, authorize: [...authorize.values()], noop, queue };
+  return { revoke, unknownRevoke, update, authorize: [...authorize.values()], afterRevoke, noop, queue };
 }

@@ -1,12 +1,14 @@
 /**
  * The pure coalescing logic under a virtual clock: the Coalescer's batching windows and the planner's
- * per-rule decisions (merge, extend, revoke, spread over groups, queue).
+ * per-rule decisions (merge, extend, revoke, a receiver's own fill order, what waits for a revoke, queue).
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Coalescer } from '../../../functions/aws/coalescer.ts';
 import {
   type AllowOp,
   coalesceOps,
+  fillOffsetOf,
+  fillOrder,
   type OpenRule,
   planBatch,
   type RevokeOp,
@@ -23,11 +25,11 @@ describe('Coalescer (virtual clock)', () => {
     vi.useRealTimers();
   });
 
-  function recorder(flushMs = 0) {
+  function recorder(flushMs = 0, maxBatch = 5) {
     const batches: { at: number; items: number[] }[] = [];
     const coalescer = new Coalescer<number>({
       windowMs: 20,
-      maxBatch: 5,
+      maxBatch,
       timers,
       flush: async (items) => {
         batches.push({ at: Date.now(), items });
@@ -50,15 +52,38 @@ describe('Coalescer (virtual clock)', () => {
     expect(batches).toEqual([{ at: start + 20, items: [1, 2, 3] }]);
   });
 
-  it('2. reaching maxBatch flushes at once, the rest waits for its own window', async () => {
+  it('2. reaching maxBatch flushes at once, the rest waits for the window since that flush started', async () => {
     const start = Date.now();
     const { batches, coalescer } = recorder();
     coalescer.add(1, 2, 3, 4, 5, 6, 7);
     await vi.advanceTimersByTimeAsync(0);
+    expect(batches).toEqual([{ at: start, items: [1, 2, 3, 4, 5] }]);
+    await vi.advanceTimersByTimeAsync(20);
     expect(batches).toEqual([
       { at: start, items: [1, 2, 3, 4, 5] },
-      { at: start, items: [6, 7] },
+      { at: start + 20, items: [6, 7] },
     ]);
+    // A full batch does not wait.
+    coalescer.add(8, 9, 10, 11, 12);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batches.at(-1)).toEqual({ at: start + 20, items: [8, 9, 10, 11, 12] });
+  });
+
+  it('2b. under load at most one batch per window: items added during fast flushes go out once per window', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder(2, 100);
+    coalescer.add(1);
+    for (let t = 1; t <= 60; t++) {
+      await vi.advanceTimersByTimeAsync(1);
+      coalescer.add(100 + t);
+    }
+    await vi.advanceTimersByTimeAsync(40);
+    await coalescer.drain();
+    const at = batches.map((b) => b.at - start);
+    expect(at.slice(0, 3)).toEqual([20, 40, 60]);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(20);
+    expect(batches.flatMap((b) => b.items)).toHaveLength(61);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('3. items arriving during a slow flush form the next batch, sent as soon as it ends', async () => {
@@ -217,7 +242,7 @@ describe('planBatch', () => {
     expect(plan.update.size + plan.authorize.length).toBe(0);
   });
 
-  it('4. revokes of known rules free slots for this batch; unknown ones are looked up; foreign ones left alone', () => {
+  it('4. revokes of known rules free slots for this batch (the allow waits for them); unknown ones are looked up; foreign ones left alone', () => {
     const plan = planBatch(
       state([['sg-a', 3, 0]], [open(v4(1), 'sg-a', 10), open(v4(9), 'sg-a', Infinity, true)]),
       [revoke(v4(1), 'r'), revoke(v4(2), 'r'), revoke(v4(9), 'r'), allow(v4(3), 10, 't')],
@@ -227,7 +252,10 @@ describe('planBatch', () => {
     ]);
     expect(plan.unknownRevoke.map((o) => o.spec.cidr)).toEqual(['198.51.100.2/32']);
     expect(plan.noop.map((o) => o.spec.cidr)).toEqual(['198.51.100.9/32']);
-    expect(plan.authorize.map((s) => s.groupId)).toEqual(['sg-a']);
+    // The only slot is the one the revoke frees: the allow is planned again after it, not sent with it.
+    expect(plan.authorize).toEqual([]);
+    expect(plan.afterRevoke.map((o) => o.spec.cidr)).toEqual(['198.51.100.3/32']);
+    expect(plan.queue).toEqual([]);
   });
 
   it('5. when every group is full for the family, the rest is queued in order', () => {
@@ -243,5 +271,101 @@ describe('planBatch', () => {
       ['sg-a', 6, 2],
     ]);
     expect(plan.queue.map((o) => o.spec.cidr)).toEqual(['198.51.100.2/32']);
+  });
+
+  it('6. allows take slots free before the revokes (sent alongside them); only the overflow waits for a revoke', () => {
+    const plan = planBatch(
+      state(
+        [
+          ['sg-a', 3, 0],
+          ['sg-b', 2, 0],
+        ],
+        [open(v4(1), 'sg-a', 10), open(v4(2), 'sg-a', 10)],
+      ),
+      [
+        revoke(v4(1), 'r'),
+        revoke(v4(2), 'r'),
+        allow(v4(3), 10, 't'),
+        allow(v4(4), 10, 't'),
+        allow(v4(5), 10, 't'),
+      ],
+    );
+    expect([...plan.revoke].map(([g, ops]) => [g, ops.length])).toEqual([['sg-a', 2]]);
+    expect(plan.authorize.map((s) => [s.groupId, s.ops.map((o) => o.spec.cidr)])).toEqual([
+      ['sg-b', ['198.51.100.3/32']],
+    ]);
+    expect(plan.afterRevoke.map((o) => o.spec.cidr)).toEqual(['198.51.100.4/32', '198.51.100.5/32']);
+    expect(plan.queue).toEqual([]);
+  });
+
+  it('7. no more allows wait for revokes than the revokes free (per family); the rest is queued', () => {
+    const plan = planBatch(state([['sg-a', 3, 3]], [open(v4(1), 'sg-a', 10)]), [
+      revoke(v4(1), 'r'),
+      allow(v4(3), 10, 't'),
+      allow(v4(4), 10, 't'),
+      allow(v6(5), 10, 't'),
+    ]);
+    expect(plan.afterRevoke.map((o) => o.spec.cidr)).toEqual(['198.51.100.3/32']);
+    expect(plan.queue.map((o) => o.spec.cidr)).toEqual(['198.51.100.4/32', '2001:db8::5/128']);
+  });
+
+  it('8. a fill offset starts at its own group and moves on only when it is full, wrapping', () => {
+    const groups: [string, number, number][] = [
+      ['sg-a', 0, 0],
+      ['sg-b', 2, 0],
+      ['sg-c', 0, 0],
+    ];
+    const ops = [allow(v4(1), 10, 't'), allow(v4(2), 10, 't'), allow(v4(3), 10, 't'), allow(v4(4), 10, 't')];
+    const placed = (fillOffset: number) =>
+      planBatch({ ...state(groups), fillOffset }, ops).authorize.map((s) => [s.groupId, s.ops.length]);
+    expect(placed(0)).toEqual([
+      ['sg-a', 3],
+      ['sg-b', 1],
+    ]);
+    expect(placed(1)).toEqual([
+      ['sg-b', 1],
+      ['sg-c', 3],
+    ]);
+    expect(placed(2)).toEqual([
+      ['sg-c', 3],
+      ['sg-a', 1],
+    ]);
+    // Taken modulo the groups' number; the default is the configured order.
+    expect(placed(5)).toEqual(placed(2));
+    expect(planBatch(state(groups), ops).authorize).toEqual(
+      planBatch({ ...state(groups), fillOffset: 0 }, ops).authorize,
+    );
+  });
+
+  it('9. receivers with different offsets place one batch each in its own group (one call each)', () => {
+    const groups: [string, number, number][] = [0, 1, 2, 3, 4].map((i) => [`sg-${i}`, 0, 0]);
+    const batch = (r: number) => [1, 2, 3].map((n) => allow(v4(10 * r + n), 10, 't'));
+    const firstGroups = [0, 1, 2, 3].map((r) =>
+      planBatch({ ...state(groups, [], 200), fillOffset: r }, batch(r)).authorize.map((s) => s.groupId),
+    );
+    expect(firstGroups).toEqual([['sg-0'], ['sg-1'], ['sg-2'], ['sg-3']]);
+  });
+});
+
+describe('fillOrder / fillOffsetOf', () => {
+  it('rotates the groups by the offset and refuses a negative or fractional one', () => {
+    expect(fillOrder(['a', 'b', 'c'], 0)).toEqual(['a', 'b', 'c']);
+    expect(fillOrder(['a', 'b', 'c'], 1)).toEqual(['b', 'c', 'a']);
+    expect(fillOrder(['a', 'b', 'c'], 4)).toEqual(['b', 'c', 'a']);
+    expect(fillOrder([], 3)).toEqual([]);
+    expect(() => fillOrder(['a'], -1)).toThrow(RangeError);
+    expect(() => fillOrder(['a'], 0.5)).toThrow(RangeError);
+  });
+
+  it('derives the same offset from the same id, and different ones from different ids', () => {
+    expect(fillOffsetOf('0123456789abcdef')).toBe(fillOffsetOf('0123456789abcdef'));
+    const offsets = new Set(
+      ['a1', 'b2', 'c3', 'd4', 'e5', 'f6', 'g7', 'h8'].map((id) => fillOffsetOf(id) % 5),
+    );
+    expect(offsets.size).toBeGreaterThan(1);
+    for (const id of ['', 'x', 'receiver-with-a-long-id']) {
+      expect(Number.isInteger(fillOffsetOf(id))).toBe(true);
+      expect(fillOffsetOf(id)).toBeGreaterThanOrEqual(0);
+    }
   });
 });
