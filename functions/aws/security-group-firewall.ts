@@ -18,8 +18,9 @@
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
  *     wait, the next batch grows, so calls carry more ranges exactly when the budget is short.
- *   - A grant that expires while waiting to be sent (coalescing, pacing) is never opened: it rejects with
- *     GrantNotOpenedError ("expired") and the device must knock again.
+ *   - A grant that expires while waiting to be sent (coalescing, pacing) or for a slot is never opened, nor one
+ *     that waited longer than `maxWaitMs` (DEFAULT_GRANT_WAIT_MS, the device's attempt): it rejects with
+ *     GrantNotOpenedError and the device must knock again.
  *   - Reuse: a rule already open for the address and port is extended, never duplicated: its description's
  *     expiry moves forward with UpdateSecurityGroupRuleDescriptionsIngress (one call per group, no new rule slot,
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:
@@ -124,6 +125,12 @@ export interface SecurityGroupFirewallOptions {
   readonly maxUnsentRules?: number;
   /** While grants wait, look again after this long. Default 5000 ms. */
   readonly queueRetryMs?: number;
+  /**
+   * A grant not yet opened this long after its `allow` is refused (GrantNotOpenedError): its device has stopped
+   * dialling for that knock and knocks again (docs/scaling.md, "What cannot be sent in time is refused"). Default
+   * DEFAULT_GRANT_WAIT_MS.
+   */
+  readonly maxWaitMs?: number;
   /** Called when the grant store could not be written (the rule itself is open; the sweeper still closes it). */
   readonly onGrantStoreError?: (error: unknown) => void;
 }
@@ -163,6 +170,12 @@ const MAX_ROUNDS = 4;
 const DEFAULT_CALL_RULES = 100;
 /** A coalesced batch holds up to this many calls' worth of rule operations. */
 const BATCH_CALLS = 10;
+/**
+ * How long a grant may wait to be opened: the device library's attempt (device-client/connect-device.ts, 10 s; its
+ * last SYN leaves about 7 s after the knock). A rule opened later serves nobody, holds a slot for its window and,
+ * while it waits, every later operation of its address (the grant manager runs them in order).
+ */
+export const DEFAULT_GRANT_WAIT_MS = 10_000;
 /** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
 const DEFAULT_WAITING_RULES = 1000;
 
@@ -175,6 +188,7 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #rulesPerGroup: number;
   readonly #maxQueuedRules: number;
   readonly #queueRetryMs: number;
+  readonly #maxWaitMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
   readonly #fillOffset: number;
@@ -206,6 +220,7 @@ export class SecurityGroupFirewall implements Firewall {
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
     this.#maxQueuedRules = options.maxQueuedRules ?? DEFAULT_WAITING_RULES;
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
+    this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_GRANT_WAIT_MS;
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
     this.#fillOffset = options.fillOffset ?? 0;
@@ -546,21 +561,26 @@ export class SecurityGroupFirewall implements Firewall {
     return due;
   }
 
-  /** The batch without the allows whose grant expired while they waited (rejected: never opened). */
+  /** The batch without the allows whose grant expired, or waited past `maxWaitMs` (rejected: never opened). */
   #withoutExpired(batch: RuleOp<Ticket>[]): RuleOp<Ticket>[] {
     const now = this.#o.clock.now();
     const live: RuleOp<Ticket>[] = [];
     for (const op of batch) {
-      if (
-        op.kind === 'allow' &&
-        op.askedAt !== undefined &&
-        op.grant.expiresAt > op.askedAt &&
-        op.grant.expiresAt <= now
-      )
-        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'expired', 'to be sent')));
+      const stale = op.kind === 'allow' ? this.#staleReason(op, now) : undefined;
+      if (op.kind === 'allow' && stale !== undefined)
+        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, stale, 'to be sent')));
       else live.push(op);
     }
     return live;
+  }
+
+  /** Why an allow must not be opened any more ('expired', or waited too long), or undefined. */
+  #staleReason(op: AllowOp<Ticket>, now: number): string | undefined {
+    if (op.askedAt === undefined) return undefined;
+    if (op.grant.expiresAt > op.askedAt && op.grant.expiresAt <= now) return 'expired';
+    if (now - op.askedAt > this.#maxWaitMs)
+      return `waited ${now - op.askedAt} ms (more than ${this.#maxWaitMs} ms: its device stopped dialling)`;
+    return undefined;
   }
 
   /** A group's operations in calls of at most maxBatchRules. */
@@ -678,8 +698,8 @@ export class SecurityGroupFirewall implements Firewall {
     this.#queue = [];
     const live: AllowOp<Ticket>[] = [];
     for (const op of waiting) {
-      if (op.grant.expiresAt <= now)
-        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'expired')));
+      const stale = op.grant.expiresAt <= now ? 'expired' : this.#staleReason(op, now);
+      if (stale !== undefined) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, stale)));
       else live.push(op);
     }
     this.#reportQueue();

@@ -7,7 +7,8 @@
  *  - a batch's authorizes into slots free now are sent with its revokes, not after them; only an allow that
  *    needs the slot a revoke frees waits for that revoke;
  *  - a revoke that arrives while its allow's flush is still running (the allow then queued for a slot) keeps that
- *    allow from ever being opened.
+ *    allow from ever being opened;
+ *  - a grant that waits for a slot past `maxWaitMs` is refused and never opened.
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,7 +16,10 @@ import { deviceAddress, seededRandom } from '../../../bench/fleet/fleet-model.ts
 import { ModelledEc2 } from '../../../bench/support/modelled-ec2.ts';
 import { Ec2Pacing } from '../../../functions/aws/call-pacer.ts';
 import { isThrottling } from '../../../functions/aws/retry.ts';
-import { SecurityGroupFirewall } from '../../../functions/aws/security-group-firewall.ts';
+import {
+  DEFAULT_GRANT_WAIT_MS,
+  SecurityGroupFirewall,
+} from '../../../functions/aws/security-group-firewall.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 
@@ -249,6 +253,23 @@ describe('SecurityGroupFirewall: authorizes do not wait for revokes that free no
     expect(firewall.queueDepth).toBe(0);
     expect(model.hasRule(`${deviceAddress(3)}/32`)).toBe(true);
     expect(model.hasRule(`${deviceAddress(2)}/32`)).toBe(false);
+  });
+
+  it('an allow queued for a slot past the wait limit is refused and never opened, though a slot frees later', async () => {
+    const { time, model, firewall, first } = await fullFirstGroup(['sg-a']);
+    const outcome = firewall.allow([grantFor(3, time.now())]).then(
+      () => 'opened',
+      (error: Error) => `${error.name}: ${error.message}`,
+    );
+    await time.advance(100);
+    expect(firewall.queueDepth).toBe(1);
+    await time.advance(DEFAULT_GRANT_WAIT_MS + 5_000); // the queue is looked at again every 5 s
+    expect(await outcome).toMatch(/^GrantNotOpenedError: .*its device stopped dialling/);
+    expect(firewall.queueDepth).toBe(0);
+    const revoked = firewall.revoke([first[1]!]);
+    await time.advance(1000);
+    await revoked;
+    expect(model.hasRule(`${deviceAddress(3)}/32`)).toBe(false);
   });
 });
 
