@@ -9,6 +9,9 @@
  * cleared first; due timers fire in due order, ties in the order they were set, each with the clock at its due
  * time (the underlying timer fires at exactly the earliest due instant). `clearTimeout` of a fired, cleared or
  * foreign handle does nothing. `pending` counts timers set and not yet fired or cleared.
+ * Self-healing: if the underlying timer is overdue when a timer is set (at the 100,000-device storm it was seen
+ * never to fire: the virtual clock stepped past it, test/support/virtual-time.ts `run`), it is armed again, and a
+ * firing fires everything due by the clock's time, not only by the instant it was armed for.
  */
 import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 
@@ -65,7 +68,10 @@ export class TimerHeap implements Timers {
   #arm(): void {
     while (this.#heap[0]?.cleared === true) this.#pop();
     const head = this.#heap[0];
-    if (head === undefined || (this.#armed !== undefined && this.#armed.at <= head.due)) return;
+    const now = this.#clock.now();
+    // An underlying timer already overdue has been lost (the virtual clock stepped past it): arm again.
+    const lost = this.#armed !== undefined && this.#armed.at < now;
+    if (head === undefined || (!lost && this.#armed !== undefined && this.#armed.at <= head.due)) return;
     if (this.#armed !== undefined) this.#timers.clearTimeout(this.#armed.handle);
     const at = head.due;
     this.#armed = {
@@ -74,8 +80,9 @@ export class TimerHeap implements Timers {
     };
   }
 
-  #fire(at: number): void {
+  #fire(armedAt: number): void {
     this.#armed = undefined;
+    const at = Math.max(armedAt, this.#clock.now());
     for (let head = this.#heap[0]; head !== undefined && head.due <= at; head = this.#heap[0]) {
       this.#pop();
       if (head.cleared) continue;
