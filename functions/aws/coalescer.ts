@@ -11,6 +11,7 @@
  *     action and group per window, leaving the shared EC2 budget to the others (docs/scaling.md, "Staying inside
  *     the EC2 API budget").
  *   - Order is preserved across and within batches (`addFirst` puts items ahead of what is pending).
+ *   - `take(match)` removes and returns the pending items that match (not those of a running flush), in order.
  *   - `flush` should not reject; if it does, `onFlushError` receives the error and the next batch still runs.
  */
 import type { Timers } from '../core/interfaces.ts';
@@ -52,6 +53,22 @@ export class Coalescer<T> {
     if (items.length === 0) return;
     this.#pending.unshift(...items);
     this.#schedule();
+  }
+
+  /** Remove the pending items that match (a flush already running keeps its batch), in order. */
+  take(match: (item: T) => boolean): T[] {
+    const taken: T[] = [];
+    const kept: T[] = [];
+    for (const item of this.#pending) (match(item) ? taken : kept).push(item);
+    if (taken.length === 0) return taken;
+    this.#pending = kept;
+    if (kept.length === 0 && this.#flushing === undefined) {
+      // Nothing left to send: no window stays armed, and whoever waits for idle is told.
+      if (this.#timer !== undefined) this.#o.timers.clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#resolveIdle();
+    }
+    return taken;
   }
 
   #schedule(): void {
@@ -111,10 +128,14 @@ export class Coalescer<T> {
         // Nothing gathered: the next item opens its own window (no timer is left behind when idle).
         if (this.#gap !== undefined) this.#o.timers.clearTimeout(this.#gap);
         this.#gap = undefined;
-        const waiters = this.#idleWaiters;
-        this.#idleWaiters = [];
-        for (const resolve of waiters) resolve();
+        this.#resolveIdle();
       }
     });
+  }
+
+  #resolveIdle(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 }

@@ -171,11 +171,21 @@ const DEFAULT_CALL_RULES = 100;
 /** A coalesced batch holds up to this many calls' worth of rule operations. */
 const BATCH_CALLS = 10;
 /**
- * How long a grant may wait to be opened: the device library's attempt (device-client/connect-device.ts, 10 s; its
- * last SYN leaves about 7 s after the knock). A rule opened later serves nobody, holds a slot for its window and,
- * while it waits, every later operation of its address (the grant manager runs them in order).
+ * How long a grant may wait to be sent: until just before the device library's last dial of its attempt
+ * (device-client/connect-device.ts waits 250 ms after the knock; the kernel resends an unanswered SYN 1, 2 and 4 s
+ * later, so the last dial leaves about 7.25 s after the knock, docs/scaling.md "What cannot be sent in time is
+ * refused"). Checked as each Authorize leaves, so a rule sent at this age is open (about one EC2 answer later)
+ * before that dial. A rule opened later serves nobody, holds a slot for its window and, while it waits, every later
+ * operation of its address (the grant manager runs them in order).
  */
-export const DEFAULT_GRANT_WAIT_MS = 10_000;
+export const DEFAULT_GRANT_WAIT_MS = 7_000;
+/** The firewall's two lanes: opens (allows, extensions) and closes (revokes), batched and sent apart. */
+type Lane = 'opens' | 'closes';
+/**
+ * With pacing, allows wait to be sent at most as many as the Authorize pacer's rate sends in this long (calls of
+ * maxBatchRules): more would wait past the device's early dials, and a rule opened late holds its slot longer.
+ */
+const UNSENT_SECONDS = 2;
 /** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
 const DEFAULT_WAITING_RULES = 1000;
 
@@ -195,7 +205,15 @@ export class SecurityGroupFirewall implements Firewall {
   /** Allows handed to the coalescer and not yet taken by a flush. */
   readonly #unsentOps = new WeakSet<RuleOp<Ticket>>();
   #unsent = 0;
-  readonly #coalescer: Coalescer<RuleOp<Ticket>>;
+  /** The two lanes (see the header): opens (allows and extensions) and closes (revokes), each its own batches. */
+  readonly #opens: Coalescer<RuleOp<Ticket>>;
+  readonly #closes: Coalescer<RuleOp<Ticket>>;
+  /** Per lane, the rules of its running flush: the other lane's operations on them wait until it ends. */
+  readonly #sending: Record<Lane, Map<string, Promise<void>>> = { opens: new Map(), closes: new Map() };
+  /** A describe of every group under way (both lanes share it). */
+  #refreshing: Promise<void> | undefined;
+  /** Per group, the writes answered while a describe of it is under way: replayed on its snapshot. */
+  readonly #journals = new Map<string, (() => void)[][]>();
   readonly #brokerKeys: Set<string>;
   readonly #used = new Map<string, Record<AddressFamily, number>>();
   readonly #open = new Map<string, OpenRule>();
@@ -239,12 +257,15 @@ export class SecurityGroupFirewall implements Firewall {
           options.metrics.put('ApiErrors', 1, { Code: code }, { Operation: operation }),
       },
     };
-    this.#coalescer = new Coalescer<RuleOp<Ticket>>({
-      windowMs: options.coalesceWindowMs ?? 20,
-      maxBatch: options.maxBatchOps ?? BATCH_CALLS * this.#maxCallRules,
-      timers: options.timers,
-      flush: (batch) => this.#flush(batch),
-    });
+    const lane = (name: Lane) =>
+      new Coalescer<RuleOp<Ticket>>({
+        windowMs: options.coalesceWindowMs ?? 20,
+        maxBatch: options.maxBatchOps ?? BATCH_CALLS * this.#maxCallRules,
+        timers: options.timers,
+        flush: (batch) => this.#flush(name, batch),
+      });
+    this.#opens = lane('opens');
+    this.#closes = lane('closes');
   }
 
   allow(grants: readonly Grant[]): Promise<void> {
@@ -263,10 +284,11 @@ export class SecurityGroupFirewall implements Firewall {
       return Promise.reject(error);
     }
     const count = planned.reduce((n, p) => n + p.rules.length, 0);
-    if (count > 0 && this.#unsent + count > this.#maxUnsentRules) {
+    const unsentLimit = this.#unsentLimit();
+    if (count > 0 && this.#unsent + count > unsentLimit) {
       return Promise.reject(
         new GrantQueueFullError(
-          `${this.#unsent} rules already wait to be sent to EC2 (at most ${this.#maxUnsentRules}: the API budget ` +
+          `${this.#unsent} rules already wait to be sent to EC2 (at most ${unsentLimit}: the API budget ` +
             `is spent): grant ${planned.map((p) => `${p.grant.deviceId}@${p.grant.address}`).join(', ')} not ` +
             'opened, the device must knock again. More receivers do not help (they share the budget); see ' +
             'docs/scaling.md "Staying inside the EC2 API budget"',
@@ -290,7 +312,7 @@ export class SecurityGroupFirewall implements Firewall {
     }
     for (const op of ops) this.#unsentOps.add(op);
     this.#unsent += ops.length;
-    this.#coalescer.add(...ops);
+    this.#opens.add(...ops);
     return ticket.promise;
   }
 
@@ -307,10 +329,12 @@ export class SecurityGroupFirewall implements Firewall {
     } catch (error) {
       return Promise.reject(error);
     }
-    this.#dropQueued(new Set(specs.map(ruleKey)));
+    const keys = new Set(specs.map(ruleKey));
+    this.#dropUnsent(keys);
+    this.#dropQueued(keys);
     const ticket = new Ticket(specs.length);
     const tickets = [ticket];
-    this.#coalescer.add(
+    this.#closes.add(
       ...specs.map(
         (spec): RevokeOp<Ticket> => ({
           kind: 'revoke',
@@ -326,7 +350,7 @@ export class SecurityGroupFirewall implements Firewall {
   /** Flush what is pending, stop the queue timer and reject grants still waiting for a slot. */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#coalescer.drain();
+    await this.#lanesIdle((lane) => lane.drain());
     if (this.#queueTimer !== undefined) this.#o.timers.clearTimeout(this.#queueTimer);
     this.#queueTimer = undefined;
     const waiting = this.#queue;
@@ -353,11 +377,66 @@ export class SecurityGroupFirewall implements Firewall {
 
   /** Resolves when no batch is pending or in flight (queued grants may still wait). */
   idle(): Promise<void> {
-    return this.#coalescer.idle();
+    return this.#lanesIdle((lane) => lane.idle());
   }
 
-  async #flush(batch: RuleOp<Ticket>[]): Promise<void> {
+  /** Both lanes idle at once (an operation one lane held back for the other may re-enter after its flush). */
+  async #lanesIdle(wait: (lane: Coalescer<RuleOp<Ticket>>) => Promise<void>): Promise<void> {
+    do {
+      await Promise.all([wait(this.#opens), wait(this.#closes)]);
+    } while (this.#opens.pending > 0 || this.#closes.pending > 0 || this.#held > 0);
+  }
+
+  /** Rules waiting to be sent, at most now: what the Authorize pacer sends in UNSENT_SECONDS, within the bounds. */
+  #unsentLimit(): number {
+    const rate = this.#o.pacing?.pacer('AuthorizeSecurityGroupIngress')?.rate;
+    if (rate === undefined) return this.#maxUnsentRules;
+    const sendable = Math.ceil(rate * UNSENT_SECONDS * this.#maxCallRules);
+    return Math.min(this.#maxUnsentRules, Math.max(this.#maxCallRules, sendable));
+  }
+
+  /** Operations one lane holds back until the other's flush of the same rule ends. */
+  #held = 0;
+
+  /**
+   * One lane's batch. Its operations on a rule the other lane is sending wait for that flush to end and come back
+   * first in their lane, so an allow never plans against a rule being revoked (nor a revoke against one being
+   * opened); the rest is sent now.
+   */
+  async #flush(lane: Lane, batch: RuleOp<Ticket>[]): Promise<void> {
     for (const op of batch) if (this.#unsentOps.delete(op)) this.#unsent--;
+    const other = this.#sending[lane === 'opens' ? 'closes' : 'opens'];
+    const now: RuleOp<Ticket>[] = [];
+    const held = new Map<Promise<void>, RuleOp<Ticket>[]>();
+    for (const op of batch) {
+      const busy = other.get(ruleKey(op.spec));
+      if (busy === undefined) now.push(op);
+      else held.set(busy, [...(held.get(busy) ?? []), op]);
+    }
+    for (const [busy, ops] of held) {
+      this.#held += ops.length;
+      void busy.then(() => {
+        this.#held -= ops.length;
+        (lane === 'opens' ? this.#opens : this.#closes).addFirst(...ops);
+      });
+    }
+    if (now.length === 0) return;
+    const mine = this.#sending[lane];
+    let finished = (): void => undefined;
+    const sent = new Promise<void>((resolve) => {
+      finished = resolve;
+    });
+    const keys = now.map((op) => ruleKey(op.spec));
+    for (const key of keys) mine.set(key, sent);
+    try {
+      await this.#send(now);
+    } finally {
+      for (const key of keys) if (mine.get(key) === sent) mine.delete(key);
+      finished();
+    }
+  }
+
+  async #send(batch: RuleOp<Ticket>[]): Promise<void> {
     const settled: [RuleOp<Ticket>, Error | undefined][] = [];
     const done = (op: RuleOp<Ticket>, error?: Error) => settled.push([op, error]);
     const opened = new Map<string, Grant>();
@@ -451,29 +530,38 @@ export class SecurityGroupFirewall implements Firewall {
           ...plan.authorize
             .flatMap((step) => callChunks(step.ops, this.#maxCallRules).map((ops) => ({ ...step, ops })))
             .map(async (step) => {
+              // Looked at again as each attempt leaves (after the pacer's wait, after a throttled try): a grant
+              // past its wait is refused rather than opened for nobody.
+              let sending: readonly AllowOp<Ticket>[] = step.ops;
+              const stillDue = () => {
+                const now = this.#o.clock.now();
+                const due: AllowOp<Ticket>[] = [];
+                for (const op of sending) {
+                  const stale = this.#staleReason(op, now);
+                  if (stale === undefined) due.push(op);
+                  else done(op, new GrantNotOpenedError(this.#notOpened(op, stale, 'to be sent')));
+                }
+                sending = due;
+                return due.map(this.#withDescription);
+              };
               try {
-                const outcome = await authorizeIngress(
-                  this.#ctx,
-                  step.groupId,
-                  step.ops.map(this.#withDescription),
-                );
+                const outcome = await authorizeIngress(this.#ctx, step.groupId, stillDue);
                 if (outcome === 'ok') {
-                  this.#usage(step.groupId)[step.family] += step.ops.length;
-                  for (const op of step.ops) {
+                  for (const op of sending) {
                     this.#remember(op, step.groupId);
                     this.#noteOpened(opened, op);
                     done(op);
                   }
                 } else if (outcome === 'duplicate') {
-                  stale.push({ groupId: step.groupId, action: 'authorize', ops: step.ops });
+                  stale.push({ groupId: step.groupId, action: 'authorize', ops: sending });
                 } else {
                   // EC2 says full although our count disagrees: trust EC2 until the next describe.
                   const used = this.#usage(step.groupId);
                   used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
-                  again.push(...step.ops);
+                  again.push(...sending);
                 }
               } catch (error) {
-                for (const op of step.ops) done(op, this.#apiError('authorize', step.groupId, error));
+                for (const op of sending) done(op, this.#apiError('authorize', step.groupId, error));
               }
             }),
         ]);
@@ -608,23 +696,45 @@ export class SecurityGroupFirewall implements Firewall {
     return used;
   }
 
+  /** An answered write: applied now, and again on the snapshot of any describe of its group under way. */
+  #journal(groupId: string, apply: () => void): void {
+    apply();
+    for (const journal of this.#journals.get(groupId) ?? []) journal.push(apply);
+  }
+
+  /** The rule is open in the group (a new rule takes a slot; an extension only moves its expiry). */
   #remember(op: AllowOp<Ticket>, groupId: string): void {
-    this.#open.set(ruleKey(op.spec), {
+    const rule: OpenRule = {
       spec: op.spec,
       groupId,
       deviceId: op.grant.deviceId,
       expiresAtSeconds: op.expiresAtSeconds,
       foreign: false,
+    };
+    this.#journal(groupId, () => {
+      const key = ruleKey(rule.spec);
+      const before = this.#open.get(key);
+      if (before?.groupId !== groupId) {
+        if (before !== undefined) this.#release(before);
+        this.#usage(groupId)[rule.spec.family]++;
+      }
+      this.#open.set(key, rule);
     });
   }
 
   #forget(spec: RuleSpec): void {
-    const key = ruleKey(spec);
-    const open = this.#open.get(key);
+    const open = this.#open.get(ruleKey(spec));
     if (open === undefined) return;
-    this.#open.delete(key);
-    const used = this.#usage(open.groupId);
-    used[spec.family] = Math.max(0, used[spec.family] - 1);
+    this.#journal(open.groupId, () => {
+      const now = this.#open.get(ruleKey(spec));
+      if (now !== undefined) this.#release(now);
+    });
+  }
+
+  #release(rule: OpenRule): void {
+    this.#open.delete(ruleKey(rule.spec));
+    const used = this.#usage(rule.groupId);
+    used[rule.spec.family] = Math.max(0, used[rule.spec.family] - 1);
   }
 
   #noteOpened(opened: Map<string, Grant>, op: AllowOp<Ticket>): void {
@@ -633,13 +743,35 @@ export class SecurityGroupFirewall implements Firewall {
     if (prev === undefined || op.grant.expiresAt > prev.expiresAt) opened.set(address, op.grant);
   }
 
-  async #refreshAll(): Promise<void> {
-    for (const groupId of this.#o.securityGroupIds) await this.#refreshGroup(groupId);
-    this.#stale = false;
+  /** Every group described again, in parallel; a lane asking while the other's describe runs shares it. */
+  #refreshAll(): Promise<void> {
+    this.#refreshing ??= Promise.all(this.#o.securityGroupIds.map((groupId) => this.#refreshGroup(groupId)))
+      .then(() => {
+        this.#stale = false;
+      })
+      .finally(() => {
+        this.#refreshing = undefined;
+      });
+    return this.#refreshing;
   }
 
+  /**
+   * The group's rules and counts from a describe. Writes answered while it was under way (the other lane's) may
+   * or may not be in its snapshot: they are applied again on top of it (each is idempotent), so a describe never
+   * undoes them.
+   */
   async #refreshGroup(groupId: string): Promise<void> {
-    const snapshot = await describeIngress(this.#ctx, groupId);
+    const journal: (() => void)[] = [];
+    const journals = this.#journals.get(groupId) ?? [];
+    journals.push(journal);
+    this.#journals.set(groupId, journals);
+    let snapshot: Awaited<ReturnType<typeof describeIngress>>;
+    try {
+      snapshot = await describeIngress(this.#ctx, groupId);
+    } finally {
+      journals.splice(journals.indexOf(journal), 1);
+      if (journals.length === 0) this.#journals.delete(groupId);
+    }
     this.#used.set(groupId, { ...snapshot.used });
     for (const [key, rule] of this.#open) if (rule.groupId === groupId) this.#open.delete(key);
     for (const rule of snapshot.rules) {
@@ -652,6 +784,7 @@ export class SecurityGroupFirewall implements Firewall {
         foreign: rule.blackcloud === undefined,
       });
     }
+    for (const replay of journal) replay();
   }
 
   #enqueue(op: AllowOp<Ticket>): void {
@@ -681,6 +814,16 @@ export class SecurityGroupFirewall implements Firewall {
     }
   }
 
+  /** An allow not yet sent whose rule is revoked is never sent (the revoke goes out in the other lane). */
+  #dropUnsent(keys: ReadonlySet<string>): void {
+    const waiting = this.#opens.take((op) => op.kind === 'allow' && keys.has(ruleKey(op.spec)));
+    for (const op of waiting) {
+      if (this.#unsentOps.delete(op)) this.#unsent--;
+      if (op.kind === 'allow')
+        this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, 'was revoked', 'to be sent')));
+    }
+  }
+
   /** A grant still waiting for a slot whose rule is revoked is simply never opened. */
   #dropQueued(keys: ReadonlySet<string>): void {
     if (keys.size === 0) return;
@@ -703,7 +846,7 @@ export class SecurityGroupFirewall implements Firewall {
       else live.push(op);
     }
     this.#reportQueue();
-    this.#coalescer.addFirst(...live);
+    this.#opens.addFirst(...live);
   }
 
   #reportQueue(): void {

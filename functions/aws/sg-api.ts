@@ -90,18 +90,25 @@ export async function describeIngress(ctx: SgContext, groupId: string): Promise<
 
 export type AuthorizeOutcome = 'ok' | 'duplicate' | 'full';
 
+/**
+ * `rules` given as a function is asked again as each attempt leaves (after the pacer's wait, after a throttled
+ * try), so the caller can drop rules no longer wanted; an attempt with none left sends nothing and answers 'ok'.
+ */
 export async function authorizeIngress(
   ctx: SgContext,
   groupId: string,
-  rules: readonly RuleWithDescription[],
+  rules: readonly RuleWithDescription[] | (() => readonly RuleWithDescription[]),
 ): Promise<AuthorizeOutcome> {
-  if (rules.length === 0) return 'ok';
+  const current = typeof rules === 'function' ? rules : () => rules;
+  if (typeof rules !== 'function' && rules.length === 0) return 'ok';
   try {
-    await call(ctx, 'AuthorizeSecurityGroupIngress', [DUPLICATE], () =>
-      ctx.ec2.send(
-        new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: toIpPermissions(rules) }),
-      ),
-    );
+    await call(ctx, 'AuthorizeSecurityGroupIngress', [DUPLICATE], async () => {
+      const sending = current();
+      if (sending.length === 0) return;
+      await ctx.ec2.send(
+        new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: toIpPermissions(sending) }),
+      );
+    });
     return 'ok';
   } catch (error) {
     const code = awsErrorCode(error);
