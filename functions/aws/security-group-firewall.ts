@@ -4,23 +4,30 @@
  * sweeper can close it if every other mechanism fails.
  *
  * Guarantees:
- *   - Coalescing: allows and revokes arriving within `coalesceWindowMs` (and all that arrive while a call is in
- *     flight) go out together, up to `maxBatchOps` per batch: one Authorize / Update / Revoke call per security
+ *   - Two lanes (docs/scaling.md "Staying inside the EC2 API budget"): opens (allows and extensions) and closes
+ *     (revokes) are coalesced and sent apart, each lane at most one batch at a time, so a revoke never waits behind
+ *     an Authorize held by the pacer or by throttling: a closed rule frees its slot at once.
+ *   - Coalescing: within a lane, operations arriving within `coalesceWindowMs` (and all that arrive while its
+ *     flush runs) go out together, up to `maxBatchOps` per batch: one Authorize / Update / Revoke call per security
  *     group (and per address family for Authorize) for each `maxBatchRules` ranges, each permission once
  *     (coalescer.ts, sg-plan.ts).
- *   - Ordering within a batch (docs/scaling.md "Staying inside the EC2 API budget"): its revokes, its updates and
- *     the authorizes that fit in slots free BEFORE the revokes are sent at once (each action has its own EC2
- *     bucket and pacer), so an authorize never waits for a revoke that frees no slot it needs. Only allows that
- *     need a slot one of the batch's revokes frees wait: they are planned again once the revokes are done (the
- *     next round; past the last round, the queue, re-tried after the freeing revoke). The describes a round needs
- *     (unknown revokes, a Duplicate or a vanished rule) are sent after its calls, never racing its own writes.
+ *   - One rule, one lane at a time: an operation on a rule the other lane is sending waits for that flush to end,
+ *     then goes first in its own lane, so an allow never takes a rule being revoked for open (nor a revoke miss a
+ *     rule being opened). A revoke drops the allows of its rules not yet sent (GrantNotOpenedError "was revoked").
+ *   - Describes (a stale picture, a Duplicate, a vanished or unknown rule) cover every group in parallel, shared
+ *     by both lanes; writes answered while a group's describe is under way are applied again on its snapshot, so a
+ *     describe never undoes the other lane's answered writes.
+ *   - Allows that need a slot are placed in slots free now; those that find none wait in the queue and are sent
+ *     again once a revoke frees a slot (or `queueRetryMs` passes).
  *   - Pacing (optional `pacing`, call-pacer.ts; docs/scaling.md "Staying inside the EC2 API budget"): every call
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
- *     wait, the next batch grows, so calls carry more ranges exactly when the budget is short.
+ *     wait, the next batch grows, so calls carry more ranges exactly when the budget is short. With pacing, at most
+ *     what the Authorize pacer's current rate sends in UNSENT_SECONDS waits to be sent (never more than
+ *     `maxUnsentRules`); a grant beyond it is refused at once (GrantQueueFullError).
  *   - A grant that expires while waiting to be sent (coalescing, pacing) or for a slot is never opened, nor one
- *     that waited longer than `maxWaitMs` (DEFAULT_GRANT_WAIT_MS, the device's attempt): it rejects with
- *     GrantNotOpenedError and the device must knock again.
+ *     that waited longer than `maxWaitMs` (DEFAULT_GRANT_WAIT_MS, just before the device's last dial), looked at
+ *     again as each Authorize attempt leaves: it rejects with GrantNotOpenedError and the device must knock again.
  *   - Reuse: a rule already open for the address and port is extended, never duplicated: its description's
  *     expiry moves forward with UpdateSecurityGroupRuleDescriptionsIngress (one call per group, no new rule slot,
  *     not a "resource-intensive" action). `InvalidPermission.Duplicate` means our picture of the group is stale:

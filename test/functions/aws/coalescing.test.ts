@@ -147,6 +147,27 @@ describe('Coalescer (virtual clock)', () => {
     expect(seen).toEqual([[1], [2]]);
     expect(errors).toHaveLength(1);
   });
+
+  it('7. take removes the matching pending items in order; taking all leaves no window armed and idle resolves', async () => {
+    const start = Date.now();
+    const { batches, coalescer } = recorder(0, 10);
+    coalescer.add(1, 2, 3, 4);
+    expect(coalescer.take((n) => n % 2 === 0)).toEqual([2, 4]);
+    expect(coalescer.pending).toBe(2);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(batches).toEqual([{ at: start + 20, items: [1, 3] }]);
+    coalescer.add(5);
+    let idle = false;
+    void coalescer.idle().then(() => {
+      idle = true;
+    });
+    expect(coalescer.take(() => true)).toEqual([5]);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(idle).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(batches).toHaveLength(1);
+  });
 });
 
 const v4 = (n: number): RuleSpec => ({ protocol: 'tcp', port: 8883, family: 4, cidr: `198.51.100.${n}/32` });
