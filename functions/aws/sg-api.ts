@@ -48,6 +48,12 @@ export interface GroupSnapshot {
   readonly used: Readonly<Record<AddressFamily, number>>;
 }
 
+/**
+ * EC2 takes at most this many IP ranges (IPv4 and IPv6 together, over all the call's permissions) in one
+ * Authorize or Revoke call (docs/scaling.md, "Staying inside the EC2 API budget"). One rule spec is one range.
+ */
+export const EC2_MAX_RANGES_PER_CALL = 100;
+
 const DUPLICATE = 'InvalidPermission.Duplicate';
 const NOT_FOUND = 'InvalidPermission.NotFound';
 const FULL = 'RulesPerSecurityGroupLimitExceeded';
