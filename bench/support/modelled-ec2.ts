@@ -10,6 +10,11 @@
  *   Update descriptions 200 and 5/s, Describe 100 and 20/s), each the receiver's own token bucket
  *   (functions/receiver/rate-limiter.ts). A call with an empty bucket fails with `RequestLimitExceeded` (HTTP 503)
  *   and changes nothing.
+ * - Per call: an Authorize or Revoke carrying more than EC2_MAX_RANGES_PER_CALL (100, functions/aws/sg-api.ts;
+ *   docs/scaling.md) IP ranges, IPv4 and IPv6 together over all its permissions, is `InvalidParameterValue` and
+ *   changes nothing. The code is an assumption: no public source we could find names EC2's answer to an
+ *   over-long call (`RulesPerSecurityGroupLimitExceeded` is the per-group quota, below, not this), so the model
+ *   answers the code EC2 gives other malformed parameters.
  * - Authorize: a permission already present is `InvalidPermission.Duplicate`; the same permission twice in one
  *   call is `InvalidParameterValue`; exceeding `rulesPerGroup` for a family is
  *   `RulesPerSecurityGroupLimitExceeded`. Each adds nothing.
@@ -31,6 +36,7 @@ import {
   UpdateSecurityGroupRuleDescriptionsIngressCommand,
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
+import { EC2_MAX_RANGES_PER_CALL } from '../../functions/aws/sg-api.ts';
 import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 
@@ -321,9 +327,20 @@ export class ModelledEc2 {
     return n;
   }
 
-  #authorize(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
+  /** The ranges of one Authorize / Revoke call, refused (InvalidParameterValue) past EC2's per-call limit. */
+  #callRules(permissions: readonly IpPermission[] | undefined): Rule[] {
     const rules = rulesOf(permissions);
     this.#largestCall = Math.max(this.#largestCall, rules.length);
+    if (rules.length > EC2_MAX_RANGES_PER_CALL)
+      throw ec2Error(
+        'InvalidParameterValue',
+        `The request carries ${rules.length} IP ranges; at most ${EC2_MAX_RANGES_PER_CALL} are allowed in one call`,
+      );
+    return rules;
+  }
+
+  #authorize(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
+    const rules = this.#callRules(permissions);
     const keys = new Set<string>();
     for (const r of rules) {
       if (keys.has(r.key))
@@ -353,8 +370,7 @@ export class ModelledEc2 {
   }
 
   #revoke(group: GroupRules, permissions: readonly IpPermission[] | undefined) {
-    const rules = rulesOf(permissions);
-    this.#largestCall = Math.max(this.#largestCall, rules.length);
+    const rules = this.#callRules(permissions);
     this.#mustExist(group, rules);
     for (const r of rules) group.delete(r.key);
     this.#applied.revoked += rules.length;

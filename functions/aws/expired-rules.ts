@@ -1,9 +1,11 @@
 /**
  * Revokes blackcloud rules whose description says they have expired (shared by the sweeper and the revoker).
- * Per group: one DescribeSecurityGroups, then one revoke call for every due rule (sg-api.ts handles rules
- * that vanish meanwhile). A rule is due when its description expiry (epoch seconds) is <= `dueAtSeconds`; rules
- * without a `blackcloud:` description are never touched. Idempotent: a second run finds nothing due.
- * A failing group does not stop the others; its error is returned with its result.
+ * Per group: one DescribeSecurityGroups, then the due rules revoked in calls of at most EC2_MAX_RANGES_PER_CALL
+ * ranges, one after the other (sg-api.ts revokeIngressIdempotent, which also handles rules that vanish
+ * meanwhile): a group holding 150 due rules takes two Revoke calls. A rule is due when its description expiry
+ * (epoch seconds) is <= `dueAtSeconds`; rules without a `blackcloud:` description are never touched.
+ * Idempotent: a second run finds nothing due. A failing group does not stop the others; its error is returned
+ * with its result.
  */
 import { targetOfCidr } from './address.ts';
 import { describeIngress, revokeIngressIdempotent, type SgContext } from './sg-api.ts';

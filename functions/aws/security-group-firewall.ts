@@ -78,6 +78,7 @@ import { formatRuleDescription, toEpochSeconds } from './rule-description.ts';
 import {
   authorizeIngress,
   describeIngress,
+  EC2_MAX_RANGES_PER_CALL,
   revokeIngressIdempotent,
   type SgContext,
   updateIngressDescriptions,
@@ -173,8 +174,8 @@ class Ticket {
 }
 
 const MAX_ROUNDS = 4;
-/** EC2 takes up to 100 IP ranges in one Authorize / Revoke call (docs/scaling.md). */
-const DEFAULT_CALL_RULES = 100;
+/** Ranges per call by default: as many as EC2 takes in one Authorize / Revoke call (sg-api.ts). */
+const DEFAULT_CALL_RULES = EC2_MAX_RANGES_PER_CALL;
 /** A coalesced batch holds up to this many calls' worth of rule operations. */
 const BATCH_CALLS = 10;
 /**

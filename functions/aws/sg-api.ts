@@ -9,13 +9,18 @@
  *   update:    `InvalidPermission.NotFound` → 'not-found' (moto instead ignores unknown rules silently).
  *   revoke:    `InvalidPermission.NotFound` → nothing from the call was revoked (non-default VPC);
  *              `UnknownIpPermissions` in the response (default VPC) → those were already gone.
- *              revokeIngressIdempotent: on NotFound, describe the group and revoke the rest in one call; if that
+ *              revokeIngressIdempotent: any number of rules, in calls of at most EC2_MAX_RANGES_PER_CALL, one
+ *              after the other; on NotFound, describe the group and revoke that call's rest in one call; if that
  *              races again, revoke per rule. Afterwards every given rule is gone.
+ *   Per call:  EC2 takes at most EC2_MAX_RANGES_PER_CALL IP ranges in one Authorize or Revoke. authorizeIngress
+ *              and revokeIngress are one call each: given rules that make more ranges, they throw a RangeError
+ *              (a caller's bug) before sending anything; callers split with sg-plan.ts callChunks.
  */
 import {
   AuthorizeSecurityGroupIngressCommand,
   DescribeSecurityGroupsCommand,
   type EC2Client,
+  type IpPermission,
   RevokeSecurityGroupIngressCommand,
   UpdateSecurityGroupRuleDescriptionsIngressCommand,
 } from '@aws-sdk/client-ec2';
@@ -23,6 +28,7 @@ import type { AddressFamily } from '../../spa/types.ts';
 import type { Ec2Pacing } from './call-pacer.ts';
 import { awsErrorCode } from './errors.ts';
 import { type RetryPolicy, withRetry } from './retry.ts';
+import { callChunks } from './sg-plan.ts';
 import {
   type DescribedRule,
   hostRulesOf,
@@ -48,9 +54,27 @@ export interface GroupSnapshot {
   readonly used: Readonly<Record<AddressFamily, number>>;
 }
 
+/**
+ * EC2 takes at most this many IP ranges (IPv4 and IPv6 together, over all the call's permissions) in one
+ * Authorize or Revoke call (docs/scaling.md, "Staying inside the EC2 API budget"). One rule spec is one range.
+ */
+export const EC2_MAX_RANGES_PER_CALL = 100;
+
 const DUPLICATE = 'InvalidPermission.Duplicate';
 const NOT_FOUND = 'InvalidPermission.NotFound';
 const FULL = 'RulesPerSecurityGroupLimitExceeded';
+
+/** The permissions of one Authorize / Revoke call; more ranges than EC2 takes in one call is a RangeError. */
+function callPermissions(operation: string, rules: readonly RuleWithDescription[]): IpPermission[] {
+  const permissions = toIpPermissions(rules);
+  const ranges = permissions.reduce((n, p) => n + (p.IpRanges?.length ?? 0) + (p.Ipv6Ranges?.length ?? 0), 0);
+  if (ranges > EC2_MAX_RANGES_PER_CALL)
+    throw new RangeError(
+      `${operation}: ${ranges} IP ranges in one call, EC2 takes at most ${EC2_MAX_RANGES_PER_CALL}: ` +
+        'split the rules with callChunks (sg-plan.ts)',
+    );
+  return permissions;
+}
 
 /** A retried call whose `outcomes` codes are answers, not errors (not reported to onError). */
 function call<T>(
@@ -100,13 +124,19 @@ export async function authorizeIngress(
   rules: readonly RuleWithDescription[] | (() => readonly RuleWithDescription[]),
 ): Promise<AuthorizeOutcome> {
   const current = typeof rules === 'function' ? rules : () => rules;
-  if (typeof rules !== 'function' && rules.length === 0) return 'ok';
+  if (typeof rules !== 'function') {
+    if (rules.length === 0) return 'ok';
+    callPermissions('AuthorizeSecurityGroupIngress', rules); // too many ranges: refused before any wait
+  }
   try {
     await call(ctx, 'AuthorizeSecurityGroupIngress', [DUPLICATE], async () => {
       const sending = current();
       if (sending.length === 0) return;
       await ctx.ec2.send(
-        new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: toIpPermissions(sending) }),
+        new AuthorizeSecurityGroupIngressCommand({
+          GroupId: groupId,
+          IpPermissions: callPermissions('AuthorizeSecurityGroupIngress', sending),
+        }),
       );
     });
     return 'ok';
@@ -142,22 +172,21 @@ export async function updateIngressDescriptions(
   }
 }
 
-/** One revoke call. 'not-found' = nothing from this call was revoked. */
+/** One revoke call (at most EC2_MAX_RANGES_PER_CALL ranges). 'not-found' = nothing from this call was revoked. */
 export async function revokeIngress(
   ctx: SgContext,
   groupId: string,
   specs: readonly RuleSpec[],
 ): Promise<'ok' | 'not-found'> {
   if (specs.length === 0) return 'ok';
+  const permissions = callPermissions(
+    'RevokeSecurityGroupIngress',
+    specs.map((spec) => ({ spec })),
+  );
   try {
     // UnknownIpPermissions in the response (default VPC) lists rules that were already gone: nothing to do.
     await call(ctx, 'RevokeSecurityGroupIngress', [NOT_FOUND], () =>
-      ctx.ec2.send(
-        new RevokeSecurityGroupIngressCommand({
-          GroupId: groupId,
-          IpPermissions: toIpPermissions(specs.map((spec) => ({ spec }))),
-        }),
-      ),
+      ctx.ec2.send(new RevokeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: permissions })),
     );
     return 'ok';
   } catch (error) {
@@ -166,8 +195,21 @@ export async function revokeIngress(
   }
 }
 
-/** Revoke rules so that afterwards none of them exists in the group, whichever were already gone. */
+/**
+ * Revoke rules so that afterwards none of them exists in the group, whichever were already gone: any number of
+ * them, in calls of at most EC2_MAX_RANGES_PER_CALL ranges (one rule spec is one range), sent one after the other.
+ */
 export async function revokeIngressIdempotent(
+  ctx: SgContext,
+  groupId: string,
+  specs: readonly RuleSpec[],
+): Promise<void> {
+  for (const chunk of callChunks(specs, EC2_MAX_RANGES_PER_CALL))
+    await revokeCallIdempotent(ctx, groupId, chunk);
+}
+
+/** One call's worth of rules (at most EC2_MAX_RANGES_PER_CALL): gone afterwards, whichever were already gone. */
+async function revokeCallIdempotent(
   ctx: SgContext,
   groupId: string,
   specs: readonly RuleSpec[],

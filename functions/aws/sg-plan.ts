@@ -21,7 +21,8 @@
  *   starts at group i and moves on only when it is full, so one receiver's rules (and later its revokes) land in
  *   one group, one call per batch, and receivers do not race for the same group's last slots. Offset 0 is the
  *   configured order (one receiver: nothing changes). fillOffsetOf derives an offset from a receiver's id.
- * callChunks: the firewall sends each group's revokes, updates and authorizes in calls of at most `maxBatchRules`.
+ * callChunks: the firewall sends each group's revokes, updates and authorizes in calls of at most `maxBatchRules`;
+ *   sg-api.ts revokeIngressIdempotent splits any revoke into calls of at most EC2_MAX_RANGES_PER_CALL.
  */
 import type { AddressFamily } from '../../spa/types.ts';
 import type { Grant } from '../core/interfaces.ts';

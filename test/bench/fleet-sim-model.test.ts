@@ -160,6 +160,66 @@ describe('ModelledEc2 (security groups as EC2 answers them)', () => {
       errors: { RequestLimitExceeded: 1 },
     });
   });
+
+  it('4b. an Authorize or Revoke of more than 100 ranges (IPv4 and IPv6 together) is InvalidParameterValue and changes nothing; 100 pass', async () => {
+    const { time, ec2, send } = model(1000);
+    const v4 = (from: number, n: number) => Array.from({ length: n }, (_, i) => `10.0.${from + i}.1/32`);
+    const mixed = (n4: number, n6: number) => ({
+      IpPermissions: [
+        {
+          IpProtocol: 'tcp',
+          FromPort: 8883,
+          ToPort: 8883,
+          IpRanges: v4(0, n4).map((CidrIp) => ({ CidrIp })),
+          Ipv6Ranges: Array.from({ length: n6 }, (_, i) => ({ CidrIpv6: `2001:db8::${i + 1}/128` })),
+        },
+      ],
+    });
+    // 60 + 41 ranges in one permission; then 101 over two permissions (two ports).
+    const tooMany = send(new AuthorizeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...mixed(60, 41) }));
+    const twoPorts = send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        IpPermissions: [
+          { ...permission(v4(0, 51)).IpPermissions[0], FromPort: 8883, ToPort: 8883 },
+          { ...permission(v4(100, 50)).IpPermissions[0], FromPort: 1883, ToPort: 1883 },
+        ],
+      }),
+    );
+    await time.run(1000, idle);
+    expect(await Promise.all([tooMany, twoPorts].map(codeOf))).toEqual([
+      'InvalidParameterValue',
+      'InvalidParameterValue',
+    ]);
+    expect(ec2.rules().now).toBe(0);
+
+    const hundred = send(new AuthorizeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...mixed(60, 40) }));
+    const more = send(
+      new AuthorizeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...permission(v4(200, 50)) }),
+    );
+    await time.run(2000, idle);
+    expect(await Promise.all([hundred, more].map(codeOf))).toEqual(['ok', 'ok']);
+    expect(ec2.rules().now).toBe(150);
+
+    const revokeAll = send(
+      new RevokeSecurityGroupIngressCommand({
+        GroupId: 'sg-1',
+        IpPermissions: [...mixed(60, 40).IpPermissions, ...permission(v4(200, 50)).IpPermissions],
+      }),
+    );
+    await time.run(3000, idle);
+    expect(await codeOf(revokeAll)).toBe('InvalidParameterValue');
+    expect(ec2.rules().now).toBe(150);
+    const revokeHundred = send(new RevokeSecurityGroupIngressCommand({ GroupId: 'sg-1', ...mixed(60, 40) }));
+    await time.run(4000, idle);
+    expect(await codeOf(revokeHundred)).toBe('ok');
+    expect(ec2.rules().now).toBe(50);
+    expect(ec2.counts().RevokeSecurityGroupIngress).toEqual({
+      calls: 2,
+      errors: { InvalidParameterValue: 1 },
+    });
+    expect(ec2.stats.largestCall).toBe(150);
+  });
 });
 
 describe('fleet schedule', () => {

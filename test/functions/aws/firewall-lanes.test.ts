@@ -63,7 +63,13 @@ function setUp(
     brokerAccess: [{ protocol: 'tcp', port: 8883 }],
     clock: time,
     timers: time,
-    retry: { maxAttempts: 5, baseDelayMs: 200, maxDelayMs: 2000, sleep: (ms) => time.sleep(ms), random: () => 0.5 },
+    retry: {
+      maxAttempts: 5,
+      baseDelayMs: 200,
+      maxDelayMs: 2000,
+      sleep: (ms) => time.sleep(ms),
+      random: () => 0.5,
+    },
     metrics: { put() {} },
     rulesPerGroup: 200,
     maxUnsentRules: 10_000,
@@ -74,7 +80,10 @@ function setUp(
       clock: time,
       sleep: (ms) => time.sleep(ms),
       isThrottling,
-      actions: { ...EC2_PACING, ...(options.authorize === undefined ? {} : { [AUTHORIZE]: options.authorize }) },
+      actions: {
+        ...EC2_PACING,
+        ...(options.authorize === undefined ? {} : { [AUTHORIZE]: options.authorize }),
+      },
     }),
   });
   const calls = (action: string) => model.callLog().filter((c) => c.action === action);
@@ -134,7 +143,12 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     await time.advance(1000);
     await revoked;
     expect(await again).toBe('opened');
-    expect(model.callLog().slice(before).map((c) => [c.action, c.outcome])).toEqual([
+    expect(
+      model
+        .callLog()
+        .slice(before)
+        .map((c) => [c.action, c.outcome]),
+    ).toEqual([
       [REVOKE, 'ok'],
       [AUTHORIZE, 'ok'],
     ]);
@@ -154,7 +168,12 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     const revoked = firewall.revoke([grant]);
     await time.advance(1000);
     await Promise.all([opened, revoked]);
-    expect(model.callLog().slice(before).map((c) => [c.action, c.outcome])).toEqual([
+    expect(
+      model
+        .callLog()
+        .slice(before)
+        .map((c) => [c.action, c.outcome]),
+    ).toEqual([
       [AUTHORIZE, 'ok'],
       [REVOKE, 'ok'],
     ]);

@@ -1,4 +1,9 @@
-/** The revoker and sweeper logic (and their thin Lambda handlers) against moto server. */
+/**
+ * The revoker and sweeper logic (and their thin Lambda handlers) against moto server. A group holding more than
+ * 100 rules is one moto cannot make (it caps a VPC group at 60 ingress rules whatever the quota): that sweep runs
+ * on the EC2 model (bench/support/modelled-ec2.ts, which refuses a call of more than 100 ranges as EC2 does),
+ * with its grants table on moto.
+ */
 import {
   AuthorizeSecurityGroupIngressCommand,
   DescribeSecurityGroupRulesCommand,
@@ -6,11 +11,14 @@ import {
 } from '@aws-sdk/client-ec2';
 import type { SQSEvent } from 'aws-lambda';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ModelledEc2 } from '../../../bench/support/modelled-ec2.ts';
 import type { AwsClients } from '../../../functions/aws/clients.ts';
 import { DynamoGrantStore } from '../../../functions/aws/dynamo-grant-store.ts';
 import { encodeGrantMessage } from '../../../functions/aws/grant-message.ts';
 import { noMetrics } from '../../../functions/aws/metrics.ts';
+import { formatRuleDescription } from '../../../functions/aws/rule-description.ts';
 import { SecurityGroupFirewall } from '../../../functions/aws/security-group-firewall.ts';
+import { EC2_MAX_RANGES_PER_CALL } from '../../../functions/aws/sg-api.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import { type RevokerDeps, revokeGrantMessages } from '../../../functions/revoker/revoke-grants.ts';
 import { type SweeperDeps, sweepExpiredGrants } from '../../../functions/sweeper/sweep.ts';
@@ -259,6 +267,95 @@ describe('sweeper', () => {
     expect(report.failures).toEqual([
       { where: MISSING_GROUP, error: expect.stringContaining('InvalidGroup.NotFound') },
     ]);
+  });
+});
+
+describe('sweeper on a group holding more than 100 expired rules (EC2 model; grants table on moto)', () => {
+  const GROUP = 'sg-0123456789abcdef0';
+  const models: ModelledEc2[] = [];
+  afterEach(() => {
+    for (const m of models.splice(0)) m.restore();
+  });
+
+  it('revokes 150 expired rules (IPv4 and IPv6) in calls of at most 100 ranges, keeps the live and foreign ones', async () => {
+    const ec2 = new ModelledEc2({ groupIds: [GROUP], rulesPerGroup: 500, clock: { now: () => now } });
+    models.push(ec2);
+    const expired = (T0 + 30_000) / 1000;
+    const v4 = Array.from({ length: 120 }, (_, i) => ({
+      deviceId: `dev-${i}`,
+      address: `198.18.${i >> 8}.${(i & 0xff) + 1}`,
+      family: 4 as const,
+    }));
+    const v6 = Array.from({ length: 30 }, (_, i) => ({
+      deviceId: `dev6-${i}`,
+      address: `2001:db8:5::${(i + 1).toString(16)}`,
+      family: 6 as const,
+    }));
+    const due = [...v4, ...v6];
+    // Opened by receivers in calls of at most 100 ranges (the model refuses more), plus one live and one foreign.
+    const ranges = (hosts: typeof due) => ({
+      IpRanges: hosts
+        .filter((h) => h.family === 4)
+        .map((h) => ({ CidrIp: `${h.address}/32`, Description: formatRuleDescription(h.deviceId, expired) })),
+      Ipv6Ranges: hosts
+        .filter((h) => h.family === 6)
+        .map((h) => ({
+          CidrIpv6: `${h.address}/128`,
+          Description: formatRuleDescription(h.deviceId, expired),
+        })),
+    });
+    for (const hosts of [due.slice(0, 75), due.slice(75)]) {
+      await ec2.client.send(
+        new AuthorizeSecurityGroupIngressCommand({
+          GroupId: GROUP,
+          IpPermissions: [{ IpProtocol: 'tcp', FromPort: 8883, ToPort: 8883, ...ranges(hosts) }],
+        }),
+      );
+    }
+    await openRule(ec2.client, GROUP, '203.0.113.1/32', 'operator rule');
+    await openRule(ec2.client, GROUP, '198.51.100.7/32', formatRuleDescription('dev-live', expired + 60));
+    await Promise.all(
+      due.map((h) =>
+        grants.put({
+          ...h,
+          access: [{ protocol: 'tcp', port: 8883 }],
+          openedAt: T0,
+          expiresAt: T0 + 30_000,
+          securityGroupIds: [GROUP],
+        }),
+      ),
+    );
+    now = T0 + 45_000;
+    const before = ec2.callLog().length;
+
+    const report = await sweepExpiredGrants({
+      ec2: ec2.client,
+      grants,
+      securityGroupIds: [GROUP],
+      clock: { now: () => now },
+      retry,
+    });
+    expect(report.failures).toEqual([]);
+    expect(report.revoked.map((r) => r.address).sort()).toEqual(due.map((h) => h.address).sort());
+    expect(report.deletedGrants).toHaveLength(150);
+    expect(ec2.cidrs().sort()).toEqual(['198.51.100.7/32', '203.0.113.1/32']);
+
+    const revokes = ec2
+      .callLog()
+      .slice(before)
+      .filter((c) => c.action === 'RevokeSecurityGroupIngress');
+    expect(revokes.map((c) => c.outcome)).toEqual(['ok', 'ok']);
+    expect(revokes.every((c) => c.ranges <= EC2_MAX_RANGES_PER_CALL)).toBe(true);
+    expect(revokes.map((c) => c.ranges)).toEqual([100, 50]);
+
+    const second = await sweepExpiredGrants({
+      ec2: ec2.client,
+      grants,
+      securityGroupIds: [GROUP],
+      clock: { now: () => now },
+      retry,
+    });
+    expect([second.revoked, second.deletedGrants, second.failures]).toEqual([[], [], []]);
   });
 });
 
