@@ -395,12 +395,13 @@ export class SecurityGroupFirewall implements Firewall {
     } while (this.#opens.pending > 0 || this.#closes.pending > 0 || this.#held > 0);
   }
 
-  /** Rules waiting to be sent, at most now: what the Authorize pacer sends in UNSENT_SECONDS, within the bounds. */
+  /** Rules waiting to be sent, at most now: the full calls the Authorize pacer sends in UNSENT_SECONDS (at least one). */
   #unsentLimit(): number {
     const rate = this.#o.pacing?.pacer('AuthorizeSecurityGroupIngress')?.rate;
     if (rate === undefined) return this.#maxUnsentRules;
-    const sendable = Math.ceil(rate * UNSENT_SECONDS * this.#maxCallRules);
-    return Math.min(this.#maxUnsentRules, Math.max(this.#maxCallRules, sendable));
+    // Whole calls: a limit of 1.2 calls' rules would make every second call carry a fifth of a call.
+    const calls = Math.max(1, Math.floor(rate * UNSENT_SECONDS));
+    return Math.min(this.#maxUnsentRules, calls * this.#maxCallRules);
   }
 
   /** Operations one lane holds back until the other's flush of the same rule ends. */
@@ -486,6 +487,7 @@ export class SecurityGroupFirewall implements Firewall {
             open: this.#open,
             rulesPerGroup: this.#rulesPerGroup,
             fillOffset: this.#fillOffset,
+            callRules: this.#maxCallRules,
           },
           ops,
         );

@@ -10,10 +10,13 @@
  *           rule not written by us      → noop (blackcloud never revokes a rule it did not write)
  *   allow   open, later expiry          → update the description in its group (extend, no new rule)
  *           open, same or earlier expiry, or not ours → noop (already open)
- *           not open                    → authorize in the first group, in this receiver's fill order, with a slot
- *                                         free NOW (before this batch's revokes) for the address family (EC2
- *                                         counts IPv4 and IPv6 separately): sent alongside the revokes, never
- *                                         waiting for them;
+ *           not open                    → authorize in a slot free NOW (before this batch's revokes) for the
+ *                                         address family (EC2 counts IPv4 and IPv6 separately), sent alongside
+ *                                         the revokes, never waiting for them. The new rules are placed a call
+ *                                         (`callRules`) at a time: the whole call into the first group, in this
+ *                                         receiver's fill order, with room for all of it (one call, not a few
+ *                                         ranges in each of several groups); if none has, rule by rule into the
+ *                                         first with a free slot;
  *                                         no such slot, but one of this batch's revokes frees one → afterRevoke
  *                                         (the firewall plans it again once the revokes are done);
  *                                         neither → queue
@@ -49,6 +52,8 @@ export interface SlotState {
   readonly rulesPerGroup: number;
   /** Index of the group this receiver fills first (taken modulo the groups' number). @default 0 */
   readonly fillOffset?: number;
+  /** Rules one Authorize call carries (the firewall's maxBatchRules): a call is placed whole where it fits. */
+  readonly callRules?: number;
 }
 
 export interface AllowOp<T> {
@@ -180,6 +185,15 @@ export function planBatch<T>(state: SlotState, ops: readonly RuleOp<T>[]): Plan<
 
   const freeNow = (g: GroupUsage, family: AddressFamily) =>
     state.rulesPerGroup - g.used[family] - (taken.get(g.groupId)?.[family] ?? 0);
+  const callRules = state.callRules ?? Number.POSITIVE_INFINITY;
+  /** New rules still to place per family, so the size of the call being started is known. */
+  const fresh: Record<AddressFamily, number> = { 4: 0, 6: 0 };
+  for (const op of ops) if (op.kind === 'allow' && !state.open.has(ruleKey(op.spec))) fresh[op.spec.family]++;
+  /** Per family, the group the current call goes to and how many of its rules are still to place. */
+  const call: Record<AddressFamily, { group: GroupUsage | undefined; left: number }> = {
+    4: { group: undefined, left: 0 },
+    6: { group: undefined, left: 0 },
+  };
   for (const op of ops) {
     if (op.kind !== 'allow') continue;
     const open = state.open.get(ruleKey(op.spec));
@@ -189,7 +203,17 @@ export function planBatch<T>(state: SlotState, ops: readonly RuleOp<T>[]): Plan<
       continue;
     }
     const family = op.spec.family;
-    const group = groups.find((g) => freeNow(g, family) > 0);
+    const current = call[family];
+    if (current.left === 0 || current.group === undefined || freeNow(current.group, family) <= 0) {
+      // A new call: whole into the first group with room for all of it, else into the first with any room.
+      const size = Math.min(callRules, fresh[family]);
+      current.group =
+        groups.find((g) => freeNow(g, family) >= size) ?? groups.find((g) => freeNow(g, family) > 0);
+      current.left = size;
+    }
+    fresh[family]--;
+    current.left--;
+    const group = current.group;
     if (group === undefined) {
       const freeing = groups.find((g) => freeNow(g, family) + (freed.get(g.groupId)?.[family] ?? 0) > 0);
       const f = freeing === undefined ? undefined : freed.get(freeing.groupId);

@@ -230,7 +230,7 @@ describe('planBatch', () => {
     rulesPerGroup,
   });
 
-  it('1. new rules go to the first group with room, per family, batched per group and family', () => {
+  it('1. new rules go a call at a time to the first group with room for all of it, per family, batched per group and family', () => {
     const plan = planBatch(
       state([
         ['sg-a', 2, 0],
@@ -238,12 +238,41 @@ describe('planBatch', () => {
       ]),
       [allow(v4(1), 10, 't'), allow(v4(2), 10, 't'), allow(v6(3), 10, 't')],
     );
+    // sg-a has one IPv4 slot: the two IPv4 rules go to sg-b in one call rather than one call to each group.
     expect(plan.authorize.map((s) => [s.groupId, s.family, s.ops.map((o) => o.spec.cidr)])).toEqual([
-      ['sg-a', 4, ['198.51.100.1/32']],
-      ['sg-b', 4, ['198.51.100.2/32']],
+      ['sg-b', 4, ['198.51.100.1/32', '198.51.100.2/32']],
       ['sg-a', 6, ['2001:db8::3/128']],
     ]);
     expect(plan.queue).toEqual([]);
+  });
+
+  it('1b. calls of callRules rules are placed one by one: each whole where it fits, the rest rule by rule', () => {
+    const plan = planBatch(
+      {
+        ...state(
+          [
+            ['sg-a', 1, 0],
+            ['sg-b', 2, 0],
+            ['sg-c', 2, 0],
+          ],
+          [],
+          4,
+        ),
+        callRules: 2,
+      },
+      [
+        allow(v4(1), 10, 't'),
+        allow(v4(2), 10, 't'),
+        allow(v4(3), 10, 't'),
+        allow(v4(4), 10, 't'),
+        allow(v4(5), 10, 't'),
+      ],
+    );
+    // Calls [1, 2] → sg-a (3 free), [3, 4] → sg-b (sg-a has 1 left), [5] → sg-a (its last slot).
+    expect(plan.authorize.map((s) => [s.groupId, s.ops.map((o) => o.spec.cidr.split('.')[3])])).toEqual([
+      ['sg-a', ['1/32', '2/32', '5/32']],
+      ['sg-b', ['3/32', '4/32']],
+    ]);
   });
 
   it('2. an open rule with a later expiry is extended in its group, not re-authorized', () => {

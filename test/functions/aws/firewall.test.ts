@@ -305,9 +305,22 @@ describe('SecurityGroupFirewall on moto', () => {
     expect(commands('RevokeSecurityGroupIngressCommand')).toHaveLength(0);
   });
 
-  it('spreads rules over the second group when the first is full (counted from the groups)', async () => {
+  it('places one call whole in the next group with room for all of it rather than a few rules in each', async () => {
     const [g0 = '', g1 = ''] = groupIds;
     await fillGroup(other.ec2, g0, 58);
+    const f = firewall({ securityGroupIds: [g0, g1] });
+    await Promise.all([1, 2, 3, 4, 5].map((n) => f.allow([grant(n)])));
+    expect(await rules(g0)).toEqual([]);
+    expect((await rules(g1)).map((r) => r.cidr)).toHaveLength(5);
+    expect(
+      commands('AuthorizeSecurityGroupIngressCommand').map((c) => (c.input as { GroupId: string }).GroupId),
+    ).toEqual([g1]);
+  });
+
+  it('spreads rules over the second group when no group has room for the whole call (counted from the groups)', async () => {
+    const [g0 = '', g1 = ''] = groupIds;
+    await fillGroup(other.ec2, g0, 58);
+    await fillGroup(other.ec2, g1, 57);
     const f = firewall({ securityGroupIds: [g0, g1] });
     await Promise.all([1, 2, 3, 4, 5].map((n) => f.allow([grant(n)])));
     expect((await rules(g0)).map((r) => r.cidr)).toEqual(['198.51.100.1/32', '198.51.100.2/32']);
