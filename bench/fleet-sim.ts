@@ -83,7 +83,7 @@ import {
 } from './fleet/fleet-model.ts';
 import { TimerHeap } from './fleet/timer-heap.ts';
 import { ModelledDynamoDb } from './support/modelled-dynamodb.ts';
-import { ModelledEc2 } from './support/modelled-ec2.ts';
+import { type Ec2CallRecord, ModelledEc2 } from './support/modelled-ec2.ts';
 
 /** Where the nonce and grants tables live: the in-process model (the default) or a moto server. */
 const DYNAMO_BACKENDS = ['model', 'moto'] as const;
@@ -138,6 +138,32 @@ const CARRIER_PREFIX_LENGTH = 24;
 
 /** Simulated seconds at which the rules in use are sampled (the storm starts at 180 s). */
 const RULE_SAMPLES_S = [60, 180, 210, 240, 270, 300, 330, 360, 420, 480, 540, 600, 900];
+
+/**
+ * The Authorize calls sent between consecutive sample times (t = 0 to the first, ..., to the last), each interval
+ * as `ok calls/ranges per ok call/throttled/full`: where the budget went, and whether calls were full.
+ */
+function authorizeByInterval(log: readonly Ec2CallRecord[]): string {
+  const edges = [0, ...RULE_SAMPLES_S].map((s) => START_MS + s * 1000);
+  const out: string[] = [];
+  for (let i = 1; i < edges.length; i++) {
+    let ok = 0;
+    let ranges = 0;
+    let throttled = 0;
+    let full = 0;
+    for (const call of log) {
+      if (call.action !== 'AuthorizeSecurityGroupIngress') continue;
+      if (call.sentAt < edges[i - 1]! || call.sentAt >= edges[i]!) continue;
+      if (call.outcome === 'ok') {
+        ok++;
+        ranges += call.ranges;
+      } else if (call.outcome === 'RequestLimitExceeded') throttled++;
+      else if (call.outcome === 'RulesPerSecurityGroupLimitExceeded') full++;
+    }
+    out.push(`${ok}/${ok === 0 ? 0 : (ranges / ok).toFixed(0)}/${throttled}/${full}`);
+  }
+  return out.join(', ');
+}
 
 const START_MS = Date.UTC(2026, 0, 1);
 
@@ -757,6 +783,10 @@ async function simulate(
     [
       `rules in use at t = ${RULE_SAMPLES_S.join(', ')} s`,
       RULE_SAMPLES_S.map((s) => String(ruleSamples.get(s) ?? '?')).join(', '),
+    ],
+    [
+      'Authorize between those times: successful calls / ranges per call / throttled / group full',
+      authorizeByInterval(ec2.callLog()),
     ],
     [
       'how long rules stayed (opened to revoked) p50 / p99',

@@ -134,6 +134,14 @@ export interface SecurityGroupFirewallOptions {
   /** While grants wait, look again after this long. Default 5000 ms. */
   readonly queueRetryMs?: number;
   /**
+   * A grant that found no free slot is opened from the queue only until this long after its `allow` (then refused,
+   * GrantNotOpenedError): a rule opened later misses the device's early dials and holds its slot until a late one.
+   * Default DEFAULT_SLOT_WAIT_MS; at most `maxWaitMs`.
+   */
+  readonly maxSlotWaitMs?: number;
+  /** Coalescing window of the closes lane (revokes). Default the smaller of `coalesceWindowMs` and 250 ms. */
+  readonly closeWindowMs?: number;
+  /**
    * A grant not yet opened this long after its `allow` is refused (GrantNotOpenedError): its device has stopped
    * dialling for that knock and knocks again (docs/scaling.md, "What cannot be sent in time is refused"). Default
    * DEFAULT_GRANT_WAIT_MS.
@@ -187,6 +195,15 @@ const BATCH_CALLS = 10;
  * operation of its address (the grant manager runs them in order).
  */
 export const DEFAULT_GRANT_WAIT_MS = 7_000;
+/**
+ * How long after its knock a grant that found every slot taken may still be opened from the queue: before the
+ * device's third dial (3.25 s). A rule opened after it waits up to 4 s for the last dial, holding a slot the whole
+ * time, so under a storm the slots would serve ever fewer devices (docs/scaling.md "What cannot be sent in time is
+ * refused").
+ */
+export const DEFAULT_SLOT_WAIT_MS = 3_000;
+/** The closes lane's window at most: a revoke frees its slot soon; its pacer, not the window, bounds its calls. */
+const DEFAULT_CLOSE_WINDOW_MS = 250;
 /** The firewall's two lanes: opens (allows, extensions) and closes (revokes), batched and sent apart. */
 type Lane = 'opens' | 'closes';
 /**
@@ -206,6 +223,7 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #rulesPerGroup: number;
   readonly #maxQueuedRules: number;
   readonly #queueRetryMs: number;
+  readonly #maxSlotWaitMs: number;
   readonly #maxWaitMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
@@ -247,6 +265,7 @@ export class SecurityGroupFirewall implements Firewall {
     this.#maxQueuedRules = options.maxQueuedRules ?? DEFAULT_WAITING_RULES;
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
     this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_GRANT_WAIT_MS;
+    this.#maxSlotWaitMs = Math.min(this.#maxWaitMs, options.maxSlotWaitMs ?? DEFAULT_SLOT_WAIT_MS);
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
     this.#fillOffset = options.fillOffset ?? 0;
@@ -265,9 +284,13 @@ export class SecurityGroupFirewall implements Firewall {
           options.metrics.put('ApiErrors', 1, { Code: code }, { Operation: operation }),
       },
     };
+    const opensWindowMs = options.coalesceWindowMs ?? 20;
     const lane = (name: Lane) =>
       new Coalescer<RuleOp<Ticket>>({
-        windowMs: options.coalesceWindowMs ?? 20,
+        windowMs:
+          name === 'opens'
+            ? opensWindowMs
+            : (options.closeWindowMs ?? Math.min(opensWindowMs, DEFAULT_CLOSE_WINDOW_MS)),
         maxBatch: options.maxBatchOps ?? BATCH_CALLS * this.#maxCallRules,
         timers: options.timers,
         flush: (batch) => this.#flush(name, batch),
@@ -673,11 +696,13 @@ export class SecurityGroupFirewall implements Firewall {
   }
 
   /** Why an allow must not be opened any more ('expired', or waited too long), or undefined. */
-  #staleReason(op: AllowOp<Ticket>, now: number): string | undefined {
+  #staleReason(op: AllowOp<Ticket>, now: number, limitMs = this.#maxWaitMs): string | undefined {
     if (op.askedAt === undefined) return undefined;
     if (op.grant.expiresAt > op.askedAt && op.grant.expiresAt <= now) return 'expired';
-    if (now - op.askedAt > this.#maxWaitMs)
-      return `waited ${now - op.askedAt} ms (more than ${this.#maxWaitMs} ms: its device stopped dialling)`;
+    if (now - op.askedAt > limitMs)
+      return limitMs === this.#maxWaitMs
+        ? `waited ${now - op.askedAt} ms (more than ${limitMs} ms: its device stopped dialling)`
+        : `waited ${now - op.askedAt} ms (more than ${limitMs} ms: past its device's early dials)`;
     return undefined;
   }
 
@@ -851,7 +876,7 @@ export class SecurityGroupFirewall implements Firewall {
     this.#queue = [];
     const live: AllowOp<Ticket>[] = [];
     for (const op of waiting) {
-      const stale = op.grant.expiresAt <= now ? 'expired' : this.#staleReason(op, now);
+      const stale = op.grant.expiresAt <= now ? 'expired' : this.#staleReason(op, now, this.#maxSlotWaitMs);
       if (stale !== undefined) this.#settle(op, new GrantNotOpenedError(this.#notOpened(op, stale)));
       else live.push(op);
     }
