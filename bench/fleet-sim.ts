@@ -44,11 +44,13 @@
  * rule for p50/p99 devices (steady and storm), rules in use (peak), explicit refusals, orphaned rules, how the
  * devices' episodes ended, errors, and the checks "no lost grant" (after the drain every knock has its answer; no
  * connect found its rule gone; rules and grants table agree; all revoked); storm devices granted by 10 and 15
- * simulated minutes, rules in use over time, how long rules stayed (opened to revoked, p50/p99), why they closed,
+ * simulated minutes, rules in use over time, the Authorize calls between those times (successful, ranges per call,
+ * throttled, group full), how long rules stayed (opened to revoked, p50/p99), why they closed,
  * and the DynamoDB calls (model only).
  *
  *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
  *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
+ *        [--close-window-ms 0] [--slot-wait-ms 0] [--unsent-ms 0]
  *        [--seed 1] [--pacing 1] [--prefixes 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
  * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
@@ -100,6 +102,12 @@ interface SimOptions {
   readonly retries: number;
   readonly ec2Ms: number;
   readonly coalesceMs: number;
+  /** The firewall's closes-lane window (0: its default, coalesceMs). */
+  readonly closeWindowMs: number;
+  /** With pacing, the allows waiting to be sent: the full calls the pacer sends in this long (0: UNSENT_MS). */
+  readonly unsentMs: number;
+  /** How long after the knock a grant may still be opened from the slot queue (0: DEFAULT_SLOT_WAIT_MS). */
+  readonly slotWaitMs: number;
   /** Attempts per EC2 call when throttled (the receiver's BLACKCLOUD_EC2_ATTEMPTS). */
   readonly attempts: number;
   readonly seed: number;
@@ -124,6 +132,9 @@ const DEFAULTS: SimOptions = {
   retries: 20,
   ec2Ms: 100,
   coalesceMs: SCALED_COALESCE_MS,
+  closeWindowMs: 0,
+  unsentMs: 0,
+  slotWaitMs: 0,
   attempts: SCALED_EC2_ATTEMPTS,
   seed: 1,
   closeOnConnect: 1,
@@ -414,6 +425,9 @@ async function simulate(
       rulesPerGroup: options.rulesPerGroup,
       maxQueuedRules: options.queue,
       coalesceWindowMs: options.coalesceMs,
+      ...(options.closeWindowMs === 0 ? {} : { closeWindowMs: options.closeWindowMs }),
+      ...(options.slotWaitMs === 0 ? {} : { maxSlotWaitMs: options.slotWaitMs }),
+      ...(options.unsentMs === 0 ? {} : { maxUnsentMs: options.unsentMs }),
       maxUnsentRules: options.queue,
       pacing,
     });

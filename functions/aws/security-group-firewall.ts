@@ -23,7 +23,7 @@
  *     waits for its action's turn in a client-side AIMD token bucket that halves its rate on throttling, so
  *     several receivers sharing the account's budget converge instead of retrying into it; while a batch's calls
  *     wait, the next batch grows, so calls carry more ranges exactly when the budget is short. With pacing, at most
- *     what the Authorize pacer's current rate sends in UNSENT_SECONDS waits to be sent (never more than
+ *     the full calls the Authorize pacer's current rate sends in `maxUnsentMs` wait to be sent (never more than
  *     `maxUnsentRules`); a grant beyond it is refused at once (GrantQueueFullError).
  *   - A grant that expires while waiting to be sent (coalescing, pacing) or for a slot is never opened, nor one
  *     that waited longer than `maxWaitMs` (DEFAULT_GRANT_WAIT_MS, just before the device's last dial), looked at
@@ -139,8 +139,13 @@ export interface SecurityGroupFirewallOptions {
    * Default DEFAULT_SLOT_WAIT_MS; at most `maxWaitMs`.
    */
   readonly maxSlotWaitMs?: number;
-  /** Coalescing window of the closes lane (revokes). Default the smaller of `coalesceWindowMs` and 250 ms. */
+  /** Coalescing window of the closes lane (revokes). Default `coalesceWindowMs`. */
   readonly closeWindowMs?: number;
+  /**
+   * With pacing, allows wait to be sent at most as many as the full calls the Authorize pacer's rate sends in this
+   * long (at least one call). Default UNSENT_MS.
+   */
+  readonly maxUnsentMs?: number;
   /**
    * A grant not yet opened this long after its `allow` is refused (GrantNotOpenedError): its device has stopped
    * dialling for that knock and knocks again (docs/scaling.md, "What cannot be sent in time is refused"). Default
@@ -202,15 +207,14 @@ export const DEFAULT_GRANT_WAIT_MS = 7_000;
  * refused").
  */
 export const DEFAULT_SLOT_WAIT_MS = 3_000;
-/** The closes lane's window at most: a revoke frees its slot soon; its pacer, not the window, bounds its calls. */
-const DEFAULT_CLOSE_WINDOW_MS = 250;
+
 /** The firewall's two lanes: opens (allows, extensions) and closes (revokes), batched and sent apart. */
 type Lane = 'opens' | 'closes';
 /**
  * With pacing, allows wait to be sent at most as many as the Authorize pacer's rate sends in this long (calls of
  * maxBatchRules): more would wait past the device's early dials, and a rule opened late holds its slot longer.
  */
-const UNSENT_SECONDS = 2;
+const UNSENT_MS = 2000;
 /** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
 const DEFAULT_WAITING_RULES = 1000;
 
@@ -224,6 +228,7 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #maxQueuedRules: number;
   readonly #queueRetryMs: number;
   readonly #maxSlotWaitMs: number;
+  readonly #maxUnsentMs: number;
   readonly #maxWaitMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
@@ -265,6 +270,7 @@ export class SecurityGroupFirewall implements Firewall {
     this.#maxQueuedRules = options.maxQueuedRules ?? DEFAULT_WAITING_RULES;
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
     this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_GRANT_WAIT_MS;
+    this.#maxUnsentMs = options.maxUnsentMs ?? UNSENT_MS;
     this.#maxSlotWaitMs = Math.min(this.#maxWaitMs, options.maxSlotWaitMs ?? DEFAULT_SLOT_WAIT_MS);
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
@@ -287,10 +293,7 @@ export class SecurityGroupFirewall implements Firewall {
     const opensWindowMs = options.coalesceWindowMs ?? 20;
     const lane = (name: Lane) =>
       new Coalescer<RuleOp<Ticket>>({
-        windowMs:
-          name === 'opens'
-            ? opensWindowMs
-            : (options.closeWindowMs ?? Math.min(opensWindowMs, DEFAULT_CLOSE_WINDOW_MS)),
+        windowMs: name === 'opens' ? opensWindowMs : (options.closeWindowMs ?? opensWindowMs),
         maxBatch: options.maxBatchOps ?? BATCH_CALLS * this.#maxCallRules,
         timers: options.timers,
         flush: (batch) => this.#flush(name, batch),
@@ -418,12 +421,12 @@ export class SecurityGroupFirewall implements Firewall {
     } while (this.#opens.pending > 0 || this.#closes.pending > 0 || this.#held > 0);
   }
 
-  /** Rules waiting to be sent, at most now: the full calls the Authorize pacer sends in UNSENT_SECONDS (at least one). */
+  /** Rules waiting to be sent, at most now: the full calls the Authorize pacer sends in UNSENT_MS (at least one). */
   #unsentLimit(): number {
     const rate = this.#o.pacing?.pacer('AuthorizeSecurityGroupIngress')?.rate;
     if (rate === undefined) return this.#maxUnsentRules;
     // Whole calls: a limit of 1.2 calls' rules would make every second call carry a fifth of a call.
-    const calls = Math.max(1, Math.floor(rate * UNSENT_SECONDS));
+    const calls = Math.max(1, Math.floor((rate * this.#maxUnsentMs) / 1000));
     return Math.min(this.#maxUnsentRules, calls * this.#maxCallRules);
   }
 

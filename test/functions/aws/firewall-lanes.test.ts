@@ -6,7 +6,8 @@
  *    the vanishing rule for open), and a revoke of a rule whose Authorize is in flight waits for it and closes it;
  *  - a describe whose answer left before an Authorize was answered does not drop that rule from the picture;
  *  - a grant still waiting for the pacer when its wait runs out is refused and never sent;
- *  - with pacing, the allows waiting to be sent are bounded by what the Authorize pacer sends in 2 s.
+ *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 2 s;
+ *  - each lane gathers for its own window (`closeWindowMs` for the closes lane).
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
 import type { EC2Client } from '@aws-sdk/client-ec2';
@@ -45,6 +46,8 @@ function setUp(
     authorize?: AimdPacerOptions;
     maxWaitMs?: number;
     maxBatchRules?: number;
+    coalesceWindowMs?: number;
+    closeWindowMs?: number;
     client?: (model: ModelledEc2, time: VirtualTime) => EC2Client;
   } = {},
 ) {
@@ -73,7 +76,8 @@ function setUp(
     metrics: { put() {} },
     rulesPerGroup: 200,
     maxUnsentRules: 10_000,
-    coalesceWindowMs: WINDOW_MS,
+    coalesceWindowMs: options.coalesceWindowMs ?? WINDOW_MS,
+    ...(options.closeWindowMs === undefined ? {} : { closeWindowMs: options.closeWindowMs }),
     ...(options.maxWaitMs === undefined ? {} : { maxWaitMs: options.maxWaitMs }),
     ...(options.maxBatchRules === undefined ? {} : { maxBatchRules: options.maxBatchRules }),
     pacing: new Ec2Pacing({
@@ -228,6 +232,20 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     expect(await late).toMatch(/^GrantNotOpenedError: .*waited \d+ ms .*to be sent/);
     expect(calls(AUTHORIZE)).toHaveLength(1);
     expect(model.hasRule(`${deviceAddress(2)}/32`)).toBe(false);
+  });
+
+  it('gathers revokes for the closes window and allows for the opens window', async () => {
+    const { time, firewall, calls } = setUp({ coalesceWindowMs: 1000, closeWindowMs: 250 });
+    const grant = grantFor(1, T0);
+    const opened = firewall.allow([grant]);
+    await time.advance(2000);
+    await opened;
+    expect(calls(AUTHORIZE)[0]!.sentAt).toBe(T0 + 1000 + LATENCY_MS); // the first flush describes the group first
+    const askedAt = time.now();
+    const revoked = firewall.revoke([grant]);
+    await time.advance(1000);
+    await revoked;
+    expect(calls(REVOKE)[0]!.sentAt).toBe(askedAt + 250);
   });
 
   it('bounds the allows waiting to be sent by what the Authorize pacer sends in 2 s', async () => {
