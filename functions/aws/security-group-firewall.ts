@@ -214,7 +214,7 @@ type Lane = 'opens' | 'closes';
  * With pacing, allows wait to be sent at most as many as the Authorize pacer's rate sends in this long (calls of
  * maxBatchRules): more would wait past the device's early dials, and a rule opened late holds its slot longer.
  */
-const UNSENT_MS = 2000;
+const UNSENT_MS = 1000;
 /** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
 const DEFAULT_WAITING_RULES = 1000;
 

@@ -6,7 +6,7 @@
  *    the vanishing rule for open), and a revoke of a rule whose Authorize is in flight waits for it and closes it;
  *  - a describe whose answer left before an Authorize was answered does not drop that rule from the picture;
  *  - a grant still waiting for the pacer when its wait runs out is refused and never sent;
- *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 2 s;
+ *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 1 s;
  *  - each lane gathers for its own window (`closeWindowMs` for the closes lane).
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
@@ -248,10 +248,10 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     expect(calls(REVOKE)[0]!.sentAt).toBe(askedAt + 250);
   });
 
-  it('bounds the allows waiting to be sent by what the Authorize pacer sends in 2 s', async () => {
-    // 1 Authorize per second of 10 ranges each: 20 rules may wait.
+  it('bounds the allows waiting to be sent by the full calls the Authorize pacer sends in 1 s', async () => {
+    // 2 Authorize calls per second of 10 ranges each: 20 rules may wait.
     const { time, firewall } = setUp({
-      authorize: { ...SLOW_AUTHORIZE, initialRate: 1, maxRate: 1, minRate: 1 },
+      authorize: { ...SLOW_AUTHORIZE, initialRate: 2, maxRate: 2, minRate: 2 },
       maxBatchRules: 10,
     });
     const outcomes = Array.from({ length: 21 }, (_, i) => outcomeOf(firewall.allow([grantFor(i, T0)])));
