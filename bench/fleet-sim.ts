@@ -50,7 +50,7 @@
  *
  *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
  *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
- *        [--close-window-ms 0] [--slot-wait-ms 0] [--unsent-ms 0]
+ *        [--close-window-ms 0] [--slot-wait-ms 0] [--unsent-ms 0] [--contended-ms 0]
  *        [--seed 1] [--pacing 1] [--prefixes 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
  * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
@@ -106,6 +106,8 @@ interface SimOptions {
   readonly closeWindowMs: number;
   /** With pacing, the allows waiting to be sent: the full calls the pacer sends in this long (0: UNSENT_MS). */
   readonly unsentMs: number;
+  /** After a "full" answer, keep new rules out of that group this long (0: the firewall's default). */
+  readonly contendedMs: number;
   /** How long after the knock a grant may still be opened from the slot queue (0: DEFAULT_SLOT_WAIT_MS). */
   readonly slotWaitMs: number;
   /** Attempts per EC2 call when throttled (the receiver's BLACKCLOUD_EC2_ATTEMPTS). */
@@ -134,6 +136,7 @@ const DEFAULTS: SimOptions = {
   coalesceMs: SCALED_COALESCE_MS,
   closeWindowMs: 0,
   unsentMs: 0,
+  contendedMs: 0,
   slotWaitMs: 0,
   attempts: SCALED_EC2_ATTEMPTS,
   seed: 1,
@@ -428,6 +431,7 @@ async function simulate(
       ...(options.closeWindowMs === 0 ? {} : { closeWindowMs: options.closeWindowMs }),
       ...(options.slotWaitMs === 0 ? {} : { maxSlotWaitMs: options.slotWaitMs }),
       ...(options.unsentMs === 0 ? {} : { maxUnsentMs: options.unsentMs }),
+      ...(options.contendedMs === 0 ? {} : { contendedMs: options.contendedMs }),
       maxUnsentRules: options.queue,
       pacing,
     });

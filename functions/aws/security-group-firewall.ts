@@ -140,6 +140,11 @@ export interface SecurityGroupFirewallOptions {
    * Default DEFAULT_SLOT_WAIT_MS; at most `maxWaitMs`.
    */
   readonly maxSlotWaitMs?: number;
+  /**
+   * After EC2 answered a group full (another receiver fills it, unseen in this picture), no new rules are placed
+   * there for this long, describes notwithstanding. Default 0.
+   */
+  readonly contendedMs?: number;
   /** Coalescing window of the closes lane (revokes). Default `coalesceWindowMs`. */
   readonly closeWindowMs?: number;
   /**
@@ -215,7 +220,7 @@ type Lane = 'opens' | 'closes';
  * With pacing, allows wait to be sent at most as many as the Authorize pacer's rate sends in this long (calls of
  * maxBatchRules): more would wait past the device's early dials, and a rule opened late holds its slot longer.
  */
-const UNSENT_MS = 1000;
+const UNSENT_MS = 500;
 /** Rules waiting for a slot, and rules waiting to be sent, at most (each its own bound). */
 const DEFAULT_WAITING_RULES = 1000;
 
@@ -230,6 +235,9 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #queueRetryMs: number;
   readonly #maxSlotWaitMs: number;
   readonly #maxUnsentMs: number;
+  readonly #contendedMs: number;
+  /** Per `group|family`, until when EC2's "full" answer keeps new rules out of it (another receiver fills it). */
+  readonly #contendedUntil = new Map<string, number>();
   readonly #maxWaitMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
@@ -272,6 +280,7 @@ export class SecurityGroupFirewall implements Firewall {
     this.#queueRetryMs = options.queueRetryMs ?? 5000;
     this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_GRANT_WAIT_MS;
     this.#maxUnsentMs = options.maxUnsentMs ?? UNSENT_MS;
+    this.#contendedMs = options.contendedMs ?? 0;
     this.#maxSlotWaitMs = Math.min(this.#maxWaitMs, options.maxSlotWaitMs ?? DEFAULT_SLOT_WAIT_MS);
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
@@ -510,7 +519,7 @@ export class SecurityGroupFirewall implements Firewall {
         }
         const plan = planBatch(
           {
-            groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#usage(groupId) })),
+            groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#placeable(groupId) })),
             open: this.#open,
             rulesPerGroup: this.#rulesPerGroup,
             fillOffset: this.#fillOffset,
@@ -595,6 +604,11 @@ export class SecurityGroupFirewall implements Firewall {
                   // EC2 says full although our count disagrees: trust EC2 until the next describe.
                   const used = this.#usage(step.groupId);
                   used[step.family] = Math.max(used[step.family], this.#rulesPerGroup);
+                  if (this.#contendedMs > 0)
+                    this.#contendedUntil.set(
+                      `${step.groupId}|${step.family}`,
+                      this.#o.clock.now() + this.#contendedMs,
+                    );
                   again.push(...sending);
                 }
               } catch (error) {
@@ -725,6 +739,16 @@ export class SecurityGroupFirewall implements Firewall {
     spec: op.spec,
     description: formatRuleDescription(op.grant.deviceId, op.expiresAtSeconds),
   });
+
+  /** The group's count for placing new rules: full for a family EC2 said full within `contendedMs`. */
+  #placeable(groupId: string): Record<AddressFamily, number> {
+    const used = this.#usage(groupId);
+    if (this.#contendedUntil.size === 0) return used;
+    const now = this.#o.clock.now();
+    const full = (family: AddressFamily) => (this.#contendedUntil.get(`${groupId}|${family}`) ?? 0) > now;
+    if (!full(4) && !full(6)) return used;
+    return { 4: full(4) ? this.#rulesPerGroup : used[4], 6: full(6) ? this.#rulesPerGroup : used[6] };
+  }
 
   #usage(groupId: string): Record<AddressFamily, number> {
     let used = this.#used.get(groupId);

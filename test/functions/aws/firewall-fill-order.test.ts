@@ -20,7 +20,7 @@ import {
   DEFAULT_SLOT_WAIT_MS,
   SecurityGroupFirewall,
 } from '../../../functions/aws/security-group-firewall.ts';
-import type { Grant } from '../../../functions/core/interfaces.ts';
+import { deviceGrant } from '../../support/device-grant.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 
 const T0 = 1_000_000;
@@ -61,14 +61,7 @@ function firewallOn(
   });
 }
 
-const grantFor = (i: number, now: number): Grant => ({
-  deviceId: `dev-${i}`,
-  address: deviceAddress(i),
-  family: 4,
-  access: [{ protocol: 'tcp', port: 8883 }],
-  openedAt: now,
-  expiresAt: now + 60_000,
-});
+const grantFor = deviceGrant;
 
 /**
  * Four paced receivers, 2,000 grants over 20 s (500 each), every rule revoked 2 s after it opened: about 300 rules

@@ -6,7 +6,7 @@
  *    the vanishing rule for open), and a revoke of a rule whose Authorize is in flight waits for it and closes it;
  *  - a describe whose answer left before an Authorize was answered does not drop that rule from the picture;
  *  - a grant still waiting for the pacer when its wait runs out is refused and never sent;
- *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 1 s;
+ *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 0.5 s;
  *  - each lane gathers for its own window (`closeWindowMs` for the closes lane).
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
@@ -17,7 +17,7 @@ import { ModelledEc2 } from '../../../bench/support/modelled-ec2.ts';
 import { type AimdPacerOptions, EC2_PACING, Ec2Pacing } from '../../../functions/aws/call-pacer.ts';
 import { isThrottling } from '../../../functions/aws/retry.ts';
 import { SecurityGroupFirewall } from '../../../functions/aws/security-group-firewall.ts';
-import type { Grant } from '../../../functions/core/interfaces.ts';
+import { deviceGrant } from '../../support/device-grant.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 
 const T0 = 1_000_000;
@@ -94,14 +94,14 @@ function setUp(
   return { time, model, firewall, calls };
 }
 
-const grantFor = (i: number, now: number): Grant => ({
-  deviceId: `dev-${i}`,
-  address: deviceAddress(i),
-  family: 4,
-  access: [{ protocol: 'tcp', port: 8883 }],
-  openedAt: now,
-  expiresAt: now + 60_000,
-});
+const grantFor = deviceGrant;
+
+/** The calls sent after the first `before` ones, as [action, outcome]. */
+const callsSince = (model: ModelledEc2, before: number) =>
+  model
+    .callLog()
+    .slice(before)
+    .map((c) => [c.action, c.outcome]);
 
 const outcomeOf = (promise: Promise<void>) =>
   promise.then(
@@ -147,12 +147,7 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     await time.advance(1000);
     await revoked;
     expect(await again).toBe('opened');
-    expect(
-      model
-        .callLog()
-        .slice(before)
-        .map((c) => [c.action, c.outcome]),
-    ).toEqual([
+    expect(callsSince(model, before)).toEqual([
       [REVOKE, 'ok'],
       [AUTHORIZE, 'ok'],
     ]);
@@ -172,12 +167,7 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     const revoked = firewall.revoke([grant]);
     await time.advance(1000);
     await Promise.all([opened, revoked]);
-    expect(
-      model
-        .callLog()
-        .slice(before)
-        .map((c) => [c.action, c.outcome]),
-    ).toEqual([
+    expect(callsSince(model, before)).toEqual([
       [AUTHORIZE, 'ok'],
       [REVOKE, 'ok'],
     ]);
@@ -248,10 +238,10 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     expect(calls(REVOKE)[0]!.sentAt).toBe(askedAt + 250);
   });
 
-  it('bounds the allows waiting to be sent by the full calls the Authorize pacer sends in 1 s', async () => {
-    // 2 Authorize calls per second of 10 ranges each: 20 rules may wait.
+  it('bounds the allows waiting to be sent by the full calls the Authorize pacer sends in 0.5 s', async () => {
+    // 4 Authorize calls per second of 10 ranges each: 20 rules may wait.
     const { time, firewall } = setUp({
-      authorize: { ...SLOW_AUTHORIZE, initialRate: 2, maxRate: 2, minRate: 2 },
+      authorize: { ...SLOW_AUTHORIZE, initialRate: 4, maxRate: 4, minRate: 4 },
       maxBatchRules: 10,
     });
     const outcomes = Array.from({ length: 21 }, (_, i) => outcomeOf(firewall.allow([grantFor(i, T0)])));
