@@ -18,7 +18,10 @@ import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { Ec2Pacing } from '../../functions/aws/call-pacer.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
 import { isThrottling } from '../../functions/aws/retry.ts';
-import { SecurityGroupFirewall } from '../../functions/aws/security-group-firewall.ts';
+import {
+  DEFAULT_GRANT_WAIT_MS,
+  SecurityGroupFirewall,
+} from '../../functions/aws/security-group-firewall.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 import { VirtualTime } from '../support/virtual-time.ts';
 
@@ -284,6 +287,9 @@ describe('Paced receivers on the EC2 model (functions/aws/call-pacer.ts, docs/sc
           metrics: { put() {} },
           rulesPerGroup: 200,
           maxUnsentRules: 10_000,
+          // A grant that found no slot waits its whole grant wait here: the pacing under test, not the early
+          // refusal at DEFAULT_SLOT_WAIT_MS (test/functions/aws/firewall-lanes.test.ts, bench/fleet-sim).
+          maxSlotWaitMs: DEFAULT_GRANT_WAIT_MS,
           coalesceWindowMs: 1000,
           pacing: new Ec2Pacing({ clock: time, sleep: (ms) => time.sleep(ms), isThrottling }),
         }),

@@ -225,6 +225,7 @@ describe('EC2 throttling and quota errors during a grant storm (modelled EC2 on 
     const firewall = new SecurityGroupFirewall({
       // Every grant waits for its slot here, however long (the quota logic under test, not the device's patience).
       maxWaitMs: Number.POSITIVE_INFINITY,
+      maxSlotWaitMs: Number.POSITIVE_INFINITY,
       ec2: model.client,
       securityGroupIds: groups,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
