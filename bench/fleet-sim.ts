@@ -106,7 +106,7 @@ interface SimOptions {
   readonly closeWindowMs: number;
   /** With pacing, the allows waiting to be sent: the full calls the pacer sends in this long (0: UNSENT_MS). */
   readonly unsentMs: number;
-  /** After a "full" answer, keep new rules out of that group this long (0: the firewall's default). */
+  /** After a "full" answer, keep new rules out of that group this long (0: off, the firewall's default). */
   readonly contendedMs: number;
   /** How long after the knock a grant may still be opened from the slot queue (0: DEFAULT_SLOT_WAIT_MS). */
   readonly slotWaitMs: number;
@@ -431,7 +431,7 @@ async function simulate(
       ...(options.closeWindowMs === 0 ? {} : { closeWindowMs: options.closeWindowMs }),
       ...(options.slotWaitMs === 0 ? {} : { maxSlotWaitMs: options.slotWaitMs }),
       ...(options.unsentMs === 0 ? {} : { maxUnsentMs: options.unsentMs }),
-      ...(options.contendedMs === 0 ? {} : { contendedMs: options.contendedMs }),
+      contendedMs: options.contendedMs,
       maxUnsentRules: options.queue,
       pacing,
     });

@@ -88,6 +88,7 @@ import {
   type AllowOp,
   callChunks,
   coalesceOps,
+  type GroupUsage,
   type OpenRule,
   planBatch,
   type RevokeOp,
@@ -142,7 +143,8 @@ export interface SecurityGroupFirewallOptions {
   readonly maxSlotWaitMs?: number;
   /**
    * After EC2 answered a group full (another receiver fills it, unseen in this picture), no new rules are placed
-   * there for this long, describes notwithstanding. Default 0.
+   * there for this long, describes notwithstanding (never in this receiver's first group). Default 0, off: it
+   * helps an overloaded fleet and costs a busy one (docs/scaling.md "Two lanes, whole calls and early refusals").
    */
   readonly contendedMs?: number;
   /** Coalescing window of the closes lane (revokes). Default `coalesceWindowMs`. */
@@ -519,7 +521,7 @@ export class SecurityGroupFirewall implements Firewall {
         }
         const plan = planBatch(
           {
-            groups: this.#o.securityGroupIds.map((groupId) => ({ groupId, used: this.#placeable(groupId) })),
+            groups: this.#placeable(),
             open: this.#open,
             rulesPerGroup: this.#rulesPerGroup,
             fillOffset: this.#fillOffset,
@@ -740,14 +742,27 @@ export class SecurityGroupFirewall implements Firewall {
     description: formatRuleDescription(op.grant.deviceId, op.expiresAtSeconds),
   });
 
-  /** The group's count for placing new rules: full for a family EC2 said full within `contendedMs`. */
-  #placeable(groupId: string): Record<AddressFamily, number> {
-    const used = this.#usage(groupId);
-    if (this.#contendedUntil.size === 0) return used;
+  /**
+   * The groups' counts for placing new rules: a group other than this receiver's first (its fill order's) that EC2
+   * said full for a family within `contendedMs` counts as full for it, describes notwithstanding: under a storm the
+   * receiver waits for its own group's slots rather than spend Authorize calls on another receiver's. The first
+   * group is never avoided: receivers that share it (the same fill offset) take its slots as they free.
+   */
+  #placeable(): GroupUsage[] {
+    const ids = this.#o.securityGroupIds;
+    const groups = ids.map((groupId) => ({ groupId, used: this.#usage(groupId) }));
+    if (this.#contendedUntil.size === 0) return groups;
     const now = this.#o.clock.now();
-    const full = (family: AddressFamily) => (this.#contendedUntil.get(`${groupId}|${family}`) ?? 0) > now;
-    if (!full(4) && !full(6)) return used;
-    return { 4: full(4) ? this.#rulesPerGroup : used[4], 6: full(6) ? this.#rulesPerGroup : used[6] };
+    const first = ids[this.#fillOffset % ids.length];
+    const contended = (groupId: string, family: AddressFamily) =>
+      groupId !== first && (this.#contendedUntil.get(`${groupId}|${family}`) ?? 0) > now;
+    return groups.map(({ groupId, used }) => ({
+      groupId,
+      used: {
+        4: contended(groupId, 4) ? this.#rulesPerGroup : used[4],
+        6: contended(groupId, 6) ? this.#rulesPerGroup : used[6],
+      },
+    }));
   }
 
   #usage(groupId: string): Record<AddressFamily, number> {

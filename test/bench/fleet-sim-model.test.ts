@@ -18,10 +18,7 @@ import { EC2_BUCKETS, ModelledEc2 } from '../../bench/support/modelled-ec2.ts';
 import { Ec2Pacing } from '../../functions/aws/call-pacer.ts';
 import { awsErrorCode } from '../../functions/aws/errors.ts';
 import { isThrottling } from '../../functions/aws/retry.ts';
-import {
-  DEFAULT_GRANT_WAIT_MS,
-  SecurityGroupFirewall,
-} from '../../functions/aws/security-group-firewall.ts';
+import { DEFAULT_GRANT_WAIT_MS, SecurityGroupFirewall } from '../../functions/aws/security-group-firewall.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 import { VirtualTime } from '../support/virtual-time.ts';
 

@@ -68,7 +68,9 @@ export async function createNetnsPair(label = 'bc'): Promise<NetnsPair> {
   const suffix = randomBytes(3).toString('hex');
   const octets = randomBytes(2);
   const v4 = `10.${octets[0]}.${octets[1]}`;
-  const v6 = `fd00:bc:${suffix.slice(0, 4)}:${suffix.slice(4)}`;
+  // Hextets without leading zeros: the addresses are compared as text with what the kernel and nft print (RFC 5952).
+  const hextet = (hex: string) => Number.parseInt(hex, 16).toString(16);
+  const v6 = `fd00:bc:${hextet(suffix.slice(0, 4))}:${hextet(suffix.slice(4))}`;
   const server: NetnsEnd = {
     name: `${label}${suffix}s`,
     iface: `v${suffix}s`,

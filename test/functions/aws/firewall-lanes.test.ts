@@ -7,10 +7,12 @@
  *  - a describe whose answer left before an Authorize was answered does not drop that rule from the picture;
  *  - a grant still waiting for the pacer when its wait runs out is refused and never sent;
  *  - with pacing, the allows waiting to be sent are bounded by the full calls the Authorize pacer sends in 0.5 s;
- *  - each lane gathers for its own window (`closeWindowMs` for the closes lane).
+ *  - each lane gathers for its own window (`closeWindowMs` for the closes lane);
+ *  - with `contendedMs`, a spill group EC2 answered full takes no new rules for that long, although a describe shows
+ *    room; the receiver's first group always does.
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
-import type { EC2Client } from '@aws-sdk/client-ec2';
+import { type EC2Client, RevokeSecurityGroupIngressCommand } from '@aws-sdk/client-ec2';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deviceAddress } from '../../../bench/fleet/fleet-model.ts';
 import { ModelledEc2 } from '../../../bench/support/modelled-ec2.ts';
@@ -24,6 +26,7 @@ const T0 = 1_000_000;
 const LATENCY_MS = 100;
 const WINDOW_MS = 20;
 const AUTHORIZE = 'AuthorizeSecurityGroupIngress';
+const CONTENDED_MS = 10_000;
 const REVOKE = 'RevokeSecurityGroupIngress';
 
 let ec2: ModelledEc2 | undefined;
@@ -48,21 +51,24 @@ function setUp(
     maxBatchRules?: number;
     coalesceWindowMs?: number;
     closeWindowMs?: number;
+    contendedMs?: number;
+    groupIds?: string[];
     client?: (model: ModelledEc2, time: VirtualTime) => EC2Client;
   } = {},
 ) {
   const time = new VirtualTime(T0);
+  const groupIds = options.groupIds ?? ['sg-a'];
   const model = new ModelledEc2({
     clock: time,
     timers: time,
-    groupIds: ['sg-a'],
+    groupIds,
     rulesPerGroup: 200,
     latencyMs: LATENCY_MS,
   });
   ec2 = model;
   const firewall = new SecurityGroupFirewall({
     ec2: options.client?.(model, time) ?? model.client,
-    securityGroupIds: ['sg-a'],
+    securityGroupIds: groupIds,
     brokerAccess: [{ protocol: 'tcp', port: 8883 }],
     clock: time,
     timers: time,
@@ -79,6 +85,7 @@ function setUp(
     coalesceWindowMs: options.coalesceWindowMs ?? WINDOW_MS,
     ...(options.closeWindowMs === undefined ? {} : { closeWindowMs: options.closeWindowMs }),
     ...(options.maxWaitMs === undefined ? {} : { maxWaitMs: options.maxWaitMs }),
+    ...(options.contendedMs === undefined ? {} : { contendedMs: options.contendedMs }),
     ...(options.maxBatchRules === undefined ? {} : { maxBatchRules: options.maxBatchRules }),
     pacing: new Ec2Pacing({
       clock: time,
@@ -251,4 +258,71 @@ describe('SecurityGroupFirewall: opens and closes in two lanes', () => {
     expect(results.slice(0, 20)).toEqual(Array(20).fill('opened'));
     expect(results[20]).toMatch(/^GrantQueueFullError: 20 rules already wait to be sent to EC2 \(at most 20/);
   });
+
+  it.each([
+    ['a spill group, for contendedMs', true, CONTENDED_MS, 'sg-b'],
+    ['a spill group, not by default (off)', true, undefined, 'sg-a'],
+    ["never the receiver's first group", false, CONTENDED_MS, 'sg-a'],
+  ])(
+    'keeps new rules out of a group EC2 answered full although a describe shows room: %s',
+    async (_, spill, contendedMs, third) => {
+      // With `spill`, the receiver's first group (sg-own) is full from the start: sg-a and sg-b are spill groups.
+      const { time, model, firewall } = setUp({
+        groupIds: spill ? ['sg-own', 'sg-a', 'sg-b'] : ['sg-a', 'sg-b'],
+        ...(contendedMs === undefined ? {} : { contendedMs }),
+      });
+      if (spill) model.fill('sg-own', 200);
+      const groupOf = (i: number) =>
+        firewall.openRules().find((rule) => rule.spec.cidr === `${deviceAddress(i)}/32`)?.groupId;
+      const opened = firewall.allow([grantFor(1, T0)]);
+      await time.advance(1000);
+      await opened;
+      expect(groupOf(1)).toBe('sg-a');
+      // Another writer fills sg-a behind this receiver's picture: EC2 answers the next Authorize there "full".
+      model.fill('sg-a', 199);
+      const second = firewall.allow([grantFor(2, time.now())]);
+      await time.advance(2000);
+      await second;
+      expect(groupOf(2)).toBe('sg-b');
+      expect(model.counts().AuthorizeSecurityGroupIngress!.errors.RulesPerSecurityGroupLimitExceeded).toBe(1);
+      const fullAt = time.now();
+      // The other writer empties sg-a again; a revoke of a rule this receiver does not know makes it describe both.
+      const emptied = [0, 100].map((first) =>
+        model.client.send(
+          new RevokeSecurityGroupIngressCommand({
+            GroupId: 'sg-a',
+            IpPermissions: [
+              {
+                IpProtocol: 'tcp',
+                FromPort: 8883,
+                ToPort: 8883,
+                IpRanges: Array.from({ length: first === 0 ? 100 : 99 }, (_, i) => ({
+                  CidrIp: `172.16.${(first + i) >> 8}.${(first + i) & 0xff}/32`,
+                })),
+              },
+            ],
+          }),
+        ),
+      );
+      await time.advance(500);
+      await Promise.all(emptied);
+      const describes = model.counts().DescribeSecurityGroups?.calls ?? 0;
+      const unknown = firewall.revoke([grantFor(99, time.now())]);
+      await time.advance(1000);
+      await unknown;
+      expect(model.counts().DescribeSecurityGroups!.calls).toBeGreaterThan(describes);
+      const third_ = firewall.allow([grantFor(3, time.now())]);
+      await time.advance(1000);
+      await third_;
+      expect(time.now()).toBeLessThan(fullAt + CONTENDED_MS);
+      expect(groupOf(3)).toBe(third);
+      // Once the time is over, sg-a takes rules again (the first group with room).
+      await time.advance(fullAt + CONTENDED_MS - time.now());
+      const fourth = firewall.allow([grantFor(4, time.now())]);
+      await time.advance(1000);
+      await fourth;
+      expect(groupOf(4)).toBe('sg-a');
+      expect(model.counts().AuthorizeSecurityGroupIngress!.errors.RulesPerSecurityGroupLimitExceeded).toBe(1);
+    },
+  );
 });

@@ -3,9 +3,10 @@
  * a TCP echo server in the server namespace, the firewall applied there (`ip netns exec NS nft`), probes from the
  * client namespace. Plus the nft text itself and its refusal of malicious input.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { prefixOf } from '../../../functions/core/grant-prefix.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
+import { canonicalAddress } from '../../../functions/core/ip-address.ts';
 import {
   NFTABLES_UNAVAILABLE_FIX,
   NftablesCommandError,
@@ -302,9 +303,16 @@ describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")
   const listSet = (set: string) => pair.exec(pair.server.name, ['nft', 'list', 'set', 'inet', table, set]);
   const prefixGrant = (address: string, prefixLength: number, lifetimeMs: number) =>
     grant(address, lifetimeMs, { prefixLength });
-  /** The remote address the server saw for its latest connection. */
-  const lastRemote = () =>
-    serverProcess.lines.filter((l) => l.event === 'connection').at(-1)?.remote as string | undefined;
+  /**
+   * The remote address the server saw for its connection after the first `before` (its line comes on its own),
+   * canonical (an IPv4 peer of the dual-stack socket is its IPv4 address).
+   */
+  const remoteAfter = async (before: number) => {
+    await vi.waitFor(() => expect(connectionsSeen()).toBeGreaterThan(before), { timeout: 5000 });
+    return canonicalAddress(
+      String(serverProcess.lines.filter((l) => l.event === 'connection')[before]?.remote),
+    );
+  };
 
   beforeAll(async () => {
     for (const address of [inside(), alsoInside(), outside()]) {
@@ -323,10 +331,11 @@ describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")
 
   it('a source inside the prefix connects and data flows; sources outside it get no answer', async () => {
     await firewall!.allow([prefixGrant(v4(64), 26, 30_000)]);
+    const before = connectionsSeen();
     const probe = await dial(pair.server.ipv4, serverPort, inside());
     expect(probe.outcome).toBe('connected');
     expect(await roundTrip(probe.proc)).toContain('token-');
-    expect(lastRemote()).toBe(`::ffff:${inside()}`);
+    expect(await remoteAfter(before)).toBe(inside());
     expect((await dial(pair.server.ipv4, serverPort, alsoInside())).outcome).toBe('connected');
     expect((await dial(pair.server.ipv4, serverPort, outside())).outcome).toBe('timeout');
     expect((await dial(pair.server.ipv4, serverPort, pair.client.ipv4)).outcome).toBe('timeout');
@@ -341,11 +350,13 @@ describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")
     await firewall!.allow([prefixGrant('fd00:bc:ffff:ffff::', 64, 30_000)]);
     expect((await dial(pair.server.ipv6)).outcome).toBe('timeout');
     await firewall!.allow([prefixGrant(v6Link(), 64, 30_000)]);
+    const before = connectionsSeen();
     const own = await dial(pair.server.ipv6, serverPort, pair.client.ipv6);
     expect(own.outcome).toBe('connected');
     expect(await roundTrip(own.proc)).toContain('token-');
+    expect(await remoteAfter(before)).toBe(canonicalAddress(pair.client.ipv6));
     expect((await dial(pair.server.ipv6, serverPort, v6Inside())).outcome).toBe('connected');
-    expect(lastRemote()).toBe(v6Inside());
+    expect(await remoteAfter(before + 1)).toBe(canonicalAddress(v6Inside()));
     const set = await listSet('allow6_64');
     expect(set).toContain(`${v6Link()}/64 . tcp . ${serverPort} timeout`);
     expect(set).toContain(`fd00:bc:ffff:ffff::/64 . tcp . ${serverPort} timeout`);
