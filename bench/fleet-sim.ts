@@ -29,6 +29,9 @@
  * flow from any address of the device's pool (bench/fleet/fleet-model.ts `carrierAddress`), and every device has
  * the prefix policy `grantPrefix: { ipv4: 24 }` (functions/core/grant-prefix.ts), so devices share one rule per
  * /24; the session is reported from another address of the pool than the knock.
+ * Fill order (`--hashed-offsets N`, default 0): receiver i fills from group i, the best case; N > 0 gives each
+ * receiver the offset a deployed one draws (`fillOffsetOf` of a random 16-byte id, here drawn from seed N), where two
+ * may share a group.
  *
  * Connect (docs/scaling.md, "A rule lives until the session is established"): a device whose rule came within its
  * attempt has its MQTT session a short time after the rule (bench/fleet/connect-model.ts: `--connect-min-ms` to
@@ -51,7 +54,7 @@
  *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
  *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
  *        [--close-window-ms 0] [--slot-wait-ms 0] [--unsent-ms 0] [--contended-ms 0]
- *        [--seed 1] [--pacing 1] [--prefixes 0]
+ *        [--seed 1] [--pacing 1] [--prefixes 0] [--hashed-offsets 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
  * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
  */
@@ -64,6 +67,7 @@ import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
 import { isThrottling } from '../functions/aws/retry.ts';
 import { SecurityGroupFirewall } from '../functions/aws/security-group-firewall.ts';
+import { fillOffsetOf } from '../functions/aws/sg-plan.ts';
 import { prefixOf } from '../functions/core/grant-prefix.ts';
 import type { AuditEvent, AuditSink } from '../functions/core/interfaces.ts';
 import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
@@ -121,6 +125,11 @@ interface SimOptions {
   readonly pacing: number;
   /** 0: one address per device; N: devices behind N carrier /24 pools, with prefix grants (/24). */
   readonly prefixes: number;
+  /**
+   * 0: receiver i fills from group i (the best case); N: from fillOffsetOf of a random id, as deployed receivers do
+   * (functions/aws/receiver-main.ts), the ids drawn from seed N, so N picks one draw of offsets.
+   */
+  readonly hashedOffsets: number;
 }
 
 const DEFAULTS: SimOptions = {
@@ -145,6 +154,7 @@ const DEFAULTS: SimOptions = {
   connectMaxMs: DEFAULT_CONNECT_RANGE.maxMs,
   pacing: 1,
   prefixes: 0,
+  hashedOffsets: 0,
 };
 
 /** The carrier pools' prefix grant (docs/scaling.md, "Prefix grants"). */
@@ -403,6 +413,17 @@ async function simulate(
     },
   };
   const receivers: { deps: WiredReceiverDeps; firewall: SecurityGroupFirewall }[] = [];
+  // As deployed: each receiver's lease holder id is 16 random bytes in hex (controller-lease.ts newHolderId).
+  const idRandom = seededRandom(options.hashedOffsets);
+  const holderId = () =>
+    Array.from({ length: 16 }, () =>
+      Math.floor(idRandom() * 256)
+        .toString(16)
+        .padStart(2, '0'),
+    ).join('');
+  const fillOffsets = Array.from({ length: options.receivers }, (_, r) =>
+    options.hashedOffsets === 0 ? r : fillOffsetOf(holderId()),
+  );
   for (let r = 0; r < options.receivers; r++) {
     const client = dynamo();
     const pacing =
@@ -412,7 +433,7 @@ async function simulate(
     const firewall = new SecurityGroupFirewall({
       ec2: ec2.client,
       securityGroupIds: groupIds,
-      fillOffset: r,
+      fillOffset: fillOffsets[r]!,
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
       timers,
@@ -729,6 +750,10 @@ async function simulate(
     ],
     ['EC2 call attempts when throttled (200 ms base, 20 s cap, full jitter)', String(options.attempts)],
     ['client-side pacing of EC2 calls (AIMD, call-pacer.ts)', options.pacing === 0 ? 'off' : 'on'],
+    [
+      "each receiver's first group (fill offset)",
+      `${fillOffsets.map((o) => groupIds[o % groupIds.length]).join(', ')}${options.hashedOffsets === 0 ? ' (by index)' : ` (hashed, draw ${options.hashedOffsets})`}`,
+    ],
     [
       'source addresses',
       carrier
