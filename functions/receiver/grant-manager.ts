@@ -14,7 +14,10 @@
  * - Firewall errors on open are audited as 'grant.failed' and returned as `{ ok: false, reason: 'grant-failed' }`;
  *   a failing ExpiryScheduler is audited as 'grant.failed' but the grant stays open (the local timer still
  *   revokes it). `open` never throws.
- * - Operations on one (address, access set) run one at a time, in call order.
+ * - Operations on one (address, access set) run one at a time, in call order. A knock that comes while an open of
+ *   its grant still waits for its turn joins that open: one `Firewall.allow` until the latest expiry any of them
+ *   asked, the grant carrying the last knocking device, each knock answered and audited on its own. So a busy NAT
+ *   address or prefix holds at most one queued open, not one per knock (docs/scaling.md "Prefix grants").
  * - `revokeWhere(match)` revokes at once the open grants `match` selects (an operator's revoke, a disabled device),
  *   each in its grant's operation order; it resolves with the grants it closed (a failed revoke is audited and
  *   the grant stays open under its timer).
@@ -136,6 +139,18 @@ interface Entry {
   revokeAttempts: number;
 }
 
+/** One `open` call: a knock for a grant key, answered when the open it is part of has run. */
+interface OpenRequest {
+  readonly deviceId: string;
+  readonly source: GrantSource;
+  readonly seconds: number;
+  readonly claim: AddressClaim;
+  readonly knockedAt: number;
+  /** The device's connect claim, recorded when `open` was called. */
+  readonly knocked: Promise<void>;
+  readonly resolve: (result: GrantOpenResult) => void;
+}
+
 const ERROR_TEXT_MAX = 500;
 
 function errorText(error: unknown): string {
@@ -165,6 +180,8 @@ export class GrantManager implements GrantOpener {
   readonly #devices = new Map<string, Map<string, AddressClaim>>();
   /** Tail of the operation chain per grant key: serializes open/extend/expire of one grant. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Per grant key, the open still waiting for its turn in the chain: later knocks for the key join it. */
+  readonly #queuedOpens = new Map<string, OpenRequest[]>();
   /** Devices that knocked for an address and have not connected yet (closed on connect). */
   readonly #connect: ConnectClaimStore;
   #closed = false;
@@ -210,15 +227,33 @@ export class GrantManager implements GrantOpener {
     claim.pending += 1;
     const knockedAt = this.#clock.now();
     const knocked = this.#knock(deviceId, target, knockedAt + seconds * 1000);
-    return this.#serialize(key, async () => {
+    let resolve: (result: GrantOpenResult) => void = () => {};
+    const promise = new Promise<GrantOpenResult>((settle) => {
+      resolve = settle;
+    });
+    const request: OpenRequest = { deviceId, source, seconds, claim, knockedAt, knocked, resolve };
+    const queued = this.#queuedOpens.get(key);
+    if (queued !== undefined) {
+      // An open of this key still waits for its turn: this knock joins it (one firewall call for all), so the
+      // knocks of a busy NAT address or prefix never pile up one operation each behind the firewall.
+      queued.push(request);
+      return promise;
+    }
+    const requests = [request];
+    this.#queuedOpens.set(key, requests);
+    void this.#serialize(key, async () => {
+      if (this.#queuedOpens.get(key) === requests) this.#queuedOpens.delete(key);
       try {
-        await knocked;
-        return await this.#openNow(key, deviceId, source, canonical, seconds, claim, knockedAt);
+        await Promise.all(requests.map((r) => r.knocked));
+        await this.#openNow(key, canonical, requests);
       } finally {
-        claim.pending -= 1;
-        this.#forgetIfIdle(deviceId, claim);
+        for (const r of requests) {
+          r.claim.pending -= 1;
+          this.#forgetIfIdle(r.deviceId, r.claim);
+        }
       }
     });
+    return promise;
   }
 
   /**
@@ -375,28 +410,38 @@ export class GrantManager implements GrantOpener {
     return run;
   }
 
+  /**
+   * Opens (or extends) the key's grant for the knocks of `requests` (one, or several that joined while it queued):
+   * one `Firewall.allow` until the latest expiry any of them asks for, the grant carrying the last knocking device;
+   * each knock is answered and audited on its own.
+   */
   async #openNow(
     key: string,
-    deviceId: string,
-    source: GrantSource,
     access: readonly AccessEntry[],
-    seconds: number,
-    claim: AddressClaim,
-    knockedAt: number,
-  ): Promise<GrantOpenResult> {
-    if (this.#closed) {
-      this.#auditFailure(deviceId, grantTarget(source), 'grant manager is closed (receiver shutting down)');
-      return reject('grant-failed');
+    requests: readonly OpenRequest[],
+  ): Promise<void> {
+    const live: OpenRequest[] = [];
+    for (const request of requests) {
+      const target = grantTarget(request.source);
+      if (this.#closed) {
+        this.#auditFailure(request.deviceId, target, 'grant manager is closed (receiver shutting down)');
+        request.resolve(reject('grant-failed'));
+      } else if (request.claim.released) {
+        this.#auditFailure(
+          request.deviceId,
+          target,
+          `superseded: the device knocked from ${this.#maxAddressesPerDevice} newer addresses since ` +
+            `(maxAddressesPerDevice ${this.#maxAddressesPerDevice})`,
+        );
+        request.resolve(reject('grant-failed'));
+      } else {
+        live.push(request);
+      }
     }
-    if (claim.released) {
-      this.#auditFailure(
-        deviceId,
-        grantTarget(source),
-        `superseded: the device knocked from ${this.#maxAddressesPerDevice} newer addresses since ` +
-          `(maxAddressesPerDevice ${this.#maxAddressesPerDevice})`,
-      );
-      return reject('grant-failed');
-    }
+    const last = live.at(-1);
+    if (last === undefined) return;
+    const { deviceId, source } = last;
+    const seconds = Math.max(...live.map((r) => r.seconds));
     const now = this.#clock.now();
     const existing = this.#entries.get(key);
     const expiresAt = Math.max(existing?.grant.expiresAt ?? 0, now + seconds * 1000);
@@ -413,29 +458,42 @@ export class GrantManager implements GrantOpener {
     try {
       await this.#firewall.allow([grant]);
     } catch (error) {
-      this.#auditFailure(deviceId, grantTarget(source), `allow failed: ${errorText(error)}`);
-      return reject('grant-failed');
+      for (const request of live) {
+        this.#auditFailure(request.deviceId, target, `allow failed: ${errorText(error)}`);
+        request.resolve(reject('grant-failed'));
+      }
+      return;
     }
     if (existing !== undefined) this.#timers.clearTimeout(existing.timer);
     this.#setEntry(key, { grant, timer: this.#arm(key, expiresAt - now), revokeAttempts: 0 });
     // Again once open: another grant of the address may have closed (and dropped its claims) while this one queued;
-    // unless the device's session was reported since this knock (it connected meanwhile: the claim is released).
-    if (claim.sessionAt === undefined || claim.sessionAt < knockedAt) {
-      await this.#knock(deviceId, target, now + seconds * 1000);
-    }
+    // unless the device's session was reported since its knock (it connected meanwhile: the claim is released).
+    await Promise.all(
+      live
+        .filter(({ claim, knockedAt }) => claim.sessionAt === undefined || claim.sessionAt < knockedAt)
+        .map((r) => this.#knock(r.deviceId, target, now + r.seconds * 1000)),
+    );
     if (existing !== undefined && existing.grant.deviceId !== deviceId) {
       // Another device knocked last from this address (a shared NAT): the grant now counts against its cap.
       const previous = this.#devices.get(existing.grant.deviceId)?.get(target);
       if (previous !== undefined) this.#forgetIfIdle(existing.grant.deviceId, previous);
     }
-    const status: GrantOpenStatus = existing === undefined ? 'opened' : 'extended';
-    this.#auditGrant(status === 'opened' ? 'grant.opened' : 'grant.extended', grant);
+    const statusOf = (i: number): GrantOpenStatus =>
+      existing === undefined && i === 0 ? 'opened' : 'extended';
+    live.forEach((request, i) => {
+      this.#auditGrant(
+        statusOf(i) === 'opened' ? 'grant.opened' : 'grant.extended',
+        request === last ? grant : { ...grant, deviceId: request.deviceId },
+      );
+    });
     try {
       await this.#expiry.schedule(grant);
     } catch (error) {
-      this.#auditFailure(deviceId, grantTarget(source), `expiry scheduling failed: ${errorText(error)}`);
+      this.#auditFailure(deviceId, target, `expiry scheduling failed: ${errorText(error)}`);
     }
-    return ok({ status, grant });
+    live.forEach((request, i) => {
+      request.resolve(ok({ status: statusOf(i), grant }));
+    });
   }
 
   #arm(key: string, delayMs: number): unknown {

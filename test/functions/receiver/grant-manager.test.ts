@@ -1,10 +1,27 @@
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryAuditSink } from '../../../functions/local/audit.ts';
 import { GrantManager } from '../../../functions/receiver/grant-manager.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 import { RecordingExpiryScheduler, RecordingFirewall, T0, TCP_1883, TCP_8883, UDP_5683 } from './helpers.ts';
 
 const SOURCE = { address: '192.0.2.10', family: 4 as const };
+
+/** A RecordingFirewall whose allows wait until `release()`, counted as they start. */
+class GatedFirewall extends RecordingFirewall {
+  started = 0;
+  #open: () => void = () => {};
+  readonly #gate = new Promise<void>((resolve) => {
+    this.#open = resolve;
+  });
+  override async allow(grants: Parameters<RecordingFirewall['allow']>[0]): Promise<void> {
+    this.started += 1;
+    await this.#gate;
+    return super.allow(grants);
+  }
+  release(): void {
+    this.#open();
+  }
+}
 
 describe('GrantManager under a virtual clock', () => {
   let time: VirtualTime;
@@ -212,6 +229,41 @@ describe('GrantManager under a virtual clock', () => {
       'opened',
       'extended',
       'extended',
+    ]);
+    expect(manager.active()).toHaveLength(1);
+  });
+
+  it('14b. knocks that come while their grant is being opened join one open: one allow for all of them, each answered and audited', async () => {
+    const gated = new GatedFirewall();
+    manager = new GrantManager({ firewall: gated, expiry, audit, clock: time, timers: time });
+    const first = manager.open('dev-a', SOURCE, [TCP_8883], 30);
+    await vi.waitFor(() => expect(gated.started).toBe(1));
+    // Behind a busy NAT address or prefix, knock after knock while the first open waits on the firewall.
+    const later = (
+      [
+        ['dev-b', 30],
+        ['dev-c', 60],
+        ['dev-d', 10],
+      ] as const
+    ).map(([device, seconds]) => manager.open(device, SOURCE, [TCP_8883], seconds));
+    gated.release();
+    const results = await Promise.all([first, ...later]);
+    expect(results.map((r) => (r.ok ? [r.value.status, r.value.grant.deviceId] : r.reason))).toEqual([
+      ['opened', 'dev-a'],
+      ['extended', 'dev-d'],
+      ['extended', 'dev-d'],
+      ['extended', 'dev-d'],
+    ]);
+    // Two firewall calls, not four: the second until the latest expiry asked (dev-c's 60 s), carrying the last device.
+    expect(gated.started).toBe(2);
+    expect(gated.calls[1]!.grants).toEqual([
+      expect.objectContaining({ deviceId: 'dev-d', expiresAt: T0 + 60_000 }),
+    ]);
+    expect(audit.events.map((e) => [e.type, 'deviceId' in e ? e.deviceId : undefined])).toEqual([
+      ['grant.opened', 'dev-a'],
+      ['grant.extended', 'dev-b'],
+      ['grant.extended', 'dev-c'],
+      ['grant.extended', 'dev-d'],
     ]);
     expect(manager.active()).toHaveLength(1);
   });
