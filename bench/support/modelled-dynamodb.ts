@@ -62,6 +62,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import type { Timers } from '../../functions/core/interfaces.ts';
+import { forgetStubHistory } from './stub-history.ts';
 
 export type Item = Record<string, AttributeValue>;
 
@@ -814,6 +815,7 @@ export class ModelledDynamoDb {
     const count = this.#counts.get(command) ?? { calls: 0, errors: {} };
     this.#counts.set(command, count);
     count.calls++;
+    forgetStubHistory(this.#mock, count.calls);
     const respond = (): T => {
       try {
         return run();

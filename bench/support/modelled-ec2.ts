@@ -39,6 +39,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { EC2_MAX_RANGES_PER_CALL } from '../../functions/aws/sg-api.ts';
 import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
+import { forgetStubHistory } from './stub-history.ts';
 
 export interface BucketSpec {
   /** Bucket size. */
@@ -278,6 +279,7 @@ export class ModelledEc2 {
     const count = this.#counts.get(action) ?? { calls: 0, errors: {} };
     this.#counts.set(action, count);
     count.calls++;
+    forgetStubHistory(this.#mock, count.calls);
     const record: Ec2CallRecord = {
       action,
       groupId,
