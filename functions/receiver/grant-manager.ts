@@ -246,6 +246,11 @@ export class GrantManager implements GrantOpener {
       try {
         await Promise.all(requests.map((r) => r.knocked));
         await this.#openNow(key, canonical, requests);
+      } catch (error) {
+        // Not expected (#openNow audits and answers every failure it knows), but no knock may wait forever:
+        // those not answered yet are refused (a second resolve of an answered one changes nothing).
+        for (const r of requests) r.resolve(reject('grant-failed'));
+        this.#auditFailure(deviceId, target, `open failed: ${errorText(error)}`);
       } finally {
         for (const r of requests) {
           r.claim.pending -= 1;

@@ -268,6 +268,28 @@ describe('GrantManager under a virtual clock', () => {
     expect(manager.active()).toHaveLength(1);
   });
 
+  it('14c. an unexpected error inside an open refuses its knocks instead of leaving them waiting', async () => {
+    const broken = {
+      setTimeout: () => {
+        throw new Error('timer broke');
+      },
+      clearTimeout: () => {},
+    };
+    manager = new GrantManager({ firewall, expiry, audit, clock: time, timers: broken });
+    const results = await Promise.all([
+      manager.open('dev-a', SOURCE, [TCP_8883], 30),
+      manager.open('dev-b', SOURCE, [TCP_8883], 30),
+    ]);
+    expect(results).toEqual([
+      { ok: false, reason: 'grant-failed' },
+      { ok: false, reason: 'grant-failed' },
+    ]);
+    expect(audit.events.at(-1)).toMatchObject({
+      type: 'grant.failed',
+      error: 'open failed: Error: timer broke',
+    });
+  });
+
   it('15. release() hands open grants to the backstop: no revoke, no timer left, no new opens', async () => {
     await manager.open('dev-a', SOURCE, [TCP_8883], 30);
     const handed = await manager.release();
