@@ -61,6 +61,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { backoffDelayMs, DEFAULT_ATTEMPT_TIMEOUT_MS } from '../device-client/connect-device.ts';
 import { Ec2Pacing } from '../functions/aws/call-pacer.ts';
+import { newHolderId } from '../functions/aws/controller-lease.ts';
 import { DynamoConnectClaims } from '../functions/aws/dynamo-connect-claims.ts';
 import { DynamoGrantStore } from '../functions/aws/dynamo-grant-store.ts';
 import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
@@ -413,16 +414,13 @@ async function simulate(
     },
   };
   const receivers: { deps: WiredReceiverDeps; firewall: SecurityGroupFirewall }[] = [];
-  // As deployed: each receiver's lease holder id is 16 random bytes in hex (controller-lease.ts newHolderId).
+  // As deployed: each receiver's lease holder id from newHolderId, here on random bytes drawn from the seed.
   const idRandom = seededRandom(options.hashedOffsets);
-  const holderId = () =>
-    Array.from({ length: 16 }, () =>
-      Math.floor(idRandom() * 256)
-        .toString(16)
-        .padStart(2, '0'),
-    ).join('');
+  const idBytes = {
+    randomBytes: (n: number) => Uint8Array.from({ length: n }, () => Math.floor(idRandom() * 256)),
+  };
   const fillOffsets = Array.from({ length: options.receivers }, (_, r) =>
-    options.hashedOffsets === 0 ? r : fillOffsetOf(holderId()),
+    options.hashedOffsets === 0 ? r : fillOffsetOf(newHolderId(idBytes)),
   );
   for (let r = 0; r < options.receivers; r++) {
     const client = dynamo();

@@ -41,6 +41,9 @@ import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
 import { forgetStubHistory } from './stub-history.ts';
 
+/** The description of the rules `fill` adds (another writer's, e.g. an operator's). */
+const OUT_OF_BAND = 'operator';
+
 export interface BucketSpec {
   /** Bucket size. */
   readonly burst: number;
@@ -261,9 +264,15 @@ export class ModelledEc2 {
     for (let i = 0; i < count; i++) {
       const cidr = `172.16.${i >> 8}.${i & 0xff}/32`;
       const key = `tcp/${port}/${cidr}`;
-      group.set(key, { key, protocol: 'tcp', port, family: 4, cidr, description: 'operator' });
+      group.set(key, { key, protocol: 'tcp', port, family: 4, cidr, description: OUT_OF_BAND });
     }
     this.#peakRules = Math.max(this.#peakRules, this.#ruleCount());
+  }
+
+  /** Removes the rules `fill` added to the group (the other writer revokes them), without a call or a token. */
+  unfill(groupId: string): void {
+    const group = this.#group(groupId);
+    for (const [key, rule] of group) if (rule.description === OUT_OF_BAND) group.delete(key);
   }
 
   restore(): void {

@@ -142,7 +142,8 @@ async function roundTrip(proc: JsonLineProcess): Promise<string> {
   return String(line.data);
 }
 
-const connectionsSeen = () => serverProcess.lines.filter((l) => l.event === 'connection').length;
+const connections = () => serverProcess.lines.filter((l) => l.event === 'connection');
+const connectionsSeen = () => connections().length;
 
 describe('nftables firewall in a network namespace', () => {
   it('before any grant: a SYN to the guarded port gets no answer at all (timeout, not RST)', async () => {
@@ -309,9 +310,7 @@ describe('prefix grants in a network namespace (docs/scaling.md "Prefix grants")
    */
   const remoteAfter = async (before: number) => {
     await vi.waitFor(() => expect(connectionsSeen()).toBeGreaterThan(before), { timeout: 5000 });
-    return canonicalAddress(
-      String(serverProcess.lines.filter((l) => l.event === 'connection')[before]?.remote),
-    );
+    return canonicalAddress(String(connections()[before]?.remote));
   };
 
   beforeAll(async () => {
