@@ -242,6 +242,15 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
     );
     const stats = async (): Promise<WorkerStats> =>
       sumStats((await callAll(workers, () => ({ type: 'stats' }), 'stats')).map((reply) => reply.stats));
+    /** The workers' stats once every counted publish is acked or failed, or after 5 s of waiting. */
+    const settledStats = async (): Promise<WorkerStats> => {
+      let now = await stats();
+      for (let i = 0; i < 50 && now.acked + now.publishFailed < now.published; i++) {
+        await sleep(100);
+        now = await stats();
+      }
+      return now;
+    };
     const clientCpu = async (): Promise<number> =>
       (await Promise.all(workers.map((worker) => cpuSeconds(worker.pid)))).reduce((a, b) => a + b, 0);
     const clientRss = async (): Promise<number> =>
@@ -311,7 +320,9 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       const rampCpu = (await cpuSeconds(pid)) - rampCpu0;
       const rampListenOverflows = (await listenOverflows()) - rampOverflows0;
       await sleep(1000);
-      const s0 = await stats();
+      // Both ends of the steady window without telemetry in flight (as far as 5 s allow): an ack counted after s0
+      // for a message published before it would count in the window's acks but not its publishes.
+      const s0 = await settledStats();
       const cpu0 = await cpuSeconds(pid);
       const client0 = await clientCpu();
       const t0 = performance.now();
@@ -321,11 +332,7 @@ export async function runSessionBench(options: SessionBenchOptions): Promise<Ses
       const steadySeconds = (performance.now() - t0) / 1000;
       const rssBytes = await residentBytes(pid);
       const brokerSessions = (await openDescriptors(pid)) - baseline.descriptors;
-      let s1 = await stats();
-      for (let i = 0; i < 50 && s1.acked + s1.publishFailed < s1.published; i++) {
-        await sleep(100);
-        s1 = await stats();
-      }
+      const s1 = await settledStats();
       const probeLatency = await probe();
       const mosquittoCpuPercent = (100 * (cpu1 - cpu0)) / steadySeconds;
       const newConnects = opened.latencies.length;
