@@ -29,9 +29,11 @@
  * flow from any address of the device's pool (bench/fleet/fleet-model.ts `carrierAddress`), and every device has
  * the prefix policy `grantPrefix: { ipv4: 24 }` (functions/core/grant-prefix.ts), so devices share one rule per
  * /24; the session is reported from another address of the pool than the knock.
- * Fill order (`--hashed-offsets N`, default 0): receiver i fills from group i, the best case; N > 0 gives each
- * receiver the offset a deployed one draws (`fillOffsetOf` of a random 16-byte id, here drawn from seed N), where two
- * may share a group.
+ * Placement (`--slot-share 1`, the default, as the scaled stack's receivers do with a share lease,
+ * functions/aws/slot-share-lease.ts): receiver i of n keeps to its share of the slots (the firewall's `slotShare`,
+ * sg-plan.ts slotShareCaps). `--slot-share 0`: every free slot is every receiver's, and receiver i fills from group
+ * i (`--hashed-offsets 0`, the best case) or, with `--hashed-offsets N`, from the offset a receiver without a share
+ * draws (`fillOffsetOf` of a random 16-byte id, here drawn from seed N), where two may share a group.
  *
  * Connect (docs/scaling.md, "A rule lives until the session is established"): a device whose rule came within its
  * attempt has its MQTT session a short time after the rule (bench/fleet/connect-model.ts: `--connect-min-ms` to
@@ -53,10 +55,11 @@
  *
  *   npm run bench -- fleet-sim [--dynamo model|moto] [--devices 100000] [--receivers 4] [--groups 5]
  *        [--rules-per-group 200] [--grant-seconds 30] [--queue 1000] [--retries 20] [--ec2-ms 100] [--coalesce-ms 1000] [--attempts 20]
- *        [--close-window-ms 0] [--slot-wait-ms 0] [--unsent-ms 0] [--contended-ms 0]
- *        [--seed 1] [--pacing 1] [--prefixes 0] [--hashed-offsets 0]
+ *        [--close-window-ms 1500] [--slot-wait-ms 0] [--unsent-ms 0] [--contended-ms 0]
+ *        [--seed 1] [--pacing 1] [--prefixes 0] [--slot-share 1] [--hashed-offsets 0]
  *        [--close-on-connect 1] [--connect-min-ms 300] [--connect-max-ms 1000]
- * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 20 attempts).
+ * The defaults are the scaled AWS stack's (infra/constructs/receiver.ts: 1 s coalescing, 1.5 s for revokes, 20
+ * attempts, a share of the slots per receiver).
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { backoffDelayMs, DEFAULT_ATTEMPT_TIMEOUT_MS } from '../device-client/connect-device.ts';
@@ -68,13 +71,17 @@ import { DynamoNonceStore } from '../functions/aws/dynamo-nonce-store.ts';
 import type { Metrics } from '../functions/aws/metrics.ts';
 import { isThrottling } from '../functions/aws/retry.ts';
 import { SecurityGroupFirewall } from '../functions/aws/security-group-firewall.ts';
-import { fillOffsetOf } from '../functions/aws/sg-plan.ts';
+import { fillOffsetOf, slotShareCaps } from '../functions/aws/sg-plan.ts';
 import { prefixOf } from '../functions/core/grant-prefix.ts';
 import type { AuditEvent, AuditSink } from '../functions/core/interfaces.ts';
 import { handleDatagram, type Outcome } from '../functions/receiver/handle-datagram.ts';
 import { createReceiverDeps, type WiredReceiverDeps } from '../functions/receiver/receiver-deps.ts';
 import { sweepExpiredGrants } from '../functions/sweeper/sweep.ts';
-import { SCALED_COALESCE_MS, SCALED_EC2_ATTEMPTS } from '../infra/constructs/receiver.ts';
+import {
+  SCALED_CLOSE_WINDOW_MS,
+  SCALED_COALESCE_MS,
+  SCALED_EC2_ATTEMPTS,
+} from '../infra/constructs/receiver.ts';
 import { encodeBc1 } from '../spa/bc1.ts';
 import { createTable, MOTO_CREDENTIALS, MOTO_REGION, startMoto } from '../test/support/moto.ts';
 import { VirtualTime } from '../test/support/virtual-time.ts';
@@ -107,7 +114,7 @@ interface SimOptions {
   readonly retries: number;
   readonly ec2Ms: number;
   readonly coalesceMs: number;
-  /** The firewall's closes-lane window (0: its default, coalesceMs). */
+  /** The firewall's closes-lane window (0: the firewall's default, coalesceMs). */
   readonly closeWindowMs: number;
   /** With pacing, the allows waiting to be sent: the full calls the pacer sends in this long (0: UNSENT_MS). */
   readonly unsentMs: number;
@@ -131,6 +138,8 @@ interface SimOptions {
    * (functions/aws/receiver-main.ts), the ids drawn from seed N, so N picks one draw of offsets.
    */
   readonly hashedOffsets: number;
+  /** 1: receiver i of n keeps to its share of the slots (the firewall's slotShare); 0: every slot is everyone's. */
+  readonly slotShare: number;
 }
 
 const DEFAULTS: SimOptions = {
@@ -144,7 +153,7 @@ const DEFAULTS: SimOptions = {
   retries: 20,
   ec2Ms: 100,
   coalesceMs: SCALED_COALESCE_MS,
-  closeWindowMs: 0,
+  closeWindowMs: SCALED_CLOSE_WINDOW_MS,
   unsentMs: 0,
   contendedMs: 0,
   slotWaitMs: 0,
@@ -156,6 +165,7 @@ const DEFAULTS: SimOptions = {
   pacing: 1,
   prefixes: 0,
   hashedOffsets: 0,
+  slotShare: 1,
 };
 
 /** The carrier pools' prefix grant (docs/scaling.md, "Prefix grants"). */
@@ -431,7 +441,9 @@ async function simulate(
     const firewall = new SecurityGroupFirewall({
       ec2: ec2.client,
       securityGroupIds: groupIds,
-      fillOffset: fillOffsets[r]!,
+      ...(options.slotShare === 0
+        ? { fillOffset: fillOffsets[r]! }
+        : { slotShare: { index: r, of: options.receivers } }),
       brokerAccess: [{ protocol: 'tcp', port: 8883 }],
       clock: time,
       timers,
@@ -743,15 +755,22 @@ async function simulate(
       `${options.groups} x ${options.rulesPerGroup} = ${options.groups * options.rulesPerGroup}`,
     ],
     [
-      'grant window / coalescing window / receiver queue / device retries',
-      `${options.grantSeconds} s / ${options.coalesceMs} ms / ${options.queue} / ${options.retries}`,
+      'grant window / coalescing window (opens, closes) / receiver queue / device retries',
+      `${options.grantSeconds} s / ${options.coalesceMs} ms, ${options.closeWindowMs === 0 ? options.coalesceMs : options.closeWindowMs} ms / ${options.queue} / ${options.retries}`,
     ],
     ['EC2 call attempts when throttled (200 ms base, 20 s cap, full jitter)', String(options.attempts)],
     ['client-side pacing of EC2 calls (AIMD, call-pacer.ts)', options.pacing === 0 ? 'off' : 'on'],
-    [
-      "each receiver's first group (fill offset)",
-      `${fillOffsets.map((o) => groupIds[o % groupIds.length]).join(', ')}${options.hashedOffsets === 0 ? ' (by index)' : ` (hashed, draw ${options.hashedOffsets})`}`,
-    ],
+    options.slotShare === 0
+      ? [
+          "each receiver's first group (fill offset)",
+          `${fillOffsets.map((o) => groupIds[o % groupIds.length]).join(', ')}${options.hashedOffsets === 0 ? ' (by index)' : ` (hashed, draw ${options.hashedOffsets})`}`,
+        ]
+      : [
+          "each receiver's share of the slots (rules per group, slotShareCaps)",
+          Array.from({ length: options.receivers }, (_, r) =>
+            slotShareCaps(options.groups, options.rulesPerGroup, r, options.receivers).join('+'),
+          ).join(', '),
+        ],
     [
       'source addresses',
       carrier

@@ -13,6 +13,7 @@ import {
   DEFAULT_PLAIN_BROKER_PORT,
   DEFAULT_SPA_PORT,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+  MAX_RECEIVERS,
 } from '../functions/core/deployment.ts';
 import { InvalidPropError } from './errors.ts';
 
@@ -23,6 +24,7 @@ export {
   DEFAULT_PLAIN_BROKER_PORT,
   DEFAULT_SPA_PORT,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+  MAX_RECEIVERS,
 };
 
 /** Where the three bundled programs come from, relative to the repository root (or absolute). */
@@ -184,8 +186,6 @@ export const SECURITY_GROUPS_PER_INTERFACE_LIMIT = 16;
 export const DEFAULT_RULES_PER_SECURITY_GROUP = 60;
 /** EC2: rules per group × groups per interface may not exceed this. */
 export const MAX_RULES_PER_INTERFACE = 1000;
-/** Receivers behind the load balancer, at most (an Auto Scaling group; more is a second stack). */
-export const MAX_RECEIVERS = 20;
 export const DEFAULT_RECEIVER_HEALTH_PORT = 62_202;
 /** The values CloudWatch Logs accepts for RetentionInDays. */
 export const LOG_RETENTION_DAYS: readonly number[] = Object.freeze([

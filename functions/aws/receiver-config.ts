@@ -17,9 +17,11 @@
  *   BLACKCLOUD_RULES_PER_GROUP            inbound rules per broker group and family    default 60
  *   BLACKCLOUD_MAX_ADDRESSES_PER_DEVICE   source addresses one device holds grants for default 4
  *   BLACKCLOUD_COALESCE_MS                rule changes gathered into one EC2 call, ms  default 20
+ *   BLACKCLOUD_CLOSE_WINDOW_MS            the same for revokes (the closes lane), ms   default BLACKCLOUD_COALESCE_MS
  *   BLACKCLOUD_EC2_ATTEMPTS               attempts per EC2 call when throttled         default 8
  *   BLACKCLOUD_DIRECTORY_REFRESH_SECONDS  device index full refresh period, s          default 30
  *   BLACKCLOUD_HEALTH_PORT                TCP health-check port (behind the NLB)       optional (none)
+ *   BLACKCLOUD_RECEIVERS                  receivers sharing the broker's rule slots    default 1
  *   BLACKCLOUD_SHUTDOWN                   revoke | handover (grants at shutdown)       default revoke
  *   BLACKCLOUD_CLOSE_ON_CONNECT           on | off (revoke a rule once the session is up) default on
  *   AWS_REGION                            Region of all the above                      required
@@ -36,6 +38,7 @@ import {
   DEFAULT_SPA_PORT,
   MAX_ADDRESSES_PER_DEVICE,
   MAX_DEPLOYED_GRANT_WINDOW_SECONDS,
+  MAX_RECEIVERS,
 } from '../core/deployment.ts';
 import { ENV, OPTIONAL_ENV, SCALED_RECEIVER_ENV } from '../core/environment.ts';
 import {
@@ -130,6 +133,15 @@ export const awsReceiverVars = {
     fix: 'raise it when several receivers share the EC2 API budget (docs/scaling.md), or unset it for the default',
     default: 20,
   },
+  closeWindowMs: {
+    name: SCALED_RECEIVER_ENV.closeWindowMs,
+    schema: secondsSchema(1, 10_000),
+    expected: 'an integer number of milliseconds 1..10000',
+    fix:
+      'set how long revokes are gathered into one EC2 call (the stack sets it with several receivers, ' +
+      'docs/scaling.md), or unset it to use BLACKCLOUD_COALESCE_MS',
+    optional: true,
+  },
   ec2Attempts: {
     name: 'BLACKCLOUD_EC2_ATTEMPTS',
     schema: secondsSchema(1, 50),
@@ -152,6 +164,15 @@ export const awsReceiverVars = {
     expected: 'a TCP port 1..65535',
     fix: "set the load balancer's health-check port (the stack does when receivers > 1), or unset it",
     optional: true,
+  },
+  receivers: {
+    name: SCALED_RECEIVER_ENV.receivers,
+    schema: secondsSchema(1, MAX_RECEIVERS),
+    expected: `an integer 1..${MAX_RECEIVERS} (the receivers behind the load balancer)`,
+    fix:
+      "set it to the stack's receiver count (the stack does when receivers > 1): each receiver then fills its own " +
+      'share of the rule slots (docs/scaling.md), or unset it for one receiver',
+    default: 1,
   },
   shutdown: {
     name: SCALED_RECEIVER_ENV.shutdown,

@@ -13,7 +13,10 @@
  * Every log line is JSON on stdout (audit events, EMF metrics, receiver messages); the CloudWatch agent ships it.
  * The firewall fills the broker groups from `fillOffsetOf(lease holder id)` on (sg-plan.ts): the id is random per
  * process, so receivers start spread over the groups, though two often share one (4 receivers on 5 groups all
- * start apart only about 19 % of the time; docs/scaling.md "Staying inside the EC2 API budget").
+ * start apart only about 19 % of the time; docs/scaling.md "Staying inside the EC2 API budget"). With
+ * BLACKCLOUD_RECEIVERS above 1 (the scaled stack) each receiver also takes one of that many share leases (items in
+ * the devices table, slot-share-lease.ts) and, while it holds one, places new rules only in its share of the slots
+ * (SecurityGroupFirewall `setSlotShare`), so receivers no longer spend Authorize calls on groups others filled.
  * Grants left open by a previous run are not re-armed here: their delayed SQS messages and the sweeper close them.
  * With BLACKCLOUD_BROKER_HOST and the controller TLS files set, the receiver also competes for the controller lease
  * (functions/aws/controller-lease.ts, an item in the devices table) and runs the key-rotation controller
@@ -73,6 +76,7 @@ import { type AwsReceiverConfig, formatAwsReceiverConfig, loadAwsReceiverConfig 
 import { defaultRetryPolicy, isThrottling, type RetryPolicy } from './retry.ts';
 import { SecurityGroupFirewall } from './security-group-firewall.ts';
 import { fillOffsetOf } from './sg-plan.ts';
+import { SlotShareLease } from './slot-share-lease.ts';
 import { SqsExpiryScheduler } from './sqs-expiry-scheduler.ts';
 
 export const DEFAULT_AWS_RECEIVER_HOST = '0.0.0.0';
@@ -121,6 +125,8 @@ export interface AwsReceiver {
   readonly keyRotation: AwsKeyRotation | undefined;
   /** The controller lease (undefined when rotation is off). */
   readonly lease: ControllerLease | undefined;
+  /** The share of the rule slots this receiver fills (undefined with BLACKCLOUD_RECEIVERS = 1). */
+  readonly slotShare: SlotShareLease | undefined;
   /** The health port, when configured. */
   readonly health: HealthListener | undefined;
   /** The broker's dynamic security kept in step with the index (undefined when rotation is off). */
@@ -185,6 +191,7 @@ export async function startAwsReceiver(
     }),
     rulesPerGroup: config.rulesPerGroup,
     coalesceWindowMs: config.coalesceMs,
+    ...(config.closeWindowMs === undefined ? {} : { closeWindowMs: config.closeWindowMs }),
     onGrantStoreError: (error) =>
       log('warn', `grants table write failed (rule stays correct): ${describeError(error)}`),
   });
@@ -396,6 +403,35 @@ export async function startAwsReceiver(
     await steps;
   }
 
+  let slotShare: SlotShareLease | undefined;
+  if (config.receivers > 1) {
+    slotShare = new SlotShareLease({
+      dynamodb: clients.dynamodb,
+      table: config.devicesTable,
+      holderId,
+      of: config.receivers,
+      firstIndex: fillOffsetOf(holderId) % config.receivers,
+      clock,
+      timers,
+      ...options.lease,
+      onShareChange: (share) => {
+        firewall.setSlotShare(share);
+        log(
+          'info',
+          share === undefined
+            ? `grant slots: no share of ${config.receivers} held, new rules go to any free slot until one is`
+            : `grant slots: share ${share.index} of ${share.of} held, new rules go to its slots only`,
+        );
+      },
+      onError: (error) =>
+        log(
+          'warn',
+          `grant slot share: DynamoDB failed, no share until the next tick (${describeError(error)})`,
+        ),
+    });
+    await slotShare.start();
+  }
+
   const healthPort = options.healthPort ?? config.healthPort;
   let health: HealthListener | undefined;
   if (healthPort !== undefined) {
@@ -405,6 +441,11 @@ export async function startAwsReceiver(
         port: healthPort,
       });
     } catch (error) {
+      await lease?.stop();
+      await steps;
+      await stopRotation();
+      await lease?.release();
+      await slotShare?.close();
       await receiver.close();
       directory.close();
       await plain?.close();
@@ -423,6 +464,7 @@ export async function startAwsReceiver(
       return current();
     },
     lease,
+    slotShare,
     health,
     brokerSync,
     plain,
@@ -432,6 +474,7 @@ export async function startAwsReceiver(
         await steps;
         await stopRotation();
         await lease?.release();
+        await slotShare?.close();
         await health?.close();
         await receiver.close();
         directory.close();

@@ -45,7 +45,10 @@
  *     with a free slot for the family (counted from DescribeSecurityGroups, EC2's per-family limit
  *     `rulesPerGroup`): with distinct offsets, receivers fill distinct groups and a batch's rules land in one
  *     group (one call) while it has room; `RulesPerSecurityGroupLimitExceeded` marks the group full for that
- *     family and the rules move to the next group. When all are full, grants wait
+ *     family and the rules move to the next group. With a share of the slots (`slotShare`, `setSlotShare`; the
+ *     receivers of a scaled stack each hold one, slot-share-lease.ts) a group counts as full for this receiver once
+ *     the rules it wrote there reach the share's cap (sg-plan.ts slotShareCaps), so receivers never spend a call on
+ *     a group another filled. When all are full, grants wait
  *     in a bounded FIFO queue (GrantQueueDepth metric) until a revoke frees a slot or `queueRetryMs` passes (the
  *     groups are then described again: another receiver or the sweeper may have freed slots). A grant that
  *     expires while waiting rejects with GrantNotOpenedError; a full queue rejects with GrantQueueFullError.
@@ -93,6 +96,8 @@ import {
   planBatch,
   type RevokeOp,
   type RuleOp,
+  type SlotShare,
+  slotShareCaps,
 } from './sg-plan.ts';
 import { type RuleSpec, ruleKey, rulesForGrant } from './sg-rules.ts';
 
@@ -147,6 +152,12 @@ export interface SecurityGroupFirewallOptions {
    * helps an overloaded fleet and costs a busy one (docs/scaling.md "Two lanes, whole calls and early refusals").
    */
   readonly contendedMs?: number;
+  /**
+   * This receiver's share of the slots (`index` of `of` receivers; sg-plan.ts slotShareCaps): it places new rules
+   * only in its own share, counted by the rules it wrote itself, so receivers sharing the groups never spend an
+   * Authorize call on a group another receiver filled. Default none: every free slot is every receiver's.
+   */
+  readonly slotShare?: SlotShare | undefined;
   /** Coalescing window of the closes lane (revokes). Default `coalesceWindowMs`. */
   readonly closeWindowMs?: number;
   /**
@@ -243,7 +254,14 @@ export class SecurityGroupFirewall implements Firewall {
   readonly #maxWaitMs: number;
   readonly #maxCallRules: number;
   readonly #maxUnsentRules: number;
-  readonly #fillOffset: number;
+  /** The fill offset without a share (options.fillOffset). */
+  readonly #ownFillOffset: number;
+  /** The fill offset now: with a share, its largest group; otherwise #ownFillOffset. */
+  #fillOffset: number;
+  /** Per group (configured order), the slots of this receiver's share; undefined: no share, every slot. */
+  #shareCaps: readonly number[] | undefined;
+  /** The rules this receiver wrote and still knows open (rule key → group), counted against its share. */
+  readonly #mine = new Map<string, string>();
   /** Allows handed to the coalescer and not yet taken by a flush. */
   readonly #unsentOps = new WeakSet<RuleOp<Ticket>>();
   #unsent = 0;
@@ -286,11 +304,13 @@ export class SecurityGroupFirewall implements Firewall {
     this.#maxSlotWaitMs = Math.min(this.#maxWaitMs, options.maxSlotWaitMs ?? DEFAULT_SLOT_WAIT_MS);
     this.#maxCallRules = options.maxBatchRules ?? DEFAULT_CALL_RULES;
     this.#maxUnsentRules = options.maxUnsentRules ?? DEFAULT_WAITING_RULES;
-    this.#fillOffset = options.fillOffset ?? 0;
-    if (!Number.isInteger(this.#fillOffset) || this.#fillOffset < 0)
+    this.#ownFillOffset = options.fillOffset ?? 0;
+    if (!Number.isInteger(this.#ownFillOffset) || this.#ownFillOffset < 0)
       throw new AwsConfigError(
-        `SecurityGroupFirewall fillOffset must be a whole number >= 0, got ${this.#fillOffset}`,
+        `SecurityGroupFirewall fillOffset must be a whole number >= 0, got ${this.#ownFillOffset}`,
       );
+    this.#fillOffset = this.#ownFillOffset;
+    this.setSlotShare(options.slotShare);
     this.#brokerKeys = new Set(options.brokerAccess.map((a) => `${a.protocol}/${a.port}`));
     for (const id of options.securityGroupIds) this.#used.set(id, { 4: 0, 6: 0 });
     this.#ctx = {
@@ -597,6 +617,7 @@ export class SecurityGroupFirewall implements Firewall {
                 if (outcome === 'ok') {
                   for (const op of sending) {
                     this.#remember(op, step.groupId);
+                    this.#mine.set(ruleKey(op.spec), step.groupId);
                     this.#noteOpened(opened, op);
                     done(op);
                   }
@@ -743,14 +764,35 @@ export class SecurityGroupFirewall implements Firewall {
   });
 
   /**
-   * The groups' counts for placing new rules: a group other than this receiver's first (its fill order's) that EC2
-   * said full for a family within `contendedMs` counts as full for it, describes notwithstanding: under a storm the
-   * receiver waits for its own group's slots rather than spend Authorize calls on another receiver's. The first
-   * group is never avoided: receivers that share it (the same fill offset) take its slots as they free.
+   * From now on keep to `share` of the slots (sg-plan.ts slotShareCaps), filling from the group holding most of it;
+   * undefined: every free slot, from the `fillOffset` given. Rules already open stay where they are; the rules this
+   * firewall wrote count against the new share. An index outside 0..of-1 is a programming error (RangeError).
+   */
+  setSlotShare(share: SlotShare | undefined): void {
+    if (share === undefined) {
+      this.#shareCaps = undefined;
+      this.#fillOffset = this.#ownFillOffset;
+      return;
+    }
+    const caps = slotShareCaps(this.#o.securityGroupIds.length, this.#rulesPerGroup, share.index, share.of);
+    this.#shareCaps = caps;
+    this.#fillOffset = caps.indexOf(Math.max(...caps));
+  }
+
+  /**
+   * The groups' counts for placing new rules: with a share, what lies outside it counts as used (#withinShare); and
+   * a group other than this receiver's first (its fill order's) that EC2 said full for a family within `contendedMs`
+   * counts as full for it, describes notwithstanding: under a storm the receiver waits for its own group's slots
+   * rather than spend Authorize calls on another receiver's. The first group is never avoided: receivers that share
+   * it (the same fill offset) take its slots as they free.
    */
   #placeable(): GroupUsage[] {
     const ids = this.#o.securityGroupIds;
-    const groups = ids.map((groupId) => ({ groupId, used: this.#usage(groupId) }));
+    const caps = this.#shareCaps;
+    const groups =
+      caps === undefined
+        ? ids.map((groupId) => ({ groupId, used: this.#usage(groupId) }))
+        : this.#withinShare(ids, caps);
     if (this.#contendedUntil.size === 0) return groups;
     const now = this.#o.clock.now();
     const first = ids[this.#fillOffset % ids.length];
@@ -763,6 +805,23 @@ export class SecurityGroupFirewall implements Firewall {
         6: contended(groupId, 6) ? this.#rulesPerGroup : used[6],
       },
     }));
+  }
+
+  /** Counts as used what lies outside this receiver's share: free = min(the group's free, the share's free). */
+  #withinShare(ids: readonly string[], caps: readonly number[]): GroupUsage[] {
+    const mine = new Map<string, Record<AddressFamily, number>>(ids.map((id) => [id, { 4: 0, 6: 0 }]));
+    for (const [key, groupId] of this.#mine) {
+      const rule = this.#open.get(key); // #release and #refreshGroup keep #mine to rules still open
+      const count = mine.get(groupId);
+      if (rule !== undefined && count !== undefined) count[rule.spec.family]++;
+    }
+    return ids.map((groupId, g) => {
+      const used = this.#usage(groupId);
+      const own = mine.get(groupId) ?? { 4: 0, 6: 0 };
+      const outside = (family: AddressFamily) =>
+        this.#rulesPerGroup - Math.max(0, (caps[g] ?? 0) - own[family]);
+      return { groupId, used: { 4: Math.max(used[4], outside(4)), 6: Math.max(used[6], outside(6)) } };
+    });
   }
 
   #usage(groupId: string): Record<AddressFamily, number> {
@@ -811,6 +870,7 @@ export class SecurityGroupFirewall implements Firewall {
 
   #release(rule: OpenRule): void {
     this.#open.delete(ruleKey(rule.spec));
+    if (this.#mine.get(ruleKey(rule.spec)) === rule.groupId) this.#mine.delete(ruleKey(rule.spec));
     const used = this.#usage(rule.groupId);
     used[rule.spec.family] = Math.max(0, used[rule.spec.family] - 1);
   }
@@ -863,6 +923,8 @@ export class SecurityGroupFirewall implements Firewall {
       });
     }
     for (const replay of journal) replay();
+    for (const [key, mineIn] of this.#mine)
+      if (mineIn === groupId && this.#open.get(key)?.groupId !== groupId) this.#mine.delete(key); // gone
   }
 
   #enqueue(op: AllowOp<Ticket>): void {

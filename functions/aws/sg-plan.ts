@@ -24,6 +24,9 @@
  *   starts at group i and moves on only when it is full, so one receiver's rules (and later its revokes) land in
  *   one group, one call per batch, and receivers do not race for the same group's last slots. Offset 0 is the
  *   configured order (one receiver: nothing changes). fillOffsetOf derives an offset from a receiver's id.
+ * Shares (slotShareCaps): receiver i of n may hold at most a cap of rules per group, the caps of a group summing to
+ *   its rules, so receivers keeping to them never find a group full under them; the firewall passes the groups'
+ *   counts with what lies outside its share counted as used, so planBatch needs no notion of shares.
  * callChunks: the firewall sends each group's revokes, updates and authorizes in calls of at most `maxBatchRules`;
  *   sg-api.ts revokeIngressIdempotent splits any revoke into calls of at most EC2_MAX_RANGES_PER_CALL.
  */
@@ -126,6 +129,38 @@ export function fillOffsetOf(id: string): number {
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
   return hash;
+}
+
+/** Receiver `index` (0-based) of `of` receivers that share the groups' slots. */
+export interface SlotShare {
+  readonly index: number;
+  readonly of: number;
+}
+
+/**
+ * Receiver `index` of `of`'s share of the groups' slots (per family), as a cap per group in the configured order.
+ * Each receiver gets whole groups first, floor(groups / of) of them (receiver i the i-th run), so its rules, its
+ * calls and later its revokes stay in one group; the groups left over (the last groups % of) are shared: their
+ * slots laid end to end and cut into `of` runs as equal as whole slots allow, run i to receiver i. With fewer
+ * groups than receivers every group is shared that way. The caps of one group over all receivers sum to
+ * `rulesPerGroup`, so receivers that keep to their caps never find a group full under them (no
+ * RulesPerSecurityGroupLimitExceeded). `index` outside 0..of-1 is a programming error (RangeError).
+ */
+export function slotShareCaps(groups: number, rulesPerGroup: number, index: number, of: number): number[] {
+  if (!Number.isInteger(of) || of < 1 || !Number.isInteger(index) || index < 0 || index >= of)
+    throw new RangeError(
+      `slotShareCaps: index must be a whole number in 0..${of - 1} of ${of}, got ${index}`,
+    );
+  const whole = Math.floor(groups / of);
+  const shared = groups - whole * of;
+  const sharedSlots = shared * rulesPerGroup;
+  const from = Math.floor((index * sharedSlots) / of);
+  const to = Math.floor(((index + 1) * sharedSlots) / of);
+  return Array.from({ length: groups }, (_, g) => {
+    if (g < whole * of) return Math.floor(g / whole) === index ? rulesPerGroup : 0;
+    const s = g - whole * of; // the s-th shared group
+    return Math.max(0, Math.min(to, (s + 1) * rulesPerGroup) - Math.max(from, s * rulesPerGroup));
+  });
 }
 
 export function coalesceOps<T>(ops: readonly RuleOp<T>[]): RuleOp<T>[] {

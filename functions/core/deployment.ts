@@ -39,6 +39,8 @@ export const MAX_GRANT_SECONDS = 86_400;
 export const DEFAULT_MAX_ADDRESSES_PER_DEVICE = 4;
 /** The largest per-device address cap a config may set. */
 export const MAX_ADDRESSES_PER_DEVICE = 1000;
+/** Receivers behind the load balancer, at most (an Auto Scaling group; more is a second stack). */
+export const MAX_RECEIVERS = 20;
 /** Accepted knocks per device: a token bucket of this burst, refilled at this many per minute. */
 export const DEFAULT_DEVICE_KNOCK_BURST = 20;
 export const DEFAULT_DEVICE_KNOCKS_PER_MINUTE = 60;

@@ -40,7 +40,11 @@ export const SCALED_RECEIVER_ENV = Object.freeze({
   healthPort: 'BLACKCLOUD_HEALTH_PORT',
   shutdown: 'BLACKCLOUD_SHUTDOWN',
   coalesceMs: 'BLACKCLOUD_COALESCE_MS',
+  /** The closes lane's coalescing window (revokes), ms: default the opens window (BLACKCLOUD_COALESCE_MS). */
+  closeWindowMs: 'BLACKCLOUD_CLOSE_WINDOW_MS',
   ec2Attempts: 'BLACKCLOUD_EC2_ATTEMPTS',
+  /** How many receivers share the broker's rule slots: each holds one share (functions/aws/slot-share-lease.ts). */
+  receivers: 'BLACKCLOUD_RECEIVERS',
   /** Closed on connect from the broker's session signal (on | off): off behind the load balancer (docs/scaling.md). */
   closeOnConnect: 'BLACKCLOUD_CLOSE_ON_CONNECT',
 });

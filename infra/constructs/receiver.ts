@@ -79,6 +79,12 @@ export const KEY_ROTATION_SWITCH_ENV = ENV.brokerHost;
  * rule changes for a second and retries throttled calls patiently (bench/fleet-sim.ts, docs/scaling.md).
  */
 export const SCALED_COALESCE_MS = 1000;
+/**
+ * Their revokes are gathered for 1.5 s: with each receiver in its own share of the slots, the Revoke budget is what
+ * four receivers contend for, and fewer, fuller Revoke calls let the slots turn over sooner under a storm
+ * (docs/scaling.md "Each receiver its share of the slots": 1 s and 2 s measured too).
+ */
+export const SCALED_CLOSE_WINDOW_MS = 1500;
 export const SCALED_EC2_ATTEMPTS = 20;
 
 /** Waits (at most 3 minutes) until the receiver's health port answers locally; fails the boot otherwise. */
@@ -165,7 +171,9 @@ export class Receiver extends Construct implements ec2.IConnectable, iam.IGranta
               [SCALED_RECEIVER_ENV.healthPort]: String(healthCheckPort),
               [SCALED_RECEIVER_ENV.shutdown]: 'handover',
               [SCALED_RECEIVER_ENV.coalesceMs]: String(SCALED_COALESCE_MS),
+              [SCALED_RECEIVER_ENV.closeWindowMs]: String(SCALED_CLOSE_WINDOW_MS),
               [SCALED_RECEIVER_ENV.ec2Attempts]: String(SCALED_EC2_ATTEMPTS),
+              [SCALED_RECEIVER_ENV.receivers]: String(this.count),
             }
           : props.environment,
         controllerTlsSecretName: props.controllerTlsSecretName,

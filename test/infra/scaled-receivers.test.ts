@@ -194,7 +194,10 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_HEALTH_PORT=4001\n');
     expect(userData).toContain('BLACKCLOUD_SHUTDOWN=handover\n');
     expect(userData).toContain('BLACKCLOUD_COALESCE_MS=1000\n');
+    expect(userData).toContain('BLACKCLOUD_CLOSE_WINDOW_MS=1500\n');
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
+    // Each receiver holds one of 3 shares of the rule slots (slot-share-lease.ts).
+    expect(userData).toContain('BLACKCLOUD_RECEIVERS=3\n');
     // Closed on connect stays on: the receivers share the connect claims in the grants table (docs/scaling.md).
     expect(userData).not.toContain('BLACKCLOUD_CLOSE_ON_CONNECT');
   });

@@ -13,6 +13,7 @@ import {
   planBatch,
   type RevokeOp,
   type SlotState,
+  slotShareCaps,
 } from '../../../functions/aws/sg-plan.ts';
 import type { RuleSpec } from '../../../functions/aws/sg-rules.ts';
 import { globalTimers as timers } from '../../support/timers.ts';
@@ -417,5 +418,39 @@ describe('fillOrder / fillOffsetOf', () => {
       expect(Number.isInteger(fillOffsetOf(id))).toBe(true);
       expect(fillOffsetOf(id)).toBeGreaterThanOrEqual(0);
     }
+  });
+});
+
+describe('slotShareCaps', () => {
+  it("gives each receiver whole groups, then an equal run of the groups left over; each group's caps sum to its rules", () => {
+    const caps = [0, 1, 2, 3].map((i) => slotShareCaps(5, 200, i, 4));
+    expect(caps).toEqual([
+      [200, 0, 0, 0, 50],
+      [0, 200, 0, 0, 50],
+      [0, 0, 200, 0, 50],
+      [0, 0, 0, 200, 50],
+    ]);
+    for (let g = 0; g < 5; g++) expect(caps.reduce((sum, c) => sum + c[g]!, 0)).toBe(200);
+    // 16 groups of 62 for 3 receivers: five whole groups each, the last one cut 20 + 21 + 21.
+    const sixteen = [0, 1, 2].map((i) => slotShareCaps(16, 62, i, 3));
+    expect(sixteen.map((c) => c.slice(0, 15).filter((n) => n === 62).length)).toEqual([5, 5, 5]);
+    expect(sixteen.map((c) => c[15])).toEqual([20, 21, 21]);
+    expect(sixteen[1]!.slice(5, 10)).toEqual([62, 62, 62, 62, 62]);
+    // Fewer groups than receivers: 3 of 2 x 10 (20 slots) share both, 6, 7 and 7, whole slots, nothing lost.
+    expect([0, 1, 2].map((i) => slotShareCaps(2, 10, i, 3))).toEqual([
+      [6, 0],
+      [4, 3],
+      [0, 7],
+    ]);
+    expect(slotShareCaps(3, 60, 0, 1)).toEqual([60, 60, 60]);
+  });
+
+  it.each([
+    [4, 4],
+    [-1, 4],
+    [0.5, 4],
+    [0, 0],
+  ])('rejects index %s of %s (RangeError)', (index, of) => {
+    expect(() => slotShareCaps(5, 200, index, of)).toThrow(RangeError);
   });
 });

@@ -48,6 +48,7 @@ describe('AWS receiver config', () => {
       ec2Attempts: 8,
       directoryRefreshSeconds: 30,
       healthPort: undefined,
+      receivers: 1,
       shutdown: 'revoke',
       closeOnConnect: 'on',
       region: 'eu-west-1',
@@ -128,8 +129,17 @@ describe('AWS receiver config', () => {
     // One line per variable the receiver reads, each named.
     const names = Object.values(awsReceiverVars).map((variable) => variable.name);
     expect(text.split('\n').map((line) => line.split('=')[0])).toEqual(names);
-    expect(names).toHaveLength(21);
+    expect(names).toHaveLength(23);
     expect(text).toContain('BLACKCLOUD_CLOSE_ON_CONNECT=on');
+    expect(text).toContain('BLACKCLOUD_RECEIVERS=1');
+    expect(text).toContain('BLACKCLOUD_CLOSE_WINDOW_MS=(unset)');
+    expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_CLOSE_WINDOW_MS: '1500' }).closeWindowMs).toBe(
+      1500,
+    );
+    expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_RECEIVERS: '3' }).receivers).toBe(3);
+    expect(() => loadAwsReceiverConfig({ ...required, BLACKCLOUD_RECEIVERS: '21' })).toThrow(
+      /BLACKCLOUD_RECEIVERS.*an integer 1\.\.20/s,
+    );
     expect(loadAwsReceiverConfig({ ...required, BLACKCLOUD_CLOSE_ON_CONNECT: 'off' }).closeOnConnect).toBe(
       'off',
     );

@@ -8,7 +8,10 @@
  *    needs the slot a revoke frees waits for that revoke;
  *  - a revoke that arrives while its allow's flush is still running (the allow then queued for a slot) keeps that
  *    allow from ever being opened;
- *  - a grant that waits for a slot past `maxSlotWaitMs` (DEFAULT_SLOT_WAIT_MS) is refused and never opened.
+ *  - a grant that waits for a slot past `maxSlotWaitMs` (DEFAULT_SLOT_WAIT_MS) is refused and never opened;
+ *  - receivers keeping to their shares of the slots (`slotShare`) never send a call into a group another filled,
+ *    where receivers without shares do; a share split over two groups is kept in both; without a share again, the
+ *    receiver takes any free slot.
  * Virtual time only: no real sleeps, no wall-clock asserts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -20,6 +23,7 @@ import {
   DEFAULT_SLOT_WAIT_MS,
   SecurityGroupFirewall,
 } from '../../../functions/aws/security-group-firewall.ts';
+import type { SlotShare } from '../../../functions/aws/sg-plan.ts';
 import { deviceGrant } from '../../support/device-grant.ts';
 import { VirtualTime } from '../../support/virtual-time.ts';
 
@@ -37,7 +41,12 @@ function firewallOn(
   time: VirtualTime,
   groupIds: readonly string[],
   rulesPerGroup: number,
-  options: { fillOffset?: number; random?: () => number; coalesceWindowMs?: number } = {},
+  options: {
+    fillOffset?: number;
+    slotShare?: SlotShare;
+    random?: () => number;
+    coalesceWindowMs?: number;
+  } = {},
 ): SecurityGroupFirewall {
   return new SecurityGroupFirewall({
     ec2: model.client,
@@ -58,6 +67,7 @@ function firewallOn(
     coalesceWindowMs: options.coalesceWindowMs ?? 20,
     pacing: new Ec2Pacing({ clock: time, sleep: (ms) => time.sleep(ms), isThrottling }),
     ...(options.fillOffset === undefined ? {} : { fillOffset: options.fillOffset }),
+    ...(options.slotShare === undefined ? {} : { slotShare: options.slotShare }),
   });
 }
 
@@ -303,5 +313,93 @@ describe('SecurityGroupFirewall: a revoke overtaking its allow on the way to the
     await revokedFirst;
     expect(model.hasRule(`${deviceAddress(2)}/32`)).toBe(false);
     expect(model.rules().now).toBe(0);
+  });
+});
+
+describe('SecurityGroupFirewall: each receiver its share of the slots (slotShare) on the EC2 model', () => {
+  const groupIds = ['sg-a', 'sg-b'];
+  const setUp = () => {
+    const time = new VirtualTime(T0);
+    const model = new ModelledEc2({
+      clock: time,
+      timers: time,
+      groupIds,
+      rulesPerGroup: 10,
+      latencyMs: LATENCY_MS,
+    });
+    ec2 = model;
+    return { time, model };
+  };
+  const full = (model: ModelledEc2) =>
+    model.counts().AuthorizeSecurityGroupIngress?.errors.RulesPerSecurityGroupLimitExceeded ?? 0;
+  /** The outcome of an allow, its rejection handled at once (it may come while time advances). */
+  const outcome = (p: Promise<void>) =>
+    p.then(
+      () => 'opened',
+      (error: Error) => error.name,
+    );
+  const settle = (outcomes: readonly Promise<string>[]) => Promise.all(outcomes);
+  const groupsOf = (firewall: SecurityGroupFirewall) =>
+    firewall
+      .openRules()
+      .map((rule) => rule.groupId)
+      .sort();
+
+  it.each([
+    ['shares 0 and 1 of 2: no call finds a group full, each receiver in its own group', true],
+    [
+      'no shares, own fill offsets (the default): spilling into the other group, calls find it full and slots go unused',
+      false,
+    ],
+  ])('two receivers, 15 grants each at once into 2 groups of 10 rules: %s', async (_, shares) => {
+    const { time, model } = setUp();
+    const [r0, r1] = [0, 1].map((r) =>
+      firewallOn(model, time, groupIds, 10, shares ? { slotShare: { index: r, of: 2 } } : { fillOffset: r }),
+    ) as [SecurityGroupFirewall, SecurityGroupFirewall];
+    const asked = [
+      ...Array.from({ length: 15 }, (_, i) => outcome(r0.allow([grantFor(i, T0)]))),
+      ...Array.from({ length: 15 }, (_, i) => outcome(r1.allow([grantFor(100 + i, T0)]))),
+    ];
+    await time.advance(DEFAULT_SLOT_WAIT_MS + 5000);
+    const outcomes = await settle(asked);
+    const opened = outcomes.filter((o) => o === 'opened').length;
+    expect(model.rules().now).toBe(opened);
+    if (shares) {
+      expect(opened).toBe(20); // every slot used
+      expect(full(model)).toBe(0);
+      expect(groupsOf(r0)).toEqual(Array(10).fill('sg-a'));
+      expect(groupsOf(r1)).toEqual(Array(10).fill('sg-b'));
+      expect(outcomes.filter((o) => o !== 'opened')).toEqual(Array(10).fill('GrantNotOpenedError'));
+    } else {
+      // Calls answered full are retried elsewhere, found full again, and grants run out of their slot wait.
+      expect(full(model)).toBeGreaterThan(0);
+      expect(opened).toBeLessThan(20);
+    }
+  });
+
+  it('a share split over two groups (share 1 of 3 on 2 x 10: 4 + 3 slots) is kept in both; without it, any free slot', async () => {
+    const { time, model } = setUp();
+    const firewall = firewallOn(model, time, groupIds, 10, { slotShare: { index: 1, of: 3 } });
+    const asked = Array.from({ length: 10 }, (_, i) => outcome(firewall.allow([grantFor(i, T0)])));
+    await time.advance(DEFAULT_SLOT_WAIT_MS + 5000);
+    const outcomes = await settle(asked);
+    // 13 slots are free, but the share holds 7: the other 3 grants wait for a slot of the share, then are refused.
+    expect(outcomes.filter((o) => o === 'opened')).toHaveLength(7);
+    expect(groupsOf(firewall)).toEqual(['sg-a', 'sg-a', 'sg-a', 'sg-a', 'sg-b', 'sg-b', 'sg-b']);
+    // A revoked rule frees a slot of the share: the next grant takes it.
+    const revoked = firewall.revoke([grantFor(0, T0)]);
+    await time.advance(1000);
+    await revoked;
+    const next = outcome(firewall.allow([grantFor(20, time.now())]));
+    await time.advance(3000);
+    expect(await settle([next])).toEqual(['opened']);
+    expect(groupsOf(firewall).filter((g) => g === 'sg-a')).toHaveLength(4);
+    // Without a share (the lease lost): the free slots of both groups are the receiver's again.
+    firewall.setSlotShare(undefined);
+    const more = Array.from({ length: 4 }, (_, i) => outcome(firewall.allow([grantFor(30 + i, time.now())])));
+    await time.advance(3000);
+    expect(await settle(more)).toEqual(Array(4).fill('opened'));
+    expect(model.rules().now).toBe(11);
+    expect(full(model)).toBe(0);
   });
 });

@@ -3,7 +3,7 @@
  * whose only policy is what the synthesized stack grants its role (test/support/iam.ts resolves the template's
  * statements to the moto resources). A call the template does not allow fails with AccessDenied, exactly as on
  * AWS: the receiver (knock opens a rule, shutdown revokes it), the revoker and the sweeper logic, key rotation on
- * AWS (DynamoKeyStore through the controller, the controller lease), and the operator CLI's fleet (devices add,
+ * AWS (DynamoKeyStore through the controller, the controller lease, the slot share leases), and the operator CLI's fleet (devices add,
  * list, disable) under the operator policy of infra/operator-policy.ts. Setup and checks use an admin IAM user.
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
@@ -28,6 +28,7 @@ import { IotDeviceDirectory } from '../../../functions/aws/iot-device-directory.
 import { loadAwsReceiverConfig } from '../../../functions/aws/receiver-config.ts';
 import { type AwsReceiver, startAwsReceiver } from '../../../functions/aws/receiver-main.ts';
 import { formatRuleDescription } from '../../../functions/aws/rule-description.ts';
+import { SlotShareLease } from '../../../functions/aws/slot-share-lease.ts';
 import type { Grant } from '../../../functions/core/interfaces.ts';
 import { encodeKeyAck, makeKeyAck } from '../../../functions/core/key-messages.ts';
 import type { ControllerSession } from '../../../functions/core/key-rotation-interfaces.ts';
@@ -380,6 +381,32 @@ describe('key rotation on AWS under the receiver role', () => {
     expect(errors).toEqual([]);
     expect(denied).toEqual([]);
     expect(lease.isLeader).toBe(false);
+  });
+
+  it('GIVEN IAM enforced WHEN two receivers take shares of the rule slots and release them THEN every write is allowed', async () => {
+    const key = await userFor('receiver');
+    await enforceIam(moto);
+    const errors: unknown[] = [];
+    const denied: string[] = [];
+    const shares = ['holder-a', 'holder-b'].map(
+      (holderId) =>
+        new SlotShareLease({
+          dynamodb: iamClients(moto, key, denied).dynamodb,
+          table: 'devices',
+          holderId,
+          of: 2,
+          clock: { now: () => Date.now() },
+          timers: systemTimers,
+          onShareChange: () => {},
+          onError: (error) => errors.push(error),
+        }),
+    );
+    for (const share of shares) await share.start();
+    expect(shares.map((share) => share.share?.index).sort()).toEqual([0, 1]);
+    for (const share of shares) await share.close();
+    expect(errors).toEqual([]);
+    expect(denied).toEqual([]);
+    expect(shares.map((share) => share.share)).toEqual([undefined, undefined]);
   });
 });
 

@@ -285,6 +285,7 @@ describe('receivers end to end: the shared nonce table, the health port, shutdow
     const config = loadAwsReceiverConfig({
       ...stackReceiverEnv(moto.endpoint, groupIds.join(','), queueUrl),
       BLACKCLOUD_SHUTDOWN: 'handover',
+      BLACKCLOUD_RECEIVERS: '2',
     });
     for (const index of [0, 1]) {
       receivers.push(
@@ -332,6 +333,15 @@ describe('receivers end to end: the shared nonce table, the health port, shutdow
     expect(answered).toBe(false);
   });
 
+  it('GIVEN BLACKCLOUD_RECEIVERS=2 THEN each receiver holds its own share of the rule slots (a lease item each)', async () => {
+    expect(receivers.map((r) => r.slotShare?.share?.index).sort()).toEqual([0, 1]);
+    const items = await inspect.dynamodb.send(new ScanCommand({ TableName: 'devices' }));
+    const leases = (items.Items ?? [])
+      .map((item) => item.pk?.S)
+      .filter((pk) => pk?.startsWith('lease#grant-slots-'));
+    expect(leases.sort()).toEqual(['lease#grant-slots-0-of-2', 'lease#grant-slots-1-of-2']);
+  });
+
   it('GIVEN the health port WHEN the balancer connects THEN it is accepted and closed with nothing written', async () => {
     const port = receivers[0]!.health?.address.port;
     expect(port).toBeGreaterThan(0);
@@ -362,5 +372,8 @@ describe('receivers end to end: the shared nonce table, the health port, shutdow
     expect((await brokerRules()).map((r) => r.cidr)).toEqual(['127.0.0.1/32']);
     const store = new DynamoGrantStore({ dynamodb: inspect.dynamodb, tableName: 'grants' });
     expect((await store.get('127.0.0.1'))?.deviceId).toBe('dev-1');
+    // Their shares of the rule slots are released for the receivers replacing them.
+    const items = await inspect.dynamodb.send(new ScanCommand({ TableName: 'devices' }));
+    expect((items.Items ?? []).filter((item) => item.pk?.S?.startsWith('lease#grant-slots-'))).toEqual([]);
   });
 });
