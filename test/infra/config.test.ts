@@ -3,6 +3,9 @@
  * the value and the fix (infra/config.ts, infra/context.ts). Pure: no synth except where a stack is built to
  * prove the error surfaces before any bundling or resource.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
 import { BlackcloudStack } from '../../infra/blackcloud-stack.ts';
@@ -163,10 +166,16 @@ describe('resolveConfig rejects bad props, naming them', () => {
   });
 
   it('GIVEN a bad prop WHEN the stack is built THEN synth fails before any resource, naming the prop', () => {
-    const app = new App();
-    expect(() => new BlackcloudStack(app, 'Bad', { grantSeconds: 3600 })).toThrow(
-      /prop 'grantSeconds' must be an integer from 1 to 900; received 3600/,
-    );
+    // An outdir of its own, removed after: without one the CDK leaves a cdk.outXXXXXX in the temp dir.
+    const outdir = mkdtempSync(join(tmpdir(), 'blackcloud-bad-prop-'));
+    try {
+      const app = new App({ outdir });
+      expect(() => new BlackcloudStack(app, 'Bad', { grantSeconds: 3600 })).toThrow(
+        /prop 'grantSeconds' must be an integer from 1 to 900; received 3600/,
+      );
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
   });
 });
 

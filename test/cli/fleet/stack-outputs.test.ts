@@ -3,6 +3,9 @@
  * produce (a stack still being created, a deleted stack) give clear errors: aws-sdk-client-mock, with the exact
  * request asserted.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -23,8 +26,14 @@ afterEach(() => {
 
 describe('describeFleetStack', () => {
   it('defaults to the stack name the CDK app deploys', () => {
-    const { stack } = createBlackcloudApp({ nag: false, context: {} });
-    expect(stack.stackName).toBe(DEFAULT_STACK_NAME);
+    // An outdir of its own, removed after: without one the CDK leaves a cdk.outXXXXXX in the temp dir.
+    const outdir = mkdtempSync(join(tmpdir(), 'blackcloud-stack-name-'));
+    try {
+      const { stack } = createBlackcloudApp({ nag: false, context: {}, outdir });
+      expect(stack.stackName).toBe(DEFAULT_STACK_NAME);
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
     expect(DEFAULT_STACK_NAME).toBe('Blackcloud');
   });
 
