@@ -142,7 +142,7 @@ interface SimOptions {
   readonly slotShare: number;
 }
 
-const DEFAULTS: SimOptions = {
+export const DEFAULTS: SimOptions = {
   dynamo: 'model',
   devices: 100_000,
   receivers: 4,

@@ -3,22 +3,21 @@
  * (SO_REUSEPORT, one process; docs/scaling.md, "Readers"). The sender runs in the same process (16 sockets, a
  * window of 256 unread datagrams so loopback never drops), so sender and readers share one event loop: the figure
  * says what several sockets on one loop buy, not what several cores would.
- *   node bench/receiver-readers.ts [KNOCKS=20000] [READERS=2]
+ * Run: `npm run bench -- receiver-readers [--knocks N] [--readers N]` (defaults 20,000 knocks, 2 readers).
  * Prints one line per reader count: knocks/s, and how the kernel spread the datagrams over the readers.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { MemoryNonceStore } from '../functions/receiver/memory-nonce-store.ts';
 import { startReceiver } from '../functions/receiver/udp-receiver.ts';
 import { bc1Packet, harness, T0 } from '../test/functions/receiver/helpers.ts';
+import { numberOption } from './support/table.ts';
 
-const knocks = Number(process.argv[2] ?? 20_000);
-const readersMax = Number(process.argv[3] ?? 2);
 const SENDERS = 16;
 const WINDOW = 64;
 /** The largest per-device bounds the receiver accepts (as bench/support/receiver-child.ts). */
 const OPEN_DEVICE_BOUNDS = { maxAddressesPerDevice: 1000, knockBurst: 100_000, knocksPerMinute: 6_000_000 };
 
-async function run(readers: number): Promise<{ perSecond: number; perReader: number[] }> {
+async function run(readers: number, knocks: number): Promise<{ perSecond: number; perReader: number[] }> {
   const h = harness({
     nonces: new MemoryNonceStore({ clock: { now: () => T0 - 3_600_000 }, maxEntriesPerOwner: 10_000_000 }),
     rateLimit: { burst: 1e9, ratePerSecond: 1e9 },
@@ -69,9 +68,13 @@ async function run(readers: number): Promise<{ perSecond: number; perReader: num
   return { perSecond: knocks / seconds, perReader };
 }
 
-for (const readers of [1, readersMax, 1, readersMax]) {
-  const { perSecond, perReader } = await run(readers);
-  console.log(
-    `readers ${readers}: ${Math.round(perSecond).toLocaleString('en-US')} valid BC1 knocks/s (read per reader: ${perReader.join(', ')})`,
-  );
+export async function main(args: readonly string[] = []): Promise<void> {
+  const knocks = numberOption(args, 'knocks', 20_000, 1, 10_000_000);
+  const readersMax = numberOption(args, 'readers', 2, 1, 64);
+  for (const readers of [1, readersMax, 1, readersMax]) {
+    const { perSecond, perReader } = await run(readers, knocks);
+    console.log(
+      `readers ${readers}: ${Math.round(perSecond).toLocaleString('en-US')} valid BC1 knocks/s (read per reader: ${perReader.join(', ')})`,
+    );
+  }
 }
