@@ -62,6 +62,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import type { Timers } from '../../functions/core/interfaces.ts';
+import { answerAfter, modelTimers } from './modelled-latency.ts';
 import { forgetStubHistory } from './stub-history.ts';
 
 export type Item = Record<string, AttributeValue>;
@@ -126,11 +127,6 @@ const RESERVED_WORDS: ReadonlySet<string> = new Set(
     .split(' ')
     .filter((w) => w !== ''),
 );
-
-const nodeTimers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 
 function validation(message: string): DynamoDBServiceException {
   return new DynamoDBServiceException({
@@ -753,7 +749,7 @@ export class ModelledDynamoDb {
 
   constructor(options: ModelledDynamoDbOptions = {}) {
     this.#latencyMs = options.latencyMs ?? 0;
-    this.#timers = options.timers ?? nodeTimers;
+    this.#timers = options.timers ?? modelTimers;
     this.client = new DynamoDBClient({
       region: 'us-east-1',
       credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' },
@@ -825,16 +821,7 @@ export class ModelledDynamoDb {
         throw error;
       }
     };
-    if (this.#latencyMs <= 0) return new Promise((resolve) => resolve(respond()));
-    return new Promise((resolve, reject) => {
-      this.#timers.setTimeout(() => {
-        try {
-          resolve(respond());
-        } catch (error) {
-          reject(error);
-        }
-      }, this.#latencyMs);
-    });
+    return answerAfter(this.#timers, this.#latencyMs, respond);
   }
 
   #table(name: string | undefined): Table {

@@ -39,6 +39,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { EC2_MAX_RANGES_PER_CALL } from '../../functions/aws/sg-api.ts';
 import type { Clock, Timers } from '../../functions/core/interfaces.ts';
 import { TokenBucketRateLimiter } from '../../functions/receiver/rate-limiter.ts';
+import { answerAfter, modelTimers } from './modelled-latency.ts';
 import { forgetStubHistory } from './stub-history.ts';
 
 /** The description of the rules `fill` adds (another writer's, e.g. an operator's). */
@@ -100,11 +101,6 @@ export interface Ec2CallRecord {
   outcome: string | undefined;
 }
 
-const nodeTimers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
-
 function ec2Error(code: string, message: string, status = 400): EC2ServiceException {
   return new EC2ServiceException({
     name: code,
@@ -163,7 +159,7 @@ export class ModelledEc2 {
   constructor(options: ModelledEc2Options) {
     this.#rulesPerGroup = options.rulesPerGroup ?? 60;
     this.#latencyMs = options.latencyMs ?? 0;
-    this.#timers = options.timers ?? nodeTimers;
+    this.#timers = options.timers ?? modelTimers;
     this.#clock = options.clock;
     for (const id of options.groupIds) this.#groups.set(id, new Map());
     for (const [action, spec] of Object.entries(EC2_BUCKETS) as [Ec2Action, BucketSpec][]) {
@@ -313,16 +309,7 @@ export class ModelledEc2 {
         throw error;
       }
     };
-    if (this.#latencyMs <= 0) return new Promise((resolve) => resolve(respond()));
-    return new Promise((resolve, reject) => {
-      this.#timers.setTimeout(() => {
-        try {
-          resolve(respond());
-        } catch (error) {
-          reject(error);
-        }
-      }, this.#latencyMs);
-    });
+    return answerAfter(this.#timers, this.#latencyMs, respond);
   }
 
   #group(id: string | undefined): GroupRules {
