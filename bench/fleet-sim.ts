@@ -830,7 +830,7 @@ async function simulate(
       'storm: first knock to last grant',
       stormDevices.size === 0
         ? 'n/a'
-        : `t = ${((stormFirstKnock - START_MS) / 1000).toFixed(0)} s to ${((stormLastGrant - START_MS) / 1000).toFixed(0)} s`,
+        : `t = ${((stormFirstKnock - START_MS) / 1000).toFixed(0)} s to ${((stormLastGrant - START_MS) / 1000).toFixed(1)} s`,
     ],
     [
       "rules opened after the attempt's last dial (orphans: closed by the device's later session or their window)",
