@@ -131,16 +131,7 @@ describe('blackcloud up --firewall nftables, device in another network namespace
       firewall: 'nftables',
       nftTable: table,
     });
-    const { stdout } = await run('ip', [
-      'netns',
-      'exec',
-      pair!.server.name,
-      'nft',
-      'list',
-      'table',
-      'inet',
-      table,
-    ]);
+    const stdout = await pair!.exec(pair!.server.name, ['nft', 'list', 'table', 'inet', table]);
     expect(stdout).toContain(`tcp . ${mqttPort} } drop`);
   });
 

@@ -109,16 +109,7 @@ describe('blackcloud up --firewall nftables stopped by a signal', () => {
         const knock = await complete(blackcloud(pair!.client.name, ['knock', '--device', device]));
         expect(knock.code).toBe(0);
         await running.waitForOutput(/"type":"grant\.opened"/, 'stdout', 20_000);
-        const { stdout } = await run('ip', [
-          'netns',
-          'exec',
-          pair!.server.name,
-          'nft',
-          'list',
-          'table',
-          'inet',
-          table,
-        ]);
+        const stdout = await pair!.exec(pair!.server.name, ['nft', 'list', 'table', 'inet', table]);
         expect(stdout).toContain(pair!.client.ipv4); // the grant is in the kernel's set
       } else {
         await waitFor(
