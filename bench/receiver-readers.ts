@@ -1,7 +1,7 @@
 /**
  * Readers per port: valid BC1 knocks per second over real UDP on 127.0.0.1 with `readers: 1` against `readers: N`
  * (SO_REUSEPORT, one process; docs/scaling.md, "Readers"). The sender runs in the same process (16 sockets, a
- * window of 256 unread datagrams so loopback never drops), so sender and readers share one event loop: the figure
+ * window of 64 unread datagrams so loopback never drops), so sender and readers share one event loop: the figure
  * says what several sockets on one loop buy, not what several cores would.
  * Run: `npm run bench -- receiver-readers [--knocks N] [--readers N]` (defaults 20,000 knocks, 2 readers).
  * Prints one line per reader count: knocks/s, and how the kernel spread the datagrams over the readers.

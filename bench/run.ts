@@ -1,13 +1,19 @@
 /**
  * Bench dispatcher. `node bench/run.ts NAME` (`npm run bench -- NAME`) imports bench/NAME.ts and awaits its exported `main()`;
  * with no NAME (or an unknown one) it lists the available benches. `NAME --help` prints the bench's usage (its leading
- * doc comment) and runs nothing; an option that usage never names is refused, with the list of those it does name
- * (bench/support/bench-usage.ts). Benches print figures; they assert nothing about speed (tests never do: speed
+ * doc comment) and runs nothing; an option that usage never names is refused, with the list of those it does name,
+ * and so is `--name=value` (the benches read `--name value`) (bench/support/bench-usage.ts). Benches print figures; they assert nothing about speed (tests never do: speed
  * belongs here).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { benchDoc, documentedFlags, undocumentedFlags, wantsHelp } from './support/bench-usage.ts';
+import {
+  benchDoc,
+  documentedFlags,
+  inlineValues,
+  undocumentedFlags,
+  wantsHelp,
+} from './support/bench-usage.ts';
 
 const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
 const SELF = 'run';
@@ -55,6 +61,14 @@ async function run(argv: readonly string[]): Promise<number> {
       `bench ${name}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; ` +
         `its options: ${documented.length > 0 ? documented.join(', ') : '(none)'} ` +
         `(npm run bench -- ${name} --help)`,
+    );
+    return 2;
+  }
+  const inline = inlineValues(options);
+  if (inline.length > 0) {
+    const [flag, value] = inline[0]!.split(/=(.*)/s);
+    console.error(
+      `bench ${name}: write ${flag} ${value}, not ${inline[0]} (options take their value as the next word)`,
     );
     return 2;
   }

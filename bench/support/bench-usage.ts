@@ -25,11 +25,19 @@ export function wantsHelp(argv: readonly string[]): boolean {
   return argv.includes('--help') || argv.includes('-h');
 }
 
-/** The `--name` words of argv (a bare `--name=value` counts by its name) that the doc does not name. */
+/** The `--name` words of argv (a `--name=value` counts by its name) that the doc does not name. */
 export function undocumentedFlags(argv: readonly string[], documented: readonly string[]): string[] {
   const known = new Set(documented);
   return argv
     .filter((word) => /^--[a-z]/i.test(word))
     .map((word) => word.split('=')[0]!)
     .filter((flag) => !known.has(flag));
+}
+
+/**
+ * The `--name=value` words of argv: the benches read `--name value` only, so such a word would be ignored and the
+ * bench would run on its default; the dispatcher refuses them instead.
+ */
+export function inlineValues(argv: readonly string[]): string[] {
+  return argv.filter((word) => /^--[a-z][a-z0-9-]*=/i.test(word));
 }

@@ -9,7 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS as FLEET_SIM_DEFAULTS } from '../../bench/fleet-sim.ts';
-import { benchDoc, documentedFlags, undocumentedFlags, wantsHelp } from '../../bench/support/bench-usage.ts';
+import {
+  benchDoc,
+  documentedFlags,
+  inlineValues,
+  undocumentedFlags,
+  wantsHelp,
+} from '../../bench/support/bench-usage.ts';
 
 const BENCH_DIR = fileURLToPath(new URL('../../bench/', import.meta.url));
 const RUN = `${BENCH_DIR}run.ts`;
@@ -58,6 +64,7 @@ describe('bench usage, pure', () => {
       '--seconds',
     ]);
     expect(undocumentedFlags(['--rate', '5'], ['--rate'])).toEqual([]);
+    expect(inlineValues(['--rate', '5', '--seconds=2', '--x=', '-y=1'])).toEqual(['--seconds=2', '--x=']);
     expect(wantsHelp(['--rate', '5', '-h'])).toBe(true);
     expect(wantsHelp(['--rate', '5'])).toBe(false);
   });
@@ -90,6 +97,13 @@ describe('bench/run.ts, as a process', () => {
       'bench grant-storm: unknown option --devcies; its options: --deadline, --devices',
     );
     expect(result.stderr).toContain('(npm run bench -- grant-storm --help)');
+    expect(result.stdout).toBe('');
+  });
+
+  it('refuses --name=value, which a bench would ignore, naming the form it reads (exit 2)', async () => {
+    const result = await runBench(['grant-storm', '--devices=5']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('bench grant-storm: write --devices 5, not --devices=5');
     expect(result.stdout).toBe('');
   });
 

@@ -194,7 +194,7 @@ describe('scaled receivers: three behind a UDP Network Load Balancer', () => {
     expect(userData).toContain('BLACKCLOUD_HEALTH_PORT=4001\n');
     expect(userData).toContain('BLACKCLOUD_SHUTDOWN=handover\n');
     expect(userData).toContain('BLACKCLOUD_COALESCE_MS=1000\n');
-    expect(userData).toContain('BLACKCLOUD_CLOSE_WINDOW_MS=1500\n');
+    expect(userData).toContain('BLACKCLOUD_CLOSE_WINDOW_MS=2000\n');
     expect(userData).toContain('BLACKCLOUD_EC2_ATTEMPTS=20\n');
     // Each receiver holds one of 3 shares of the rule slots (slot-share-lease.ts).
     expect(userData).toContain('BLACKCLOUD_RECEIVERS=3\n');
