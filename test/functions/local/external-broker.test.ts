@@ -79,6 +79,17 @@ async function knock(device: DeviceConfig): Promise<void> {
   await sendDatagram('127.0.0.1', cloud!.spa.port, bytes);
 }
 
+/** Knocks and waits until the receiver has opened or extended the grant of that device (its claim is in). */
+async function knockAndAwaitGrant(device: DeviceConfig): Promise<void> {
+  const granted = () =>
+    audits.filter(
+      (e) => (e.type === 'grant.opened' || e.type === 'grant.extended') && e.deviceId === device.deviceId,
+    ).length;
+  const before = granted();
+  await knock(device);
+  await waitFor(() => (granted() > before ? true : undefined), `the grant of ${device.deviceId}`, 10_000);
+}
+
 async function knockAndConnect(device: DeviceConfig): Promise<MqttClient> {
   await knock(device);
   const client = await connectToBroker(device, { deadlineMs: 5000 });
@@ -172,11 +183,12 @@ describe('blackcloud up --broker (external Mosquitto behind the gate)', () => {
     const tracker = await loadDeviceConfig(
       (await (await fleet()).enrol({ deviceId: 'tracker-2', format: 'native' })).deviceFile,
     );
-    await new Promise((resolve) => setTimeout(resolve, 300)); // the file watcher's reload
+    await waitFor(() => cloud!.directory.byId('tracker-2'), 'the directory to reload tracker-2');
     const revoked = () => audits.filter((e) => e.type === 'grant.revoked');
-    // Both knock from 127.0.0.1: one rule, two claims.
-    await knock(demo);
-    await knock(tracker);
+    // Both knock from 127.0.0.1: one rule, two claims. Each knock's grant is awaited: a session reported before the
+    // second knock is handled would rightly close the rule.
+    await knockAndAwaitGrant(demo);
+    await knockAndAwaitGrant(tracker);
     const first = await connectToBroker(demo, { deadlineMs: 5000 });
     clients.push(first);
     // demo's session is logged and released; tracker still waits, so the rule stays.
