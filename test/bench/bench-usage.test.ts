@@ -81,7 +81,7 @@ describe('every bench documents what it reads', () => {
 });
 
 describe('bench/run.ts, as a process', () => {
-  it('NAME --help prints the usage and runs nothing (exit 0, at once)', async () => {
+  it('NAME --help prints the usage and runs nothing (exit 0)', async () => {
     const result = await runBench(['broker-sessions', '--help']);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('Run: `npm run bench -- broker-sessions [--sessions N]');
