@@ -142,7 +142,7 @@ interface SimOptions {
   readonly slotShare: number;
 }
 
-export const DEFAULTS: SimOptions = {
+const DEFAULTS: SimOptions = {
   dynamo: 'model',
   devices: 100_000,
   receivers: 4,
@@ -215,6 +215,11 @@ const EXPECTED_REJECTIONS: ReadonlySet<string> = new Set([
   'stale',
 ]);
 
+/** The command-line flag of each option (`closeWindowMs` -> `--close-window-ms`), in DEFAULTS' order. */
+export const FLEET_SIM_FLAGS: readonly string[] = Object.keys(DEFAULTS).map(
+  (key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+);
+
 function parseOptions(argv: readonly string[]): SimOptions {
   const options: Record<string, number | string> = { ...DEFAULTS };
   for (let i = 0; i < argv.length; i += 2) {
@@ -229,10 +234,7 @@ function parseOptions(argv: readonly string[]): SimOptions {
     if (key === 'dynamo' || !(key in DEFAULTS) || !Number.isInteger(value) || value < 0) {
       throw new Error(
         `fleet-sim: bad option ${flag} ${text}: expected --dynamo ${DYNAMO_BACKENDS.join('|')}, or one of ` +
-          `${Object.keys(DEFAULTS)
-            .filter((k) => k !== 'dynamo')
-            .map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
-            .join(', ')} followed by a whole number`,
+          `${FLEET_SIM_FLAGS.filter((f) => f !== '--dynamo').join(', ')} followed by a whole number`,
       );
     }
     options[key] = value;

@@ -2,8 +2,8 @@
  * Bench dispatcher. `node bench/run.ts NAME` (`npm run bench -- NAME`) imports bench/NAME.ts and awaits its exported `main()`;
  * with no NAME (or an unknown one) it lists the available benches. `NAME --help` prints the bench's usage (its leading
  * doc comment) and runs nothing; an option that usage never names is refused, with the list of those it does name,
- * and so is `--name=value` (the benches read `--name value`) (bench/support/bench-usage.ts). Benches print figures; they assert nothing about speed (tests never do: speed
- * belongs here).
+ * and so is `--name=value` (the benches read `--name value`) (bench/support/bench-usage.ts). Benches print
+ * figures; they assert nothing about speed (tests never do: speed belongs here).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';

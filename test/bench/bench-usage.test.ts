@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS as FLEET_SIM_DEFAULTS } from '../../bench/fleet-sim.ts';
+import { FLEET_SIM_FLAGS } from '../../bench/fleet-sim.ts';
 import {
   benchDoc,
   documentedFlags,
@@ -23,15 +23,12 @@ const BENCHES = readdirSync(BENCH_DIR)
   .filter((file) => file.endsWith('.ts') && file !== 'run.ts')
   .map((file) => file.slice(0, -'.ts'.length));
 
-/** The `--flags` a bench's code reads: numberOption(args, 'name', ...) and '--name' literals. */
+/** The `--flags` a bench's code reads: numberOption(args, 'name', ...), '--name' literals, fleet-sim's own parser. */
 function flagsRead(name: string, source: string): string[] {
   const read = new Set<string>();
   for (const m of source.matchAll(/numberOption\(\s*\w+,\s*'([a-z0-9-]+)'/g)) read.add(`--${m[1]}`);
   for (const m of source.matchAll(/'(--[a-z][a-z0-9-]*)'/g)) read.add(m[1]!);
-  if (name === 'fleet-sim') {
-    for (const key of Object.keys(FLEET_SIM_DEFAULTS))
-      read.add(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
-  }
+  if (name === 'fleet-sim') for (const flag of FLEET_SIM_FLAGS) read.add(flag);
   read.delete('--help');
   return [...read].sort();
 }
